@@ -1,0 +1,105 @@
+package org.sparktp.backend;
+
+import org.sparktp.tensor.Tensor;
+
+/**
+ * Memory and math for one rank: allocates {@link Tensor}s and computes on them. A CPU backend keeps
+ * tensors in off-heap host memory and runs GEMMs through OpenBLAS; a GPU backend keeps them in device
+ * memory. Every tensor passed to a backend must have been made by that backend.
+ *
+ * <p>A backend is {@link AutoCloseable}: it counts the tensors it has handed out and still live, and
+ * {@link #close()} fails with the count when some were never closed (a leak), after freeing what it
+ * owns itself.
+ */
+public interface Backend extends AutoCloseable {
+
+  /** A short name: {@code cpu}, {@code cuda}. */
+  String name();
+
+  /** A new tensor filled with zeros. */
+  Tensor allocate(int rows, int cols);
+
+  /** A new tensor holding {@code data[offset .. offset + rows*cols)} in row-major order. */
+  Tensor upload(float[] data, int offset, int rows, int cols);
+
+  default Tensor upload(float[] data, int rows, int cols) {
+    return upload(data, 0, rows, cols);
+  }
+
+  /** Copies the whole tensor, row-major, into {@code dst[offset ..]}. */
+  void download(Tensor src, float[] dst, int offset);
+
+  default float[] download(Tensor src) {
+    float[] out = new float[Math.toIntExact(src.numel())];
+    download(src, out, 0);
+    return out;
+  }
+
+  /** Writes {@code data} into rows {@code [row, row + data.length / t.cols())} of {@code t}. */
+  void write(Tensor t, int row, float[] data, int offset, int length);
+
+  /** Sets every element to zero. */
+  void zero(Tensor t);
+
+  /**
+   * Copies the block {@code src[srcRow .. srcRow+rows, srcCol .. srcCol+cols]} into {@code dst} at
+   * {@code (dstRow, dstCol)}.
+   */
+  void copyBlock(Tensor src, int srcRow, int srcCol, Tensor dst, int dstRow, int dstCol, int rows, int cols);
+
+  /**
+   * {@code C = alpha * op(A) * op(B) + beta * C}, where {@code op(X)} is {@code X} or its transpose.
+   * With {@code transB = true} and {@code B} a PyTorch {@code [out, in]} weight, this is {@code X W^T}
+   * with no copy of the weight.
+   */
+  void gemm(boolean transA, boolean transB, float alpha, Tensor a, Tensor b, float beta, Tensor c);
+
+  /** {@code x[r, :] += bias[0, :]} for every row. */
+  void addBias(Tensor x, Tensor bias);
+
+  /** {@code dst += src}, element by element (same shape). */
+  void add(Tensor dst, Tensor src);
+
+  /** {@code x = act(x)} in place; {@link Activation#SOFTMAX} works over each row. */
+  void activate(Tensor x, Activation act);
+
+  /** Fused {@code x = act(x + bias)}; {@code bias} may be null. */
+  default void biasActivate(Tensor x, Tensor bias, Activation act) {
+    if (bias != null) {
+      addBias(x, bias);
+    }
+    if (act != Activation.IDENTITY) {
+      activate(x, act);
+    }
+  }
+
+  /**
+   * Layer normalisation over each row, in place:
+   * {@code y = (x - mean) / sqrt(var + eps) * gamma + beta}, with the biased variance (PyTorch's).
+   */
+  void layerNorm(Tensor x, Tensor gamma, Tensor beta, float eps);
+
+  /**
+   * Embedding lookup for a shard of a table that holds ids {@code [idStart, idStart + table.rows())}:
+   * {@code out[r, :] = table[ids[r] - idStart, :]} when the id is in range, else zeros.
+   */
+  void embedding(Tensor table, int idStart, int[] ids, Tensor out);
+
+  /**
+   * Embedding bag over a table shard: row {@code r} of {@code out} is the sum ({@code mean = false})
+   * or the sum divided by the bag size ({@code mean = true}) of the rows of the ids
+   * {@code ids[offsets[r] .. offsets[r+1])} that the shard holds (ids outside the shard add zero, but
+   * still count in the bag size, so the partial sums over ranks add up to the true mean).
+   */
+  void embeddingBag(Tensor table, int idStart, int[] ids, int[] offsets, boolean mean, Tensor out);
+
+  /** Live tensors made by this backend and not yet closed. */
+  long liveTensors();
+
+  /** Bytes held by live tensors. */
+  long liveBytes();
+
+  /** Frees the backend; throws {@link IllegalStateException} naming the count of leaked tensors. */
+  @Override
+  void close();
+}

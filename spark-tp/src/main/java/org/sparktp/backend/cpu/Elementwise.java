@@ -1,0 +1,186 @@
+package org.sparktp.backend.cpu;
+
+import java.nio.FloatBuffer;
+import org.sparktp.backend.Activation;
+
+/**
+ * Elementwise kernels over off-heap float buffers. Work goes through a small on-heap chunk (bulk copies
+ * in and out) so that the inner loops run over plain arrays. Arithmetic is done in double and rounded
+ * once to float.
+ */
+final class Elementwise {
+  private static final int CHUNK = 8192;
+  private static final double INV_SQRT2 = 0.7071067811865476;
+  private static final double SQRT_2_OVER_PI = 0.7978845608028654;
+  private static final ThreadLocal<float[]> SCRATCH = ThreadLocal.withInitial(() -> new float[CHUNK]);
+
+  private Elementwise() {}
+
+  /**
+   * {@code x = act(x + bias)} over a row-major buffer of rows of {@code cols} elements; {@code bias}
+   * (length {@code cols}) may be null.
+   */
+  static void apply(FloatBuffer x, int cols, float[] bias, Activation act) {
+    if (bias == null && act == Activation.IDENTITY) {
+      return;
+    }
+    int n = x.capacity();
+    int chunk = cols > 0 && cols <= CHUNK ? (CHUNK / cols) * cols : CHUNK;
+    float[] buf = chunk <= CHUNK ? SCRATCH.get() : new float[chunk];
+    for (int start = 0; start < n; start += chunk) {
+      int len = Math.min(chunk, n - start);
+      x.position(start);
+      x.get(buf, 0, len);
+      if (bias != null) {
+        addBias(buf, len, start % cols, bias);
+      }
+      kernel(buf, len, act);
+      x.position(start);
+      x.put(buf, 0, len);
+    }
+    x.clear();
+  }
+
+  private static void addBias(float[] buf, int len, int col0, float[] bias) {
+    int cols = bias.length;
+    int c = col0;
+    for (int i = 0; i < len; i++) {
+      buf[i] += bias[c];
+      if (++c == cols) {
+        c = 0;
+      }
+    }
+  }
+
+  private static void kernel(float[] v, int len, Activation act) {
+    switch (act) {
+      case IDENTITY -> { }
+      case RELU -> {
+        for (int i = 0; i < len; i++) {
+          v[i] = v[i] > 0f ? v[i] : (v[i] == v[i] ? 0f : v[i]);
+        }
+      }
+      case GELU -> {
+        for (int i = 0; i < len; i++) {
+          v[i] = (float) gelu(v[i]);
+        }
+      }
+      case GELU_TANH -> {
+        for (int i = 0; i < len; i++) {
+          double x = v[i];
+          double u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+          // 0.5 (1 + tanh(u)) = 1 / (1 + exp(-2u))
+          v[i] = (float) (x / (1.0 + Math.exp(-2.0 * u)));
+        }
+      }
+      case SILU -> {
+        for (int i = 0; i < len; i++) {
+          double x = v[i];
+          v[i] = (float) (x / (1.0 + Math.exp(-x)));
+        }
+      }
+      case SIGMOID -> {
+        for (int i = 0; i < len; i++) {
+          v[i] = (float) (1.0 / (1.0 + Math.exp(-(double) v[i])));
+        }
+      }
+      case TANH -> {
+        for (int i = 0; i < len; i++) {
+          v[i] = (float) Math.tanh(v[i]);
+        }
+      }
+      case SOFTMAX -> throw new IllegalArgumentException("softmax is not elementwise");
+      default -> throw new IllegalStateException("unhandled activation " + act);
+    }
+  }
+
+  /**
+   * {@code x * 0.5 * (1 + erf(x / sqrt 2))} with erf from Abramowitz and Stegun 7.1.26 (absolute error
+   * below 1.5e-7). For negative x the complement {@code 1 - erf(|z|)} is used directly, so there is no
+   * cancellation and the relative error stays small in the tail.
+   */
+  static double gelu(double x) {
+    double z = Math.abs(x) * INV_SQRT2;
+    double t = 1.0 / (1.0 + 0.3275911 * z);
+    double poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    double erfc = poly * Math.exp(-z * z); // 1 - erf(|z|)
+    return 0.5 * x * (x < 0 ? erfc : 2.0 - erfc);
+  }
+
+  static void add(FloatBuffer dst, FloatBuffer src) {
+    int n = dst.capacity();
+    float[] a = SCRATCH.get();
+    float[] b = new float[Math.min(CHUNK, Math.max(1, n))];
+    for (int start = 0; start < n; start += CHUNK) {
+      int len = Math.min(CHUNK, n - start);
+      dst.position(start);
+      dst.get(a, 0, len);
+      src.position(start);
+      src.get(b, 0, len);
+      for (int i = 0; i < len; i++) {
+        a[i] += b[i];
+      }
+      dst.position(start);
+      dst.put(a, 0, len);
+    }
+    dst.clear();
+    src.clear();
+  }
+
+  static void softmaxRows(FloatBuffer x, int rows, int cols) {
+    float[] row = new float[cols];
+    for (int r = 0; r < rows; r++) {
+      x.position(r * cols);
+      x.get(row);
+      double max = Double.NEGATIVE_INFINITY;
+      for (float v : row) {
+        max = Math.max(max, v);
+      }
+      double sum = 0;
+      double[] e = new double[cols];
+      for (int c = 0; c < cols; c++) {
+        e[c] = Math.exp(row[c] - max);
+        sum += e[c];
+      }
+      for (int c = 0; c < cols; c++) {
+        row[c] = (float) (e[c] / sum);
+      }
+      x.position(r * cols);
+      x.put(row);
+    }
+    x.clear();
+  }
+
+  static void layerNorm(FloatBuffer x, int rows, int cols, float[] gamma, float[] beta, float eps) {
+    float[] row = new float[cols];
+    for (int r = 0; r < rows; r++) {
+      x.position(r * cols);
+      x.get(row);
+      double mean = 0;
+      for (float v : row) {
+        mean += v;
+      }
+      mean /= cols;
+      double var = 0;
+      for (float v : row) {
+        double d = v - mean;
+        var += d * d;
+      }
+      var /= cols;
+      double inv = 1.0 / Math.sqrt(var + eps);
+      for (int c = 0; c < cols; c++) {
+        double y = (row[c] - mean) * inv;
+        if (gamma != null) {
+          y *= gamma[c];
+        }
+        if (beta != null) {
+          y += beta[c];
+        }
+        row[c] = (float) y;
+      }
+      x.position(r * cols);
+      x.put(row);
+    }
+    x.clear();
+  }
+}

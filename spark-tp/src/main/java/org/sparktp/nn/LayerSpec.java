@@ -1,0 +1,158 @@
+package org.sparktp.nn;
+
+import java.io.Serializable;
+import java.util.List;
+import org.sparktp.backend.Activation;
+
+/**
+ * One layer of a model, with its whole (unsplit) weights in PyTorch's layout. Weights are held as
+ * float32 host arrays in row-major order. A {@link Plan} decides how each is split across ranks.
+ */
+public sealed interface LayerSpec extends Serializable {
+
+  /** Width of the activation this layer takes; for an embedding, the vocabulary size. */
+  int inWidth();
+
+  /** Width of the activation this layer produces. */
+  int outWidth();
+
+  /** A short description for plans and errors. */
+  String describe();
+
+  /**
+   * {@code Y = X W^T + b}: {@code weight} is {@code [out, in]} (PyTorch's {@code nn.Linear.weight}),
+   * {@code bias} is {@code [out]} or null.
+   */
+  record Linear(String name, int in, int out, float[] weight, float[] bias, Parallel parallel) implements LayerSpec {
+    public Linear {
+      Specs.checkName(name);
+      Specs.checkLength(name + ".weight", weight, (long) out * in, "[" + out + ", " + in + "]");
+      if (bias != null) {
+        Specs.checkLength(name + ".bias", bias, out, "[" + out + "]");
+      }
+      parallel = parallel == null ? Parallel.AUTO : parallel;
+    }
+
+    @Override
+    public int inWidth() {
+      return in;
+    }
+
+    @Override
+    public int outWidth() {
+      return out;
+    }
+
+    @Override
+    public String describe() {
+      return "linear " + name + " [" + in + " -> " + out + "]" + (bias == null ? " no bias" : "");
+    }
+  }
+
+  /** {@code y = act(x)}; the width is taken from the previous layer. */
+  record Act(Activation activation, int width) implements LayerSpec {
+    @Override
+    public int inWidth() {
+      return width;
+    }
+
+    @Override
+    public int outWidth() {
+      return width;
+    }
+
+    @Override
+    public String describe() {
+      return activation.id();
+    }
+  }
+
+  /** {@code y = (x - mean) / sqrt(var + eps) * gamma + beta} over each row. */
+  record LayerNorm(String name, int width, float[] gamma, float[] beta, float eps) implements LayerSpec {
+    public LayerNorm {
+      Specs.checkName(name);
+      if (gamma != null) {
+        Specs.checkLength(name + ".weight", gamma, width, "[" + width + "]");
+      }
+      if (beta != null) {
+        Specs.checkLength(name + ".bias", beta, width, "[" + width + "]");
+      }
+      if (!(eps > 0)) {
+        throw new IllegalArgumentException("layer_norm " + name + ": eps must be positive, got " + eps);
+      }
+    }
+
+    @Override
+    public int inWidth() {
+      return width;
+    }
+
+    @Override
+    public int outWidth() {
+      return width;
+    }
+
+    @Override
+    public String describe() {
+      return "layer_norm " + name + " [" + width + "]";
+    }
+  }
+
+  /**
+   * Embedding lookup, one id per row: {@code y = table[id]}; {@code table} is {@code [vocab, dim]}. With
+   * {@code bag} set, each row is a list of ids and {@code y} is their sum ({@code mean = false}) or mean.
+   */
+  record Embedding(String name, int vocab, int dim, float[] table, boolean bag, boolean mean) implements LayerSpec {
+    public Embedding {
+      Specs.checkName(name);
+      Specs.checkLength(name + ".weight", table, (long) vocab * dim, "[" + vocab + ", " + dim + "]");
+    }
+
+    @Override
+    public int inWidth() {
+      return vocab;
+    }
+
+    @Override
+    public int outWidth() {
+      return dim;
+    }
+
+    @Override
+    public String describe() {
+      return (bag ? "embedding_bag(" + (mean ? "mean" : "sum") + ") " : "embedding ") + name + " [" + vocab + ", "
+          + dim + "]";
+    }
+  }
+
+  /** {@code y = x + f(x)}, where {@code f} is the layer list {@code body}. */
+  record Residual(List<LayerSpec> body) implements LayerSpec {
+    public Residual {
+      if (body == null || body.isEmpty()) {
+        throw new IllegalArgumentException("A residual block needs at least one layer");
+      }
+      body = List.copyOf(body);
+      int w = body.get(0).inWidth();
+      int out = body.get(body.size() - 1).outWidth();
+      if (w != out) {
+        throw new IllegalArgumentException("A residual block must keep the width: its layers take " + w
+            + " and produce " + out);
+      }
+    }
+
+    @Override
+    public int inWidth() {
+      return body.get(0).inWidth();
+    }
+
+    @Override
+    public int outWidth() {
+      return body.get(body.size() - 1).outWidth();
+    }
+
+    @Override
+    public String describe() {
+      return "residual(" + body.size() + " layers)";
+    }
+  }
+}
