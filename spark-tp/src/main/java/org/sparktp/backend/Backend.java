@@ -19,6 +19,11 @@ public interface Backend extends AutoCloseable {
   /** A new tensor filled with zeros. */
   Tensor allocate(int rows, int cols);
 
+  /** A new tensor whose contents are unspecified (for outputs that are overwritten whole). */
+  default Tensor empty(int rows, int cols) {
+    return allocate(rows, cols);
+  }
+
   /** A new tensor holding {@code data[offset .. offset + rows*cols)} in row-major order. */
   Tensor upload(float[] data, int offset, int rows, int cols);
 

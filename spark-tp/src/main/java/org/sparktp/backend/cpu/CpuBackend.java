@@ -76,13 +76,17 @@ public final class CpuBackend implements Backend {
 
   @Override
   public CpuTensor allocate(int rows, int cols) {
+    CpuTensor t = empty(rows, cols);
+    org.bytedeco.javacpp.Pointer.memset(t.pointer(), 0, t.numel() * 4);
+    return t;
+  }
+
+  @Override
+  public CpuTensor empty(int rows, int cols) {
     checkOpen();
     CpuTensor t = new CpuTensor(this, rows, cols);
-    long n = t.numel();
-    // malloc leaves memory uninitialised; zero it so no tensor ever exposes garbage.
-    org.bytedeco.javacpp.Pointer.memset(t.pointer(), 0, n * 4);
     liveTensors.incrementAndGet();
-    liveBytes.addAndGet(n * 4);
+    liveBytes.addAndGet(t.numel() * 4);
     return t;
   }
 
@@ -107,7 +111,7 @@ public final class CpuBackend implements Backend {
       throw new IllegalArgumentException("upload of [" + rows + ", " + cols + "] needs " + n
           + " floats from offset " + offset + ", array has " + data.length);
     }
-    CpuTensor t = allocate(rows, cols);
+    CpuTensor t = empty(rows, cols);
     t.buffer().put(data, offset, (int) n);
     return t;
   }

@@ -1,0 +1,41 @@
+package org.sparktp.nn;
+
+import org.sparktp.backend.Backend;
+import org.sparktp.comm.Communicator;
+
+/** What a layer needs to run on one rank: its backend, its group's communicator, and timers. */
+public final class RunContext {
+  private final Backend backend;
+  private final Communicator comm;
+  private long computeNanos;
+
+  public RunContext(Backend backend, Communicator comm) {
+    this.backend = backend;
+    this.comm = comm;
+  }
+
+  public Backend backend() {
+    return backend;
+  }
+
+  public Communicator comm() {
+    return comm;
+  }
+
+  public int rank() {
+    return comm.rank();
+  }
+
+  public int size() {
+    return comm.size();
+  }
+
+  /** Time spent in local compute (GEMMs and elementwise work) so far. */
+  public long computeNanos() {
+    return computeNanos;
+  }
+
+  void addCompute(long nanos) {
+    computeNanos += nanos;
+  }
+}

@@ -1,0 +1,225 @@
+package org.sparktp.nn;
+
+import org.sparktp.backend.Backend;
+import org.sparktp.comm.Communicator;
+import org.sparktp.shard.Split;
+import org.sparktp.tensor.Tensor;
+
+/**
+ * Streams rows through a tensor-parallel group, one micro-batch per {@link #step}: every rank brings the
+ * rows it owns (its own partition), the group runs the plan on all of them, and each rank gets back the
+ * outputs of exactly its rows. Per step:
+ *
+ * <ol>
+ *   <li>exchange the row counts; when every rank has none, the stream is over ({@code step} returns
+ *       null on every rank);
+ *   <li>all-gather the inputs, so every rank holds the group's rows in rank order;
+ *   <li>run the plan with the local shards;
+ *   <li>return each row's output to its owner: reduce-scatter over rows for a {@code PARTIAL} result,
+ *       all-to-all for a {@code SHARDED} one, a local slice for a {@code REPLICATED} one.
+ * </ol>
+ *
+ * Work per rank is that of data parallelism on the group's rows; memory per rank is 1/p of the weights.
+ * With one rank nothing is communicated.
+ */
+public final class TpRunner {
+  private final RankModel model;
+  private final Communicator comm;
+  private final Backend backend;
+  private final RunContext ctx;
+  private long rows;
+  private long steps;
+
+  public TpRunner(RankModel model, Communicator comm) {
+    this.model = model;
+    this.comm = comm;
+    this.backend = model.backend();
+    this.ctx = new RunContext(backend, comm);
+    if (comm.size() != model.plan().tpSize() || comm.rank() != model.rank()) {
+      throw new IllegalArgumentException("Rank " + model.rank() + " of a tp=" + model.plan().tpSize()
+          + " model given the communicator of rank " + comm.rank() + " of " + comm.size());
+    }
+  }
+
+  /** Output width of every row. */
+  public int outputWidth() {
+    return model.plan().outputDim();
+  }
+
+  /** Rows this rank has brought so far. */
+  public long rows() {
+    return rows;
+  }
+
+  /** Steps run so far (including ones where this rank brought no rows). */
+  public long steps() {
+    return steps;
+  }
+
+  /** Nanoseconds of local compute (GEMMs, elementwise) so far. */
+  public long computeNanos() {
+    return ctx.computeNanos();
+  }
+
+  /**
+   * Runs one step with this rank's rows ({@code mine.rows()} may be 0 once the partition is exhausted).
+   *
+   * @return the outputs of this rank's rows, row-major {@code [mine.rows(), outputWidth()]}, or null when
+   *     no rank had rows (the stream is over)
+   */
+  public float[] step(InputBatch mine) {
+    Plan plan = model.plan();
+    checkKind(mine, plan);
+    int p = comm.size();
+    int me = comm.rank();
+    long[] counts = comm.allGatherLong(mine.rows());
+    long total = 0;
+    for (long c : counts) {
+      total += c;
+    }
+    if (total == 0) {
+      return null;
+    }
+    steps++;
+    rows += mine.rows();
+    int n = Math.toIntExact(total);
+    int[] rowCounts = new int[p];
+    int[] rowOff = new int[p + 1];
+    for (int r = 0; r < p; r++) {
+      rowCounts[r] = (int) counts[r];
+      rowOff[r + 1] = rowOff[r] + rowCounts[r];
+    }
+    int w = plan.outputDim();
+    DistTensor out;
+    if (p == 1) {
+      out = model.forward(mine, ctx);
+    } else if (mine.kind() == InputBatch.Kind.DENSE) {
+      int width = plan.inputDim();
+      Tensor all = backend.empty(n, width);
+      try (Tensor send = backend.upload(mine.dense(), 0, mine.rows(), width)) {
+        comm.allGather(send, all, scale(rowCounts, width));
+      } catch (RuntimeException e) {
+        all.close();
+        throw e;
+      }
+      out = model.forward(DistTensor.replicated(all), ctx);
+    } else if (mine.kind() == InputBatch.Kind.IDS) {
+      int[] ids = gatherInts(mine.ids(), mine.rows(), rowCounts, n);
+      out = model.forward(InputBatch.ids(ids, n), ctx);
+    } else {
+      int myIds = mine.offsets()[mine.rows()];
+      long[] idCounts = comm.allGatherLong(myIds);
+      int[] ic = new int[p];
+      int totalIds = 0;
+      for (int r = 0; r < p; r++) {
+        ic[r] = (int) idCounts[r];
+        totalIds += ic[r];
+      }
+      int[] ids = gatherInts(mine.ids(), myIds, ic, totalIds);
+      int[] lens = new int[mine.rows()];
+      for (int i = 0; i < lens.length; i++) {
+        lens[i] = mine.offsets()[i + 1] - mine.offsets()[i];
+      }
+      int[] allLens = gatherInts(lens, lens.length, rowCounts, n);
+      int[] offsets = new int[n + 1];
+      for (int i = 0; i < n; i++) {
+        offsets[i + 1] = offsets[i] + allLens[i];
+      }
+      out = model.forward(InputBatch.bags(ids, offsets, n), ctx);
+    }
+    try (DistTensor result = out) {
+      return ownRows(result, rowCounts, rowOff, me, w);
+    }
+  }
+
+  private static void checkKind(InputBatch mine, Plan plan) {
+    InputBatch.Kind want = plan.takesBags() ? InputBatch.Kind.BAGS
+        : plan.takesIds() ? InputBatch.Kind.IDS : InputBatch.Kind.DENSE;
+    if (mine.kind() != want) {
+      throw new IllegalArgumentException("The model takes " + describe(want, plan) + ", got "
+          + mine.kind().name().toLowerCase(java.util.Locale.ROOT) + " input");
+    }
+    if (want == InputBatch.Kind.DENSE && mine.width() != plan.inputDim()) {
+      throw new IllegalArgumentException("Input rows have width " + mine.width() + ", the model expects "
+          + plan.inputDim());
+    }
+  }
+
+  private static String describe(InputBatch.Kind k, Plan plan) {
+    return switch (k) {
+      case DENSE -> "vectors of width " + plan.inputDim();
+      case IDS -> "one id per row";
+      case BAGS -> "a list of ids per row";
+    };
+  }
+
+  private static int[] scale(int[] counts, int by) {
+    int[] out = new int[counts.length];
+    for (int i = 0; i < counts.length; i++) {
+      out[i] = Math.multiplyExact(counts[i], by);
+    }
+    return out;
+  }
+
+  /** All-gathers ints (carried bit for bit in float slots, never summed). */
+  private int[] gatherInts(int[] mine, int count, int[] counts, int total) {
+    float[] bits = new float[count];
+    for (int i = 0; i < count; i++) {
+      bits[i] = Float.intBitsToFloat(mine[i]);
+    }
+    try (Tensor send = backend.upload(bits, 0, 1, count); Tensor recv = backend.empty(1, total)) {
+      comm.allGather(send, recv, counts);
+      float[] got = backend.download(recv);
+      int[] out = new int[total];
+      for (int i = 0; i < total; i++) {
+        out[i] = Float.floatToRawIntBits(got[i]);
+      }
+      return out;
+    }
+  }
+
+  private float[] ownRows(DistTensor out, int[] rowCounts, int[] rowOff, int me, int w) {
+    int p = rowCounts.length;
+    int mine = rowCounts[me];
+    float[] result = new float[Math.multiplyExact(mine, w)];
+    switch (out.layout()) {
+      case REPLICATED -> {
+        if (p == 1) {
+          backend.download(out.local(), result, 0);
+        } else if (mine > 0) {
+          backend.download(out.local().rows(rowOff[me], mine), result, 0);
+        }
+      }
+      case PARTIAL -> {
+        try (Tensor recv = backend.empty(mine, w)) {
+          comm.reduceScatter(out.local(), scale(rowCounts, w), recv);
+          if (out.pendingBias() != null && mine > 0) {
+            backend.addBias(recv, out.pendingBias());
+          }
+          backend.download(recv, result, 0);
+        }
+      }
+      case SHARDED -> {
+        Split split = out.split();
+        int[] send = new int[p];
+        int[] recvCounts = new int[p];
+        for (int q = 0; q < p; q++) {
+          send[q] = rowCounts[q] * split.length(me);
+          recvCounts[q] = mine * split.length(q);
+        }
+        try (Tensor recv = backend.empty(1, Math.max(0, mine * w)); Tensor full = backend.empty(mine, w)) {
+          comm.allToAll(out.local(), send, recv, recvCounts);
+          int off = 0;
+          for (int q = 0; q < p; q++) {
+            backend.copyBlock(Mappings.sub(recv, off, mine, split.length(q)), 0, 0, full, 0, split.offset(q), mine,
+                split.length(q));
+            off += recvCounts[q];
+          }
+          backend.download(full, result, 0);
+        }
+      }
+      default -> throw new IllegalStateException();
+    }
+    return result;
+  }
+}
