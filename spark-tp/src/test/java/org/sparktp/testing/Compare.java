@@ -1,0 +1,36 @@
+package org.sparktp.testing;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * Comparison with a float64 reference. The error measure is {@code max |y - ref| / max |ref|} over the
+ * whole output (relative to the output's scale, so elements near zero do not dominate).
+ */
+public final class Compare {
+  private Compare() {}
+
+  public static final double TOLERANCE = 1e-5;
+
+  public static double relError(float[] got, double[][] ref) {
+    int cols = ref.length == 0 ? 0 : ref[0].length;
+    assertThat(got).as("output size").hasSize(ref.length * cols);
+    double maxErr = 0;
+    double maxRef = 0;
+    for (int r = 0; r < ref.length; r++) {
+      for (int c = 0; c < cols; c++) {
+        double g = got[r * cols + c];
+        if (!Double.isFinite(g)) {
+          return Double.POSITIVE_INFINITY;
+        }
+        maxErr = Math.max(maxErr, Math.abs(g - ref[r][c]));
+        maxRef = Math.max(maxRef, Math.abs(ref[r][c]));
+      }
+    }
+    return maxRef == 0 ? maxErr : maxErr / maxRef;
+  }
+
+  public static void assertClose(float[] got, double[][] ref, Object context) {
+    double e = relError(got, ref);
+    assertThat(e).as("relative error vs float64 reference (%s)", context).isLessThanOrEqualTo(TOLERANCE);
+  }
+}
