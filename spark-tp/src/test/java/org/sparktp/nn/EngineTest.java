@@ -1,0 +1,264 @@
+package org.sparktp.nn;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import org.sparktp.backend.Activation;
+import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.comm.LocalCommunicator;
+import org.sparktp.testing.Compare;
+import org.sparktp.testing.Rand;
+import org.sparktp.testing.Reference;
+
+/**
+ * Whole models on p in-process ranks through {@link TpRunner}, against the float64 reference: every
+ * rank brings its own (uneven, sometimes empty) rows over several steps and must get back exactly the
+ * outputs of those rows.
+ */
+class EngineTest {
+  static final long TIMEOUT_MS = 30_000;
+  final Rand rnd = new Rand();
+
+  static LayerSpec.Linear linear(Rand rnd, String name, int in, int out, boolean bias) {
+    double scale = 1 / Math.sqrt(in);
+    return new LayerSpec.Linear(name, in, out, rnd.floats(out * in, scale), bias ? rnd.floats(out, 0.5) : null,
+        Parallel.AUTO);
+  }
+
+  static LayerSpec.Linear linear(Rand rnd, String name, int in, int out, Parallel mode) {
+    LayerSpec.Linear l = linear(rnd, name, in, out, true);
+    return new LayerSpec.Linear(name, in, out, l.weight(), l.bias(), mode);
+  }
+
+  /** The 5-op model of the issue: linear, gelu, linear, layer_norm, linear; in 50, hidden 203, out 37. */
+  static ModelSpec fiveOpModel(Rand rnd) {
+    return new ModelSpec(50, List.of(
+        linear(rnd, "fc1", 50, 203, true),
+        new LayerSpec.Act(Activation.GELU, 203),
+        linear(rnd, "fc2", 203, 64, true),
+        new LayerSpec.LayerNorm("ln", 64, rnd.floats(64, 2), rnd.floats(64, 1), 1e-5f),
+        linear(rnd, "head", 64, 37, true)));
+  }
+
+  /** Rows per rank per step: uneven, and some ranks run out early. */
+  static int rowsFor(int rank, int step) {
+    int[] base = {5, 3, 0, 7};
+    int n = base[rank % 4] + step;
+    return rank == 1 && step >= 2 ? 0 : n;
+  }
+
+  /** Runs the model on p ranks; each rank streams 3 steps of its own rows; returns outputs in rank order. */
+  static List<float[]> runGroup(ModelSpec spec, int p, float[][][] inputs, long[] commCalls) {
+    Plan plan = Plan.build(spec, p);
+    List<float[]> perRank = LocalCommunicator.run(p, TIMEOUT_MS, rank -> comm -> {
+      try (CpuBackend be = new CpuBackend()) {
+        List<Float> out = new ArrayList<>();
+        try (RankModel model = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank))) {
+          TpRunner runner = new TpRunner(model, comm);
+          int step = 0;
+          while (true) {
+            float[] x = step < inputs[rank].length ? inputs[rank][step] : new float[0];
+            float[] y = runner.step(InputBatch.dense(x, x.length / spec.inputDim(), spec.inputDim()));
+            if (y == null) {
+              break;
+            }
+            assertThat(y).hasSize(x.length / spec.inputDim() * spec.outputDim());
+            for (float v : y) {
+              out.add(v);
+            }
+            step++;
+          }
+        }
+        if (commCalls != null) {
+          commCalls[rank] = comm.stats().calls();
+        }
+        float[] a = new float[out.size()];
+        for (int i = 0; i < a.length; i++) {
+          a[i] = out.get(i);
+        }
+        return a;
+      }
+    });
+    return perRank;
+  }
+
+  void checkModel(ModelSpec spec, int p) {
+    int steps = 3;
+    float[][][] inputs = new float[p][steps][];
+    for (int r = 0; r < p; r++) {
+      for (int s = 0; s < steps; s++) {
+        inputs[r][s] = rnd.floats(rowsFor(r, s) * spec.inputDim(), 2);
+      }
+    }
+    long[] calls = new long[p];
+    List<float[]> got = runGroup(spec, p, inputs, calls);
+    for (int r = 0; r < p; r++) {
+      int rows = 0;
+      for (float[] x : inputs[r]) {
+        rows += x.length / spec.inputDim();
+      }
+      float[] all = new float[rows * spec.inputDim()];
+      int off = 0;
+      for (float[] x : inputs[r]) {
+        System.arraycopy(x, 0, all, off, x.length);
+        off += x.length;
+      }
+      double[][] ref = Reference.forward(spec, rnd.rows(all, rows, spec.inputDim()));
+      Compare.assertClose(got.get(r), ref, "rank " + r + " of p=" + p + ", " + rnd);
+    }
+    if (p == 1) {
+      assertThat(calls[0]).as("collectives with one rank").isZero();
+    }
+  }
+
+  @ParameterizedTest
+  @ValueSource(ints = {1, 2, 3, 4})
+  void fiveOpModelMatchesFloat64ForEveryTensorParallelSize(int p) {
+    checkModel(fiveOpModel(rnd), p);
+  }
+
+  @ParameterizedTest
+  @ValueSource(ints = {1, 2, 3, 4})
+  void megatronMlpCostsOneReductionPerColumnRowPair(int p) {
+    ModelSpec mlp = new ModelSpec(50, List.of(linear(rnd, "up", 50, 203, true), new LayerSpec.Act(Activation.GELU, 203),
+        linear(rnd, "down", 203, 50, true), new LayerSpec.Act(Activation.RELU, 50),
+        linear(rnd, "up2", 50, 101, true), new LayerSpec.Act(Activation.SILU, 101),
+        linear(rnd, "down2", 101, 37, true)));
+    Plan plan = Plan.build(mlp, p);
+    if (p > 1) {
+      // up(col) down(row) -> all-reduce -> up2(col) down2(row): the final partial is reduce-scattered to row owners
+      assertThat(plan.collectiveCount()).isEqualTo(1);
+      assertThat(plan.outputLayout()).isEqualTo(Layout.PARTIAL);
+      assertThat(plan.explain()).contains("column linear up [50->203] +gelu", "row linear down [203->50]",
+          "all-reduce", "reduce-scatter over rows");
+    }
+    checkModel(mlp, p);
+  }
+
+  @ParameterizedTest
+  @ValueSource(ints = {1, 2, 3})
+  void residualSoftmaxAndForcedModesMatchFloat64(int p) {
+    ModelSpec spec = new ModelSpec(50, List.of(
+        linear(rnd, "in", 50, 64, Parallel.REPLICATED),
+        new LayerSpec.Residual(List.of(
+            new LayerSpec.LayerNorm("ln1", 64, rnd.floats(64, 1), null, 1e-5f),
+            linear(rnd, "a", 64, 203, false), new LayerSpec.Act(Activation.GELU_TANH, 203),
+            linear(rnd, "b", 203, 64, true))),
+        new LayerSpec.Act(Activation.TANH, 64),
+        linear(rnd, "c", 64, 37, Parallel.ROW),
+        new LayerSpec.Act(Activation.SIGMOID, 37),
+        linear(rnd, "d", 37, 11, Parallel.COLUMN),
+        new LayerSpec.Act(Activation.SOFTMAX, 11)));
+    checkModel(spec, p);
+  }
+
+  @ParameterizedTest
+  @ValueSource(ints = {1, 2, 3, 4})
+  void vocabParallelEmbeddingAndBagsMatchFloat64(int p) {
+    int vocab = 23;
+    for (boolean bag : new boolean[] {false, true}) {
+      for (boolean mean : bag ? new boolean[] {false, true} : new boolean[] {false}) {
+        ModelSpec spec = new ModelSpec(vocab, List.of(
+            new LayerSpec.Embedding("emb", vocab, 16, rnd.floats(vocab * 16, 1), bag, mean),
+            linear(rnd, "fc", 16, 9, true)));
+        Plan plan = Plan.build(spec, p);
+        int[][] rowsIds = new int[p][];
+        int[][][] bags = new int[p][][];
+        for (int r = 0; r < p; r++) {
+          int n = rowsFor(r, 1);
+          rowsIds[r] = new int[n];
+          bags[r] = new int[n][];
+          for (int i = 0; i < n; i++) {
+            rowsIds[r][i] = rnd.nextInt(vocab);
+            bags[r][i] = new int[rnd.nextInt(4)];
+            for (int j = 0; j < bags[r][i].length; j++) {
+              bags[r][i][j] = rnd.nextInt(vocab);
+            }
+          }
+        }
+        List<float[]> got = LocalCommunicator.run(p, TIMEOUT_MS, rank -> comm -> {
+          try (CpuBackend be = new CpuBackend();
+              RankModel m = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank))) {
+            TpRunner runner = new TpRunner(m, comm);
+            InputBatch in;
+            if (bag) {
+              int[][] b = bags[rank];
+              int[] off = new int[b.length + 1];
+              List<Integer> ids = new ArrayList<>();
+              for (int i = 0; i < b.length; i++) {
+                off[i + 1] = off[i] + b[i].length;
+                for (int id : b[i]) {
+                  ids.add(id);
+                }
+              }
+              in = InputBatch.bags(ids.stream().mapToInt(Integer::intValue).toArray(), off, b.length);
+            } else {
+              in = InputBatch.ids(rowsIds[rank], rowsIds[rank].length);
+            }
+            float[] y = runner.step(in);
+            InputBatch empty = InputBatch.empty(in.kind(), 0);
+            assertThat(runner.step(empty)).isNull();
+            return y;
+          }
+        });
+        for (int r = 0; r < p; r++) {
+          double[][] ref = bag ? Reference.forwardBags(spec, bags[r]) : Reference.forwardIds(spec, rowsIds[r]);
+          Compare.assertClose(got.get(r), ref, "rank " + r + " bag=" + bag + " mean=" + mean + " p=" + p);
+        }
+      }
+    }
+  }
+
+  @ParameterizedTest
+  @ValueSource(ints = {2, 3, 4})
+  void weightBytesPerRankAreWithinOneUnitOfOneOverP(int p) {
+    int in = 50;
+    int hidden = 203;
+    ModelSpec spec = new ModelSpec(in, List.of(linear(rnd, "up", in, hidden, true),
+        new LayerSpec.Act(Activation.GELU, hidden), linear(rnd, "down", hidden, in, false)));
+    Plan plan = Plan.build(spec, p);
+    long total = 4L * (hidden * in + hidden + in * hidden);
+    // one unit: one output row of "up" (weight row + bias element) plus one input column of "down"
+    long unit = 4L * (in + 1) + 4L * in;
+    for (int r = 0; r < p; r++) {
+      long b = plan.shard(WeightSource.of(spec), r).bytes();
+      assertThat(b).isEqualTo(plan.weightBytes(r));
+      assertThat((double) b).as("rank %d", r).isCloseTo(total / (double) p, org.assertj.core.data.Offset.offset(
+          (double) unit));
+    }
+    assertThat(plan.explain()).contains("weight bytes per rank: [");
+  }
+
+  @org.junit.jupiter.api.Test
+  void badInputGetsClearErrors() {
+    ModelSpec spec = fiveOpModel(rnd);
+    assertThatThrownBy(() -> Plan.build(spec, 0)).hasMessage("Tensor-parallel size must be positive, got 0");
+    assertThatThrownBy(() -> Plan.build(spec, -1)).hasMessage("Tensor-parallel size must be positive, got -1");
+    ModelSpec narrow = new ModelSpec(8, List.of(linear(rnd, "tiny", 8, 3, Parallel.COLUMN)));
+    assertThatThrownBy(() -> Plan.build(narrow, 4)).hasMessageContaining(
+        "Cannot split the output features of 'tiny' of size 3 across p=4 ranks");
+    assertThatThrownBy(() -> new LayerSpec.Linear("fc", 4, 3, rnd.floats(12, 1), rnd.floats(4, 1), Parallel.AUTO))
+        .hasMessage("Tensor 'fc.bias' has 4 elements, expected [3] = 3");
+    assertThatThrownBy(() -> new ModelSpec(50, List.of(linear(rnd, "fc1", 49, 10, true))))
+        .hasMessage("layer 0 (linear fc1 [49 -> 10]) takes width 49 but its input has width 50");
+    Plan plan = Plan.build(spec, 2);
+    assertThatThrownBy(() -> LocalCommunicator.run(2, TIMEOUT_MS, rank -> comm -> {
+      try (CpuBackend be = new CpuBackend();
+          RankModel m = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank))) {
+        return new TpRunner(m, comm).step(InputBatch.dense(new float[3 * 49], 3, 49));
+      }
+    })).hasMessage("Input rows have width 49, the model expects 50");
+    ModelSpec emb = new ModelSpec(5, List.of(new LayerSpec.Embedding("e", 5, 3, rnd.floats(15, 1), false, false)));
+    Plan ep = Plan.build(emb, 1);
+    assertThatThrownBy(() -> LocalCommunicator.run(1, TIMEOUT_MS, rank -> comm -> {
+      try (CpuBackend be = new CpuBackend();
+          RankModel m = new RankModel(ep, rank, be, ep.shard(WeightSource.of(emb), rank))) {
+        return new TpRunner(m, comm).step(InputBatch.ids(new int[] {1, 7}, 2));
+      }
+    })).hasMessage("Row 1 of the batch has id 7 outside the vocabulary [0, 5) of embedding e");
+  }
+}
