@@ -1,0 +1,137 @@
+package org.sparktp.bench;
+
+import static org.bytedeco.openblas.global.openblas_full.CblasNoTrans;
+import static org.bytedeco.openblas.global.openblas_full.CblasRowMajor;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.SplittableRandom;
+import org.bytedeco.openblas.global.openblas_full;
+import org.sparktp.backend.Activation;
+import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.backend.cpu.CpuTensor;
+import org.sparktp.comm.LocalCommunicator;
+import org.sparktp.nn.ColumnParallelLinear;
+import org.sparktp.nn.DistTensor;
+import org.sparktp.nn.RunContext;
+
+/**
+ * Overhead of a layer over the bare GEMM: OpenBLAS {@code sgemm} called directly on
+ * {@code X[m x k] W[k x n]}, side by side with {@link ColumnParallelLinear} (p = 1) computing
+ * {@code gelu(X W^T + b)} on the same sizes with PyTorch's {@code [n, k]} weight layout.
+ *
+ * <pre>
+ * java -cp ... org.sparktp.bench.GemmBench [--m 512] [--k 4096] [--n 16384] [--reps 5] [--threads 1] [--json FILE]
+ * </pre>
+ */
+public final class GemmBench {
+  private GemmBench() {}
+
+  public static void main(String[] args) throws IOException {
+    int m = 512;
+    int k = 4096;
+    int n = 16384;
+    int reps = 5;
+    int threads = 1;
+    String json = null;
+    for (int i = 0; i < args.length; i++) {
+      String a = args[i];
+      if (i + 1 >= args.length) {
+        throw new IllegalArgumentException("Flag " + a + " needs a value");
+      }
+      String v = args[++i];
+      switch (a) {
+        case "--m" -> m = Integer.parseInt(v);
+        case "--k" -> k = Integer.parseInt(v);
+        case "--n" -> n = Integer.parseInt(v);
+        case "--reps" -> reps = Integer.parseInt(v);
+        case "--threads" -> threads = Integer.parseInt(v);
+        case "--json" -> json = v;
+        default -> throw new IllegalArgumentException("Unknown flag " + a
+            + "; use --m, --k, --n, --reps, --threads, --json");
+      }
+    }
+    SplittableRandom rnd = new SplittableRandom();
+    float[] x = random(rnd, m * k, 1);
+    float[] w = random(rnd, n * k, 1 / Math.sqrt(k));
+    float[] b = random(rnd, n, 0.1);
+    double flops = 2.0 * m * n * k;
+    double[] bare = new double[reps];
+    double[] layerTimes = new double[reps];
+    try (CpuBackend be = new CpuBackend(threads)) {
+      System.out.println("OpenBLAS: " + CpuBackend.describe());
+      final int fm = m;
+      final int fk = k;
+      final int fn = n;
+      final int freps = reps;
+      LocalCommunicator.run(1, 60_000, rank -> comm -> {
+        try (CpuTensor xt = (CpuTensor) be.upload(x, fm, fk); CpuTensor wkn = (CpuTensor) be.upload(w, fk, fn);
+            CpuTensor y = be.empty(fm, fn);
+            ColumnParallelLinear layer = ColumnParallelLinear.fromFull(be, "bench", w, b, fk, fn, 0, 1,
+                Activation.GELU, false)) {
+          RunContext ctx = new RunContext(be, comm);
+          for (int r = -1; r < freps; r++) { // r = -1 warms up both paths
+            long t0 = System.nanoTime();
+            openblas_full.cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fm, fn, fk, 1f, xt.pointer(), fk,
+                wkn.pointer(), fn, 0f, y.pointer(), fn);
+            long t1 = System.nanoTime();
+            CpuTensor in = be.empty(fm, fk);
+            be.copyBlock(xt, 0, 0, in, 0, 0, fm, fk);
+            long t2 = System.nanoTime();
+            try (DistTensor out = layer.forward(DistTensor.replicated(in), ctx)) {
+              long t3 = System.nanoTime();
+              if (r >= 0) {
+                bare[r] = (t1 - t0) / 1e9;
+                layerTimes[r] = (t3 - t2) / 1e9;
+              }
+            }
+          }
+        }
+        return null;
+      });
+    }
+    double mb = median(bare);
+    double ml = median(layerTimes);
+    System.out.printf(Locale.ROOT, "%nX[%d x %d] . W[%d x %d], %d BLAS thread(s), %d repetitions (median)%n", m, k, k, n,
+        threads, reps);
+    System.out.printf(Locale.ROOT, "%-44s %10s %10s %10s%n", "path", "seconds", "GFLOP/s", "vs sgemm");
+    System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10s%n", "sgemm (OpenBLAS, direct)", mb, flops / mb / 1e9,
+        "1.000");
+    System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "ColumnParallelLinear p=1, bias + gelu", ml,
+        flops / ml / 1e9, ml / mb);
+    System.out.printf(Locale.ROOT, "layer overhead over the bare GEMM: %.1f%% (target < 10%%)%n", (ml / mb - 1) * 100);
+    System.out.println("all sgemm runs: " + Arrays.toString(bare));
+    System.out.println("all layer runs: " + Arrays.toString(layerTimes));
+    if (json != null) {
+      List<String> rows = new ArrayList<>();
+      rows.add(String.format(Locale.ROOT,
+          "{\"path\": \"sgemm\", \"m\": %d, \"k\": %d, \"n\": %d, \"threads\": %d, \"seconds\": %.6f, \"gflops\": %.2f}",
+          m, k, n, threads, mb, flops / mb / 1e9));
+      rows.add(String.format(Locale.ROOT,
+          "{\"path\": \"column_parallel_linear_bias_gelu\", \"m\": %d, \"k\": %d, \"n\": %d, \"threads\": %d, "
+              + "\"seconds\": %.6f, \"gflops\": %.2f, \"overhead\": %.4f}",
+          m, k, n, threads, ml, flops / ml / 1e9, ml / mb - 1));
+      Files.writeString(Path.of(json), "[\n  " + String.join(",\n  ", rows) + "\n]\n", StandardCharsets.UTF_8);
+    }
+  }
+
+  private static float[] random(SplittableRandom rnd, int n, double scale) {
+    float[] a = new float[n];
+    for (int i = 0; i < n; i++) {
+      a[i] = (float) ((rnd.nextDouble() * 2 - 1) * scale);
+    }
+    return a;
+  }
+
+  static double median(double[] v) {
+    double[] s = v.clone();
+    Arrays.sort(s);
+    return s.length % 2 == 1 ? s[s.length / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  }
+}
