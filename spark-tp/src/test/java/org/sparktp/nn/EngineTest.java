@@ -234,6 +234,22 @@ class EngineTest {
   }
 
   @org.junit.jupiter.api.Test
+  void explainShowsOpsLayoutsCollectivesBytesPerRowAndWeightBytesPerRank() {
+    Plan plan = Plan.build(fiveOpModel(rnd), 3);
+    String text = plan.explain();
+    assertThat(text).contains("Plan for tp=3: input width 50, output 37 (SHARDED)");
+    assertThat(text).containsPattern("column linear fc1 \\[50->203\\] \\+gelu\\s+REPLICATED\\s+SHARDED");
+    assertThat(text).containsPattern("row linear fc2 \\[203->64\\]\\s+SHARDED\\s+PARTIAL");
+    // all-reduce of 64 floats over 3 ranks with a ring: 2 * (2/3) * 256 bytes = 341 per row
+    assertThat(text).containsPattern("PARTIAL\\s+REPLICATED\\s+all-reduce\\s+341");
+    assertThat(text).containsPattern("output rows to their owner\\s+SHARDED\\s+-\\s+all-to-all");
+    assertThat(text).contains("collectives per forward pass: 1");
+    long w0 = plan.weightBytes(0);
+    assertThat(text).contains("weight bytes per rank: [" + w0 + ", ");
+    assertThat(Plan.build(fiveOpModel(rnd), 1).explain()).contains("collectives per forward pass: 0");
+  }
+
+  @org.junit.jupiter.api.Test
   void badInputGetsClearErrors() {
     ModelSpec spec = fiveOpModel(rnd);
     assertThatThrownBy(() -> Plan.build(spec, 0)).hasMessage("Tensor-parallel size must be positive, got 0");
