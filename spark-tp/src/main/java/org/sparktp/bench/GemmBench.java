@@ -64,6 +64,7 @@ public final class GemmBench {
     double flops = 2.0 * m * n * k;
     double[] bare = new double[reps];
     double[] layerTimes = new double[reps];
+    double[] bareT = new double[reps];
     try (CpuBackend be = new CpuBackend(threads)) {
       System.out.println("OpenBLAS: " + CpuBackend.describe());
       final int fm = m;
@@ -73,6 +74,7 @@ public final class GemmBench {
       LocalCommunicator.run(1, 60_000, rank -> comm -> {
         try (CpuTensor xt = (CpuTensor) be.upload(x, fm, fk); CpuTensor wkn = (CpuTensor) be.upload(w, fk, fn);
             CpuTensor y = be.empty(fm, fn);
+            CpuTensor wnk = (CpuTensor) be.upload(w, fn, fk);
             ColumnParallelLinear layer = ColumnParallelLinear.fromFull(be, "bench", w, b, fk, fn, 0, 1,
                 Activation.GELU, false)) {
           RunContext ctx = new RunContext(be, comm);
@@ -81,6 +83,9 @@ public final class GemmBench {
             openblas_full.cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, fm, fn, fk, 1f, xt.pointer(), fk,
                 wkn.pointer(), fn, 0f, y.pointer(), fn);
             long t1 = System.nanoTime();
+            openblas_full.cblas_sgemm(CblasRowMajor, CblasNoTrans, openblas_full.CblasTrans, fm, fn, fk, 1f,
+                xt.pointer(), fk, wnk.pointer(), fk, 0f, y.pointer(), fn);
+            long t1b = System.nanoTime();
             CpuTensor in = be.empty(fm, fk);
             be.copyBlock(xt, 0, 0, in, 0, 0, fm, fk);
             long t2 = System.nanoTime();
@@ -88,6 +93,7 @@ public final class GemmBench {
               long t3 = System.nanoTime();
               if (r >= 0) {
                 bare[r] = (t1 - t0) / 1e9;
+                bareT[r] = (t1b - t1) / 1e9;
                 layerTimes[r] = (t3 - t2) / 1e9;
               }
             }
@@ -98,21 +104,28 @@ public final class GemmBench {
     }
     double mb = median(bare);
     double ml = median(layerTimes);
+    double mt = median(bareT);
     System.out.printf(Locale.ROOT, "%nX[%d x %d] . W[%d x %d], %d BLAS thread(s), %d repetitions (median)%n", m, k, k, n,
         threads, reps);
     System.out.printf(Locale.ROOT, "%-44s %10s %10s %10s%n", "path", "seconds", "GFLOP/s", "vs sgemm");
     System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10s%n", "sgemm (OpenBLAS, direct)", mb, flops / mb / 1e9,
         "1.000");
+    System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "sgemm, W as [n, k] (PyTorch layout, W^T)", mt,
+        flops / mt / 1e9, mt / mb);
     System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "ColumnParallelLinear p=1, bias + gelu", ml,
         flops / ml / 1e9, ml / mb);
     System.out.printf(Locale.ROOT, "layer overhead over the bare GEMM: %.1f%% (target < 10%%)%n", (ml / mb - 1) * 100);
     System.out.println("all sgemm runs: " + Arrays.toString(bare));
+    System.out.println("all sgemm W^T runs: " + Arrays.toString(bareT));
     System.out.println("all layer runs: " + Arrays.toString(layerTimes));
     if (json != null) {
       List<String> rows = new ArrayList<>();
       rows.add(String.format(Locale.ROOT,
           "{\"path\": \"sgemm\", \"m\": %d, \"k\": %d, \"n\": %d, \"threads\": %d, \"seconds\": %.6f, \"gflops\": %.2f}",
           m, k, n, threads, mb, flops / mb / 1e9));
+      rows.add(String.format(Locale.ROOT,
+          "{\"path\": \"sgemm_weight_transposed\", \"m\": %d, \"k\": %d, \"n\": %d, \"threads\": %d, \"seconds\": %.6f, \"gflops\": %.2f}",
+          m, k, n, threads, mt, flops / mt / 1e9));
       rows.add(String.format(Locale.ROOT,
           "{\"path\": \"column_parallel_linear_bias_gelu\", \"m\": %d, \"k\": %d, \"n\": %d, \"threads\": %d, "
               + "\"seconds\": %.6f, \"gflops\": %.2f, \"overhead\": %.4f}",

@@ -92,6 +92,30 @@ class CpuBackendTest {
   }
 
   @Test
+  void geluIsAccurateAcrossTheWholeRangeAndPropagatesNanAndInfinity() {
+    int n = 24001;
+    float[] x = new float[n + 3];
+    for (int i = 0; i < n; i++) {
+      x[i] = -12f + 24f * i / (n - 1) + (float) (rnd.floats(1, 1e-4)[0]);
+    }
+    x[n] = Float.NaN;
+    x[n + 1] = Float.POSITIVE_INFINITY;
+    x[n + 2] = Float.NEGATIVE_INFINITY;
+    try (Tensor t = be.upload(x, 1, x.length)) {
+      be.activate(t, Activation.GELU);
+      float[] y = be.download(t);
+      for (int i = 0; i < n; i++) {
+        double ref = Reference.act(Activation.GELU, x[i]);
+        // float rounding of the result plus the erfc fit: within 1e-6 of the output scale max(1, |x|)
+        assertThat(Math.abs(y[i] - ref)).as("gelu(%s)", x[i]).isLessThanOrEqualTo(1e-6 * Math.max(1, Math.abs(x[i])));
+      }
+      assertThat(y[n]).isNaN();
+      assertThat(y[n + 1]).isEqualTo(Float.POSITIVE_INFINITY);
+      assertThat(y[n + 2]).as("-inf * 0.5 * (1 + erf(-inf)) = -inf * 0, as in PyTorch").isNaN();
+    }
+  }
+
+  @Test
   void biasAndActivationAreFusedInOnePass() {
     int rows = 5;
     int cols = 33;

@@ -10,7 +10,6 @@ import org.sparktp.backend.Activation;
  */
 final class Elementwise {
   private static final int CHUNK = 8192;
-  private static final double INV_SQRT2 = 0.7071067811865476;
   private static final double SQRT_2_OVER_PI = 0.7978845608028654;
   private static final ThreadLocal<float[]> SCRATCH = ThreadLocal.withInitial(() -> new float[CHUNK]);
 
@@ -41,14 +40,18 @@ final class Elementwise {
     x.clear();
   }
 
+  /** {@code buf[i] += bias[(col0 + i) % cols]}, one contiguous row segment at a time (vectorizable). */
   private static void addBias(float[] buf, int len, int col0, float[] bias) {
     int cols = bias.length;
+    int i = 0;
     int c = col0;
-    for (int i = 0; i < len; i++) {
-      buf[i] += bias[c];
-      if (++c == cols) {
-        c = 0;
+    while (i < len) {
+      int seg = Math.min(cols - c, len - i);
+      for (int j = 0; j < seg; j++) {
+        buf[i + j] += bias[c + j];
       }
+      i += seg;
+      c = 0;
     }
   }
 
@@ -60,11 +63,7 @@ final class Elementwise {
           v[i] = v[i] > 0f ? v[i] : (v[i] == v[i] ? 0f : v[i]);
         }
       }
-      case GELU -> {
-        for (int i = 0; i < len; i++) {
-          v[i] = (float) gelu(v[i]);
-        }
-      }
+      case GELU -> Gelu.apply(v, len);
       case GELU_TANH -> {
         for (int i = 0; i < len; i++) {
           double x = v[i];
@@ -92,21 +91,6 @@ final class Elementwise {
       case SOFTMAX -> throw new IllegalArgumentException("softmax is not elementwise");
       default -> throw new IllegalStateException("unhandled activation " + act);
     }
-  }
-
-  /**
-   * {@code x * 0.5 * (1 + erf(x / sqrt 2))}, written as {@code 0.5 x erfc(-x / sqrt 2)}, with erfc from
-   * the Chebyshev fit of Numerical Recipes ({@code erfcc}: fractional error below 1.2e-7 everywhere), so
-   * the result is accurate relative to its own size even deep in the negative tail.
-   */
-  static double gelu(double x) {
-    double z = Math.abs(x) * INV_SQRT2;
-    double t = 1.0 / (1.0 + 0.5 * z);
-    double erfcz = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418
-        + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223
-        + t * 0.17087277)))))))));
-    // erfc(-x/sqrt2) = erfc(z) for x < 0, and 2 - erfc(z) for x >= 0
-    return 0.5 * x * (x < 0 ? erfcz : 2.0 - erfcz);
   }
 
   static void add(FloatBuffer dst, FloatBuffer src) {
