@@ -344,7 +344,8 @@ public final class SafetensorsFile implements AutoCloseable {
     return out;
   }
 
-  private TensorInfo loadable(String name) throws ModelFormatException {
+  /** The header entry of {@code name}, checking that it exists and that its dtype can be loaded. */
+  TensorInfo loadable(String name) throws ModelFormatException {
     TensorInfo t = info(name);
     if (t.dtype() == null || !t.dtype().isLoadable()) {
       throw new ModelFormatException("Cannot load '" + name + "' from " + path + ": dtype " + t.dtypeName()
