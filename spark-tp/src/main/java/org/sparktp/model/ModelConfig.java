@@ -417,8 +417,7 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
 
   /** Writes the config to {@code file} through Hadoop's {@link FileSystem}, replacing any file there. */
   public void write(Path file, Configuration conf) throws IOException {
-    FileSystem fs = file.getFileSystem(conf);
-    try (FSDataOutputStream out = fs.create(file, true)) {
+    try (FSDataOutputStream out = HadoopFiles.create(file, conf)) {
       out.write(toJson().getBytes(StandardCharsets.UTF_8));
     }
   }

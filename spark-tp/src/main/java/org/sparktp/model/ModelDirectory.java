@@ -7,7 +7,6 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
-import java.util.Collections;
 import java.util.HashMap;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
@@ -165,71 +164,74 @@ public final class ModelDirectory implements AutoCloseable {
 
   // ---------------------------------------------------------------- validation
 
-  /** Where the current width came from, for messages. */
-  private String widthSource;
-
-  /** The tensor that last changed the width (for residual blocks that do not keep it). */
-  private String widthTensor;
-
   private void validate() throws ModelFormatException {
-    widthSource = "input_dim in config.json";
-    widthTensor = null;
-    walk(config.layers(), config.inputDim(), "layer ");
+    new Validator().walk(config.layers(), config.inputDim(), "layer ");
   }
 
-  private int walk(List<ModelConfig.Layer> layers, int width, String prefix) throws ModelFormatException {
-    for (int i = 0; i < layers.size(); i++) {
-      ModelConfig.Layer l = layers.get(i);
-      String at = prefix + i;
-      if (l instanceof ModelConfig.Linear x) {
-        long[] w = shape(x.weight());
-        if (w.length != 2 || w[1] != width || w[0] <= 0 || w[0] > Integer.MAX_VALUE) {
-          throw shapeError(x.weight(), "[*, " + width + "] (a linear weight is [out, in]; " + width
-              + " is the input width of " + at + ", from " + widthSource + ")", w);
-        }
-        width = (int) w[0];
-        widthSource = "the output width of " + at + " ('" + x.weight() + "')";
-        widthTensor = x.weight();
-        if (x.bias() != null) {
-          long[] b = shape(x.bias());
-          if (b.length != 1 || b[0] != width) {
-            throw shapeError(x.bias(), "[" + width + "] (the bias of " + at + ", whose weight '" + x.weight()
-                + "' has " + width + " outputs)", b);
+  /** Walks the layers with the current width, checking every tensor's shape against it. */
+  private final class Validator {
+    /** Where the current width came from, for messages. */
+    private String widthSource = "input_dim in config.json";
+
+    /** The tensor that last changed the width (named when a residual block does not keep it). */
+    private String widthTensor;
+
+    int walk(List<ModelConfig.Layer> layers, int width, String prefix) throws ModelFormatException {
+      for (int i = 0; i < layers.size(); i++) {
+        ModelConfig.Layer l = layers.get(i);
+        String at = prefix + i;
+        if (l instanceof ModelConfig.Linear x) {
+          long[] w = shape(x.weight());
+          if (w.length != 2 || w[1] != width || w[0] <= 0 || w[0] > Integer.MAX_VALUE) {
+            throw shapeError(x.weight(), "[*, " + width + "] (a linear weight is [out, in]; " + width
+                + " is the input width of " + at + ", from " + widthSource + ")", w);
           }
-        }
-      } else if (l instanceof ModelConfig.LayerNorm x) {
-        for (String t : new String[] {x.weight(), x.bias()}) {
-          if (t != null) {
-            long[] s = shape(t);
-            if (s.length != 1 || s[0] != width) {
-              throw shapeError(t, "[" + width + "] (the width at " + at + " (layer_norm), from " + widthSource + ")", s);
+          width = (int) w[0];
+          widthSource = "the output width of " + at + " ('" + x.weight() + "')";
+          widthTensor = x.weight();
+          if (x.bias() != null) {
+            long[] b = shape(x.bias());
+            if (b.length != 1 || b[0] != width) {
+              throw shapeError(x.bias(), "[" + width + "] (the bias of " + at + ", whose weight '" + x.weight()
+                  + "' has " + width + " outputs)", b);
             }
           }
+        } else if (l instanceof ModelConfig.LayerNorm x) {
+          for (String t : new String[] {x.weight(), x.bias()}) {
+            if (t != null) {
+              long[] s = shape(t);
+              if (s.length != 1 || s[0] != width) {
+                throw shapeError(t, "[" + width + "] (the width at " + at + " (layer_norm), from " + widthSource
+                    + ")", s);
+              }
+            }
+          }
+        } else if (l instanceof ModelConfig.Embedding x) {
+          long[] s = shape(x.weight());
+          if (s.length != 2 || s[0] != width || s[1] <= 0 || s[1] > Integer.MAX_VALUE) {
+            throw shapeError(x.weight(), "[" + width + ", *] (an embedding table is [vocab, dim]; the vocabulary "
+                + "size is input_dim in config.json)", s);
+          }
+          width = (int) s[1];
+          widthSource = "the output width of " + at + " ('" + x.weight() + "')";
+          widthTensor = x.weight();
+        } else if (l instanceof ModelConfig.Residual x) {
+          int out = walk(x.layers(), width, at + ".");
+          if (out != width) {
+            // only linears change the width inside a block, so widthTensor is set here
+            throw shapeError(widthTensor, "[" + width + ", *] (" + at + " is a residual block, which must end "
+                + "at its input width " + width + ")", shape(widthTensor));
+          }
+          widthSource = "the output of " + at + " (residual)";
         }
-      } else if (l instanceof ModelConfig.Embedding x) {
-        long[] s = shape(x.weight());
-        if (s.length != 2 || s[0] != width || s[1] <= 0 || s[1] > Integer.MAX_VALUE) {
-          throw shapeError(x.weight(), "[" + width + ", *] (an embedding table is [vocab, dim]; the vocabulary "
-              + "size is input_dim in config.json)", s);
-        }
-        width = (int) s[1];
-        widthSource = "the output width of " + at + " ('" + x.weight() + "')";
-        widthTensor = x.weight();
-      } else if (l instanceof ModelConfig.Residual x) {
-        int out = walk(x.layers(), width, at + ".");
-        if (out != width) {
-          throw shapeError(widthTensor, "[" + width + ", *] (" + at + " is a residual block, which must end "
-              + "at its input width " + width + ")", shape(widthTensor));
-        }
-        widthSource = "the output of " + at + " (residual)";
       }
+      return width;
     }
-    return width;
-  }
 
-  private ModelFormatException shapeError(String tensor, String expected, long[] actual) {
-    return new ModelFormatException("Cannot load '" + tensor + "' from " + fileOf.get(tensor).path() + ": expected "
-        + expected + ", file has " + TensorInfo.format(actual));
+    private ModelFormatException shapeError(String tensor, String expected, long[] actual) {
+      return new ModelFormatException("Cannot load '" + tensor + "' from " + fileOf(tensor) + ": expected "
+          + expected + ", file has " + TensorInfo.format(actual));
+    }
   }
 
   // ---------------------------------------------------------------- access
@@ -378,11 +380,6 @@ public final class ModelDirectory implements AutoCloseable {
     if (first != null) {
       throw first;
     }
-  }
-
-  /** The files this directory holds open, for tests. */
-  List<SafetensorsFile> files() {
-    return Collections.unmodifiableList(files);
   }
 
   @Override

@@ -33,8 +33,8 @@ import org.apache.hadoop.fs.Path;
  * tensor is read. A tensor's dtype must be loadable ({@link DType#isLoadable()}) only when it is read.
  *
  * <p>Reads are bounded: no single read asks for more than {@link #MAX_READ_BYTES}, so memory beyond the
- * result is one buffer of that size at most. Only positioned reads are used, so one instance may serve
- * several threads. Closing closes the stream.
+ * result is one buffer of that size at most. Only positioned reads are used, so reads never depend on
+ * a shared stream position. Closing closes the stream.
  */
 public final class SafetensorsFile implements AutoCloseable {
   /** The largest header the reference implementation accepts. */

@@ -141,8 +141,7 @@ public final class SafetensorsWriter {
 
   /** Writes the file to {@code path} through Hadoop's {@link FileSystem}, replacing any file there. */
   public void write(Path path, Configuration conf) throws IOException {
-    FileSystem fs = path.getFileSystem(conf);
-    try (FSDataOutputStream out = fs.create(path, true)) {
+    try (FSDataOutputStream out = HadoopFiles.create(path, conf)) {
       write(out);
     }
   }

@@ -445,6 +445,27 @@ class ModelDirectoryTest {
   }
 
   @Test
+  void aSavedModelWhoseConfigIsEditedByHandStillLoads() throws Exception {
+    ModelSpec spec = new ModelSpec(5, List.of(linear("fc", 5, 3, true, Parallel.AUTO)));
+    Path d = dir("edited");
+    // a stale checksum side file, as Hadoop's local file system leaves next to what it writes
+    try (var out = org.apache.hadoop.fs.FileSystem.getLocal(conf).create(new Path(d, "config.json"), true)) {
+      out.writeBytes("{}");
+    }
+    assertThat(Files.exists(tmp.resolve("edited/.config.json.crc"))).isTrue();
+    ModelWriter.write(spec, d, conf);
+    try (var files = Files.list(tmp.resolve("edited"))) {
+      assertThat(files.map(f -> f.getFileName().toString())).containsExactlyInAnyOrder("config.json",
+          "model.safetensors");
+    }
+    java.nio.file.Path config = tmp.resolve("edited/config.json");
+    Files.writeString(config, Files.readString(config).replace("\"auto\"", "\"row\""));
+    try (ModelDirectory md = ModelDirectory.open(d, conf)) {
+      assertThat(((LayerSpec.Linear) md.toSpec().layers().get(0)).parallel()).isEqualTo(Parallel.ROW);
+    }
+  }
+
+  @Test
   void theWriterRefusesTwoDifferentTensorsUnderOneName() {
     ModelSpec spec = new ModelSpec(4, List.of(linear("fc", 4, 4, true, Parallel.AUTO),
         linear("fc", 4, 4, true, Parallel.AUTO)));
