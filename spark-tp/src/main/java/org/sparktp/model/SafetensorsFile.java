@@ -184,6 +184,8 @@ public final class SafetensorsFile implements AutoCloseable {
       throw new ModelFormatException(at + "has data_offsets [" + begin + ", " + end
           + "] out of range: the data section has " + dataLength + " bytes");
     }
+    // a dtype this code does not know (a newer format's) is accepted: its size cannot be checked, and
+    // reading it fails; a checkpoint may hold such tensors that the model does not use
     if (dtype != null) {
       long numel;
       long bytes;

@@ -4,8 +4,8 @@ import java.util.Arrays;
 
 /**
  * One tensor's entry in a safetensors header: its name, element type (as written, and as a
- * {@link DType} when known), shape, and byte range {@code [begin, end)} relative to the start of the
- * data section.
+ * {@link DType}, or null for a type this code does not know), shape, and byte range
+ * {@code [begin, end)} relative to the start of the data section.
  */
 public record TensorInfo(String name, String dtypeName, DType dtype, long[] shape, long begin, long end) {
   public TensorInfo {
