@@ -87,7 +87,12 @@ public final class ModelDirectory implements AutoCloseable {
         }
         SafetensorsFile f = byName.get(name);
         if (f == null) {
-          f = SafetensorsFile.open(new Path(dir, name), conf);
+          Path file = new Path(dir, name);
+          if (weightMap != null && !fs.exists(file)) {
+            throw new ModelFormatException("Cannot load '" + tensor + "': " + indexPath + " maps it to " + name
+                + ", but " + file + " does not exist");
+          }
+          f = SafetensorsFile.open(file, conf);
           byName.put(name, f);
         }
         if (!f.contains(tensor)) {

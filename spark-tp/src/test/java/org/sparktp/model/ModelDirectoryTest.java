@@ -400,6 +400,9 @@ class ModelDirectoryTest {
         + "\"fc0.bias\": \"a.safetensors\", \"fc1.bias\": \"a.safetensors\"}}");
     assertThat(openError(d)).isEqualTo("Cannot load 'fc1.weight': " + new Path(d, "model.safetensors.index.json")
         + " does not list it in its weight_map");
+    writeText(new Path(d, "model.safetensors.index.json"), "{\"weight_map\": {\"fc0.weight\": \"b.safetensors\"}}");
+    assertThat(openError(d)).isEqualTo("Cannot load 'fc0.weight': " + new Path(d, "model.safetensors.index.json")
+        + " maps it to b.safetensors, but " + new Path(d, "b.safetensors") + " does not exist");
     writeText(new Path(d, "model.safetensors.index.json"), "{\"weight_map\": {\"fc0.weight\": \"/etc/passwd\"}}");
     assertThat(openError(d)).contains("weight_map maps 'fc0.weight' to \"/etc/passwd\"");
     writeText(new Path(d, "model.safetensors.index.json"), "{\"weights\": {}}");
