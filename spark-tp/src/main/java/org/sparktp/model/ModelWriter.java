@@ -1,0 +1,75 @@
+package org.sparktp.model;
+
+import java.io.IOException;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.Path;
+import org.sparktp.nn.LayerSpec;
+import org.sparktp.nn.ModelSpec;
+
+/**
+ * Writes a {@link ModelSpec} as a model directory that {@link ModelDirectory} reads back unchanged:
+ * {@code config.json} (from {@link ModelConfig#of}) and {@code model.safetensors} with every weight as
+ * {@code F32} in PyTorch's layout, named {@code <layer name>.weight} and {@code <layer name>.bias}.
+ * Two layers with the same name must hold the same values (tied weights), which are stored once.
+ */
+public final class ModelWriter {
+  private ModelWriter() {}
+
+  /** Writes {@code spec} into {@code dir} (created if needed; existing model files are replaced). */
+  public static void write(ModelSpec spec, Path dir, Configuration conf) throws IOException {
+    ModelConfig config = ModelConfig.of(spec);
+    SafetensorsWriter weights = new SafetensorsWriter().metadata("format", "pt").metadata("writer", "spark-tp");
+    add(weights, new HashMap<>(), spec.layers());
+    FileSystem fs = dir.getFileSystem(conf);
+    fs.mkdirs(dir);
+    Path index = new Path(dir, ModelDirectory.INDEX_FILE);
+    if (fs.exists(index) && !fs.delete(index, false)) {
+      throw new IOException("Cannot replace the model in " + dir + ": cannot delete the old " + index);
+    }
+    weights.write(new Path(dir, ModelDirectory.WEIGHTS_FILE), conf);
+    config.write(new Path(dir, ModelConfig.FILE_NAME), conf);
+  }
+
+  /** Writes {@code spec} into a local or Hadoop directory given as a string, with a default configuration. */
+  public static void write(ModelSpec spec, String dir) throws IOException {
+    write(spec, new Path(dir), new Configuration());
+  }
+
+  private static void add(SafetensorsWriter w, Map<String, float[]> written, List<LayerSpec> layers) {
+    for (LayerSpec l : layers) {
+      if (l instanceof LayerSpec.Linear x) {
+        put(w, written, x.name() + ".weight", new long[] {x.out(), x.in()}, x.weight());
+        if (x.bias() != null) {
+          put(w, written, x.name() + ".bias", new long[] {x.out()}, x.bias());
+        }
+      } else if (l instanceof LayerSpec.LayerNorm x) {
+        if (x.gamma() != null) {
+          put(w, written, x.name() + ".weight", new long[] {x.width()}, x.gamma());
+        }
+        if (x.beta() != null) {
+          put(w, written, x.name() + ".bias", new long[] {x.width()}, x.beta());
+        }
+      } else if (l instanceof LayerSpec.Embedding x) {
+        put(w, written, x.name() + ".weight", new long[] {x.vocab(), x.dim()}, x.table());
+      } else if (l instanceof LayerSpec.Residual x) {
+        add(w, written, x.body());
+      }
+    }
+  }
+
+  private static void put(SafetensorsWriter w, Map<String, float[]> written, String name, long[] shape, float[] data) {
+    float[] prev = written.get(name);
+    if (prev == null) {
+      w.add(name, shape, data);
+      written.put(name, data);
+    } else if (prev.length != data.length || !Arrays.equals(prev, data)) {
+      throw new IllegalArgumentException("Cannot save the model: two layers store different values as '" + name
+          + "'; give them different names, or the same values to tie them");
+    }
+  }
+}
