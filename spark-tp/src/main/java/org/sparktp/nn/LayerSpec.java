@@ -10,6 +10,16 @@ import org.sparktp.backend.Activation;
  */
 public sealed interface LayerSpec extends Serializable {
 
+  /**
+   * Stands for a tensor that is present in the model but not loaded in this spec: a structure-only
+   * spec (see {@link ModelSpec#isLoaded()}) can be planned, and each rank then reads its own shards from
+   * a {@link WeightSource} such as a checkpoint. A null bias still means "no bias".
+   */
+  float[] UNLOADED = new float[0];
+
+  /** A copy of this layer with every tensor replaced by {@link #UNLOADED}. */
+  LayerSpec structure();
+
   /** Width of the activation this layer takes; for an embedding, the vocabulary size. */
   int inWidth();
 
@@ -44,6 +54,11 @@ public sealed interface LayerSpec extends Serializable {
     }
 
     @Override
+    public LayerSpec structure() {
+      return new Linear(name, in, out, UNLOADED, bias == null ? null : UNLOADED, parallel);
+    }
+
+    @Override
     public String describe() {
       return "linear " + name + " [" + in + " -> " + out + "]" + (bias == null ? " no bias" : "");
     }
@@ -59,6 +74,11 @@ public sealed interface LayerSpec extends Serializable {
     @Override
     public int outWidth() {
       return width;
+    }
+
+    @Override
+    public LayerSpec structure() {
+      return this;
     }
 
     @Override
@@ -93,6 +113,11 @@ public sealed interface LayerSpec extends Serializable {
     }
 
     @Override
+    public LayerSpec structure() {
+      return new LayerNorm(name, width, gamma == null ? null : UNLOADED, beta == null ? null : UNLOADED, eps);
+    }
+
+    @Override
     public String describe() {
       return "layer_norm " + name + " [" + width + "]";
     }
@@ -116,6 +141,11 @@ public sealed interface LayerSpec extends Serializable {
     @Override
     public int outWidth() {
       return dim;
+    }
+
+    @Override
+    public LayerSpec structure() {
+      return new Embedding(name, vocab, dim, UNLOADED, bag, mean);
     }
 
     @Override
@@ -148,6 +178,11 @@ public sealed interface LayerSpec extends Serializable {
     @Override
     public int outWidth() {
       return body.get(body.size() - 1).outWidth();
+    }
+
+    @Override
+    public LayerSpec structure() {
+      return new Residual(body.stream().map(LayerSpec::structure).toList());
     }
 
     @Override

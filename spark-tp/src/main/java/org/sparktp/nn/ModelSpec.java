@@ -38,6 +38,35 @@ public record ModelSpec(int inputDim, List<LayerSpec> layers) implements Seriali
     return width;
   }
 
+  /** The same model with no weights loaded (see {@link LayerSpec#UNLOADED}): small enough to ship anywhere. */
+  public ModelSpec structure() {
+    return new ModelSpec(inputDim, layers.stream().map(LayerSpec::structure).toList());
+  }
+
+  /** True when every tensor's values are held in this spec. */
+  public boolean isLoaded() {
+    return loaded(layers);
+  }
+
+  private static boolean loaded(List<LayerSpec> layers) {
+    for (LayerSpec l : layers) {
+      boolean ok = true;
+      if (l instanceof LayerSpec.Linear x) {
+        ok = x.weight() != LayerSpec.UNLOADED;
+      } else if (l instanceof LayerSpec.LayerNorm x) {
+        ok = x.gamma() != LayerSpec.UNLOADED && x.beta() != LayerSpec.UNLOADED;
+      } else if (l instanceof LayerSpec.Embedding x) {
+        ok = x.table() != LayerSpec.UNLOADED;
+      } else if (l instanceof LayerSpec.Residual x) {
+        ok = loaded(x.body());
+      }
+      if (!ok) {
+        return false;
+      }
+    }
+    return true;
+  }
+
   /** Width of the model's output. */
   public int outputDim() {
     return layers.get(layers.size() - 1).outWidth();

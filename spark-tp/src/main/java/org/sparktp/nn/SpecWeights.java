@@ -42,6 +42,10 @@ final class SpecWeights implements WeightSource {
     if (t == null) {
       throw new IllegalArgumentException("The model has no tensor '" + name + "'");
     }
+    if (t.data == LayerSpec.UNLOADED) {
+      throw new IllegalStateException("Tensor '" + name + "' is not loaded in this model spec (structure only); "
+          + "read the shards from the checkpoint's WeightSource instead");
+    }
     return t;
   }
 

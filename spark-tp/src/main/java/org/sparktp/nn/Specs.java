@@ -13,6 +13,9 @@ final class Specs {
     if (data == null) {
       throw new IllegalArgumentException("Missing tensor '" + what + "': expected " + shape);
     }
+    if (data == LayerSpec.UNLOADED) {
+      return;
+    }
     if (data.length != expected) {
       throw new IllegalArgumentException("Tensor '" + what + "' has " + data.length + " elements, expected "
           + shape + " = " + expected);
