@@ -17,6 +17,11 @@ public sealed interface LayerSpec extends Serializable {
    */
   float[] UNLOADED = new float[0];
 
+  /** True for {@link #UNLOADED} (compared by length, so it survives serialization). */
+  static boolean isUnloaded(float[] tensor) {
+    return tensor != null && tensor.length == 0;
+  }
+
   /** A copy of this layer with every tensor replaced by {@link #UNLOADED}. */
   LayerSpec structure();
 

@@ -52,11 +52,11 @@ public record ModelSpec(int inputDim, List<LayerSpec> layers) implements Seriali
     for (LayerSpec l : layers) {
       boolean ok = true;
       if (l instanceof LayerSpec.Linear x) {
-        ok = x.weight() != LayerSpec.UNLOADED;
+        ok = !LayerSpec.isUnloaded(x.weight());
       } else if (l instanceof LayerSpec.LayerNorm x) {
-        ok = x.gamma() != LayerSpec.UNLOADED && x.beta() != LayerSpec.UNLOADED;
+        ok = !LayerSpec.isUnloaded(x.gamma()) && !LayerSpec.isUnloaded(x.beta());
       } else if (l instanceof LayerSpec.Embedding x) {
-        ok = x.table() != LayerSpec.UNLOADED;
+        ok = !LayerSpec.isUnloaded(x.table());
       } else if (l instanceof LayerSpec.Residual x) {
         ok = loaded(x.body());
       }

@@ -42,7 +42,7 @@ final class SpecWeights implements WeightSource {
     if (t == null) {
       throw new IllegalArgumentException("The model has no tensor '" + name + "'");
     }
-    if (t.data == LayerSpec.UNLOADED) {
+    if (LayerSpec.isUnloaded(t.data)) {
       throw new IllegalStateException("Tensor '" + name + "' is not loaded in this model spec (structure only); "
           + "read the shards from the checkpoint's WeightSource instead");
     }
