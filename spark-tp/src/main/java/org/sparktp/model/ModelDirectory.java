@@ -19,6 +19,7 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.sparktp.nn.LayerSpec;
 import org.sparktp.nn.ModelSpec;
+import org.sparktp.nn.WeightSource;
 
 /**
  * An open model directory: {@code config.json} plus weights in {@code model.safetensors}, or in several
@@ -322,11 +323,69 @@ public final class ModelDirectory implements AutoCloseable {
    */
   public ModelSpec toSpec() throws IOException {
     Map<String, float[]> loaded = new HashMap<>();
-    return new ModelSpec(config.inputDim(), build(config.layers(), config.inputDim(), "", loaded));
+    return new ModelSpec(config.inputDim(), build(config.layers(), config.inputDim(), "", loaded, null));
   }
 
+  /**
+   * The model's structure without its weights (every tensor {@link LayerSpec#UNLOADED}): enough to make a
+   * {@link org.sparktp.nn.Plan}; each rank then reads only its shards through {@link #weightSource()}.
+   */
+  public ModelSpec structure() throws IOException {
+    return new ModelSpec(config.inputDim(), build(config.layers(), config.inputDim(), "", null, new HashMap<>()));
+  }
+
+  /**
+   * The checkpoint as a {@link WeightSource}: a plan's tensor names ({@code <layer>.weight},
+   * {@code <layer>.bias}) mapped to this directory's tensors, read with positioned reads of only the
+   * requested rows or columns.
+   */
+  public WeightSource weightSource() throws IOException {
+    Map<String, String> names = new HashMap<>();
+    build(config.layers(), config.inputDim(), "", null, names);
+    return new WeightSource() {
+      private String tensor(String planName) {
+        String t = names.get(planName);
+        if (t == null) {
+          throw new IllegalArgumentException("The model in " + dir + " has no tensor for '" + planName + "'");
+        }
+        return t;
+      }
+
+      @Override
+      public float[] rows(String name, int start, int count) {
+        try {
+          return readRows(tensor(name), start, count);
+        } catch (IOException e) {
+          throw new java.io.UncheckedIOException(e);
+        }
+      }
+
+      @Override
+      public float[] columns(String name, int start, int count) {
+        try {
+          return readColumns(tensor(name), start, count);
+        } catch (IOException e) {
+          throw new java.io.UncheckedIOException(e);
+        }
+      }
+
+      @Override
+      public float[] all(String name) {
+        try {
+          return readAll(tensor(name));
+        } catch (IOException e) {
+          throw new java.io.UncheckedIOException(e);
+        }
+      }
+    };
+  }
+
+  /**
+   * Builds the layer list; with {@code loaded} null the tensors are left {@link LayerSpec#UNLOADED} and
+   * {@code names} collects plan tensor name -> checkpoint tensor name.
+   */
   private List<LayerSpec> build(List<ModelConfig.Layer> layers, int width, String prefix,
-      Map<String, float[]> loaded) throws IOException {
+      Map<String, float[]> loaded, Map<String, String> names) throws IOException {
     List<LayerSpec> out = new ArrayList<>();
     for (int i = 0; i < layers.size(); i++) {
       ModelConfig.Layer l = layers.get(i);
@@ -334,21 +393,24 @@ public final class ModelDirectory implements AutoCloseable {
       LayerSpec s;
       if (l instanceof ModelConfig.Linear x) {
         int o = (int) shape(x.weight())[0];
-        s = new LayerSpec.Linear(ModelConfig.layerName(x.weight()), width, o, load(x.weight(), loaded),
-            x.bias() == null ? null : load(x.bias(), loaded), x.parallel());
+        String name = ModelConfig.layerName(x.weight());
+        s = new LayerSpec.Linear(name, width, o, load(x.weight(), loaded, names, name + ".weight"),
+            x.bias() == null ? null : load(x.bias(), loaded, names, name + ".bias"), x.parallel());
       } else if (l instanceof ModelConfig.Act x) {
         s = new LayerSpec.Act(x.activation(), width);
       } else if (l instanceof ModelConfig.LayerNorm x) {
         String name = x.weight() != null ? ModelConfig.layerName(x.weight())
             : x.bias() != null ? ModelConfig.layerName(x.bias()) : "layer_norm." + at;
-        s = new LayerSpec.LayerNorm(name, width, x.weight() == null ? null : load(x.weight(), loaded),
-            x.bias() == null ? null : load(x.bias(), loaded), x.eps());
+        s = new LayerSpec.LayerNorm(name, width,
+            x.weight() == null ? null : load(x.weight(), loaded, names, name + ".weight"),
+            x.bias() == null ? null : load(x.bias(), loaded, names, name + ".bias"), x.eps());
       } else if (l instanceof ModelConfig.Embedding x) {
         int dim = (int) shape(x.weight())[1];
-        s = new LayerSpec.Embedding(ModelConfig.layerName(x.weight()), width, dim, load(x.weight(), loaded), x.bag(),
+        String name = ModelConfig.layerName(x.weight());
+        s = new LayerSpec.Embedding(name, width, dim, load(x.weight(), loaded, names, name + ".weight"), x.bag(),
             x.mean());
       } else if (l instanceof ModelConfig.Residual x) {
-        s = new LayerSpec.Residual(build(x.layers(), width, at + ".", loaded));
+        s = new LayerSpec.Residual(build(x.layers(), width, at + ".", loaded, names));
       } else {
         throw new IllegalStateException("Unknown layer " + l);
       }
@@ -358,7 +420,12 @@ public final class ModelDirectory implements AutoCloseable {
     return out;
   }
 
-  private float[] load(String tensor, Map<String, float[]> loaded) throws IOException {
+  private float[] load(String tensor, Map<String, float[]> loaded, Map<String, String> names, String planName)
+      throws IOException {
+    if (loaded == null) {
+      names.put(planName, tensor);
+      return LayerSpec.UNLOADED;
+    }
     float[] a = loaded.get(tensor);
     if (a == null) {
       a = readAll(tensor);
