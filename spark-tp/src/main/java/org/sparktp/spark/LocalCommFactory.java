@@ -11,12 +11,12 @@ import org.sparktp.comm.LocalCommunicator;
  * Communicators for ranks that are tasks of one JVM ({@code local[N]}): the ranks of a group meet in a
  * static registry of {@link LocalCommunicator.Group}s keyed by (job, stage, stage attempt, group), so a
  * retried attempt gets fresh groups. An entry leaves the registry once all its ranks have taken their
- * communicator.
+ * communicator, or, when some never come (an attempt killed early), twice the timeout after it was made.
  */
 public final class LocalCommFactory implements CommFactory {
   private static final long serialVersionUID = 1L;
 
-  private record Entry(LocalCommunicator.Group group, AtomicInteger taken) {}
+  private record Entry(LocalCommunicator.Group group, AtomicInteger taken, long created) {}
 
   private static final ConcurrentHashMap<String, Entry> GROUPS = new ConcurrentHashMap<>();
 
@@ -33,8 +33,11 @@ public final class LocalCommFactory implements CommFactory {
   public Communicator create(BarrierTaskContext ctx, String jobKey, int group, int tpSize, int rank,
       long timeoutMillis) {
     String key = jobKey + "/" + ctx.stageId() + "." + ctx.stageAttemptNumber() + "/" + group;
+    long now = System.nanoTime();
+    // a group whose ranks never all came (an attempt killed early) is dropped after twice the timeout
+    GROUPS.values().removeIf(e -> now - e.created() > 2_000_000L * timeoutMillis);
     Entry e = GROUPS.computeIfAbsent(key,
-        k -> new Entry(new LocalCommunicator.Group(tpSize, timeoutMillis), new AtomicInteger()));
+        k -> new Entry(new LocalCommunicator.Group(tpSize, timeoutMillis), new AtomicInteger(), now));
     if (e.taken().incrementAndGet() == tpSize) {
       GROUPS.remove(key);
     }

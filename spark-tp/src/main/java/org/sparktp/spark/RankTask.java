@@ -294,6 +294,10 @@ final class RankTask
     }
 
     private void finish() {
+      // No task of the stage succeeds before every task has streamed its partition: a failure anywhere
+      // fails the whole attempt, so no task's output from a failed attempt is kept (Spark would then rerun
+      // only the other partitions, splitting groups across attempts).
+      ctx.barrier();
       finished = true;
       closed = true;
       CommStats st = comm.stats();
