@@ -106,6 +106,10 @@ final class RankTask
     private int pos;
     private boolean finished;
     private boolean closed;
+    // where the task's time goes, for the log line
+    private long readNanos;
+    private long stepNanos;
+    private long emitNanos;
 
     Stream(TpJob job, BarrierTaskContext ctx, Iterator<Tuple2<Long, InternalRow>> in) {
       this.job = job;
@@ -118,7 +122,17 @@ final class RankTask
       this.batch = job.batchSize();
       this.width = job.plan().inputDim();
       BarrierTaskInfo[] infos = ctx.getTaskInfos();
-      this.host = infos.length > part ? infos[part].address() : "?";
+      if (infos.length != ctx.numPartitions()) {
+        // When a task of a barrier attempt fails, Spark reruns the stage, but keeps the output of tasks of
+        // the failed attempt that succeeded in the meantime and reruns only the others: ranks of one group
+        // would then wait for peers that never come. Fail such a partial attempt at once; the next
+        // attempt reruns every task.
+        throw new IllegalStateException("Spark reran " + infos.length + " of the " + ctx.numPartitions()
+            + " tasks of the barrier stage (stage " + ctx.stageId() + " attempt " + ctx.stageAttemptNumber()
+            + "); a tensor-parallel group needs all its ranks, so this attempt fails and the next one reruns"
+            + " them all");
+      }
+      this.host = infos[part].address();
       if (rank == 0) {
         logHosts(infos, p);
       }
@@ -221,6 +235,7 @@ final class RankTask
     /** Reads up to a batch, runs one step (unless only null rows were read), fills {@code out}. */
     private void step() {
       ctx.killTaskIfInterrupted();
+      long t0 = System.nanoTime();
       int n = 0;
       int nIds = 0;
       int ord = job.inputOrdinal();
@@ -255,6 +270,8 @@ final class RankTask
         hasValue.add(true);
         n++;
       }
+      long t1 = System.nanoTime();
+      readNanos += t1 - t0;
       if (n == 0 && (in.hasNext() || !out.isEmpty())) {
         return; // only null rows so far: emit them, read on later
       }
@@ -264,6 +281,8 @@ final class RankTask
         default -> InputBatch.bags(ids, offsets, n);
       };
       float[] y = runner.step(b);
+      long t2 = System.nanoTime();
+      stepNanos += t2 - t1;
       if (job.failRank() == ctx.partitionId() && ctx.stageAttemptNumber() == 0) {
         throw new IllegalStateException("Injected failure of rank " + rank + " in group " + group
             + " in the first attempt of the stage (" + "spark.tp.test.fail-rank" + ")");
@@ -283,6 +302,7 @@ final class RankTask
       }
       pending.clear();
       hasValue.clear();
+      emitNanos += System.nanoTime() - t2;
     }
 
     private Tuple2<Long, InternalRow> emit(Tuple2<Long, InternalRow> t, float[] y, int off) {
@@ -294,10 +314,6 @@ final class RankTask
     }
 
     private void finish() {
-      // No task of the stage succeeds before every task has streamed its partition: a failure anywhere
-      // fails the whole attempt, so no task's output from a failed attempt is kept (Spark would then rerun
-      // only the other partitions, splitting groups across attempts).
-      ctx.barrier();
       finished = true;
       closed = true;
       CommStats st = comm.stats();
@@ -306,9 +322,10 @@ final class RankTask
           lease.loaded());
       LOG.info(String.format(java.util.Locale.ROOT,
           "spark-tp job %s group %d rank %d/%d on %s: %d rows in %d steps, compute %.1f ms, comm %.1f ms"
-              + " (%d calls, %d B sent), model %s, task %.1f ms",
+              + " (%d calls, %d B sent), model %s, task %.1f ms (read %.1f, step %.1f, emit %.1f)",
           job.jobKey(), group, rank, job.tpSize(), host, runner.rows(), runner.steps(), runner.computeNanos() / 1e6,
-          st.nanos() / 1e6, st.calls(), st.bytesSent(), lease.loaded() ? "loaded" : "from cache", wall / 1e6));
+          st.nanos() / 1e6, st.calls(), st.bytesSent(), lease.loaded() ? "loaded" : "from cache", wall / 1e6,
+          readNanos / 1e6, stepNanos / 1e6, emitNanos / 1e6));
       watchdog.cancel(false);
       try {
         comm.close();
