@@ -1,0 +1,89 @@
+package org.sparktp;
+
+import java.util.Locale;
+
+/**
+ * Every {@code spark.tp.*} configuration key, with its default. An option given on a call wins over
+ * the Spark conf, which wins over the default. Durations are strings such as {@code 500ms},
+ * {@code 30s}, {@code 5m} (a bare number is seconds); sizes such as {@code 512k}, {@code 1m}
+ * (a bare number is bytes).
+ */
+public final class TpConf {
+  private TpConf() {}
+
+  /** Bound on every wait of a communicator (a receive, a send, the rendezvous). */
+  public static final String COMM_TIMEOUT = "spark.tp.comm.timeout";
+  public static final String COMM_TIMEOUT_DEFAULT = "120s";
+
+  /** Largest frame the TCP communicator sends; large messages are split into chunks of this size and pipelined. */
+  public static final String COMM_CHUNK_BYTES = "spark.tp.comm.chunk-bytes";
+  public static final String COMM_CHUNK_BYTES_DEFAULT = "1m";
+
+  /** Parses a duration ({@code 500ms}, {@code 30s}, {@code 5m}, {@code 1h}, bare number = seconds) into milliseconds. */
+  public static long parseDurationMillis(String key, String value) {
+    String v = value == null ? "" : value.trim().toLowerCase(Locale.ROOT);
+    long mult;
+    String num;
+    if (v.endsWith("ms")) {
+      mult = 1;
+      num = v.substring(0, v.length() - 2);
+    } else if (v.endsWith("s")) {
+      mult = 1000;
+      num = v.substring(0, v.length() - 1);
+    } else if (v.endsWith("min")) {
+      mult = 60_000;
+      num = v.substring(0, v.length() - 3);
+    } else if (v.endsWith("m")) {
+      mult = 60_000;
+      num = v.substring(0, v.length() - 1);
+    } else if (v.endsWith("h")) {
+      mult = 3_600_000;
+      num = v.substring(0, v.length() - 1);
+    } else if (v.endsWith("d")) {
+      mult = 86_400_000;
+      num = v.substring(0, v.length() - 1);
+    } else {
+      mult = 1000;
+      num = v;
+    }
+    try {
+      long n = Long.parseLong(num.trim());
+      if (n <= 0) {
+        throw new NumberFormatException("not positive");
+      }
+      return Math.multiplyExact(n, mult);
+    } catch (NumberFormatException | ArithmeticException e) {
+      throw new IllegalArgumentException("Invalid duration for " + key + ": '" + value
+          + "' (use a positive number with a unit: 500ms, 30s, 5m, 1h)", e);
+    }
+  }
+
+  /** Parses a size ({@code 4096}, {@code 512k}, {@code 1m}, {@code 1g}; binary units) into bytes. */
+  public static long parseBytes(String key, String value) {
+    String v = value == null ? "" : value.trim().toLowerCase(Locale.ROOT);
+    if (v.endsWith("b")) {
+      v = v.substring(0, v.length() - 1);
+    }
+    long mult = 1;
+    if (v.endsWith("k")) {
+      mult = 1L << 10;
+    } else if (v.endsWith("m")) {
+      mult = 1L << 20;
+    } else if (v.endsWith("g")) {
+      mult = 1L << 30;
+    }
+    if (mult != 1) {
+      v = v.substring(0, v.length() - 1);
+    }
+    try {
+      long n = Long.parseLong(v.trim());
+      if (n <= 0) {
+        throw new NumberFormatException("not positive");
+      }
+      return Math.multiplyExact(n, mult);
+    } catch (NumberFormatException | ArithmeticException e) {
+      throw new IllegalArgumentException("Invalid size for " + key + ": '" + value
+          + "' (use a positive number of bytes, optionally with k, m or g: 512k, 1m)", e);
+    }
+  }
+}
