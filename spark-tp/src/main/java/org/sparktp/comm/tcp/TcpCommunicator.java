@@ -457,24 +457,24 @@ public final class TcpCommunicator implements Communicator {
     int theirOp = header.getInt(8);
     int len = header.getInt(12);
     if (type != FRAME_DATA) {
-      throw protocolError(from, "an unknown message type 0x" + Integer.toHexString(type));
+      throw protocolError(from, "an unknown message type 0x" + Integer.toHexString(type), "not a spark-tp frame");
     }
     if (theirOp != currentOpCode || theirSeq != seq) {
       throw protocolError(from, "a frame of its collective #" + theirSeq + " ("
-          + (theirOp > 0 && theirOp < OP_NAMES.length ? OP_NAMES[theirOp] : "unknown op " + theirOp)
-          + ") while this rank is in collective #" + seq + " (" + currentOp
+          + (theirOp > 0 && theirOp < OP_NAMES.length ? OP_NAMES[theirOp] : "unknown op " + theirOp) + ")",
+          "this rank is in collective #" + seq + " (" + currentOp
           + "): the ranks did not call the same collectives in the same order");
     }
     if (len != expected) {
-      throw protocolError(from, "a frame of " + len + " bytes where " + expected
-          + " were expected: the ranks disagree on the counts or buffer sizes");
+      throw protocolError(from, "a frame of " + len + " bytes where " + expected + " were expected",
+          "the ranks disagree on the counts or buffer sizes");
     }
     readFully(from, dst.duplicate(), "receiving from");
     receivedBytes += expected;
   }
 
-  private CommunicatorException protocolError(Peer from, String what) {
-    String msg = currentOp + " on rank " + rank + ": rejected " + what + " from " + from;
+  private CommunicatorException protocolError(Peer from, String what, String why) {
+    String msg = currentOp + " on rank " + rank + ": rejected " + what + " from " + from + "; " + why;
     LOG.error(msg);
     CommunicatorException e = new CommunicatorException(msg);
     abort(e);

@@ -16,7 +16,7 @@ final class TcpGroup implements AutoCloseable {
 
   final List<TcpCommunicator> comms;
 
-  private TcpGroup(List<TcpCommunicator> comms) {
+  TcpGroup(List<TcpCommunicator> comms) {
     this.comms = comms;
   }
 
