@@ -36,7 +36,10 @@ import org.sparktp.comm.tcp.TcpRendezvous;
  * });
  * }</pre>
  *
- * Settings: {@value TpConf#COMM_TIMEOUT} and {@value TpConf#COMM_CHUNK_BYTES}; a job's local property
+ * The communicator is aborted if the task fails and closed when the task completes (closing it earlier
+ * is fine: {@code close()} is idempotent).
+ *
+ * <p>Settings: {@value TpConf#COMM_TIMEOUT} and {@value TpConf#COMM_CHUNK_BYTES}; a job's local property
  * ({@code sc.setLocalProperty}) wins over the Spark conf, an explicit option over both.
  */
 public final class SparkRendezvous {
@@ -87,7 +90,12 @@ public final class SparkRendezvous {
       for (int r = 0; r < groupSize; r++) {
         mine.add(all[group * groupSize + r]);
       }
-      return rv.connect(rank, mine, opts);
+      TcpCommunicator comm = rv.connect(rank, mine, opts);
+      // A failed or killed task aborts its communicator (the peers fail at once instead of at the
+      // timeout); every task closes it when it ends, even if the caller forgot.
+      ctx.addTaskFailureListener((org.apache.spark.util.TaskFailureListener) (c, error) -> comm.abort(error));
+      ctx.addTaskCompletionListener((org.apache.spark.util.TaskCompletionListener) c -> comm.close());
+      return comm;
     }
   }
 
