@@ -42,7 +42,10 @@ import org.sparktp.tensor.Tensor;
  * nccl-tests does: {@code busbw = bytes / seconds x 2(n-1)/n} for all-reduce, {@code x (n-1)/n} for
  * all-gather and reduce-scatter ({@code bytes} is the whole buffer: the all-reduce buffer, the gathered
  * output, the reduce-scatter input). Bandwidths are GB/s (10^9 bytes per second). Each figure is the
- * median over {@code --reps} timed repetitions (after one warm-up) of the slowest rank's time.
+ * median over {@code --reps} timed repetitions (after one warm-up) of the slowest rank's time. The table
+ * also shows the raw duplex throughput (both processes sending to each other at once, per direction):
+ * ring collectives send and receive at the same time, so on a machine with few cores, where loopback
+ * TCP is bound by the kernel's copies, this is their real ceiling.
  *
  * <pre>
  * mvn -q -pl spark-tp compile exec:java -Dexec.args="--sizes 1,8,64,256 --reps 5 --json bench.json"
@@ -108,8 +111,8 @@ public final class CommBench {
       }
       System.out.printf(Locale.ROOT, "CommBench: %d ranks (processes) on loopback, %s, chunk %s, median of %d%n",
           ranks, System.getProperty("java.vm.name") + " " + System.getProperty("java.version"), chunk, reps);
-      System.out.printf(Locale.ROOT, "%-15s %10s %10s %12s %12s %10s%n", "op", "MiB", "ms", "busbw GB/s",
-          "raw GB/s", "busbw/raw");
+      System.out.printf(Locale.ROOT, "%-15s %8s %10s %11s %10s %10s %16s%n", "op", "MiB", "ms", "busbw GB/s",
+          "raw GB/s", "busbw/raw", "raw duplex GB/s");
       String line;
       while ((line = outs.get(0).readLine()) != null) {
         if (!line.startsWith("RESULT ")) {
@@ -120,8 +123,9 @@ public final class CommBench {
         double sec = Double.parseDouble(f[3]);
         double bus = Double.parseDouble(f[4]);
         double rawBw = Double.parseDouble(f[5]);
-        System.out.printf(Locale.ROOT, "%-15s %10d %10.2f %12.3f %12.3f %10.2f%n", f[0], bytes >> 20, sec * 1e3, bus,
-            rawBw, bus / rawBw);
+        double duplex = Double.parseDouble(f[6]);
+        System.out.printf(Locale.ROOT, "%-15s %8d %10.2f %11.3f %10.3f %10.2f %16.3f%n", f[0], bytes >> 20, sec * 1e3,
+            bus, rawBw, bus / rawBw, duplex);
         rows.add(String.format(Locale.ROOT,
             "{\"op\": \"%s\", \"bytes\": %d, \"ranks\": %s, \"seconds\": %.6f, \"busbw_gbps\": %.4f, \"loopback_gbps\": %.4f}",
             f[0], bytes, f[2], sec, bus, rawBw));
@@ -220,6 +224,8 @@ public final class CommBench {
             int n = (int) (bytes / 4);
             // Raw TCP between the processes of ranks 0 and 1; only rank 0's figure is printed.
             double rawGbps = rank <= 1 ? rawThroughput(raw, rank, HostBuffers.bytes(a).slice(0, (int) bytes), reps) : 0;
+            double duplexGbps = rank <= 1 ? rawDuplex(raw, HostBuffers.bytes(a).slice(0, (int) bytes),
+                HostBuffers.bytes(b).slice(0, (int) bytes), reps) : 0;
             int[] counts = new int[ranks];
             int base = n / ranks;
             for (int r = 0; r < ranks; r++) {
@@ -249,7 +255,8 @@ public final class CommBench {
               double factor = op.equals("all_reduce") ? 2.0 * (ranks - 1) / ranks : (ranks - 1.0) / ranks;
               double busbw = bytes / sec * factor / 1e9;
               if (rank == 0) {
-                out.printf(Locale.ROOT, "RESULT %s %d %d %.6f %.4f %.4f%n", op, bytes, ranks, sec, busbw, rawGbps);
+                out.printf(Locale.ROOT, "RESULT %s %d %d %.6f %.4f %.4f %.4f%n", op, bytes, ranks, sec, busbw, rawGbps,
+                    duplexGbps);
                 out.flush();
               }
             }
@@ -304,6 +311,45 @@ public final class CommBench {
     }
     Arrays.sort(t);
     return buf.capacity() / t[reps / 2] / 1e9;
+  }
+
+  /**
+   * Both processes send {@code out} to each other at once (a writer thread each) and read into
+   * {@code in}; the per-direction throughput, median of {@code reps}. This is what a full-duplex
+   * collective can at best reach on this machine.
+   */
+  private static double rawDuplex(SocketChannel ch, ByteBuffer out, ByteBuffer in, int reps) throws Exception {
+    double[] t = new double[reps];
+    for (int i = -1; i < reps; i++) {
+      ByteBuffer o = out.duplicate().clear();
+      ByteBuffer r = in.duplicate().clear();
+      IOException[] err = new IOException[1];
+      long t0 = System.nanoTime();
+      Thread w = new Thread(() -> {
+        try {
+          while (o.hasRemaining()) {
+            ch.write(o);
+          }
+        } catch (IOException e) {
+          err[0] = e;
+        }
+      });
+      w.start();
+      while (r.hasRemaining()) {
+        if (ch.read(r) < 0) {
+          throw new IOException("raw peer closed");
+        }
+      }
+      w.join();
+      if (err[0] != null) {
+        throw err[0];
+      }
+      if (i >= 0) {
+        t[i] = (System.nanoTime() - t0) / 1e9;
+      }
+    }
+    Arrays.sort(t);
+    return out.capacity() / t[reps / 2] / 1e9;
   }
 
   private static String field(String line, String prefix) {
