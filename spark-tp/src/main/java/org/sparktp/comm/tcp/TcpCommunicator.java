@@ -58,7 +58,6 @@ public final class TcpCommunicator implements Communicator {
 
   static final int FRAME_DATA = 0x54504446; // "TPDF"
   static final int HEADER_BYTES = 16;
-  private static final int REDUCE_SLOTS = 4;
 
   private static final int OP_ALL_REDUCE = 1;
   private static final int OP_ALL_GATHER = 2;
@@ -110,8 +109,10 @@ public final class TcpCommunicator implements Communicator {
   private int currentOpCode;
   // Off-heap scratch for reductions, allocated on first use and freed by close().
   private BytePointer scratchMemory;
-  private ByteBuffer[] slots;
-  private long[] slotLastSend;
+  private ByteBuffer scratch;
+  private BytePointer workMemory;
+  private long workBytes;
+  private ByteBuffer[] work;
   private long sentBytes;
   private long receivedBytes;
 
@@ -190,7 +191,7 @@ public final class TcpCommunicator implements Communicator {
       long[] seg = balanced(n, size);
       Peer next = peers[(rank + 1) % size];
       Peer prev = peers[(rank + size - 1) % size];
-      ByteBuffer scratch = slot(0);
+      ByteBuffer scratch = scratch();
       // Reduce-scatter: p-1 steps; the segment received and reduced at step s is sent on at step s+1,
       // and the segment completed at the last step is the first one sent by the all-gather.
       forEachChunk(seg[rank] * 4, (seg[rank + 1] - seg[rank]) * 4, (off, len) -> send(next, slice(data, off, len)));
@@ -236,6 +237,7 @@ public final class TcpCommunicator implements Communicator {
     for (int i = 0; i <= size; i++) {
       boff[i] = off[i] * 4;
     }
+    aliasing("allGather", rb, boff[rank], sb, 4L * counts[rank]);
     run(OP_ALL_GATHER, () -> ringAllGather(sb, rb, boff));
   }
 
@@ -272,34 +274,50 @@ public final class TcpCommunicator implements Communicator {
       copy(sb, 0, rb, 0, 4L * counts[0]);
       return;
     }
+    boolean inPlace = aliasing("reduceScatter", sb, off[rank] * 4, rb, 4L * counts[rank]);
     run(OP_REDUCE_SCATTER, () -> {
       Peer next = peers[(rank + 1) % size];
       Peer prev = peers[(rank + size - 1) % size];
       // Block k starts at rank k+1 (its own values) and gathers one summand per hop, ending at rank k.
+      // Partial sums in flight live in two work buffers used alternately by the steps: buffer s % 2 is
+      // reused at step s + 2, once the frames forwarded from it (at step s) are written. That wait only
+      // depends on the next rank having read its step s + 1, never on a later step, so the ring cannot
+      // stall however small the socket buffers are.
       int first = mod(rank - 1);
       forEachChunk(off[first] * 4, 4L * counts[first], (o, len) -> send(next, slice(sb, o, len)));
-      int[] slotIdx = {0};
+      long maxBlock = 0;
+      for (int s = 0; s < size - 2; s++) {
+        maxBlock = Math.max(maxBlock, 4L * counts[mod(rank - s - 2)]);
+      }
+      ByteBuffer[] work = size > 2 ? workBuffers(maxBlock) : null;
+      long[] lastSend = new long[2];
       for (int s = 0; s < size - 1; s++) {
         int k = mod(rank - s - 2);
         boolean last = s == size - 2;
         long base = off[k] * 4;
+        ByteBuffer w = last ? rb : work[s % 2];
+        if (!last) {
+          sender.awaitCompleted(lastSend[s % 2]);
+          checkFailed();
+        }
         forEachChunk(base, 4L * counts[k], (o, len) -> {
-          ByteBuffer mineChunk = slice(sb, o, len);
-          if (last) {
-            ByteBuffer dst = slice(rb, o - base, len);
-            receive(prev, dst);
-            add(mineChunk, dst);
-          } else {
-            int i = slotIdx[0]++ % REDUCE_SLOTS;
-            ByteBuffer slot = slot(i);
-            sender.awaitCompleted(slotLastSend[i]); // the slot's previous frame is on the wire
-            checkFailed();
-            ByteBuffer in = slot.slice(0, len);
+          ByteBuffer acc = slice(w, o - base, len);
+          if (last && inPlace) {
+            // recv is this rank's own block of send: receive aside, then add into it.
+            ByteBuffer in = scratch().duplicate().clear().limit(len);
             receive(prev, in);
-            add(mineChunk, in);
-            slotLastSend[i] = send(next, in);
+            add(in, acc);
+            return;
+          }
+          receive(prev, acc);
+          add(slice(sb, o, len), acc);
+          if (!last) {
+            send(next, acc);
           }
         });
+        if (!last) {
+          lastSend[s % 2] = sender.enqueued();
+        }
       }
     });
   }
@@ -323,6 +341,9 @@ public final class TcpCommunicator implements Communicator {
     if (sendCounts[rank] != recvCounts[rank]) {
       throw new IllegalArgumentException("allToAll: rank " + rank + " sends " + sendCounts[rank]
           + " elements to itself but expects " + recvCounts[rank]);
+    }
+    if (overlap(sb, 4 * sendTotal, rb, 4 * recvTotal)) {
+      throw new IllegalArgumentException("allToAll: the send and receive buffers overlap; use separate tensors");
     }
     run(OP_ALL_TO_ALL, () -> {
       // The sender works through the destinations in step order while this thread receives in step
@@ -543,9 +564,34 @@ public final class TcpCommunicator implements Communicator {
     }
     ByteBuffer s = slice(src, srcOff, Math.toIntExact(bytes));
     ByteBuffer d = slice(dst, dstOff, Math.toIntExact(bytes));
-    if (new Pointer(s).address() != new Pointer(d).address()) {
+    if (address(s) != address(d)) {
       d.put(s);
     }
+  }
+
+  private static long address(ByteBuffer b) {
+    return new Pointer(b).address() + b.position();
+  }
+
+  private static boolean overlap(ByteBuffer a, long aBytes, ByteBuffer b, long bBytes) {
+    long x = address(a);
+    long y = address(b);
+    return aBytes > 0 && bBytes > 0 && x < y + bBytes && y < x + aBytes;
+  }
+
+  /**
+   * True when {@code small} is exactly the block at {@code offset} of {@code big} (in-place use); throws
+   * when the two overlap in any other way, false when they are apart.
+   */
+  private static boolean aliasing(String op, ByteBuffer big, long offset, ByteBuffer small, long smallBytes) {
+    if (!overlap(big, big.remaining(), small, smallBytes)) {
+      return false;
+    }
+    if (address(small) == address(big) + offset) {
+      return true;
+    }
+    throw new IllegalArgumentException(op + ": the send and receive buffers overlap other than in place (the "
+        + "smaller one must be exactly this rank's block of the larger one, or apart from it)");
   }
 
   /** {@code dst += src}, both float32 in native order, through OpenBLAS ({@code saxpy} with alpha 1 is exact addition). */
@@ -557,17 +603,35 @@ public final class TcpCommunicator implements Communicator {
     openblas_full.cblas_saxpy(n, 1f, new FloatPointer(src.asFloatBuffer()), 1, new FloatPointer(dst.asFloatBuffer()), 1);
   }
 
-  private ByteBuffer slot(int i) {
+  /** The chunk-sized scratch buffer of all-reduce (off-heap, freed by close). */
+  private ByteBuffer scratch() {
     if (scratchMemory == null) {
-      scratchMemory = new BytePointer((long) chunkBytes * REDUCE_SLOTS);
-      ByteBuffer all = scratchMemory.capacity((long) chunkBytes * REDUCE_SLOTS).asByteBuffer();
-      slots = new ByteBuffer[REDUCE_SLOTS];
-      slotLastSend = new long[REDUCE_SLOTS];
-      for (int s = 0; s < REDUCE_SLOTS; s++) {
-        slots[s] = all.slice(s * chunkBytes, chunkBytes).order(ByteOrder.nativeOrder());
-      }
+      scratchMemory = new BytePointer((long) chunkBytes);
+      scratch = scratchMemory.capacity(chunkBytes).asByteBuffer().order(ByteOrder.nativeOrder());
     }
-    return slots[i];
+    return scratch;
+  }
+
+  /**
+   * Two work buffers of at least {@code bytes} each for reduce-scatter (off-heap, kept for later calls,
+   * grown when a larger one is needed, freed by close). No frame from them is pending between collectives.
+   */
+  private ByteBuffer[] workBuffers(long bytes) {
+    long each = Math.max(8, (bytes + 63) & ~63L);
+    if (workMemory == null || workBytes < each) {
+      if (workMemory != null) {
+        workMemory.deallocate();
+        workMemory = null;
+      }
+      if (2 * each > Integer.MAX_VALUE) {
+        throw new IllegalArgumentException("reduceScatter: a block of " + bytes + " bytes is too large");
+      }
+      workMemory = new BytePointer(2 * each);
+      workBytes = each;
+      ByteBuffer all = workMemory.capacity(2 * each).asByteBuffer();
+      work = new ByteBuffer[] {all.slice(0, (int) each), all.slice((int) each, (int) each)};
+    }
+    return work;
   }
 
   /** Balanced element offsets of {@code p} segments of {@code n} elements. */
@@ -755,7 +819,12 @@ public final class TcpCommunicator implements Communicator {
       if (scratchMemory != null) {
         scratchMemory.deallocate();
         scratchMemory = null;
-        slots = null;
+        scratch = null;
+      }
+      if (workMemory != null) {
+        workMemory.deallocate();
+        workMemory = null;
+        work = null;
       }
     } finally {
       opLock.unlock();

@@ -136,6 +136,63 @@ class TcpCommunicatorTest {
   }
 
   @ParameterizedTest(name = "p={0}")
+  @ValueSource(ints = {3, 4})
+  void reduceScatterOfBlocksLargerThanTheSocketBuffersDoesNotStall(int p) throws Exception {
+    // 12 MiB blocks: far more than loopback's socket buffers hold, so a rank that stops reading while it
+    // waits for its own sends would stall the ring.
+    int block = 3 << 20;
+    int[] counts = new int[p];
+    Arrays.fill(counts, block);
+    counts[p - 1] += 5;
+    int total = Arrays.stream(counts).sum();
+    long[] off = org.sparktp.comm.Collectives.offsets(counts);
+    TcpOptions opts = TcpGroup.options().withChunkBytes(1 << 20).withTimeoutMillis(30_000);
+    try (TcpGroup g = TcpGroup.connect(p, opts)) {
+      List<float[]> res = g.run(c -> {
+        try (Tensor s = backend.upload(random(c.rank(), 5, total), 1, total);
+            Tensor out = backend.allocate(1, counts[c.rank()])) {
+          c.reduceScatter(s, counts, out);
+          return download(out);
+        }
+      });
+      for (int r = 0; r < p; r++) {
+        float[] ref = new float[counts[r]];
+        for (int q = 0; q < p; q++) {
+          float[] d = random(q, 5, total);
+          for (int i = 0; i < counts[r]; i++) {
+            ref[i] += d[(int) off[r] + i];
+          }
+        }
+        assertClose(res.get(r), ref, "reduceScatter of large blocks, rank " + r);
+      }
+    }
+  }
+
+  @ParameterizedTest(name = "p={0}")
+  @ValueSource(ints = {2, 3})
+  void inPlaceReduceScatterAndAllGatherUseTheRanksOwnBlock(int p) throws Exception {
+    int[] counts = Split.balanced(20_011, p).lengths();
+    int total = Arrays.stream(counts).sum();
+    long[] off = org.sparktp.comm.Collectives.offsets(counts);
+    List<List<float[]>> res = both(p, c -> {
+      int r = c.rank();
+      try (Tensor all = backend.upload(random(r, 8, total), total, 1)) {
+        Tensor mine = all.rows((int) off[r], counts[r]); // a view of this rank's block
+        c.reduceScatter(all, counts, mine);
+        c.allGather(mine, all, counts);
+        return download(all);
+      }
+    });
+    for (int r = 0; r < p; r++) {
+      assertClose(res.get(1).get(r), res.get(0).get(r), "in-place reduceScatter + allGather, rank " + r);
+    }
+    try (TcpGroup g = TcpGroup.connect(2, TcpGroup.options()); Tensor t = backend.allocate(10, 1)) {
+      org.assertj.core.api.Assertions.assertThatThrownBy(() -> g.comms.get(0).reduceScatter(t, new int[] {5, 5},
+          t.rows(3, 5))).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("overlap");
+    }
+  }
+
+  @ParameterizedTest(name = "p={0}")
   @ValueSource(ints = {1, 2, 3, 4})
   void allToAllDeliversEveryBlock(int p) throws Exception {
     // rank s sends (s + 2d + 1) * 700 + d elements to rank d: uneven, several chunks, different both ways.
