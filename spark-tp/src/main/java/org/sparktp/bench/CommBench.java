@@ -43,9 +43,9 @@ import org.sparktp.tensor.Tensor;
  * all-gather and reduce-scatter ({@code bytes} is the whole buffer: the all-reduce buffer, the gathered
  * output, the reduce-scatter input). Bandwidths are GB/s (10^9 bytes per second). Each figure is the
  * median over {@code --reps} timed repetitions (after one warm-up) of the slowest rank's time. The table
- * also shows the raw duplex throughput (both processes sending to each other at once, per direction):
- * ring collectives send and receive at the same time, so on a machine with few cores, where loopback
- * TCP is bound by the kernel's copies, this is their real ceiling.
+ * also shows, for reference, the raw duplex throughput (both processes sending to each other at once,
+ * per direction), since ring collectives send and receive at the same time. Each repetition measures
+ * raw TCP and then every collective, so that on a shared machine both see the same conditions.
  *
  * <pre>
  * mvn -q -pl spark-tp compile exec:java -Dexec.args="--sizes 1,8,64,256 --reps 5 --json bench.json"
@@ -222,21 +222,30 @@ public final class CommBench {
           for (long mib : sizesMiB) {
             long bytes = mib << 20;
             int n = (int) (bytes / 4);
-            // Raw TCP between the processes of ranks 0 and 1; only rank 0's figure is printed.
-            double rawGbps = rank <= 1 ? rawThroughput(raw, rank, HostBuffers.bytes(a).slice(0, (int) bytes), reps) : 0;
-            double duplexGbps = rank <= 1 ? rawDuplex(raw, HostBuffers.bytes(a).slice(0, (int) bytes),
-                HostBuffers.bytes(b).slice(0, (int) bytes), reps) : 0;
             int[] counts = new int[ranks];
             int base = n / ranks;
             for (int r = 0; r < ranks; r++) {
               counts[r] = base + (r < n % ranks ? 1 : 0);
             }
-            for (String op : OPS) {
-              double[] times = new double[reps];
-              for (int i = -1; i < reps; i++) {
+            // Each repetition measures raw TCP (between the processes of ranks 0 and 1) and then every
+            // collective, so that both see the same conditions on a shared machine.
+            double[] rawT = new double[reps];
+            double[] duplexT = new double[reps];
+            double[][] opT = new double[OPS.length][reps];
+            ByteBuffer ab = HostBuffers.bytes(a).slice(0, (int) bytes);
+            ByteBuffer bb = HostBuffers.bytes(b).slice(0, (int) bytes);
+            for (int i = -1; i < reps; i++) {
+              comm.barrier();
+              double rt = rank <= 1 ? rawOnce(raw, rank, ab) : 0;
+              double dt2 = rank <= 1 ? duplexOnce(raw, ab, bb) : 0;
+              if (i >= 0) {
+                rawT[i] = rt;
+                duplexT[i] = dt2;
+              }
+              for (int k = 0; k < OPS.length; k++) {
                 comm.barrier();
                 long t0 = System.nanoTime();
-                switch (op) {
+                switch (OPS[k]) {
                   case "all_reduce" -> comm.allReduce(view(a, n));
                   case "all_gather" -> comm.allGather(view(b, counts[rank]), view(a, n), counts);
                   default -> comm.reduceScatter(view(a, n), counts, view(b, counts[rank]));
@@ -244,14 +253,18 @@ public final class CommBench {
                 long dt = System.nanoTime() - t0;
                 long slowest = Arrays.stream(comm.allGatherLong(dt)).max().orElse(dt);
                 if (i >= 0) {
-                  times[i] = slowest / 1e9;
+                  opT[k][i] = slowest / 1e9;
                 }
-                if (op.equals("all_reduce")) {
+                if (OPS[k].equals("all_reduce")) {
                   fill(a, rank); // keep the values bounded
                 }
               }
-              Arrays.sort(times);
-              double sec = times[reps / 2];
+            }
+            double rawGbps = rank == 0 ? bytes / median(rawT) / 1e9 : 0;
+            double duplexGbps = rank == 0 ? bytes / median(duplexT) / 1e9 : 0;
+            for (int k = 0; k < OPS.length; k++) {
+              String op = OPS[k];
+              double sec = median(opT[k]);
               double factor = op.equals("all_reduce") ? 2.0 * (ranks - 1) / ranks : (ranks - 1.0) / ranks;
               double busbw = bytes / sec * factor / 1e9;
               if (rank == 0) {
@@ -264,6 +277,12 @@ public final class CommBench {
         }
       }
     }
+  }
+
+  private static double median(double[] t) {
+    double[] s = t.clone();
+    Arrays.sort(s);
+    return s.length % 2 == 1 ? s[s.length / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
   }
 
   /** A {@code [1, n]} view of the first {@code n} elements of a {@code [1, N]} tensor. */
@@ -279,77 +298,60 @@ public final class CommBench {
     }
   }
 
-  /** Rank 0 sends {@code buf} to rank 1, which answers one byte; the median time of {@code reps} runs. */
-  private static double rawThroughput(SocketChannel ch, int rank, ByteBuffer buf, int reps) throws IOException {
+  /** Rank 0 sends {@code buf} to rank 1, which answers one byte; the seconds it took. */
+  private static double rawOnce(SocketChannel ch, int rank, ByteBuffer buf) throws IOException {
     ByteBuffer ack = ByteBuffer.allocateDirect(1);
-    double[] t = new double[reps];
-    for (int i = -1; i < reps; i++) {
-      ByteBuffer b = buf.duplicate().clear();
-      long t0 = System.nanoTime();
-      if (rank == 0) {
-        while (b.hasRemaining()) {
-          ch.write(b);
-        }
-        ack.clear();
-        while (ack.hasRemaining()) {
-          if (ch.read(ack) < 0) {
-            throw new IOException("raw peer closed");
-          }
-        }
-      } else {
-        while (b.hasRemaining()) {
-          if (ch.read(b) < 0) {
-            throw new IOException("raw peer closed");
-          }
-        }
-        ack.clear();
-        ch.write(ack);
+    ByteBuffer b = buf.duplicate().clear();
+    long t0 = System.nanoTime();
+    if (rank == 0) {
+      while (b.hasRemaining()) {
+        ch.write(b);
       }
-      if (i >= 0) {
-        t[i] = (System.nanoTime() - t0) / 1e9;
+      while (ack.hasRemaining()) {
+        if (ch.read(ack) < 0) {
+          throw new IOException("raw peer closed");
+        }
       }
+    } else {
+      while (b.hasRemaining()) {
+        if (ch.read(b) < 0) {
+          throw new IOException("raw peer closed");
+        }
+      }
+      ch.write(ack);
     }
-    Arrays.sort(t);
-    return buf.capacity() / t[reps / 2] / 1e9;
+    return (System.nanoTime() - t0) / 1e9;
   }
 
   /**
    * Both processes send {@code out} to each other at once (a writer thread each) and read into
-   * {@code in}; the per-direction throughput, median of {@code reps}. This is what a full-duplex
-   * collective can at best reach on this machine.
+   * {@code in}; the seconds it took (per-direction throughput = bytes / seconds).
    */
-  private static double rawDuplex(SocketChannel ch, ByteBuffer out, ByteBuffer in, int reps) throws Exception {
-    double[] t = new double[reps];
-    for (int i = -1; i < reps; i++) {
-      ByteBuffer o = out.duplicate().clear();
-      ByteBuffer r = in.duplicate().clear();
-      IOException[] err = new IOException[1];
-      long t0 = System.nanoTime();
-      Thread w = new Thread(() -> {
-        try {
-          while (o.hasRemaining()) {
-            ch.write(o);
-          }
-        } catch (IOException e) {
-          err[0] = e;
+  private static double duplexOnce(SocketChannel ch, ByteBuffer out, ByteBuffer in) throws Exception {
+    ByteBuffer o = out.duplicate().clear();
+    ByteBuffer r = in.duplicate().clear();
+    IOException[] err = new IOException[1];
+    long t0 = System.nanoTime();
+    Thread w = new Thread(() -> {
+      try {
+        while (o.hasRemaining()) {
+          ch.write(o);
         }
-      });
-      w.start();
-      while (r.hasRemaining()) {
-        if (ch.read(r) < 0) {
-          throw new IOException("raw peer closed");
-        }
+      } catch (IOException e) {
+        err[0] = e;
       }
-      w.join();
-      if (err[0] != null) {
-        throw err[0];
-      }
-      if (i >= 0) {
-        t[i] = (System.nanoTime() - t0) / 1e9;
+    });
+    w.start();
+    while (r.hasRemaining()) {
+      if (ch.read(r) < 0) {
+        throw new IOException("raw peer closed");
       }
     }
-    Arrays.sort(t);
-    return out.capacity() / t[reps / 2] / 1e9;
+    w.join();
+    if (err[0] != null) {
+      throw err[0];
+    }
+    return (System.nanoTime() - t0) / 1e9;
   }
 
   private static String field(String line, String prefix) {
