@@ -437,7 +437,7 @@ public final class TcpCommunicator implements Communicator {
         CommunicatorException ce = e instanceof CommunicatorException c ? c
             : new CommunicatorException(name + " on rank " + rank + " failed: " + e, e);
         abort(ce);
-        sender.awaitCompleted(sender.enqueued()); // the sender drops what is queued once failed
+        sender.awaitDrained(); // no frame may still read the caller's tensors once we return
         throw e;
       } finally {
         currentOp = "?";
@@ -697,6 +697,30 @@ public final class TcpCommunicator implements Communicator {
                 failure.get());
           }
         }
+      }
+    }
+
+    /**
+     * After a failure: waits (ignoring interrupts, at most 10 s) until the sender has dropped or finished
+     * every queued frame, so that none still reads the caller's memory.
+     */
+    void awaitDrained() {
+      boolean interrupted = false;
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+      synchronized (progress) {
+        while (completed < enqueued && senderThread.isAlive() && System.nanoTime() < deadline) {
+          try {
+            progress.wait(20);
+          } catch (InterruptedException e) {
+            interrupted = true;
+          }
+        }
+      }
+      if (completed < enqueued && senderThread.isAlive()) {
+        LOG.error("Rank {}: the sender thread still holds frames 10 s after a failure", rank);
+      }
+      if (interrupted) {
+        Thread.currentThread().interrupt();
       }
     }
 
