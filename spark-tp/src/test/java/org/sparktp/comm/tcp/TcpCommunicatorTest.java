@@ -32,8 +32,9 @@ class TcpCommunicatorTest {
   }
 
   @AfterEach
-  void close() {
+  void close() throws InterruptedException {
     backend.close(); // throws if a tensor leaked
+    TcpGroup.assertNoCommThreads();
   }
 
   private float[] random(int rank, int salt, int n) {

@@ -34,8 +34,9 @@ class TcpFailureTest {
   }
 
   @AfterEach
-  void close() {
-    backend.close();
+  void close() throws InterruptedException {
+    backend.close(); // throws if a tensor leaked
+    TcpGroup.assertNoCommThreads();
   }
 
   private Tensor randomTensor(int n) {

@@ -77,4 +77,23 @@ final class TcpGroup implements AutoCloseable {
   public void close() {
     comms.forEach(TcpCommunicator::close);
   }
+
+  /** Fails unless every thread of the communicators ("tp-comm-*") has ended within a few seconds. */
+  static void assertNoCommThreads() throws InterruptedException {
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(15);
+    List<String> live;
+    do {
+      live = new ArrayList<>();
+      for (Thread t : Thread.getAllStackTraces().keySet()) {
+        if (t.isAlive() && t.getName().startsWith("tp-comm-")) {
+          live.add(t.getName());
+        }
+      }
+      if (live.isEmpty()) {
+        return;
+      }
+      Thread.sleep(50);
+    } while (System.nanoTime() < deadline);
+    throw new AssertionError("Communicator threads still running after close: " + live);
+  }
 }
