@@ -14,9 +14,10 @@ import org.apache.spark.SparkEnv;
  * {@link #resolve()}.
  *
  * <ul>
- *   <li>With {@code spark.authenticate=true} the ranks use Spark's own secret (the one that
- *       authenticates Spark's RPC; on YARN and Kubernetes Spark generates it per application). Nothing
- *       secret is put in the closure: the executor reads it from its {@code SecurityManager}.</li>
+ *   <li>With {@code spark.authenticate=true} the ranks use Spark's own application secret, the one
+ *       that authenticates Spark's RPC: {@code spark.authenticate.secret} on standalone clusters, a
+ *       secret Spark generates per application on YARN, Kubernetes and in local mode. Nothing secret is
+ *       put in the closure: each task reads it from its executor's {@code SecurityManager}.</li>
  *   <li>Otherwise a random 256-bit secret is made per job and travels in the task closure. It keeps
  *       strangers and other jobs out of the group, but anyone who can read Spark's unencrypted RPC can
  *       read it too: turn on {@code spark.authenticate} (and {@code spark.network.crypto.enabled}) on
