@@ -227,6 +227,36 @@ class TcpFailureTest {
   }
 
   @Test
+  void thePlainRendezvousFromAFixedAddressListConnects() throws Exception {
+    List<String> addrs = new ArrayList<>();
+    for (int r = 0; r < 3; r++) {
+      try (java.net.ServerSocket probe = new java.net.ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+        addrs.add("127.0.0.1:" + probe.getLocalPort()); // a free port, released for the rank to bind
+      }
+    }
+    List<CompletableFuture<TcpCommunicator>> fs = new ArrayList<>();
+    for (int r = 2; r >= 0; r--) { // the higher ranks start first and retry until the lower ones listen
+      int rank = r;
+      fs.add(CompletableFuture.supplyAsync(() -> TcpRendezvous.fromAddresses(rank, addrs, TcpGroup.options())));
+      Thread.sleep(100);
+    }
+    List<TcpCommunicator> comms = new ArrayList<>();
+    for (int r = 2; r >= 0; r--) {
+      comms.add(0, fs.get(2 - r).get(30, TimeUnit.SECONDS));
+    }
+    try (TcpGroup g = new TcpGroup(comms)) {
+      assertThat(g.run(c -> c.allGatherLong(c.rank())[2])).containsOnly(2L);
+      assertThat(g.comms.get(1).peerAddress(0)).isEqualTo(addrs.get(0));
+    }
+  }
+
+  @Test
+  void theWildcardAddressIsRefused() {
+    assertThatThrownBy(() -> TcpRendezvous.bind(new InetSocketAddress("0.0.0.0", 0)))
+        .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("not on the wildcard address");
+  }
+
+  @Test
   void closeIsIdempotentAndLaterCallsSayClosed() throws Exception {
     TcpGroup g = TcpGroup.connect(2, TcpGroup.options());
     g.close();
