@@ -19,6 +19,30 @@ public final class TpConf {
   public static final String COMM_CHUNK_BYTES = "spark.tp.comm.chunk-bytes";
   public static final String COMM_CHUNK_BYTES_DEFAULT = "1m";
 
+  /** Ports the communicator may listen on, {@code min-max} (for firewalls); empty: any free (ephemeral) port. */
+  public static final String COMM_PORT_RANGE = "spark.tp.comm.port-range";
+  public static final String COMM_PORT_RANGE_DEFAULT = "";
+
+  /** Parses a port range {@code min-max} (or a single port); returns {@code {0, 0}} for an empty value. */
+  public static int[] parsePortRange(String key, String value) {
+    String v = value == null ? "" : value.trim();
+    if (v.isEmpty()) {
+      return new int[] {0, 0};
+    }
+    try {
+      String[] parts = v.split("-", -1);
+      int lo = Integer.parseInt(parts[0].trim());
+      int hi = parts.length == 1 ? lo : Integer.parseInt(parts[1].trim());
+      if (parts.length > 2 || lo < 1 || hi > 65535 || lo > hi) {
+        throw new NumberFormatException("bad bounds");
+      }
+      return new int[] {lo, hi};
+    } catch (NumberFormatException e) {
+      throw new IllegalArgumentException("Invalid port range for " + key + ": '" + value
+          + "' (use min-max within 1-65535, e.g. 40000-40100, or leave it empty for any free port)", e);
+    }
+  }
+
   /** Parses a duration ({@code 500ms}, {@code 30s}, {@code 5m}, {@code 1h}, bare number = seconds) into milliseconds. */
   public static long parseDurationMillis(String key, String value) {
     String v = value == null ? "" : value.trim().toLowerCase(Locale.ROOT);

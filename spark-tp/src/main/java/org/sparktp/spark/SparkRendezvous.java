@@ -39,7 +39,8 @@ import org.sparktp.comm.tcp.TcpRendezvous;
  * The communicator is aborted if the task fails and closed when the task completes (closing it earlier
  * is fine: {@code close()} is idempotent).
  *
- * <p>Settings: {@value TpConf#COMM_TIMEOUT} and {@value TpConf#COMM_CHUNK_BYTES}; a job's local property
+ * <p>Settings: {@value TpConf#COMM_TIMEOUT}, {@value TpConf#COMM_CHUNK_BYTES} and
+ * {@value TpConf#COMM_PORT_RANGE}; a job's local property
  * ({@code sc.setLocalProperty}) wins over the Spark conf, an explicit option over both.
  */
 public final class SparkRendezvous {
@@ -83,7 +84,9 @@ public final class SparkRendezvous {
       throw new CommunicatorException("rendezvous of task " + task + ": cannot resolve the executor address '" + host
           + "' that Spark reports for this task", e);
     }
-    try (TcpRendezvous rv = TcpRendezvous.bind(bindAddress)) {
+    Map<String, String> settings = settings(ctx, options);
+    int[] ports = TpConf.parsePortRange(TpConf.COMM_PORT_RANGE, settings.get(TpConf.COMM_PORT_RANGE));
+    try (TcpRendezvous rv = TcpRendezvous.bind(bindAddress, ports[0], ports[1])) {
       LOG.info("Task {} (rank {} of group {}, {} ranks) listens on {}", task, rank, group, groupSize, rv.address());
       String[] all = ctx.allGather(rv.address());
       List<String> mine = new ArrayList<>(groupSize);
@@ -104,7 +107,7 @@ public final class SparkRendezvous {
     Map<String, String> out = new HashMap<>();
     SparkEnv env = SparkEnv.get();
     SparkConf conf = env == null ? null : env.conf();
-    for (String key : new String[] {TpConf.COMM_TIMEOUT, TpConf.COMM_CHUNK_BYTES}) {
+    for (String key : new String[] {TpConf.COMM_TIMEOUT, TpConf.COMM_CHUNK_BYTES, TpConf.COMM_PORT_RANGE}) {
       String v = conf == null ? null : conf.get(key, null);
       String local = ctx.getLocalProperty(key);
       if (local != null) {

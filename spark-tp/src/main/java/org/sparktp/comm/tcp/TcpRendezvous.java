@@ -52,6 +52,33 @@ public final class TcpRendezvous implements AutoCloseable {
     return bind(new InetSocketAddress(host, 0));
   }
 
+  /**
+   * Listens on {@code host} at the first free port of {@code [minPort, maxPort]}, trying them from a
+   * random start so that tasks on one host rarely collide ({@link org.sparktp.TpConf#COMM_PORT_RANGE});
+   * {@code minPort = 0} picks any free port.
+   */
+  public static TcpRendezvous bind(InetAddress host, int minPort, int maxPort) {
+    if (minPort == 0) {
+      return bind(host);
+    }
+    if (minPort < 1 || maxPort > 65535 || minPort > maxPort) {
+      throw new IllegalArgumentException("Invalid port range " + minPort + "-" + maxPort);
+    }
+    int n = maxPort - minPort + 1;
+    int start = java.util.concurrent.ThreadLocalRandom.current().nextInt(n);
+    CommunicatorException last = null;
+    for (int i = 0; i < n; i++) {
+      try {
+        return bind(new InetSocketAddress(host, minPort + (start + i) % n));
+      } catch (CommunicatorException e) {
+        last = e;
+      }
+    }
+    throw new CommunicatorException("No free port in " + minPort + "-" + maxPort + " on "
+        + host.getHostAddress() + " (" + org.sparktp.TpConf.COMM_PORT_RANGE + "; every port is taken, widen the range)",
+        last);
+  }
+
   /** Listens on {@code address}; port 0 picks a free one. The wildcard address is refused. */
   public static TcpRendezvous bind(InetSocketAddress address) {
     if (address.isUnresolved()) {
@@ -64,6 +91,8 @@ public final class TcpRendezvous implements AutoCloseable {
     ServerSocketChannel ch = null;
     try {
       ch = ServerSocketChannel.open();
+      // Lets a fixed port of spark.tp.comm.port-range be reused while an old connection is in TIME_WAIT
+      // (on Linux this never lets two sockets listen on one port).
       ch.setOption(StandardSocketOptions.SO_REUSEADDR, true);
       ch.bind(address, 64);
       InetSocketAddress local = (InetSocketAddress) ch.getLocalAddress();

@@ -251,6 +251,25 @@ class TcpFailureTest {
   }
 
   @Test
+  void aPortRangeIsHonouredAndAFullRangeSaysSo() throws Exception {
+    int base;
+    try (java.net.ServerSocket probe = new java.net.ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+      base = probe.getLocalPort();
+    }
+    InetAddress lo = InetAddress.getLoopbackAddress();
+    try (TcpRendezvous a = TcpRendezvous.bind(lo, base, base)) {
+      assertThat(a.address()).isEqualTo("127.0.0.1:" + base);
+      assertThatThrownBy(() -> TcpRendezvous.bind(lo, base, base)).isInstanceOf(CommunicatorException.class)
+          .hasMessageContaining("No free port in " + base + "-" + base + " on 127.0.0.1")
+          .hasMessageContaining("spark.tp.comm.port-range");
+    }
+    assertThat(org.sparktp.TpConf.parsePortRange("k", "40000-40100")).containsExactly(40000, 40100);
+    assertThat(org.sparktp.TpConf.parsePortRange("k", " ")).containsExactly(0, 0);
+    assertThatThrownBy(() -> org.sparktp.TpConf.parsePortRange("spark.tp.comm.port-range", "9-2"))
+        .hasMessageContaining("Invalid port range for spark.tp.comm.port-range");
+  }
+
+  @Test
   void theWildcardAddressIsRefused() {
     assertThatThrownBy(() -> TcpRendezvous.bind(new InetSocketAddress("0.0.0.0", 0)))
         .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("not on the wildcard address");
