@@ -6,16 +6,28 @@ import org.apache.spark.sql.SparkSession;
 
 /**
  * Every {@code spark.tp.*} configuration key, with its default. An option given on a call wins over
- * the Spark session conf, which wins over the default ({@link #resolve}). Durations are strings such as
- * {@code 500ms}, {@code 30s}, {@code 5m} (a bare number is seconds); sizes such as {@code 512k},
- * {@code 1m}, {@code 4g} (a bare number is bytes).
+ * the Spark conf, which wins over the default ({@link #resolve}). Durations are strings such as {@code 500ms},
+ * {@code 30s}, {@code 5m} (a bare number is seconds); sizes such as {@code 512k}, {@code 1m}
+ * (a bare number is bytes).
  */
 public final class TpConf {
   private TpConf() {}
 
-  /** Bound on every wait of a communicator (a collective, the rendezvous). */
+  /** Bound on every wait of a communicator (a receive, a send, the rendezvous). */
   public static final String COMM_TIMEOUT = "spark.tp.comm.timeout";
   public static final String COMM_TIMEOUT_DEFAULT = "120s";
+
+  /** Largest frame the TCP communicator sends; large messages are split into chunks of this size and pipelined. */
+  public static final String COMM_CHUNK_BYTES = "spark.tp.comm.chunk-bytes";
+  public static final String COMM_CHUNK_BYTES_DEFAULT = "1m";
+
+  /** Ports the communicator may listen on, {@code min-max} (for firewalls); empty: any free (ephemeral) port. */
+  public static final String COMM_PORT_RANGE = "spark.tp.comm.port-range";
+  public static final String COMM_PORT_RANGE_DEFAULT = "";
+
+  /** How the ranks of a group talk: {@code auto} (in-JVM on a {@code local[N]} master, else TCP), {@code local} or {@code tcp}. */
+  public static final String COMM_TRANSPORT = "spark.tp.comm.transport";
+  public static final String COMM_TRANSPORT_DEFAULT = "auto";
 
   /** Rows each rank brings to one step of the group (the micro-batch). */
   public static final String BATCH_SIZE = "spark.tp.batch-size";
@@ -91,6 +103,26 @@ public final class TpConf {
       return v.equals("true");
     }
     throw new IllegalArgumentException("Invalid value for " + key + ": '" + value + "' (use true or false)");
+  }
+
+  /** Parses a port range {@code min-max} (or a single port); returns {@code {0, 0}} for an empty value. */
+  public static int[] parsePortRange(String key, String value) {
+    String v = value == null ? "" : value.trim();
+    if (v.isEmpty()) {
+      return new int[] {0, 0};
+    }
+    try {
+      String[] parts = v.split("-", -1);
+      int lo = Integer.parseInt(parts[0].trim());
+      int hi = parts.length == 1 ? lo : Integer.parseInt(parts[1].trim());
+      if (parts.length > 2 || lo < 1 || hi > 65535 || lo > hi) {
+        throw new NumberFormatException("bad bounds");
+      }
+      return new int[] {lo, hi};
+    } catch (NumberFormatException e) {
+      throw new IllegalArgumentException("Invalid port range for " + key + ": '" + value
+          + "' (use min-max within 1-65535, e.g. 40000-40100, or leave it empty for any free port)", e);
+    }
   }
 
   /** Parses a duration ({@code 500ms}, {@code 30s}, {@code 5m}, {@code 1h}, bare number = seconds) into milliseconds. */
