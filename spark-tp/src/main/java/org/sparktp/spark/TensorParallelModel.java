@@ -262,7 +262,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
       g = Slots.defaultGroups(slots, p);
     }
     Slots.check(Slots.dynamicAllocation(sc), slots, g, p);
-    CommFactory comm = CommFactory.forSession(spark);
+    CommFactory comm = CommFactory.forSession(spark, conf);
     comm.checkCluster(sc, p);
     int batch = resolveInt(batchSize, TpConf.BATCH_SIZE, TpConf.BATCH_SIZE_DEFAULT, 1, spark);
     long batchBytes = 4L * batch * Math.max(spec.inputDim(), spec.outputDim());

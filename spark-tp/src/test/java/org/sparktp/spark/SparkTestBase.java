@@ -15,12 +15,14 @@ import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
 import org.apache.spark.ml.linalg.SQLDataTypes;
+import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 
 /**
- * One local Spark session shared by every Spark test class of the JVM ({@code local[4,2]}: 4 task slots,
- * a failed task may be retried once so the retry test can run; loopback host, UI off, few shuffle
- * partitions), plus data helpers.
+ * A local Spark session for the tests of a class ({@code local[4,2]}: 4 task slots, a failed task may be
+ * retried once so the retry test can run; loopback host, UI off, few shuffle partitions), stopped after
+ * the class so that classes which need another master ({@code local-cluster}) can start theirs; plus data
+ * helpers.
  */
 public abstract class SparkTestBase {
   protected static SparkSession spark;
@@ -30,6 +32,15 @@ public abstract class SparkTestBase {
   static void startSpark() {
     spark = session();
     jsc = JavaSparkContext.fromSparkContext(spark.sparkContext());
+  }
+
+  @AfterAll
+  static void stopSpark() {
+    if (spark != null) {
+      spark.stop();
+      spark = null;
+      jsc = null;
+    }
   }
 
   static synchronized SparkSession session() {
