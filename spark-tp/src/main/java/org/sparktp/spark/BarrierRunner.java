@@ -49,7 +49,11 @@ final class BarrierRunner {
 
   private BarrierRunner() {}
 
-  static Dataset<Row> run(SparkSession spark, Dataset<Row> df, TpJob job) {
+  /**
+   * The output of {@code job} on {@code df}; {@code placements} (by barrier task, may hold nulls, or be
+   * null) are the executors where the tasks ran last time, preferred again off local mode.
+   */
+  static Dataset<Row> run(SparkSession spark, Dataset<Row> df, TpJob job, String[] placements) {
     SparkContext sc = spark.sparkContext();
     int p = job.tpSize();
     int m = job.groups() * p;
@@ -74,7 +78,11 @@ final class BarrierRunner {
         ? pairs.partitionBy(new SpreadPartitioner(m))
         : pairs.repartitionAndSortWithinPartitions(new SpreadPartitioner(m));
     ClassTag<Tuple2<Long, InternalRow>> pairTag = tag(Tuple2.class);
-    RDD<Tuple2<Long, InternalRow>> ranked = spread.rdd().barrier().mapPartitions(new RankTask(job), false, pairTag);
+    RDD<Tuple2<Long, InternalRow>> toRanks = spread.rdd();
+    if (placements != null && !sc.isLocal()) {
+      toRanks = new PlacedRDD<>(toRanks, placements, pairTag);
+    }
+    RDD<Tuple2<Long, InternalRow>> ranked = toRanks.barrier().mapPartitions(new RankTask(job), false, pairTag);
     RDD<InternalRow> out;
     if (job.retryable()) {
       out = JavaPairRDD.fromRDD(ranked, tag(Long.class), tag(InternalRow.class))

@@ -12,6 +12,7 @@ import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 import org.apache.spark.BarrierTaskContext;
 import org.apache.spark.BarrierTaskInfo;
+import org.apache.spark.SparkEnv;
 import org.apache.spark.sql.catalyst.InternalRow;
 import org.apache.spark.sql.catalyst.expressions.GenericInternalRow;
 import org.apache.spark.sql.catalyst.expressions.JoinedRow;
@@ -320,6 +321,9 @@ final class RankTask
       long wall = System.nanoTime() - start;
       job.metrics().add(rank, runner.rows(), runner.steps(), runner.computeNanos(), st.nanos(), st.bytesSent(),
           lease.loaded());
+      SparkEnv env = SparkEnv.get();
+      job.metrics().placed(ctx.partitionId(), "executor_" + env.blockManager().blockManagerId().host() + "_"
+          + env.executorId());
       LOG.info(String.format(java.util.Locale.ROOT,
           "spark-tp job %s group %d rank %d/%d on %s: %d rows in %d steps, compute %.1f ms, comm %.1f ms"
               + " (%d calls, %d B sent), model %s, task %.1f ms (read %.1f, step %.1f, emit %.1f)",

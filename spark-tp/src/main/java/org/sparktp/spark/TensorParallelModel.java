@@ -287,14 +287,15 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     Plan plan = shards.plan(p);
     List<Broadcast<RankWeights>> bcast = shards.broadcasts(sc, plan);
     String jobKey = uid + "-" + UUID.randomUUID().toString().substring(0, 8);
-    TpMetrics metrics = new TpMetrics(sc, p, jobKey);
+    String[] placements = shards.placements(p, g, lastMetrics);
+    TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
     lastMetrics = metrics;
     org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
     int ord = df.schema().fieldIndex(getInputCol());
     TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), bcast, g, getInputCol(), ord,
         InputKind.of(df.schema(), getInputCol(), plan), outSchema, batch, be, blas, cacheMax, nulls, timeout,
         retryable, failRank, comm, metrics);
-    return BarrierRunner.run(spark, df, job);
+    return BarrierRunner.run(spark, df, job, placements);
   }
 
   @Override
@@ -325,6 +326,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     private transient Map<Integer, Plan> plans;
     private transient Map<Integer, List<Broadcast<RankWeights>>> broadcasts;
     private transient SparkContext owner;
+    private transient Map<String, String[]> placements;
 
     Shards(ModelSpec spec) {
       this.spec = spec;
@@ -341,6 +343,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     synchronized List<Broadcast<RankWeights>> broadcasts(SparkContext sc, Plan plan) {
       if (broadcasts == null || owner != sc) {
         broadcasts = new HashMap<>();
+        placements = null; // executors of another context
         owner = sc;
       }
       List<Broadcast<RankWeights>> got = broadcasts.get(plan.tpSize());
@@ -355,6 +358,27 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
         broadcasts.put(plan.tpSize(), got);
       }
       return got;
+    }
+
+    /**
+     * Where the barrier tasks of a job with {@code p} ranks and {@code g} groups ran last, updated with
+     * what {@code last} (the previous job's metrics, possibly of another shape or not run) recorded.
+     */
+    synchronized String[] placements(int p, int g, TpMetrics last) {
+      if (placements == null) {
+        placements = new HashMap<>();
+      }
+      String key = p + "x" + g;
+      String[] known = placements.computeIfAbsent(key, k -> new String[p * g]);
+      if (last != null && last.tpSize() == p && last.groups() == g) {
+        String[] seen = last.placements();
+        for (int i = 0; i < known.length; i++) {
+          if (seen[i] != null) {
+            known[i] = seen[i];
+          }
+        }
+      }
+      return known.clone();
     }
 
     synchronized void release() {

@@ -3,6 +3,7 @@ package org.sparktp.spark;
 import java.io.Serializable;
 import java.util.Locale;
 import org.apache.spark.SparkContext;
+import org.apache.spark.util.CollectionAccumulator;
 import org.apache.spark.util.LongAccumulator;
 
 /**
@@ -15,6 +16,8 @@ public final class TpMetrics implements Serializable {
   private static final long serialVersionUID = 1L;
 
   private final int tpSize;
+  private final int groups;
+  private final CollectionAccumulator<String> placements;
   private final LongAccumulator[] rows;
   private final LongAccumulator[] steps;
   private final LongAccumulator[] computeNanos;
@@ -22,8 +25,10 @@ public final class TpMetrics implements Serializable {
   private final LongAccumulator[] commBytes;
   private final LongAccumulator[] loads;
 
-  TpMetrics(SparkContext sc, int tpSize, String label) {
+  TpMetrics(SparkContext sc, int tpSize, int groups, String label) {
     this.tpSize = tpSize;
+    this.groups = groups;
+    placements = sc.collectionAccumulator("spark-tp " + label + " task placements");
     rows = make(sc, tpSize, label, "rows");
     steps = make(sc, tpSize, label, "steps");
     computeNanos = make(sc, tpSize, label, "compute ns");
@@ -51,6 +56,28 @@ public final class TpMetrics implements Serializable {
 
   public int tpSize() {
     return tpSize;
+  }
+
+  public int groups() {
+    return groups;
+  }
+
+  /** Records that barrier task {@code task} ran on the executor {@code location} ({@code executor_<host>_<id>}). */
+  void placed(int task, String location) {
+    placements.add(task + "=" + location);
+  }
+
+  /** Where each barrier task last ran (null where unknown), indexed by task. */
+  String[] placements() {
+    String[] out = new String[groups * tpSize];
+    for (String s : placements.value()) {
+      int eq = s.indexOf('=');
+      int t = Integer.parseInt(s.substring(0, eq));
+      if (t < out.length) {
+        out[t] = s.substring(eq + 1);
+      }
+    }
+    return out;
   }
 
   public long rows(int rank) {
