@@ -69,13 +69,20 @@ final class RankTask
     return CollectionConverters.asScala(s);
   }
 
-  /** Makes the backend named by {@code spark.tp.backend}. */
-  static Backend backend(String name, int blasThreads) {
-    return switch (name.trim().toLowerCase(java.util.Locale.ROOT)) {
-      case "auto", "cpu" -> new CpuBackend(blasThreads);
-      default -> throw new IllegalArgumentException("Unknown backend '" + name
+  /** Checks a backend name ({@code spark.tp.backend}); returns it normalized. */
+  static String checkBackend(String name) {
+    String n = name == null ? "" : name.trim().toLowerCase(java.util.Locale.ROOT);
+    if (!n.equals("auto") && !n.equals("cpu")) {
+      throw new IllegalArgumentException("Unknown backend '" + name
           + "' (spark.tp.backend / backend param): use auto or cpu");
-    };
+    }
+    return n;
+  }
+
+  /** Makes the backend named by {@code spark.tp.backend} ({@code auto} is the CPU until a GPU backend exists). */
+  static Backend backend(String name, int blasThreads) {
+    checkBackend(name);
+    return new CpuBackend(blasThreads);
   }
 
   private static final class Stream implements Iterator<Tuple2<Long, InternalRow>> {

@@ -20,7 +20,8 @@ import org.slf4j.LoggerFactory;
  * two tasks of one JVM (ranks of different groups in local mode) never share one. The cache holds at
  * most {@code spark.tp.cache.max-bytes} of weights, idle and in use together: idle entries are evicted
  * least recently used first, before a load and after a check-in; an entry in use is never evicted, so a
- * model larger than the bound still runs, and is closed when checked in. Eviction closes the rank model
+ * model larger than the bound still runs, and is closed when checked in. The bound is the one of the
+ * latest job that checked a model out. Eviction closes the rank model
  * and its backend, which frees their native memory. A task that fails closes its entry instead of
  * returning it.
  */

@@ -270,8 +270,8 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
       throw new IllegalArgumentException("batchSize " + batch + " makes batches of " + batchBytes
           + " bytes; lower it (" + TpConf.BATCH_SIZE + ")");
     }
-    String be = isSet(backend) ? $(backend) : resolve(spark, TpConf.BACKEND, TpConf.BACKEND_DEFAULT);
-    RankTask.backend(be, 1).close(); // fails early on an unknown name
+    String be = RankTask.checkBackend(isSet(backend) ? $(backend)
+        : resolve(spark, TpConf.BACKEND, TpConf.BACKEND_DEFAULT));
     int blas = TpConf.parseInt(TpConf.CPU_BLAS_THREADS,
         resolve(spark, TpConf.CPU_BLAS_THREADS, TpConf.CPU_BLAS_THREADS_DEFAULT), 1);
     long cacheMax = TpConf.parseBytes(TpConf.CACHE_MAX_BYTES,

@@ -124,4 +124,16 @@ class TensorParallelModelTest extends SparkTestBase {
       spark.conf().unset("spark.tp.tp-size");
     }
   }
+
+  @Test
+  void tcpTransportInLocalModeMatchesReference() {
+    Random rng = new Random(800);
+    ModelSpec spec = Reference.block(rng, 50, 203, 37);
+    float[][] x = inputs(rng, 41, 50, false);
+    Dataset<Row> in = frame(Input.DENSE_VECTOR, x, 3);
+    Dataset<Row> out = new TensorParallelModel(spec).setTpSize(3).setGroups(1).setBatchSize(6)
+        .setConf("spark.tp.comm.transport", "tcp").transform(in);
+    assertThat(idsByPartition(out)).isEqualTo(idsByPartition(in));
+    assertClose(outputsById(out, x.length, "prediction"), Reference.forward(spec, x));
+  }
 }
