@@ -154,18 +154,20 @@ final class RankTask
       }, 100, 100, TimeUnit.MILLISECONDS);
       ShardCache.Lease l = null;
       TpRunner r;
+      UnsafeProjection proj;
       try {
         Plan plan = job.plan();
         ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), p, rank, job.backend());
         l = ShardCache.get().checkOut(key, plan.weightBytes(rank), job.cacheMaxBytes(), () -> load(plan));
         r = new TpRunner(l.model(), c);
+        proj = UnsafeProjection.create(job.outSchema());
       } catch (RuntimeException | Error e) {
         fail(l, e);
         throw e;
       }
       this.lease = l;
       this.runner = r;
-      this.project = UnsafeProjection.create(job.outSchema());
+      this.project = proj;
       switch (kind()) {
         case FLOAT_ARRAY, DOUBLE_ARRAY, VECTOR -> dense = new float[Math.multiplyExact(batch, width)];
         case INT, LONG -> ids = new int[batch];
