@@ -67,6 +67,22 @@ class SurfacesTest extends SparkTestBase {
   }
 
   @Test
+  void worksAsAPipelineStageSavedAndLoadedWithThePipeline() throws Exception {
+    Random rng = new Random(3150);
+    ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
+    float[][] x = inputs(rng, 12, 50, false);
+    Dataset<Row> in = frame(Input.FLOATS, x, 2);
+    org.apache.spark.ml.PipelineModel pipeline = new org.apache.spark.ml.Pipeline()
+        .setStages(new org.apache.spark.ml.PipelineStage[] {new TensorParallelModel(spec).setTpSize(2)})
+        .fit(in);
+    String path = Files.createTempDirectory("tp-pipeline").resolve("p").toString();
+    pipeline.write().save(path);
+    org.apache.spark.ml.PipelineModel loaded = org.apache.spark.ml.PipelineModel.load(path);
+    assertThat(loaded.stages()[0]).isInstanceOf(TensorParallelModel.class);
+    assertClose(outputsById(loaded.transform(in), x.length, "prediction"), Reference.forward(spec, x));
+  }
+
+  @Test
   void idsAndBagsOfIdsMatchReference() {
     Random rng = new Random(3200);
     int vocab = 101;
