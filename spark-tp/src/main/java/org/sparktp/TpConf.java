@@ -29,6 +29,10 @@ public final class TpConf {
   public static final String COMM_TRANSPORT = "spark.tp.comm.transport";
   public static final String COMM_TRANSPORT_DEFAULT = "auto";
 
+  /** Off local mode, how long {@code transform} waits for executors to register enough task slots before it fails. */
+  public static final String SLOTS_WAIT = "spark.tp.slots.wait";
+  public static final String SLOTS_WAIT_DEFAULT = "30s";
+
   /** Rows each rank brings to one step of the group (the micro-batch). */
   public static final String BATCH_SIZE = "spark.tp.batch-size";
   public static final String BATCH_SIZE_DEFAULT = "1024";

@@ -27,6 +27,25 @@ final class Slots {
     return sc.getConf().getBoolean("spark.dynamicAllocation.enabled", false);
   }
 
+  /**
+   * The slots of {@code sc}; off local mode, waits up to {@code waitMillis} for executors to register
+   * until there are at least {@code need} (executors that are still starting count no slots).
+   */
+  static int await(SparkContext sc, int need, long waitMillis) {
+    int slots = of(sc);
+    long deadline = System.nanoTime() + waitMillis * 1_000_000L;
+    while (slots < need && !sc.isLocal() && System.nanoTime() < deadline) {
+      try {
+        Thread.sleep(200);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        break;
+      }
+      slots = of(sc);
+    }
+    return slots;
+  }
+
   /** Groups when none are asked for: as many groups of {@code tpSize} as the slots allow. */
   static int defaultGroups(int slots, int tpSize) {
     int g = slots / tpSize;

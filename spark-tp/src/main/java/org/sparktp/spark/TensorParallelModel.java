@@ -257,7 +257,9 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     SparkContext sc = spark.sparkContext();
     int p = resolveInt(tpSize, TpConf.TP_SIZE, TpConf.TP_SIZE_DEFAULT, 1, spark);
     int g = resolveInt(groups, TpConf.GROUPS, TpConf.GROUPS_DEFAULT, 0, spark);
-    int slots = Slots.of(sc);
+    long slotWait = TpConf.parseDurationMillis(TpConf.SLOTS_WAIT,
+        resolve(spark, TpConf.SLOTS_WAIT, TpConf.SLOTS_WAIT_DEFAULT));
+    int slots = Slots.await(sc, Math.max(1, g) * p, slotWait);
     if (g == 0) {
       g = Slots.defaultGroups(slots, p);
     }
