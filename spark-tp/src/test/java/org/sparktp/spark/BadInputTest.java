@@ -132,4 +132,28 @@ class BadInputTest extends SparkTestBase {
     assertThat(y[0]).doesNotContain(Float.NaN);
     assertThat(y[3]).doesNotContain(Float.NaN);
   }
+
+  @Test
+  void nullElementsAndIdsOutsideTheVocabularyFail() {
+    List<Row> rows = new ArrayList<>();
+    Float[] withNull = new Float[50];
+    java.util.Arrays.fill(withNull, 1f);
+    withNull[7] = null;
+    rows.add(RowFactory.create(0L, withNull));
+    StructType schema = new StructType().add("id", DataTypes.LongType)
+        .add("features", DataTypes.createArrayType(DataTypes.FloatType, true));
+    Dataset<Row> out = new TensorParallelModel(SPEC).transform(spark.createDataFrame(jsc.parallelize(rows, 1), schema));
+    assertThatThrownBy(out::collectAsList)
+        .hasMessageContaining("Column 'features': row 0 of input partition 0 has a null element at position 7");
+
+    ModelSpec emb = Reference.embedding(new Random(2008), 10, 4, 3);
+    StructType ids = new StructType().add("token", DataTypes.IntegerType);
+    Dataset<Row> bad = spark.createDataFrame(jsc.parallelize(List.of(RowFactory.create(3), RowFactory.create(10)), 1),
+        ids);
+    Dataset<Row> y = new TensorParallelModel(emb).setTpSize(2).setInputCol("token").transform(bad);
+    assertThatThrownBy(y::collectAsList)
+        .hasMessageContaining("row 1 of input partition 0 holds id 10, outside the vocabulary [0, 10)");
+    assertThatThrownBy(() -> new TensorParallelModel(emb).transform(frame(Input.FLOATS, new float[0][], 1)))
+        .hasMessageContaining("Input column 'features' has type array<float>; the model takes int or long");
+  }
 }
