@@ -247,7 +247,9 @@ public final class TcpCommunicator implements Communicator {
     Peer prev = peers[(rank + size - 1) % size];
     long mine = boff[rank + 1] - boff[rank];
     forEachChunk(0, mine, (o, len) -> send(next, slice(own, o, len)));
-    copy(own, 0, recv, boff[rank], mine);
+    // This rank's own block is copied into place one chunk after each chunk received, so that the
+    // copy never keeps the socket unread for long.
+    long[] copied = {0};
     for (int s = 0; s < size - 1; s++) {
       int k = mod(rank - s - 1);
       boolean forward = s < size - 2;
@@ -257,8 +259,14 @@ public final class TcpCommunicator implements Communicator {
         if (forward) {
           send(next, dst);
         }
+        if (copied[0] < mine) {
+          long c = Math.min(chunkBytes, mine - copied[0]);
+          copy(own, copied[0], recv, boff[rank] + copied[0], c);
+          copied[0] += c;
+        }
       });
     }
+    copy(own, copied[0], recv, boff[rank] + copied[0], mine - copied[0]);
   }
 
   @Override
