@@ -2,6 +2,8 @@ package org.sparktp.spark;
 
 import java.io.Serializable;
 import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
 import java.security.SecureRandom;
 import org.apache.spark.SparkConf;
 import org.apache.spark.SparkContext;
@@ -64,7 +66,7 @@ public final class CommSecret implements Serializable {
     return random == null;
   }
 
-  /** The secret bytes, on an executor (or the driver). */
+  /** The key for the communicator, on an executor (or the driver). */
   public byte[] resolve() {
     if (random != null) {
       return random.clone();
@@ -82,7 +84,22 @@ public final class CommSecret implements Serializable {
       throw new IllegalStateException("spark.authenticate is on, but this executor has no authentication secret "
           + "(set spark.authenticate.secret, or let the cluster manager generate one)");
     }
-    return s.getBytes(StandardCharsets.UTF_8);
+    return derive(s);
+  }
+
+  /**
+   * The communicator's key derived from Spark's secret, SHA-256("spark-tp comm key\0" + secret): any
+   * length of Spark secret gives a 32-byte key, and the key is never Spark's RPC secret itself.
+   */
+  static byte[] derive(String sparkSecret) {
+    try {
+      MessageDigest md = MessageDigest.getInstance("SHA-256");
+      md.update("spark-tp comm key\0".getBytes(StandardCharsets.UTF_8));
+      md.update(sparkSecret.getBytes(StandardCharsets.UTF_8));
+      return md.digest();
+    } catch (NoSuchAlgorithmException e) {
+      throw new IllegalStateException("SHA-256 is not available in this JVM", e);
+    }
   }
 
   @Override

@@ -30,12 +30,14 @@ class CommSecretTest {
       }
       assertThat(bytes.toString(StandardCharsets.ISO_8859_1)).doesNotContain("the cluster's secret");
       List<String> got = jsc.parallelize(List.of(1), 1)
-          .map(x -> new String(secret.resolve(), StandardCharsets.UTF_8)).collect();
+          .map(x -> java.util.HexFormat.of().formatHex(secret.resolve())).collect();
       // Spark's SecurityManager holds the application's secret: spark.authenticate.secret on standalone
       // clusters, one generated per application on YARN, Kubernetes and in local mode (as here).
       String sparks = org.apache.spark.SparkEnv.get().securityManager().getSecretKey();
       assertThat(sparks).isNotEmpty();
-      assertThat(got).containsExactly(sparks);
+      // The key is derived from it (32 bytes, never Spark's RPC secret itself).
+      assertThat(got).containsExactly(java.util.HexFormat.of().formatHex(CommSecret.derive(sparks)));
+      assertThat(CommSecret.derive("short")).hasSize(32).isNotEqualTo(CommSecret.derive("shorT"));
     }
   }
 }

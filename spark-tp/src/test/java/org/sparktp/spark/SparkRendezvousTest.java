@@ -42,7 +42,8 @@ class SparkRendezvousTest {
         .set("spark.driver.host", "127.0.0.1")
         .set("spark.executor.extraClassPath", cp)
         .set("spark.executorEnv.OPENBLAS_NUM_THREADS", "1")
-        .set("spark.tp.comm.timeout", "30s");
+        .set("spark.tp.comm.timeout", "30s")
+        .set("spark.stage.maxConsecutiveAttempts", "1"); // a failed barrier stage fails the job at once
     jsc = new JavaSparkContext(conf);
     long deadline = System.currentTimeMillis() + 90_000;
     // The driver is listed too: wait for it and both executors before submitting the barrier job.
@@ -111,6 +112,57 @@ class SparkRendezvousTest {
     String e0 = out.get(0).replaceAll(".*executor=(\\S+).*", "$1");
     String e1 = out.get(1).replaceAll(".*executor=(\\S+).*", "$1");
     assertThat(e0).as("the ranks run in different executor JVMs").isNotEqualTo(e1);
+  }
+
+  @Test
+  void aFailedTaskAbortsItsCommunicatorAndItsPeerFailsAtOnce() throws Exception {
+    CommSecret secret = CommSecret.forJob(jsc.sc());
+    Path report = Files.createTempFile("spark-tp-peer-failure", ".txt");
+    String reportPath = report.toString();
+    jsc.setLocalProperty("spark.tp.comm.timeout", "60s");
+    scala.Function1<scala.collection.Iterator<Integer>, scala.collection.Iterator<String>> task =
+        (scala.Function1<scala.collection.Iterator<Integer>, scala.collection.Iterator<String>> & java.io.Serializable) it -> {
+      BarrierTaskContext ctx = BarrierTaskContext.get();
+      try (CpuBackend be = new CpuBackend(); TcpCommunicator comm = SparkRendezvous.connect(ctx, 2, secret)) {
+        comm.barrier();
+        if (comm.rank() == 1) {
+          throw new IllegalStateException("rank 1 fails on purpose");
+        }
+        long t0 = System.nanoTime();
+        try (Tensor t = be.upload(data(1, 0, 1000), 1, 1000)) {
+          comm.allReduce(t);
+        } catch (RuntimeException e) {
+          writeReport(reportPath, (System.nanoTime() - t0) / 1_000_000 + " ms: " + e.getMessage() + " | peer "
+              + comm.peerAddress(1));
+          throw e;
+        }
+        return scala.jdk.javaapi.CollectionConverters.asScala(Collections.singletonList("unexpected").iterator());
+      }
+    };
+    try {
+      org.assertj.core.api.Assertions.assertThatThrownBy(() -> jsc.parallelize(Arrays.asList(0, 1), 2).rdd().barrier()
+          .mapPartitions(task, false, scala.reflect.ClassTag$.MODULE$.apply(String.class)).collect())
+          .hasMessageContaining("rank 1 fails on purpose");
+      long deadline = System.currentTimeMillis() + 20_000;
+      while (Files.size(report) == 0 && System.currentTimeMillis() < deadline) {
+        Thread.sleep(100);
+      }
+      String got = Files.readString(report);
+      long ms = Long.parseLong(got.substring(0, got.indexOf(" ms")));
+      String peer = got.substring(got.indexOf("| peer ") + 7);
+      assertThat(got).contains("allReduce on rank 0").contains("rank 1 at " + peer);
+      assertThat(ms).as("rank 0 fails long before its 60 s timeout: " + got).isLessThan(10_000);
+    } finally {
+      Files.deleteIfExists(report);
+    }
+  }
+
+  private static void writeReport(String path, String text) {
+    try {
+      Files.writeString(Path.of(path), text);
+    } catch (java.io.IOException e) {
+      throw new java.io.UncheckedIOException(e);
+    }
   }
 
   @Test

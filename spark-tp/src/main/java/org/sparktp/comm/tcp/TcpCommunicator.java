@@ -47,7 +47,14 @@ import org.sparktp.tensor.Tensor;
  * collective number, operation, length) that the receiver checks against what it expects; any mismatch
  * fails the collective with a message that names both sides.
  *
- * <p>Failures: a watchdog bounds every wait by {@link #timeoutMillis()}; a closed or reset connection
+ * <p>Buffers: {@code allGather} may run in place ({@code send} is exactly this rank's block of
+ * {@code recv}), {@code reduceScatter} too ({@code recv} is exactly this rank's block of {@code send});
+ * any other overlap of the send and receive buffers is refused with an {@link IllegalArgumentException}.
+ * {@code reduceScatter} with three or more ranks keeps two off-heap work buffers of the largest block it
+ * forwards, reused by later calls and freed by {@link #close()}.
+ *
+ * <p>Failures: a watchdog bounds every wait (for one frame to arrive or to be written) by
+ * {@link #timeoutMillis()}; a closed or reset connection
  * fails the waiting call at once. Any failure aborts the communicator, which closes every connection so
  * that the peers fail at once too instead of waiting for their timeout. A communicator that failed stays
  * failed. Collectives must be called from one thread at a time; {@link #abort} and {@link #close} from
@@ -247,7 +254,9 @@ public final class TcpCommunicator implements Communicator {
     Peer prev = peers[(rank + size - 1) % size];
     long mine = boff[rank + 1] - boff[rank];
     forEachChunk(0, mine, (o, len) -> send(next, slice(own, o, len)));
-    copy(own, 0, recv, boff[rank], mine);
+    // This rank's own block is copied into place one chunk after each chunk received, so that the
+    // copy never keeps the socket unread for long.
+    long[] copied = {0};
     for (int s = 0; s < size - 1; s++) {
       int k = mod(rank - s - 1);
       boolean forward = s < size - 2;
@@ -257,8 +266,14 @@ public final class TcpCommunicator implements Communicator {
         if (forward) {
           send(next, dst);
         }
+        if (copied[0] < mine) {
+          long c = Math.min(chunkBytes, mine - copied[0]);
+          copy(own, copied[0], recv, boff[rank] + copied[0], c);
+          copied[0] += c;
+        }
       });
     }
+    copy(own, copied[0], recv, boff[rank] + copied[0], mine - copied[0]);
   }
 
   @Override
