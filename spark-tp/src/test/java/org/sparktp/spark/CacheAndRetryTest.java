@@ -6,6 +6,8 @@ import java.util.Random;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.sparktp.nn.ModelSpec;
 
 /** The executor-side shard cache across jobs, and the whole-stage retry of a failed barrier attempt. */
@@ -52,8 +54,9 @@ class CacheAndRetryTest extends SparkTestBase {
     assertThat(ShardCache.get().bytes()).isZero();
   }
 
-  @Test
-  void aRankFailingInTheFirstAttemptIsRetriedWholeWithoutLosingOrDuplicatingRows() {
+  @ParameterizedTest(name = "transport={0}")
+  @ValueSource(strings = {"local", "tcp"})
+  void aRankFailingInTheFirstAttemptIsRetriedWholeWithoutLosingOrDuplicatingRows(String transport) {
     Random rng = new Random(1200);
     ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
     float[][] x = inputs(rng, 90, 50, false);
@@ -62,7 +65,7 @@ class CacheAndRetryTest extends SparkTestBase {
         x.length, "prediction");
 
     TensorParallelModel faulty = new TensorParallelModel(spec).setTpSize(2).setBatchSize(8)
-        .setConf("spark.tp.test.fail-rank", "1");
+        .setConf("spark.tp.test.fail-rank", "1").setConf("spark.tp.comm.transport", transport);
     Dataset<Row> out = faulty.transform(in);
     assertThat(idsByPartition(out)).isEqualTo(idsByPartition(in));
     assertThat(out.count()).isEqualTo(x.length);
