@@ -24,8 +24,8 @@ public final class LocalCommFactory implements CommFactory {
   public void checkCluster(SparkContext sc, int tpSize) {
     if (tpSize > 1 && !sc.isLocal()) {
       throw new IllegalStateException("The in-JVM communicator needs every rank in one JVM, but master '"
-          + sc.master() + "' runs tasks in several executors: use a local[N] master, or tpSize = 1, until the TCP"
-          + " communicator is wired in (CommFactory.forSession)");
+          + sc.master() + "' runs tasks in several executors: set spark.tp.comm.transport to tcp (or auto), or use a"
+          + " local[N] master");
     }
   }
 
