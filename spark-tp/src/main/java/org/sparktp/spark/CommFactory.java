@@ -1,0 +1,58 @@
+package org.sparktp.spark;
+
+import java.io.Serializable;
+import java.util.HashMap;
+import java.util.Locale;
+import java.util.Map;
+import org.apache.spark.BarrierTaskContext;
+import org.apache.spark.SparkContext;
+import org.apache.spark.sql.SparkSession;
+import org.sparktp.TpConf;
+import org.sparktp.comm.Communicator;
+
+/**
+ * Makes the communicator of one rank inside a barrier task. Built on the driver once per job and
+ * shipped with the task closure (so it may carry a per-job secret). {@link #create} is called by every
+ * task of the barrier stage, in every group, exactly once; an implementation may use
+ * {@code BarrierTaskContext.allGather} (a collective over the whole stage) to exchange addresses.
+ */
+public interface CommFactory extends Serializable {
+
+  /** Checks on the driver, before any task starts, that this factory can serve the cluster; throws if not. */
+  default void checkCluster(SparkContext sc, int tpSize) {}
+
+  /**
+   * The communicator of {@code rank} in group {@code group} (of {@code tpSize} ranks) of the job
+   * {@code jobKey}; the caller closes it.
+   */
+  Communicator create(BarrierTaskContext ctx, String jobKey, int group, int tpSize, int rank, long timeoutMillis);
+
+  /**
+   * The factory for a job of {@code spark}, by {@code spark.tp.comm.transport}: {@code local} (the
+   * in-JVM {@link LocalCommFactory}; every rank in one JVM, {@code local[N]}), {@code tcp} (the
+   * {@link TcpCommFactory}; ranks in any executors) or {@code auto} (local on a {@code local[N]} master,
+   * else TCP). {@code options} (the model's settings) win over the session conf.
+   */
+  static CommFactory forSession(SparkSession spark, Map<String, String> options) {
+    String t = TpConf.resolve(spark, options, TpConf.COMM_TRANSPORT, TpConf.COMM_TRANSPORT_DEFAULT)
+        .trim().toLowerCase(Locale.ROOT);
+    boolean local = switch (t) {
+      case "local" -> true;
+      case "tcp" -> false;
+      case "auto" -> spark.sparkContext().isLocal();
+      default -> throw new IllegalArgumentException("Invalid value for " + TpConf.COMM_TRANSPORT + ": '" + t
+          + "' (use auto, local or tcp)");
+    };
+    if (local) {
+      return new LocalCommFactory();
+    }
+    Map<String, String> comm = new HashMap<>();
+    for (String key : new String[] {TpConf.COMM_CHUNK_BYTES, TpConf.COMM_PORT_RANGE}) {
+      String v = TpConf.resolve(spark, options, key, null);
+      if (v != null) {
+        comm.put(key, v);
+      }
+    }
+    return TcpCommFactory.forJob(spark.sparkContext(), comm);
+  }
+}

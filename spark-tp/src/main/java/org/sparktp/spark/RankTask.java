@@ -1,0 +1,370 @@
+package org.sparktp.spark;
+
+import java.io.Serializable;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Iterator;
+import java.util.List;
+import java.util.NoSuchElementException;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+import org.apache.spark.BarrierTaskContext;
+import org.apache.spark.BarrierTaskInfo;
+import org.apache.spark.SparkEnv;
+import org.apache.spark.sql.catalyst.InternalRow;
+import org.apache.spark.sql.catalyst.expressions.GenericInternalRow;
+import org.apache.spark.sql.catalyst.expressions.JoinedRow;
+import org.apache.spark.sql.catalyst.expressions.UnsafeArrayData;
+import org.apache.spark.sql.catalyst.expressions.UnsafeProjection;
+import org.apache.spark.unsafe.Platform;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import org.sparktp.backend.Backend;
+import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.comm.CommStats;
+import org.sparktp.comm.Communicator;
+import org.sparktp.comm.CommunicatorException;
+import org.sparktp.nn.InputBatch;
+import org.sparktp.nn.Plan;
+import org.sparktp.nn.RankModel;
+import org.sparktp.nn.RankWeights;
+import org.sparktp.nn.TpRunner;
+import scala.Tuple2;
+import scala.jdk.javaapi.CollectionConverters;
+import scala.runtime.AbstractFunction1;
+
+/**
+ * The body of one barrier task: rank {@code i % p} of group {@code i / p}, where {@code i} is the task's
+ * partition. It takes its communicator from the job's {@link CommFactory}, checks its rank model out of
+ * the {@link ShardCache} (loading it from its own broadcast shard on a miss), and streams its partition
+ * through a {@link TpRunner} in micro-batches of {@code batchSize} rows: read up to a batch of rows,
+ * convert their features, {@code step}, emit the batch's rows with their outputs. Rows are never
+ * gathered beyond one batch.
+ */
+final class RankTask
+    extends AbstractFunction1<scala.collection.Iterator<Tuple2<Long, InternalRow>>,
+        scala.collection.Iterator<Tuple2<Long, InternalRow>>>
+    implements Serializable {
+  private static final long serialVersionUID = 1L;
+  private static final Logger LOG = LoggerFactory.getLogger(RankTask.class);
+  private static final ScheduledExecutorService WATCHDOG = Executors.newSingleThreadScheduledExecutor(r -> {
+    Thread t = new Thread(r, "spark-tp-watchdog");
+    t.setDaemon(true);
+    return t;
+  });
+
+  private final TpJob job;
+
+  RankTask(TpJob job) {
+    this.job = job;
+  }
+
+  @Override
+  public scala.collection.Iterator<Tuple2<Long, InternalRow>> apply(
+      scala.collection.Iterator<Tuple2<Long, InternalRow>> input) {
+    BarrierTaskContext ctx = BarrierTaskContext.get();
+    Stream s = new Stream(job, ctx, CollectionConverters.asJava(input));
+    return CollectionConverters.asScala(s);
+  }
+
+  /** Checks a backend name ({@code spark.tp.backend}); returns it normalized. */
+  static String checkBackend(String name) {
+    String n = name == null ? "" : name.trim().toLowerCase(java.util.Locale.ROOT);
+    if (!n.equals("auto") && !n.equals("cpu")) {
+      throw new IllegalArgumentException("Unknown backend '" + name
+          + "' (spark.tp.backend / backend param): use auto or cpu");
+    }
+    return n;
+  }
+
+  /** Makes the backend named by {@code spark.tp.backend} ({@code auto} is the CPU until a GPU backend exists). */
+  static Backend backend(String name, int blasThreads) {
+    checkBackend(name);
+    return new CpuBackend(blasThreads);
+  }
+
+  private static final class Stream implements Iterator<Tuple2<Long, InternalRow>> {
+    private final TpJob job;
+    private final BarrierTaskContext ctx;
+    private final Iterator<Tuple2<Long, InternalRow>> in;
+    private final int group;
+    private final int rank;
+    private final int batch;
+    private final int width;
+    private final long start = System.nanoTime();
+    private final Communicator comm;
+    private final ScheduledFuture<?> watchdog;
+    private final ShardCache.Lease lease;
+    private final TpRunner runner;
+    private final UnsafeProjection project;
+    private final JoinedRow joined = new JoinedRow();
+    private final GenericInternalRow extra = new GenericInternalRow(1);
+    private final String host;
+
+    // the batch being built
+    private final List<Tuple2<Long, InternalRow>> pending = new ArrayList<>();
+    private final List<Boolean> hasValue = new ArrayList<>();
+    private float[] dense;
+    private int[] ids;
+    private int[] offsets;
+    // rows ready to emit
+    private final List<Tuple2<Long, InternalRow>> out = new ArrayList<>();
+    private int pos;
+    private boolean finished;
+    private boolean closed;
+    // where the task's time goes, for the log line
+    private long readNanos;
+    private long stepNanos;
+    private long emitNanos;
+
+    Stream(TpJob job, BarrierTaskContext ctx, Iterator<Tuple2<Long, InternalRow>> in) {
+      this.job = job;
+      this.ctx = ctx;
+      this.in = in;
+      int p = job.tpSize();
+      int part = ctx.partitionId();
+      this.group = part / p;
+      this.rank = part % p;
+      this.batch = job.batchSize();
+      this.width = job.plan().inputDim();
+      BarrierTaskInfo[] infos = ctx.getTaskInfos();
+      if (infos.length != ctx.numPartitions()) {
+        // When a task of a barrier attempt fails, Spark reruns the stage, but keeps the output of tasks of
+        // the failed attempt that succeeded in the meantime and reruns only the others: ranks of one group
+        // would then wait for peers that never come. Fail such a partial attempt at once; the next
+        // attempt reruns every task.
+        throw new IllegalStateException("Spark reran " + infos.length + " of the " + ctx.numPartitions()
+            + " tasks of the barrier stage (stage " + ctx.stageId() + " attempt " + ctx.stageAttemptNumber()
+            + "); a tensor-parallel group needs all its ranks, so this attempt fails and the next one reruns"
+            + " them all");
+      }
+      this.host = infos[part].address();
+      if (rank == 0) {
+        logHosts(infos, p);
+      }
+      Communicator c = job.comm().create(ctx, job.jobKey(), group, p, rank, job.commTimeoutMillis());
+      this.comm = c;
+      this.watchdog = WATCHDOG.scheduleAtFixedRate(() -> {
+        if (ctx.isInterrupted()) {
+          c.abort(new CommunicatorException("task of rank " + rank + " in group " + group + " was killed: "
+              + (ctx.getKillReason().isDefined() ? ctx.getKillReason().get() : "no reason given")));
+        }
+      }, 100, 100, TimeUnit.MILLISECONDS);
+      ShardCache.Lease l = null;
+      TpRunner r;
+      UnsafeProjection proj;
+      try {
+        Plan plan = job.plan();
+        ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), p, rank, job.backend());
+        l = ShardCache.get().checkOut(key, plan.weightBytes(rank), job.cacheMaxBytes(), () -> load(plan));
+        r = new TpRunner(l.model(), c);
+        proj = UnsafeProjection.create(job.outSchema());
+      } catch (RuntimeException | Error e) {
+        fail(l, e);
+        throw e;
+      }
+      this.lease = l;
+      this.runner = r;
+      this.project = proj;
+      switch (kind()) {
+        case FLOAT_ARRAY, DOUBLE_ARRAY, VECTOR -> dense = new float[Math.multiplyExact(batch, width)];
+        case INT, LONG -> ids = new int[batch];
+        default -> {
+          ids = new int[batch];
+          offsets = new int[batch + 1];
+        }
+      }
+      ctx.addTaskCompletionListener((org.apache.spark.util.TaskCompletionListener) tc -> {
+        if (!closed) {
+          // the iterator was not drained: a failure downstream or a kill
+          fail(lease, new IllegalStateException("task ended before the stream did"));
+        }
+      });
+    }
+
+    private InputKind kind() {
+      return job.kind();
+    }
+
+    private ShardCache.Entry load(Plan plan) {
+      RankWeights w = job.shards().get(rank).value();
+      Backend b = backend(job.backend(), job.blasThreads());
+      try {
+        return new ShardCache.Entry(new ShardCache.Key(job.modelId(), job.fingerprint(), plan.tpSize(), rank,
+            job.backend()), new RankModel(plan, rank, b, w), b);
+      } catch (RuntimeException | Error e) {
+        b.close();
+        throw e;
+      }
+    }
+
+    private void logHosts(BarrierTaskInfo[] infos, int p) {
+      String[] hosts = new String[p];
+      boolean same = true;
+      for (int r = 0; r < p; r++) {
+        int i = group * p + r;
+        hosts[r] = i < infos.length ? infos[i].address() : "?";
+        same &= hosts[r].equals(hosts[0]);
+      }
+      if (same) {
+        LOG.info("spark-tp job {} group {}: ranks on hosts {}", job.jobKey(), group, Arrays.toString(hosts));
+      } else {
+        LOG.warn("spark-tp job {} group {}: ranks on different hosts {}; their collectives cross the network",
+            job.jobKey(), group, Arrays.toString(hosts));
+      }
+    }
+
+    @Override
+    public boolean hasNext() {
+      try {
+        while (pos >= out.size()) {
+          if (finished) {
+            return false;
+          }
+          out.clear();
+          pos = 0;
+          step();
+        }
+        return true;
+      } catch (RuntimeException | Error e) {
+        fail(lease, e);
+        throw e;
+      }
+    }
+
+    @Override
+    public Tuple2<Long, InternalRow> next() {
+      if (!hasNext()) {
+        throw new NoSuchElementException();
+      }
+      return out.get(pos++);
+    }
+
+    /** Reads up to a batch, runs one step (unless only null rows were read), fills {@code out}. */
+    private void step() {
+      ctx.killTaskIfInterrupted();
+      long t0 = System.nanoTime();
+      int n = 0;
+      int nIds = 0;
+      int ord = job.inputOrdinal();
+      InputKind k = kind();
+      while (n < batch && pending.size() < batch && out.size() < batch && in.hasNext()) {
+        Tuple2<Long, InternalRow> t = in.next();
+        InternalRow row = t._2();
+        if (row.isNullAt(ord)) {
+          // null policy "null" (the others never ship null rows to this stage)
+          if (n == 0) {
+            out.add(emit(t, null, 0));
+          } else {
+            pending.add(t);
+            hasValue.add(false);
+          }
+          continue;
+        }
+        switch (k) {
+          case FLOAT_ARRAY, DOUBLE_ARRAY, VECTOR -> k.readDense(row, ord, dense, n * width, width);
+          case INT, LONG -> ids[n] = k.readId(row, ord);
+          default -> {
+            int len = k.bagLength(row, ord);
+            if (nIds + len > ids.length) {
+              ids = Arrays.copyOf(ids, Math.max(ids.length * 2, nIds + len));
+            }
+            k.readBag(row, ord, ids, nIds);
+            nIds += len;
+            offsets[n + 1] = nIds;
+          }
+        }
+        pending.add(t);
+        hasValue.add(true);
+        n++;
+      }
+      long t1 = System.nanoTime();
+      readNanos += t1 - t0;
+      if (n == 0 && (in.hasNext() || !out.isEmpty())) {
+        return; // only null rows so far: emit them, read on later
+      }
+      InputBatch b = switch (k) {
+        case FLOAT_ARRAY, DOUBLE_ARRAY, VECTOR -> InputBatch.dense(dense, n, width);
+        case INT, LONG -> InputBatch.ids(ids, n);
+        default -> InputBatch.bags(ids, offsets, n);
+      };
+      float[] y = runner.step(b);
+      long t2 = System.nanoTime();
+      stepNanos += t2 - t1;
+      if (job.failRank() == ctx.partitionId() && ctx.stageAttemptNumber() == 0) {
+        throw new IllegalStateException("Injected failure of rank " + rank + " in group " + group
+            + " in the first attempt of the stage (" + "spark.tp.test.fail-rank" + ")");
+      }
+      if (y == null) {
+        finish();
+        return;
+      }
+      int w = runner.outputWidth();
+      int r = 0;
+      for (int i = 0; i < pending.size(); i++) {
+        if (hasValue.get(i)) {
+          out.add(emit(pending.get(i), y, r++ * w));
+        } else {
+          out.add(emit(pending.get(i), null, 0));
+        }
+      }
+      pending.clear();
+      hasValue.clear();
+      emitNanos += System.nanoTime() - t2;
+    }
+
+    private Tuple2<Long, InternalRow> emit(Tuple2<Long, InternalRow> t, float[] y, int off) {
+      int w = job.plan().outputDim();
+      // y holds the batch's outputs row-major; its byte offsets fit an int (a batch is < 2^31 bytes)
+      extra.update(0, y == null ? null
+          : UnsafeArrayData.fromPrimitiveArray(y, Platform.FLOAT_ARRAY_OFFSET + 4 * off, w, 4));
+      return new Tuple2<>(t._1(), project.apply(joined.apply(t._2(), extra)).copy());
+    }
+
+    private void finish() {
+      finished = true;
+      closed = true;
+      CommStats st = comm.stats();
+      long wall = System.nanoTime() - start;
+      job.metrics().add(rank, runner.rows(), runner.steps(), runner.computeNanos(), st.nanos(), st.bytesSent(),
+          lease.loaded());
+      SparkEnv env = SparkEnv.get();
+      job.metrics().placed(ctx.partitionId(), "executor_" + env.blockManager().blockManagerId().host() + "_"
+          + env.executorId());
+      LOG.info(String.format(java.util.Locale.ROOT,
+          "spark-tp job %s group %d rank %d/%d on %s: %d rows in %d steps, compute %.1f ms, comm %.1f ms"
+              + " (%d calls, %d B sent), model %s, task %.1f ms (read %.1f, step %.1f, emit %.1f)",
+          job.jobKey(), group, rank, job.tpSize(), host, runner.rows(), runner.steps(), runner.computeNanos() / 1e6,
+          st.nanos() / 1e6, st.calls(), st.bytesSent(), lease.loaded() ? "loaded" : "from cache", wall / 1e6,
+          readNanos / 1e6, stepNanos / 1e6, emitNanos / 1e6));
+      watchdog.cancel(false);
+      try {
+        comm.close();
+      } finally {
+        lease.close();
+      }
+    }
+
+    /** Aborts the group, closes the communicator and the rank model (never returned to the cache). */
+    private void fail(ShardCache.Lease l, Throwable cause) {
+      if (closed) {
+        return;
+      }
+      closed = true;
+      finished = true;
+      LOG.warn("spark-tp job {} group {} rank {}/{} failed: {}", job.jobKey(), group, rank, job.tpSize(),
+          cause.toString());
+      watchdog.cancel(false);
+      try {
+        comm.abort(cause);
+        comm.close();
+      } finally {
+        if (l != null) {
+          l.discard();
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,440 @@
+package org.sparktp.spark;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.ObjectInputFilter;
+import java.io.ObjectInputStream;
+import java.io.ObjectOutputStream;
+import java.io.OutputStream;
+import java.io.UncheckedIOException;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.UUID;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.Path;
+import org.apache.spark.SparkContext;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.apache.spark.broadcast.Broadcast;
+import org.apache.spark.ml.Model;
+import org.apache.spark.ml.param.IntParam;
+import org.apache.spark.ml.param.Param;
+import org.apache.spark.ml.param.ParamMap;
+import org.apache.spark.ml.param.ParamValidators;
+import org.apache.spark.ml.util.DefaultParamsReader;
+import org.apache.spark.ml.util.DefaultParamsWriter$;
+import org.apache.spark.ml.util.DefaultParamsReader$;
+import org.apache.spark.ml.util.Identifiable$;
+import org.apache.spark.ml.util.MLReader;
+import org.apache.spark.ml.util.MLWritable;
+import org.apache.spark.ml.util.MLWriter;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.SparkSession;
+import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.StructType;
+import org.sparktp.TpConf;
+import org.sparktp.nn.ModelSpec;
+import org.sparktp.nn.Plan;
+import org.sparktp.nn.RankWeights;
+import org.sparktp.nn.WeightSource;
+
+/**
+ * A model run with tensor parallelism over the rows of a DataFrame: every weight matrix is split across
+ * the {@code tpSize} ranks of a group (Megatron-style column/row parallel layers, see {@link Plan}), the
+ * ranks of a group are the tasks of a Spark barrier stage, and {@code groups} groups share the rows
+ * (data parallel x tensor parallel).
+ *
+ * <p>{@code transform} appends {@code outputCol} ({@code array<float>}, the model's output per row) to
+ * the input; every other column passes through, the output has exactly the input's rows (see
+ * {@code spark.tp.null-policy} for null inputs) and, by default, the input's partitioning with each
+ * partition in its input order. The input column is {@code array<float>}, {@code array<double>} or an ML
+ * {@code Vector} (dense or sparse) of the model's input width; for a model that starts with an embedding,
+ * {@code int}/{@code long} ids, or {@code array<int|long>} lists of ids for an embedding bag. Values are
+ * converted to float32. NaN and infinities are not checked: they propagate as IEEE float arithmetic does
+ * (a NaN in a row's input makes that row's outputs NaN, and, through a layer norm or softmax, the whole
+ * row). Rows never mix: a row's output depends on that row alone.
+ *
+ * <p>Params: {@code inputCol} (default {@code features}), {@code outputCol} (default
+ * {@code prediction}), {@code tpSize}, {@code groups}, {@code batchSize}, {@code backend}; a param left
+ * unset takes its {@code spark.tp.*} session conf, else the default ({@link TpConf}). The other
+ * {@code spark.tp.*} keys are read from the session conf, or from {@link #setConf}.
+ *
+ * <p>Weights go to the executors as one broadcast per rank (an executor fetches only the shards of its
+ * ranks), made once per model and tp size; executors keep loaded shards in their {@link ShardCache}, so
+ * later jobs with the same model load nothing. {@link #release()} destroys the broadcasts.
+ *
+ * <p>Saved with {@link #write()}: the params (Spark ML metadata) and the {@link ModelSpec} Java-serialized
+ * under {@code weights/}. Load only models from a trusted source.
+ */
+public final class TensorParallelModel extends Model<TensorParallelModel> implements MLWritable {
+  private static final long serialVersionUID = 1L;
+  static final String SPEC_FILE = "weights/model-spec.ser";
+
+  private final String uid;
+  private final ModelSpec spec;
+  private final Shards shards;
+  private final Map<String, String> conf = new HashMap<>();
+  private transient volatile TpMetrics lastMetrics;
+
+  private final Param<String> inputCol;
+  private final Param<String> outputCol;
+  private final IntParam tpSize;
+  private final IntParam groups;
+  private final IntParam batchSize;
+  private final Param<String> backend;
+
+  public TensorParallelModel(ModelSpec spec) {
+    this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec));
+  }
+
+  public TensorParallelModel(String uid, ModelSpec spec) {
+    this(uid, spec, new Shards(spec));
+  }
+
+  private TensorParallelModel(String uid, ModelSpec spec, Shards shards) {
+    if (spec == null) {
+      throw new IllegalArgumentException("A TensorParallelModel needs a ModelSpec");
+    }
+    this.uid = uid;
+    this.spec = spec;
+    this.shards = shards;
+    inputCol = new Param<>(this, "inputCol", "input column: array<float>, array<double> or vector (ids: int/long,"
+        + " array<int|long>)");
+    outputCol = new Param<>(this, "outputCol", "output column (array<float>)");
+    tpSize = new IntParam(this, "tpSize", "ranks per tensor-parallel group (else " + TpConf.TP_SIZE + ", default "
+        + TpConf.TP_SIZE_DEFAULT + ")", ParamValidators.gtEq(1));
+    groups = new IntParam(this, "groups", "tensor-parallel groups; 0 = as many as the task slots allow (else "
+        + TpConf.GROUPS + ", default 0)", ParamValidators.gtEq(0));
+    batchSize = new IntParam(this, "batchSize", "rows each rank brings to a step (else " + TpConf.BATCH_SIZE
+        + ", default " + TpConf.BATCH_SIZE_DEFAULT + ")", ParamValidators.gtEq(1));
+    backend = new Param<>(this, "backend", "compute backend: auto or cpu (else " + TpConf.BACKEND + ", default "
+        + TpConf.BACKEND_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "cpu"}));
+    setDefault(inputCol, "features");
+    setDefault(outputCol, "prediction");
+  }
+
+  @Override
+  public String uid() {
+    return uid;
+  }
+
+  public ModelSpec spec() {
+    return spec;
+  }
+
+  public Param<String> inputCol() {
+    return inputCol;
+  }
+
+  public Param<String> outputCol() {
+    return outputCol;
+  }
+
+  public IntParam tpSize() {
+    return tpSize;
+  }
+
+  public IntParam groups() {
+    return groups;
+  }
+
+  public IntParam batchSize() {
+    return batchSize;
+  }
+
+  public Param<String> backend() {
+    return backend;
+  }
+
+  public TensorParallelModel setInputCol(String v) {
+    set(inputCol, v);
+    return this;
+  }
+
+  public TensorParallelModel setOutputCol(String v) {
+    set(outputCol, v);
+    return this;
+  }
+
+  public TensorParallelModel setTpSize(int v) {
+    set(tpSize, v);
+    return this;
+  }
+
+  public TensorParallelModel setGroups(int v) {
+    set(groups, v);
+    return this;
+  }
+
+  public TensorParallelModel setBatchSize(int v) {
+    set(batchSize, v);
+    return this;
+  }
+
+  public TensorParallelModel setBackend(String v) {
+    set(backend, v.toLowerCase(Locale.ROOT));
+    return this;
+  }
+
+  /** Sets a {@code spark.tp.*} key for this model's jobs; it wins over the session conf. */
+  public TensorParallelModel setConf(String key, String value) {
+    conf.put(key, value);
+    return this;
+  }
+
+  public String getInputCol() {
+    return $(inputCol);
+  }
+
+  public String getOutputCol() {
+    return $(outputCol);
+  }
+
+  /** The tp size: the param, else {@code spark.tp.tp-size} of the active session, else 1. */
+  public int getTpSize() {
+    return resolveInt(tpSize, TpConf.TP_SIZE, TpConf.TP_SIZE_DEFAULT, 1, active());
+  }
+
+  /** The metrics of the last {@link #transform} (filled in as its job runs), or null. */
+  public TpMetrics lastMetrics() {
+    return lastMetrics;
+  }
+
+  /** The plan this model runs with {@code p} ranks (its {@code explain()} prints ops, layouts and collectives). */
+  public Plan plan(int p) {
+    return shards.plan(p);
+  }
+
+  /** Destroys the per-rank broadcasts (they are made again by the next {@link #transform}). */
+  public void release() {
+    shards.release();
+  }
+
+  private static SparkSession active() {
+    return SparkSession.getActiveSession().isDefined() ? SparkSession.getActiveSession().get() : null;
+  }
+
+  private int resolveInt(IntParam p, String key, String def, int min, SparkSession spark) {
+    if (isSet(p)) {
+      return (Integer) $(p);
+    }
+    return TpConf.parseInt(key, TpConf.resolve(spark, conf, key, def), min);
+  }
+
+  private String resolve(SparkSession spark, String key, String def) {
+    return TpConf.resolve(spark, conf, key, def);
+  }
+
+  @Override
+  public StructType transformSchema(StructType schema) {
+    InputKind.of(schema, getInputCol(), spec.takesIds(), spec.takesBags());
+    String out = getOutputCol();
+    for (String f : schema.fieldNames()) {
+      if (f.equals(out)) {
+        throw new IllegalArgumentException("Output column '" + out + "' already exists; set outputCol to a new name");
+      }
+    }
+    NullPolicy policy = NullPolicy.parse(resolve(active(), TpConf.NULL_POLICY, TpConf.NULL_POLICY_DEFAULT));
+    return schema.add(out, DataTypes.createArrayType(DataTypes.FloatType, false), policy == NullPolicy.NULL);
+  }
+
+  /**
+   * Runs the model on every row of {@code dataset} (lazily, like any transformation: the job runs when
+   * the result is used). The schema and the cluster are checked here, before any job: a missing or
+   * non-numeric input column, an existing output column, too few task slots for {@code groups x tpSize}
+   * tasks, or dynamic allocation fail at once with what to change.
+   */
+  @Override
+  public Dataset<Row> transform(Dataset<?> dataset) {
+    StructType outSchema = transformSchema(dataset.schema());
+    if (!(dataset instanceof org.apache.spark.sql.classic.Dataset<?> ds)) {
+      throw new IllegalArgumentException("TensorParallelModel needs a classic (non-Connect) Spark session");
+    }
+    org.apache.spark.sql.classic.SparkSession spark = ds.sparkSession();
+    SparkContext sc = spark.sparkContext();
+    int p = resolveInt(tpSize, TpConf.TP_SIZE, TpConf.TP_SIZE_DEFAULT, 1, spark);
+    int g = resolveInt(groups, TpConf.GROUPS, TpConf.GROUPS_DEFAULT, 0, spark);
+    long slotWait = TpConf.parseDurationMillis(TpConf.SLOTS_WAIT,
+        resolve(spark, TpConf.SLOTS_WAIT, TpConf.SLOTS_WAIT_DEFAULT));
+    int slots = Slots.await(sc, Math.max(1, g) * p, slotWait);
+    if (g == 0) {
+      g = Slots.defaultGroups(slots, p);
+    }
+    Slots.check(Slots.dynamicAllocation(sc), slots, g, p);
+    CommFactory comm = CommFactory.forSession(spark, conf);
+    comm.checkCluster(sc, p);
+    int batch = resolveInt(batchSize, TpConf.BATCH_SIZE, TpConf.BATCH_SIZE_DEFAULT, 1, spark);
+    long batchBytes = 4L * batch * Math.max(spec.inputDim(), spec.outputDim());
+    if (batchBytes >= Integer.MAX_VALUE / 2) {
+      throw new IllegalArgumentException("batchSize " + batch + " makes batches of " + batchBytes
+          + " bytes; lower it (" + TpConf.BATCH_SIZE + ")");
+    }
+    String be = RankTask.checkBackend(isSet(backend) ? $(backend)
+        : resolve(spark, TpConf.BACKEND, TpConf.BACKEND_DEFAULT));
+    int blas = TpConf.parseInt(TpConf.CPU_BLAS_THREADS,
+        resolve(spark, TpConf.CPU_BLAS_THREADS, TpConf.CPU_BLAS_THREADS_DEFAULT), 1);
+    long cacheMax = TpConf.parseBytes(TpConf.CACHE_MAX_BYTES,
+        resolve(spark, TpConf.CACHE_MAX_BYTES, TpConf.CACHE_MAX_BYTES_DEFAULT));
+    NullPolicy nulls = NullPolicy.parse(resolve(spark, TpConf.NULL_POLICY, TpConf.NULL_POLICY_DEFAULT));
+    long timeout = TpConf.parseDurationMillis(TpConf.COMM_TIMEOUT,
+        resolve(spark, TpConf.COMM_TIMEOUT, TpConf.COMM_TIMEOUT_DEFAULT));
+    boolean retryable = TpConf.parseBoolean(TpConf.RETRYABLE, resolve(spark, TpConf.RETRYABLE,
+        TpConf.RETRYABLE_DEFAULT));
+    int failRank = TpConf.parseInt(TpConf.TEST_FAIL_RANK, resolve(spark, TpConf.TEST_FAIL_RANK,
+        TpConf.TEST_FAIL_RANK_DEFAULT), -1);
+
+    Plan plan = shards.plan(p);
+    List<Broadcast<RankWeights>> bcast = shards.broadcasts(sc, plan);
+    String jobKey = uid + "-" + UUID.randomUUID().toString().substring(0, 8);
+    String[] placements = shards.placements(p, g, lastMetrics);
+    TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
+    lastMetrics = metrics;
+    org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
+    int ord = df.schema().fieldIndex(getInputCol());
+    TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), bcast, g, getInputCol(), ord,
+        InputKind.of(df.schema(), getInputCol(), plan), outSchema, batch, be, blas, cacheMax, nulls, timeout,
+        retryable, failRank, comm, metrics);
+    return BarrierRunner.run(spark, df, job, placements);
+  }
+
+  @Override
+  public TensorParallelModel copy(ParamMap extra) {
+    TensorParallelModel m = new TensorParallelModel(uid, spec, shards);
+    m.conf.putAll(conf);
+    return copyValues(m, extra).setParent(parent());
+  }
+
+  @Override
+  public MLWriter write() {
+    return new Writer(this);
+  }
+
+  public static MLReader<TensorParallelModel> read() {
+    return new Reader();
+  }
+
+  public static TensorParallelModel load(String path) {
+    return read().load(path);
+  }
+
+  /** Plans and per-rank broadcasts of one model, shared by its copies. */
+  private static final class Shards implements java.io.Serializable {
+    private static final long serialVersionUID = 1L;
+    final String modelId = UUID.randomUUID().toString();
+    private final transient ModelSpec spec;
+    private transient Map<Integer, Plan> plans;
+    private transient Map<Integer, List<Broadcast<RankWeights>>> broadcasts;
+    private transient SparkContext owner;
+    private transient Map<String, String[]> placements;
+
+    Shards(ModelSpec spec) {
+      this.spec = spec;
+    }
+
+    synchronized Plan plan(int p) {
+      if (plans == null) {
+        plans = new HashMap<>();
+      }
+      return plans.computeIfAbsent(p, q -> Plan.build(spec, q));
+    }
+
+    /** One broadcast per rank, each holding only that rank's shard; made once per tp size and context. */
+    synchronized List<Broadcast<RankWeights>> broadcasts(SparkContext sc, Plan plan) {
+      if (broadcasts == null || owner != sc) {
+        broadcasts = new HashMap<>();
+        placements = null; // executors of another context
+        owner = sc;
+      }
+      List<Broadcast<RankWeights>> got = broadcasts.get(plan.tpSize());
+      if (got == null) {
+        JavaSparkContext jsc = JavaSparkContext.fromSparkContext(sc);
+        WeightSource src = WeightSource.of(spec);
+        got = new ArrayList<>();
+        for (int r = 0; r < plan.tpSize(); r++) {
+          got.add(jsc.broadcast(plan.shard(src, r)));
+        }
+        got = List.copyOf(got);
+        broadcasts.put(plan.tpSize(), got);
+      }
+      return got;
+    }
+
+    /**
+     * Where the barrier tasks of a job with {@code p} ranks and {@code g} groups ran last, updated with
+     * what {@code last} (the previous job's metrics, possibly of another shape or not run) recorded.
+     */
+    synchronized String[] placements(int p, int g, TpMetrics last) {
+      if (placements == null) {
+        placements = new HashMap<>();
+      }
+      String key = p + "x" + g;
+      String[] known = placements.computeIfAbsent(key, k -> new String[p * g]);
+      if (last != null && last.tpSize() == p && last.groups() == g) {
+        String[] seen = last.placements();
+        for (int i = 0; i < known.length; i++) {
+          if (seen[i] != null) {
+            known[i] = seen[i];
+          }
+        }
+      }
+      return known.clone();
+    }
+
+    synchronized void release() {
+      if (broadcasts != null) {
+        for (List<Broadcast<RankWeights>> l : broadcasts.values()) {
+          l.forEach(b -> b.destroy());
+        }
+        broadcasts = null;
+      }
+    }
+  }
+
+  private static final class Writer extends MLWriter {
+    private final TensorParallelModel model;
+
+    Writer(TensorParallelModel model) {
+      this.model = model;
+    }
+
+    @Override
+    public void saveImpl(String path) {
+      DefaultParamsWriter$.MODULE$.saveMetadata(model, path, sparkSession());
+      Path file = new Path(path, SPEC_FILE);
+      try {
+        FileSystem fs = file.getFileSystem(sc().hadoopConfiguration());
+        try (OutputStream os = fs.create(file, true); ObjectOutputStream oos = new ObjectOutputStream(os)) {
+          oos.writeObject(model.spec);
+        }
+      } catch (IOException e) {
+        throw new UncheckedIOException("Cannot write the model weights to " + file, e);
+      }
+    }
+  }
+
+  private static final class Reader extends MLReader<TensorParallelModel> {
+    @Override
+    public TensorParallelModel load(String path) {
+      DefaultParamsReader.Metadata meta = DefaultParamsReader$.MODULE$.loadMetadata(path, sparkSession(),
+          TensorParallelModel.class.getName());
+      Path file = new Path(path, SPEC_FILE);
+      ModelSpec spec;
+      try {
+        FileSystem fs = file.getFileSystem(sparkSession().sparkContext().hadoopConfiguration());
+        try (InputStream is = fs.open(file); ObjectInputStream ois = new ObjectInputStream(is)) {
+          ois.setObjectInputFilter(ObjectInputFilter.Config.createFilter(
+              "org.sparktp.**;java.util.**;java.lang.**;[F;maxdepth=64;!*"));
+          spec = (ModelSpec) ois.readObject();
+        }
+      } catch (IOException | ClassNotFoundException e) {
+        throw new IllegalArgumentException("Cannot read the model weights from " + file + ": " + e, e);
+      }
+      TensorParallelModel m = new TensorParallelModel(meta.uid(), spec);
+      meta.getAndSetParams(m, scala.Option.empty());
+      return m;
+    }
+  }
+}

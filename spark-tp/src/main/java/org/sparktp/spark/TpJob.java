@@ -1,0 +1,41 @@
+package org.sparktp.spark;
+
+import java.io.Serializable;
+import java.util.List;
+import org.apache.spark.broadcast.Broadcast;
+import org.apache.spark.sql.types.StructType;
+import org.sparktp.nn.Plan;
+import org.sparktp.nn.RankWeights;
+
+/** Everything the tasks of one tensor-parallel job need, shipped with the task closure (weights go by broadcast). */
+record TpJob(
+    String jobKey,
+    String modelId,
+    Plan plan,
+    String fingerprint,
+    List<Broadcast<RankWeights>> shards,
+    int groups,
+    String inputCol,
+    int inputOrdinal,
+    InputKind kind,
+    StructType outSchema,
+    int batchSize,
+    String backend,
+    int blasThreads,
+    long cacheMaxBytes,
+    NullPolicy nullPolicy,
+    long commTimeoutMillis,
+    boolean retryable,
+    int failRank,
+    CommFactory comm,
+    TpMetrics metrics) implements Serializable {
+
+  int tpSize() {
+    return plan.tpSize();
+  }
+
+  /** Model width checked against each row: the input width, or the vocabulary for ids. */
+  int checkWidth() {
+    return plan.inputDim();
+  }
+}

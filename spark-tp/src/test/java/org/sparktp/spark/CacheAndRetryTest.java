@@ -1,0 +1,75 @@
+package org.sparktp.spark;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.util.Random;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Row;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import org.sparktp.nn.ModelSpec;
+
+/** The executor-side shard cache across jobs, and the whole-stage retry of a failed barrier attempt. */
+class CacheAndRetryTest extends SparkTestBase {
+
+  @Test
+  void secondJobOfTheSameModelLoadsNothing() {
+    Random rng = new Random(1000);
+    ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
+    float[][] x = inputs(rng, 60, 50, false);
+    TensorParallelModel model = new TensorParallelModel(spec).setTpSize(2).setGroups(2);
+
+    Dataset<Row> first = model.transform(frame(Input.FLOATS, x, 3));
+    float[][] y1 = outputsById(first, x.length, "prediction");
+    TpMetrics m1 = model.lastMetrics();
+    long loadsBefore = ShardCache.get().loads();
+    Dataset<Row> second = model.transform(frame(Input.FLOATS, x, 5));
+    float[][] y2 = outputsById(second, x.length, "prediction");
+    TpMetrics m2 = model.lastMetrics();
+
+    assertThat(m1.totalLoads()).isEqualTo(4); // 2 groups x 2 ranks, each its own rank model
+    assertThat(m2.totalLoads()).isZero();
+    assertThat(ShardCache.get().loads()).isEqualTo(loadsBefore);
+    assertThat(m2.totalRows()).isEqualTo(x.length);
+    assertThat(y2).isDeepEqualTo(y1);
+  }
+
+  @Test
+  void aTinyCacheBoundEvictsAndClosesAfterEachTask() {
+    Random rng = new Random(1100);
+    ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
+    float[][] x = inputs(rng, 20, 50, false);
+    TensorParallelModel model = new TensorParallelModel(spec).setTpSize(2).setGroups(1)
+        .setConf("spark.tp.cache.max-bytes", "1k");
+    assertClose(outputsById(model.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction"),
+        Reference.forward(spec, x));
+    assertClose(outputsById(model.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction"),
+        Reference.forward(spec, x));
+    assertThat(model.lastMetrics().totalLoads()).isEqualTo(2); // evicted after the first job: loaded again
+    assertThat(ShardCache.get().bytes()).isLessThanOrEqualTo(1024);
+    // closing every cached model closes its backend, which throws if a tensor leaked
+    ShardCache.get().clear();
+    assertThat(ShardCache.get().idleCount()).isZero();
+    assertThat(ShardCache.get().bytes()).isZero();
+  }
+
+  @ParameterizedTest(name = "transport={0}")
+  @ValueSource(strings = {"local", "tcp"})
+  void aRankFailingInTheFirstAttemptIsRetriedWholeWithoutLosingOrDuplicatingRows(String transport) {
+    Random rng = new Random(1200);
+    ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
+    float[][] x = inputs(rng, 90, 50, false);
+    Dataset<Row> in = frame(Input.FLOATS, x, 4);
+    float[][] clean = outputsById(new TensorParallelModel(spec).setTpSize(2).setBatchSize(8).transform(in),
+        x.length, "prediction");
+
+    TensorParallelModel faulty = new TensorParallelModel(spec).setTpSize(2).setBatchSize(8)
+        .setConf("spark.tp.test.fail-rank", "1").setConf("spark.tp.comm.transport", transport);
+    Dataset<Row> out = faulty.transform(in);
+    assertThat(idsByPartition(out)).isEqualTo(idsByPartition(in));
+    assertThat(out.count()).isEqualTo(x.length);
+    assertThat(outputsById(out, x.length, "prediction")).isDeepEqualTo(clean);
+    assertThat(LocalCommFactory.pending()).isZero();
+  }
+}
