@@ -232,7 +232,7 @@ public final class Plan implements Serializable {
     sb.append(String.format(Locale.ROOT, "Plan for tp=%d: input %s %d, output %d (%s)%n", tpSize,
         takesBags ? "id bags, vocabulary" : takesIds ? "ids, vocabulary" : "width", inputDim, outputDim,
         outputLayout()));
-    sb.append(String.format(Locale.ROOT, "%-4s %-44s %-11s %-11s %-26s %12s%n", "#", "op", "in", "out",
+    sb.append(String.format(Locale.ROOT, "%-4s %-52s %-11s %-11s %-26s %12s%n", "#", "op", "in", "out",
         "collective", "bytes/row"));
     double[] total = {0};
     int[] idx = {0};
@@ -241,7 +241,7 @@ public final class Plan implements Serializable {
       double frac = (tpSize - 1) / (double) tpSize;
       double inBytes = takesIds ? (takesBags ? 0 : 4) : 4.0 * inputDim;
       String inNote = takesBags ? "all-gather ids" : "all-gather";
-      sb.append(String.format(Locale.ROOT, "%-4s %-44s %-11s %-11s %-26s %12.0f%n", "in", "input rows to the group",
+      sb.append(String.format(Locale.ROOT, "%-4s %-52s %-11s %-11s %-26s %12.0f%n", "in", "input rows to the group",
           "-", "REPLICATED", inNote, frac * inBytes));
       String back = switch (outputLayout()) {
         case REPLICATED -> "local slice";
@@ -252,7 +252,7 @@ public final class Plan implements Serializable {
         case REPLICATED -> 0;
         case PARTIAL, SHARDED -> frac * 4.0 * outputDim;
       };
-      sb.append(String.format(Locale.ROOT, "%-4s %-44s %-11s %-11s %-26s %12.0f%n", "out", "output rows to their owner",
+      sb.append(String.format(Locale.ROOT, "%-4s %-52s %-11s %-11s %-26s %12.0f%n", "out", "output rows to their owner",
           outputLayout(), "-", back, backBytes));
       total[0] += frac * inBytes + backBytes;
     }
@@ -290,10 +290,10 @@ public final class Plan implements Serializable {
         op = (e.bag() ? "embedding_bag(" + (e.mean() ? "mean" : "sum") + ") " : "embedding ") + e.name() + " ["
             + e.vocab() + "x" + e.dim() + "] vocab-parallel";
       } else if (st instanceof Step.Residual r) {
-        sb.append(String.format(Locale.ROOT, "%-4d %-44s %-11s %-11s %-26s %12s%n", idx[0]++, indent + "residual {",
+        sb.append(String.format(Locale.ROOT, "%-4d %-52s %-11s %-11s %-26s %12s%n", idx[0]++, indent + "residual {",
             r.in(), r.out(), "-", "0"));
         explain(r.body(), indent + "  ", sb, total, idx);
-        sb.append(String.format(Locale.ROOT, "%-4s %-44s%n", "", indent + "} + x"));
+        sb.append(String.format(Locale.ROOT, "%-4s %-52s%n", "", indent + "} + x"));
         continue;
       } else {
         Step.Convert c = (Step.Convert) st;
@@ -302,7 +302,7 @@ public final class Plan implements Serializable {
         bytes = c.bytesPerRow(tpSize);
       }
       total[0] += bytes;
-      sb.append(String.format(Locale.ROOT, "%-4d %-44s %-11s %-11s %-26s %12.0f%n", idx[0]++, indent + op, st.in(),
+      sb.append(String.format(Locale.ROOT, "%-4d %-52s %-11s %-11s %-26s %12.0f%n", idx[0]++, indent + op, st.in(),
           st.out(), coll, bytes));
     }
   }

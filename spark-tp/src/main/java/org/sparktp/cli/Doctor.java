@@ -1,0 +1,43 @@
+package org.sparktp.cli;
+
+import java.io.PrintStream;
+import java.util.Locale;
+import org.apache.spark.sql.SparkSession;
+import org.sparktp.backend.cpu.CpuBackend;
+
+/** {@code spark-tp doctor}: what this machine and session offer spark-tp, and what does not load and why. */
+final class Doctor {
+  private Doctor() {}
+
+  static void run(Args a, PrintStream out) {
+    out.printf(Locale.ROOT, "%-16s %s %s (%s), %s%n", "java", System.getProperty("java.vendor"),
+        System.getProperty("java.version"), System.getProperty("java.home"), System.getProperty("os.arch"));
+    out.printf(Locale.ROOT, "%-16s %s (Scala %s)%n", "spark", org.apache.spark.package$.MODULE$.SPARK_VERSION(),
+        scala.util.Properties.versionNumberString());
+    out.printf(Locale.ROOT, "%-16s %d cores, %s max heap%n", "machine", Runtime.getRuntime().availableProcessors(),
+        SparkTpCli.fmtBytes(Runtime.getRuntime().maxMemory()));
+    try {
+      out.printf(Locale.ROOT, "%-16s loads: %s%n", "backend cpu", CpuBackend.describe());
+      String core = System.getenv("OPENBLAS_CORETYPE");
+      if (core != null) {
+        out.printf(Locale.ROOT, "%-16s OPENBLAS_CORETYPE=%s is set and forces that kernel%n", "", core);
+      }
+    } catch (Throwable t) {
+      out.printf(Locale.ROOT, "%-16s does not load: %s%n", "backend cpu", t);
+    }
+    out.printf(Locale.ROOT, "%-16s not available: this version has no CUDA backend (the CPU backend runs every model)%n",
+        "backend cuda");
+    SparkSession spark = Sessions.open("doctor", a.get("master", null), a.confs());
+    try {
+      int executors = spark.sparkContext().statusTracker().getExecutorInfos().length;
+      out.printf(Locale.ROOT, "%-16s %s, default parallelism %d (task slots), %d executor(s)%s%n", "session",
+          spark.sparkContext().master(), spark.sparkContext().defaultParallelism(),
+          Math.max(1, executors - 1), spark.sparkContext().isLocal() ? " (local mode: the driver runs the tasks)" : "");
+      out.printf(Locale.ROOT, "%-16s %s%n", "dynamic alloc.",
+          spark.conf().get("spark.dynamicAllocation.enabled", "false").equals("true")
+              ? "ON: barrier stages need fixed slots; set spark.dynamicAllocation.enabled=false" : "off (good)");
+    } finally {
+      spark.stop();
+    }
+  }
+}

@@ -1,0 +1,119 @@
+package org.sparktp.cli;
+
+import java.io.PrintStream;
+import java.util.Locale;
+import java.util.concurrent.atomic.AtomicLong;
+import org.apache.spark.scheduler.SparkListener;
+import org.apache.spark.scheduler.AccumulableInfo;
+import org.apache.spark.scheduler.SparkListenerStageSubmitted;
+import org.apache.spark.scheduler.SparkListenerTaskEnd;
+import org.apache.spark.sql.SparkSession;
+
+/**
+ * Progress of a running command: rows done, rows/s, elapsed time and ETA. In a terminal it redraws one
+ * line; otherwise it prints a plain line every 10 seconds (logs, CI). Rows are those the ranks of finished
+ * tasks ran through the model (spark-tp's per-rank row accumulators); the ETA comes from the share of
+ * finished tasks among the stages submitted so far.
+ */
+final class Progress extends SparkListener implements AutoCloseable {
+  private final SparkSession spark;
+  private final PrintStream err;
+  private final String label;
+  private final boolean terminal;
+  private final long start = System.nanoTime();
+  private final AtomicLong rows = new AtomicLong();
+  private final AtomicLong tasksDone = new AtomicLong();
+  private final AtomicLong tasksTotal = new AtomicLong();
+  private final Thread ticker;
+  private volatile boolean stopped;
+  private volatile boolean succeeded;
+
+  Progress(SparkSession spark, PrintStream err, String label) {
+    this.spark = spark;
+    this.err = err;
+    this.label = label;
+    this.terminal = System.console() != null && System.getenv("SPARK_TP_PLAIN_PROGRESS") == null;
+    spark.sparkContext().addSparkListener(this);
+    ticker = new Thread(this::tick, "spark-tp-progress");
+    ticker.setDaemon(true);
+    ticker.start();
+  }
+
+  @Override
+  public void onStageSubmitted(SparkListenerStageSubmitted stage) {
+    tasksTotal.addAndGet(stage.stageInfo().numTasks());
+  }
+
+  @Override
+  public void onTaskEnd(SparkListenerTaskEnd end) {
+    tasksDone.incrementAndGet();
+    scala.collection.Iterator<AccumulableInfo> it = end.taskInfo().accumulables().iterator();
+    while (it.hasNext()) {
+      AccumulableInfo a = it.next();
+      if (a.name().isDefined() && a.update().isDefined() && ROWS.matcher(a.name().get()).matches()
+          && a.update().get() instanceof Long n) {
+        rows.addAndGet(n);
+      }
+    }
+  }
+
+  private static final java.util.regex.Pattern ROWS = java.util.regex.Pattern.compile("spark-tp .* rank \\d+ rows");
+
+  private void tick() {
+    long period = terminal ? 500 : 10_000;
+    while (!stopped) {
+      try {
+        Thread.sleep(period);
+      } catch (InterruptedException e) {
+        return;
+      }
+      if (!stopped) {
+        print(false);
+      }
+    }
+  }
+
+  private void print(boolean last) {
+    double secs = (System.nanoTime() - start) / 1e9;
+    long r = rows.get();
+    long total = tasksTotal.get();
+    long done = Math.min(tasksDone.get(), total);
+    String eta = last ? "done" : done == 0 || total == 0 ? "ETA ?" : String.format(Locale.ROOT, "ETA %s",
+        time(secs * (total - done) / done));
+    String line = String.format(Locale.ROOT, "%s: %,d rows, %,.0f rows/s, %s elapsed, %s (%d/%d tasks)", label, r,
+        secs > 0 ? r / secs : 0, time(secs), eta, done, total);
+    if (terminal) {
+      err.print("\r" + line + "   " + (last ? "\n" : ""));
+    } else {
+      err.println(line);
+    }
+    err.flush();
+  }
+
+  private static String time(double s) {
+    long t = Math.round(s);
+    return t >= 3600 ? String.format(Locale.ROOT, "%dh%02dm", t / 3600, t / 60 % 60)
+        : String.format(Locale.ROOT, "%dm%02ds", t / 60, t % 60);
+  }
+
+  long rows() {
+    return rows.get();
+  }
+
+  /** Marks the work as done: {@link #close()} then prints the final line. */
+  void succeeded() {
+    succeeded = true;
+  }
+
+  @Override
+  public void close() {
+    stopped = true;
+    ticker.interrupt();
+    spark.sparkContext().removeSparkListener(this);
+    if (succeeded) {
+      print(true);
+    } else if (terminal) {
+      err.println();
+    }
+  }
+}

@@ -1,0 +1,66 @@
+package org.sparktp.cli;
+
+import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.apache.spark.SparkConf;
+import org.apache.spark.sql.SparkSession;
+
+/**
+ * The Spark session of a CLI command: the one {@code spark-submit} made, or an embedded one for
+ * {@code --master} (default {@code local[*]}) with loopback networking and the UI off unless asked for.
+ */
+final class Sessions {
+  private static final Pattern LOCAL_CLUSTER = Pattern.compile("local-cluster\\[\\s*(\\d+)\\s*,\\s*(\\d+)\\s*,\\s*(\\d+)\\s*]");
+
+  private Sessions() {}
+
+  static SparkSession open(String app, String master, Map<String, String> confs) {
+    SparkConf existing = new SparkConf();
+    boolean submitted = existing.contains("spark.master") && master == null;
+    SparkSession.Builder b = SparkSession.builder().appName("spark-tp " + app);
+    String m = submitted ? existing.get("spark.master") : (master == null ? "local[*]" : master);
+    if (!submitted) {
+      b.master(m);
+      if (m.startsWith("local")) {
+        b.config("spark.driver.host", "127.0.0.1");
+        b.config("spark.driver.bindAddress", "127.0.0.1");
+        b.config("spark.ui.enabled", "false");
+        b.config("spark.sql.shuffle.partitions", "8");
+      }
+      Matcher lc = LOCAL_CLUSTER.matcher(m);
+      if (lc.matches()) {
+        String cp = System.getenv("SPARK_TP_CLASSPATH");
+        b.config("spark.executor.extraClassPath", cp != null ? cp : System.getProperty("java.class.path"));
+        b.config("spark.executor.memory", lc.group(3) + "m");
+      }
+    }
+    for (Map.Entry<String, String> e : confs.entrySet()) {
+      b.config(e.getKey(), e.getValue());
+    }
+    SparkSession spark = b.getOrCreate();
+    Matcher lc = LOCAL_CLUSTER.matcher(m);
+    if (lc.matches()) {
+      awaitExecutors(spark, Integer.parseInt(lc.group(1)), 90_000);
+    }
+    return spark;
+  }
+
+  /** Waits until {@code n} executors have registered (a barrier stage needs all its slots at once). */
+  static void awaitExecutors(SparkSession spark, int n, long timeoutMs) {
+    long deadline = System.currentTimeMillis() + timeoutMs;
+    while (spark.sparkContext().statusTracker().getExecutorInfos().length - 1 < n) {
+      if (System.currentTimeMillis() > deadline) {
+        throw new IllegalStateException("Only " + (spark.sparkContext().statusTracker().getExecutorInfos().length - 1)
+            + " of " + n + " executors registered within " + timeoutMs / 1000 + " s; check that SPARK_HOME is set"
+            + " (bin/spark-tp sets it) and that the machine has memory for " + n + " executor JVMs");
+      }
+      try {
+        Thread.sleep(200);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        throw new IllegalStateException("Interrupted while waiting for executors", e);
+      }
+    }
+  }
+}

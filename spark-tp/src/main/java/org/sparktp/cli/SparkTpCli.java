@@ -1,0 +1,106 @@
+package org.sparktp.cli;
+
+import java.io.PrintStream;
+import java.util.Arrays;
+import java.util.Locale;
+import java.util.Set;
+
+/**
+ * The spark-tp command line: {@code infer}, {@code demo}, {@code explain}, {@code doctor} and
+ * {@code bench}. Runs under {@code spark-submit} (the session comes from it) or on an embedded Spark
+ * started by {@code bin/spark-tp} ({@code --master local[*]} by default).
+ *
+ * <p>Exit codes: 0 success, 1 the job failed (the message says why), 2 a wrong command line (a one-line
+ * error and the usage).
+ */
+public final class SparkTpCli {
+  static final String USAGE = String.join("\n",
+      "usage: spark-tp <command> [flags]",
+      "",
+      "commands:",
+      "  infer    --model DIR --input PATH --output PATH [--format parquet|json|csv] [--output-format parquet|json|csv]",
+      "           [--features-col features] [--output-col prediction] [--tp N] [--groups G] [--batch-size B]",
+      "           [--backend auto|cpu] [--mode error|overwrite] [--master URL] [--conf key=value]...",
+      "           run a model on a table; the output keeps every input column plus the output column",
+      "  demo     [--tp N] [--rows N] [--batch-size B] [--master URL] [--conf key=value]...",
+      "           a random model (two MLP blocks, width 1024) run at --tp (default 2) and at 1, checked to agree",
+      "  explain  --model DIR --tp N",
+      "           the plan: ops, layouts, collectives, bytes per row, weight bytes per rank",
+      "  doctor   [--master URL]",
+      "           Java, Spark, OpenBLAS, which backends load here, task slots",
+      "  bench    gemm|comm|spark [flags of that benchmark]",
+      "",
+      "master URLs: local[*] (default), local[N], local-cluster[N,C,MB] (N executor processes), spark://..., yarn",
+      "");
+
+  private SparkTpCli() {}
+
+  public static void main(String[] args) {
+    int code = run(args, System.out, System.err);
+    if (code != 0) {
+      System.exit(code); // the entry point only; library code never exits
+    }
+  }
+
+  /** Runs one command; returns the exit code. */
+  public static int run(String[] args, PrintStream out, PrintStream err) {
+    if (args.length == 0 || args[0].equals("help") || args[0].equals("--help") || args[0].equals("-h")) {
+      (args.length == 0 ? err : out).print(USAGE);
+      return args.length == 0 ? 2 : 0;
+    }
+    String cmd = args[0];
+    try {
+      switch (cmd) {
+        case "infer" -> Infer.run(Args.parse(cmd, args, 1, Set.of("model", "input", "output", "format",
+            "output-format", "features-col", "output-col", "tp", "groups", "batch-size", "backend", "mode", "master",
+            "conf"), Set.of(), false), out, err);
+        case "demo" -> Demo.run(Args.parse(cmd, args, 1, Set.of("tp", "rows", "batch-size", "master", "conf"),
+            Set.of(), false), out, err);
+        case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp"), Set.of(), false), out);
+        case "doctor" -> Doctor.run(Args.parse(cmd, args, 1, Set.of("master", "conf"), Set.of(), false), out);
+        case "bench" -> Bench.run(Arrays.copyOfRange(args, 1, args.length));
+        default -> throw new UsageException("unknown command '" + cmd + "'");
+      }
+      return 0;
+    } catch (UsageException e) {
+      err.println("spark-tp: error: " + e.getMessage());
+      err.print(USAGE);
+      return 2;
+    } catch (Exception e) {
+      err.println("spark-tp " + cmd + " failed: " + message(e));
+      if (System.getenv("SPARK_TP_DEBUG") != null) {
+        e.printStackTrace(err);
+      } else {
+        err.println("(set SPARK_TP_DEBUG=1 for the stack trace)");
+      }
+      return 1;
+    }
+  }
+
+  /** The most useful message of an exception chain: Spark wraps task failures several times. */
+  static String message(Throwable e) {
+    Throwable best = e;
+    for (Throwable t = e; t != null; t = t.getCause()) {
+      if (t instanceof IllegalArgumentException || t instanceof IllegalStateException
+          || t instanceof java.io.IOException) {
+        best = t;
+      }
+    }
+    String m = best.getMessage();
+    return m == null ? best.getClass().getSimpleName() : m.lines().findFirst().orElse(m);
+  }
+
+  static String fmtBytes(long b) {
+    if (b < 1024) {
+      return b + " B";
+    }
+    double v = b;
+    String[] units = {"KiB", "MiB", "GiB", "TiB"};
+    int u = -1;
+    while (v >= 1024 && u < units.length - 1) {
+      v /= 1024;
+      u++;
+    }
+    return String.format(Locale.ROOT, "%.1f %s", v, units[u]);
+  }
+}
