@@ -3,8 +3,6 @@ package org.sparktp.examples;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
-import org.sparktp.model.ModelDirectory;
-import org.sparktp.nn.ModelSpec;
 import org.sparktp.spark.TensorParallelModel;
 
 /**
@@ -33,11 +31,8 @@ public final class BatchInferenceJob {
 
     SparkSession spark = SparkSession.builder().appName("spark-tp batch inference").getOrCreate();
     try {
-      ModelSpec spec;
-      try (ModelDirectory dir = ModelDirectory.open(modelDir)) {
-        spec = dir.toSpec(); // validates every tensor against the config before any task runs
-      }
-      TensorParallelModel model = new TensorParallelModel(spec)
+      // validates every tensor against the config before any task runs; each rank reads only its shards
+      TensorParallelModel model = TensorParallelModel.fromDirectory(modelDir)
           .setInputCol("features")
           .setOutputCol("prediction")
           .setTpSize(tp);

@@ -14,7 +14,6 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructField;
-import org.sparktp.model.ModelDirectory;
 import org.sparktp.nn.ModelSpec;
 import org.sparktp.spark.TensorParallelModel;
 
@@ -63,15 +62,14 @@ final class Infer {
     if (mode.equals("error") && outPath.getFileSystem(hadoop).exists(outPath)) {
       throw new UsageException("output " + output + " already exists; choose another path or pass --mode overwrite");
     }
-    ModelSpec spec;
-    try (ModelDirectory m = ModelDirectory.open(modelDir)) {
-      spec = m.toSpec();
-    }
+    // validates the whole checkpoint against its config now, before Spark starts; loads no weights:
+    // each rank reads only its own shards
+    TensorParallelModel model = TensorParallelModel.fromDirectory(modelDir).setInputCol(featuresCol)
+        .setOutputCol(outputCol).setTpSize(tp);
+    ModelSpec spec = model.spec();
     SparkSession spark = Sessions.open("infer", a.get("master", null), a.confs());
     try {
       Dataset<Row> df = read(spark, input, inFormat, featuresCol, spec);
-      TensorParallelModel model = new TensorParallelModel(spec).setInputCol(featuresCol).setOutputCol(outputCol)
-          .setTpSize(tp);
       if (a.has("groups")) {
         model.setGroups(a.intValue("groups", 1, 1));
       }

@@ -189,7 +189,7 @@ final class RankTask
     }
 
     private ShardCache.Entry load(Plan plan) {
-      RankWeights w = job.shards().get(rank).value();
+      RankWeights w = job.shards().load(rank);
       Backend b = backend(job.backend(), job.blasThreads());
       try {
         return new ShardCache.Entry(new ShardCache.Key(job.modelId(), job.fingerprint(), plan.tpSize(), rank,

@@ -36,6 +36,8 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.TpConf;
+import org.sparktp.model.ModelDirectory;
+import org.sparktp.model.ModelWriter;
 import org.sparktp.nn.ModelSpec;
 import org.sparktp.nn.Plan;
 import org.sparktp.nn.RankWeights;
@@ -66,12 +68,14 @@ import org.sparktp.nn.WeightSource;
  * ranks), made once per model and tp size; executors keep loaded shards in their {@link ShardCache}, so
  * later jobs with the same model load nothing. {@link #release()} destroys the broadcasts.
  *
- * <p>Saved with {@link #write()}: the params (Spark ML metadata) and the {@link ModelSpec} Java-serialized
- * under {@code weights/}. Load only models from a trusted source.
+ * <p>Saved with {@link #write()}: the params (Spark ML metadata) and the weights as a model directory
+ * ({@code config.json} + {@code model.safetensors}) under {@code weights/}; a loaded model reads its
+ * shards from there, each rank only its own byte ranges ({@link #fromDirectory}).
  */
 public final class TensorParallelModel extends Model<TensorParallelModel> implements MLWritable {
   private static final long serialVersionUID = 1L;
-  static final String SPEC_FILE = "weights/model-spec.ser";
+  /** Where {@link #write()} puts the weights: a model directory (config.json + model.safetensors). */
+  static final String WEIGHTS_DIR = "weights";
 
   private final String uid;
   private final ModelSpec spec;
@@ -87,11 +91,34 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   private final Param<String> backend;
 
   public TensorParallelModel(ModelSpec spec) {
-    this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec));
+    this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec, null));
   }
 
   public TensorParallelModel(String uid, ModelSpec spec) {
-    this(uid, spec, new Shards(spec));
+    this(uid, spec, new Shards(spec, null));
+  }
+
+  /**
+   * A model read from a model directory ({@code config.json} + safetensors, on any Hadoop file system).
+   * The driver opens it and validates every tensor against the config before any task runs, but loads
+   * no weights: each rank reads only the byte ranges of its own shards.
+   */
+  public static TensorParallelModel fromDirectory(String dir) {
+    return fromDirectory(Identifiable$.MODULE$.randomUID("tpModel"), dir);
+  }
+
+  static TensorParallelModel fromDirectory(String uid, String dir) {
+    SparkSession spark = active();
+    org.apache.hadoop.conf.Configuration hadoop = spark != null ? spark.sparkContext().hadoopConfiguration()
+        : new org.apache.hadoop.conf.Configuration();
+    Path path = new Path(dir);
+    try (ModelDirectory d = ModelDirectory.open(path, hadoop)) {
+      String qualified = path.getFileSystem(hadoop).makeQualified(path).toString();
+      ModelSpec structure = d.structure();
+      return new TensorParallelModel(uid, structure, new Shards(structure, qualified));
+    } catch (IOException e) {
+      throw new IllegalArgumentException("Cannot open the model directory " + dir + ": " + e.getMessage(), e);
+    }
   }
 
   private TensorParallelModel(String uid, ModelSpec spec, Shards shards) {
@@ -287,14 +314,14 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
         TpConf.TEST_FAIL_RANK_DEFAULT), -1);
 
     Plan plan = shards.plan(p);
-    List<Broadcast<RankWeights>> bcast = shards.broadcasts(sc, plan);
+    ShardSource source = shards.source(sc, plan);
     String jobKey = uid + "-" + UUID.randomUUID().toString().substring(0, 8);
     String[] placements = shards.placements(p, g, lastMetrics);
     TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
     lastMetrics = metrics;
     org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
     int ord = df.schema().fieldIndex(getInputCol());
-    TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), bcast, g, getInputCol(), ord,
+    TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, getInputCol(), ord,
         InputKind.of(df.schema(), getInputCol(), plan), outSchema, batch, be, blas, cacheMax, nulls, timeout,
         retryable, failRank, comm, metrics);
     return BarrierRunner.run(spark, df, job, placements);
@@ -325,13 +352,31 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     private static final long serialVersionUID = 1L;
     final String modelId = UUID.randomUUID().toString();
     private final transient ModelSpec spec;
+    private final String checkpoint; // a model directory each rank reads its shard from, or null
     private transient Map<Integer, Plan> plans;
     private transient Map<Integer, List<Broadcast<RankWeights>>> broadcasts;
     private transient SparkContext owner;
     private transient Map<String, String[]> placements;
 
-    Shards(ModelSpec spec) {
+    Shards(ModelSpec spec, String checkpoint) {
       this.spec = spec;
+      this.checkpoint = checkpoint;
+    }
+
+    /** Per-rank reads of the checkpoint when the model came from a directory, else per-rank broadcasts. */
+    ShardSource source(SparkContext sc, Plan plan) {
+      return checkpoint != null ? new ShardSource.Checkpoint(checkpoint, plan)
+          : new ShardSource.Broadcasts(broadcasts(sc, plan));
+    }
+
+    /** The whole model with its weights (read from the checkpoint when it is one). */
+    ModelSpec loadedSpec(org.apache.hadoop.conf.Configuration hadoop) throws IOException {
+      if (checkpoint == null) {
+        return spec;
+      }
+      try (ModelDirectory d = ModelDirectory.open(new Path(checkpoint), hadoop)) {
+        return d.toSpec();
+      }
     }
 
     synchronized Plan plan(int p) {
@@ -403,14 +448,11 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     @Override
     public void saveImpl(String path) {
       DefaultParamsWriter$.MODULE$.saveMetadata(model, path, sparkSession());
-      Path file = new Path(path, SPEC_FILE);
+      Path dir = new Path(path, WEIGHTS_DIR);
       try {
-        FileSystem fs = file.getFileSystem(sc().hadoopConfiguration());
-        try (OutputStream os = fs.create(file, true); ObjectOutputStream oos = new ObjectOutputStream(os)) {
-          oos.writeObject(model.spec);
-        }
+        ModelWriter.write(model.shards.loadedSpec(sc().hadoopConfiguration()), dir, sc().hadoopConfiguration());
       } catch (IOException e) {
-        throw new UncheckedIOException("Cannot write the model weights to " + file, e);
+        throw new UncheckedIOException("Cannot write the model weights to " + dir + ": " + e.getMessage(), e);
       }
     }
   }
@@ -420,19 +462,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     public TensorParallelModel load(String path) {
       DefaultParamsReader.Metadata meta = DefaultParamsReader$.MODULE$.loadMetadata(path, sparkSession(),
           TensorParallelModel.class.getName());
-      Path file = new Path(path, SPEC_FILE);
-      ModelSpec spec;
-      try {
-        FileSystem fs = file.getFileSystem(sparkSession().sparkContext().hadoopConfiguration());
-        try (InputStream is = fs.open(file); ObjectInputStream ois = new ObjectInputStream(is)) {
-          ois.setObjectInputFilter(ObjectInputFilter.Config.createFilter(
-              "org.sparktp.**;java.util.**;java.lang.**;[F;maxdepth=64;!*"));
-          spec = (ModelSpec) ois.readObject();
-        }
-      } catch (IOException | ClassNotFoundException e) {
-        throw new IllegalArgumentException("Cannot read the model weights from " + file + ": " + e, e);
-      }
-      TensorParallelModel m = new TensorParallelModel(meta.uid(), spec);
+      TensorParallelModel m = fromDirectory(meta.uid(), new Path(path, WEIGHTS_DIR).toString());
       meta.getAndSetParams(m, scala.Option.empty());
       return m;
     }

@@ -1,19 +1,16 @@
 package org.sparktp.spark;
 
 import java.io.Serializable;
-import java.util.List;
-import org.apache.spark.broadcast.Broadcast;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.nn.Plan;
-import org.sparktp.nn.RankWeights;
 
-/** Everything the tasks of one tensor-parallel job need, shipped with the task closure (weights go by broadcast). */
+/** Everything the tasks of one tensor-parallel job need, shipped with the task closure (weights go by broadcast, or each rank reads its own from the checkpoint). */
 record TpJob(
     String jobKey,
     String modelId,
     Plan plan,
     String fingerprint,
-    List<Broadcast<RankWeights>> shards,
+    ShardSource shards,
     int groups,
     String inputCol,
     int inputOrdinal,

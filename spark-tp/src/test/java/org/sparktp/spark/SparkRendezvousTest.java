@@ -142,7 +142,9 @@ class SparkRendezvousTest {
     try {
       org.assertj.core.api.Assertions.assertThatThrownBy(() -> jsc.parallelize(Arrays.asList(0, 1), 2).rdd().barrier()
           .mapPartitions(task, false, scala.reflect.ClassTag$.MODULE$.apply(String.class)).collect())
-          .hasMessageContaining("rank 1 fails on purpose");
+          // whichever task's failure reaches the driver first fails the job: rank 1's own error, or rank 0's
+          // communicator error about rank 1 (checked in detail through the report below)
+          .satisfies(e -> assertThat(e.getMessage()).containsAnyOf("rank 1 fails on purpose", "allReduce on rank 0"));
       long deadline = System.currentTimeMillis() + 20_000;
       while (Files.size(report) == 0 && System.currentTimeMillis() < deadline) {
         Thread.sleep(100);

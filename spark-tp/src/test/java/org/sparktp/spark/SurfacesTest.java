@@ -18,6 +18,7 @@ import org.junit.jupiter.params.provider.ValueSource;
 import org.sparktp.backend.Activation;
 import org.sparktp.nn.LayerSpec;
 import org.sparktp.nn.ModelSpec;
+import org.sparktp.nn.Plan;
 import org.sparktp.nn.Parallel;
 
 /** TensorParallel's single layers, ML save/load, and embedding inputs. */
@@ -64,6 +65,37 @@ class SurfacesTest extends SparkTestBase {
     assertThat((Integer) loaded.getOrDefault(loaded.batchSize())).isEqualTo(7);
     assertClose(outputsById(loaded.transform(frame(Input.FLOATS, x, 2)), x.length, "out"),
         Reference.forward(spec, x));
+    // the weights are saved in the model directory format, and the loaded model reads its shards from there
+    assertThat(dir.resolve("m/weights/config.json")).exists();
+    assertThat(dir.resolve("m/weights/model.safetensors")).exists();
+    assertThat(loaded.spec().isLoaded()).as("loaded model holds no weights on the driver").isFalse();
+    try (org.sparktp.model.ModelDirectory md = org.sparktp.model.ModelDirectory.open(dir.resolve("m/weights")
+        .toString())) {
+      assertThat(Plan.build(md.toSpec(), 3).explain()).isEqualTo(Plan.build(spec, 3).explain());
+    }
+    // a model read from a checkpoint saves again (its weights are read back from the checkpoint)
+    String again = dir.resolve("m2").toString();
+    loaded.write().save(again);
+    assertClose(outputsById(TensorParallelModel.load(again).transform(frame(Input.FLOATS, x, 2)), x.length, "out"),
+        Reference.forward(spec, x));
+  }
+
+  @Test
+  void aModelDirectoryIsReadByEachRankAndABadOneFailsBeforeAnyJob() throws Exception {
+    Random rng = new Random(3200);
+    ModelSpec spec = Reference.block(rng, 50, 203, 37);
+    float[][] x = inputs(rng, 15, 50, false);
+    Path dir = Files.createTempDirectory("tp-dir");
+    org.sparktp.model.ModelWriter.write(spec, dir.toString());
+    TensorParallelModel m = TensorParallelModel.fromDirectory(dir.toString()).setTpSize(2).setGroups(1);
+    assertClose(outputsById(m.transform(frame(Input.FLOATS, x, 3)), x.length, "prediction"),
+        Reference.forward(spec, x));
+    Files.writeString(dir.resolve("config.json"), Files.readString(dir.resolve("config.json"))
+        .replace("\"input_dim\" : 50", "\"input_dim\" : 51").replace("\"input_dim\":50", "\"input_dim\":51"));
+    long jobs = spark.sparkContext().statusTracker().getJobIdsForGroup(null).length;
+    org.assertj.core.api.Assertions.assertThatThrownBy(() -> TensorParallelModel.fromDirectory(dir.toString()))
+        .hasMessageContaining("Cannot open the model directory").hasMessageContaining("51");
+    assertThat(spark.sparkContext().statusTracker().getJobIdsForGroup(null).length).isEqualTo(jobs);
   }
 
   @Test

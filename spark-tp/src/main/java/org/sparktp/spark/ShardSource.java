@@ -1,0 +1,42 @@
+package org.sparktp.spark;
+
+import java.io.IOException;
+import java.io.Serializable;
+import java.io.UncheckedIOException;
+import java.util.List;
+import org.apache.spark.broadcast.Broadcast;
+import org.apache.spark.deploy.SparkHadoopUtil;
+import org.sparktp.model.ModelDirectory;
+import org.sparktp.nn.Plan;
+import org.sparktp.nn.RankWeights;
+
+/** Where a rank gets its weight shard from: its own broadcast, or its own byte ranges of a checkpoint. */
+interface ShardSource extends Serializable {
+
+  /** Rank {@code rank}'s shard (called on the executor, once per cache miss). */
+  RankWeights load(int rank);
+
+  /** One broadcast per rank: an executor fetches only the broadcasts of its ranks. */
+  record Broadcasts(List<Broadcast<RankWeights>> perRank) implements ShardSource {
+    @Override
+    public RankWeights load(int rank) {
+      return perRank.get(rank).value();
+    }
+  }
+
+  /**
+   * A model directory on any Hadoop file system ({@code file:}, {@code hdfs:}, {@code s3a:}): the rank
+   * opens it and reads only the byte ranges of its shards, so no process ever holds the whole model.
+   */
+  record Checkpoint(String dir, Plan plan) implements ShardSource {
+    @Override
+    public RankWeights load(int rank) {
+      try (ModelDirectory d = ModelDirectory.open(new org.apache.hadoop.fs.Path(dir),
+          SparkHadoopUtil.get().conf())) {
+        return plan.shard(d.weightSource(), rank);
+      } catch (IOException e) {
+        throw new UncheckedIOException("Rank " + rank + " cannot read its shard of " + dir + ": " + e.getMessage(), e);
+      }
+    }
+  }
+}
