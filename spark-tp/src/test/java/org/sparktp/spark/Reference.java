@@ -7,150 +7,25 @@ import org.sparktp.nn.LayerSpec;
 import org.sparktp.nn.ModelSpec;
 import org.sparktp.nn.Parallel;
 
-/** A plain float64 forward pass of a {@link ModelSpec}, and random models for the tests. */
+/** Random models for the Spark tests, and the float64 reference forward pass on their inputs. */
 final class Reference {
   private Reference() {}
 
+  /** The float64 reference forward pass ({@link org.sparktp.testing.Reference}) of float rows. */
   static double[][] forward(ModelSpec spec, float[][] x) {
-    double[][] out = new double[x.length][];
+    double[][] h = new double[x.length][];
     for (int i = 0; i < x.length; i++) {
-      double[] h = new double[x[i].length];
-      for (int j = 0; j < h.length; j++) {
-        h[j] = x[i][j];
+      h[i] = new double[x[i].length];
+      for (int j = 0; j < h[i].length; j++) {
+        h[i][j] = x[i][j];
       }
-      out[i] = forward(spec.layers(), h);
     }
-    return out;
+    return org.sparktp.testing.Reference.forward(spec, h);
   }
 
+  /** The reference of an embedding model: one id per row is a bag of one. */
   static double[][] forwardIds(ModelSpec spec, int[][] bags) {
-    LayerSpec.Embedding e = (LayerSpec.Embedding) spec.layers().get(0);
-    double[][] out = new double[bags.length][];
-    for (int i = 0; i < bags.length; i++) {
-      double[] h = new double[e.dim()];
-      for (int id : bags[i]) {
-        for (int c = 0; c < e.dim(); c++) {
-          h[c] += e.table()[id * e.dim() + c];
-        }
-      }
-      if (e.mean() && bags[i].length > 0) {
-        for (int c = 0; c < e.dim(); c++) {
-          h[c] /= bags[i].length;
-        }
-      }
-      out[i] = forward(spec.layers().subList(1, spec.layers().size()), h);
-    }
-    return out;
-  }
-
-  static double[] forward(List<LayerSpec> layers, double[] x) {
-    double[] h = x;
-    for (LayerSpec l : layers) {
-      h = layer(l, h);
-    }
-    return h;
-  }
-
-  private static double[] layer(LayerSpec l, double[] x) {
-    if (l instanceof LayerSpec.Linear lin) {
-      double[] y = new double[lin.out()];
-      for (int o = 0; o < lin.out(); o++) {
-        double s = lin.bias() == null ? 0 : lin.bias()[o];
-        for (int k = 0; k < lin.in(); k++) {
-          s += (double) lin.weight()[o * lin.in() + k] * x[k];
-        }
-        y[o] = s;
-      }
-      return y;
-    }
-    if (l instanceof LayerSpec.Act a) {
-      double[] y = new double[x.length];
-      if (a.activation() == Activation.SOFTMAX) {
-        double m = Double.NEGATIVE_INFINITY;
-        for (double v : x) {
-          m = Math.max(m, v);
-        }
-        double s = 0;
-        for (int i = 0; i < x.length; i++) {
-          y[i] = Math.exp(x[i] - m);
-          s += y[i];
-        }
-        for (int i = 0; i < x.length; i++) {
-          y[i] /= s;
-        }
-        return y;
-      }
-      for (int i = 0; i < x.length; i++) {
-        y[i] = act(a.activation(), x[i]);
-      }
-      return y;
-    }
-    if (l instanceof LayerSpec.LayerNorm n) {
-      double mean = 0;
-      for (double v : x) {
-        mean += v;
-      }
-      mean /= x.length;
-      double var = 0;
-      for (double v : x) {
-        var += (v - mean) * (v - mean);
-      }
-      var /= x.length;
-      double inv = 1 / Math.sqrt(var + n.eps());
-      double[] y = new double[x.length];
-      for (int i = 0; i < x.length; i++) {
-        y[i] = (x[i] - mean) * inv * (n.gamma() == null ? 1 : n.gamma()[i]) + (n.beta() == null ? 0 : n.beta()[i]);
-      }
-      return y;
-    }
-    if (l instanceof LayerSpec.Residual r) {
-      double[] f = forward(r.body(), x);
-      double[] y = new double[x.length];
-      for (int i = 0; i < x.length; i++) {
-        y[i] = x[i] + f[i];
-      }
-      return y;
-    }
-    throw new IllegalArgumentException("no reference for " + l.describe());
-  }
-
-  static double act(Activation a, double x) {
-    return switch (a) {
-      case GELU -> 0.5 * x * (1 + erf(x / Math.sqrt(2)));
-      case GELU_TANH -> 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
-      case RELU -> Math.max(0, x);
-      case SILU -> x / (1 + Math.exp(-x));
-      case TANH -> Math.tanh(x);
-      case SIGMOID -> 1 / (1 + Math.exp(-x));
-      case IDENTITY -> x;
-      case SOFTMAX -> throw new IllegalArgumentException("softmax is not elementwise");
-    };
-  }
-
-  /** erf: its Maclaurin series for |x| < 3, else 1 - erfc by a continued fraction. */
-  static double erf(double x) {
-    double ax = Math.abs(x);
-    if (ax < 3) {
-      double term = ax;
-      double sum = ax;
-      for (int n = 1; n < 200; n++) {
-        term *= -ax * ax / n;
-        double add = term / (2 * n + 1);
-        sum += add;
-        if (Math.abs(add) < 1e-17 * Math.abs(sum)) {
-          break;
-        }
-      }
-      double r = 2 / Math.sqrt(Math.PI) * sum;
-      return x < 0 ? -r : r;
-    }
-    // erfc(x) = exp(-x^2)/sqrt(pi) * 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + 2/(x + ...)))))
-    double f = ax;
-    for (int k = 60; k >= 1; k--) {
-      f = ax + (k / 2.0) / f;
-    }
-    double erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f;
-    return x < 0 ? erfc - 1 : 1 - erfc;
+    return org.sparktp.testing.Reference.forwardBags(spec, bags);
   }
 
   static float[] randoms(Random rng, int n, double scale) {
