@@ -56,6 +56,12 @@ import org.sparktp.tensor.Tensor;
  * {@code reduceScatter} with three or more ranks keeps two off-heap work buffers of the largest block it
  * forwards, reused by later calls and freed by {@link #close()}.
  *
+ * <p>Shared memory: when every rank is on the same host (by the addresses given to the rendezvous) and
+ * {@link TcpOptions#shm()}, the ranks agree over their authenticated connections on a {@link ShmSegment}
+ * and every collective moves its data through it in rounds (see {@code shmAllReduce} and the others); the
+ * connections then only detect a dead peer (one thread per peer blocks reading it). {@link #transport()}
+ * says which path is in use. {@link #close()} unmaps the segment; its file is unlinked during the setup.
+ *
  * <p>Failures: a watchdog bounds every wait (for one frame to arrive or to be written) by
  * {@link #timeoutMillis()}; a closed or reset connection
  * fails the waiting call at once. Any failure aborts the communicator, which closes every connection so
@@ -546,6 +552,11 @@ public final class TcpCommunicator implements Communicator {
           for (int q = 1; seg != null && q < size; q++) {
             writeFully(peers[q], ByteBuffer.allocate(8).putInt(SHM_MAGIC).putInt(all ? 1 : 0).flip());
           }
+        } catch (RuntimeException | Error e) {
+          if (seg != null) {
+            seg.close(); // unmapped now, unlinked below
+          }
+          throw e;
         } finally {
           if (seg != null) {
             try {
