@@ -25,6 +25,10 @@ public final class TpConf {
   public static final String COMM_PORT_RANGE = "spark.tp.comm.port-range";
   public static final String COMM_PORT_RANGE_DEFAULT = "";
 
+  /** Shared-memory data path of the TCP communicator: {@code auto} (used when every rank of the group is on one host) or {@code off}. */
+  public static final String COMM_SHM = "spark.tp.comm.shm";
+  public static final String COMM_SHM_DEFAULT = "auto";
+
   /** How the ranks of a group talk: {@code auto} (in-JVM on a {@code local[N]} master, else TCP), {@code local} or {@code tcp}. */
   public static final String COMM_TRANSPORT = "spark.tp.comm.transport";
   public static final String COMM_TRANSPORT_DEFAULT = "auto";

@@ -45,7 +45,8 @@ import org.sparktp.tensor.Tensor;
  * median over {@code --reps} timed repetitions (after one warm-up) of the slowest rank's time. The table
  * also shows, for reference, the raw duplex throughput (both processes sending to each other at once,
  * per direction), since ring collectives send and receive at the same time. Each repetition measures
- * raw TCP and then every collective, so that on a shared machine both see the same conditions.
+ * raw TCP and then every collective over each transport ({@code tcp}: {@value TpConf#COMM_SHM}=off,
+ * {@code shm}: the shared-memory data path), so that on a shared machine all see the same conditions.
  *
  * <pre>
  * mvn -q -pl spark-tp compile exec:java -Dexec.args="--sizes 1,8,64,256 --reps 5 --json bench.json"
@@ -53,8 +54,9 @@ import org.sparktp.tensor.Tensor;
  * </pre>
  *
  * Options: {@code --ranks N}, {@code --sizes MiB,MiB,...}, {@code --reps K},
- * {@code --chunk-bytes B} ({@value TpConf#COMM_CHUNK_BYTES}), {@code --json FILE} (a list of
- * {@code {"op", "bytes", "ranks", "seconds", "busbw_gbps", "loopback_gbps"}}).
+ * {@code --chunk-bytes B} ({@value TpConf#COMM_CHUNK_BYTES}), {@code --transports tcp,shm},
+ * {@code --json FILE} (a list of
+ * {@code {"op", "transport", "bytes", "ranks", "seconds", "busbw_gbps", "loopback_gbps"}}).
  */
 public final class CommBench {
   private CommBench() {}
@@ -72,6 +74,7 @@ public final class CommBench {
     int reps = Integer.parseInt(opt(args, "--reps", "5"));
     String chunk = opt(args, "--chunk-bytes", TpConf.COMM_CHUNK_BYTES_DEFAULT);
     String json = opt(args, "--json", null);
+    String transports = opt(args, "--transports", "tcp,shm");
     if (ranks < 2) {
       throw new IllegalArgumentException("--ranks must be at least 2 (raw throughput is measured between ranks 0 and 1)");
     }
@@ -86,7 +89,7 @@ public final class CommBench {
         List<String> cmd = List.of(java, "-Xmx1g", "-XX:MaxDirectMemorySize=64m",
             "-Dorg.bytedeco.javacpp.maxBytes=" + (maxMiB * 4 + 256) + "m", "-Djava.net.preferIPv4Stack=true",
             "-cp", cp, CommBench.class.getName(), "--worker", "--rank", "" + r, "--ranks", "" + ranks,
-            "--sizes", sizes, "--reps", "" + reps, "--chunk-bytes", chunk);
+            "--sizes", sizes, "--reps", "" + reps, "--chunk-bytes", chunk, "--transports", transports);
         ProcessBuilder pb = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.INHERIT);
         pb.environment().put("OPENBLAS_NUM_THREADS", "1");
         Process p = pb.start();
@@ -94,9 +97,12 @@ public final class CommBench {
         outs.add(new BufferedReader(new InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8)));
       }
       List<String> addrs = new ArrayList<>();
+      List<String> shmAddrs = new ArrayList<>();
       String raw = null;
       for (int r = 0; r < ranks; r++) {
-        addrs.add(expect(outs.get(r), "ADDR "));
+        String[] two = expect(outs.get(r), "ADDR ").split(" ");
+        addrs.add(two[0]);
+        shmAddrs.add(two[1]);
         if (r == 1) {
           raw = expect(outs.get(r), "RAW ");
         }
@@ -105,30 +111,31 @@ public final class CommBench {
       new SecureRandom().nextBytes(secret);
       for (Process p : procs) {
         BufferedWriter w = new BufferedWriter(new OutputStreamWriter(p.getOutputStream(), StandardCharsets.UTF_8));
-        w.write("SECRET " + HexFormat.of().formatHex(secret) + "\nPEERS " + String.join(",", addrs) + "\nRAW " + raw
-            + "\n");
+        w.write("SECRET " + HexFormat.of().formatHex(secret) + "\nPEERS " + String.join(",", addrs) + "\nPEERS "
+            + String.join(",", shmAddrs) + "\nRAW " + raw + "\n");
         w.flush();
       }
       System.out.printf(Locale.ROOT, "CommBench: %d ranks (processes) on loopback, %s, chunk %s, median of %d%n",
           ranks, System.getProperty("java.vm.name") + " " + System.getProperty("java.version"), chunk, reps);
-      System.out.printf(Locale.ROOT, "%-15s %8s %10s %11s %10s %10s %16s%n", "op", "MiB", "ms", "busbw GB/s",
-          "raw GB/s", "busbw/raw", "raw duplex GB/s");
+      System.out.printf(Locale.ROOT, "%-15s %-9s %8s %10s %11s %10s %10s %16s%n", "op", "transport", "MiB", "ms",
+          "busbw GB/s", "raw GB/s", "busbw/raw", "raw duplex GB/s");
       String line;
       while ((line = outs.get(0).readLine()) != null) {
         if (!line.startsWith("RESULT ")) {
           continue;
         }
         String[] f = line.substring(7).split(" ");
-        long bytes = Long.parseLong(f[1]);
-        double sec = Double.parseDouble(f[3]);
-        double bus = Double.parseDouble(f[4]);
-        double rawBw = Double.parseDouble(f[5]);
-        double duplex = Double.parseDouble(f[6]);
-        System.out.printf(Locale.ROOT, "%-15s %8d %10.2f %11.3f %10.3f %10.2f %16.3f%n", f[0], bytes >> 20, sec * 1e3,
-            bus, rawBw, bus / rawBw, duplex);
+        String transport = f[1];
+        long bytes = Long.parseLong(f[2]);
+        double sec = Double.parseDouble(f[4]);
+        double bus = Double.parseDouble(f[5]);
+        double rawBw = Double.parseDouble(f[6]);
+        double duplex = Double.parseDouble(f[7]);
+        System.out.printf(Locale.ROOT, "%-15s %-9s %8d %10.2f %11.3f %10.3f %10.2f %16.3f%n", f[0], transport,
+            bytes >> 20, sec * 1e3, bus, rawBw, bus / rawBw, duplex);
         rows.add(String.format(Locale.ROOT,
-            "{\"op\": \"%s\", \"bytes\": %d, \"ranks\": %s, \"seconds\": %.6f, \"busbw_gbps\": %.4f, \"loopback_gbps\": %.4f}",
-            f[0], bytes, f[2], sec, bus, rawBw));
+            "{\"op\": \"%s\", \"transport\": \"%s\", \"bytes\": %d, \"ranks\": %s, \"seconds\": %.6f, "
+            + "\"busbw_gbps\": %.4f, \"loopback_gbps\": %.4f}", f[0], transport, bytes, f[3], sec, bus, rawBw));
       }
       for (Process p : procs) {
         if (!p.waitFor(60, TimeUnit.SECONDS)) {
@@ -196,13 +203,20 @@ public final class CommBench {
     int reps = Integer.parseInt(opt(args, "--reps", "5"));
     int chunk = (int) TpConf.parseBytes("--chunk-bytes", opt(args, "--chunk-bytes", TpConf.COMM_CHUNK_BYTES_DEFAULT));
     long[] sizesMiB = Arrays.stream(opt(args, "--sizes", "1,8,64,256").split(",")).mapToLong(Long::parseLong).toArray();
+    String[] transports = opt(args, "--transports", "tcp,shm").split(",");
+    for (String t : transports) {
+      if (!t.equals("tcp") && !t.equals("shm")) {
+        throw new IllegalArgumentException("--transports: expected tcp and/or shm, got '" + t + "'");
+      }
+    }
     PrintStream out = System.out;
     BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
     InetAddress lo = InetAddress.getLoopbackAddress();
     try (CpuBackend backend = new CpuBackend(1);
         TcpRendezvous rv = TcpRendezvous.bind(lo);
+        TcpRendezvous rvShm = TcpRendezvous.bind(lo);
         ServerSocketChannel rawServer = ServerSocketChannel.open()) {
-      out.println("ADDR " + rv.address());
+      out.println("ADDR " + rv.address() + " " + rvShm.address());
       if (rank == 1) {
         rawServer.bind(new InetSocketAddress(lo, 0));
         InetSocketAddress a = (InetSocketAddress) rawServer.getLocalAddress();
@@ -211,12 +225,18 @@ public final class CommBench {
       out.flush();
       byte[] secret = HexFormat.of().parseHex(field(in.readLine(), "SECRET "));
       List<String> peers = Arrays.asList(field(in.readLine(), "PEERS ").split(","));
+      List<String> shmPeers = Arrays.asList(field(in.readLine(), "PEERS ").split(","));
       InetSocketAddress rawAddr = TcpRendezvous.parse(field(in.readLine(), "RAW "));
       TcpOptions opts = TcpOptions.withSecret(secret).withChunkBytes(chunk).withTimeoutMillis(120_000);
-      try (TcpCommunicator comm = rv.connect(rank, peers, opts);
+      try (TcpCommunicator tcpComm = rv.connect(rank, peers, opts.withShm(false));
+          TcpCommunicator shmComm = rvShm.connect(rank, shmPeers, opts.withShm(true));
           SocketChannel raw = rank == 0 ? SocketChannel.open(rawAddr) : rank == 1 ? rawServer.accept() : null) {
         long maxBytes = Arrays.stream(sizesMiB).max().orElse(1) << 20;
         int maxElems = (int) (maxBytes / 4);
+        if (Arrays.asList(transports).contains("shm") && !shmComm.transport().equals("shm")) {
+          throw new IllegalStateException("The shared-memory path is not available here (see the log)");
+        }
+        TcpCommunicator comm = tcpComm;
         try (Tensor a = backend.allocate(1, maxElems); Tensor b = backend.allocate(1, maxElems)) {
           fill(a, rank);
           for (long mib : sizesMiB) {
@@ -231,7 +251,7 @@ public final class CommBench {
             // collective, so that both see the same conditions on a shared machine.
             double[] rawT = new double[reps];
             double[] duplexT = new double[reps];
-            double[][] opT = new double[OPS.length][reps];
+            double[][][] opT = new double[transports.length][OPS.length][reps];
             ByteBuffer ab = HostBuffers.bytes(a).slice(0, (int) bytes);
             ByteBuffer bb = HostBuffers.bytes(b).slice(0, (int) bytes);
             for (int i = -1; i < reps; i++) {
@@ -242,35 +262,40 @@ public final class CommBench {
                 rawT[i] = rt;
                 duplexT[i] = dt2;
               }
-              for (int k = 0; k < OPS.length; k++) {
-                comm.barrier();
-                long t0 = System.nanoTime();
-                switch (OPS[k]) {
-                  case "all_reduce" -> comm.allReduce(view(a, n));
-                  case "all_gather" -> comm.allGather(view(b, counts[rank]), view(a, n), counts);
-                  default -> comm.reduceScatter(view(a, n), counts, view(b, counts[rank]));
-                }
-                long dt = System.nanoTime() - t0;
-                long slowest = Arrays.stream(comm.allGatherLong(dt)).max().orElse(dt);
-                if (i >= 0) {
-                  opT[k][i] = slowest / 1e9;
-                }
-                if (OPS[k].equals("all_reduce")) {
-                  fill(a, rank); // keep the values bounded
+              for (int tr = 0; tr < transports.length; tr++) {
+                TcpCommunicator c = transports[tr].equals("shm") ? shmComm : tcpComm;
+                for (int k = 0; k < OPS.length; k++) {
+                  c.barrier();
+                  long t0 = System.nanoTime();
+                  switch (OPS[k]) {
+                    case "all_reduce" -> c.allReduce(view(a, n));
+                    case "all_gather" -> c.allGather(view(b, counts[rank]), view(a, n), counts);
+                    default -> c.reduceScatter(view(a, n), counts, view(b, counts[rank]));
+                  }
+                  long dt = System.nanoTime() - t0;
+                  long slowest = Arrays.stream(c.allGatherLong(dt)).max().orElse(dt);
+                  if (i >= 0) {
+                    opT[tr][k][i] = slowest / 1e9;
+                  }
+                  if (OPS[k].equals("all_reduce")) {
+                    fill(a, rank); // keep the values bounded
+                  }
                 }
               }
             }
             double rawGbps = rank == 0 ? bytes / median(rawT) / 1e9 : 0;
             double duplexGbps = rank == 0 ? bytes / median(duplexT) / 1e9 : 0;
             for (int k = 0; k < OPS.length; k++) {
-              String op = OPS[k];
-              double sec = median(opT[k]);
-              double factor = op.equals("all_reduce") ? 2.0 * (ranks - 1) / ranks : (ranks - 1.0) / ranks;
-              double busbw = bytes / sec * factor / 1e9;
-              if (rank == 0) {
-                out.printf(Locale.ROOT, "RESULT %s %d %d %.6f %.4f %.4f %.4f%n", op, bytes, ranks, sec, busbw, rawGbps,
-                    duplexGbps);
-                out.flush();
+              for (int tr = 0; tr < transports.length; tr++) {
+                String op = OPS[k];
+                double sec = median(opT[tr][k]);
+                double factor = op.equals("all_reduce") ? 2.0 * (ranks - 1) / ranks : (ranks - 1.0) / ranks;
+                double busbw = bytes / sec * factor / 1e9;
+                if (rank == 0) {
+                  out.printf(Locale.ROOT, "RESULT %s %s %d %d %.6f %.4f %.4f %.4f%n", op, transports[tr], bytes, ranks,
+                      sec, busbw, rawGbps, duplexGbps);
+                  out.flush();
+                }
               }
             }
           }

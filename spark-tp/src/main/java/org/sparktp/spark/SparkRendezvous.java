@@ -107,7 +107,8 @@ public final class SparkRendezvous {
     Map<String, String> out = new HashMap<>();
     SparkEnv env = SparkEnv.get();
     SparkConf conf = env == null ? null : env.conf();
-    for (String key : new String[] {TpConf.COMM_TIMEOUT, TpConf.COMM_CHUNK_BYTES, TpConf.COMM_PORT_RANGE}) {
+    for (String key : new String[] {TpConf.COMM_TIMEOUT, TpConf.COMM_CHUNK_BYTES, TpConf.COMM_PORT_RANGE,
+        TpConf.COMM_SHM}) {
       String v = conf == null ? null : conf.get(key, null);
       String local = ctx.getLocalProperty(key);
       if (local != null) {

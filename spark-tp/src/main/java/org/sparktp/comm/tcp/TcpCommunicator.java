@@ -5,9 +5,12 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.ClosedByInterruptException;
 import java.nio.channels.SocketChannel;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.concurrent.locks.LockSupport;
 import java.util.concurrent.locks.ReentrantLock;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.FloatPointer;
@@ -52,6 +55,12 @@ import org.sparktp.tensor.Tensor;
  * any other overlap of the send and receive buffers is refused with an {@link IllegalArgumentException}.
  * {@code reduceScatter} with three or more ranks keeps two off-heap work buffers of the largest block it
  * forwards, reused by later calls and freed by {@link #close()}.
+ *
+ * <p>Shared memory: when every rank is on the same host (by the addresses given to the rendezvous) and
+ * {@link TcpOptions#shm()}, the ranks agree over their authenticated connections on a {@link ShmSegment}
+ * and every collective moves its data through it in rounds (see {@code shmAllReduce} and the others); the
+ * connections then only detect a dead peer (one thread per peer blocks reading it). {@link #transport()}
+ * says which path is in use. {@link #close()} unmaps the segment; its file is unlinked during the setup.
  *
  * <p>Failures: a watchdog bounds every wait (for one frame to arrive or to be written) by
  * {@link #timeoutMillis()}; a closed or reset connection
@@ -112,7 +121,13 @@ public final class TcpCommunicator implements Communicator {
   private volatile Wait mainWait;
   private volatile boolean closed;
   private int seq;
-  private String currentOp = "?";
+  private volatile String currentOp = "?";
+  // Shared-memory data path (all ranks on one host): the segment, the steps this rank has published and
+  // the rounds it has begun, and the threads that watch the TCP connections for a dead peer.
+  private ShmSegment shm;
+  private long shmStep;
+  private long shmRound;
+  private final List<Thread> liveness = new ArrayList<>();
   private int currentOpCode;
   // Off-heap scratch for reductions, allocated on first use and freed by close().
   private BytePointer scratchMemory;
@@ -124,6 +139,14 @@ public final class TcpCommunicator implements Communicator {
   private long receivedBytes;
 
   TcpCommunicator(int rank, int size, Peer[] peers, TcpOptions opts) {
+    this(rank, size, peers, opts, null);
+  }
+
+  /**
+   * {@code self}: this rank's address as given to the rendezvous; with {@link TcpOptions#shm()} and every
+   * address on the same host, the ranks agree on a shared-memory segment over their connections.
+   */
+  TcpCommunicator(int rank, int size, Peer[] peers, TcpOptions opts, String self) {
     this.rank = rank;
     this.size = size;
     this.peers = peers;
@@ -143,7 +166,20 @@ public final class TcpCommunicator implements Communicator {
       senderThread = null;
       watchdog = null;
     }
-    LOG.info("Rank {} of {} connected: {}", rank, size, describePeers());
+    if (size > 1 && self != null && sameHost(self)) {
+      try {
+        setUpShm(opts.shm());
+      } catch (RuntimeException | Error e) {
+        close();
+        throw e;
+      }
+    }
+    LOG.info("Rank {} of {} connected over {}: {}", rank, size, transport(), describePeers());
+  }
+
+  /** {@code "shm"} when data moves through shared memory, else {@code "tcp"}. */
+  public String transport() {
+    return shm != null ? "shm" : "tcp";
   }
 
   private String describePeers() {
@@ -194,6 +230,10 @@ public final class TcpCommunicator implements Communicator {
       return;
     }
     long n = buf.numel();
+    if (shm != null) {
+      run(OP_ALL_REDUCE, () -> shmAllReduce(data, n));
+      return;
+    }
     run(OP_ALL_REDUCE, () -> {
       long[] seg = balanced(n, size);
       Peer next = peers[(rank + 1) % size];
@@ -245,7 +285,13 @@ public final class TcpCommunicator implements Communicator {
       boff[i] = off[i] * 4;
     }
     aliasing("allGather", rb, boff[rank], sb, 4L * counts[rank]);
-    run(OP_ALL_GATHER, () -> ringAllGather(sb, rb, boff));
+    run(OP_ALL_GATHER, () -> {
+      if (shm != null) {
+        shmAllGather(sb, rb, boff);
+      } else {
+        ringAllGather(sb, rb, boff);
+      }
+    });
   }
 
   /** Ring all-gather of byte blocks {@code [boff[r], boff[r+1])}; this rank's block comes from {@code own}. */
@@ -290,6 +336,10 @@ public final class TcpCommunicator implements Communicator {
       return;
     }
     boolean inPlace = aliasing("reduceScatter", sb, off[rank] * 4, rb, 4L * counts[rank]);
+    if (shm != null) {
+      run(OP_REDUCE_SCATTER, () -> shmReduceScatter(sb, rb, off, counts));
+      return;
+    }
     run(OP_REDUCE_SCATTER, () -> {
       Peer next = peers[(rank + 1) % size];
       Peer prev = peers[(rank + size - 1) % size];
@@ -360,6 +410,10 @@ public final class TcpCommunicator implements Communicator {
     if (overlap(sb, 4 * sendTotal, rb, 4 * recvTotal)) {
       throw new IllegalArgumentException("allToAll: the send and receive buffers overlap; use separate tensors");
     }
+    if (shm != null) {
+      run(OP_ALL_TO_ALL, () -> shmAllToAll(sb, soff, sendCounts, rb, roff, recvCounts));
+      return;
+    }
     run(OP_ALL_TO_ALL, () -> {
       // The sender works through the destinations in step order while this thread receives in step
       // order; step s of every rank only waits on step s of its source, so there is no cycle.
@@ -383,6 +437,10 @@ public final class TcpCommunicator implements Communicator {
       return;
     }
     long bytes = 4 * buf.numel();
+    if (shm != null) {
+      run(OP_BROADCAST, () -> shmBroadcast(data, bytes, root));
+      return;
+    }
     run(OP_BROADCAST, () -> {
       Peer next = peers[(rank + 1) % size];
       Peer prev = peers[(rank + size - 1) % size];
@@ -413,6 +471,11 @@ public final class TcpCommunicator implements Communicator {
     if (size == 1) {
       return new long[] {value};
     }
+    if (shm != null) {
+      long[][] out = new long[1][];
+      run(op, () -> out[0] = shmGatherLongs(value));
+      return out[0];
+    }
     ByteBuffer own = ByteBuffer.allocateDirect(8).putLong(0, value);
     ByteBuffer all = ByteBuffer.allocateDirect(8 * size);
     long[] boff = new long[size + 1];
@@ -424,6 +487,495 @@ public final class TcpCommunicator implements Communicator {
     for (int i = 0; i < size; i++) {
       out[i] = all.getLong(8 * i);
     }
+    return out;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Shared-memory data path (every rank on one host)
+
+  private static final int SHM_MAGIC = 0x5450534D; // "TPSM"
+  private static final int SPINS = 2000;
+  private static final byte SHM_BYE = 0x42;
+
+  private boolean sameHost(String self) {
+    String h = host(self);
+    for (Peer p : peers) {
+      if (p != null && !host(p.address).equals(h)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private static String host(String address) {
+    int c = address.lastIndexOf(':');
+    return c < 0 ? address : address.substring(0, c);
+  }
+
+  /**
+   * Agrees with the peers, over the authenticated connections, on a segment: rank 0 creates it and sends
+   * its name, each peer maps it and answers, rank 0 announces the decision (shared memory only if every
+   * rank mapped it) and unlinks the file. Rank 0 always sends its offer (possibly "none", then nothing
+   * more is exchanged) and the peers answer even with {@code wanted == false}, so that ranks configured
+   * differently still agree (on TCP).
+   */
+  private void setUpShm(boolean wanted) {
+    currentOp = "shared-memory setup";
+    int window = chunkBytes;
+    try {
+      if (rank == 0) {
+        byte[] nonce = new byte[ShmSegment.NONCE_BYTES];
+        new java.security.SecureRandom().nextBytes(nonce);
+        ShmSegment seg = null;
+        if (wanted && window / size >= ShmSegment.LINE) {
+          try {
+            seg = ShmSegment.create(size, window, nonce);
+          } catch (IOException e) {
+            LOG.warn("Rank 0 cannot create a shared-memory segment in {}; the group uses TCP", ShmSegment.directory(), e);
+          }
+        }
+        boolean all = seg != null;
+        try {
+          byte[] name = seg == null ? new byte[0] : seg.name().getBytes(java.nio.charset.StandardCharsets.UTF_8);
+          for (int q = 1; q < size; q++) {
+            ByteBuffer offer = ByteBuffer.allocate(16 + nonce.length + name.length);
+            offer.putInt(SHM_MAGIC).putInt(seg != null ? 1 : 0).putInt(window).put(nonce).putInt(name.length).put(name)
+                .flip();
+            writeFully(peers[q], offer);
+          }
+          for (int q = 1; seg != null && q < size; q++) {
+            ByteBuffer reply = ByteBuffer.allocate(8);
+            readFully(peers[q], reply, "agreeing on shared memory with");
+            checkShmMagic(peers[q], reply.getInt(0));
+            all &= reply.getInt(4) == 1;
+          }
+          for (int q = 1; seg != null && q < size; q++) {
+            writeFully(peers[q], ByteBuffer.allocate(8).putInt(SHM_MAGIC).putInt(all ? 1 : 0).flip());
+          }
+        } catch (RuntimeException | Error e) {
+          if (seg != null) {
+            seg.close(); // unmapped now, unlinked below
+          }
+          throw e;
+        } finally {
+          if (seg != null) {
+            try {
+              seg.unlink();
+            } catch (IOException e) {
+              seg.close();
+              throw new CommunicatorException("rank 0 cannot remove its shared-memory segment " + seg.name(), e);
+            }
+          }
+        }
+        if (all) {
+          shm = seg;
+        } else if (seg != null) {
+          seg.close();
+        }
+      } else {
+        Peer root = peers[0];
+        ByteBuffer head = ByteBuffer.allocate(12 + ShmSegment.NONCE_BYTES + 4);
+        readFully(root, head, "agreeing on shared memory with");
+        head.flip();
+        checkShmMagic(root, head.getInt());
+        boolean offered = head.getInt() == 1;
+        int theirWindow = head.getInt();
+        byte[] nonce = new byte[ShmSegment.NONCE_BYTES];
+        head.get(nonce);
+        int nameLen = head.getInt();
+        if (nameLen < 0 || nameLen > 4096) {
+          throw protocolError(root, "a shared-memory offer with a name of " + nameLen + " bytes", "not a spark-tp offer");
+        }
+        ByteBuffer nameBuf = ByteBuffer.allocate(nameLen);
+        readFully(root, nameBuf, "agreeing on shared memory with");
+        String name = new String(nameBuf.array(), java.nio.charset.StandardCharsets.UTF_8);
+        ShmSegment seg = null;
+        if (offered && wanted && theirWindow >= TcpOptions.MIN_CHUNK_BYTES && theirWindow <= TcpOptions.MAX_CHUNK_BYTES
+            && theirWindow % 4 == 0 && theirWindow / size >= ShmSegment.LINE) {
+          try {
+            seg = ShmSegment.open(name, size, theirWindow, nonce);
+          } catch (IOException e) {
+            LOG.warn("Rank {} cannot map the shared-memory segment of rank 0; the group uses TCP", rank, e);
+          }
+        }
+        boolean decided = false;
+        try {
+          if (!offered) {
+            return; // rank 0 does not offer shared memory: no reply, TCP
+          }
+          writeFully(root, ByteBuffer.allocate(8).putInt(SHM_MAGIC).putInt(seg != null ? 1 : 0).flip());
+          ByteBuffer decision = ByteBuffer.allocate(8);
+          readFully(root, decision, "agreeing on shared memory with");
+          checkShmMagic(root, decision.getInt(0));
+          decided = decision.getInt(4) == 1;
+          if (decided && seg == null) {
+            throw protocolError(root, "a decision to use shared memory that this rank could not map",
+                "not a spark-tp decision");
+          }
+        } catch (RuntimeException | Error e) {
+          if (seg != null) {
+            seg.close();
+          }
+          throw e;
+        }
+        if (decided) {
+          shm = seg;
+        } else if (seg != null) {
+          seg.close();
+        }
+      }
+    } finally {
+      currentOp = "?";
+    }
+    if (shm != null) {
+      for (Peer p : peers) {
+        if (p != null) {
+          Thread t = new Thread(() -> live(p), "tp-comm-live-r" + rank + "-" + p.rank);
+          t.setDaemon(true);
+          liveness.add(t);
+          t.start();
+        }
+      }
+    }
+  }
+
+  private void checkShmMagic(Peer from, int magic) {
+    if (magic != SHM_MAGIC) {
+      throw protocolError(from, "an unknown message type 0x" + Integer.toHexString(magic) + " while agreeing on "
+          + "shared memory", "not a spark-tp message");
+    }
+  }
+
+  private void writeFully(Peer to, ByteBuffer b) {
+    try {
+      while (b.hasRemaining()) {
+        to.channel.write(b);
+      }
+    } catch (IOException e) {
+      throw ioFailure(currentOp, to, "sending to", e);
+    }
+  }
+
+  /**
+   * With shared memory the connections carry nothing after the setup: one thread per peer blocks reading
+   * it, so that a peer that dies or aborts (its end closes) fails this rank at once.
+   */
+  private void live(Peer p) {
+    ByteBuffer one = ByteBuffer.allocate(1);
+    String msg;
+    IOException err = null;
+    boolean bye = false;
+    try {
+      int n = p.channel.read(one);
+      bye = n == 1 && one.get(0) == SHM_BYE;
+      msg = n < 0 ? "the connection to " + p + " was closed by the peer (the peer process died, failed or aborted)"
+          : bye ? p + " has closed its communicator (it left the group)"
+          : "rejected unexpected data on the connection from " + p + " (nothing is sent on it with shared memory)";
+    } catch (IOException e) {
+      err = e;
+      msg = "the connection to " + p + " failed (" + e + "): the peer process died, failed or aborted";
+    }
+    if (closed || failure.get() != null) {
+      LOG.debug("Rank {}: liveness of {} ends: {}", rank, p, msg, err);
+      return;
+    }
+    String op = currentOp;
+    CommunicatorException ce = new CommunicatorException((op.equals("?") ? "rank " + rank : op + " on rank " + rank)
+        + ": " + msg, err);
+    if (bye) {
+      // A normal end: later calls fail (the group is incomplete), the connections stay open so that this
+      // rank's own close says goodbye to the others too.
+      if (failure.compareAndSet(null, ce)) {
+        LOG.debug("Rank {}: {}", rank, msg);
+      }
+    } else {
+      abort(ce);
+    }
+  }
+
+  /** Publishes the next step of this rank and waits until every peer has published it too. */
+  private void shmStep(int buffer, long arg, boolean check) {
+    shm.post(rank, ++shmStep);
+    awaitPeers(shmStep);
+    if (check) {
+      checkDescriptors(buffer, arg);
+    }
+  }
+
+  /** Starts a round: its buffer (alternating), with this rank's descriptor written in it. */
+  private int shmBegin(long arg) {
+    int b = (int) (shmRound++ & 1);
+    shm.writeDescriptor(rank, b, seq, currentOpCode, arg);
+    return b;
+  }
+
+  private void checkDescriptors(int b, long arg) {
+    for (int q = 0; q < size; q++) {
+      if (q == rank) {
+        continue;
+      }
+      int s = shm.descriptorSeq(q, b);
+      int op = shm.descriptorOp(q, b);
+      if (op != currentOpCode || s != seq) {
+        throw protocolError(peers[q], "a frame of its collective #" + s + " ("
+            + (op > 0 && op < OP_NAMES.length ? OP_NAMES[op] : "unknown op " + op) + ")",
+            "this rank is in collective #" + seq + " (" + currentOp
+            + "): the ranks did not call the same collectives in the same order");
+      }
+      long a = shm.descriptorArg(q, b);
+      if (a != arg) {
+        throw protocolError(peers[q], "a frame of " + a + " bytes where " + arg + " were expected",
+            "the ranks disagree on the counts or buffer sizes");
+      }
+    }
+  }
+
+  /**
+   * Waits until every peer's step counter reaches {@code target}: spins briefly, then parks for growing
+   * intervals (up to 50 us during the first 20 ms, then up to 1 ms). Fails at once on an abort or a dead peer (seen by {@link #live}), and after
+   * {@link #timeoutMillis()} naming the first peer still missing.
+   */
+  private void awaitPeers(long target) {
+    long start = System.nanoTime();
+    long timeoutNanos = TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+    for (int q = 0; q < size; q++) {
+      if (q == rank) {
+        continue;
+      }
+      int spins = 0;
+      long park = 5_000;
+      while (shm.posted(q) < target) {
+        CommunicatorException f = failure.get();
+        if (f != null) {
+          throw failedNow(f);
+        }
+        if (spins < SPINS) {
+          spins++;
+          Thread.onSpinWait();
+          continue;
+        }
+        long waited = System.nanoTime() - start;
+        if (waited > timeoutNanos) {
+          String msg = currentOp + " on rank " + rank + ": timed out after " + timeoutMillis + " ms waiting for "
+              + peers[q] + " over shared memory (the peer is stuck, overloaded or gone; " + TpConf.COMM_TIMEOUT
+              + " sets this bound)";
+          LOG.error(msg);
+          CommunicatorException ce = new CommunicatorException(msg);
+          abort(ce);
+          throw failedNow(failure.get());
+        }
+        if (Thread.currentThread().isInterrupted()) {
+          CommunicatorException ce = new CommunicatorException(currentOp + " on rank " + rank
+              + ": interrupted while waiting for " + peers[q]);
+          abort(ce);
+          throw ce;
+        }
+        LockSupport.parkNanos(park);
+        // Short sleeps while the peer is probably about to arrive (a late wake-up delays the whole group),
+        // longer ones once it is clearly busy elsewhere.
+        park = Math.min(park * 2, waited < 20_000_000 ? 50_000 : 1_000_000);
+      }
+    }
+  }
+
+  private CommunicatorException failedNow(CommunicatorException f) {
+    String prefix = currentOp + " on rank " + rank;
+    String m = f.getMessage();
+    return m.startsWith(prefix) ? new CommunicatorException(m, f) : new CommunicatorException(prefix + ": " + m, f);
+  }
+
+  /**
+   * All-reduce in rounds of one window: each rank copies the segments of the window that the others
+   * reduce into its buffer, then reduces its own segment from every peer's buffer straight into its tensor,
+   * publishes the result, and copies the others' results. Each segment is summed by one rank only, so
+   * every rank gets bitwise identical results.
+   */
+  private void shmAllReduce(ByteBuffer data, long n) {
+    long total = 4 * n;
+    int w = shm.window;
+    long rounds = Math.max(1, (total + w - 1) / w);
+    for (long t = 0; t < rounds; t++) {
+      long o = t * w;
+      int len = (int) Math.min(w, total - o);
+      long[] seg = balanced(len / 4, size);
+      int b = shmBegin(total);
+      ByteBuffer mine = shm.data(rank, b);
+      for (int k = 0; k < size; k++) {
+        if (k != rank) {
+          copy(data, o + 4 * seg[k], mine, 4 * seg[k], 4 * (seg[k + 1] - seg[k]));
+          sentBytes += 4 * (seg[k + 1] - seg[k]);
+        }
+      }
+      shmStep(b, total, true);
+      int myOff = (int) (4 * seg[rank]);
+      int myLen = (int) (4 * (seg[rank + 1] - seg[rank]));
+      ByteBuffer dst = slice(data, o + myOff, myLen);
+      for (int q = 0; q < size; q++) {
+        if (q != rank) {
+          add(slice(shm.data(q, b), myOff, myLen), dst);
+          receivedBytes += myLen;
+        }
+      }
+      copy(data, o + myOff, mine, myOff, myLen);
+      sentBytes += (long) myLen * (size - 1);
+      shmStep(b, total, false);
+      for (int q = 0; q < size; q++) {
+        if (q != rank) {
+          long qLen = 4 * (seg[q + 1] - seg[q]);
+          copy(shm.data(q, b), 4 * seg[q], data, o + 4 * seg[q], qLen);
+          receivedBytes += qLen;
+        }
+      }
+    }
+  }
+
+  /** All-gather of byte blocks {@code [boff[r], boff[r+1])}; this rank's block comes from {@code own}. */
+  private void shmAllGather(ByteBuffer own, ByteBuffer recv, long[] boff) {
+    long mine = boff[rank + 1] - boff[rank];
+    copy(own, 0, recv, boff[rank], mine);
+    long max = 0;
+    for (int q = 0; q < size; q++) {
+      max = Math.max(max, boff[q + 1] - boff[q]);
+    }
+    int w = shm.window;
+    long rounds = Math.max(1, (max + w - 1) / w);
+    for (long t = 0; t < rounds; t++) {
+      long o = t * w;
+      int b = shmBegin(boff[size]);
+      long len = Math.max(0, Math.min(w, mine - o));
+      copy(own, o, shm.data(rank, b), 0, len);
+      sentBytes += len * (size - 1);
+      shmStep(b, boff[size], true);
+      for (int q = 0; q < size; q++) {
+        long qLen = Math.max(0, Math.min(w, boff[q + 1] - boff[q] - o));
+        if (q != rank && qLen > 0) {
+          copy(shm.data(q, b), 0, recv, boff[q] + o, qLen);
+          receivedBytes += qLen;
+        }
+      }
+    }
+  }
+
+  /** Reduce-scatter: each rank's buffer holds, per destination, a piece of that destination's block. */
+  private void shmReduceScatter(ByteBuffer sb, ByteBuffer rb, long[] off, int[] counts) {
+    long totalBytes = 4 * off[size];
+    long mineBytes = 4L * counts[rank];
+    copy(sb, 4 * off[rank], rb, 0, mineBytes); // nothing to do in place
+    int sub = (shm.window / size) & ~(ShmSegment.LINE - 1);
+    long max = 0;
+    for (int c : counts) {
+      max = Math.max(max, 4L * c);
+    }
+    long rounds = Math.max(1, (max + sub - 1) / sub);
+    for (long t = 0; t < rounds; t++) {
+      long o = t * sub;
+      int b = shmBegin(totalBytes);
+      ByteBuffer buf = shm.data(rank, b);
+      for (int k = 0; k < size; k++) {
+        long len = Math.max(0, Math.min(sub, 4L * counts[k] - o));
+        if (k != rank && len > 0) {
+          copy(sb, 4 * off[k] + o, buf, (long) k * sub, len);
+          sentBytes += len;
+        }
+      }
+      shmStep(b, totalBytes, true);
+      int len = (int) Math.max(0, Math.min(sub, mineBytes - o));
+      if (len > 0) {
+        ByteBuffer dst = slice(rb, o, len);
+        for (int q = 0; q < size; q++) {
+          if (q != rank) {
+            add(slice(shm.data(q, b), rank * sub, len), dst);
+            receivedBytes += len;
+          }
+        }
+      }
+    }
+  }
+
+  /**
+   * All-to-all: a first round exchanges the block sizes (each rank checks what its peers send it and
+   * learns the largest block), then each round moves one piece of every block through per-destination
+   * parts of the buffers.
+   */
+  private void shmAllToAll(ByteBuffer sb, long[] soff, int[] sendCounts, ByteBuffer rb, long[] roff, int[] recvCounts) {
+    int sub = (shm.window / size) & ~(ShmSegment.LINE - 1);
+    long myMax = 0;
+    for (int d = 0; d < size; d++) {
+      if (d != rank) {
+        myMax = Math.max(myMax, 4L * sendCounts[d]);
+      }
+    }
+    int b0 = shmBegin(0);
+    ByteBuffer first = shm.data(rank, b0);
+    for (int d = 0; d < size; d++) {
+      first.putLong(d * sub, d == rank ? myMax : 4L * sendCounts[d]);
+    }
+    shmStep(b0, 0, true);
+    long max = myMax;
+    for (int q = 0; q < size; q++) {
+      if (q != rank) {
+        ByteBuffer theirs = shm.data(q, b0);
+        max = Math.max(max, theirs.getLong(q * sub));
+        long toMe = theirs.getLong(rank * sub);
+        if (toMe != 4L * recvCounts[q]) {
+          throw protocolError(peers[q], "a frame of " + toMe + " bytes where " + 4L * recvCounts[q] + " were expected",
+              "the ranks disagree on the counts or buffer sizes");
+        }
+      }
+    }
+    copy(sb, soff[rank] * 4, rb, roff[rank] * 4, 4L * sendCounts[rank]);
+    long rounds = (max + sub - 1) / sub;
+    for (long t = 0; t < rounds; t++) {
+      long o = t * sub;
+      int b = shmBegin(0);
+      ByteBuffer buf = shm.data(rank, b);
+      for (int d = 0; d < size; d++) {
+        long len = Math.max(0, Math.min(sub, 4L * sendCounts[d] - o));
+        if (d != rank && len > 0) {
+          copy(sb, 4 * soff[d] + o, buf, (long) d * sub, len);
+          sentBytes += len;
+        }
+      }
+      shmStep(b, 0, true);
+      for (int q = 0; q < size; q++) {
+        long len = Math.max(0, Math.min(sub, 4L * recvCounts[q] - o));
+        if (q != rank && len > 0) {
+          copy(shm.data(q, b), (long) rank * sub, rb, 4 * roff[q] + o, len);
+          receivedBytes += len;
+        }
+      }
+    }
+  }
+
+  private void shmBroadcast(ByteBuffer data, long bytes, int root) {
+    int w = shm.window;
+    long rounds = Math.max(1, (bytes + w - 1) / w);
+    for (long t = 0; t < rounds; t++) {
+      long o = t * w;
+      long len = Math.min(w, bytes - o);
+      int b = shmBegin(bytes);
+      if (rank == root) {
+        copy(data, o, shm.data(rank, b), 0, len);
+        sentBytes += len * (size - 1);
+      }
+      shmStep(b, bytes, true);
+      if (rank != root) {
+        copy(shm.data(root, b), 0, data, o, len);
+        receivedBytes += len;
+      }
+    }
+  }
+
+  private long[] shmGatherLongs(long value) {
+    int b = shmBegin(8);
+    shm.data(rank, b).putLong(0, value);
+    sentBytes += 8L * (size - 1);
+    shmStep(b, 8, true);
+    long[] out = new long[size];
+    for (int q = 0; q < size; q++) {
+      out[q] = q == rank ? value : shm.data(q, b).getLong(0);
+    }
+    receivedBytes += 8L * (size - 1);
     return out;
   }
 
@@ -446,8 +998,11 @@ public final class TcpCommunicator implements Communicator {
       long t0 = System.nanoTime();
       try {
         body.run();
-        sender.awaitCompleted(sender.enqueued());
-        checkFailed();
+        if (shm == null) {
+          // Over TCP the sender thread may still fail; over shared memory the body saw every peer's data.
+          sender.awaitCompleted(sender.enqueued());
+          checkFailed();
+        }
       } catch (RuntimeException | Error e) {
         CommunicatorException ce = e instanceof CommunicatorException c ? c
             : new CommunicatorException(name + " on rank " + rank + " failed: " + e, e);
@@ -843,6 +1398,19 @@ public final class TcpCommunicator implements Communicator {
       return;
     }
     closed = true;
+    if (shm != null) {
+      // Tells the peers that this rank left (they fail their next wait on it, without a warning); after an
+      // abort the connections are closed already and the peers saw that instead.
+      for (Peer p : peers) {
+        if (p != null) {
+          try {
+            p.channel.write(ByteBuffer.wrap(new byte[] {SHM_BYE}));
+          } catch (IOException e) {
+            LOG.debug("Rank {} could not say goodbye to {} (it is gone already)", rank, p, e);
+          }
+        }
+      }
+    }
     if (failure.get() == null) {
       failure.compareAndSet(null, new CommunicatorException("the communicator of rank " + rank + " was closed"));
     }
@@ -853,8 +1421,15 @@ public final class TcpCommunicator implements Communicator {
       watchdog.interrupt();
       join(watchdog);
     }
+    for (Thread t : liveness) {
+      join(t);
+    }
     opLock.lock();
     try {
+      if (shm != null) {
+        shm.close();
+        shm = null;
+      }
       if (scratchMemory != null) {
         scratchMemory.deallocate();
         scratchMemory = null;

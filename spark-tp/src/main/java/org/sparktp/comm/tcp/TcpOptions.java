@@ -18,12 +18,14 @@ public final class TcpOptions {
   private final long timeoutMillis;
   private final int chunkBytes;
   private final String tag;
+  private final boolean shm;
 
-  private TcpOptions(byte[] secret, long timeoutMillis, int chunkBytes, String tag) {
+  private TcpOptions(byte[] secret, long timeoutMillis, int chunkBytes, String tag, boolean shm) {
     this.secret = secret;
     this.timeoutMillis = timeoutMillis;
     this.chunkBytes = chunkBytes;
     this.tag = tag;
+    this.shm = shm;
   }
 
   /** Defaults ({@link TpConf#COMM_TIMEOUT_DEFAULT}, {@link TpConf#COMM_CHUNK_BYTES_DEFAULT}) with this secret. */
@@ -34,7 +36,8 @@ public final class TcpOptions {
     }
     return new TcpOptions(secret.clone(),
         TpConf.parseDurationMillis(TpConf.COMM_TIMEOUT, TpConf.COMM_TIMEOUT_DEFAULT),
-        (int) TpConf.parseBytes(TpConf.COMM_CHUNK_BYTES, TpConf.COMM_CHUNK_BYTES_DEFAULT), "");
+        (int) TpConf.parseBytes(TpConf.COMM_CHUNK_BYTES, TpConf.COMM_CHUNK_BYTES_DEFAULT), "",
+        parseShm(TpConf.COMM_SHM_DEFAULT));
   }
 
   /** Applies {@code spark.tp.comm.*} keys present in {@code conf} (other keys are ignored). */
@@ -53,7 +56,34 @@ public final class TcpOptions {
       }
       o = o.withChunkBytes((int) bytes);
     }
+    String m = conf.get(TpConf.COMM_SHM);
+    if (m != null) {
+      o = o.withShm(parseShm(m));
+    }
     return o;
+  }
+
+  private static boolean parseShm(String v) {
+    String s = v.trim().toLowerCase(java.util.Locale.ROOT);
+    if (s.equals("auto")) {
+      return true;
+    }
+    if (s.equals("off")) {
+      return false;
+    }
+    throw new IllegalArgumentException(TpConf.COMM_SHM + " must be 'auto' or 'off', got '" + v + "'");
+  }
+
+  /**
+   * {@code true} ({@code auto}): ranks that are all on one host move data through shared memory, the TCP
+   * connections only carry the handshake and failure detection; {@code false} ({@code off}): TCP only.
+   */
+  public TcpOptions withShm(boolean enabled) {
+    return new TcpOptions(secret, timeoutMillis, chunkBytes, tag, enabled);
+  }
+
+  public boolean shm() {
+    return shm;
   }
 
   public TcpOptions withTimeoutMillis(long millis) {
@@ -61,7 +91,7 @@ public final class TcpOptions {
       throw new IllegalArgumentException("Communication timeout must be positive, got " + millis + " ms ("
           + TpConf.COMM_TIMEOUT + ")");
     }
-    return new TcpOptions(secret, millis, chunkBytes, tag);
+    return new TcpOptions(secret, millis, chunkBytes, tag, shm);
   }
 
   public TcpOptions withChunkBytes(int bytes) {
@@ -69,12 +99,12 @@ public final class TcpOptions {
       throw new IllegalArgumentException("Chunk size must be a multiple of 4 in [" + MIN_CHUNK_BYTES + ", "
           + MAX_CHUNK_BYTES + "] bytes, got " + bytes + " (" + TpConf.COMM_CHUNK_BYTES + ")");
     }
-    return new TcpOptions(secret, timeoutMillis, bytes, tag);
+    return new TcpOptions(secret, timeoutMillis, bytes, tag, shm);
   }
 
   /** A label both sides must agree on (e.g. the stage attempt and group); it enters the HMAC. */
   public TcpOptions withTag(String tag) {
-    return new TcpOptions(secret, timeoutMillis, chunkBytes, tag == null ? "" : tag);
+    return new TcpOptions(secret, timeoutMillis, chunkBytes, tag == null ? "" : tag, shm);
   }
 
   byte[] secret() {
@@ -96,7 +126,7 @@ public final class TcpOptions {
   @Override
   public String toString() {
     // Never prints the secret.
-    return "TcpOptions{timeout=" + timeoutMillis + " ms, chunk=" + chunkBytes + " B, tag='" + tag + "', secret="
+    return "TcpOptions{timeout=" + timeoutMillis + " ms, chunk=" + chunkBytes + " B, tag='" + tag + "', shm=" + (shm ? "auto" : "off") + ", secret="
         + secret.length + " bytes}";
   }
 }

@@ -178,7 +178,7 @@ public final class TcpRendezvous implements AutoCloseable {
           p.channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
         }
       }
-      TcpCommunicator comm = new TcpCommunicator(rank, size, peers.clone(), options);
+      TcpCommunicator comm = new TcpCommunicator(rank, size, peers.clone(), options, addresses.get(rank));
       ok = true;
       return comm;
     } catch (InterruptedException e) {

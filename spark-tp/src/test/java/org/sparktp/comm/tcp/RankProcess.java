@@ -15,8 +15,9 @@ import org.sparktp.tensor.Tensor;
  * One rank as its own JVM, for {@link TcpProcessTest}. Prints {@code ADDR host:port}, reads
  * {@code SECRET hex}, {@code PEERS a,b,...} and {@code SEED n} from stdin, connects, runs a scenario:
  * {@code check} (every collective against a float64 reference computed from every rank's seeded data;
- * prints {@code PASS} or {@code FAIL why}) or {@code loop} (all-reduce until it fails; prints
- * {@code RUNNING} after the first, then {@code FAILED message}).
+ * prints {@code PASS transport} or {@code FAIL why}) or {@code loop} (all-reduce until it fails; prints
+ * {@code RUNNING transport} after the first, then {@code FAILED message}). A fourth argument {@code off}
+ * sets {@code spark.tp.comm.shm=off}.
  */
 public final class RankProcess {
   private RankProcess() {}
@@ -25,6 +26,7 @@ public final class RankProcess {
     int rank = Integer.parseInt(args[0]);
     int size = Integer.parseInt(args[1]);
     String scenario = args[2];
+    boolean shm = args.length < 4 || !args[3].equals("off");
     BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
     try (CpuBackend backend = new CpuBackend(); TcpRendezvous rv = TcpRendezvous.bind(InetAddress.getLoopbackAddress())) {
       System.out.println("ADDR " + rv.address());
@@ -32,11 +34,11 @@ public final class RankProcess {
       byte[] secret = HexFormat.of().parseHex(in.readLine().substring(7));
       List<String> peers = Arrays.asList(in.readLine().substring(6).split(","));
       long seed = Long.parseLong(in.readLine().substring(5));
-      TcpOptions opts = TcpOptions.withSecret(secret).withTimeoutMillis(60_000).withChunkBytes(64 << 10);
+      TcpOptions opts = TcpOptions.withSecret(secret).withTimeoutMillis(60_000).withChunkBytes(64 << 10).withShm(shm);
       try (TcpCommunicator comm = rv.connect(rank, peers, opts)) {
         if (scenario.equals("check")) {
           String why = check(comm, backend, seed);
-          System.out.println(why == null ? "PASS" : "FAIL " + why);
+          System.out.println(why == null ? "PASS " + comm.transport() : "FAIL " + why);
         } else {
           loop(comm, backend, seed);
         }
@@ -172,18 +174,19 @@ public final class RankProcess {
 
   private static void loop(TcpCommunicator c, CpuBackend be, long seed) {
     int n = 4 << 20; // 16 MiB
-    try (Tensor t = be.upload(data(seed, c.rank(), 9, n), 1, n)) {
+    float[] fresh = data(seed, c.rank(), 9, n);
+    try (Tensor t = be.upload(fresh, 1, n)) {
       boolean announced = false;
       while (true) {
         try {
           c.allReduce(t);
-          be.zero(t); // keep values finite; the content does not matter here
+          org.sparktp.comm.HostBuffers.floats(t).put(0, fresh); // fresh random data again, values stay bounded
         } catch (RuntimeException e) {
           System.out.println("FAILED " + e.getMessage().replace('\n', ' '));
           return;
         }
         if (!announced) {
-          System.out.println("RUNNING");
+          System.out.println("RUNNING " + c.transport());
           System.out.flush();
           announced = true;
         }

@@ -24,6 +24,16 @@ import org.sparktp.tensor.Tensor;
  */
 class TcpCommunicatorTest {
   private final long seed = ThreadLocalRandom.current().nextLong();
+
+  /** The options of the groups under test: here TCP only ({@code spark.tp.comm.shm=off}). */
+  TcpOptions opts() {
+    return TcpGroup.options().withShm(false);
+  }
+
+  /** The transport the groups must use. */
+  String transport() {
+    return "tcp";
+  }
   private CpuBackend backend;
 
   @BeforeEach
@@ -50,7 +60,10 @@ class TcpCommunicatorTest {
   private List<List<float[]>> both(int p, TcpGroup.Body<float[]> body) throws Exception {
     List<float[]> local = LocalCommunicator.run(p, 20_000, r -> body::run);
     List<float[]> tcp;
-    try (TcpGroup g = TcpGroup.connect(p, TcpGroup.options())) {
+    try (TcpGroup g = TcpGroup.connect(p, opts())) {
+      for (TcpCommunicator c : g.comms) {
+        assertThat(c.transport()).isEqualTo(p == 1 ? "tcp" : transport());
+      }
       tcp = g.run(body);
     }
     return List.of(local, tcp);
@@ -147,7 +160,7 @@ class TcpCommunicatorTest {
     counts[p - 1] += 5;
     int total = Arrays.stream(counts).sum();
     long[] off = org.sparktp.comm.Collectives.offsets(counts);
-    TcpOptions opts = TcpGroup.options().withChunkBytes(1 << 20).withTimeoutMillis(30_000);
+    TcpOptions opts = opts().withChunkBytes(1 << 20).withTimeoutMillis(30_000);
     try (TcpGroup g = TcpGroup.connect(p, opts)) {
       List<float[]> res = g.run(c -> {
         try (Tensor s = backend.upload(random(c.rank(), 5, total), 1, total);
@@ -187,7 +200,7 @@ class TcpCommunicatorTest {
     for (int r = 0; r < p; r++) {
       assertClose(res.get(1).get(r), res.get(0).get(r), "in-place reduceScatter + allGather, rank " + r);
     }
-    try (TcpGroup g = TcpGroup.connect(2, TcpGroup.options()); Tensor t = backend.allocate(10, 1)) {
+    try (TcpGroup g = TcpGroup.connect(2, opts()); Tensor t = backend.allocate(10, 1)) {
       org.assertj.core.api.Assertions.assertThatThrownBy(() -> g.comms.get(0).reduceScatter(t, new int[] {5, 5},
           t.rows(3, 5))).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("overlap");
     }
@@ -242,7 +255,7 @@ class TcpCommunicatorTest {
   @ParameterizedTest(name = "p={0}")
   @ValueSource(ints = {1, 2, 3, 4})
   void allGatherLongAndBarrierAndStats(int p) throws Exception {
-    try (TcpGroup g = TcpGroup.connect(p, TcpGroup.options())) {
+    try (TcpGroup g = TcpGroup.connect(p, opts())) {
       List<long[]> res = g.run(c -> {
         long[] a = null;
         for (int i = 0; i < 50; i++) {
@@ -269,7 +282,7 @@ class TcpCommunicatorTest {
   @ValueSource(ints = {2, 3})
   void manyCollectivesInARowOnOneGroup(int p) throws Exception {
     // A mixed sequence, to check that frames of consecutive collectives never mix.
-    try (TcpGroup g = TcpGroup.connect(p, TcpGroup.options())) {
+    try (TcpGroup g = TcpGroup.connect(p, opts())) {
       List<float[]> res = g.run(c -> {
         float[] last = null;
         for (int i = 0; i < 20; i++) {

@@ -28,6 +28,11 @@ import org.sparktp.tensor.Tensor;
 class TcpFailureTest {
   private CpuBackend backend;
 
+  /** Options of the groups: the default, which on loopback is the shared-memory data path. */
+  TcpOptions opts() {
+    return TcpGroup.options();
+  }
+
   @BeforeEach
   void open() {
     backend = new CpuBackend();
@@ -59,12 +64,14 @@ class TcpFailureTest {
 
   @Test
   void aWaitForASilentPeerTimesOutNamingTheOpThePeerAndItsAddress() throws Exception {
-    TcpOptions opts = TcpGroup.options().withTimeoutMillis(1500);
+    TcpOptions opts = opts().withTimeoutMillis(1500);
     try (TcpGroup g = TcpGroup.connect(3, opts); Tensor t0 = randomTensor(5000); Tensor t2 = randomTensor(5000)) {
+      assertThat(g.comms.get(2).transport()).isEqualTo(opts.shm() ? "shm" : "tcp");
       // Rank 1 never calls: rank 2 waits on it to receive, rank 0 waits on rank 2 (ring) or fails when rank 2 aborts.
       long start = System.nanoTime();
-      CompletableFuture<Void> r0 = CompletableFuture.runAsync(() -> g.comms.get(0).allReduce(t0));
       CompletableFuture<Void> r2 = CompletableFuture.runAsync(() -> g.comms.get(2).allReduce(t2));
+      Thread.sleep(300); // rank 2 times out first
+      CompletableFuture<Void> r0 = CompletableFuture.runAsync(() -> g.comms.get(0).allReduce(t0));
       Throwable e2 = failureOf(r2);
       Throwable e0 = failureOf(r0);
       long ms = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start);
@@ -82,7 +89,7 @@ class TcpFailureTest {
 
   @Test
   void abortUnblocksAWaitingCallAtOnce() throws Exception {
-    try (TcpGroup g = TcpGroup.connect(2, TcpGroup.options().withTimeoutMillis(60_000)); Tensor t = randomTensor(100)) {
+    try (TcpGroup g = TcpGroup.connect(2, opts().withTimeoutMillis(60_000)); Tensor t = randomTensor(100)) {
       CompletableFuture<Void> r0 = CompletableFuture.runAsync(() -> g.comms.get(0).allReduce(t));
       Thread.sleep(300);
       assertThat(r0).isNotDone();
@@ -99,7 +106,7 @@ class TcpFailureTest {
 
   @Test
   void aFrameOfTheWrongLengthIsRejectedWithBothSizes() throws Exception {
-    try (TcpGroup g = TcpGroup.connect(2, TcpGroup.options()); Tensor a = randomTensor(1000);
+    try (TcpGroup g = TcpGroup.connect(2, opts()); Tensor a = randomTensor(1000);
         Tensor b = randomTensor(999)) {
       CompletableFuture<Void> r0 = CompletableFuture.runAsync(() -> g.comms.get(0).broadcast(a, 0));
       CompletableFuture<Void> r1 = CompletableFuture.runAsync(() -> g.comms.get(1).broadcast(b, 0));
@@ -117,7 +124,7 @@ class TcpFailureTest {
 
   @Test
   void differentCollectivesOnTheRanksAreRejected() throws Exception {
-    try (TcpGroup g = TcpGroup.connect(2, TcpGroup.options()); Tensor a = randomTensor(10)) {
+    try (TcpGroup g = TcpGroup.connect(2, opts()); Tensor a = randomTensor(10)) {
       CompletableFuture<Void> r0 = CompletableFuture.runAsync(() -> g.comms.get(0).allReduce(a));
       CompletableFuture<long[]> r1 = CompletableFuture.supplyAsync(() -> g.comms.get(1).allGatherLong(3));
       String m1 = failureOf(r1).getMessage();
@@ -132,8 +139,8 @@ class TcpFailureTest {
 
   @Test
   void anUnknownMessageTypeFromAnAuthenticatedPeerIsRejectedAndTheRankSurvives() throws Exception {
-    // A hand-made rank 1 that knows the secret but speaks garbage after the handshake.
-    TcpOptions opts = TcpGroup.options().withTimeoutMillis(5000);
+    // A hand-made rank 1 that knows the secret but speaks garbage after the handshake (TCP frames).
+    TcpOptions opts = opts().withTimeoutMillis(5000).withShm(false);
     try (TcpRendezvous rv = TcpRendezvous.bind(InetAddress.getLoopbackAddress())) {
       List<String> addrs = List.of(rv.address(), "127.0.0.1:1");
       CompletableFuture<TcpCommunicator> c0 = CompletableFuture.supplyAsync(() -> rv.connect(0, addrs, opts));
@@ -151,7 +158,7 @@ class TcpFailureTest {
 
   @Test
   void aRankWithAWrongSecretIsRefusedAndNamed() throws Exception {
-    TcpOptions good = TcpGroup.options().withTimeoutMillis(2500);
+    TcpOptions good = opts().withTimeoutMillis(2500);
     TcpOptions bad = TcpOptions.withSecret("another secret, also 32 bytes...".getBytes(StandardCharsets.UTF_8))
         .withTimeoutMillis(2500);
     TcpRendezvous rv0 = TcpRendezvous.bind(InetAddress.getLoopbackAddress());
@@ -171,7 +178,7 @@ class TcpFailureTest {
   @Test
   void randomBytesAndForgedHandshakesAreRefusedWhileTheRankKeepsServingItsPeers() throws Exception {
     int p = 3;
-    TcpOptions opts = TcpGroup.options().withTimeoutMillis(20_000);
+    TcpOptions opts = opts().withTimeoutMillis(20_000);
     List<TcpRendezvous> rvs = new ArrayList<>();
     List<String> addrs = new ArrayList<>();
     for (int r = 0; r < p; r++) {
@@ -237,7 +244,7 @@ class TcpFailureTest {
     List<CompletableFuture<TcpCommunicator>> fs = new ArrayList<>();
     for (int r = 2; r >= 0; r--) { // the higher ranks start first and retry until the lower ones listen
       int rank = r;
-      fs.add(CompletableFuture.supplyAsync(() -> TcpRendezvous.fromAddresses(rank, addrs, TcpGroup.options())));
+      fs.add(CompletableFuture.supplyAsync(() -> TcpRendezvous.fromAddresses(rank, addrs, opts())));
       Thread.sleep(100);
     }
     List<TcpCommunicator> comms = new ArrayList<>();
@@ -277,7 +284,7 @@ class TcpFailureTest {
 
   @Test
   void closeIsIdempotentAndLaterCallsSayClosed() throws Exception {
-    TcpGroup g = TcpGroup.connect(2, TcpGroup.options());
+    TcpGroup g = TcpGroup.connect(2, opts());
     g.close();
     g.close();
     try (Tensor t = randomTensor(4)) {

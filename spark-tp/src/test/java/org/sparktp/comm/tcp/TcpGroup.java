@@ -25,6 +25,11 @@ final class TcpGroup implements AutoCloseable {
   }
 
   static TcpGroup connect(int p, TcpOptions opts) throws Exception {
+    return connect(p, java.util.Collections.nCopies(p, opts));
+  }
+
+  /** A group whose rank {@code r} uses {@code opts.get(r)}. */
+  static TcpGroup connect(int p, List<TcpOptions> opts) throws Exception {
     List<TcpRendezvous> rvs = new ArrayList<>();
     List<String> addrs = new ArrayList<>();
     for (int r = 0; r < p; r++) {
@@ -37,7 +42,7 @@ final class TcpGroup implements AutoCloseable {
       List<Future<TcpCommunicator>> fs = new ArrayList<>();
       for (int r = 0; r < p; r++) {
         int rank = r;
-        fs.add(pool.submit(() -> rvs.get(rank).connect(rank, addrs, opts)));
+        fs.add(pool.submit(() -> rvs.get(rank).connect(rank, addrs, opts.get(rank))));
       }
       List<TcpCommunicator> out = new ArrayList<>();
       for (Future<TcpCommunicator> f : fs) {

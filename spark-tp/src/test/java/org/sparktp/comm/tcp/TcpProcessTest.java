@@ -16,7 +16,9 @@ import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.Test;
+import java.util.Set;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /** Ranks as separate JVM processes ({@link RankProcess}) on loopback. */
 class TcpProcessTest {
@@ -28,11 +30,15 @@ class TcpProcessTest {
     final List<String> addrs = new ArrayList<>();
 
     Ranks(int p, String scenario) throws Exception {
+      this(p, scenario, "auto");
+    }
+
+    Ranks(int p, String scenario, String shm) throws Exception {
       String cp = System.getProperty("surefire.test.class.path", System.getProperty("java.class.path"));
       String java = System.getProperty("java.home") + File.separator + "bin" + File.separator + "java";
       for (int r = 0; r < p; r++) {
         ProcessBuilder pb = new ProcessBuilder(java, "-Xmx256m", "-Djava.net.preferIPv4Stack=true", "-cp", cp,
-            RankProcess.class.getName(), "" + r, "" + p, scenario).redirectError(ProcessBuilder.Redirect.INHERIT);
+            RankProcess.class.getName(), "" + r, "" + p, scenario, shm).redirectError(ProcessBuilder.Redirect.INHERIT);
         pb.environment().put("OPENBLAS_NUM_THREADS", "1");
         Process proc = pb.start();
         procs.add(proc);
@@ -87,24 +93,31 @@ class TcpProcessTest {
     }
   }
 
-  @Test
-  void everyCollectiveAcrossThreeProcessesMatchesAFloat64Reference() throws Exception {
-    try (Ranks ranks = new Ranks(3, "check")) {
+  @ParameterizedTest(name = "shm={0}")
+  @ValueSource(strings = {"auto", "off"})
+  void everyCollectiveAcrossThreeProcessesMatchesAFloat64Reference(String shm) throws Exception {
+    Set<String> before = ShmCommunicatorTest.segmentFiles();
+    try (Ranks ranks = new Ranks(3, "check", shm)) {
       for (int r = 0; r < 3; r++) {
-        assertThat(ranks.next(r, 120)).as("rank " + r).isEqualTo("PASS");
+        assertThat(ranks.next(r, 120)).as("rank " + r).isEqualTo("PASS " + (shm.equals("off") ? "tcp" : "shm"));
       }
       for (Process p : ranks.procs) {
         assertThat(p.waitFor(30, TimeUnit.SECONDS)).isTrue();
         assertThat(p.exitValue()).isZero();
       }
     }
+    Set<String> after = ShmCommunicatorTest.segmentFiles();
+    after.removeAll(before);
+    assertThat(after).as("no shared-memory file is left behind").isEmpty();
   }
 
-  @Test
-  void aPeerKilledInTheMiddleOfAnAllReduceMakesTheOthersFailWithinSeconds() throws Exception {
-    try (Ranks ranks = new Ranks(3, "loop")) {
+  @ParameterizedTest(name = "shm={0}")
+  @ValueSource(strings = {"auto", "off"})
+  void aPeerKilledInTheMiddleOfAnAllReduceMakesTheOthersFailWithinSeconds(String shm) throws Exception {
+    Set<String> before = ShmCommunicatorTest.segmentFiles();
+    try (Ranks ranks = new Ranks(3, "loop", shm)) {
       for (int r = 0; r < 3; r++) {
-        assertThat(ranks.next(r, 120)).as("rank " + r).isEqualTo("RUNNING");
+        assertThat(ranks.next(r, 120)).as("rank " + r).isEqualTo("RUNNING " + (shm.equals("off") ? "tcp" : "shm"));
       }
       Thread.sleep(200);
       long start = System.nanoTime();
@@ -122,5 +135,8 @@ class TcpProcessTest {
       assertThat(f0).containsAnyOf("rank 1 at " + ranks.addrs.get(1), "rank 2 at " + ranks.addrs.get(2));
       assertThat(f2).containsAnyOf("rank 1 at " + ranks.addrs.get(1), "rank 0 at " + ranks.addrs.get(0));
     }
+    Set<String> after = ShmCommunicatorTest.segmentFiles();
+    after.removeAll(before);
+    assertThat(after).as("no shared-memory file is left behind by a killed rank").isEmpty();
   }
 }
