@@ -11,7 +11,6 @@ final class Args {
   private final String command;
   private final Map<String, String> values = new LinkedHashMap<>();
   private final List<String> confs = new ArrayList<>();
-  private final List<String> positional = new ArrayList<>();
 
   private Args(String command) {
     this.command = command;
@@ -21,8 +20,7 @@ final class Args {
    * @param flags the flags this subcommand takes (without {@code --}); {@code conf} may repeat
    * @param switches flags that take no value
    */
-  static Args parse(String command, String[] args, int from, Set<String> flags, Set<String> switches,
-      boolean allowPositional) {
+  static Args parse(String command, String[] args, int from, Set<String> flags, Set<String> switches) {
     Args a = new Args(command);
     for (int i = from; i < args.length; i++) {
       String s = args[i];
@@ -55,8 +53,6 @@ final class Args {
         } else if (a.values.put(name, value) != null) {
           throw new UsageException("flag --" + name + " given twice");
         }
-      } else if (allowPositional) {
-        a.positional.add(s);
       } else {
         throw new UsageException("unexpected argument '" + s + "' for '" + command + "'");
       }
@@ -104,9 +100,5 @@ final class Args {
       m.put(c.substring(0, eq).trim(), c.substring(eq + 1));
     }
     return m;
-  }
-
-  List<String> positional() {
-    return positional;
   }
 }

@@ -53,11 +53,11 @@ public final class SparkTpCli {
       switch (cmd) {
         case "infer" -> Infer.run(Args.parse(cmd, args, 1, Set.of("model", "input", "output", "format",
             "output-format", "features-col", "output-col", "tp", "groups", "batch-size", "backend", "mode", "master",
-            "conf"), Set.of(), false), out, err);
+            "conf"), Set.of()), out, err);
         case "demo" -> Demo.run(Args.parse(cmd, args, 1, Set.of("tp", "rows", "batch-size", "master", "conf"),
-            Set.of(), false), out, err);
-        case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp"), Set.of(), false), out);
-        case "doctor" -> Doctor.run(Args.parse(cmd, args, 1, Set.of("master", "conf"), Set.of(), false), out);
+            Set.of()), out, err);
+        case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp"), Set.of()), out);
+        case "doctor" -> Doctor.run(Args.parse(cmd, args, 1, Set.of("master", "conf"), Set.of()), out);
         case "bench" -> Bench.run(Arrays.copyOfRange(args, 1, args.length));
         default -> throw new UsageException("unknown command '" + cmd + "'");
       }

@@ -11,7 +11,6 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashMap;
-import java.util.List;
 import java.util.Map;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.BeforeAll;
@@ -171,9 +170,5 @@ class CliTest {
       a[i] = arr.get(i).asDouble();
     }
     return a;
-  }
-
-  static List<String> lines(Path p) throws IOException {
-    return Files.readAllLines(p);
   }
 }
