@@ -98,6 +98,58 @@ public interface Backend extends AutoCloseable {
    */
   void embeddingBag(Tensor table, int idStart, int[] ids, int[] offsets, boolean mean, Tensor out);
 
+  // --- issue 10: transformer ops (generic implementations here; CpuBackend overrides them) ---
+
+  /**
+   * Scaled dot-product attention per sequence and head, {@code O_h = softmax(Q_h K_h^T * scale + M) V_h},
+   * over a ragged token batch: sequence {@code s} is tokens {@code [offsets[s], offsets[s+1])}, and
+   * {@code M} is the causal mask ({@code -inf} above the diagonal) when {@code causal}, else zero.
+   * {@code qkv} is {@code [tokens, *]}: query head {@code h} is columns {@code qCol + h*headDim ..},
+   * its key and value heads are {@code kvOf[h]} at {@code kCol + kvOf[h]*headDim} and
+   * {@code vCol + kvOf[h]*headDim}. {@code out} is {@code [tokens, qHeads*headDim]}, overwritten.
+   */
+  default void attention(Tensor qkv, int qCol, int kCol, int vCol, int[] kvOf, int headDim, int[] offsets,
+      boolean causal, float scale, Tensor out) {
+    float[] x = download(qkv);
+    float[] o = TransformerMath.attention(x, qkv.cols(), qCol, kCol, vCol, kvOf, headDim, offsets, causal, scale);
+    write(out, 0, o, 0, o.length);
+  }
+
+  /**
+   * Rotary position embedding in place, HF's {@code rotate_half} convention, on {@code heads} heads of
+   * {@code headDim} columns starting at column {@code col}: with {@code a = positions[t] * invFreq[i]},
+   * {@code x[i] <- x[i] cos a - x[i + d/2] sin a} and {@code x[i + d/2] <- x[i + d/2] cos a + x[i] sin a}.
+   */
+  default void rope(Tensor x, int col, int heads, int headDim, int[] positions, float[] invFreq) {
+    float[] v = download(x);
+    TransformerMath.rope(v, x.cols(), col, heads, headDim, positions, invFreq);
+    write(x, 0, v, 0, v.length);
+  }
+
+  /** RMS normalisation over each row, in place: {@code y = x / sqrt(mean(x^2) + eps) * gamma}. */
+  default void rmsNorm(Tensor x, Tensor gamma, float eps) {
+    float[] v = download(x);
+    TransformerMath.rmsNorm(v, x.cols(), download(gamma), eps);
+    write(x, 0, v, 0, v.length);
+  }
+
+  /**
+   * SwiGLU: {@code out[:, j] = silu(gateUp[:, j]) * gateUp[:, half + j]} for {@code j < half}, where
+   * {@code gateUp} is {@code [rows, 2*half]} and {@code out} is {@code [rows, half]}.
+   */
+  default void swiglu(Tensor gateUp, Tensor out) {
+    float[] v = download(gateUp);
+    float[] o = TransformerMath.swiglu(v, gateUp.rows(), gateUp.cols() / 2);
+    write(out, 0, o, 0, o.length);
+  }
+
+  /** {@code dst[i, :] = src[rows[i], :]} for every {@code i}. */
+  default void selectRows(Tensor src, int[] rows, Tensor dst) {
+    for (int i = 0; i < rows.length; i++) {
+      copyBlock(src, rows[i], 0, dst, i, 0, 1, src.cols());
+    }
+  }
+
   /** Live tensors made by this backend and not yet closed. */
   long liveTensors();
 

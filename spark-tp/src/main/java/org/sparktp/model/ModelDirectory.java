@@ -124,7 +124,8 @@ public final class ModelDirectory implements AutoCloseable {
     return open(new Path(dir), new Configuration());
   }
 
-  private static Map<String, String> readIndex(Path index, FileSystem fs) throws IOException {
+  /** Reads the {@code weight_map} of a sharded checkpoint's index: tensor name -> file name. */
+  public static Map<String, String> readIndex(Path index, FileSystem fs) throws IOException {
     String text;
     try (FSDataInputStream in = fs.open(index)) {
       text = new String(in.readAllBytes(), StandardCharsets.UTF_8);

@@ -5,19 +5,19 @@ import org.sparktp.backend.Backend;
 import org.sparktp.tensor.Tensor;
 
 /** {@code act(X W^T + b)} on one rank, with {@code W} in PyTorch's {@code [out, in]} layout; no weight copy. */
-final class LinearKernel implements AutoCloseable {
+public final class LinearKernel implements AutoCloseable {
   final Tensor weight; // [out, in]
   final Tensor bias; // [1, out] or null
   final Activation epilogue;
 
-  LinearKernel(Tensor weight, Tensor bias, Activation epilogue) {
+  public LinearKernel(Tensor weight, Tensor bias, Activation epilogue) {
     this.weight = weight;
     this.bias = bias;
     this.epilogue = epilogue == null ? Activation.IDENTITY : epilogue;
   }
 
   /** {@code act(x W^T + bias)}; {@code bias} and the activation are applied in one pass over the output. */
-  Tensor apply(Tensor x, boolean withBias, RunContext ctx, String name) {
+  public Tensor apply(Tensor x, boolean withBias, RunContext ctx, String name) {
     if (x.cols() != weight.cols()) {
       throw new IllegalArgumentException("Layer " + name + " expects input width " + weight.cols() + ", got "
           + x.cols());
@@ -31,7 +31,12 @@ final class LinearKernel implements AutoCloseable {
     return y;
   }
 
-  long bytes() {
+  /** The bias {@code [1, out]} or null. */
+  public Tensor bias() {
+    return bias;
+  }
+
+  public long bytes() {
     return 4 * (weight.numel() + (bias == null ? 0 : bias.numel()));
   }
 

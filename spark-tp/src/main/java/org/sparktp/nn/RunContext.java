@@ -35,7 +35,8 @@ public final class RunContext {
     return computeNanos;
   }
 
-  void addCompute(long nanos) {
+  /** Adds local compute time (ops call it around their kernels). */
+  public void addCompute(long nanos) {
     computeNanos += nanos;
   }
 }

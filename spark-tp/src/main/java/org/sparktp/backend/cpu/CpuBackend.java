@@ -324,6 +324,25 @@ public final class CpuBackend implements Backend {
     }
   }
 
+  // --- issue 10: transformer ops (CpuTransformer) ---
+
+  @Override
+  public void attention(Tensor qkv, int qCol, int kCol, int vCol, int[] kvOf, int headDim, int[] offsets,
+      boolean causal, float scale, Tensor out) {
+    CpuTransformer.attention(cpu(qkv), qCol, kCol, vCol, kvOf, headDim, offsets, causal, scale, cpu(out));
+  }
+
+  @Override
+  public void rmsNorm(Tensor x, Tensor gamma, float eps) {
+    CpuTensor tx = cpu(x);
+    CpuTransformer.rmsNorm(tx, vector(gamma, tx.cols(), "rms_norm weight"), eps);
+  }
+
+  @Override
+  public void swiglu(Tensor gateUp, Tensor out) {
+    CpuTransformer.swiglu(cpu(gateUp), cpu(out));
+  }
+
   @Override
   public long liveTensors() {
     return liveTensors.get();

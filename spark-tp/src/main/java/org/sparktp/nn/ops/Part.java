@@ -1,0 +1,107 @@
+package org.sparktp.nn.ops;
+
+import java.io.Serializable;
+import java.util.ArrayList;
+import java.util.List;
+import org.sparktp.backend.Activation;
+import org.sparktp.nn.LinearKernel;
+
+/**
+ * A logical part of a linear's weight on disk: {@code Y_part = X W_part^T + b_part} with
+ * {@code W_part} the output features {@code [offset, offset + out)} of {@code weight}. {@code weight}
+ * is PyTorch's {@code nn.Linear} layout {@code [outTotal, in]}, or with {@code conv1d} GPT-2's
+ * {@code Conv1D} layout {@code [in, outTotal]}. A fused tensor (GPT-2's {@code c_attn}
+ * {@code [in, 3*hidden]}, a merged gate/up) is several parts of one tensor, each split on its own, as
+ * vLLM's {@code QKVParallelLinear.weight_loader} does.
+ *
+ * @param bias the bias tensor {@code [outTotal]} or null
+ */
+public record Part(String weight, String bias, boolean conv1d, int offset, int out, int outTotal, int in)
+    implements Serializable {
+
+  /** A whole {@code nn.Linear} {@code [out, in]}. */
+  public static Part linear(String weight, String bias, int out, int in) {
+    return new Part(weight, bias, false, 0, out, out, in);
+  }
+
+  /** A whole GPT-2 {@code Conv1D} {@code [in, out]}. */
+  public static Part conv1d(String weight, String bias, int out, int in) {
+    return new Part(weight, bias, true, 0, out, out, in);
+  }
+
+  /** Column-parallel: the slices for output features {@code [start, start + count)} of this part. */
+  List<Slice> columnSlices(int start, int count) {
+    List<Slice> s = new ArrayList<>();
+    s.add(conv1d ? Slice.columns(weight, offset + start, count, in, outTotal)
+        : Slice.rows(weight, offset + start, count, outTotal, in));
+    if (bias != null) {
+      s.add(Slice.elements(bias, offset + start, count, outTotal));
+    }
+    return s;
+  }
+
+  /** Row-parallel: the slices for input features {@code [start, start + count)} (the whole bias). */
+  List<Slice> rowSlices(int start, int count) {
+    List<Slice> s = new ArrayList<>();
+    s.add(conv1d ? Slice.rows(weight, start, count, in, outTotal) : Slice.columns(weight, start, count, outTotal, in));
+    if (bias != null) {
+      s.add(Slice.elements(bias, 0, outTotal, outTotal));
+    }
+    return s;
+  }
+
+  /** A column range of one part: output features {@code [start, start + count)} of {@code part}. */
+  record Range(Part part, int start, int count) implements Serializable {}
+
+  /**
+   * A column-parallel kernel for several parts fused into one GEMM: its weight is the parts' blocks
+   * stacked, {@code [sum count, in]}, its output the parts' columns side by side.
+   */
+  static LinearKernel columnKernel(List<Range> ranges, Weights w, Activation epilogue) {
+    int in = ranges.get(0).part().in();
+    int rows = 0;
+    boolean anyBias = false;
+    for (Range r : ranges) {
+      rows += r.count();
+      anyBias |= r.part().bias() != null;
+    }
+    float[] wt = new float[Math.multiplyExact(rows, in)];
+    float[] bt = anyBias ? new float[rows] : null;
+    int row = 0;
+    for (Range r : ranges) {
+      List<Slice> sl = r.part().columnSlices(r.start(), r.count());
+      float[] block = w.host(sl.get(0));
+      if (r.part().conv1d()) {
+        transposeInto(block, in, r.count(), wt, row * in);
+      } else {
+        System.arraycopy(block, 0, wt, row * in, r.count() * in);
+      }
+      if (r.part().bias() != null) {
+        System.arraycopy(w.host(sl.get(1)), 0, bt, row, r.count());
+      }
+      row += r.count();
+    }
+    return new LinearKernel(w.upload(wt, rows, in), bt == null ? null : w.upload(bt, 1, rows), epilogue);
+  }
+
+  /** A row-parallel kernel for input features {@code [start, start + count)}: weight {@code [out, count]}. */
+  LinearKernel rowKernel(int start, int count, Weights w) {
+    List<Slice> sl = rowSlices(start, count);
+    float[] block = w.host(sl.get(0));
+    float[] wt = block;
+    if (conv1d) {
+      wt = new float[block.length];
+      transposeInto(block, count, outTotal, wt, 0);
+    }
+    return new LinearKernel(w.upload(wt, outTotal, count), bias == null ? null : w.tensor(sl.get(1)), null);
+  }
+
+  /** {@code dst[off + j*rows + i] = src[i*cols + j]}: a {@code [rows, cols]} block transposed. */
+  static void transposeInto(float[] src, int rows, int cols, float[] dst, int off) {
+    for (int i = 0; i < rows; i++) {
+      for (int j = 0; j < cols; j++) {
+        dst[off + j * rows + i] = src[i * cols + j];
+      }
+    }
+  }
+}

@@ -1,0 +1,101 @@
+package org.sparktp.nn.ops;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.sparktp.backend.Backend;
+import org.sparktp.nn.DistTensor;
+import org.sparktp.nn.Layout;
+import org.sparktp.nn.Mappings;
+import org.sparktp.tensor.Tensor;
+
+/**
+ * {@code y = x + f(x)}, {@code f} the ops of {@code body} (their layouts planned inside). A body that
+ * ends {@link Layout#PARTIAL} (attention, MLP) is all-reduced before the addition: the block's one
+ * collective. When the body or its collective fails, everything the block made is closed and the
+ * first cause propagates.
+ */
+public record ResidualOp(String name, List<Op> body) implements Op {
+
+  public ResidualOp {
+    body = List.copyOf(body);
+  }
+
+  @Override
+  public Layout in() {
+    return Layout.REPLICATED;
+  }
+
+  @Override
+  public Layout out() {
+    return Layout.REPLICATED;
+  }
+
+  @Override
+  public int collectives(int p) {
+    int n = body.get(body.size() - 1).out() != Layout.REPLICATED && p > 1 ? 1 : 0;
+    for (Op o : body) {
+      n += o.collectives(p);
+    }
+    return n;
+  }
+
+  @Override
+  public List<Slice> slices(int p, int rank) {
+    List<Slice> s = new ArrayList<>();
+    for (Op o : body) {
+      s.addAll(o.slices(p, rank));
+    }
+    return s;
+  }
+
+  @Override
+  public List<Op> children() {
+    return body;
+  }
+
+  @Override
+  public String describe(int p) {
+    return "residual " + name + " { x + f(x) }" + (collectives(p) > 0 ? ", all-reduce before the addition" : "");
+  }
+
+  @Override
+  public OpKernel build(int p, int rank, Weights w, Backend backend) {
+    List<OpKernel> ks = new ArrayList<>();
+    for (Op o : body) {
+      ks.add(o.build(p, rank, w, backend));
+    }
+    return (x, tokens, ctx) -> {
+      Tensor skip;
+      try {
+        skip = ctx.backend().empty(x.rows(), x.width());
+        ctx.backend().copyBlock(x.local(), 0, 0, skip, 0, 0, x.rows(), x.width());
+      } catch (RuntimeException e) {
+        AttentionOp.closeQuietly(x, e);
+        throw e;
+      }
+      try {
+        DistTensor h = x;
+        for (OpKernel k : ks) {
+          h = k.forward(h, tokens, ctx);
+        }
+        h = reduce(h, ctx);
+        long t0 = System.nanoTime();
+        ctx.backend().add(h.local(), skip);
+        ctx.addCompute(System.nanoTime() - t0);
+        return h;
+      } finally {
+        skip.close();
+      }
+    };
+  }
+
+  /** To replicated; closes its input when the collective fails. */
+  static DistTensor reduce(DistTensor h, org.sparktp.nn.RunContext ctx) {
+    try {
+      return Mappings.toReplicated(h, ctx);
+    } catch (RuntimeException e) {
+      AttentionOp.closeQuietly(h, e);
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,57 @@
+package org.sparktp.nn.ops;
+
+import java.io.Serializable;
+
+/**
+ * A block of a checkpoint tensor that one rank reads: rows {@code [start, start + count)} of a
+ * {@code [rows, cols]} tensor (a contiguous byte range; for a 1-D tensor an element range), columns
+ * {@code [start, start + count)} of every row (one range per row), or the whole tensor. Two ops that
+ * read the same slice of the same tensor (tied weights) share one copy: {@link #id()} names it.
+ *
+ * @param tensor the checkpoint tensor's name
+ * @param rows the tensor's rows (1 for a 1-D tensor read as {@code [1, n]}: then rows are elements)
+ * @param cols the tensor's columns
+ */
+public record Slice(String tensor, Read read, int start, int count, int rows, int cols) implements Serializable {
+
+  /** How a slice is cut out of its tensor. */
+  public enum Read { ROWS, COLUMNS, ALL }
+
+  public static Slice rows(String tensor, int start, int count, int rows, int cols) {
+    return new Slice(tensor, Read.ROWS, start, count, rows, cols);
+  }
+
+  public static Slice columns(String tensor, int start, int count, int rows, int cols) {
+    return new Slice(tensor, Read.COLUMNS, start, count, rows, cols);
+  }
+
+  public static Slice all(String tensor, int rows, int cols) {
+    return new Slice(tensor, Read.ALL, 0, rows, rows, cols);
+  }
+
+  /** A 1-D tensor {@code [n]}: elements {@code [start, start + count)}. */
+  public static Slice elements(String tensor, int start, int count, int n) {
+    return new Slice(tensor, Read.ROWS, start, count, n, 1);
+  }
+
+
+  /** The key two ops share a slice by. */
+  public String id() {
+    return tensor + (read == Read.ALL ? "" : read == Read.ROWS ? "[" + start + ":" + (start + count) + ", :]"
+        : "[:, " + start + ":" + (start + count) + "]");
+  }
+
+  /** Shape of the block read: {@code [count, cols]}, {@code [rows, count]} or {@code [rows, cols]}. */
+  public int blockRows() {
+    return read == Read.COLUMNS || read == Read.ALL ? rows : count;
+  }
+
+  public int blockCols() {
+    return read == Read.ROWS || read == Read.ALL ? cols : count;
+  }
+
+  /** Float32 elements of the block. */
+  public long elements() {
+    return (long) blockRows() * blockCols();
+  }
+}
