@@ -79,9 +79,7 @@ public record AttentionOp(String name, int hidden, int heads, int kvHeads, int h
   @Override
   public List<Slice> slices(int p, int rank) {
     List<Slice> s = new ArrayList<>();
-    for (Part.Range r : ranges(p, rank)) {
-      s.addAll(r.part().columnSlices(r.start(), r.count()));
-    }
+    s.addAll(Part.columnSlices(ranges(p, rank)));
     Split hs = headSplit(p);
     s.addAll(o.rowSlices(hs.offset(rank) * headDim, hs.length(rank) * headDim));
     return s;

@@ -52,9 +52,7 @@ public record MlpOp(String name, int hidden, int intermediate, Activation act, P
   @Override
   public List<Slice> slices(int p, int rank) {
     List<Slice> s = new ArrayList<>();
-    for (Part.Range r : ranges(p, rank)) {
-      s.addAll(r.part().columnSlices(r.start(), r.count()));
-    }
+    s.addAll(Part.columnSlices(ranges(p, rank)));
     s.addAll(down.rowSlices(split(p).offset(rank), split(p).length(rank)));
     return s;
   }

@@ -54,10 +54,41 @@ public record Part(String weight, String bias, boolean conv1d, int offset, int o
   record Range(Part part, int start, int count) implements Serializable {}
 
   /**
+   * Ranges merged where they are adjacent in the same tensor (GPT-2's {@code c_attn} on one rank: q, k and
+   * v are one contiguous block), so that each block is read once.
+   */
+  static List<Range> merged(List<Range> ranges) {
+    List<Range> out = new ArrayList<>();
+    for (Range r : ranges) {
+      Range last = out.isEmpty() ? null : out.get(out.size() - 1);
+      if (last != null && last.part().weight().equals(r.part().weight())
+          && java.util.Objects.equals(last.part().bias(), r.part().bias())
+          && last.part().offset() + last.start() + last.count() == r.part().offset() + r.start()) {
+        Part whole = new Part(last.part().weight(), last.part().bias(), last.part().conv1d(), 0,
+            last.part().outTotal(), last.part().outTotal(), last.part().in());
+        out.set(out.size() - 1, new Range(whole, last.part().offset() + last.start(), last.count() + r.count()));
+      } else {
+        out.add(r);
+      }
+    }
+    return out;
+  }
+
+  /** The slices of column ranges (adjacent ones merged). */
+  static List<Slice> columnSlices(List<Range> ranges) {
+    List<Slice> s = new ArrayList<>();
+    for (Range r : merged(ranges)) {
+      s.addAll(r.part().columnSlices(r.start(), r.count()));
+    }
+    return s;
+  }
+
+  /**
    * A column-parallel kernel for several parts fused into one GEMM: its weight is the parts' blocks
    * stacked, {@code [sum count, in]}, its output the parts' columns side by side.
    */
-  static LinearKernel columnKernel(List<Range> ranges, Weights w, Activation epilogue) {
+  static LinearKernel columnKernel(List<Range> all, Weights w, Activation epilogue) {
+    List<Range> ranges = merged(all);
     int in = ranges.get(0).part().in();
     int rows = 0;
     boolean anyBias = false;
