@@ -8,7 +8,7 @@ import org.sparktp.tensor.Tensor;
 /**
  * The collectives that change an activation's layout, in one place (Megatron's {@code mappings.py}).
  * Each is named by the change it makes; each skips communication when the group has one rank. Every
- * method consumes its input (closes it when it returns a new tensor).
+ * method consumes its input (closes it when it returns a new tensor, and when its collective fails).
  */
 public final class Mappings {
   private Mappings() {}
@@ -35,7 +35,12 @@ public final class Mappings {
   }
 
   static DistTensor reduceFromPartial(DistTensor x, RunContext ctx) {
-    ctx.comm().allReduce(x.local());
+    try {
+      ctx.comm().allReduce(x.local());
+    } catch (RuntimeException e) {
+      x.close(); // consumed on failure too: a failed collective leaks nothing
+      throw e;
+    }
     if (x.pendingBias() != null) {
       long t0 = System.nanoTime();
       ctx.backend().addBias(x.local(), x.pendingBias());
@@ -57,7 +62,12 @@ public final class Mappings {
       counts[r] = Math.multiplyExact(rows, split.length(r));
     }
     try (Tensor gathered = be.empty(1, (int) org.sparktp.comm.Collectives.sum(counts))) {
-      comm.allGather(x.local(), gathered, counts);
+      try {
+        comm.allGather(x.local(), gathered, counts);
+      } catch (RuntimeException e) {
+        x.close();
+        throw e;
+      }
       Tensor out = be.empty(rows, split.size());
       int off = 0;
       for (int r = 0; r < counts.length; r++) {

@@ -360,9 +360,15 @@ final class RankTask
       try {
         comm.abort(cause);
         comm.close();
+      } catch (RuntimeException e) {
+        cause.addSuppressed(e);
       } finally {
         if (l != null) {
-          l.discard();
+          try {
+            l.discard();
+          } catch (RuntimeException | Error e) {
+            cause.addSuppressed(e); // a later error (a leak report) must not hide the first cause
+          }
         }
       }
     }
