@@ -29,8 +29,8 @@ import org.apache.hadoop.fs.Path;
  *
  * <p>The file is read through Hadoop's {@link FileSystem} ({@code file:}, {@code hdfs:}, {@code s3a:} …)
  * into memory and handed to the native library; nothing is written next to the model. The native library
- * is the CPU build inside the DJL jar (Linux x86-64, macOS arm64, Windows x86-64, Linux arm64), copied once
- * to DJL's cache folder ({@code ~/.djl.ai}, or {@code $DJL_CACHE_DIR}, or the temporary folder when the home
+ * is the CPU build inside the DJL jar (Linux x86-64, macOS arm64, Windows x86-64, Linux arm64; the shaded
+ * spark-submit jar keeps only Linux x86-64's), copied once to DJL's cache folder ({@code ~/.djl.ai}, or {@code $DJL_CACHE_DIR}, or the temporary folder when the home
  * folder is not writable). Unless the user set them, this class sets the system properties
  * {@code RUST_FLAVOR=cpu} (so DJL never tries to download a CUDA build of the tokenizer on a GPU host) and
  * {@code OPT_OUT_TRACKING=true} (so DJL makes no telemetry call): executors often have no network.
