@@ -11,6 +11,8 @@ Writes one folder per model, in the layout Hugging Face's save_pretrained writes
   qwen2/   config.json, model.safetensors (F16, GQA 6/2, q/k/v biases, tied head), reference.json
   gpt2/    config.json, model.safetensors (F32, Conv1D [in, out] weights, tied head),
            tokenizer.json (byte-level BPE), reference.json
+  rope_reference.json   rotary embeddings alone (no rope_scaling, linear, llama3): inv_freq, and vectors
+           rotated at positions up to 20000
 
 No `transformers`, `safetensors` or `tokenizers` package is used (Debian ships none of them): the models
 are written plainly in torch following HF's modeling_bert.py, modeling_llama.py, modeling_qwen2.py and
@@ -951,8 +953,41 @@ def self_check():
     assert torch.allclose(y, torch.cat([z.real, z.imag], dim=-1), atol=1e-12)
 
 
+def make_rope_reference():
+    """Rotary embeddings alone: inv_freq and rotated vectors for default, linear and llama3 scaling (the
+    last with Llama 3.1's values, so that its three frequency bands all occur)."""
+    cases = [
+        {"head_dim": 8, "rope_theta": 10000.0, "rope_scaling": None},
+        {"head_dim": 16, "rope_theta": 1000000.0, "rope_scaling": {"rope_type": "linear", "factor": 4.0}},
+        {"head_dim": 8, "rope_theta": 10000.0,
+         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 16}},
+        {"head_dim": 64, "rope_theta": 500000.0,
+         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 8192}},
+    ]
+    positions = [0, 1, 2, 7, 47, 1000, 20000]
+    g = torch.Generator().manual_seed(3001)
+    for c in cases:
+        inv = rope_inv_freq(c["head_dim"], c["rope_theta"], c["rope_scaling"])
+        x = torch.randn(len(positions), c["head_dim"], generator=g, dtype=torch.float64)
+        pos = torch.tensor(positions, dtype=torch.float64)
+        freqs = torch.outer(pos, inv)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        x1, x2 = x[:, : c["head_dim"] // 2], x[:, c["head_dim"] // 2:]
+        rotated = x * emb.cos() + torch.cat([-x2, x1], dim=-1) * emb.sin()
+        c["inv_freq"] = inv.tolist()
+        c["positions"] = positions
+        c["x"] = x.tolist()
+        c["rotated"] = rotated.tolist()
+    return {"convention": "rotate_half: out = x * cos(p * f) + rotate_half(x) * sin(p * f), "
+                          "rotate_half(x) = [-x[d/2:], x[:d/2]], f = inv_freq repeated twice",
+            "cases": cases}
+
+
 def main(root):
     self_check()
+    write_json(os.path.join(root, "rope_reference.json"), make_rope_reference(), indent=None, sort_keys=False)
     truncate = 8
 
     vocab = bert_vocab()

@@ -142,6 +142,53 @@ class HfFixturesTest {
     }
   }
 
+  @org.junit.jupiter.api.Test
+  void ropeReferenceFollowsItsOwnDefinition() {
+    java.util.List<HfFixtures.RopeCase> cases = HfFixtures.rope();
+    assertThat(cases).hasSize(4);
+    for (HfFixtures.RopeCase c : cases) {
+      int half = c.headDim() / 2;
+      assertThat(c.invFreq()).hasSize(half);
+      String type = c.ropeScaling().isNull() ? "default" : c.ropeScaling().get("rope_type").asText();
+      double[] base = new double[half];
+      for (int i = 0; i < half; i++) {
+        base[i] = 1.0 / Math.pow(c.ropeTheta(), 2.0 * i / c.headDim());
+      }
+      if (!type.equals("llama3")) {
+        double factor = type.equals("linear") ? c.ropeScaling().get("factor").asDouble() : 1.0;
+        assertClose(c.invFreq(), java.util.Arrays.stream(base).map(x -> x / factor).toArray(), "inv_freq " + type);
+      } else {
+        // every frequency is the base one divided by a factor in [1, factor]
+        double factor = c.ropeScaling().get("factor").asDouble();
+        for (int i = 0; i < half; i++) {
+          assertThat(base[i] / c.invFreq()[i]).isBetween(1 - 1e-12, factor + 1e-12);
+        }
+      }
+      for (int k = 0; k < c.positions().length; k++) {
+        double[] x = c.x()[k];
+        double[] want = new double[c.headDim()];
+        for (int i = 0; i < half; i++) {
+          double a = c.positions()[k] * c.invFreq()[i];
+          want[i] = x[i] * Math.cos(a) - x[i + half] * Math.sin(a);
+          want[i + half] = x[i + half] * Math.cos(a) + x[i] * Math.sin(a);
+        }
+        assertClose(c.rotated()[k], want, "rope " + type + " at position " + c.positions()[k]);
+      }
+    }
+    // Llama 3.1's values put frequencies in all three llama3 bands: kept, interpolated, divided by factor
+    HfFixtures.RopeCase l31 = cases.get(3);
+    long kept = 0;
+    long divided = 0;
+    for (int i = 0; i < l31.headDim() / 2; i++) {
+      double ratio = 1.0 / Math.pow(l31.ropeTheta(), 2.0 * i / l31.headDim()) / l31.invFreq()[i];
+      kept += Math.abs(ratio - 1) < 1e-12 ? 1 : 0;
+      divided += Math.abs(ratio - 8) < 1e-9 ? 1 : 0;
+    }
+    assertThat(kept).isPositive();
+    assertThat(divided).isPositive();
+    assertThat(kept + divided).isLessThan(l31.headDim() / 2);
+  }
+
   private static void assertInVocab(int[] ids, int vocab, String what) {
     for (int id : ids) {
       assertThat(id).as("%s id", what).isBetween(0, vocab - 1);

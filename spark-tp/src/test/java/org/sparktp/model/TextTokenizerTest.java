@@ -67,6 +67,43 @@ class TextTokenizerTest {
   }
 
   @Test
+  void anEmptyTextHasOnlyTheSpecialTokens() throws Exception {
+    try (TextTokenizer gpt2 = TextTokenizer.open(hadoopDir("gpt2"), new Configuration());
+        TextTokenizer bert = TextTokenizer.open(hadoopDir("bert"), new Configuration())) {
+      assertThat(gpt2.encode("")).isEmpty();
+      assertThat(bert.encode("")).containsExactly(2, 3); // [CLS] [SEP]
+    }
+  }
+
+  @Test
+  void encodesFromSeveralThreadsAtOnce() throws Exception {
+    HfFixtures.Fixture f = HfFixtures.load("gpt2");
+    try (TextTokenizer t = TextTokenizer.open(hadoopDir("gpt2"), new Configuration())) {
+      java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(4);
+      try {
+        List<java.util.concurrent.Future<Boolean>> results = new java.util.ArrayList<>();
+        for (int k = 0; k < 16; k++) {
+          results.add(pool.submit(() -> {
+            for (int r = 0; r < 20; r++) {
+              for (int i = 0; i < f.texts().size(); i++) {
+                if (!java.util.Arrays.equals(t.encode(f.texts().get(i)), f.textIds().get(i))) {
+                  return false;
+                }
+              }
+            }
+            return true;
+          }));
+        }
+        for (java.util.concurrent.Future<Boolean> r : results) {
+          assertThat(r.get()).isTrue();
+        }
+      } finally {
+        pool.shutdownNow();
+      }
+    }
+  }
+
+  @Test
   void readsTheFileThroughHadoopFileSystem() throws Exception {
     java.nio.file.Path file = HfFixtures.dir("gpt2").resolve("tokenizer.json");
     CountingFileSystem.reset();

@@ -81,6 +81,34 @@ public final class HfFixtures {
     }
   }
 
+  /**
+   * One rotary-embedding case of {@code hf/rope_reference.json}: the config values ({@code ropeScaling} is
+   * the config's {@code rope_scaling} object, or a JSON null), HF's {@code inv_freq} ({@code [headDim/2]}),
+   * and for each position {@code p} a vector {@code x[i]} and its rotation
+   * {@code x * cos(p f) + rotate_half(x) * sin(p f)}, {@code f = [inv_freq, inv_freq]}.
+   */
+  public record RopeCase(int headDim, double ropeTheta, JsonNode ropeScaling, double[] invFreq, int[] positions,
+      double[][] x, double[][] rotated) {}
+
+  /** The rotary-embedding references (no scaling; linear; llama3 twice, once with all three bands). */
+  public static List<RopeCase> rope() {
+    URL url = HfFixtures.class.getResource("/hf/rope_reference.json");
+    if (url == null) {
+      throw new IllegalStateException("No hf/rope_reference.json on the test classpath");
+    }
+    try {
+      JsonNode root = new ObjectMapper().readTree(url);
+      List<RopeCase> out = new ArrayList<>();
+      for (JsonNode c : root.get("cases")) {
+        out.add(new RopeCase(c.get("head_dim").asInt(), c.get("rope_theta").asDouble(), c.get("rope_scaling"),
+            doubles(c.get("inv_freq")), ints(c.get("positions")), matrix(c.get("x")), matrix(c.get("rotated"))));
+      }
+      return List.copyOf(out);
+    } catch (IOException e) {
+      throw new UncheckedIOException("Cannot read hf/rope_reference.json", e);
+    }
+  }
+
   /** The model directory of fixture {@code name} (on the test classpath). */
   public static Path dir(String name) {
     URL url = HfFixtures.class.getResource("/hf/" + name + "/config.json");
