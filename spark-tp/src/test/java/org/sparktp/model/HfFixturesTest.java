@@ -189,6 +189,38 @@ class HfFixturesTest {
     assertThat(kept + divided).isLessThan(l31.headDim() / 2);
   }
 
+  @org.junit.jupiter.api.Test
+  void modifiedCopiesForBadInputTests(@org.junit.jupiter.api.io.TempDir java.nio.file.Path tmp) throws Exception {
+    java.nio.file.Path dir = HfFixtures.copy("llama", tmp);
+    HfFixtures.editConfig(dir, c -> c.put("model_type", "t5"));
+    assertThat(new ObjectMapper().readTree(Files.readString(dir.resolve("config.json"))).get("model_type").asText())
+        .isEqualTo("t5");
+    HfFixtures.removeTensor(dir, "model.layers.1.mlp.up_proj.weight");
+    HfFixtures.truncateRows(dir, "model.layers.0.self_attn.k_proj.weight", 15);
+    Configuration conf = new Configuration();
+    try (SafetensorsFile shard2 = SafetensorsFile.open(new Path(dir.resolve("model-00002-of-00002.safetensors").toUri()), conf);
+        SafetensorsFile shard1 = SafetensorsFile.open(new Path(dir.resolve("model-00001-of-00002.safetensors").toUri()), conf);
+        SafetensorsFile original = SafetensorsFile.open(new Path(HfFixtures.dir("llama")
+            .resolve("model-00001-of-00002.safetensors").toUri()), conf)) {
+      assertThat(shard2.contains("model.layers.1.mlp.up_proj.weight")).isFalse();
+      assertThat(shard2.contains("model.layers.1.mlp.down_proj.weight")).isTrue();
+      assertThat(shard1.info("model.layers.0.self_attn.k_proj.weight").shape()).containsExactly(15, 64);
+      // the other tensors keep their values
+      assertThat(shard1.readAll("model.layers.0.self_attn.q_proj.weight"))
+          .containsExactly(original.readAll("model.layers.0.self_attn.q_proj.weight"));
+      float[] k = original.readAll("model.layers.0.self_attn.k_proj.weight");
+      assertThat(shard1.readAll("model.layers.0.self_attn.k_proj.weight"))
+          .containsExactly(java.util.Arrays.copyOf(k, 15 * 64));
+    }
+    JsonNode index = new ObjectMapper().readTree(Files.readString(dir.resolve("model.safetensors.index.json")));
+    assertThat(index.get("weight_map").has("model.layers.1.mlp.up_proj.weight")).isFalse();
+    // the committed fixture is untouched
+    try (SafetensorsFile committed = SafetensorsFile.open(new Path(HfFixtures.dir("llama")
+        .resolve("model-00002-of-00002.safetensors").toUri()), conf)) {
+      assertThat(committed.contains("model.layers.1.mlp.up_proj.weight")).isTrue();
+    }
+  }
+
   private static void assertInVocab(int[] ids, int vocab, String what) {
     for (int id : ids) {
       assertThat(id).as("%s id", what).isBetween(0, vocab - 1);

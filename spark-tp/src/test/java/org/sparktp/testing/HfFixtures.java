@@ -167,6 +167,131 @@ public final class HfFixtures {
     }
   }
 
+  // --- modified copies, for bad-input tests ---
+
+  /** Copies fixture {@code name} to {@code parent/name} (to be modified by a test) and returns the copy. */
+  public static Path copy(String name, Path parent) {
+    Path src = dir(name);
+    Path dst = parent.resolve(name);
+    try (java.util.stream.Stream<Path> files = Files.list(src)) {
+      Files.createDirectories(dst);
+      for (Path f : (Iterable<Path>) files::iterator) {
+        if (Files.isRegularFile(f)) {
+          Files.copy(f, dst.resolve(f.getFileName().toString()), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        }
+      }
+    } catch (IOException e) {
+      throw new UncheckedIOException("Cannot copy HF fixture " + name + " to " + dst, e);
+    }
+    return dst;
+  }
+
+  /** Rewrites {@code dir/config.json} with {@code edit} applied (e.g. {@code c -> c.put("model_type", "t5")}). */
+  public static void editConfig(Path dir, java.util.function.Consumer<com.fasterxml.jackson.databind.node.ObjectNode> edit) {
+    Path file = dir.resolve("config.json");
+    ObjectMapper mapper = new ObjectMapper();
+    try {
+      com.fasterxml.jackson.databind.node.ObjectNode c =
+          (com.fasterxml.jackson.databind.node.ObjectNode) mapper.readTree(Files.readString(file));
+      edit.accept(c);
+      Files.writeString(file, mapper.writerWithDefaultPrettyPrinter().writeValueAsString(c));
+    } catch (IOException e) {
+      throw new UncheckedIOException("Cannot edit " + file, e);
+    }
+  }
+
+  /** Removes {@code tensor} from the checkpoint in {@code dir} (and from its shard index, when sharded). */
+  public static void removeTensor(Path dir, String tensor) {
+    rewriteTensor(dir, tensor, null);
+    Path index = dir.resolve("model.safetensors.index.json");
+    if (Files.exists(index)) {
+      ObjectMapper mapper = new ObjectMapper();
+      try {
+        JsonNode idx = mapper.readTree(Files.readString(index));
+        ((com.fasterxml.jackson.databind.node.ObjectNode) idx.get("weight_map")).remove(tensor);
+        Files.writeString(index, mapper.writerWithDefaultPrettyPrinter().writeValueAsString(idx));
+      } catch (IOException e) {
+        throw new UncheckedIOException("Cannot edit " + index, e);
+      }
+    }
+  }
+
+  /** Keeps only the first {@code rows} entries of {@code tensor}'s first dimension, so its shape disagrees
+   * with the config (the header and data stay a valid safetensors file). */
+  public static void truncateRows(Path dir, String tensor, long rows) {
+    rewriteTensor(dir, tensor, rows);
+  }
+
+  /** The safetensors file of {@code dir} that holds {@code tensor}. */
+  public static Path fileOf(Path dir, String tensor) {
+    Path index = dir.resolve("model.safetensors.index.json");
+    try {
+      if (Files.exists(index)) {
+        JsonNode file = new ObjectMapper().readTree(Files.readString(index)).get("weight_map").get(tensor);
+        if (file == null) {
+          throw new IllegalArgumentException("No tensor " + tensor + " in " + index);
+        }
+        return dir.resolve(file.asText());
+      }
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+    return dir.resolve("model.safetensors");
+  }
+
+  /** Rewrites the file holding {@code tensor}: without it ({@code keepRows == null}) or with only its first
+   * {@code keepRows} rows. */
+  private static void rewriteTensor(Path dir, String tensor, Long keepRows) {
+    Path file = fileOf(dir, tensor);
+    ObjectMapper mapper = new ObjectMapper();
+    try {
+      byte[] bytes = Files.readAllBytes(file);
+      long n = java.nio.ByteBuffer.wrap(bytes, 0, 8).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong();
+      int dataStart = 8 + (int) n;
+      JsonNode header = mapper.readTree(new String(bytes, 8, (int) n, java.nio.charset.StandardCharsets.UTF_8));
+      if (!header.has(tensor)) {
+        throw new IllegalArgumentException("No tensor " + tensor + " in " + file);
+      }
+      com.fasterxml.jackson.databind.node.ObjectNode out = mapper.createObjectNode();
+      java.io.ByteArrayOutputStream data = new java.io.ByteArrayOutputStream();
+      for (java.util.Iterator<java.util.Map.Entry<String, JsonNode>> it = header.fields(); it.hasNext(); ) {
+        java.util.Map.Entry<String, JsonNode> e = it.next();
+        if (e.getKey().equals("__metadata__")) {
+          out.set(e.getKey(), e.getValue());
+          continue;
+        }
+        long begin = e.getValue().get("data_offsets").get(0).asLong();
+        long end = e.getValue().get("data_offsets").get(1).asLong();
+        com.fasterxml.jackson.databind.node.ArrayNode shape =
+            (com.fasterxml.jackson.databind.node.ArrayNode) e.getValue().get("shape").deepCopy();
+        if (e.getKey().equals(tensor)) {
+          if (keepRows == null) {
+            continue;
+          }
+          long rows = shape.get(0).asLong();
+          end = begin + (end - begin) / rows * keepRows;
+          shape.set(0, mapper.getNodeFactory().numberNode(keepRows));
+        }
+        com.fasterxml.jackson.databind.node.ObjectNode entry = mapper.createObjectNode();
+        entry.put("dtype", e.getValue().get("dtype").asText());
+        entry.set("shape", shape);
+        entry.putArray("data_offsets").add(data.size()).add(data.size() + (end - begin));
+        data.write(bytes, dataStart + (int) begin, (int) (end - begin));
+        out.set(e.getKey(), entry);
+      }
+      byte[] h = mapper.writeValueAsString(out).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+      int padded = (h.length + 7) / 8 * 8;
+      try (java.io.OutputStream o = Files.newOutputStream(file)) {
+        o.write(java.nio.ByteBuffer.allocate(8).order(java.nio.ByteOrder.LITTLE_ENDIAN).putLong(padded).array());
+        o.write(h);
+        o.write(" ".repeat(padded - h.length).getBytes(java.nio.charset.StandardCharsets.US_ASCII));
+        data.writeTo(o);
+      }
+    } catch (IOException e) {
+      throw new UncheckedIOException("Cannot rewrite " + file, e);
+    }
+  }
+
   /** {@code m} flattened row-major. */
   public static double[] flat(double[][] m) {
     int cols = m.length == 0 ? 0 : m[0].length;
