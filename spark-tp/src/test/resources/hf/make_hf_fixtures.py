@@ -5,12 +5,16 @@
 
 Writes one folder per model, in the layout Hugging Face's save_pretrained writes:
   bert/    config.json, model.safetensors (F32, "bert." prefix, pooler and pre-training heads),
-           tokenizer.json (WordPiece), reference.json
+           tokenizer.json (WordPiece), tokenizer_config.json, special_tokens_map.json, vocab.txt,
+           reference.json
   llama/   config.json, model-00001-of-00002.safetensors, model-00002-of-00002.safetensors,
-           model.safetensors.index.json (BF16, GQA 8/2, rope_scaling llama3, untied lm_head), reference.json
-  qwen2/   config.json, model.safetensors (F16, GQA 6/2, q/k/v biases, tied head), reference.json
+           model.safetensors.index.json (BF16, GQA 8/2, rope_scaling llama3, untied lm_head),
+           generation_config.json, reference.json
+  qwen2/   config.json, model.safetensors (F16, GQA 6/2, q/k/v biases, tied head), generation_config.json,
+           reference.json
   gpt2/    config.json, model.safetensors (F32, Conv1D [in, out] weights, tied head),
-           tokenizer.json (byte-level BPE), reference.json
+           tokenizer.json (byte-level BPE), tokenizer_config.json, special_tokens_map.json, vocab.json,
+           merges.txt, generation_config.json, reference.json
   rope_reference.json   rotary embeddings alone (no rope_scaling, linear, llama3): inv_freq, and vectors
            rotated at positions up to 20000
 
@@ -985,6 +989,32 @@ def make_rope_reference():
             "cases": cases}
 
 
+def write_tokenizer_side_files(out_dir, vocab, merges, config, special_map, special_tokens):
+    """The other files a tokenizer's save_pretrained writes next to tokenizer.json: tokenizer_config.json,
+    special_tokens_map.json, and the slow tokenizer's vocabulary (vocab.txt; or vocab.json + merges.txt)."""
+    ids = {t: i for i, t in enumerate(vocab)}
+    config = dict(config)
+    config["added_tokens_decoder"] = {
+        str(ids[t]): {"content": t, "lstrip": False, "normalized": merges is not None, "rstrip": False,
+                      "single_word": False, "special": True} for t in special_tokens}
+    write_json(os.path.join(out_dir, "tokenizer_config.json"), config)
+    write_json(os.path.join(out_dir, "special_tokens_map.json"), special_map)
+    if merges is None:
+        with open(os.path.join(out_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.write("".join(t + "\n" for t in vocab))
+    else:
+        write_json(os.path.join(out_dir, "vocab.json"), ids, indent=None, sort_keys=False)
+        with open(os.path.join(out_dir, "merges.txt"), "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n" + "".join(a + " " + b + "\n" for a, b in merges))
+
+
+def write_generation_config(out_dir, bos, eos):
+    """generation_config.json, as a causal LM's save_pretrained writes it."""
+    write_json(os.path.join(out_dir, "generation_config.json"),
+               {"_from_model_config": True, "bos_token_id": bos, "eos_token_id": eos,
+                "transformers_version": TRANSFORMERS_VERSION})
+
+
 def main(root):
     self_check()
     write_json(os.path.join(root, "rope_reference.json"), make_rope_reference(), indent=None, sort_keys=False)
@@ -993,6 +1023,12 @@ def main(root):
     vocab = bert_vocab()
     ref = make_bert(os.path.join(root, "bert"), len(vocab))
     write_json(os.path.join(root, "bert", "tokenizer.json"), bert_tokenizer_json(vocab), sort_keys=False)
+    write_tokenizer_side_files(os.path.join(root, "bert"), vocab, None, {
+        "clean_up_tokenization_spaces": False, "cls_token": "[CLS]", "do_lower_case": True, "mask_token": "[MASK]",
+        "model_max_length": 32, "pad_token": "[PAD]", "sep_token": "[SEP]", "strip_accents": None,
+        "tokenize_chinese_chars": True, "tokenizer_class": "BertTokenizer", "unk_token": "[UNK]"},
+        {"cls_token": "[CLS]", "mask_token": "[MASK]", "pad_token": "[PAD]", "sep_token": "[SEP]",
+         "unk_token": "[UNK]"}, BERT_SPECIAL)
     ref["texts"] = BERT_TEXTS
     ref["text_ids"] = [bert_encode(t, vocab) for t in BERT_TEXTS]
     ref["truncate_max_length"] = truncate
@@ -1000,14 +1036,23 @@ def main(root):
     write_json(os.path.join(root, "bert", "reference.json"), ref, indent=None, sort_keys=False)
 
     ref = make_llama(os.path.join(root, "llama"))
+    write_generation_config(os.path.join(root, "llama"), 1, 2)
     write_json(os.path.join(root, "llama", "reference.json"), ref, indent=None, sort_keys=False)
 
     ref = make_qwen2(os.path.join(root, "qwen2"))
+    write_generation_config(os.path.join(root, "qwen2"), 78, 79)
     write_json(os.path.join(root, "qwen2", "reference.json"), ref, indent=None, sort_keys=False)
 
     vocab, merges, byte_enc = gpt2_vocab()
     ref = make_gpt2(os.path.join(root, "gpt2"), len(vocab), len(vocab) - 1)
     write_json(os.path.join(root, "gpt2", "tokenizer.json"), gpt2_tokenizer_json(vocab, merges), sort_keys=False)
+    write_tokenizer_side_files(os.path.join(root, "gpt2"), vocab, merges, {
+        "add_prefix_space": False, "bos_token": "<|endoftext|>", "clean_up_tokenization_spaces": False,
+        "eos_token": "<|endoftext|>", "errors": "replace", "model_max_length": 32,
+        "tokenizer_class": "GPT2Tokenizer", "unk_token": "<|endoftext|>"},
+        {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"},
+        ["<|endoftext|>"])
+    write_generation_config(os.path.join(root, "gpt2"), len(vocab) - 1, len(vocab) - 1)
     ref["texts"] = GPT2_TEXTS
     ref["text_ids"] = [gpt2_encode(t, vocab, merges, byte_enc) for t in GPT2_TEXTS]
     ref["truncate_max_length"] = truncate

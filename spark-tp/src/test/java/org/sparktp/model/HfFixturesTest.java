@@ -142,6 +142,32 @@ class HfFixturesTest {
     }
   }
 
+  @ParameterizedTest
+  @ValueSource(strings = {"bert", "llama", "qwen2", "gpt2"})
+  void eachFixtureHasTheFilesSavePretrainedWrites(String name) throws Exception {
+    java.util.Set<String> want = new java.util.TreeSet<>(java.util.List.of("config.json", "reference.json"));
+    switch (name) {
+      case "bert" -> want.addAll(java.util.List.of("model.safetensors", "tokenizer.json", "tokenizer_config.json",
+          "special_tokens_map.json", "vocab.txt"));
+      case "llama" -> want.addAll(java.util.List.of("model-00001-of-00002.safetensors",
+          "model-00002-of-00002.safetensors", "model.safetensors.index.json", "generation_config.json"));
+      case "qwen2" -> want.addAll(java.util.List.of("model.safetensors", "generation_config.json"));
+      case "gpt2" -> want.addAll(java.util.List.of("model.safetensors", "tokenizer.json", "tokenizer_config.json",
+          "special_tokens_map.json", "vocab.json", "merges.txt", "generation_config.json"));
+      default -> throw new IllegalArgumentException(name);
+    }
+    java.util.Set<String> have = new java.util.TreeSet<>();
+    try (java.util.stream.Stream<java.nio.file.Path> files = Files.list(HfFixtures.dir(name))) {
+      files.forEach(p -> have.add(p.getFileName().toString()));
+    }
+    assertThat(have).as("files of fixture %s", name).isEqualTo(want);
+    for (String json : have) {
+      if (json.endsWith(".json")) {
+        assertThat(new ObjectMapper().readTree(HfFixtures.dir(name).resolve(json).toFile())).as(json).isNotNull();
+      }
+    }
+  }
+
   @org.junit.jupiter.api.Test
   void ropeReferenceFollowsItsOwnDefinition() {
     java.util.List<HfFixtures.RopeCase> cases = HfFixtures.rope();
