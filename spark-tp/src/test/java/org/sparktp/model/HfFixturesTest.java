@@ -27,7 +27,7 @@ class HfFixturesTest {
   private static final double TOL = 1e-9;
 
   @ParameterizedTest
-  @ValueSource(strings = {"bert", "llama", "qwen2", "gpt2"})
+  @ValueSource(strings = {"bert", "roberta", "llama", "mistral", "qwen2", "gpt2"})
   void checkpointHoldsExactlyTheHfTensors(String name) throws Exception {
     Fixture f = HfFixtures.load(name);
     Map<String, SafetensorsFile> files = open(f);
@@ -49,7 +49,7 @@ class HfFixturesTest {
   }
 
   @ParameterizedTest
-  @ValueSource(strings = {"bert", "llama", "qwen2", "gpt2"})
+  @ValueSource(strings = {"bert", "roberta", "llama", "mistral", "qwen2", "gpt2"})
   void referenceIsConsistentWithTheConfigAndWeights(String name) throws Exception {
     Fixture f = HfFixtures.load(name);
     JsonNode c = f.config();
@@ -62,9 +62,13 @@ class HfFixturesTest {
     assertThat(c.get("model_type").asText()).isEqualTo(name);
     assertThat(f.rows()).hasSizeGreaterThanOrEqualTo(5);
     assertThat(f.rows()).anySatisfy(r -> assertThat(r.length()).isEqualTo(1));
-    assertThat(f.rows()).anySatisfy(r -> assertThat(r.length()).isEqualTo(maxPos));
+    // RoBERTa's positions start at pad_token_id + 1, so its rows hold that many fewer tokens
+    int maxLen = name.equals("roberta") ? maxPos - f.configInt("pad_token_id") - 1 : maxPos;
+    assertThat(f.rows()).anySatisfy(r -> assertThat(r.length()).isEqualTo(maxLen));
+    assertThat(f.rows()).allSatisfy(r -> assertThat(r.length()).isBetween(1, maxLen));
     assertThat(f.rows().stream().mapToInt(Row::length).distinct().count()).isEqualTo(f.rows().size());
-    boolean decoder = !name.equals("bert");
+    boolean decoder = !name.equals("bert") && !name.equals("roberta");
+    String prefix = name.equals("bert") ? "bert." : "";
     Map<String, SafetensorsFile> files = open(f);
     try {
       float[] head = decoder ? readAll(files, headName(f)) : null;
@@ -102,8 +106,8 @@ class HfFixturesTest {
           }
         } else {
           // pooler = tanh(W h[0] + b)
-          float[] w = readAll(files, "bert.pooler.dense.weight");
-          float[] b = readAll(files, "bert.pooler.dense.bias");
+          float[] w = readAll(files, prefix + "pooler.dense.weight");
+          float[] b = readAll(files, prefix + "pooler.dense.bias");
           double[] pooler = new double[hidden];
           for (int o = 0; o < hidden; o++) {
             double s = b[o];
@@ -112,7 +116,7 @@ class HfFixturesTest {
             }
             pooler[o] = Math.tanh(s);
           }
-          assertClose(r.pooler(), pooler, "bert pooler");
+          assertClose(r.pooler(), pooler, name + " pooler");
           assertThat(r.logitsLast()).isNull();
         }
       }
@@ -121,7 +125,7 @@ class HfFixturesTest {
         file.close();
       }
     }
-    if (name.equals("bert")) {
+    if (!decoder) {
       assertThat(f.tokenTypeIds()).hasNumberOfRows(f.rows().size());
       for (int i = 0; i < f.rows().size(); i++) {
         assertThat(f.tokenTypeIds()[i]).hasSize(f.rows().get(i).length()).containsOnly(0);
@@ -143,7 +147,7 @@ class HfFixturesTest {
   }
 
   @ParameterizedTest
-  @ValueSource(strings = {"bert", "llama", "qwen2", "gpt2"})
+  @ValueSource(strings = {"bert", "roberta", "llama", "mistral", "qwen2", "gpt2"})
   void eachFixtureHasTheFilesSavePretrainedWrites(String name) throws Exception {
     java.util.Set<String> want = new java.util.TreeSet<>(java.util.List.of("config.json", "reference.json"));
     switch (name) {
@@ -151,7 +155,8 @@ class HfFixturesTest {
           "special_tokens_map.json", "vocab.txt"));
       case "llama" -> want.addAll(java.util.List.of("model-00001-of-00002.safetensors",
           "model-00002-of-00002.safetensors", "model.safetensors.index.json", "generation_config.json"));
-      case "qwen2" -> want.addAll(java.util.List.of("model.safetensors", "generation_config.json"));
+      case "qwen2", "mistral" -> want.addAll(java.util.List.of("model.safetensors", "generation_config.json"));
+      case "roberta" -> want.add("model.safetensors");
       case "gpt2" -> want.addAll(java.util.List.of("model.safetensors", "tokenizer.json", "tokenizer_config.json",
           "special_tokens_map.json", "vocab.json", "merges.txt", "generation_config.json"));
       default -> throw new IllegalArgumentException(name);
@@ -255,7 +260,7 @@ class HfFixturesTest {
 
   private static String headName(Fixture f) {
     return switch (f.name()) {
-      case "llama" -> "lm_head.weight";
+      case "llama", "mistral" -> "lm_head.weight";
       case "qwen2" -> "model.embed_tokens.weight";
       case "gpt2" -> "transformer.wte.weight";
       default -> throw new IllegalArgumentException(f.name());
@@ -319,17 +324,19 @@ class HfFixturesTest {
     Map<String, long[]> m = new LinkedHashMap<>();
     JsonNode c = f.config();
     switch (f.name()) {
-      case "bert" -> {
+      case "bert", "roberta" -> {
+        boolean bert = f.name().equals("bert");
+        String pre = bert ? "bert." : "";
         long d = f.configInt("hidden_size");
         long ff = f.configInt("intermediate_size");
         long v = f.configInt("vocab_size");
-        m.put("bert.embeddings.word_embeddings.weight", new long[] {v, d});
-        m.put("bert.embeddings.position_embeddings.weight", new long[] {f.configInt("max_position_embeddings"), d});
-        m.put("bert.embeddings.token_type_embeddings.weight", new long[] {f.configInt("type_vocab_size"), d});
-        m.put("bert.embeddings.LayerNorm.weight", new long[] {d});
-        m.put("bert.embeddings.LayerNorm.bias", new long[] {d});
+        m.put(pre + "embeddings.word_embeddings.weight", new long[] {v, d});
+        m.put(pre + "embeddings.position_embeddings.weight", new long[] {f.configInt("max_position_embeddings"), d});
+        m.put(pre + "embeddings.token_type_embeddings.weight", new long[] {f.configInt("type_vocab_size"), d});
+        m.put(pre + "embeddings.LayerNorm.weight", new long[] {d});
+        m.put(pre + "embeddings.LayerNorm.bias", new long[] {d});
         for (int i = 0; i < f.configInt("num_hidden_layers"); i++) {
-          String p = "bert.encoder.layer." + i + ".";
+          String p = pre + "encoder.layer." + i + ".";
           for (String part : new String[] {"attention.self.query", "attention.self.key", "attention.self.value",
               "attention.output.dense"}) {
             m.put(p + part + ".weight", new long[] {d, d});
@@ -344,8 +351,11 @@ class HfFixturesTest {
             m.put(p + ln + ".bias", new long[] {d});
           }
         }
-        m.put("bert.pooler.dense.weight", new long[] {d, d});
-        m.put("bert.pooler.dense.bias", new long[] {d});
+        m.put(pre + "pooler.dense.weight", new long[] {d, d});
+        m.put(pre + "pooler.dense.bias", new long[] {d});
+        if (!bert) {
+          break;
+        }
         m.put("cls.predictions.bias", new long[] {v});
         m.put("cls.predictions.transform.dense.weight", new long[] {d, d});
         m.put("cls.predictions.transform.dense.bias", new long[] {d});
@@ -354,11 +364,11 @@ class HfFixturesTest {
         m.put("cls.seq_relationship.weight", new long[] {2, d});
         m.put("cls.seq_relationship.bias", new long[] {2});
       }
-      case "llama", "qwen2" -> {
+      case "llama", "mistral", "qwen2" -> {
         long d = f.configInt("hidden_size");
         long h = f.configInt("num_attention_heads");
         long kv = f.configInt("num_key_value_heads");
-        long hd = d / h;
+        long hd = c.has("head_dim") ? f.configInt("head_dim") : d / h;
         long ff = f.configInt("intermediate_size");
         long v = f.configInt("vocab_size");
         boolean bias = f.name().equals("qwen2");

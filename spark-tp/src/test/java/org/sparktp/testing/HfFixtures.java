@@ -24,20 +24,22 @@ import java.util.List;
  * }</pre>
  *
  * <p>Fixtures: {@code bert} (F32, 6 heads of 6, pooler and pre-training heads, WordPiece tokenizer),
- * {@code llama} (BF16, sharded, 8 query / 2 KV heads, llama3 rope scaling, untied head), {@code qwen2}
+ * {@code roberta} (F32, no name prefix, 5 heads of 8, positions offset by {@code pad_token_id + 1}),
+ * {@code llama} (BF16, sharded, 8 query / 2 KV heads, llama3 rope scaling, untied head), {@code mistral}
+ * (F32, {@code head_dim} 16 with hidden 48 and 4 heads, 4 / 2 heads, untied head), {@code qwen2}
  * (F16, 6 / 2 heads, q/k/v biases, tied head), {@code gpt2} (F32, fused Conv1D {@code c_attn}, tied head,
  * byte-level BPE tokenizer).
  */
 public final class HfFixtures {
   /** Every fixture. */
-  public static final List<String> NAMES = List.of("bert", "llama", "qwen2", "gpt2");
+  public static final List<String> NAMES = List.of("bert", "roberta", "llama", "mistral", "qwen2", "gpt2");
 
   private HfFixtures() {}
 
   /**
    * One input row and the reference outputs for it. {@code lastHidden} is {@code [len][hidden]}: the final
-   * hidden state (after the final norm for decoders, after the last layer for BERT); the embeds are its
-   * mean / first / last row and the L2-normalized mean. {@code pooler} (BERT only) is
+   * hidden state (after the final norm for decoders, after the last layer for encoders); the embeds are its
+   * mean / first / last row and the L2-normalized mean. {@code pooler} (encoders only) is
    * {@code tanh(pooler.dense(h[0]))}; {@code logitsLast} ({@code [vocab]}) and {@code score} (the sum of
    * {@code log p(x_t | x_<t)} over t = 2..n, 0 for a single token) are for decoders only, else null.
    */
