@@ -412,7 +412,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     CommFactory comm = CommFactory.forSession(spark, conf);
     comm.checkCluster(sc, p);
     int batch = resolveInt(batchSize, TpConf.BATCH_SIZE, TpConf.BATCH_SIZE_DEFAULT, 1, spark);
-    long batchBytes = 4L * batch * Math.max(spec.inputDim(), spec.outputDim());
+    long batchBytes = 4L * batch * (hf != null ? hf.model.vocab() : Math.max(spec.inputDim(), spec.outputDim()));
     if (batchBytes >= Integer.MAX_VALUE / 2) {
       throw new IllegalArgumentException("batchSize " + batch + " makes batches of " + batchBytes
           + " bytes; lower it (" + TpConf.BATCH_SIZE + ")");
