@@ -220,6 +220,24 @@ public final class TextTokenizer implements AutoCloseable {
     return out;
   }
 
+  /**
+   * The text of {@code ids} as the file's decoder writes it (byte-level BPE gives back the exact text;
+   * WordPiece joins {@code ##} pieces and normalized words); special tokens are dropped when
+   * {@code skipSpecialTokens}.
+   */
+  public String decode(int[] ids, boolean skipSpecialTokens) {
+    long[] longs = new long[ids.length];
+    for (int i = 0; i < ids.length; i++) {
+      longs[i] = ids[i];
+    }
+    lock.readLock().lock();
+    try {
+      return live().decode(longs, skipSpecialTokens);
+    } finally {
+      lock.readLock().unlock();
+    }
+  }
+
   private HuggingFaceTokenizer live() {
     if (tokenizer == null) {
       throw new IllegalStateException("Tokenizer " + path + " is closed");

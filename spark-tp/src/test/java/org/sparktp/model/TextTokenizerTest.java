@@ -67,6 +67,25 @@ class TextTokenizerTest {
   }
 
   @Test
+  void decodesIdsBackToText() throws Exception {
+    HfFixtures.Fixture gpt2 = HfFixtures.load("gpt2");
+    HfFixtures.Fixture bert = HfFixtures.load("bert");
+    try (TextTokenizer g = TextTokenizer.open(hadoopDir("gpt2"), new Configuration());
+        TextTokenizer b = TextTokenizer.open(hadoopDir("bert"), new Configuration())) {
+      // byte-level BPE is lossless: every reference text comes back exactly, special token included
+      for (int i = 0; i < gpt2.texts().size(); i++) {
+        assertThat(g.decode(gpt2.textIds().get(i), false)).as("gpt2 text %d", i).isEqualTo(gpt2.texts().get(i));
+      }
+      assertThat(g.decode(gpt2.textIds().get(6), true)).isEqualTo("ab");
+      // WordPiece: lower-cased, accents stripped, ## pieces joined, special tokens skipped (':' is not in
+      // the fixture's vocabulary, so it became [UNK], a special token too)
+      assertThat(b.decode(bert.textIds().get(3), true)).isEqualTo("cafe deja vu hugging face tokenizers");
+      assertThat(b.decode(bert.textIds().get(3), false))
+          .isEqualTo("[CLS] cafe deja vu [UNK] hugging face tokenizers [SEP]");
+    }
+  }
+
+  @Test
   void anEmptyTextHasOnlyTheSpecialTokens() throws Exception {
     try (TextTokenizer gpt2 = TextTokenizer.open(hadoopDir("gpt2"), new Configuration());
         TextTokenizer bert = TextTokenizer.open(hadoopDir("bert"), new Configuration())) {
