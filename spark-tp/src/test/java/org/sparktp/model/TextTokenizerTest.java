@@ -58,6 +58,28 @@ class TextTokenizerTest {
   }
 
   @Test
+  void paddingAndTruncationInTheFileAreOverridden(@TempDir java.nio.file.Path dir) throws Exception {
+    // sentence-transformers' tokenizer.json files often carry fixed padding and a truncation length; a row
+    // must get neither (no pad ids in a ragged batch; truncation only when asked)
+    com.fasterxml.jackson.databind.ObjectMapper mapper = new com.fasterxml.jackson.databind.ObjectMapper();
+    com.fasterxml.jackson.databind.node.ObjectNode json = (com.fasterxml.jackson.databind.node.ObjectNode)
+        mapper.readTree(HfFixtures.dir("bert").resolve("tokenizer.json").toFile());
+    json.set("padding", mapper.readTree("{\"strategy\": {\"Fixed\": 20}, \"direction\": \"Right\", "
+        + "\"pad_to_multiple_of\": null, \"pad_id\": 0, \"pad_type_id\": 0, \"pad_token\": \"[PAD]\"}"));
+    json.set("truncation", mapper.readTree("{\"direction\": \"Right\", \"max_length\": 4, "
+        + "\"strategy\": \"LongestFirst\", \"stride\": 0}"));
+    Files.writeString(dir.resolve("tokenizer.json"), mapper.writeValueAsString(json));
+    HfFixtures.Fixture f = HfFixtures.load("bert");
+    try (TextTokenizer plain = TextTokenizer.open(new Path(dir.toUri()), new Configuration());
+        TextTokenizer cut = TextTokenizer.open(new Path(dir.toUri()), new Configuration(), f.truncateMaxLength(), true)) {
+      for (int i = 0; i < f.texts().size(); i++) {
+        assertThat(plain.encode(f.texts().get(i))).as("text %d", i).containsExactly(f.textIds().get(i));
+        assertThat(cut.encode(f.texts().get(i))).as("text %d", i).containsExactly(f.textIdsTruncated().get(i));
+      }
+    }
+  }
+
+  @Test
   void withoutSpecialTokensBertHasNoClsOrSep() throws Exception {
     HfFixtures.Fixture f = HfFixtures.load("bert");
     try (TextTokenizer t = TextTokenizer.open(hadoopDir("bert"), new Configuration(), 0, false)) {
