@@ -64,10 +64,12 @@ class HfFixturesTest {
     assertThat(f.rows()).anySatisfy(r -> assertThat(r.length()).isEqualTo(1));
     // RoBERTa's positions start at pad_token_id + 1, so its rows hold that many fewer tokens
     int maxLen = name.equals("roberta") ? maxPos - f.configInt("pad_token_id") - 1 : maxPos;
+    assertThat(f.maxLength()).isEqualTo(maxLen);
     assertThat(f.rows()).anySatisfy(r -> assertThat(r.length()).isEqualTo(maxLen));
     assertThat(f.rows()).allSatisfy(r -> assertThat(r.length()).isBetween(1, maxLen));
     assertThat(f.rows().stream().mapToInt(Row::length).distinct().count()).isEqualTo(f.rows().size());
     boolean decoder = !name.equals("bert") && !name.equals("roberta");
+    assertThat(f.isDecoder()).isEqualTo(decoder);
     String prefix = name.equals("bert") ? "bert." : "";
     Map<String, SafetensorsFile> files = open(f);
     try {
