@@ -164,6 +164,122 @@ class CliTest {
         + "pass --mode overwrite");
   }
 
+  /** Number of files under {@code dir} and a SHA-256 over their relative names and bytes. */
+  static String fingerprint(Path dir) throws Exception {
+    java.security.MessageDigest md = java.security.MessageDigest.getInstance("SHA-256");
+    int n = 0;
+    try (Stream<Path> files = Files.walk(dir)) {
+      for (Path f : files.filter(Files::isRegularFile).sorted().toList()) {
+        md.update(dir.relativize(f).toString().getBytes(StandardCharsets.UTF_8));
+        md.update(Files.readAllBytes(f));
+        n++;
+      }
+    }
+    return n + " files " + java.util.HexFormat.of().formatHex(md.digest());
+  }
+
+  static Path jsonInput(Path dir, int rows, int badRow) throws IOException {
+    Files.createDirectories(dir);
+    java.util.Random rnd = new java.util.Random();
+    StringBuilder sb = new StringBuilder();
+    for (int i = 0; i < rows; i++) {
+      sb.append("{\"id\": ").append(i).append(", \"features\": [");
+      for (int j = 0; j < (i == badRow ? 49 : 50); j++) {
+        sb.append(j == 0 ? "" : ", ").append(rnd.nextGaussian());
+      }
+      sb.append("]}\n");
+    }
+    Files.writeString(dir.resolve("part-00000.json"), sb.toString());
+    return dir;
+  }
+
+  @Test
+  void anOutputThatIsInsideOrHoldsTheInputIsRefusedAndTheInputIsIntact() throws Exception {
+    Path data = tmp.resolve("same");
+    Path in = jsonInput(data.resolve("in.json"), 6, -1);
+    String before = fingerprint(data);
+    String model = fixture.resolve("model").toString();
+    // the same folder, spelled three ways
+    for (String out : new String[] {in.toString(), "file://" + in + "/", in.getParent() + "/./in.json"}) {
+      Run r = cli("infer", "--model", model, "--input", in.toString(), "--output", out, "--mode", "overwrite");
+      assertThat(r.code).as(r.err).isEqualTo(2);
+      assertThat(r.err).startsWith("spark-tp: error: output " + out + " is the input (" + in + "); choose another"
+          + " output path\n");
+    }
+    Run r = cli("infer", "--model", model, "--input", in.toString(), "--output", in.resolve("sub").toString(),
+        "--mode", "overwrite");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: output " + in.resolve("sub") + " is inside the input " + in
+        + "; choose an output path outside it\n");
+    r = cli("infer", "--model", model, "--input", in.toString(), "--output", data.toString(), "--mode", "overwrite");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: output " + data + " contains the input " + in
+        + "; choose an output path that does not hold it\n");
+    // through a symbolic link to the input's folder
+    Path link = Files.createSymbolicLink(tmp.resolve("same-link"), data);
+    r = cli("infer", "--model", model, "--input", in.toString(), "--output", link.resolve("in.json").toString(),
+        "--mode", "overwrite", "--format", "json");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).contains("is the input");
+    // the model directory is protected the same way
+    Path modelCopy = tmp.resolve("model-copy");
+    copyTree(fixture.resolve("model"), modelCopy);
+    String modelBefore = fingerprint(modelCopy);
+    r = cli("infer", "--model", modelCopy.toString(), "--input", in.toString(), "--output", modelCopy.toString(),
+        "--mode", "overwrite");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: output " + modelCopy + " is the model directory");
+    assertThat(fingerprint(modelCopy)).isEqualTo(modelBefore);
+    assertThat(fingerprint(data)).isEqualTo(before);
+  }
+
+  static void copyTree(Path src, Path dst) throws IOException {
+    try (Stream<Path> files = Files.walk(src)) {
+      for (Path p : files.toList()) {
+        Path d = dst.resolve(src.relativize(p).toString());
+        if (Files.isDirectory(p)) {
+          Files.createDirectories(d);
+        } else {
+          Files.copy(p, d);
+        }
+      }
+    }
+  }
+
+  @Test
+  void aFailedOverwriteKeepsTheOldOutputAndLeavesNoStagingFolder() throws Exception {
+    Path parent = Files.createDirectories(tmp.resolve("ow"));
+    Path out = Files.createDirectories(parent.resolve("scored"));
+    Files.writeString(out.resolve("part-00000.json"), "{\"id\": 1, \"old\": " + new java.util.Random().nextLong()
+        + "}\n");
+    Files.writeString(out.resolve("_SUCCESS"), "");
+    String before = fingerprint(out);
+    Path bad = jsonInput(tmp.resolve("ow-bad.json"), 9, 4);
+    Run r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", bad.toString(), "--output",
+        out.toString(), "--output-format", "json", "--mode", "overwrite", "--master", "local[2]");
+    assertThat(r.code).as(r.err).isEqualTo(1);
+    assertThat(fingerprint(out)).as("the old output after a failed overwrite").isEqualTo(before);
+    try (Stream<Path> l = Files.list(parent)) {
+      assertThat(l.map(p -> p.getFileName().toString()).toList()).containsExactly("scored");
+    }
+    // a job that succeeds replaces it, and leaves nothing beside it
+    Path good = jsonInput(tmp.resolve("ow-good.json"), 9, -1);
+    r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", good.toString(), "--output",
+        out.toString(), "--output-format", "json", "--mode", "overwrite", "--master", "local[2]");
+    assertThat(r.code).as(r.err).isZero();
+    assertThat(out.resolve("part-00000.json")).doesNotExist();
+    long rows = 0;
+    try (Stream<Path> parts = Files.list(out)) {
+      for (Path part : parts.filter(p -> p.getFileName().toString().startsWith("part-")).toList()) {
+        rows += Files.readAllLines(part).size();
+      }
+    }
+    assertThat(rows).isEqualTo(9);
+    try (Stream<Path> l = Files.list(parent)) {
+      assertThat(l.map(p -> p.getFileName().toString()).toList()).containsExactly("scored");
+    }
+  }
+
   static double[] doubles(JsonNode arr) {
     double[] a = new double[arr.size()];
     for (int i = 0; i < a.length; i++) {
