@@ -81,18 +81,22 @@ final class Infer {
     TensorParallelModel model = TensorParallelModel.fromDirectory(modelDir).setInputCol(featuresCol)
         .setOutputCol(outputCol).setTpSize(tp);
     ModelSpec spec = model.spec();
+    if (a.has("groups")) {
+      model.setGroups(a.intValue("groups", 1, 1));
+    }
+    if (a.has("batch-size")) {
+      model.setBatchSize(a.intValue("batch-size", 1, 1));
+    }
+    if (a.has("backend")) {
+      try {
+        model.setBackend(a.get("backend", "auto"));
+      } catch (IllegalArgumentException e) {
+        throw new UsageException("--backend " + a.get("backend", "") + " is not a backend here; use auto or cpu");
+      }
+    }
     SparkSession spark = Sessions.open("infer", a.get("master", null), a.confs());
     try {
       Dataset<Row> df = read(spark, input, inFormat, featuresCol, spec);
-      if (a.has("groups")) {
-        model.setGroups(a.intValue("groups", 1, 1));
-      }
-      if (a.has("batch-size")) {
-        model.setBatchSize(a.intValue("batch-size", 1, 1));
-      }
-      if (a.has("backend")) {
-        model.setBackend(a.get("backend", "auto"));
-      }
       Dataset<Row> result = model.transform(df);
       if (outFormat.equals("csv")) {
         result = result.withColumn(outputCol, expr("concat_ws(' ', transform(`" + outputCol

@@ -77,17 +77,38 @@ public final class SparkTpCli {
     }
   }
 
-  /** The most useful message of an exception chain: Spark wraps task failures several times. */
+  /**
+   * The line to print for a failure: the message of the outermost exception that spark-tp itself threw
+   * (its throw site is in {@code org.sparktp}; such messages name the key, file, column or row), else the
+   * outermost one that is not one of Spark's wrappers, else the outermost; its first line only.
+   */
   static String message(Throwable e) {
-    Throwable best = e;
-    for (Throwable t = e; t != null; t = t.getCause()) {
-      if (t instanceof IllegalArgumentException || t instanceof IllegalStateException
-          || t instanceof java.io.IOException) {
-        best = t;
+    Throwable pick = null;
+    for (Throwable t = e; t != null && pick == null; t = t.getCause()) {
+      if (thrownBySparkTp(t) && t.getMessage() != null) {
+        pick = t;
       }
     }
-    String m = best.getMessage();
-    return m == null ? best.getClass().getSimpleName() : m.lines().findFirst().orElse(m);
+    for (Throwable t = e; t != null && pick == null; t = t.getCause()) {
+      if (!(t instanceof org.apache.spark.SparkException && t.getCause() != null)
+          && !(t instanceof java.util.concurrent.ExecutionException) && t.getMessage() != null) {
+        pick = t;
+      }
+    }
+    if (pick == null) {
+      pick = e;
+    }
+    String m = pick.getMessage();
+    if (m == null) {
+      return pick.getClass().getSimpleName();
+    }
+    String line = m.lines().findFirst().orElse(m).trim();
+    return thrownBySparkTp(pick) ? line : pick.getClass().getSimpleName() + ": " + line;
+  }
+
+  private static boolean thrownBySparkTp(Throwable t) {
+    StackTraceElement[] st = t.getStackTrace();
+    return st.length > 0 && st[0].getClassName().startsWith("org.sparktp.");
   }
 
   static String fmtBytes(long b) {

@@ -191,6 +191,7 @@ final class BarrierRunner {
       return new Iterator<>() {
         private long index;
         private long nulls;
+        private long firstNull = -1;
         private Tuple2<Long, InternalRow> next;
 
         @Override
@@ -200,7 +201,9 @@ final class BarrierRunner {
             long i = index++;
             if (r.isNullAt(ord)) {
               if (policy == NullPolicy.ERROR) {
-                nulls++;
+                if (nulls++ == 0) {
+                  firstNull = i;
+                }
                 continue;
               }
               if (policy == NullPolicy.SKIP) {
@@ -224,7 +227,7 @@ final class BarrierRunner {
             long n = nulls;
             nulls = 0;
             throw new IllegalArgumentException("Column '" + col + "' has " + n + " null value(s) in input partition "
-                + part + " (spark.tp.null-policy=error); drop or fill them, or set spark.tp.null-policy to skip"
+                + part + ", the first at row " + firstNull + " (spark.tp.null-policy=error); drop or fill them, or set spark.tp.null-policy to skip"
                 + " (drop those rows) or null (null output)");
           }
           return next != null;

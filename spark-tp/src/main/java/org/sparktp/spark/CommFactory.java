@@ -34,8 +34,15 @@ public interface CommFactory extends Serializable {
    * else TCP). {@code options} (the model's settings) win over the session conf.
    */
   static CommFactory forSession(SparkSession spark, Map<String, String> options) {
-    String t = TpConf.resolve(spark, options, TpConf.COMM_TRANSPORT, TpConf.COMM_TRANSPORT_DEFAULT)
-        .trim().toLowerCase(Locale.ROOT);
+    return forSettings(spark, org.sparktp.TpSettings.resolve(spark, options));
+  }
+
+  /**
+   * The factory for resolved {@code settings}: the TCP factory carries every {@code spark.tp.comm.*}
+   * value the driver resolved, so the executors use those (not their own conf).
+   */
+  static CommFactory forSettings(SparkSession spark, org.sparktp.TpSettings settings) {
+    String t = settings.get(TpConf.COMM_TRANSPORT).trim().toLowerCase(Locale.ROOT);
     boolean local = switch (t) {
       case "local" -> true;
       case "tcp" -> false;
@@ -46,13 +53,8 @@ public interface CommFactory extends Serializable {
     if (local) {
       return new LocalCommFactory();
     }
-    Map<String, String> comm = new HashMap<>();
-    for (String key : new String[] {TpConf.COMM_CHUNK_BYTES, TpConf.COMM_PORT_RANGE}) {
-      String v = TpConf.resolve(spark, options, key, null);
-      if (v != null) {
-        comm.put(key, v);
-      }
-    }
+    Map<String, String> comm = new HashMap<>(settings.withPrefix("spark.tp.comm."));
+    comm.remove(TpConf.COMM_TRANSPORT);
     return TcpCommFactory.forJob(spark.sparkContext(), comm);
   }
 }

@@ -36,6 +36,7 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.TpConf;
+import org.sparktp.TpSettings;
 import org.sparktp.model.ModelDirectory;
 import org.sparktp.model.ModelWriter;
 import org.sparktp.nn.ModelSpec;
@@ -202,12 +203,19 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   }
 
   public TensorParallelModel setBackend(String v) {
-    set(backend, v.toLowerCase(Locale.ROOT));
+    set(backend, RankTask.checkBackend(v));
     return this;
   }
 
-  /** Sets a {@code spark.tp.*} key for this model's jobs; it wins over the session conf. */
+  /**
+   * Sets a {@code spark.tp.*} key for this model's jobs; it wins over the session conf and reaches the
+   * executors. An unknown key or a bad value fails here, naming the key.
+   */
   public TensorParallelModel setConf(String key, String value) {
+    if (key == null || !key.startsWith("spark.tp.")) {
+      throw new IllegalArgumentException("setConf takes spark.tp.* keys, got '" + key + "'");
+    }
+    TpConf.check(key, value);
     conf.put(key, value);
     return this;
   }
@@ -282,36 +290,31 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     }
     org.apache.spark.sql.classic.SparkSession spark = ds.sparkSession();
     SparkContext sc = spark.sparkContext();
-    int p = resolveInt(tpSize, TpConf.TP_SIZE, TpConf.TP_SIZE_DEFAULT, 1, spark);
-    int g = resolveInt(groups, TpConf.GROUPS, TpConf.GROUPS_DEFAULT, 0, spark);
-    long slotWait = TpConf.parseDurationMillis(TpConf.SLOTS_WAIT,
-        resolve(spark, TpConf.SLOTS_WAIT, TpConf.SLOTS_WAIT_DEFAULT));
-    int slots = Slots.await(sc, Math.max(1, g) * p, slotWait);
-    if (g == 0) {
-      g = Slots.defaultGroups(slots, p);
-    }
-    Slots.check(Slots.dynamicAllocation(sc), slots, g, p);
-    CommFactory comm = CommFactory.forSession(spark, conf);
-    comm.checkCluster(sc, p);
-    int batch = resolveInt(batchSize, TpConf.BATCH_SIZE, TpConf.BATCH_SIZE_DEFAULT, 1, spark);
+    // every spark.tp.* setting, resolved once and checked here, before any job; it travels to the tasks
+    TpSettings settings = TpSettings.resolve(spark, conf);
+    int p = isSet(tpSize) ? (Integer) $(tpSize) : settings.getInt(TpConf.TP_SIZE, 1);
+    int g = isSet(groups) ? (Integer) $(groups) : settings.getInt(TpConf.GROUPS, 0);
+    long slotWait = settings.durationMillis(TpConf.SLOTS_WAIT);
+    int batch = isSet(batchSize) ? (Integer) $(batchSize) : settings.getInt(TpConf.BATCH_SIZE, 1);
+    String be = RankTask.checkBackend(isSet(backend) ? $(backend) : settings.get(TpConf.BACKEND));
+    int blas = settings.getInt(TpConf.CPU_BLAS_THREADS, 1);
+    long cacheMax = settings.bytes(TpConf.CACHE_MAX_BYTES);
+    NullPolicy nulls = NullPolicy.parse(settings.get(TpConf.NULL_POLICY));
+    long timeout = settings.durationMillis(TpConf.COMM_TIMEOUT);
+    boolean retryable = settings.bool(TpConf.RETRYABLE);
+    int failRank = settings.getInt(TpConf.TEST_FAIL_RANK, -1);
     long batchBytes = 4L * batch * Math.max(spec.inputDim(), spec.outputDim());
     if (batchBytes >= Integer.MAX_VALUE / 2) {
       throw new IllegalArgumentException("batchSize " + batch + " makes batches of " + batchBytes
           + " bytes; lower it (" + TpConf.BATCH_SIZE + ")");
     }
-    String be = RankTask.checkBackend(isSet(backend) ? $(backend)
-        : resolve(spark, TpConf.BACKEND, TpConf.BACKEND_DEFAULT));
-    int blas = TpConf.parseInt(TpConf.CPU_BLAS_THREADS,
-        resolve(spark, TpConf.CPU_BLAS_THREADS, TpConf.CPU_BLAS_THREADS_DEFAULT), 1);
-    long cacheMax = TpConf.parseBytes(TpConf.CACHE_MAX_BYTES,
-        resolve(spark, TpConf.CACHE_MAX_BYTES, TpConf.CACHE_MAX_BYTES_DEFAULT));
-    NullPolicy nulls = NullPolicy.parse(resolve(spark, TpConf.NULL_POLICY, TpConf.NULL_POLICY_DEFAULT));
-    long timeout = TpConf.parseDurationMillis(TpConf.COMM_TIMEOUT,
-        resolve(spark, TpConf.COMM_TIMEOUT, TpConf.COMM_TIMEOUT_DEFAULT));
-    boolean retryable = TpConf.parseBoolean(TpConf.RETRYABLE, resolve(spark, TpConf.RETRYABLE,
-        TpConf.RETRYABLE_DEFAULT));
-    int failRank = TpConf.parseInt(TpConf.TEST_FAIL_RANK, resolve(spark, TpConf.TEST_FAIL_RANK,
-        TpConf.TEST_FAIL_RANK_DEFAULT), -1);
+    CommFactory comm = CommFactory.forSettings(spark, settings);
+    int slots = Slots.await(sc, Math.max(1, g) * p, slotWait);
+    if (g == 0) {
+      g = Slots.defaultGroups(slots, p);
+    }
+    Slots.check(Slots.dynamicAllocation(sc), slots, g, p);
+    comm.checkCluster(sc, p);
 
     Plan plan = shards.plan(p);
     ShardSource source = shards.source(sc, plan);
@@ -323,7 +326,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     int ord = df.schema().fieldIndex(getInputCol());
     TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, getInputCol(), ord,
         InputKind.of(df.schema(), getInputCol(), plan), outSchema, batch, be, blas, cacheMax, nulls, timeout,
-        retryable, failRank, comm, metrics);
+        retryable, failRank, comm, metrics, settings);
     return BarrierRunner.run(spark, df, job, placements);
   }
 

@@ -280,6 +280,92 @@ class CliTest {
     }
   }
 
+  @Test
+  void badSettingsAreUsageErrorsThatNameTheKey() {
+    String model = fixture.resolve("model").toString();
+    String in = fixture.resolve("inputs.json").toString();
+    Run r = cli("infer", "--model", model, "--input", in, "--output", tmp.resolve("o1").toString(), "--conf",
+        "spark.tp.comm.timeout=abc");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: --conf Invalid duration for spark.tp.comm.timeout: 'abc' (use a"
+        + " positive number with a unit: 500ms, 30s, 5m, 1h)\n");
+    r = cli("demo", "--conf", "spark.tp.comm.chunkbytes=1m");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: --conf Unknown setting spark.tp.comm.chunkbytes; did you mean"
+        + " spark.tp.comm.chunk-bytes? (the spark.tp.* keys are listed in the README under Configuration)\n");
+    r = cli("infer", "--model", model, "--input", in, "--output", tmp.resolve("o2").toString(), "--backend", "cuda");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: --backend cuda is not a backend here; use auto or cpu\n");
+  }
+
+  @Test
+  void aBadModelFileOrAnEmptyInputIsOneLineThatNamesIt() throws Exception {
+    Path broken = tmp.resolve("model-broken");
+    copyTree(fixture.resolve("model"), broken);
+    Files.writeString(broken.resolve("config.json"), "{\"spark_tp\": 1, \"input_dim\": 50,, }");
+    Run r = cli("infer", "--model", broken.toString(), "--input", fixture.resolve("inputs.json").toString(),
+        "--output", tmp.resolve("o3").toString());
+    assertThat(r.code).isEqualTo(1);
+    String first = r.err.lines().findFirst().orElse("");
+    assertThat(first).startsWith("spark-tp infer failed: Cannot open the model directory " + broken + ": ")
+        .contains(broken.resolve("config.json").toString()).contains("not valid JSON");
+    assertThat(r.err.lines().count()).as(r.err).isEqualTo(2); // the line and the SPARK_TP_DEBUG hint
+    Path empty = Files.createDirectories(tmp.resolve("empty-in"));
+    Files.writeString(empty.resolve("_SUCCESS"), "");
+    r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", empty.toString(), "--output",
+        tmp.resolve("o4").toString());
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: input " + empty + " is empty: it holds no data files (or only"
+        + " empty ones)\n");
+  }
+
+  @Test
+  void theMessageIsTheOutermostOneSparkTpWrote() {
+    Exception nfe;
+    try {
+      Integer.parseInt("abc");
+      throw new AssertionError();
+    } catch (NumberFormatException e) {
+      nfe = e;
+    }
+    Exception ours;
+    try {
+      org.sparktp.TpConf.parseInt("spark.tp.batch-size", "abc", 1);
+      throw new AssertionError();
+    } catch (IllegalArgumentException e) {
+      ours = e;
+    }
+    assertThat(ours.getCause()).isInstanceOf(NumberFormatException.class);
+    Exception inner = new org.apache.spark.SparkException("[TASK_WRITE_FAILED] Task failed", ours);
+    Exception wrapped = new org.apache.spark.SparkException("Job aborted due to stage failure: Task 0 in stage 3.0"
+        + " failed\n\tat somewhere", inner);
+    StackTraceElement[] sparkFrame = {new StackTraceElement("org.apache.spark.scheduler.DAGScheduler", "abort", null,
+        1)};
+    inner.setStackTrace(sparkFrame);
+    wrapped.setStackTrace(sparkFrame);
+    assertThat(SparkTpCli.message(wrapped)).isEqualTo("Invalid value for spark.tp.batch-size: 'abc' (use an"
+        + " integer >= 1)");
+    // nothing of spark-tp's: the outermost that is not a Spark wrapper, with its type
+    Exception io = new java.io.IOException("Call From h/127.0.0.1 to localhost:9000 failed on connection exception:"
+        + " java.net.ConnectException: Connection refused", new java.net.ConnectException("Connection refused"));
+    StackTraceElement[] hadoopFrame = {new StackTraceElement("org.apache.hadoop.ipc.Client", "call", null, 1)};
+    io.setStackTrace(hadoopFrame);
+    io.getCause().setStackTrace(hadoopFrame);
+    Exception w = new org.apache.spark.SparkException("wrapper", io);
+    w.setStackTrace(sparkFrame);
+    assertThat(SparkTpCli.message(w)).isEqualTo("IOException: Call"
+        + " From h/127.0.0.1 to localhost:9000 failed on connection exception: java.net.ConnectException: Connection"
+        + " refused");
+    assertThat(SparkTpCli.message(nfe)).isEqualTo("NumberFormatException: For input string: \"abc\"");
+  }
+
+  @Test
+  void theLauncherBuildsTheRuntimeClassPathWithoutTestJars() throws IOException {
+    String launcher = Files.readString(Path.of(System.getProperty("user.dir")).getParent().resolve("bin/spark-tp"));
+    assertThat(launcher).contains("dependency:build-classpath -DincludeScope=compile")
+        .doesNotContain("mdep.includeScope");
+  }
+
   static double[] doubles(JsonNode arr) {
     double[] a = new double[arr.size()];
     for (int i = 0; i < a.length; i++) {
