@@ -1,6 +1,5 @@
 package org.sparktp.cli;
 
-import static org.apache.spark.sql.functions.col;
 import static org.apache.spark.sql.functions.expr;
 
 import java.io.PrintStream;
@@ -189,9 +188,11 @@ final class Infer {
       DataType t = df.schema().apply(featuresCol).dataType();
       if (t.equals(DataTypes.StringType)) {
         String elem = spec.takesIds() ? "bigint" : "float";
+        // try_cast: a value that is not a number becomes a null element, which the row check reports with
+        // the row and the partition (instead of Spark's CAST_INVALID_INPUT)
         df = spec.takesIds() && !spec.takesBags()
-            ? df.withColumn(featuresCol, col(featuresCol).cast("bigint"))
-            : df.withColumn(featuresCol, expr("cast(split(trim(`" + featuresCol + "`), '[ ,;]+') as array<" + elem
+            ? df.withColumn(featuresCol, expr("try_cast(`" + featuresCol + "` as bigint)"))
+            : df.withColumn(featuresCol, expr("try_cast(split(trim(`" + featuresCol + "`), '[ ,;]+') as array<" + elem
                 + ">)"));
       }
     }

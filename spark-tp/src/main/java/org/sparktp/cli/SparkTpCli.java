@@ -10,8 +10,8 @@ import java.util.Set;
  * {@code bench}. Runs under {@code spark-submit} (the session comes from it) or on an embedded Spark
  * started by {@code bin/spark-tp} ({@code --master local[*]} by default).
  *
- * <p>Exit codes: 0 success, 1 the job failed (the message says why), 2 a wrong command line (a one-line
- * error and the usage).
+ * <p>Exit codes: 0 success, 1 the job failed (the message says why), 2 a wrong command line or setting
+ * (a one-line error and the usage); a command stopped by SIGINT/SIGTERM says "interrupted".
  */
 public final class SparkTpCli {
   static final String USAGE = String.join("\n",
@@ -35,8 +35,24 @@ public final class SparkTpCli {
 
   private SparkTpCli() {}
 
+  /** Set by the shutdown hook: the JVM is going down on a signal (SIGINT, SIGTERM) while a command runs. */
+  private static final java.util.concurrent.atomic.AtomicBoolean SIGNALLED =
+      new java.util.concurrent.atomic.AtomicBoolean();
+  private static final java.util.concurrent.CountDownLatch DONE = new java.util.concurrent.CountDownLatch(1);
+
   public static void main(String[] args) {
+    // On SIGINT/SIGTERM Spark's own hook stops the context, which fails the running job; this hook marks
+    // the failure as an interrupt and gives the command a few seconds to clean up and say so.
+    Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+      SIGNALLED.set(true);
+      try {
+        DONE.await(10, java.util.concurrent.TimeUnit.SECONDS);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+      }
+    }, "spark-tp-shutdown"));
     int code = run(args, System.out, System.err);
+    DONE.countDown();
     if (code != 0) {
       System.exit(code); // the entry point only; library code never exits
     }
@@ -67,6 +83,14 @@ public final class SparkTpCli {
       err.print(USAGE);
       return 2;
     } catch (Exception e) {
+      if (SIGNALLED.get()) {
+        err.println("spark-tp " + cmd + " interrupted (SIGINT or SIGTERM): the job was stopped"
+            + (cmd.equals("infer") ? "; nothing was written and an existing output is unchanged" : ""));
+        if (System.getenv("SPARK_TP_DEBUG") != null) {
+          e.printStackTrace(err);
+        }
+        return 130;
+      }
       err.println("spark-tp " + cmd + " failed: " + message(e));
       if (System.getenv("SPARK_TP_DEBUG") != null) {
         e.printStackTrace(err);
