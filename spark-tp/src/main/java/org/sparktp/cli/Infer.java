@@ -115,8 +115,9 @@ final class Infer {
         result.write().mode("errorifexists").format(outFormat).option("header", "true")
             .save(target.staging().toString());
         target.commit();
+        p.drain();
+        rows = p.committedRows(); // counted once, from the tasks whose output was committed
         p.succeeded();
-        rows = p.rows();
       }
       double secs = (System.nanoTime() - t0) / 1e9;
       out.printf(Locale.ROOT, "wrote %,d rows to %s (%s) in %.1f s, %.0f rows/s, tp=%d%n", rows, output, outFormat,

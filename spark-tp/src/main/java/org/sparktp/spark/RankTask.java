@@ -239,6 +239,7 @@ final class RankTask
       if (!hasNext()) {
         throw new NoSuchElementException();
       }
+      job.metrics().emittedRow();
       return out.get(pos++);
     }
 

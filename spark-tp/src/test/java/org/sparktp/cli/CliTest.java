@@ -366,6 +366,51 @@ class CliTest {
         .doesNotContain("mdep.includeScope");
   }
 
+  @Test
+  void theRowCountComesFromTheCommittedOutputAlsoAfterARetriedStage() throws Exception {
+    Path in = jsonInput(tmp.resolve("count.json"), 60, -1);
+    // 7 of the 67 rows have a null feature: with null-policy=null they are written with a null output
+    StringBuilder nulls = new StringBuilder();
+    for (int i = 0; i < 7; i++) {
+      nulls.append("{\"id\": ").append(1000 + i).append(", \"features\": null}\n");
+    }
+    Files.writeString(in.resolve("part-00001.json"), nulls.toString());
+    Path out = tmp.resolve("count-out");
+    Run r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", in.toString(), "--output",
+        out.toString(), "--output-format", "json", "--tp", "2", "--batch-size", "4", "--master", "local[2,3]",
+        "--conf", "spark.tp.null-policy=null", "--conf", "spark.tp.test.fail-rank=1");
+    assertThat(r.code).as(r.err).isZero();
+    long written = 0;
+    try (Stream<Path> parts = Files.list(out)) {
+      for (Path part : parts.filter(p -> p.getFileName().toString().startsWith("part-")).toList()) {
+        written += Files.readAllLines(part).size();
+      }
+    }
+    assertThat(written).isEqualTo(67);
+    assertThat(r.out).startsWith("wrote 67 rows to " + out + " (json)");
+  }
+
+  @Test
+  void aCsvFeatureThatDoesNotParseNamesTheRowAndPartition() throws Exception {
+    Path in = Files.createDirectories(tmp.resolve("bad-csv"));
+    java.util.Random rnd = new java.util.Random();
+    StringBuilder sb = new StringBuilder("id,features\n");
+    for (int i = 0; i < 4; i++) {
+      sb.append(i).append(",\"");
+      for (int j = 0; j < 50; j++) {
+        sb.append(j == 0 ? "" : " ").append(i == 2 && j == 5 ? "1.0x" : String.valueOf(rnd.nextGaussian()));
+      }
+      sb.append("\"\n");
+    }
+    Files.writeString(in.resolve("part-00000.csv"), sb.toString());
+    Run r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", in.toString(), "--format", "csv",
+        "--output", tmp.resolve("bad-csv-out").toString(), "--master", "local[2]");
+    assertThat(r.code).as(r.err).isEqualTo(1);
+    assertThat(r.err.lines().findFirst().orElse("")).isEqualTo("spark-tp infer failed: Column 'features': row 2 of"
+        + " input partition 0 has a null element at position 5 (a missing value, or in CSV text one that is not a"
+        + " number)");
+  }
+
   static double[] doubles(JsonNode arr) {
     double[] a = new double[arr.size()];
     for (int i = 0; i < a.length; i++) {
