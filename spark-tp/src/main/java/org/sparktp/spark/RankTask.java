@@ -85,6 +85,20 @@ final class RankTask
     return new CpuBackend(blasThreads);
   }
 
+  /**
+   * Whether executor addresses ({@code host:port} as Spark reports them) are all on one host: two
+   * executors of one machine differ only in their port.
+   */
+  static boolean oneHost(String[] addresses) {
+    String first = SparkRendezvous.hostOf(addresses[0]);
+    for (String a : addresses) {
+      if (!SparkRendezvous.hostOf(a).equals(first)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
   private static final class Stream implements Iterator<Tuple2<Long, InternalRow>> {
     private final TpJob job;
     private final BarrierTaskContext ctx;
@@ -202,13 +216,11 @@ final class RankTask
 
     private void logHosts(BarrierTaskInfo[] infos, int p) {
       String[] hosts = new String[p];
-      boolean same = true;
       for (int r = 0; r < p; r++) {
         int i = group * p + r;
         hosts[r] = i < infos.length ? infos[i].address() : "?";
-        same &= hosts[r].equals(hosts[0]);
       }
-      if (same) {
+      if (oneHost(hosts)) {
         LOG.info("spark-tp job {} group {}: ranks on hosts {}", job.jobKey(), group, Arrays.toString(hosts));
       } else {
         LOG.warn("spark-tp job {} group {}: ranks on different hosts {}; their collectives cross the network",

@@ -98,6 +98,16 @@ class CliTest {
         .contains("weight bytes per rank: [");
   }
 
+  @Test
+  void explainWarnsWhenTpExceedsWhatTheModelCanSplit() {
+    Run r = cli("explain", "--model", fixture.resolve("model").toString(), "--tp", "65");
+    assertThat(r.code).as(r.err).isZero();
+    assertThat(r.out.lines().findFirst().orElse("")).startsWith("warning: --tp 65 exceeds what ")
+        .contains("weight layer(s) can split (").contains("replicated on every rank");
+    r = cli("explain", "--model", fixture.resolve("model").toString(), "--tp", "2");
+    assertThat(r.out).doesNotContain("warning");
+  }
+
   @ParameterizedTest
   @ValueSource(ints = {1, 2, 3})
   void pytorchModelRunsThroughInferAndMatchesPyTorch(int tp) throws IOException {
