@@ -92,11 +92,11 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   private final Param<String> backend;
 
   public TensorParallelModel(ModelSpec spec) {
-    this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec, null));
+    this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec, null, null));
   }
 
   public TensorParallelModel(String uid, ModelSpec spec) {
-    this(uid, spec, new Shards(spec, null));
+    this(uid, spec, new Shards(spec, null, null));
   }
 
   /**
@@ -114,11 +114,33 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
         : new org.apache.hadoop.conf.Configuration();
     Path path = new Path(dir);
     try (ModelDirectory d = ModelDirectory.open(path, hadoop)) {
-      String qualified = path.getFileSystem(hadoop).makeQualified(path).toString();
+      FileSystem fs = path.getFileSystem(hadoop);
+      String qualified = fs.makeQualified(path).toString();
       ModelSpec structure = d.structure();
-      return new TensorParallelModel(uid, structure, new Shards(structure, qualified));
+      return new TensorParallelModel(uid, structure, new Shards(structure, qualified, identity(qualified,
+          d.files(hadoop), fs)));
     } catch (IOException e) {
       throw new IllegalArgumentException("Cannot open the model directory " + dir + ": " + e.getMessage(), e);
+    }
+  }
+
+  /**
+   * The identity of a model directory, the key of its shards in the executors' caches: a hash of its
+   * qualified path and of each of its files' name, size and modification time. The same directory
+   * opened twice shares its cached shards; a rewritten file makes a new identity.
+   */
+  static String identity(String qualified, List<Path> files, FileSystem fs) throws IOException {
+    try {
+      java.security.MessageDigest md = java.security.MessageDigest.getInstance("SHA-256");
+      md.update(qualified.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+      for (Path f : files) {
+        org.apache.hadoop.fs.FileStatus st = fs.getFileStatus(f);
+        md.update(("\n" + f.getName() + "\t" + st.getLen() + "\t" + st.getModificationTime())
+            .getBytes(java.nio.charset.StandardCharsets.UTF_8));
+      }
+      return "dir-" + java.util.HexFormat.of().formatHex(md.digest(), 0, 16);
+    } catch (java.security.NoSuchAlgorithmException e) {
+      throw new IllegalStateException(e);
     }
   }
 
@@ -243,9 +265,30 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     return shards.plan(p);
   }
 
-  /** Destroys the per-rank broadcasts (they are made again by the next {@link #transform}). */
-  public void release() {
+  /**
+   * Destroys the per-rank broadcasts (they are made again by the next {@link #transform}) and frees the
+   * shards that the executors' caches hold idle for this model: a small job of a few tasks per executor
+   * slot removes them (best effort: an executor that runs none of its tasks frees them by LRU eviction);
+   * returns how many cached rank models were freed.
+   */
+  public int release() {
     shards.release();
+    SparkSession spark = active();
+    if (spark == null) {
+      return ShardCache.get().invalidate(shards.modelId);
+    }
+    SparkContext sc = spark.sparkContext();
+    if (sc.isLocal()) {
+      return ShardCache.get().invalidate(shards.modelId);
+    }
+    int n = Math.max(1, sc.defaultParallelism()) * 4;
+    String id = shards.modelId;
+    List<Integer> seq = new ArrayList<>();
+    for (int i = 0; i < n; i++) {
+      seq.add(i);
+    }
+    return JavaSparkContext.fromSparkContext(sc).parallelize(seq, n)
+        .map(i -> ShardCache.get().invalidate(id)).reduce(Integer::sum);
   }
 
   private static SparkSession active() {
@@ -353,7 +396,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   /** Plans and per-rank broadcasts of one model, shared by its copies. */
   private static final class Shards implements java.io.Serializable {
     private static final long serialVersionUID = 1L;
-    final String modelId = UUID.randomUUID().toString();
+    final String modelId; // the directory's identity, or random for a model held in memory
     private final transient ModelSpec spec;
     private final String checkpoint; // a model directory each rank reads its shard from, or null
     private transient Map<Integer, Plan> plans;
@@ -361,9 +404,26 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     private transient SparkContext owner;
     private transient Map<String, String[]> placements;
 
-    Shards(ModelSpec spec, String checkpoint) {
+    Shards(ModelSpec spec, String checkpoint, String identity) {
       this.spec = spec;
       this.checkpoint = checkpoint;
+      this.modelId = identity != null ? identity : UUID.randomUUID().toString();
+    }
+
+    /** Copies the checkpoint's files (streamed; no weights in the driver's memory) into {@code dst}. */
+    void copyCheckpoint(Path dst, org.apache.hadoop.conf.Configuration hadoop) throws IOException {
+      Path src = new Path(checkpoint);
+      FileSystem srcFs = src.getFileSystem(hadoop);
+      FileSystem dstFs = dst.getFileSystem(hadoop);
+      String base = srcFs.makeQualified(src).toUri().getPath();
+      try (ModelDirectory d = ModelDirectory.open(src, hadoop)) {
+        for (Path f : d.files(hadoop)) {
+          String rel = srcFs.makeQualified(f).toUri().getPath().substring(base.length()).replaceAll("^/+", "");
+          if (!org.apache.hadoop.fs.FileUtil.copy(srcFs, f, dstFs, new Path(dst, rel), false, true, hadoop)) {
+            throw new IOException("Cannot copy " + f + " to " + new Path(dst, rel));
+          }
+        }
+      }
     }
 
     /** Per-rank reads of the checkpoint when the model came from a directory, else per-rank broadcasts. */
@@ -453,6 +513,10 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
       DefaultParamsWriter$.MODULE$.saveMetadata(model, path, sparkSession());
       Path dir = new Path(path, WEIGHTS_DIR);
       try {
+        if (model.shards.checkpoint != null) {
+          model.shards.copyCheckpoint(dir, sc().hadoopConfiguration()); // the files as they are, never loaded
+          return;
+        }
         ModelWriter.write(model.shards.loadedSpec(sc().hadoopConfiguration()), dir, sc().hadoopConfiguration());
       } catch (IOException e) {
         throw new UncheckedIOException("Cannot write the model weights to " + dir + ": " + e.getMessage(), e);

@@ -36,6 +36,43 @@ class CacheAndRetryTest extends SparkTestBase {
   }
 
   @Test
+  void theSameDirectoryOpenedTwiceSharesItsShardsAndReleaseFreesThem(@org.junit.jupiter.api.io.TempDir
+      java.nio.file.Path tmp) throws Exception {
+    Random rng = new Random(1050);
+    ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
+    String dir = tmp.resolve("m").toString();
+    org.sparktp.model.ModelWriter.write(spec, dir);
+    float[][] x = inputs(rng, 40, 50, false);
+    TensorParallelModel a = TensorParallelModel.fromDirectory(dir).setTpSize(2).setGroups(1);
+    outputsById(a.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction");
+    assertThat(a.lastMetrics().totalLoads()).isEqualTo(2);
+    TensorParallelModel b = TensorParallelModel.fromDirectory(dir).setTpSize(2).setGroups(1);
+    outputsById(b.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction");
+    assertThat(b.lastMetrics().totalLoads()).as("a second open of the same directory").isZero();
+    int idle = ShardCache.get().idleCount();
+    assertThat(b.release()).as("cached rank models freed").isEqualTo(2);
+    assertThat(ShardCache.get().idleCount()).isEqualTo(idle - 2);
+    assertThat(a.release()).isZero();
+  }
+
+  @Test
+  void savingAModelOpenedFromADirectoryCopiesItsFiles(@org.junit.jupiter.api.io.TempDir java.nio.file.Path tmp)
+      throws Exception {
+    java.nio.file.Path src = java.nio.file.Path.of(getClass().getResource("/interop/model/config.json").toURI())
+        .getParent();
+    TensorParallelModel m = TensorParallelModel.fromDirectory(src.toString()).setTpSize(2);
+    java.nio.file.Path out = tmp.resolve("saved");
+    m.write().save(out.toString());
+    for (String f : new String[] {"config.json", "model.safetensors"}) {
+      assertThat(java.nio.file.Files.readAllBytes(out.resolve("weights").resolve(f))).as(f)
+          .isEqualTo(java.nio.file.Files.readAllBytes(src.resolve(f)));
+    }
+    TensorParallelModel back = TensorParallelModel.load(out.toString());
+    assertThat(back.getTpSize()).isEqualTo(2);
+    assertThat(back.spec().inputDim()).isEqualTo(50);
+  }
+
+  @Test
   void aTinyCacheBoundEvictsAndClosesAfterEachTask() {
     Random rng = new Random(1100);
     ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
