@@ -330,6 +330,16 @@ class CliTest {
   }
 
   @Test
+  void anUnreachableFileSystemNamesThePathAndTheHost() {
+    Run r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", "hdfs://127.0.0.1:1/data/x.parquet",
+        "--output", tmp.resolve("o5").toString(), "--conf", "spark.hadoop.ipc.client.connect.max.retries=0");
+    assertThat(r.code).isEqualTo(1);
+    assertThat(r.err.lines().findFirst().orElse("")).startsWith("spark-tp infer failed: Cannot reach the input"
+        + " hdfs://127.0.0.1:1/data/x.parquet: Call From ").contains(":1 failed on connection exception")
+        .contains("Connection refused");
+  }
+
+  @Test
   void theMessageIsTheOutermostOneSparkTpWrote() {
     Exception nfe;
     try {
