@@ -175,10 +175,14 @@ public final class TpConf {
 
   /** Whether {@code key} is a known {@code spark.tp.*} key or lies in a declared prefix family. */
   public static boolean isKnown(String key) {
-    if (Registry.DEFAULTS.containsKey(key)) {
+    return isKnown(key, Registry.DEFAULTS.keySet(), Registry.FAMILIES);
+  }
+
+  static boolean isKnown(String key, java.util.Set<String> keys, List<String> families) {
+    if (keys.contains(key)) {
       return true;
     }
-    for (String f : Registry.FAMILIES) {
+    for (String f : families) {
       if (key.startsWith(f) && key.length() > f.length()) {
         return true;
       }

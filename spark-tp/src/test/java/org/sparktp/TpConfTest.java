@@ -7,6 +7,7 @@ import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.io.ObjectInputStream;
 import java.io.ObjectOutputStream;
+import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 
@@ -30,6 +31,11 @@ class TpConfTest {
         .containsEntry(TpConf.TEST_FAIL_RANK, "-1").doesNotContainKey("spark.tp.comm.timeout_DEFAULT");
     assertThat(TpConf.isKnown("spark.tp.comm.timeout")).isTrue();
     assertThat(TpConf.isKnown("spark.tp.comm")).isFalse();
+    // a prefix family (a constant ending in '.', such as spark.tp.models.) makes every key under it known
+    List<String> families = List.of("spark.tp.models.");
+    assertThat(TpConf.isKnown("spark.tp.models.bert", java.util.Set.of(), families)).isTrue();
+    assertThat(TpConf.isKnown("spark.tp.models.", java.util.Set.of(), families)).isFalse();
+    assertThat(TpConf.isKnown("spark.tp.model.bert", java.util.Set.of(), families)).isFalse();
   }
 
   @Test

@@ -36,6 +36,8 @@ class CliProcessTest {
     List<String> cmd = new ArrayList<>();
     cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
     cmd.add("-Xmx1g");
+    cmd.add("-XX:TieredStopAtLevel=1"); // starts faster; these runs are short
+    cmd.add("-XX:+UseSerialGC");
     cmd.add("-Dlog4j2.configurationFile=" + Path.of(System.getProperty("user.dir")).getParent()
         .resolve("conf/log4j2.properties"));
     cmd.add("-cp");
@@ -53,7 +55,7 @@ class CliProcessTest {
     Path in = CliTest.jsonInput(tmp.resolve("bad.json"), 20, 13);
     Path errFile = tmp.resolve("bad.err");
     Process p = start(errFile, "infer", "--model", model.toString(), "--input", in.toString(), "--output",
-        tmp.resolve("bad-out").toString(), "--master", "local[2]");
+        tmp.resolve("bad-out").toString(), "--master", "local[1]");
     assertThat(p.waitFor(120, TimeUnit.SECONDS)).isTrue();
     List<String> lines = Files.readAllLines(errFile, StandardCharsets.UTF_8);
     assertThat(p.exitValue()).as(String.join("\n", lines)).isEqualTo(1);

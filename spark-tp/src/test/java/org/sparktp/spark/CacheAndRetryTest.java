@@ -28,7 +28,9 @@ class CacheAndRetryTest extends SparkTestBase {
     float[][] y2 = outputsById(second, x.length, "prediction");
     TpMetrics m2 = model.lastMetrics();
 
-    assertThat(m1.totalLoads()).isEqualTo(4); // 2 groups x 2 ranks, each its own rank model
+    // 2 groups x 2 ranks: each rank loads its model, unless a group that starts after the other group's
+    // rank checked its model back in reuses it (the key is the rank, not the group; a loaded machine)
+    assertThat(m1.totalLoads()).isBetween(2L, 4L);
     assertThat(m2.totalLoads()).isZero();
     assertThat(ShardCache.get().loads()).isEqualTo(loadsBefore);
     assertThat(m2.totalRows()).isEqualTo(x.length);
