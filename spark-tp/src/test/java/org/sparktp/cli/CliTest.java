@@ -320,6 +320,18 @@ class CliTest {
     assertThat(first).startsWith("spark-tp infer failed: Cannot open the model directory " + broken + ": ")
         .contains(broken.resolve("config.json").toString()).contains("not valid JSON");
     assertThat(r.err.lines().count()).as(r.err).isEqualTo(2); // the line and the SPARK_TP_DEBUG hint
+    // a safetensors header that is not JSON
+    Path badWeights = tmp.resolve("model-bad-weights");
+    copyTree(fixture.resolve("model"), badWeights);
+    byte[] header = "{\"fc1.weight\": [".getBytes(StandardCharsets.UTF_8);
+    java.nio.ByteBuffer buf = java.nio.ByteBuffer.allocate(8 + header.length).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+    buf.putLong(header.length).put(header);
+    Files.write(badWeights.resolve("model.safetensors"), buf.array());
+    r = cli("infer", "--model", badWeights.toString(), "--input", fixture.resolve("inputs.json").toString(),
+        "--output", tmp.resolve("o3b").toString());
+    assertThat(r.code).isEqualTo(1);
+    assertThat(r.err.lines().findFirst().orElse("")).startsWith("spark-tp infer failed: Cannot open the model"
+        + " directory " + badWeights + ": ").contains(badWeights.resolve("model.safetensors").toString());
     Path empty = Files.createDirectories(tmp.resolve("empty-in"));
     Files.writeString(empty.resolve("_SUCCESS"), "");
     r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", empty.toString(), "--output",
