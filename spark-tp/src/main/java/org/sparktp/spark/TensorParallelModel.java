@@ -267,9 +267,10 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
 
   /**
    * Destroys the per-rank broadcasts (they are made again by the next {@link #transform}) and frees the
-   * shards that the executors' caches hold idle for this model: a small job of a few tasks per executor
-   * slot removes them (best effort: an executor that runs none of its tasks frees them by LRU eviction);
-   * returns how many cached rank models were freed.
+   * shards that the executors' caches hold idle for this model: a small job with one task placed on
+   * each registered executor (and a few more) removes them (best effort: an executor that runs none of
+   * its tasks, e.g. when Spark places the task elsewhere, frees them by LRU eviction); returns how many
+   * cached rank models were freed.
    */
   public int release() {
     shards.release();
@@ -281,14 +282,30 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     if (sc.isLocal()) {
       return ShardCache.get().invalidate(shards.modelId);
     }
-    int n = Math.max(1, sc.defaultParallelism()) * 4;
-    String id = shards.modelId;
+    // one task per registered executor, placed on it (as the barrier tasks are), plus a few unplaced ones
+    List<String> executors = new ArrayList<>();
+    scala.collection.Iterator<org.apache.spark.storage.BlockManagerId> ids = org.apache.spark.SparkEnv.get()
+        .blockManager().master().getMemoryStatus().keysIterator();
+    while (ids.hasNext()) {
+      org.apache.spark.storage.BlockManagerId b = ids.next();
+      if (!b.isDriver()) {
+        executors.add("executor_" + b.host() + "_" + b.executorId());
+      }
+    }
+    int n = executors.size() + Math.max(1, sc.defaultParallelism());
+    String[] placements = new String[n];
+    for (int i = 0; i < executors.size(); i++) {
+      placements[i] = executors.get(i);
+    }
     List<Integer> seq = new ArrayList<>();
     for (int i = 0; i < n; i++) {
       seq.add(i);
     }
-    return JavaSparkContext.fromSparkContext(sc).parallelize(seq, n)
-        .map(i -> ShardCache.get().invalidate(id)).reduce(Integer::sum);
+    String id = shards.modelId;
+    scala.reflect.ClassTag<Integer> tag = scala.reflect.ClassTag$.MODULE$.apply(Integer.class);
+    org.apache.spark.rdd.RDD<Integer> placed = new PlacedRDD<>(JavaSparkContext.fromSparkContext(sc)
+        .parallelize(seq, n).rdd(), placements, tag);
+    return placed.toJavaRDD().map(i -> ShardCache.get().invalidate(id)).reduce(Integer::sum);
   }
 
   private static SparkSession active() {
