@@ -29,7 +29,10 @@ public final class TpConf {
   public static final String COMM_SHM = "spark.tp.comm.shm";
   public static final String COMM_SHM_DEFAULT = "auto";
 
-  /** How the ranks of a group talk: {@code auto} (in-JVM on a {@code local[N]} master, else TCP), {@code local} or {@code tcp}. */
+  /**
+   * How the ranks of a group talk: {@code auto} (NCCL when the job runs on the CUDA backend, else in-JVM on a
+   * {@code local[N]} master, else TCP), {@code local}, {@code tcp} or {@code nccl}.
+   */
   public static final String COMM_TRANSPORT = "spark.tp.comm.transport";
   public static final String COMM_TRANSPORT_DEFAULT = "auto";
 
@@ -72,6 +75,20 @@ public final class TpConf {
   /** Tests only: the rank (partition of the barrier stage) that throws during the stage's first attempt; -1 = none. */
   public static final String TEST_FAIL_RANK = "spark.tp.test.fail-rank";
   public static final String TEST_FAIL_RANK_DEFAULT = "-1";
+
+  // --- issue 13: CUDA backend and NCCL ---
+
+  /** Lets fp32 GEMMs on the GPU use TF32 tensor cores (about 1e-3 relative error instead of 1e-6). */
+  public static final String CUDA_TF32 = "spark.tp.cuda.tf32";
+  public static final String CUDA_TF32_DEFAULT = "false";
+
+  /** cuBLASLt workspace per CUDA backend (32 MiB suits Hopper). */
+  public static final String CUDA_WORKSPACE_BYTES = "spark.tp.cuda.workspace-bytes";
+  public static final String CUDA_WORKSPACE_BYTES_DEFAULT = "32m";
+
+  /** Size of each of the CUDA backend's pinned host staging buffers (uploads/downloads go through them). */
+  public static final String CUDA_STAGING_BYTES = "spark.tp.cuda.staging-bytes";
+  public static final String CUDA_STAGING_BYTES_DEFAULT = "16m";
 
   /**
    * The value of {@code key}: {@code options} (when it holds the key) wins over the session conf, which
