@@ -39,6 +39,9 @@ public final class NcclCommunicator implements Communicator {
   private boolean commAborted; // guarded by lock
   private volatile Throwable failure; // the first cause: an abort or a failed call
   private volatile boolean closed;
+  private final long initDeadline;
+  private int initResult;
+  private volatile boolean ready;
 
   /** An enqueue of NCCL calls (under the lock); returns an {@code ncclResult_t}. */
   @FunctionalInterface
@@ -47,9 +50,9 @@ public final class NcclCommunicator implements Communicator {
   }
 
   /**
-   * Joins the group: {@code id} is the group's {@code ncclUniqueId} (made by rank 0, {@link NcclApi#uniqueId()}),
-   * {@code device} the CUDA ordinal of this rank's GPU. Returns once every rank has joined; fails with a
-   * {@link CommunicatorException} (after aborting) when that does not happen within {@code timeoutMillis}.
+   * Starts joining the group (enqueues the non-blocking init and returns): {@code id} is the group's
+   * {@code ncclUniqueId} (made by rank 0, {@link NcclApi#uniqueId()}), {@code device} the CUDA ordinal of this
+   * rank's GPU. {@link #awaitInit()} waits for the other ranks; {@link #connect} does both.
    */
   public NcclCommunicator(NcclApi api, DeviceBuffers buffers, byte[] id, int rank, int size, int device,
       long timeoutMillis) {
@@ -69,23 +72,48 @@ public final class NcclCommunicator implements Communicator {
     this.size = size;
     this.device = device;
     this.timeoutMillis = timeoutMillis;
-    long deadline = System.nanoTime() + timeoutMillis * 1_000_000L;
+    this.initDeadline = System.nanoTime() + timeoutMillis * 1_000_000L;
     api.setDevice(device);
     long[] out = {0};
-    int rc;
     synchronized (lock) {
-      rc = api.initRank(out, size, id, rank);
+      initResult = api.initRank(out, size, id, rank);
       comm = out[0];
     }
+  }
+
+  /**
+   * Joins the group: starts the init and waits until every rank has joined; fails with a
+   * {@link CommunicatorException} (after aborting, with nothing left open) when that does not happen within
+   * {@code timeoutMillis}.
+   */
+  public static NcclCommunicator connect(NcclApi api, DeviceBuffers buffers, byte[] id, int rank, int size,
+      int device, long timeoutMillis) {
+    NcclCommunicator c;
     try {
-      if (rc != NcclApi.SUCCESS && rc != NcclApi.IN_PROGRESS) {
-        throw fail("init", "ncclCommInitRankConfig failed: " + describe(rc));
-      }
-      waitComm("init", deadline, "not every rank joined (a peer is missing, dead or uses another id)");
+      c = new NcclCommunicator(api, buffers, id, rank, size, device, timeoutMillis);
     } catch (RuntimeException | Error e) {
       buffers.close();
       throw e;
     }
+    try {
+      c.awaitInit();
+    } catch (RuntimeException | Error e) {
+      c.close();
+      throw e;
+    }
+    return c;
+  }
+
+  /** Waits (bounded by the timeout, stopped by {@link #abort}) until every rank has joined. */
+  public void awaitInit() {
+    if (ready) {
+      return;
+    }
+    if (initResult != NcclApi.SUCCESS && initResult != NcclApi.IN_PROGRESS) {
+      throw fail("init", "ncclCommInitRankConfig failed: " + describe(initResult));
+    }
+    waitComm("init", initDeadline, "not every rank joined (a peer is missing, dead or uses another id)");
+    ready = true;
   }
 
   /** Base64 of an ncclUniqueId (how rank 0 sends it through {@code BarrierTaskContext.allGather}). */
@@ -165,6 +193,9 @@ public final class NcclCommunicator implements Communicator {
     Throwable f = failure;
     if (f != null) {
       throw new CommunicatorException(where(op) + ": the communicator was aborted: " + f.getMessage(), f);
+    }
+    if (!ready) {
+      throw new IllegalStateException(where(op) + ": init has not finished (call awaitInit or use connect)");
     }
   }
 
@@ -453,8 +484,8 @@ public final class NcclCommunicator implements Communicator {
     closed = true;
     RuntimeException err = null;
     try {
-      if (failure != null) {
-        abortComm();
+      if (failure != null || !ready) {
+        abortComm(); // a communicator that never finished init (or failed) is aborted, not finalized
         return;
       }
       long deadline = System.nanoTime() + timeoutMillis * 1_000_000L;

@@ -45,7 +45,7 @@ class NcclCommunicatorTest {
   @Test
   void successPathInitsRunsCollectivesAndFinalizes() {
     float[] data = random(6, 1);
-    try (NcclCommunicator c = new NcclCommunicator(nccl, buffers, id, 0, 1, 0, 5_000);
+    try (NcclCommunicator c = NcclCommunicator.connect(nccl, buffers, id, 0, 1, 0, 5_000);
         CpuTensor send = cpu.upload(data, 0, 2, 3); CpuTensor recv = cpu.allocate(2, 3)) {
       assertThat(nccl.calls).containsExactly("init 1 0");
       c.allReduce(send);
@@ -67,7 +67,7 @@ class NcclCommunicatorTest {
   void initThatNeverFinishesAbortsAtTheDeadline() {
     nccl.initPolls = -1; // a peer never joins
     long t0 = System.nanoTime();
-    assertThatThrownBy(() -> new NcclCommunicator(nccl, buffers, id, 0, 2, 0, 300))
+    assertThatThrownBy(() -> NcclCommunicator.connect(nccl, buffers, id, 0, 2, 0, 300))
         .isInstanceOf(CommunicatorException.class)
         .hasMessageContaining("NCCL init on rank 0 of 2 (device 0) failed: did not finish within 300 ms"
             + " (spark.tp.comm.timeout): not every rank joined");
@@ -82,7 +82,7 @@ class NcclCommunicatorTest {
   void asyncErrorDuringACollectiveFailsAbortsAndRejectsLaterCalls() {
     nccl.eventPolls = -1; // the collective never completes: a peer died
     nccl.asyncErrorAfter = 3;
-    NcclCommunicator c = new NcclCommunicator(nccl, buffers, id, 1, 2, 0, 30_000);
+    NcclCommunicator c = NcclCommunicator.connect(nccl, buffers, id, 1, 2, 0, 30_000);
     try (CpuTensor buf = cpu.upload(random(4, 2), 0, 1, 4)) {
       assertThatThrownBy(() -> c.allReduce(buf))
           .isInstanceOf(CommunicatorException.class)
@@ -104,7 +104,7 @@ class NcclCommunicatorTest {
   @Test
   void collectiveThatHangsFailsWithinTheTimeout() {
     nccl.eventPolls = -1;
-    NcclCommunicator c = new NcclCommunicator(nccl, buffers, id, 0, 2, 0, 400);
+    NcclCommunicator c = NcclCommunicator.connect(nccl, buffers, id, 0, 2, 0, 400);
     try (CpuTensor buf = cpu.upload(random(4, 3), 0, 1, 4)) {
       long t0 = System.nanoTime();
       assertThatThrownBy(() -> c.broadcast(buf, 1))
@@ -121,7 +121,7 @@ class NcclCommunicatorTest {
   @Test
   void abortFromAnotherThreadUnblocksAWaitingCollective() throws Exception {
     nccl.eventPolls = -1;
-    NcclCommunicator c = new NcclCommunicator(nccl, buffers, id, 0, 2, 0, 60_000);
+    NcclCommunicator c = NcclCommunicator.connect(nccl, buffers, id, 0, 2, 0, 60_000);
     try (CpuTensor buf = cpu.upload(random(8, 4), 0, 2, 4)) {
       CompletableFuture<Void> killer = CompletableFuture.runAsync(() -> {
         try {
@@ -146,8 +146,36 @@ class NcclCommunicatorTest {
   }
 
   @Test
+  void abortFromAnotherThreadUnblocksAWaitingInit() throws Exception {
+    nccl.initPolls = -1;
+    NcclCommunicator c = new NcclCommunicator(nccl, buffers, id, 0, 2, 0, 60_000);
+    try {
+      assertThatThrownBy(() -> c.barrier()).hasMessageContaining("init has not finished");
+      CompletableFuture<Void> killer = CompletableFuture.runAsync(() -> {
+        try {
+          Thread.sleep(150);
+        } catch (InterruptedException e) {
+          Thread.currentThread().interrupt();
+        }
+        c.abort(new IllegalStateException("stage cancelled"));
+      });
+      long t0 = System.nanoTime();
+      assertThatThrownBy(c::awaitInit)
+          .isInstanceOf(CommunicatorException.class)
+          .hasMessageContaining("NCCL init on rank 0 of 2 (device 0) was aborted: stage cancelled");
+      assertThat((System.nanoTime() - t0) / 1_000_000).isLessThan(5_000L);
+      killer.get(5, TimeUnit.SECONDS);
+    } finally {
+      c.close();
+    }
+    assertThat(nccl.aborts.get()).isEqualTo(1);
+    assertThat(nccl.finalizes.get()).isZero();
+    assertThat(buffers.closes.get()).isEqualTo(1);
+  }
+
+  @Test
   void unevenCountsBecomeGroupsOfBroadcastsReducesAndSendRecvs() {
-    NcclCommunicator c = new NcclCommunicator(nccl, buffers, id, 1, 3, 0, 5_000);
+    NcclCommunicator c = NcclCommunicator.connect(nccl, buffers, id, 1, 3, 0, 5_000);
     try (CpuTensor send = cpu.upload(random(6, 5), 0, 1, 6); CpuTensor recv = cpu.allocate(1, 6)) {
       long s = send.address();
       long r = recv.address();
@@ -195,7 +223,7 @@ class NcclCommunicatorTest {
         .hasMessageContaining("Rank 0 sent an NCCL unique id that is not Base64");
     assertThatThrownBy(() -> NcclCommunicator.decodeId(NcclCommunicator.encodeId(new byte[5])))
         .hasMessage("Rank 0 sent an NCCL unique id of 5 bytes, expected 128");
-    assertThatThrownBy(() -> new NcclCommunicator(nccl, buffers, new byte[3], 0, 1, 0, 1000))
+    assertThatThrownBy(() -> NcclCommunicator.connect(nccl, buffers, new byte[3], 0, 1, 0, 1000))
         .hasMessage("An ncclUniqueId has 128 bytes, got 3");
     assertThat(List.of(nccl.calls.toArray())).isEmpty();
   }
