@@ -28,7 +28,8 @@ public final class SparkTpCli {
       "           the plan: ops, layouts, collectives, bytes per row, weight bytes per rank",
       "  doctor   [--master URL]",
       "           Java, Spark, OpenBLAS, which backends load here, task slots",
-      "  bench    gemm|comm|spark [flags of that benchmark]",
+      "  bench    gemm|comm|spark|gpu [flags of that benchmark]",
+      "  gpu-check                 (bin/spark-tp only) GPU tests and benchmark on a GPU machine",
       "",
       "master URLs: local[*] (default), local[N], local-cluster[N,C,MB] (N executor processes), spark://..., yarn",
       "");

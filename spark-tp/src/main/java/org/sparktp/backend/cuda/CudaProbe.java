@@ -113,6 +113,16 @@ public final class CudaProbe {
     return new Status(reason, ncclReason, count[0], v.toString());
   }
 
+  /** Prints the status (used by {@code bin/spark-tp gpu-check}); exits 2 when the CUDA backend cannot run. */
+  public static void main(String[] args) {
+    Status s = status();
+    System.out.println("CUDA backend: " + (s.available() ? "loads: " + s.versions() : "unavailable: " + s.backendReason()));
+    System.out.println("NCCL: " + (s.ncclAvailable() ? "loads" : "unavailable: " + s.ncclReason()));
+    if (!s.available()) {
+      System.exit(2);
+    }
+  }
+
   static String version(int v) {
     return (v / 1000) + "." + (v % 1000 / 10);
   }
