@@ -51,7 +51,8 @@ final class GpuTask {
     }
     String[] addr = gpuAddresses(ctx);
     if (addr.length == 0) {
-      LOG.info("spark.tp.backend=auto: task {} has no GPU resource, using the CPU backend", ctx.partitionId());
+      LOG.info("spark.tp.backend=auto: task {} has no GPU resource, using the CPU backend",
+          ctx == null ? -1 : ctx.partitionId());
       return "cpu";
     }
     CudaProbe.Status st = CudaProbe.status();
