@@ -23,7 +23,8 @@ public final class GpuTestMain {
     boolean allowSkips = java.util.Arrays.asList(args).contains("--allow-skips");
     boolean all = java.util.Arrays.asList(args).contains("--all"); // also the CPU tests of these packages
     LauncherDiscoveryRequestBuilder b = LauncherDiscoveryRequestBuilder.request()
-        .selectors(selectPackage("org.sparktp.backend.cuda"), selectPackage("org.sparktp.comm.nccl"));
+        .selectors(selectPackage("org.sparktp.backend.cuda"), selectPackage("org.sparktp.comm.nccl"),
+            selectPackage("org.sparktp.nn"));
     if (!all) {
       b.filters(TagFilter.includeTags("gpu"));
     }
