@@ -688,6 +688,7 @@ public final class CudaBackend implements Backend {
 
   /** Launches kernel {@code name} on the compute stream; Long = pointer or 64-bit integer, Integer, Float. */
   private void launch(String name, int gridX, int rowsGrid, Object... args) {
+    CudaKernels.checkArgs(name, args);
     enter();
     Pointer[] holders = new Pointer[args.length];
     PointerPointer<Pointer> params = new PointerPointer<>(args.length);

@@ -29,10 +29,46 @@ public final class CudaKernels implements AutoCloseable {
   /** The resource holding every kernel. */
   public static final String SOURCE = "kernels.cu";
 
+  /**
+   * Each entry point of {@link #SOURCE} with its parameter kinds, one letter per parameter: {@code p} a device
+   * pointer, {@code l} a 64-bit {@code long}, {@code i} an {@code int}, {@code f} a {@code float}. Every launch is
+   * checked against it ({@link #checkArgs}); a test checks it against the source's signatures.
+   */
+  public static final Map<String, String> SIGNATURES = java.util.Collections.unmodifiableMap(new java.util.LinkedHashMap<>(
+      Map.ofEntries(Map.entry("tp_bias_act", "ppiii"), Map.entry("tp_add", "ppl"), Map.entry("tp_scale", "plf"),
+          Map.entry("tp_softmax_rows", "piifii"), Map.entry("tp_layer_norm", "pppiif"), Map.entry("tp_rms_norm", "ppiif"),
+          Map.entry("tp_embedding", "piiipip"), Map.entry("tp_embedding_bag", "piiippiip"), Map.entry("tp_rope", "piiipf"),
+          Map.entry("tp_cast_f32_bf16", "ppl"), Map.entry("tp_cast_bf16_f32", "ppl"), Map.entry("tp_cast_f32_f16", "ppl"),
+          Map.entry("tp_cast_f16_f32", "ppl"))));
+
   /** The entry points of {@link #SOURCE}. */
-  public static final List<String> ENTRY_POINTS = List.of("tp_bias_act", "tp_add", "tp_scale", "tp_softmax_rows",
-      "tp_layer_norm", "tp_rms_norm", "tp_embedding", "tp_embedding_bag", "tp_rope", "tp_cast_f32_bf16",
-      "tp_cast_bf16_f32", "tp_cast_f32_f16", "tp_cast_f16_f32");
+  public static final List<String> ENTRY_POINTS = List.copyOf(new java.util.TreeSet<>(SIGNATURES.keySet()));
+
+  /**
+   * Checks a launch's Java arguments against {@link #SIGNATURES}: pointers and longs are {@code Long}, ints
+   * {@code Integer}, floats {@code Float}; throws naming the kernel, the expected and the given kinds.
+   */
+  public static void checkArgs(String name, Object... args) {
+    String sig = SIGNATURES.get(name);
+    if (sig == null) {
+      throw new IllegalArgumentException("No kernel '" + name + "' in " + SOURCE);
+    }
+    StringBuilder got = new StringBuilder();
+    boolean ok = args.length == sig.length();
+    for (int i = 0; i < args.length; i++) {
+      Object a = args[i];
+      char k = a instanceof Long ? 'l' : a instanceof Integer ? 'i' : a instanceof Float ? 'f' : '?';
+      got.append(k);
+      if (i < sig.length()) {
+        char want = sig.charAt(i);
+        ok &= (want == 'p' || want == 'l') ? k == 'l' : k == want;
+      }
+    }
+    if (!ok) {
+      throw new IllegalArgumentException("Kernel " + name + " takes (" + sig + ") but the launch passes (" + got
+          + "); p = pointer (Long), l = Long, i = Integer, f = Float");
+    }
+  }
 
   private static final Map<String, byte[]> CUBINS = new ConcurrentHashMap<>();
 

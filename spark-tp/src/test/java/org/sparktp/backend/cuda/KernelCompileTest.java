@@ -62,4 +62,27 @@ class KernelCompileTest {
       assertThat(symbols).as("entry point %s in the CUBIN", k).contains(k + "\0");
     }
   }
+
+  @Test
+  void theLaunchSignaturesMatchTheKernelSource() {
+    java.util.regex.Matcher m = java.util.regex.Pattern
+        .compile("extern \"C\" __global__ void (\\w+)\\(([^)]*)\\)").matcher(CudaKernels.source());
+    java.util.Map<String, String> fromSource = new java.util.TreeMap<>();
+    while (m.find()) {
+      StringBuilder kinds = new StringBuilder();
+      for (String param : m.group(2).split(",")) {
+        String p = param.trim();
+        kinds.append(p.contains("*") ? 'p' : p.startsWith("long") ? 'l' : p.startsWith("int") ? 'i'
+            : p.startsWith("float") ? 'f' : '?');
+      }
+      fromSource.put(m.group(1), kinds.toString());
+    }
+    assertThat(fromSource).isEqualTo(new java.util.TreeMap<>(CudaKernels.SIGNATURES));
+    CudaKernels.checkArgs("tp_add", 1L, 2L, 3L);
+    org.assertj.core.api.Assertions.assertThatThrownBy(() -> CudaKernels.checkArgs("tp_add", 1L, 2L, 3))
+        .hasMessage("Kernel tp_add takes (ppl) but the launch passes (lli); p = pointer (Long), l = Long,"
+            + " i = Integer, f = Float");
+    org.assertj.core.api.Assertions.assertThatThrownBy(() -> CudaKernels.checkArgs("tp_scale", 1L, 2L))
+        .hasMessageStartingWith("Kernel tp_scale takes (plf) but the launch passes (ll)");
+  }
 }
