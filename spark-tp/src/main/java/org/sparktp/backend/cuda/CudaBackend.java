@@ -58,6 +58,8 @@ import org.sparktp.tensor.Tensor;
 public final class CudaBackend implements Backend {
   private static final ThreadLocal<int[]> CURRENT_DEVICE = ThreadLocal.withInitial(() -> new int[] {-1});
   private static final int BLOCK = 256;
+  /** Errors after which the context is unusable: illegal address, launch timeout, assert, hardware, launch failure. */
+  private static final java.util.Set<Integer> STICKY = java.util.Set.of(700, 702, 710, 714, 715, 719, 999);
 
   private final int device;
   private final int ccMajor;
@@ -265,7 +267,7 @@ public final class CudaBackend implements Backend {
   private void check(int rc, String call) {
     if (rc != 0) {
       CudaException e = new CudaException(call, rc, CudaCheck.errorString(rc));
-      if (rc == 700 || rc == 702 || rc == 710 || rc == 714 || rc == 715 || rc == 719 || rc == 999) {
+      if (STICKY.contains(rc)) {
         failure = failure == null ? e : failure;
       }
       throw e;
@@ -535,20 +537,49 @@ public final class CudaBackend implements Backend {
     CudaTensor o = cuda(out);
     boolean fused = act == Activation.IDENTITY || (bias != null
         && (act == Activation.GELU_TANH || act == Activation.RELU));
-    if (fused) {
-      matmul(false, true, 1f, x, w, 0f, o, bias, act);
-      return;
+    try {
+      if (fused) {
+        matmul(false, true, 1f, x, w, 0f, o, bias, act);
+        return;
+      }
+      if (o.storage() == CudaDType.F32) {
+        matmul(false, true, 1f, x, w, 0f, o, bias, Activation.IDENTITY);
+        activate(o, act);
+        return;
+      }
+      try (CudaTensor tmp = empty(o.rows(), o.cols(), CudaDType.F32)) {
+        matmul(false, true, 1f, x, w, 0f, tmp, bias, Activation.IDENTITY);
+        activate(tmp, act);
+        try (CudaTensor cast = cast(tmp, o.storage())) {
+          copyBlock(cast, 0, 0, o, 0, 0, o.rows(), o.cols());
+        }
+      }
+    } catch (CudaException e) {
+      if (bias == null || !e.call().startsWith("cublasLtMatmulAlgoGetHeuristic")) {
+        throw e;
+      }
+      // cuBLASLt has no algorithm with this epilogue for these types: plain GEMM, then bias + activation kernels
+      unfused(x, w, bias, act, o);
     }
-    if (o.storage() == CudaDType.F32) {
-      matmul(false, true, 1f, x, w, 0f, o, bias, Activation.IDENTITY);
-      activate(o, act);
-      return;
-    }
-    try (CudaTensor tmp = empty(o.rows(), o.cols(), CudaDType.F32)) {
-      matmul(false, true, 1f, x, w, 0f, tmp, bias, Activation.IDENTITY);
-      activate(tmp, act);
-      try (CudaTensor cast = cast(tmp, o.storage())) {
-        copyBlock(cast, 0, 0, o, 0, 0, o.rows(), o.cols());
+  }
+
+  private void unfused(Tensor x, Tensor w, Tensor bias, Activation act, CudaTensor o) {
+    CudaTensor tmp = o.storage() == CudaDType.F32 ? o : empty(o.rows(), o.cols(), CudaDType.F32);
+    CudaTensor b32 = cuda(bias).storage() == CudaDType.F32 ? null : cast(bias, CudaDType.F32);
+    try {
+      matmul(false, true, 1f, x, w, 0f, tmp, null, Activation.IDENTITY);
+      biasActivate(tmp, b32 == null ? bias : b32, act);
+      if (tmp != o) {
+        try (CudaTensor cast = cast(tmp, o.storage())) {
+          copyBlock(cast, 0, 0, o, 0, 0, o.rows(), o.cols());
+        }
+      }
+    } finally {
+      if (b32 != null) {
+        b32.close();
+      }
+      if (tmp != o) {
+        tmp.close();
       }
     }
   }
@@ -707,8 +738,18 @@ public final class CudaBackend implements Backend {
         params.put(i, holders[i]);
       }
       int gx = rowsGrid > 0 ? rowsGrid : gridX;
-      CudaCheck.cu(cudart.cuLaunchKernel(kernels.function(name), gx, 1, 1, BLOCK, 1, 1, 0, compute, params,
-          (PointerPointer<?>) null), "cuLaunchKernel(" + name + ")");
+      int rc = cudart.cuLaunchKernel(kernels.function(name), gx, 1, 1, BLOCK, 1, 1, 0, compute, params,
+          (PointerPointer<?>) null);
+      if (rc != 0) {
+        try {
+          CudaCheck.cu(rc, "cuLaunchKernel(" + name + ")");
+        } catch (CudaException e) {
+          if (STICKY.contains(rc)) {
+            failure = failure == null ? e : failure;
+          }
+          throw e;
+        }
+      }
     } finally {
       for (Pointer h : holders) {
         if (h != null) {
