@@ -30,7 +30,10 @@ public final class TpConf {
   public static final String COMM_SHM = "spark.tp.comm.shm";
   public static final String COMM_SHM_DEFAULT = "auto";
 
-  /** How the ranks of a group talk: {@code auto} (in-JVM on a {@code local[N]} master, else TCP), {@code local} or {@code tcp}. */
+  /**
+   * How the ranks of a group talk: {@code auto} (NCCL when the job runs on the CUDA backend, else in-JVM on a
+   * {@code local[N]} master, else TCP), {@code local}, {@code tcp} or {@code nccl}.
+   */
   public static final String COMM_TRANSPORT = "spark.tp.comm.transport";
   public static final String COMM_TRANSPORT_DEFAULT = "auto";
 
@@ -74,6 +77,20 @@ public final class TpConf {
   public static final String TEST_FAIL_RANK = "spark.tp.test.fail-rank";
   public static final String TEST_FAIL_RANK_DEFAULT = "-1";
 
+  // --- issue 13: CUDA backend and NCCL ---
+
+  /** Lets fp32 GEMMs on the GPU use TF32 tensor cores (about 1e-3 relative error instead of 1e-6). */
+  public static final String CUDA_TF32 = "spark.tp.cuda.tf32";
+  public static final String CUDA_TF32_DEFAULT = "false";
+
+  /** cuBLASLt workspace per CUDA backend (32 MiB suits Hopper). */
+  public static final String CUDA_WORKSPACE_BYTES = "spark.tp.cuda.workspace-bytes";
+  public static final String CUDA_WORKSPACE_BYTES_DEFAULT = "32m";
+
+  /** Size of each of the CUDA backend's pinned host staging buffers (uploads/downloads go through them). */
+  public static final String CUDA_STAGING_BYTES = "spark.tp.cuda.staging-bytes";
+  public static final String CUDA_STAGING_BYTES_DEFAULT = "16m";
+
   // ===== Known keys and their checks (issue 8) ====================================================
   // Every public String constant of this class whose value starts with "spark.tp." is a known key (its
   // default is the constant named <NAME>_DEFAULT); a constant whose value ends in "." declares a prefix
@@ -92,10 +109,10 @@ public final class TpConf {
       Map.entry(COMM_CHUNK_BYTES, TpConf::checkChunkBytes),
       Map.entry(COMM_PORT_RANGE, TpConf::parsePortRange),
       Map.entry(COMM_SHM, oneOf("auto", "off")),
-      Map.entry(COMM_TRANSPORT, oneOf("auto", "local", "tcp")),
+      Map.entry(COMM_TRANSPORT, oneOf("auto", "local", "tcp", "nccl")),
       Map.entry(SLOTS_WAIT, TpConf::parseDurationMillis),
       Map.entry(BATCH_SIZE, (k, v) -> parseInt(k, v, 1)),
-      Map.entry(BACKEND, oneOf("auto", "cpu")),
+      Map.entry(BACKEND, oneOf("auto", "cpu", "cuda")),
       Map.entry(CPU_BLAS_THREADS, (k, v) -> parseInt(k, v, 1)),
       Map.entry(CACHE_MAX_BYTES, TpConf::parseBytes),
       Map.entry(NULL_POLICY, oneOf("error", "skip", "null")),

@@ -87,10 +87,18 @@ final class Infer {
       model.setBatchSize(a.intValue("batch-size", 1, 1));
     }
     if (a.has("backend")) {
+      String be = a.get("backend", "auto");
       try {
-        model.setBackend(a.get("backend", "auto"));
+        model.setBackend(be);
       } catch (IllegalArgumentException e) {
-        throw new UsageException("--backend " + a.get("backend", "") + " is not a backend here; use auto or cpu");
+        throw new UsageException("--backend " + be + " is not a backend; use auto, cpu or cuda");
+      }
+      String master = a.get("master", "local[*]");
+      if (be.trim().equalsIgnoreCase("cuda") && master.startsWith("local")
+          && !org.sparktp.backend.cuda.CudaProbe.status().available()) {
+        // on a local master the executors run on this machine, so the driver's probe answers for them
+        throw new UsageException("--backend cuda is not available on this machine ("
+            + org.sparktp.backend.cuda.CudaProbe.status().backendReason() + "); use auto or cpu");
       }
     }
     SparkSession spark = Sessions.open("infer", a.get("master", null), a.confs());

@@ -20,7 +20,7 @@ public final class SparkTpCli {
       "commands:",
       "  infer    --model DIR --input PATH --output PATH [--format parquet|json|csv] [--output-format parquet|json|csv]",
       "           [--features-col features] [--output-col prediction] [--tp N] [--groups G] [--batch-size B]",
-      "           [--backend auto|cpu] [--mode error|overwrite] [--master URL] [--conf key=value]...",
+      "           [--backend auto|cpu|cuda] [--mode error|overwrite] [--master URL] [--conf key=value]...",
       "           run a model on a table; the output keeps every input column plus the output column",
       "  demo     [--tp N] [--rows N] [--batch-size B] [--master URL] [--conf key=value]...",
       "           a random model (two MLP blocks, width 1024) run at --tp (default 2) and at 1, checked to agree",
@@ -28,7 +28,8 @@ public final class SparkTpCli {
       "           the plan: ops, layouts, collectives, bytes per row, weight bytes per rank",
       "  doctor   [--master URL]",
       "           Java, Spark, OpenBLAS, which backends load here, task slots",
-      "  bench    gemm|comm|spark [flags of that benchmark]",
+      "  bench    gemm|comm|spark|gpu [flags of that benchmark]",
+      "  gpu-check                 (bin/spark-tp only) GPU tests and benchmark on a GPU machine",
       "",
       "master URLs: local[*] (default), local[N], local-cluster[N,C,MB] (N executor processes), spark://..., yarn",
       "");

@@ -303,9 +303,15 @@ class CliTest {
     assertThat(r.code).isEqualTo(2);
     assertThat(r.err).startsWith("spark-tp: error: --conf Unknown setting spark.tp.comm.chunkbytes; did you mean"
         + " spark.tp.comm.chunk-bytes? (the spark.tp.* keys are listed in the README under Configuration)\n");
-    r = cli("infer", "--model", model, "--input", in, "--output", tmp.resolve("o2").toString(), "--backend", "cuda");
+    r = cli("infer", "--model", model, "--input", in, "--output", tmp.resolve("o2").toString(), "--backend", "tpu");
     assertThat(r.code).isEqualTo(2);
-    assertThat(r.err).startsWith("spark-tp: error: --backend cuda is not a backend here; use auto or cpu\n");
+    assertThat(r.err).startsWith("spark-tp: error: --backend tpu is not a backend; use auto, cpu or cuda\n");
+    org.junit.jupiter.api.Assumptions.assumeFalse(org.sparktp.backend.cuda.CudaProbe.status().available(),
+        "this machine has a GPU: --backend cuda is valid here");
+    r = cli("infer", "--model", model, "--input", in, "--output", tmp.resolve("o3").toString(), "--backend", "cuda");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: --backend cuda is not available on this machine (");
+    assertThat(r.err).contains("); use auto or cpu\n");
   }
 
   @Test

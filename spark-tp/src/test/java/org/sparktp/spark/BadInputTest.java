@@ -192,4 +192,22 @@ class BadInputTest extends SparkTestBase {
     assertThatThrownBy(() -> new TensorParallelModel(emb).transform(frame(Input.FLOATS, new float[0][], 1)))
         .hasMessageContaining("Input column 'features' has type array<float>; the model takes int or long");
   }
+
+  @Test
+  void transportAndBackendSettingsPickNcclOnlyForGpuJobs() {
+    assertThat(CommFactory.forSession(spark, java.util.Map.of())).isInstanceOf(LocalCommFactory.class);
+    assertThat(CommFactory.forSession(spark, java.util.Map.of(org.sparktp.TpConf.COMM_TRANSPORT, "nccl")))
+        .isInstanceOf(NcclCommFactory.class);
+    assertThat(CommFactory.forSession(spark, java.util.Map.of(org.sparktp.TpConf.BACKEND, "cuda")))
+        .isInstanceOf(NcclCommFactory.class);
+    assertThat(CommFactory.forSession(spark, java.util.Map.of(org.sparktp.TpConf.BACKEND, "cuda",
+        org.sparktp.TpConf.COMM_TRANSPORT, "local"))).isInstanceOf(LocalCommFactory.class);
+    org.assertj.core.api.Assertions.assertThatThrownBy(() -> CommFactory.forSession(spark,
+        java.util.Map.of(org.sparktp.TpConf.COMM_TRANSPORT, "rdma")))
+        .hasMessage("Invalid value for spark.tp.comm.transport: 'rdma' (use auto, local, tcp or nccl)");
+    org.assertj.core.api.Assertions.assertThatThrownBy(() -> RankTask.checkBackend("tpu"))
+        .hasMessage("Unknown backend 'tpu' (spark.tp.backend / backend param): use auto, cpu or cuda");
+    // auto on a task without a GPU resource is the CPU
+    assertThat(GpuTask.resolveBackend("auto", null)).isEqualTo("cpu");
+  }
 }
