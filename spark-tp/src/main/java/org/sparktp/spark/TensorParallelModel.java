@@ -160,8 +160,8 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
         + TpConf.GROUPS + ", default 0)", ParamValidators.gtEq(0));
     batchSize = new IntParam(this, "batchSize", "rows each rank brings to a step (else " + TpConf.BATCH_SIZE
         + ", default " + TpConf.BATCH_SIZE_DEFAULT + ")", ParamValidators.gtEq(1));
-    backend = new Param<>(this, "backend", "compute backend: auto or cpu (else " + TpConf.BACKEND + ", default "
-        + TpConf.BACKEND_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "cpu"}));
+    backend = new Param<>(this, "backend", "compute backend: auto, cpu or cuda (else " + TpConf.BACKEND
+        + ", default " + TpConf.BACKEND_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "cpu", "cuda"}));
     setDefault(inputCol, "features");
     setDefault(outputCol, "prediction");
   }
