@@ -14,7 +14,7 @@ public final class HostBuffers {
   }
 
   public static ByteBuffer bytes(Tensor t) {
-    return host(t).bytes();
+    return host(t).byteBuffer();
   }
 
   private static CpuTensor host(Tensor t) {
