@@ -48,6 +48,25 @@ public interface Backend extends AutoCloseable {
     return upload(f, rows, cols);
   }
 
+  /**
+   * Writes {@code src}'s remaining bytes (elements of {@code t}'s dtype, little-endian) into {@code t} from
+   * byte {@code byteOffset}; the position of {@code src} advances.
+   */
+  default void write(Tensor t, long byteOffset, ByteBuffer src) {
+    requireF32(t.dtype(), "write");
+    if (byteOffset % 4 != 0 || src.remaining() % 4 != 0) {
+      throw new IllegalArgumentException("f32 writes must cover whole elements");
+    }
+    float[] f = new float[src.remaining() / 4];
+    src.slice().order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(f);
+    src.position(src.limit());
+    int row = Math.toIntExact(byteOffset / 4 / Math.max(1, t.cols()));
+    if (byteOffset / 4 % Math.max(1, t.cols()) != 0) {
+      throw new IllegalArgumentException("This backend writes whole rows");
+    }
+    write(t, row, f, 0, f.length);
+  }
+
   /** Copies the tensor's elements, in its own dtype and little-endian, into {@code dst} at its position. */
   default void download(Tensor src, ByteBuffer dst) {
     requireF32(src.dtype(), "download");

@@ -3,7 +3,12 @@ package org.sparktp.cli;
 import java.io.PrintStream;
 import java.util.Locale;
 import org.apache.spark.sql.SparkSession;
+import org.sparktp.TpConf;
+import org.sparktp.backend.BackendProvider;
+import org.sparktp.backend.Backends;
+import org.sparktp.backend.Precision;
 import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.tensor.DType;
 
 /** {@code spark-tp doctor}: what this machine and session offer spark-tp, and what does not load and why. */
 final class Doctor {
@@ -25,8 +30,16 @@ final class Doctor {
     } catch (Throwable t) {
       out.printf(Locale.ROOT, "%-16s does not load: %s%n", "backend cpu", t);
     }
-    out.printf(Locale.ROOT, "%-16s not available: this version has no CUDA backend (the CPU backend runs every model)%n",
-        "backend cuda");
+    out.printf(Locale.ROOT, "%-16s isa %s; %s; kernels: f32 %s, bf16 %s, f16 %s%n", "onednn",
+        CpuBackend.onednnIsa(), CpuBackend.onednnThreads(), Explain.kernel(DType.F32), Explain.kernel(DType.BF16),
+        Explain.kernel(DType.F16));
+    out.printf(Locale.ROOT, "%-16s spark.tp.dtype=auto gives %s for a bf16/f16 checkpoint here (f32 for f32 weights)%n",
+        "precision", Precision.resolve("auto", DType.BF16, CpuBackend.hasNativeBf16(), TpConf.DTYPE).id());
+    for (BackendProvider p : Backends.providers()) {
+      String why = p.unavailableReason();
+      out.printf(Locale.ROOT, "%-16s %s (priority %d)%n", "provider " + p.name(), why == null ? "available" : why,
+          p.priority());
+    }
     SparkSession spark = Sessions.open("doctor", a.get("master", null), a.confs());
     try {
       int executors = spark.sparkContext().statusTracker().getExecutorInfos().length;

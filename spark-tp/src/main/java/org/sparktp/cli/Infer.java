@@ -55,6 +55,13 @@ final class Infer {
       throw new UsageException("--mode takes error or overwrite, got '" + mode + "'");
     }
     int tp = a.intValue("tp", 1, 1);
+    if (a.has("dtype") && !a.get("dtype", "auto").trim().equalsIgnoreCase("auto")) {
+      try {
+        org.sparktp.tensor.DType.parseStorage(a.get("dtype", "auto"), "--dtype");
+      } catch (IllegalArgumentException e) {
+        throw new UsageException(e.getMessage());
+      }
+    }
     Configuration hadoop = new Configuration();
     checkExists(modelDir, "model directory", hadoop);
     checkExists(input, "input", hadoop);
@@ -78,6 +85,9 @@ final class Infer {
       }
       if (a.has("backend")) {
         model.setBackend(a.get("backend", "auto"));
+      }
+      if (a.has("dtype")) {
+        model.setDtype(a.get("dtype", "auto"));
       }
       Dataset<Row> result = model.transform(df);
       if (outFormat.equals("csv")) {

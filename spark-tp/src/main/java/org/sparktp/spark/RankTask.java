@@ -22,7 +22,8 @@ import org.apache.spark.unsafe.Platform;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.sparktp.backend.Backend;
-import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.TpConf;
+import org.sparktp.tensor.DType;
 import org.sparktp.comm.CommStats;
 import org.sparktp.comm.Communicator;
 import org.sparktp.comm.CommunicatorException;
@@ -71,18 +72,12 @@ final class RankTask
 
   /** Checks a backend name ({@code spark.tp.backend}); returns it normalized. */
   static String checkBackend(String name) {
-    String n = name == null ? "" : name.trim().toLowerCase(java.util.Locale.ROOT);
-    if (!n.equals("auto") && !n.equals("cpu")) {
-      throw new IllegalArgumentException("Unknown backend '" + name
-          + "' (spark.tp.backend / backend param): use auto or cpu");
-    }
-    return n;
+    return org.sparktp.backend.Backends.check(name);
   }
 
-  /** Makes the backend named by {@code spark.tp.backend} ({@code auto} is the CPU until a GPU backend exists). */
-  static Backend backend(String name, int blasThreads) {
-    checkBackend(name);
-    return new CpuBackend(blasThreads);
+  /** Makes the backend named by {@code spark.tp.backend} through its provider ({@code auto}: the best available). */
+  static Backend backend(String name, java.util.Map<String, String> settings) {
+    return org.sparktp.backend.Backends.create(name, settings, -1);
   }
 
   private static final class Stream implements Iterator<Tuple2<Long, InternalRow>> {
@@ -157,7 +152,7 @@ final class RankTask
       UnsafeProjection proj;
       try {
         Plan plan = job.plan();
-        ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), p, rank, job.backend());
+        ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), p, rank, cacheBackend());
         l = ShardCache.get().checkOut(key, plan.weightBytes(rank), job.cacheMaxBytes(), () -> load(plan));
         r = new TpRunner(l.model(), c);
         proj = UnsafeProjection.create(job.outSchema());
@@ -184,18 +179,27 @@ final class RankTask
       });
     }
 
+    /** The backend part of the cache key: the backend, dtype and GEMM (a model loaded in bf16 is not reused for f32). */
+    private String cacheBackend() {
+      return job.backend() + "/" + job.dtype() + "/" + job.backendSettings().get(TpConf.CPU_GEMM);
+    }
+
     private InputKind kind() {
       return job.kind();
     }
 
     private ShardCache.Entry load(Plan plan) {
-      RankWeights w = job.shards().load(rank);
-      Backend b = backend(job.backend(), job.blasThreads());
-      try {
+      Backend b = backend(job.backend(), job.backendSettings());
+      DType dt = DType.parseStorage(job.dtype(), TpConf.DTYPE);
+      try (RankWeights w = job.shards().load(rank, b, dt)) {
         return new ShardCache.Entry(new ShardCache.Key(job.modelId(), job.fingerprint(), plan.tpSize(), rank,
-            job.backend()), new RankModel(plan, rank, b, w), b);
+            cacheBackend()), new RankModel(plan, rank, b, w, dt), b);
       } catch (RuntimeException | Error e) {
-        b.close();
+        try {
+          b.close();
+        } catch (RuntimeException suppressed) {
+          e.addSuppressed(suppressed);
+        }
         throw e;
       }
     }

@@ -42,6 +42,9 @@ import org.sparktp.nn.ModelSpec;
 import org.sparktp.nn.Plan;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.WeightSource;
+import org.sparktp.backend.Precision;
+import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.tensor.DType;
 
 /**
  * A model run with tensor parallelism over the rows of a DataFrame: every weight matrix is split across
@@ -89,13 +92,14 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   private final IntParam groups;
   private final IntParam batchSize;
   private final Param<String> backend;
+  private final Param<String> dtype;
 
   public TensorParallelModel(ModelSpec spec) {
-    this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec, null));
+    this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec, null, null));
   }
 
   public TensorParallelModel(String uid, ModelSpec spec) {
-    this(uid, spec, new Shards(spec, null));
+    this(uid, spec, new Shards(spec, null, null));
   }
 
   /**
@@ -115,7 +119,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     try (ModelDirectory d = ModelDirectory.open(path, hadoop)) {
       String qualified = path.getFileSystem(hadoop).makeQualified(path).toString();
       ModelSpec structure = d.structure();
-      return new TensorParallelModel(uid, structure, new Shards(structure, qualified));
+      return new TensorParallelModel(uid, structure, new Shards(structure, qualified, d.weightDtype()));
     } catch (IOException e) {
       throw new IllegalArgumentException("Cannot open the model directory " + dir + ": " + e.getMessage(), e);
     }
@@ -137,8 +141,11 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
         + TpConf.GROUPS + ", default 0)", ParamValidators.gtEq(0));
     batchSize = new IntParam(this, "batchSize", "rows each rank brings to a step (else " + TpConf.BATCH_SIZE
         + ", default " + TpConf.BATCH_SIZE_DEFAULT + ")", ParamValidators.gtEq(1));
-    backend = new Param<>(this, "backend", "compute backend: auto or cpu (else " + TpConf.BACKEND + ", default "
-        + TpConf.BACKEND_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "cpu"}));
+    backend = new Param<>(this, "backend", "compute backend: auto or a provider's name, e.g. cpu (else " + TpConf.BACKEND + ", default "
+        + TpConf.BACKEND_DEFAULT + ")");
+    dtype = new Param<>(this, "dtype", "storage and GEMM input type of the weights: auto, f32, bf16 or f16 (else "
+        + TpConf.DTYPE + ", default " + TpConf.DTYPE_DEFAULT + ")", ParamValidators.inArray(
+            new String[] {"auto", "f32", "bf16", "f16"}));
     setDefault(inputCol, "features");
     setDefault(outputCol, "prediction");
   }
@@ -198,6 +205,20 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
 
   public TensorParallelModel setBatchSize(int v) {
     set(batchSize, v);
+    return this;
+  }
+
+  public Param<String> dtype() {
+    return dtype;
+  }
+
+  /** The weights' storage and GEMM input type: {@code auto}, {@code f32}, {@code bf16} or {@code f16}. */
+  public TensorParallelModel setDtype(String v) {
+    String d = v == null ? "" : v.trim().toLowerCase(Locale.ROOT);
+    if (!d.equals("auto")) {
+      DType.parseStorage(v, "dtype param");
+    }
+    set(dtype, d);
     return this;
   }
 
@@ -301,8 +322,17 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     }
     String be = RankTask.checkBackend(isSet(backend) ? $(backend)
         : resolve(spark, TpConf.BACKEND, TpConf.BACKEND_DEFAULT));
-    int blas = TpConf.parseInt(TpConf.CPU_BLAS_THREADS,
-        resolve(spark, TpConf.CPU_BLAS_THREADS, TpConf.CPU_BLAS_THREADS_DEFAULT), 1);
+    String threadsValue = resolve(spark, TpConf.CPU_THREADS, null);
+    int blas = threadsValue != null ? TpConf.parseInt(TpConf.CPU_THREADS, threadsValue, 1)
+        : TpConf.parseInt(TpConf.CPU_BLAS_THREADS,
+            resolve(spark, TpConf.CPU_BLAS_THREADS, TpConf.CPU_BLAS_THREADS_DEFAULT), 1);
+    String gemm = CpuBackend.checkGemm(resolve(spark, TpConf.CPU_GEMM, TpConf.CPU_GEMM_DEFAULT));
+    DType storage = resolveDtype(be, spark);
+    java.util.TreeMap<String, String> settings = new java.util.TreeMap<>();
+    settings.put(TpConf.CPU_THREADS, Integer.toString(blas));
+    settings.put(TpConf.CPU_GEMM, gemm);
+    settings.put(TpConf.BATCH_SIZE, Integer.toString(batch));
+    settings.put(TpConf.DTYPE, storage.id());
     long cacheMax = TpConf.parseBytes(TpConf.CACHE_MAX_BYTES,
         resolve(spark, TpConf.CACHE_MAX_BYTES, TpConf.CACHE_MAX_BYTES_DEFAULT));
     NullPolicy nulls = NullPolicy.parse(resolve(spark, TpConf.NULL_POLICY, TpConf.NULL_POLICY_DEFAULT));
@@ -322,9 +352,19 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
     int ord = df.schema().fieldIndex(getInputCol());
     TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, getInputCol(), ord,
-        InputKind.of(df.schema(), getInputCol(), plan), outSchema, batch, be, blas, cacheMax, nulls, timeout,
+        InputKind.of(df.schema(), getInputCol(), plan), outSchema, batch, be, blas, storage.id(), settings, cacheMax, nulls, timeout,
         retryable, failRank, comm, metrics);
     return BarrierRunner.run(spark, df, job, placements);
+  }
+
+  /**
+   * The weights' storage type for this model's jobs: the {@code dtype} param, else {@code spark.tp.dtype},
+   * {@code auto} resolved against the checkpoint's dtype and this CPU (see {@link Precision#resolve}).
+   */
+  public DType resolveDtype(String backendName, SparkSession spark) {
+    String v = isSet(dtype) ? $(dtype) : resolve(spark, TpConf.DTYPE, TpConf.DTYPE_DEFAULT);
+    boolean cpu = backendName == null || backendName.equals("auto") || backendName.equals("cpu");
+    return Precision.resolve(v, shards.checkpointDtype, !cpu || CpuBackend.hasNativeBf16(), TpConf.DTYPE);
   }
 
   @Override
@@ -353,12 +393,14 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     final String modelId = UUID.randomUUID().toString();
     private final transient ModelSpec spec;
     private final String checkpoint; // a model directory each rank reads its shard from, or null
+    final DType checkpointDtype; // storage dtype of the checkpoint's weights, or null for in-memory weights
     private transient Map<Integer, Plan> plans;
     private transient Map<Integer, List<Broadcast<RankWeights>>> broadcasts;
     private transient SparkContext owner;
     private transient Map<String, String[]> placements;
 
-    Shards(ModelSpec spec, String checkpoint) {
+    Shards(ModelSpec spec, String checkpoint, DType checkpointDtype) {
+      this.checkpointDtype = checkpointDtype;
       this.spec = spec;
       this.checkpoint = checkpoint;
     }

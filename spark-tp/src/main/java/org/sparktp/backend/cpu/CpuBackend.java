@@ -263,6 +263,13 @@ public final class CpuBackend implements Backend {
   }
 
   @Override
+  public void write(Tensor t, long byteOffset, ByteBuffer src) {
+    CpuTensor c = cpu(t);
+    int n = src.remaining();
+    c.byteBuffer(byteOffset, n).put(src);
+  }
+
+  @Override
   public void download(Tensor src, ByteBuffer dst) {
     CpuTensor s = cpu(src);
     if (dst.remaining() < s.bytes()) {
