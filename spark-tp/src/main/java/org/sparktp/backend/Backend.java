@@ -67,6 +67,15 @@ public interface Backend extends AutoCloseable {
     write(t, row, f, 0, f.length);
   }
 
+  /**
+   * The tensor's memory as a native-order host buffer of exactly {@link Tensor#bytes()} bytes, for host
+   * communicators that move bytes through the CPU; a device backend keeps this default, which refuses.
+   */
+  default ByteBuffer hostBuffer(Tensor t) {
+    throw new UnsupportedOperationException("The " + name() + " backend's tensors are not in host memory; use that "
+        + "backend's communicator");
+  }
+
   /** Copies the tensor's elements, in its own dtype and little-endian, into {@code dst} at its position. */
   default void download(Tensor src, ByteBuffer dst) {
     requireF32(src.dtype(), "download");

@@ -29,7 +29,7 @@ public final class SparkTpCli {
       "           the plan: ops, layouts, collectives, bytes per row; dtype, GEMM kernel, weight bytes per rank",
       "  doctor   [--master URL]",
       "           Java, Spark, OpenBLAS, oneDNN (isa, kernels, threads), which backends load here, task slots",
-      "  bench    gemm|comm|spark [flags of that benchmark]",
+      "  bench    gemm|comm|spark|peer [flags of that benchmark]",
       "",
       "master URLs: local[*] (default), local[N], local-cluster[N,C,MB] (N executor processes), spark://..., yarn",
       "");

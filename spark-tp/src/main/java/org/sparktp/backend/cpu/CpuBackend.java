@@ -263,6 +263,11 @@ public final class CpuBackend implements Backend {
   }
 
   @Override
+  public ByteBuffer hostBuffer(Tensor t) {
+    return cpu(t).byteBuffer();
+  }
+
+  @Override
   public void write(Tensor t, long byteOffset, ByteBuffer src) {
     CpuTensor c = cpu(t);
     int n = src.remaining();

@@ -103,7 +103,9 @@ public final class CpuTensor extends Tensor {
       throw new IllegalArgumentException("A buffer view of " + length + " bytes of tensor " + shape()
           + " exceeds 2 GiB; access it in chunks");
     }
-    return new BytePointer(memory).position(offset + from).limit(offset + from + length).asByteBuffer().order(ByteOrder.nativeOrder());
+    // asByteBuffer() spans [0, limit) of the allocation with its position at the pointer's: slice it
+    return new BytePointer(memory).position(offset + from).limit(offset + from + length).asByteBuffer().slice()
+        .order(ByteOrder.nativeOrder());
   }
 
   /** The memory as a float buffer of exactly {@code numel()} elements; F32 tensors only. */

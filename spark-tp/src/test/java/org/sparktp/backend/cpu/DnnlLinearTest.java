@@ -147,6 +147,19 @@ class DnnlLinearTest {
     assertThat(be.liveNativeHandles()).isZero();
   }
 
+  /** In the surefire execution with ONEDNN_MAX_CPU_ISA=AVX512_CORE (a CPU without AMX or AVX512-BF16). */
+  @Test
+  void aCappedInstructionSetIsReportedAndBf16StillRuns() {
+    String cap = System.getenv("ONEDNN_MAX_CPU_ISA");
+    org.junit.jupiter.api.Assumptions.assumeTrue(cap != null && cap.equalsIgnoreCase("AVX512_CORE"),
+        "runs in the onednn-without-amx execution");
+    assertThat(CpuBackend.onednnIsa()).isEqualTo("avx512_core");
+    assertThat(CpuBackend.hasNativeBf16()).isFalse();
+    assertThat(be.kernel(DType.BF16)).isEqualTo("onednn avx512");
+    assertThat(org.sparktp.backend.Precision.resolve("auto", DType.BF16, CpuBackend.hasNativeBf16(), "x"))
+        .as("auto keeps f32 without native bf16").isEqualTo(DType.F32);
+  }
+
   @Test
   void aLeakedLinearFailsTheBackendsClose() {
     CpuBackend other = new CpuBackend(1, "onednn", 4);
