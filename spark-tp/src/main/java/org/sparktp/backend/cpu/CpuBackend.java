@@ -104,7 +104,7 @@ public final class CpuBackend implements Backend {
     if ("openblas".equals(gemm) || Dnnl.loadError() != null) {
       return false;
     }
-    return "onednn".equals(gemm) || weights != DType.F32;
+    return ("onednn".equals(gemm) || weights != DType.F32) && Dnnl.supports(weights);
   }
 
   @Override

@@ -100,6 +100,43 @@ final class Dnnl implements AutoCloseable {
         && (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx;
   }
 
+  private static final java.util.Map<org.sparktp.tensor.DType, Boolean> SUPPORTED =
+      new java.util.concurrent.ConcurrentHashMap<>();
+
+  /**
+   * True when this CPU's oneDNN has a matmul for weights of {@code dtype} with f32 activations and output
+   * (f16 needs AVX512-FP16 or AMX-FP16; bf16 runs on any AVX512 core); probed once per dtype.
+   */
+  static boolean supports(org.sparktp.tensor.DType dtype) {
+    if (loadError() != null) {
+      return false;
+    }
+    return SUPPORTED.computeIfAbsent(dtype, d -> {
+      try (Dnnl probe = new Dnnl()) {
+        int t = DnnlLinear.type(d);
+        org.bytedeco.dnnl.dnnl_memory_desc src = new org.bytedeco.dnnl.dnnl_memory_desc();
+        org.bytedeco.dnnl.dnnl_memory_desc wei = new org.bytedeco.dnnl.dnnl_memory_desc();
+        org.bytedeco.dnnl.dnnl_memory_desc dst = new org.bytedeco.dnnl.dnnl_memory_desc();
+        org.bytedeco.dnnl.dnnl_primitive_desc pd = new org.bytedeco.dnnl.dnnl_primitive_desc();
+        try {
+          check(dnnl_memory_desc_create_with_tag(src, 2, new long[] {8, 64}, t, dnnl_ab), "md");
+          check(dnnl_memory_desc_create_with_tag(wei, 2, new long[] {64, 64}, t, dnnl_format_tag_any), "md");
+          check(dnnl_memory_desc_create_with_tag(dst, 2, new long[] {8, 64}, dnnl_f32, dnnl_ab), "md");
+          return dnnl_matmul_primitive_desc_create(pd, probe.engine, src, wei, null, dst, null) == dnnl_success;
+        } finally {
+          if (!pd.isNull()) {
+            dnnl_primitive_desc_destroy(pd);
+          }
+          for (org.bytedeco.dnnl.dnnl_memory_desc m : new org.bytedeco.dnnl.dnnl_memory_desc[] {src, wei, dst}) {
+            if (!m.isNull()) {
+              dnnl_memory_desc_destroy(m);
+            }
+          }
+        }
+      }
+    });
+  }
+
   /** The kernel family name shown by explain and doctor: {@code onednn amx} or {@code onednn avx512}. */
   static String kernelName() {
     return hasAmx() ? "onednn amx" : isa().startsWith("avx512") ? "onednn avx512" : "onednn " + isa();

@@ -37,6 +37,8 @@ import org.sparktp.tensor.Tensor;
  */
 final class DnnlLinear implements Backend.PreparedLinear {
   static final int MAX_CACHED = 8;
+  /** Tests only: forces the activation conversion path (true) or the in-kernel one (false); null = choose. */
+  static volatile Boolean forceConvert;
 
   private final CpuBackend backend;
   private final Dnnl dnnl;
@@ -53,6 +55,7 @@ final class DnnlLinear implements Backend.PreparedLinear {
   private dnnl_memory biasMem;
   private dnnl_memory_desc biasMd;
   private final Map<Long, Prim> cache = new LinkedHashMap<>(16, 0.75f, true);
+  private boolean convertFirst; // activations converted to `compute` by a reorder before the matmul
   private String impl = "";
   private boolean closed;
 
@@ -78,10 +81,8 @@ final class DnnlLinear implements Backend.PreparedLinear {
       dnnl_memory_desc srcLow = null;
       try {
         dstMd = md(m, n, dnnl_f32);
-        String got = create(srcF32, dstMd, withBias, true);
-        if (got.startsWith("ref") && compute != DType.F32) {
-          // no kernel takes f32 activations with these weights here: convert x first
-          destroyPd();
+        String got;
+        if (convertFirst) {
           srcLow = md(m, k, type(compute));
           got = create(srcLow, dstMd, withBias, false);
           scratch = new BytePointer(Math.max(1L, (long) m * k * compute.size()));
@@ -102,8 +103,9 @@ final class DnnlLinear implements Backend.PreparedLinear {
           convertArgs.position(0).arg(DNNL_ARG_FROM).memory(convertFrom);
           convertArgs.position(1).arg(DNNL_ARG_TO).memory(convertTo);
           convertArgs.position(0);
-          // convertTo shares the lifetime of src: destroyed with it below
-          toDestroy = convertTo;
+          toDestroy = convertTo; // destroyed with src
+        } else {
+          got = create(srcF32, dstMd, withBias, true);
         }
         this.impl = got;
         nargs = withBias ? 4 : 3;
@@ -138,9 +140,6 @@ final class DnnlLinear implements Backend.PreparedLinear {
         destroyAttr(attr);
       }
       String got = implOf(pd);
-      if (got.startsWith("ref") && mixed && compute != DType.F32) {
-        return got; // the caller retries with converted activations
-      }
       check(dnnl_primitive_create(prim, pd), "dnnl_primitive_create (matmul)");
       dnnl.made();
       memoryInto(src, srcMd, null);
@@ -219,32 +218,21 @@ final class DnnlLinear implements Backend.PreparedLinear {
         biasMd = md(1, n, dnnl_f32);
         biasMem = memory(biasMd, bias.data());
       }
-      // ask oneDNN for its preferred weight layout for a typical M
-      dnnl_memory_desc any = new dnnl_memory_desc();
-      dnnl_memory_desc srcMd = md(Math.max(1, referenceRows), k, dnnl_f32);
-      dnnl_memory_desc dstMd = md(Math.max(1, referenceRows), n, dnnl_f32);
-      dnnl_primitive_desc pd = new dnnl_primitive_desc();
-      dnnl_primitive_attr attr = attr(true);
-      try {
-        check(dnnl_memory_desc_create_with_tag(any, 2, new long[] {k, n}, type(compute), dnnl_format_tag_any),
-            "dnnl_memory_desc_create_with_tag");
-        dnnl.made();
-        check(dnnl_matmul_primitive_desc_create(pd, dnnl.engine, srcMd, any, biasMd, dstMd, attr),
-            "dnnl_matmul_primitive_desc_create");
-        dnnl.made();
-        check(dnnl_memory_desc_clone(packedMd, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)),
-            "dnnl_memory_desc_clone");
-        dnnl.made();
-      } finally {
-        if (!pd.isNull()) {
-          dnnl_primitive_desc_destroy(pd);
-          dnnl.destroyed();
+      // ask oneDNN for its preferred weight layout for a typical M, for the faster of the two ways to feed it
+      // f32 activations: converted inside the kernel (fpmath_mode), or by a reorder into bf16/f16 first;
+      // the second is taken only where it reaches an AMX kernel the first does not (or the first is oneDNN's
+      // reference code): on AVX512 cores the in-kernel conversion measured faster
+      int rows = Math.max(1, referenceRows);
+      String mixed = packedLayout(rows, true, null);
+      if (compute != DType.F32) {
+        String low = packedLayout(rows, false, null);
+        convertFirst = mixed.startsWith("ref") || (low.contains("amx") && !mixed.contains("amx"));
+        Boolean f = forceConvert;
+        if (f != null) {
+          convertFirst = f;
         }
-        destroyAttr(attr);
-        destroyMd(any);
-        destroyMd(srcMd);
-        destroyMd(dstMd);
       }
+      packedLayout(rows, !convertFirst, packedMd);
       size = dnnl_memory_desc_get_size(packedMd);
       mem = new BytePointer(Math.max(1L, size));
       if (mem.isNull()) {
@@ -275,6 +263,42 @@ final class DnnlLinear implements Backend.PreparedLinear {
     } catch (RuntimeException e) {
       close();
       throw e;
+    }
+  }
+
+  /**
+   * Creates the matmul for {@code rows} rows with weights in {@code format_tag any}, f32 activations
+   * ({@code mixed}) or activations of the compute type; returns its implementation name and, when
+   * {@code into} is not null, clones its weight layout into it.
+   */
+  private String packedLayout(int rows, boolean mixed, dnnl_memory_desc into) {
+    dnnl_memory_desc any = new dnnl_memory_desc();
+    dnnl_memory_desc srcMd = md(rows, k, mixed ? dnnl_f32 : type(compute));
+    dnnl_memory_desc dstMd = md(rows, n, dnnl_f32);
+    dnnl_primitive_desc pd = new dnnl_primitive_desc();
+    dnnl_primitive_attr attr = attr(mixed);
+    try {
+      check(dnnl_memory_desc_create_with_tag(any, 2, new long[] {k, n}, type(compute), dnnl_format_tag_any),
+          "dnnl_memory_desc_create_with_tag");
+      dnnl.made();
+      check(dnnl_matmul_primitive_desc_create(pd, dnnl.engine, srcMd, any, biasMd, dstMd, attr),
+          "dnnl_matmul_primitive_desc_create");
+      dnnl.made();
+      if (into != null) {
+        check(dnnl_memory_desc_clone(into, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)),
+            "dnnl_memory_desc_clone");
+        dnnl.made();
+      }
+      return implOf(pd);
+    } finally {
+      if (!pd.isNull()) {
+        dnnl_primitive_desc_destroy(pd);
+        dnnl.destroyed();
+      }
+      destroyAttr(attr);
+      destroyMd(any);
+      destroyMd(srcMd);
+      destroyMd(dstMd);
     }
   }
 
@@ -363,7 +387,7 @@ final class DnnlLinear implements Backend.PreparedLinear {
 
   @Override
   public String kernel() {
-    return "onednn " + impl;
+    return "onednn " + impl + (convertFirst ? " (activations converted first)" : "");
   }
 
   /** Primitives cached now (for tests). */
