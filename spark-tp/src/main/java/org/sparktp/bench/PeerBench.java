@@ -138,6 +138,7 @@ public final class PeerBench {
       pb.environment().put("LD_LIBRARY_PATH", blas);
     }
     pb.environment().put("OMP_NUM_THREADS", "1");
+    pb.environment().put("OPENBLAS_NUM_THREADS", "1"); // OpenBLAS-pthread has its own pool: one thread per rank
     pb.redirectErrorStream(true);
     Process p = pb.start();
     String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);

@@ -10,7 +10,7 @@ after its all-gather). Each process uses one thread (torch.set_num_threads).
   python3 torch_mlp_peer.py --dtype bf16 --d 4096 --ffn 16384 --rows 4096 --rows-per-step 512 --tp 2
 
 Prints one JSON line: {"dtype", "tp", "rows", "seconds", "rows_per_s", "torch", "max_abs_check"}.
-For fp32 timings run with LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-pthread (Debian's torch
+For fp32 timings run with LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-pthread and OPENBLAS_NUM_THREADS=1 (Debian's torch
 then uses OpenBLAS, as spark-tp does).
 """
 import argparse

@@ -111,6 +111,14 @@ class CliTest {
         .contains("weight bytes per rank in bf16: [");
   }
 
+  @Test
+  void doctorShowsOneDnnItsKernelsAndTheBackendProviders() {
+    Run r = cli("doctor", "--master", "local[1]");
+    assertThat(r.code).as(r.err).isZero();
+    assertThat(r.out).contains("backend cpu").containsPattern("onednn\\s+isa ")
+        .contains("kernels: f32 openblas, bf16 ").contains("OMP_NUM_THREADS").containsPattern("provider cpu\\s+available");
+  }
+
   @ParameterizedTest(name = "tp {0}, dtype {1}")
   @org.junit.jupiter.params.provider.CsvSource({"1, f32", "2, f32", "3, f32", "2, bf16"})
   void pytorchModelRunsThroughInferAndMatchesPyTorch(int tp, String dtype) throws IOException {
