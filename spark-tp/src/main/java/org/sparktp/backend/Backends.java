@@ -8,34 +8,34 @@ import java.util.Map;
 import java.util.ServiceLoader;
 
 /**
- * The backends this process can use, found through {@link ServiceLoader} ({@link BackendProvider}, as DJL's
- * {@code EngineProvider}): {@code spark.tp.backend} names one, {@code auto} takes the available one with the
- * highest priority. A new backend (a GPU) plugs in by shipping a provider; no Spark code changes.
+ * The backend kinds on the class path ({@link BackendProvider}s found by {@link ServiceLoader}) and the
+ * choice among them for {@code spark.tp.backend}: a name, or {@code auto} (the highest priority whose
+ * {@link BackendProvider#unavailableReason()} is null).
  */
 public final class Backends {
   private Backends() {}
 
-  /** Every provider on the class path, highest priority first (names are lower case and unique). */
+  /** Every provider on the class path, highest priority first. */
   public static List<BackendProvider> providers() {
     List<BackendProvider> out = new ArrayList<>();
-    ClassLoader cl = Backends.class.getClassLoader();
-    for (BackendProvider p : ServiceLoader.load(BackendProvider.class, cl)) {
-      boolean dup = false;
-      for (BackendProvider q : out) {
-        dup |= q.name().equals(p.name());
-      }
-      if (!dup) {
-        out.add(p);
-      }
+    for (BackendProvider p : ServiceLoader.load(BackendProvider.class, Backends.class.getClassLoader())) {
+      out.add(p);
     }
-    out.sort(Comparator.comparingInt(BackendProvider::priority).reversed().thenComparing(BackendProvider::name));
+    out.sort(Comparator.comparingInt(BackendProvider::priority).reversed());
     return out;
   }
 
-  /** The provider named {@code nameOrAuto}, or for {@code auto} the available one with the highest priority. */
+  /** The provider named {@code nameOrAuto}, or for {@code auto} the preferred one that can run here. */
   public static BackendProvider pick(String nameOrAuto) {
     String n = nameOrAuto == null ? "auto" : nameOrAuto.trim().toLowerCase(Locale.ROOT);
     List<BackendProvider> all = providers();
+    StringBuilder names = new StringBuilder("auto");
+    for (BackendProvider p : all) {
+      names.append(", ").append(p.name());
+      if (p.name().equals(n)) {
+        return p;
+      }
+    }
     if (n.equals("auto")) {
       StringBuilder why = new StringBuilder();
       for (BackendProvider p : all) {
@@ -45,47 +45,27 @@ public final class Backends {
         }
         why.append("; ").append(p.name()).append(": ").append(r);
       }
-      throw new IllegalStateException("No backend can run in this process (spark.tp.backend=auto)" + why);
+      throw new IllegalStateException("No backend can run in this process" + why);
     }
-    for (BackendProvider p : all) {
-      if (p.name().equals(n)) {
-        String r = p.unavailableReason();
-        if (r != null) {
-          throw new IllegalStateException("Backend '" + n + "' (spark.tp.backend) cannot run here: " + r);
-        }
-        return p;
-      }
-    }
-    throw new IllegalArgumentException("Unknown backend '" + nameOrAuto + "' (spark.tp.backend / backend param): "
-        + "use auto or one of: " + names(all));
+    throw new IllegalArgumentException("Unknown backend '" + nameOrAuto + "' (spark.tp.backend): use one of " + names);
   }
 
   /** Checks that {@code nameOrAuto} is {@code auto} or a known provider's name (available or not); returns it normalized. */
   public static String check(String nameOrAuto) {
-    String n = nameOrAuto == null ? "" : nameOrAuto.trim().toLowerCase(Locale.ROOT);
-    List<BackendProvider> all = providers();
-    if (n.equals("auto")) {
-      return n;
+    String n = nameOrAuto == null ? "auto" : nameOrAuto.trim().toLowerCase(Locale.ROOT);
+    if (!n.equals("auto")) {
+      pick(n);
     }
-    for (BackendProvider p : all) {
-      if (p.name().equals(n)) {
-        return n;
-      }
-    }
-    throw new IllegalArgumentException("Unknown backend '" + nameOrAuto + "' (spark.tp.backend / backend param): "
-        + "use auto or one of: " + names(all));
+    return n;
   }
 
-  /** A new backend of the provider {@link #pick} chooses. */
+  /** A new backend of the kind {@link #pick} chooses; fails with the reason when that kind cannot run here. */
   public static Backend create(String nameOrAuto, Map<String, String> settings, int device) {
-    return pick(nameOrAuto).create(settings, device);
-  }
-
-  private static String names(List<BackendProvider> all) {
-    StringBuilder sb = new StringBuilder();
-    for (BackendProvider p : all) {
-      sb.append(sb.length() == 0 ? "" : ", ").append(p.name());
+    BackendProvider p = pick(nameOrAuto);
+    String reason = p.unavailableReason();
+    if (reason != null) {
+      throw new IllegalStateException("Backend '" + p.name() + "' is unavailable: " + reason);
     }
-    return sb.length() == 0 ? "(none found)" : sb.toString();
+    return p.create(settings, device);
   }
 }

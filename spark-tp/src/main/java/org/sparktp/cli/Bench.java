@@ -2,13 +2,13 @@ package org.sparktp.cli;
 
 import java.util.Arrays;
 
-/** {@code spark-tp bench gemm|comm|spark|peer [flags]}: runs one of the benchmark programs. */
+/** {@code spark-tp bench gemm|comm|spark|peer|gpu [flags]}: runs one of the benchmark programs. */
 final class Bench {
   private Bench() {}
 
   static void run(String[] args) throws Exception {
     if (args.length == 0) {
-      throw new UsageException("'bench' needs one of: gemm, comm, spark, peer");
+      throw new UsageException("'bench' needs one of: gemm, comm, spark, peer, gpu");
     }
     String[] rest = Arrays.copyOfRange(args, 1, args.length);
     switch (args[0]) {
@@ -16,7 +16,12 @@ final class Bench {
       case "comm" -> org.sparktp.bench.CommBench.main(rest);
       case "spark" -> org.sparktp.bench.SparkBench.main(rest);
       case "peer" -> org.sparktp.bench.PeerBench.main(rest);
-      default -> throw new UsageException("unknown benchmark '" + args[0] + "'; use gemm, comm, spark or peer");
+      case "gpu" -> {
+        if (org.sparktp.bench.GpuBench.run(rest, System.out) != 0) {
+          throw new UsageException("the GPU benchmark needs a GPU (see the reason above)");
+        }
+      }
+      default -> throw new UsageException("unknown benchmark '" + args[0] + "'; use gemm, comm, spark, peer or gpu");
     }
   }
 }

@@ -9,6 +9,7 @@ import org.sparktp.backend.Backends;
 import org.sparktp.backend.Precision;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.tensor.DType;
+import org.sparktp.backend.cuda.CudaProbe;
 
 /** {@code spark-tp doctor}: what this machine and session offer spark-tp, and what does not load and why. */
 final class Doctor {
@@ -40,6 +41,14 @@ final class Doctor {
       out.printf(Locale.ROOT, "%-16s %s (priority %d)%n", "provider " + p.name(), why == null ? "available" : why,
           p.priority());
     }
+    CudaProbe.Status cuda = CudaProbe.status();
+    if (cuda.available()) {
+      out.printf(Locale.ROOT, "%-16s loads: %s%n", "backend cuda", cuda.versions());
+    } else {
+      out.printf(Locale.ROOT, "%-16s unavailable: %s%n", "backend cuda", cuda.backendReason());
+    }
+    out.printf(Locale.ROOT, "%-16s %s%n", "nccl", cuda.ncclAvailable() ? "loads (spark.tp.comm.transport=nccl)"
+        : "unavailable: " + (cuda.available() ? cuda.ncclReason() : "needs the CUDA backend"));
     SparkSession spark = Sessions.open("doctor", a.get("master", null), a.confs());
     try {
       int executors = spark.sparkContext().statusTracker().getExecutorInfos().length;

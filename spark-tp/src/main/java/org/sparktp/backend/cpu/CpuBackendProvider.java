@@ -31,7 +31,7 @@ public final class CpuBackendProvider implements BackendProvider {
   @Override
   public Backend create(Map<String, String> settings, int device) {
     int threads = TpConf.parseInt(TpConf.CPU_THREADS, settings.getOrDefault(TpConf.CPU_THREADS,
-        TpConf.CPU_THREADS_DEFAULT), 1);
+        settings.getOrDefault(TpConf.CPU_BLAS_THREADS, TpConf.CPU_THREADS_DEFAULT)), 1);
     String gemm = settings.getOrDefault(TpConf.CPU_GEMM, TpConf.CPU_GEMM_DEFAULT);
     int batch = TpConf.parseInt(TpConf.BATCH_SIZE, settings.getOrDefault(TpConf.BATCH_SIZE,
         TpConf.BATCH_SIZE_DEFAULT), 1);
