@@ -29,6 +29,9 @@ public final class SparkTpCli {
       "  doctor   [--master URL]",
       "           Java, Spark, OpenBLAS, which backends load here, task slots",
       "  bench    gemm|comm|spark [flags of that benchmark]",
+      "  sql      [--master URL] [--conf key=value]... (-e \"STATEMENTS\" | -f FILE) [--max-rows N (1000)] [--truncate N (0)]",
+      "           ;-separated SQL with tp_predict, tp_embed, tp_explain, tp_models(); prints each result as a table",
+      "  notebook-kernel --install   (bin/spark-tp only) installs the spark-tp Jupyter kernel for this user",
       "",
       "master URLs: local[*] (default), local[N], local-cluster[N,C,MB] (N executor processes), spark://..., yarn",
       "");
@@ -59,6 +62,9 @@ public final class SparkTpCli {
         case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp"), Set.of()), out);
         case "doctor" -> Doctor.run(Args.parse(cmd, args, 1, Set.of("master", "conf"), Set.of()), out);
         case "bench" -> Bench.run(Arrays.copyOfRange(args, 1, args.length));
+        case "sql" -> Sql.run(Sql.parse(args), out);
+        case "notebook-kernel" -> throw new UsageException("notebook-kernel is a command of the bin/spark-tp launcher"
+            + " (it builds the kernel's class path): run bin/spark-tp notebook-kernel --install");
         default -> throw new UsageException("unknown command '" + cmd + "'");
       }
       return 0;
