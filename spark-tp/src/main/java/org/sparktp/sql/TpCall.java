@@ -15,7 +15,7 @@ import scala.collection.immutable.Seq;
  * its projection (as Spark does with Python UDFs), and {@link TpChecks} rejects it where that cannot be done.
  * Its one child is the input expression.
  */
-public final class TpCall extends Expression {
+public final class TpCall extends Expression implements java.io.Serializable {
   private static final long serialVersionUID = 1L;
   private final String function;
   private final TpModelRef ref;

@@ -15,7 +15,7 @@ import scala.collection.immutable.Seq;
  * appended. Made by {@link ExtractTpCalls} from a {@link TpCall} in a projection, whose input is then a column
  * of {@code child}; planned by {@link TpStrategy} as a {@link TpInferenceExec}.
  */
-public final class TpInference extends LogicalPlan {
+public final class TpInference extends LogicalPlan implements java.io.Serializable {
   private static final long serialVersionUID = 1L;
   private final TpCall call;
   private final AttributeReference result;

@@ -113,6 +113,18 @@ class SqlFunctionsTest extends SqlTestBase {
     Row agg = spark.sql("SELECT count(*), max(a[0]) FROM (" + inner + ") WHERE a[1] > 0").first();
     assertThat(agg.getLong(0)).isEqualTo(expected);
     assertThat((double) agg.getFloat(1)).isCloseTo(max, org.assertj.core.data.Offset.offset(1e-4));
+    long[] perParity = new long[2];
+    for (int i = 0; i < N; i++) {
+      if (i % 3 != 0 && ref[i][1] > 0) {
+        perParity[i % 2]++;
+      }
+    }
+    List<Row> groups = spark.sql("SELECT id % 2 AS k, count(*) AS n, avg(b[0]) FROM (" + inner + ") WHERE a[1] > 0"
+        + " GROUP BY id % 2 ORDER BY k").collectAsList();
+    for (Row g : groups) {
+      assertThat(g.getLong(1)).as("rows with a[1] > 0 and id %% 2 = %d", g.getLong(0))
+          .isEqualTo(perParity[(int) g.getLong(0)]);
+    }
     List<Row> sorted = spark.sql("SELECT id, tp_predict('m', features) AS p FROM t ORDER BY p[2] DESC LIMIT 5")
         .collectAsList();
     for (int i = 1; i < sorted.size(); i++) {
