@@ -14,7 +14,7 @@ public final class Plot {
   private static final int H = 360;
   private static final int LEFT = 80;
   private static final int RIGHT = 20;
-  private static final int TOP = 40;
+  private static final int TOP = 60;
   private static final int BOTTOM = 50;
 
   private Plot() {}
@@ -106,6 +106,6 @@ public final class Plot {
       g.drawLine(LEFT - 4, y, LEFT, y);
       g.drawString(String.format(Locale.ROOT, "%.3g", v), 8, y + 4);
     }
-    g.drawString(yLabel, 8, TOP - 8);
+    g.drawString(yLabel, 8, TOP - 14);
   }
 }
