@@ -71,7 +71,8 @@ final class BarrierRunner {
         job.plan().explain());
     StructType inSchema = df.schema();
     JavaRDD<Tuple2<Long, InternalRow>> tagged = input.toJavaRDD().mapPartitionsWithIndex(
-        new Tagger(inSchema, job.inputCol(), job.inputOrdinal(), job.kind(), job.checkWidth(), job.nullPolicy()),
+        new Tagger(inSchema, job.inputCol(), job.inputOrdinal(), job.kind(), job.checkWidth(), job.nullPolicy(),
+            job.metrics()),
         true);
     JavaPairRDD<Long, InternalRow> pairs = JavaPairRDD.fromJavaRDD(tagged);
     JavaPairRDD<Long, InternalRow> spread = job.retryable()
@@ -174,14 +175,16 @@ final class BarrierRunner {
     private final InputKind kind;
     private final int width;
     private final NullPolicy policy;
+    private final TpMetrics metrics;
 
-    Tagger(StructType schema, String col, int ord, InputKind kind, int width, NullPolicy policy) {
+    Tagger(StructType schema, String col, int ord, InputKind kind, int width, NullPolicy policy, TpMetrics metrics) {
       this.schema = schema;
       this.col = col;
       this.ord = ord;
       this.kind = kind;
       this.width = width;
       this.policy = policy;
+      this.metrics = metrics;
     }
 
     @Override
@@ -191,6 +194,7 @@ final class BarrierRunner {
       return new Iterator<>() {
         private long index;
         private long nulls;
+        private long firstNull = -1;
         private Tuple2<Long, InternalRow> next;
 
         @Override
@@ -200,7 +204,9 @@ final class BarrierRunner {
             long i = index++;
             if (r.isNullAt(ord)) {
               if (policy == NullPolicy.ERROR) {
-                nulls++;
+                if (nulls++ == 0) {
+                  firstNull = i;
+                }
                 continue;
               }
               if (policy == NullPolicy.SKIP) {
@@ -219,12 +225,15 @@ final class BarrierRunner {
             }
             UnsafeRow u = r instanceof UnsafeRow x ? x.copy() : toUnsafe.apply(r).copy();
             next = new Tuple2<>(base | i, u);
+            if (metrics != null) {
+              metrics.inputRow();
+            }
           }
           if (next == null && nulls > 0) {
             long n = nulls;
             nulls = 0;
             throw new IllegalArgumentException("Column '" + col + "' has " + n + " null value(s) in input partition "
-                + part + " (spark.tp.null-policy=error); drop or fill them, or set spark.tp.null-policy to skip"
+                + part + ", the first at row " + firstNull + " (spark.tp.null-policy=error); drop or fill them, or set spark.tp.null-policy to skip"
                 + " (drop those rows) or null (null output)");
           }
           return next != null;

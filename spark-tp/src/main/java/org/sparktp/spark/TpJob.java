@@ -4,7 +4,11 @@ import java.io.Serializable;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.nn.Plan;
 
-/** Everything the tasks of one tensor-parallel job need, shipped with the task closure (weights go by broadcast, or each rank reads its own from the checkpoint). */
+/**
+ * Everything the tasks of one tensor-parallel job need, shipped with the task closure (weights go by
+ * broadcast, or each rank reads its own from the checkpoint). {@code settings} holds every
+ * {@code spark.tp.*} value as the driver resolved it; the typed fields are read from it.
+ */
 record TpJob(
     String jobKey,
     String modelId,
@@ -25,7 +29,8 @@ record TpJob(
     boolean retryable,
     int failRank,
     CommFactory comm,
-    TpMetrics metrics) implements Serializable {
+    TpMetrics metrics,
+    org.sparktp.TpSettings settings) implements Serializable {
 
   int tpSize() {
     return plan.tpSize();
