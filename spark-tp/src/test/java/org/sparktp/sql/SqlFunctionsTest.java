@@ -192,7 +192,7 @@ class SqlFunctionsTest extends SqlTestBase {
     assertError("SELECT tp_predict('m', features, map('spark.tp.comm.timeout', 'soon')) FROM t",
         "option 'spark.tp.comm.timeout': Invalid duration for spark.tp.comm.timeout: 'soon'");
     assertError("SELECT tp_predict(model => 'm', input => features, backend => 'gpu') FROM t",
-        "tp_predict: option 'backend' has the invalid value 'gpu' for param backend (compute backend: auto or cpu");
+        "tp_predict: option 'backend' has the invalid value 'gpu' for param backend (compute backend:");
     assertError("SELECT tp_predict('m', features, map('null-policy', 'drop')) FROM t",
         "tp_predict: option 'null-policy':", "drop");
     assertError("SELECT tp_predict('m', features, map('inputCol', 'x')) FROM t",
