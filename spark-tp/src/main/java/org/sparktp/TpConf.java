@@ -75,6 +75,9 @@ public final class TpConf {
   public static final String NULL_POLICY = "spark.tp.null-policy";
   public static final String NULL_POLICY_DEFAULT = "error";
 
+  /** Prefix of model names for SQL: {@code spark.tp.models.<name>=<model directory>} lets {@code tp_predict('<name>', ...)} find it. */
+  public static final String MODELS_PREFIX = "spark.tp.models.";
+
   /** Tensor-parallel size when the model's {@code tpSize} param is not set. */
   public static final String TP_SIZE = "spark.tp.tp-size";
   public static final String TP_SIZE_DEFAULT = "1";

@@ -33,6 +33,9 @@ public final class SparkTpCli {
       "           Java, Spark, OpenBLAS, oneDNN (isa, kernels, threads), which backends load here, task slots",
       "  bench    gemm|comm|spark|peer|transformer|gpu [flags of that benchmark]",
       "  gpu-check                 (bin/spark-tp only) GPU tests and benchmark on a GPU machine",
+      "  sql      [--master URL] [--conf key=value]... (-e \"STATEMENTS\" | -f FILE) [--max-rows N (1000)] [--truncate N (0)]",
+      "           ;-separated SQL with tp_predict, tp_embed, tp_explain, tp_models(); prints each result as a table",
+      "  notebook-kernel --install   (bin/spark-tp only) installs the spark-tp Jupyter kernel for this user",
       "",
       "master URLs: local[*] (default), local[N], local-cluster[N,C,MB] (N executor processes), spark://..., yarn",
       "");
@@ -80,6 +83,9 @@ public final class SparkTpCli {
             Set.of("normalize")), out);
         case "doctor" -> Doctor.run(Args.parse(cmd, args, 1, Set.of("master", "conf"), Set.of()), out);
         case "bench" -> Bench.run(Arrays.copyOfRange(args, 1, args.length));
+        case "sql" -> Sql.run(Sql.parse(args), out);
+        case "notebook-kernel" -> throw new UsageException("notebook-kernel is a command of the bin/spark-tp launcher"
+            + " (it builds the kernel's class path): run bin/spark-tp notebook-kernel --install");
         default -> throw new UsageException("unknown command '" + cmd + "'");
       }
       return 0;
