@@ -29,10 +29,12 @@ class CacheAndRetryTest extends SparkTestBase {
     TpMetrics m2 = model.lastMetrics();
 
     // 2 groups x 2 ranks: each rank loads its model, unless a group that starts after the other group's
-    // rank checked its model back in reuses it (the key is the rank, not the group; a loaded machine)
+    // rank checked its model back in reuses it (the key is the rank, not the group; a loaded machine).
+    // Every load leaves one more cached model of its rank, and at most two of a rank are ever in use at
+    // once, so the two jobs together load at most 4: when the first job loaded 4, the second loads none.
     assertThat(m1.totalLoads()).isBetween(2L, 4L);
-    assertThat(m2.totalLoads()).isZero();
-    assertThat(ShardCache.get().loads()).isEqualTo(loadsBefore);
+    assertThat(m1.totalLoads() + m2.totalLoads()).isLessThanOrEqualTo(4L);
+    assertThat(ShardCache.get().loads() - loadsBefore).isEqualTo(m2.totalLoads());
     assertThat(m2.totalRows()).isEqualTo(x.length);
     assertThat(y2).isDeepEqualTo(y1);
   }
