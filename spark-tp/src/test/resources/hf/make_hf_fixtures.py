@@ -5,18 +5,28 @@
 
 Writes one folder per model, in the layout Hugging Face's save_pretrained writes:
   bert/    config.json, model.safetensors (F32, "bert." prefix, pooler and pre-training heads),
-           tokenizer.json (WordPiece), reference.json
+           tokenizer.json (WordPiece), tokenizer_config.json, special_tokens_map.json, vocab.txt,
+           reference.json
   llama/   config.json, model-00001-of-00002.safetensors, model-00002-of-00002.safetensors,
-           model.safetensors.index.json (BF16, GQA 8/2, rope_scaling llama3, untied lm_head), reference.json
-  qwen2/   config.json, model.safetensors (F16, GQA 6/2, q/k/v biases, tied head), reference.json
+           model.safetensors.index.json (BF16, GQA 8/2, rope_scaling llama3, untied lm_head),
+           generation_config.json, reference.json
+  qwen2/   config.json, model.safetensors (F16, GQA 6/2, q/k/v biases, tied head), generation_config.json,
+           reference.json
   gpt2/    config.json, model.safetensors (F32, Conv1D [in, out] weights, tied head),
-           tokenizer.json (byte-level BPE), reference.json
+           tokenizer.json (byte-level BPE), tokenizer_config.json, special_tokens_map.json, vocab.json,
+           merges.txt, generation_config.json, reference.json
+  roberta/ config.json, model.safetensors (F32, RobertaModel without prefix as sentence-transformers saves
+           it, 5 heads of 8, positions offset by pad_token_id + 1), reference.json
+  mistral/ config.json, model.safetensors (F32, head_dim 16 with hidden 48 and 4 heads, GQA 4/2,
+           sliding_window null, untied head), generation_config.json, reference.json
+  rope_reference.json   rotary embeddings alone (no rope_scaling, linear, llama3): inv_freq, and vectors
+           rotated at positions up to 20000
 
 No `transformers`, `safetensors` or `tokenizers` package is used (Debian ships none of them): the models
-are written plainly in torch following HF's modeling_bert.py, modeling_llama.py, modeling_qwen2.py and
-modeling_gpt2.py, the safetensors files with the format's own rules (8-byte little-endian header length,
-JSON header padded with spaces to a multiple of 8, raw little-endian data), and the tokenizer.json files
-by hand in the `tokenizers` serialization format. The token ids of reference.json's `texts` come from a
+are written plainly in torch following HF's modeling_bert.py, modeling_roberta.py, modeling_llama.py,
+modeling_mistral.py, modeling_qwen2.py and modeling_gpt2.py, the safetensors files with the format's own
+rules (8-byte little-endian header length, JSON header padded with spaces to a multiple of 8, raw
+little-endian data), and the tokenizer.json files by hand in the `tokenizers` serialization format. The token ids of reference.json's `texts` come from a
 plain Python implementation of the same tokenization algorithms below (BertNormalizer + BertPreTokenizer
 + WordPiece + TemplateProcessing; GPT-2's pre-tokenization pattern + byte-level BPE), not from the Java
 code under test.
@@ -25,11 +35,11 @@ Every reference value is computed in float64 from the weights as stored (BF16/F1
 reference.json holds:
   model, dtype, hidden, vocab
   inputs                    token id lists (different lengths, one of length 1, one of the maximum length)
-  token_type_ids            (bert) zeros like inputs
+  token_type_ids            (bert, roberta) zeros like inputs
   rows[i].last_hidden       [len][hidden]: the final hidden state (after the final norm for decoders,
                             after the last layer for BERT)
   rows[i].embed_mean / embed_cls / embed_last / embed_mean_normalized   [hidden]
-  rows[i].pooler            (bert) tanh(pooler.dense(h[0]))
+  rows[i].pooler            (bert, roberta) tanh(pooler.dense(h[0]))
   rows[i].logits_last       (decoders) [vocab] logits at the last position
   rows[i].score             (decoders) sum over t = 2..n of log p(x_t | x_<t); 0.0 for a length-1 row
   greedy                    (llama, gpt2) [{prompt, tokens (6 greedy tokens, whole prefix recomputed each
@@ -247,19 +257,17 @@ def greedy(prompts, hidden_fn, logits_fn, steps=6):
 # BertOutput, BertPooler)
 # ---------------------------------------------------------------------------------------------------
 
-def make_bert(out_dir, vocab_size):
-    L, D, H, F, P, T = 2, 36, 6, 74, 32, 2
-    eps = 1e-12
-    init = Init(1001)
+def encoder_weights(init, prefix, L, D, F, V, P, T):
+    """BertModel / RobertaModel tensors (embeddings, layers, pooler) under `prefix`."""
     w = {
-        "bert.embeddings.word_embeddings.weight": init.normal(vocab_size, D, std=0.3),
-        "bert.embeddings.position_embeddings.weight": init.normal(P, D, std=0.3),
-        "bert.embeddings.token_type_embeddings.weight": init.normal(T, D, std=0.3),
-        "bert.embeddings.LayerNorm.weight": init.norm_weight(D),
-        "bert.embeddings.LayerNorm.bias": init.bias(D),
+        prefix + "embeddings.word_embeddings.weight": init.normal(V, D, std=0.3),
+        prefix + "embeddings.position_embeddings.weight": init.normal(P, D, std=0.3),
+        prefix + "embeddings.token_type_embeddings.weight": init.normal(T, D, std=0.3),
+        prefix + "embeddings.LayerNorm.weight": init.norm_weight(D),
+        prefix + "embeddings.LayerNorm.bias": init.bias(D),
     }
     for i in range(L):
-        p = f"bert.encoder.layer.{i}."
+        p = f"{prefix}encoder.layer.{i}."
         for part in ("query", "key", "value"):
             w[p + f"attention.self.{part}.weight"] = init.linear(D, D)
             w[p + f"attention.self.{part}.bias"] = init.bias(D)
@@ -273,8 +281,46 @@ def make_bert(out_dir, vocab_size):
         w[p + "output.dense.bias"] = init.bias(D)
         w[p + "output.LayerNorm.weight"] = init.norm_weight(D)
         w[p + "output.LayerNorm.bias"] = init.bias(D)
-    w["bert.pooler.dense.weight"] = init.linear(D, D)
-    w["bert.pooler.dense.bias"] = init.bias(D)
+    w[prefix + "pooler.dense.weight"] = init.linear(D, D)
+    w[prefix + "pooler.dense.bias"] = init.bias(D)
+    return w
+
+
+def encoder_forward(w, prefix, L, H, eps):
+    """hidden(ids, positions): BertModel's last hidden state; pooler(h)."""
+    def lin(x, name):
+        return x @ w[name + ".weight"].T + w[name + ".bias"]
+
+    def hidden(ids, positions, types=None):
+        n = len(ids)
+        types = types or [0] * n
+        x = (w[prefix + "embeddings.word_embeddings.weight"][ids]
+             + w[prefix + "embeddings.position_embeddings.weight"][positions]
+             + w[prefix + "embeddings.token_type_embeddings.weight"][types])
+        x = layer_norm(x, w[prefix + "embeddings.LayerNorm.weight"], w[prefix + "embeddings.LayerNorm.bias"], eps)
+        for i in range(L):
+            p = f"{prefix}encoder.layer.{i}."
+            q = lin(x, p + "attention.self.query")
+            k = lin(x, p + "attention.self.key")
+            v = lin(x, p + "attention.self.value")
+            a = lin(attention(q, k, v, H, H, causal=False), p + "attention.output.dense")
+            x = layer_norm(a + x, w[p + "attention.output.LayerNorm.weight"],
+                           w[p + "attention.output.LayerNorm.bias"], eps)
+            m = lin(gelu_erf(lin(x, p + "intermediate.dense")), p + "output.dense")
+            x = layer_norm(m + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
+        return x
+
+    def pooler(h):
+        return torch.tanh(lin(h[0], prefix + "pooler.dense"))
+
+    return hidden, pooler
+
+
+def make_bert(out_dir, vocab_size):
+    L, D, H, F, P, T = 2, 36, 6, 74, 32, 2
+    eps = 1e-12
+    init = Init(1001)
+    w = encoder_weights(init, "bert.", L, D, F, vocab_size, P, T)
     # BertForPreTraining heads (as bert-base-uncased carries them); the decoder is tied to the word
     # embeddings and, as save_pretrained does for tied weights, not written
     w["cls.predictions.bias"] = init.bias(vocab_size)
@@ -285,28 +331,7 @@ def make_bert(out_dir, vocab_size):
     w["cls.seq_relationship.weight"] = init.linear(2, D)
     w["cls.seq_relationship.bias"] = init.bias(2)
     s, w = stored(w, torch.float32)
-
-    def lin(x, name):
-        return x @ w[name + ".weight"].T + w[name + ".bias"]
-
-    def hidden(ids, types=None):
-        n = len(ids)
-        types = types or [0] * n
-        x = (w["bert.embeddings.word_embeddings.weight"][ids]
-             + w["bert.embeddings.position_embeddings.weight"][torch.arange(n)]
-             + w["bert.embeddings.token_type_embeddings.weight"][types])
-        x = layer_norm(x, w["bert.embeddings.LayerNorm.weight"], w["bert.embeddings.LayerNorm.bias"], eps)
-        for i in range(L):
-            p = f"bert.encoder.layer.{i}."
-            q = lin(x, p + "attention.self.query")
-            k = lin(x, p + "attention.self.key")
-            v = lin(x, p + "attention.self.value")
-            a = lin(attention(q, k, v, H, H, causal=False), p + "attention.output.dense")
-            x = layer_norm(a + x, w[p + "attention.output.LayerNorm.weight"],
-                           w[p + "attention.output.LayerNorm.bias"], eps)
-            m = lin(gelu_erf(lin(x, p + "intermediate.dense")), p + "output.dense")
-            x = layer_norm(m + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
-        return x
+    hidden, pooler = encoder_forward(w, "bert.", L, H, eps)
 
     config = {
         "architectures": ["BertForPreTraining"],
@@ -345,11 +370,66 @@ def make_bert(out_dir, vocab_size):
         inputs.append([cls_id] + body + [sep_id])
     rows = []
     for ids in inputs:
-        h = hidden(ids)
+        h = hidden(ids, list(range(len(ids))))
         row = pooled(h)
-        row["pooler"] = torch.tanh(lin(h[0], "bert.pooler.dense")).tolist()
+        row["pooler"] = pooler(h).tolist()
         rows.append(row)
     return {"model": "bert", "dtype": "F32", "hidden": D, "vocab": vocab_size, "inputs": inputs,
+            "token_type_ids": [[0] * len(ids) for ids in inputs], "rows": rows}
+
+
+def make_roberta(out_dir):
+    """RobertaModel as sentence-transformers saves it: no "roberta." prefix, pooler present, positions
+    offset by padding_idx + 1 (HF create_position_ids_from_input_ids; no padding inside a row)."""
+    L, D, H, F, V, T = 2, 40, 5, 64, 90, 1
+    pad = 1
+    P = 32 + pad + 1  # as roberta-base's 514 = 512 + 2: rows of up to 32 tokens
+    eps = 1e-5
+    init = Init(1005)
+    s, w = stored(encoder_weights(init, "", L, D, F, V, P, T), torch.float32)
+    hidden, pooler = encoder_forward(w, "", L, H, eps)
+    config = {
+        "architectures": ["RobertaModel"],
+        "attention_probs_dropout_prob": 0.1,
+        "bos_token_id": 0,
+        "classifier_dropout": None,
+        "eos_token_id": 2,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": D,
+        "initializer_range": 0.02,
+        "intermediate_size": F,
+        "layer_norm_eps": eps,
+        "max_position_embeddings": P,
+        "model_type": "roberta",
+        "num_attention_heads": H,
+        "num_hidden_layers": L,
+        "pad_token_id": pad,
+        "position_embedding_type": "absolute",
+        "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION,
+        "type_vocab_size": T,
+        "use_cache": True,
+        "vocab_size": V,
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, "config.json"), config)
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), s)
+    g = torch.Generator().manual_seed(2005)
+    inputs = []
+    for n in (1, 2, 6, 10, 19, P - pad - 1):
+        if n == 1:
+            inputs.append([0])
+            continue
+        body = torch.randint(3, V, (n - 2,), generator=g).tolist()  # no <s>, <pad>, </s> inside
+        inputs.append([0] + body + [2])
+    rows = []
+    for ids in inputs:
+        h = hidden(ids, [pad + 1 + i for i in range(len(ids))])
+        row = pooled(h)
+        row["pooler"] = pooler(h).tolist()
+        rows.append(row)
+    return {"model": "roberta", "dtype": "F32", "hidden": D, "vocab": V, "inputs": inputs,
             "token_type_ids": [[0] * len(ids) for ids in inputs], "rows": rows}
 
 
@@ -358,8 +438,8 @@ def make_bert(out_dir, vocab_size):
 # repeat_kv for GQA, SwiGLU MLP)
 # ---------------------------------------------------------------------------------------------------
 
-def llama_like(init, L, D, H, KV, F, V, qkv_bias, tied):
-    d = D // H
+def llama_like(init, L, D, H, KV, F, V, qkv_bias, tied, head_dim=None):
+    d = head_dim or D // H
     w = {"model.embed_tokens.weight": init.normal(V, D, std=0.3)}
     for i in range(L):
         p = f"model.layers.{i}."
@@ -521,6 +601,47 @@ def make_qwen2(out_dir):
     inputs = decoder_inputs(2003, V, (1, 2, 6, 11, 23, P))
     rows = [causal_outputs(ids, hidden, logits) for ids in inputs]
     return {"model": "qwen2", "dtype": "F16", "hidden": D, "vocab": V, "inputs": inputs, "rows": rows}
+
+
+def make_mistral(out_dir):
+    """Mistral without a sliding window, with head_dim decoupled from hidden / heads (as Mistral-Nemo:
+    4 heads x 16 = 64 != hidden 48), F32, untied head."""
+    L, D, H, KV, HD, F, V, P = 2, 48, 4, 2, 16, 96, 64, 64
+    eps, theta = 1e-5, 1000000.0
+    init = Init(1006)
+    s, w = stored(llama_like(init, L, D, H, KV, F, V, qkv_bias=False, tied=False, head_dim=HD), torch.float32)
+    inv_freq = rope_inv_freq(HD, theta, None)
+    hidden, logits = llama_forward(w, L, H, KV, eps, inv_freq, qkv_bias=False)
+    config = {
+        "architectures": ["MistralForCausalLM"],
+        "attention_dropout": 0.0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "head_dim": HD,
+        "hidden_act": "silu",
+        "hidden_size": D,
+        "initializer_range": 0.02,
+        "intermediate_size": F,
+        "max_position_embeddings": P,
+        "model_type": "mistral",
+        "num_attention_heads": H,
+        "num_hidden_layers": L,
+        "num_key_value_heads": KV,
+        "rms_norm_eps": eps,
+        "rope_theta": theta,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "transformers_version": TRANSFORMERS_VERSION,
+        "use_cache": True,
+        "vocab_size": V,
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, "config.json"), config)
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), s)
+    inputs = decoder_inputs(2006, V, (1, 3, 8, 15, 30, P), bos=1)
+    rows = [causal_outputs(ids, hidden, logits) for ids in inputs]
+    return {"model": "mistral", "dtype": "F32", "hidden": D, "vocab": V, "inputs": inputs, "rows": rows}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -951,35 +1072,116 @@ def self_check():
     assert torch.allclose(y, torch.cat([z.real, z.imag], dim=-1), atol=1e-12)
 
 
+def make_rope_reference():
+    """Rotary embeddings alone: inv_freq and rotated vectors for default, linear and llama3 scaling (the
+    last with Llama 3.1's values, so that its three frequency bands all occur)."""
+    cases = [
+        {"head_dim": 8, "rope_theta": 10000.0, "rope_scaling": None},
+        {"head_dim": 16, "rope_theta": 1000000.0, "rope_scaling": {"rope_type": "linear", "factor": 4.0}},
+        {"head_dim": 8, "rope_theta": 10000.0,
+         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 16}},
+        {"head_dim": 64, "rope_theta": 500000.0,
+         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 8192}},
+    ]
+    positions = [0, 1, 2, 7, 47, 1000, 20000]
+    g = torch.Generator().manual_seed(3001)
+    for c in cases:
+        inv = rope_inv_freq(c["head_dim"], c["rope_theta"], c["rope_scaling"])
+        x = torch.randn(len(positions), c["head_dim"], generator=g, dtype=torch.float64)
+        pos = torch.tensor(positions, dtype=torch.float64)
+        freqs = torch.outer(pos, inv)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        x1, x2 = x[:, : c["head_dim"] // 2], x[:, c["head_dim"] // 2:]
+        rotated = x * emb.cos() + torch.cat([-x2, x1], dim=-1) * emb.sin()
+        c["inv_freq"] = inv.tolist()
+        c["positions"] = positions
+        c["x"] = x.tolist()
+        c["rotated"] = rotated.tolist()
+    return {"convention": "rotate_half: out = x * cos(p * f) + rotate_half(x) * sin(p * f), "
+                          "rotate_half(x) = [-x[d/2:], x[:d/2]], f = inv_freq repeated twice",
+            "cases": cases}
+
+
+def write_tokenizer_side_files(out_dir, vocab, merges, config, special_map, special_tokens):
+    """The other files a tokenizer's save_pretrained writes next to tokenizer.json: tokenizer_config.json,
+    special_tokens_map.json, and the slow tokenizer's vocabulary (vocab.txt; or vocab.json + merges.txt)."""
+    ids = {t: i for i, t in enumerate(vocab)}
+    config = dict(config)
+    config["added_tokens_decoder"] = {
+        str(ids[t]): {"content": t, "lstrip": False, "normalized": merges is not None, "rstrip": False,
+                      "single_word": False, "special": True} for t in special_tokens}
+    write_json(os.path.join(out_dir, "tokenizer_config.json"), config)
+    write_json(os.path.join(out_dir, "special_tokens_map.json"), special_map)
+    if merges is None:
+        with open(os.path.join(out_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.write("".join(t + "\n" for t in vocab))
+    else:
+        write_json(os.path.join(out_dir, "vocab.json"), ids, indent=None, sort_keys=False)
+        with open(os.path.join(out_dir, "merges.txt"), "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n" + "".join(a + " " + b + "\n" for a, b in merges))
+
+
+def write_generation_config(out_dir, bos, eos):
+    """generation_config.json, as a causal LM's save_pretrained writes it."""
+    write_json(os.path.join(out_dir, "generation_config.json"),
+               {"_from_model_config": True, "bos_token_id": bos, "eos_token_id": eos,
+                "transformers_version": TRANSFORMERS_VERSION})
+
+
 def main(root):
     self_check()
+    write_json(os.path.join(root, "rope_reference.json"), make_rope_reference(), indent=None, sort_keys=False)
     truncate = 8
 
     vocab = bert_vocab()
     ref = make_bert(os.path.join(root, "bert"), len(vocab))
     write_json(os.path.join(root, "bert", "tokenizer.json"), bert_tokenizer_json(vocab), sort_keys=False)
+    write_tokenizer_side_files(os.path.join(root, "bert"), vocab, None, {
+        "clean_up_tokenization_spaces": False, "cls_token": "[CLS]", "do_lower_case": True, "mask_token": "[MASK]",
+        "model_max_length": 32, "pad_token": "[PAD]", "sep_token": "[SEP]", "strip_accents": None,
+        "tokenize_chinese_chars": True, "tokenizer_class": "BertTokenizer", "unk_token": "[UNK]"},
+        {"cls_token": "[CLS]", "mask_token": "[MASK]", "pad_token": "[PAD]", "sep_token": "[SEP]",
+         "unk_token": "[UNK]"}, BERT_SPECIAL)
     ref["texts"] = BERT_TEXTS
     ref["text_ids"] = [bert_encode(t, vocab) for t in BERT_TEXTS]
     ref["truncate_max_length"] = truncate
     ref["text_ids_truncated"] = [bert_encode(t, vocab, truncate) for t in BERT_TEXTS]
     write_json(os.path.join(root, "bert", "reference.json"), ref, indent=None, sort_keys=False)
 
+    ref = make_roberta(os.path.join(root, "roberta"))
+    write_json(os.path.join(root, "roberta", "reference.json"), ref, indent=None, sort_keys=False)
+
+    ref = make_mistral(os.path.join(root, "mistral"))
+    write_generation_config(os.path.join(root, "mistral"), 1, 2)
+    write_json(os.path.join(root, "mistral", "reference.json"), ref, indent=None, sort_keys=False)
+
     ref = make_llama(os.path.join(root, "llama"))
+    write_generation_config(os.path.join(root, "llama"), 1, 2)
     write_json(os.path.join(root, "llama", "reference.json"), ref, indent=None, sort_keys=False)
 
     ref = make_qwen2(os.path.join(root, "qwen2"))
+    write_generation_config(os.path.join(root, "qwen2"), 78, 79)
     write_json(os.path.join(root, "qwen2", "reference.json"), ref, indent=None, sort_keys=False)
 
     vocab, merges, byte_enc = gpt2_vocab()
     ref = make_gpt2(os.path.join(root, "gpt2"), len(vocab), len(vocab) - 1)
     write_json(os.path.join(root, "gpt2", "tokenizer.json"), gpt2_tokenizer_json(vocab, merges), sort_keys=False)
+    write_tokenizer_side_files(os.path.join(root, "gpt2"), vocab, merges, {
+        "add_prefix_space": False, "bos_token": "<|endoftext|>", "clean_up_tokenization_spaces": False,
+        "eos_token": "<|endoftext|>", "errors": "replace", "model_max_length": 32,
+        "tokenizer_class": "GPT2Tokenizer", "unk_token": "<|endoftext|>"},
+        {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"},
+        ["<|endoftext|>"])
+    write_generation_config(os.path.join(root, "gpt2"), len(vocab) - 1, len(vocab) - 1)
     ref["texts"] = GPT2_TEXTS
     ref["text_ids"] = [gpt2_encode(t, vocab, merges, byte_enc) for t in GPT2_TEXTS]
     ref["truncate_max_length"] = truncate
     ref["text_ids_truncated"] = [gpt2_encode(t, vocab, merges, byte_enc, truncate) for t in GPT2_TEXTS]
     write_json(os.path.join(root, "gpt2", "reference.json"), ref, indent=None, sort_keys=False)
 
-    for name in ("bert", "llama", "qwen2", "gpt2"):
+    for name in ("bert", "roberta", "llama", "mistral", "qwen2", "gpt2"):
         d = os.path.join(root, name)
         sizes = {f: os.path.getsize(os.path.join(d, f)) for f in sorted(os.listdir(d))}
         print(name, sizes)

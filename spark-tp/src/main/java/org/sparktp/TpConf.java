@@ -73,6 +73,16 @@ public final class TpConf {
   public static final String TEST_FAIL_RANK = "spark.tp.test.fail-rank";
   public static final String TEST_FAIL_RANK_DEFAULT = "-1";
 
+  // --- issue 10: transformers (sequences, tasks) ---
+
+  /** Token budget of one micro-batch of sequences per rank (rows are also bounded by spark.tp.batch-size). */
+  public static final String BATCH_TOKENS = "spark.tp.batch-tokens";
+  public static final String BATCH_TOKENS_DEFAULT = "8192";
+
+  /** Sequences longer than the model's max_position_embeddings: {@code false} fails naming the row, {@code true} keeps the first tokens. */
+  public static final String TRUNCATE = "spark.tp.truncate";
+  public static final String TRUNCATE_DEFAULT = "false";
+
   /**
    * The value of {@code key}: {@code options} (when it holds the key) wins over the session conf, which
    * wins over {@code def}.

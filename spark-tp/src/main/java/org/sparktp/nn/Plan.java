@@ -57,15 +57,26 @@ public final class Plan implements Serializable {
   }
 
   private static void checkNames(List<LayerSpec> layers, Set<String> names) {
+    checkNames(layers, names, null);
+  }
+
+  /** Names are unique, except a linear tied to the embedding (the same {@code [vocab, dim]} table). */
+  private static void checkNames(List<LayerSpec> layers, Set<String> names, LayerSpec.Embedding[] embedding) {
+    LayerSpec.Embedding[] emb = embedding == null ? new LayerSpec.Embedding[1] : embedding;
     for (LayerSpec l : layers) {
       String n = l instanceof LayerSpec.Linear x ? x.name()
           : l instanceof LayerSpec.LayerNorm x ? x.name()
           : l instanceof LayerSpec.Embedding x ? x.name() : null;
-      if (n != null && !names.add(n)) {
+      if (l instanceof LayerSpec.Embedding e) {
+        emb[0] = e;
+      }
+      boolean tied = l instanceof LayerSpec.Linear x && emb[0] != null && !emb[0].bag() && x.name().equals(emb[0].name())
+          && x.out() == emb[0].vocab() && x.in() == emb[0].dim() && x.bias() == null;
+      if (n != null && !names.add(n) && !tied) {
         throw new IllegalArgumentException("Two layers are named '" + n + "'; layer names must be unique");
       }
       if (l instanceof LayerSpec.Residual r) {
-        checkNames(r.body(), names);
+        checkNames(r.body(), names, emb);
       }
     }
   }
@@ -153,7 +164,9 @@ public final class Plan implements Serializable {
           case COLUMN -> {
             int off = l.split().offset(rank);
             int len = l.split().length(rank);
-            w.put(wn, new RankWeights.Block(len, l.inFeatures(), src.rows(wn, off, len)));
+            if (!w.has(wn, len, l.inFeatures())) { // a head tied to the embedding shares its block
+              w.put(wn, new RankWeights.Block(len, l.inFeatures(), src.rows(wn, off, len)));
+            }
             if (l.hasBias()) {
               w.put(bn, new RankWeights.Block(1, len, src.rows(bn, off, len)));
             }
@@ -167,7 +180,9 @@ public final class Plan implements Serializable {
             }
           }
           case REPLICATED -> {
-            w.put(wn, new RankWeights.Block(l.outFeatures(), l.inFeatures(), src.all(wn)));
+            if (!w.has(wn, l.outFeatures(), l.inFeatures())) {
+              w.put(wn, new RankWeights.Block(l.outFeatures(), l.inFeatures(), src.all(wn)));
+            }
             if (l.hasBias()) {
               w.put(bn, new RankWeights.Block(1, l.outFeatures(), src.all(bn)));
             }

@@ -44,6 +44,12 @@ public final class RankWeights implements Serializable {
     }
   }
 
+  /** True when a block {@code [rows, cols]} is held under {@code name} (a tied weight read once). */
+  public boolean has(String name, int rows, int cols) {
+    Block b = blocks.get(name);
+    return b != null && b.rows() == rows && b.cols() == cols;
+  }
+
   /** The block, or an error naming the missing tensor. */
   public Block get(String name) {
     Block b = blocks.get(name);

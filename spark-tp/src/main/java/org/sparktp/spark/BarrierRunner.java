@@ -68,10 +68,11 @@ final class BarrierRunner {
     }
     LOG.info("spark-tp job {}: {} input partitions -> barrier stage of {} groups x tp {} = {} tasks{}; plan:\n{}",
         job.jobKey(), n, job.groups(), p, m, job.retryable() ? " -> restore shuffle" : " (not retryable)",
-        job.plan().explain());
+        job.explain());
     StructType inSchema = df.schema();
     JavaRDD<Tuple2<Long, InternalRow>> tagged = input.toJavaRDD().mapPartitionsWithIndex(
-        new Tagger(inSchema, job.inputCol(), job.inputOrdinal(), job.kind(), job.checkWidth(), job.nullPolicy()),
+        new Tagger(inSchema, job.inputCol(), job.inputOrdinal(), job.kind(), job.checkWidth(), job.nullPolicy(),
+            job.transformer() != null, job.maxTokens()),
         true);
     JavaPairRDD<Long, InternalRow> pairs = JavaPairRDD.fromJavaRDD(tagged);
     JavaPairRDD<Long, InternalRow> spread = job.retryable()
@@ -174,8 +175,18 @@ final class BarrierRunner {
     private final InputKind kind;
     private final int width;
     private final NullPolicy policy;
+    private final boolean sequences;
+    private final int maxTokens;
 
     Tagger(StructType schema, String col, int ord, InputKind kind, int width, NullPolicy policy) {
+      this(schema, col, ord, kind, width, policy, false, 0);
+    }
+
+    /** With {@code sequences}, a row is a token sequence: empty is an error, so is one over {@code maxTokens} (if > 0). */
+    Tagger(StructType schema, String col, int ord, InputKind kind, int width, NullPolicy policy, boolean sequences,
+        int maxTokens) {
+      this.sequences = sequences;
+      this.maxTokens = maxTokens;
       this.schema = schema;
       this.col = col;
       this.ord = ord;
@@ -208,6 +219,13 @@ final class BarrierRunner {
               }
             } else {
               String bad = kind.check(r, ord, width);
+              if (bad == null && sequences) {
+                int len = r.getArray(ord).numElements();
+                bad = len == 0 ? "is an empty sequence: every row needs at least one token"
+                    : maxTokens > 0 && len > maxTokens ? "has " + len + " tokens, more than the model's"
+                        + " max_position_embeddings (" + maxTokens + "); shorten it or set spark.tp.truncate=true"
+                    : null;
+              }
               if (bad != null) {
                 throw new IllegalArgumentException("Column '" + col + "': row " + i + " of input partition " + part
                     + " " + bad);

@@ -31,6 +31,8 @@ import org.sparktp.nn.Plan;
 import org.sparktp.nn.RankModel;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.TpRunner;
+import org.sparktp.nn.ops.TransformerRankModel;
+import org.sparktp.nn.ops.TransformerRunner;
 import scala.Tuple2;
 import scala.jdk.javaapi.CollectionConverters;
 import scala.runtime.AbstractFunction1;
@@ -97,7 +99,8 @@ final class RankTask
     private final Communicator comm;
     private final ScheduledFuture<?> watchdog;
     private final ShardCache.Lease lease;
-    private final TpRunner runner;
+    private final TpRunner runner; // a layer-list model, or
+    private final TransformerRunner seqRunner; // a transformer
     private final UnsafeProjection project;
     private final JoinedRow joined = new JoinedRow();
     private final GenericInternalRow extra = new GenericInternalRow(1);
@@ -109,6 +112,7 @@ final class RankTask
     private float[] dense;
     private int[] ids;
     private int[] offsets;
+    private Tuple2<Long, InternalRow> carry; // a row read but left for the next batch (token budget)
     // rows ready to emit
     private final List<Tuple2<Long, InternalRow>> out = new ArrayList<>();
     private int pos;
@@ -128,7 +132,7 @@ final class RankTask
       this.group = part / p;
       this.rank = part % p;
       this.batch = job.batchSize();
-      this.width = job.plan().inputDim();
+      this.width = job.transformer() != null ? 0 : job.plan().inputDim();
       BarrierTaskInfo[] infos = ctx.getTaskInfos();
       if (infos.length != ctx.numPartitions()) {
         // When a task of a barrier attempt fails, Spark reruns the stage, but keeps the output of tasks of
@@ -153,13 +157,17 @@ final class RankTask
         }
       }, 100, 100, TimeUnit.MILLISECONDS);
       ShardCache.Lease l = null;
-      TpRunner r;
+      TpRunner r = null;
+      TransformerRunner sr = null;
       UnsafeProjection proj;
       try {
-        Plan plan = job.plan();
         ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), p, rank, job.backend());
-        l = ShardCache.get().checkOut(key, plan.weightBytes(rank), job.cacheMaxBytes(), () -> load(plan));
-        r = new TpRunner(l.model(), c);
+        l = ShardCache.get().checkOut(key, job.weightBytes(rank), job.cacheMaxBytes(), this::load);
+        if (job.transformer() != null) {
+          sr = new TransformerRunner(l.transformer(), c);
+        } else {
+          r = new TpRunner(l.model(), c);
+        }
         proj = UnsafeProjection.create(job.outSchema());
       } catch (RuntimeException | Error e) {
         fail(l, e);
@@ -167,6 +175,7 @@ final class RankTask
       }
       this.lease = l;
       this.runner = r;
+      this.seqRunner = sr;
       this.project = proj;
       switch (kind()) {
         case FLOAT_ARRAY, DOUBLE_ARRAY, VECTOR -> dense = new float[Math.multiplyExact(batch, width)];
@@ -188,12 +197,15 @@ final class RankTask
       return job.kind();
     }
 
-    private ShardCache.Entry load(Plan plan) {
+    private ShardCache.Entry load() {
       RankWeights w = job.shards().load(rank);
       Backend b = backend(job.backend(), job.blasThreads());
       try {
-        return new ShardCache.Entry(new ShardCache.Key(job.modelId(), job.fingerprint(), plan.tpSize(), rank,
-            job.backend()), new RankModel(plan, rank, b, w), b);
+        ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), job.tpSize(), rank, job.backend());
+        if (job.transformer() != null) {
+          return new ShardCache.Entry(key, new TransformerRankModel(job.transformer(), rank, b, w), b);
+        }
+        return new ShardCache.Entry(key, new RankModel(job.plan(), rank, b, w), b);
       } catch (RuntimeException | Error e) {
         b.close();
         throw e;
@@ -250,8 +262,10 @@ final class RankTask
       int nIds = 0;
       int ord = job.inputOrdinal();
       InputKind k = kind();
-      while (n < batch && pending.size() < batch && out.size() < batch && in.hasNext()) {
-        Tuple2<Long, InternalRow> t = in.next();
+      read:
+      while (n < batch && pending.size() < batch && out.size() < batch && (carry != null || in.hasNext())) {
+        Tuple2<Long, InternalRow> t = carry != null ? carry : in.next();
+        carry = null;
         InternalRow row = t._2();
         if (row.isNullAt(ord)) {
           // null policy "null" (the others never ship null rows to this stage)
@@ -268,6 +282,11 @@ final class RankTask
           case INT, LONG -> ids[n] = k.readId(row, ord);
           default -> {
             int len = k.bagLength(row, ord);
+            if (seqRunner != null && n > 0 && nIds + len > job.batchTokens()) {
+              // the token budget (spark.tp.batch-tokens) is full: this row starts the next batch
+              carry = t;
+              break read;
+            }
             if (nIds + len > ids.length) {
               ids = Arrays.copyOf(ids, Math.max(ids.length * 2, nIds + len));
             }
@@ -282,7 +301,7 @@ final class RankTask
       }
       long t1 = System.nanoTime();
       readNanos += t1 - t0;
-      if (n == 0 && (in.hasNext() || !out.isEmpty())) {
+      if (n == 0 && (carry != null || in.hasNext() || !out.isEmpty())) {
         return; // only null rows so far: emit them, read on later
       }
       InputBatch b = switch (k) {
@@ -290,7 +309,7 @@ final class RankTask
         case INT, LONG -> InputBatch.ids(ids, n);
         default -> InputBatch.bags(ids, offsets, n);
       };
-      float[] y = runner.step(b);
+      float[] y = seqRunner != null ? seqRunner.step(b) : runner.step(b);
       long t2 = System.nanoTime();
       stepNanos += t2 - t1;
       if (job.failRank() == ctx.partitionId() && ctx.stageAttemptNumber() == 0) {
@@ -301,7 +320,7 @@ final class RankTask
         finish();
         return;
       }
-      int w = runner.outputWidth();
+      int w = job.outputDim();
       int r = 0;
       for (int i = 0; i < pending.size(); i++) {
         if (hasValue.get(i)) {
@@ -316,9 +335,9 @@ final class RankTask
     }
 
     private Tuple2<Long, InternalRow> emit(Tuple2<Long, InternalRow> t, float[] y, int off) {
-      int w = job.plan().outputDim();
+      int w = job.outputDim();
       // y holds the batch's outputs row-major; its byte offsets fit an int (a batch is < 2^31 bytes)
-      extra.update(0, y == null ? null
+      extra.update(0, y == null ? null : job.scalarOutput() ? (Object) (double) y[off]
           : UnsafeArrayData.fromPrimitiveArray(y, Platform.FLOAT_ARRAY_OFFSET + 4 * off, w, 4));
       return new Tuple2<>(t._1(), project.apply(joined.apply(t._2(), extra)).copy());
     }
@@ -328,15 +347,17 @@ final class RankTask
       closed = true;
       CommStats st = comm.stats();
       long wall = System.nanoTime() - start;
-      job.metrics().add(rank, runner.rows(), runner.steps(), runner.computeNanos(), st.nanos(), st.bytesSent(),
-          lease.loaded());
+      long rowsDone = seqRunner != null ? seqRunner.rows() : runner.rows();
+      long stepsDone = seqRunner != null ? seqRunner.steps() : runner.steps();
+      long compute = seqRunner != null ? seqRunner.computeNanos() : runner.computeNanos();
+      job.metrics().add(rank, rowsDone, stepsDone, compute, st.nanos(), st.bytesSent(), lease.loaded());
       SparkEnv env = SparkEnv.get();
       job.metrics().placed(ctx.partitionId(), "executor_" + env.blockManager().blockManagerId().host() + "_"
           + env.executorId());
       LOG.info(String.format(java.util.Locale.ROOT,
           "spark-tp job %s group %d rank %d/%d on %s: %d rows in %d steps, compute %.1f ms, comm %.1f ms"
               + " (%d calls, %d B sent), model %s, task %.1f ms (read %.1f, step %.1f, emit %.1f)",
-          job.jobKey(), group, rank, job.tpSize(), host, runner.rows(), runner.steps(), runner.computeNanos() / 1e6,
+          job.jobKey(), group, rank, job.tpSize(), host, rowsDone, stepsDone, compute / 1e6,
           st.nanos() / 1e6, st.calls(), st.bytesSent(), lease.loaded() ? "loaded" : "from cache", wall / 1e6,
           readNanos / 1e6, stepNanos / 1e6, emitNanos / 1e6));
       watchdog.cancel(false);

@@ -8,6 +8,7 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Supplier;
 import org.sparktp.backend.Backend;
 import org.sparktp.nn.RankModel;
+import org.sparktp.nn.ops.TransformerRankModel;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -35,20 +36,34 @@ public final class ShardCache {
   /** A loaded rank model and the backend it owns. */
   static final class Entry {
     final Key key;
-    final RankModel model;
+    final RankModel model; // or null for a transformer
+    final TransformerRankModel transformer; // or null
     final Backend backend;
     final long bytes;
 
     Entry(Key key, RankModel model, Backend backend) {
       this.key = key;
       this.model = model;
+      this.transformer = null;
       this.backend = backend;
       this.bytes = model.weightBytes();
     }
 
+    Entry(Key key, TransformerRankModel transformer, Backend backend) {
+      this.key = key;
+      this.model = null;
+      this.transformer = transformer;
+      this.backend = backend;
+      this.bytes = transformer.weightBytes();
+    }
+
     void close() {
       try {
-        model.close();
+        if (model != null) {
+          model.close();
+        } else {
+          transformer.close();
+        }
       } finally {
         backend.close();
       }
@@ -68,6 +83,11 @@ public final class ShardCache {
 
     public RankModel model() {
       return entry.model;
+    }
+
+    /** The transformer rank model (null for a layer-list model). */
+    public TransformerRankModel transformer() {
+      return entry.transformer;
     }
 
     /** True when this lease loaded the model (a cache miss). */

@@ -24,6 +24,19 @@ interface ShardSource extends Serializable {
     }
   }
 
+  /** A Hugging Face model directory: the rank reads only the byte ranges of its slices. */
+  record HfCheckpoint(String dir, org.sparktp.nn.ops.TransformerPlan plan) implements ShardSource {
+    @Override
+    public RankWeights load(int rank) {
+      try (org.sparktp.model.hf.HfModel d = org.sparktp.model.hf.HfModel.open(new org.apache.hadoop.fs.Path(dir),
+          SparkHadoopUtil.get().conf())) {
+        return plan.shard(d.weightSource(), rank);
+      } catch (IOException e) {
+        throw new UncheckedIOException("Rank " + rank + " cannot read its shard of " + dir + ": " + e.getMessage(), e);
+      }
+    }
+  }
+
   /**
    * A model directory on any Hadoop file system ({@code file:}, {@code hdfs:}, {@code s3a:}): the rank
    * opens it and reads only the byte ranges of its shards, so no process ever holds the whole model.

@@ -19,6 +19,7 @@ import org.apache.spark.SparkContext;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.broadcast.Broadcast;
 import org.apache.spark.ml.Model;
+import org.apache.spark.ml.param.BooleanParam;
 import org.apache.spark.ml.param.IntParam;
 import org.apache.spark.ml.param.Param;
 import org.apache.spark.ml.param.ParamMap;
@@ -38,6 +39,12 @@ import org.apache.spark.sql.types.StructType;
 import org.sparktp.TpConf;
 import org.sparktp.model.ModelDirectory;
 import org.sparktp.model.ModelWriter;
+import org.sparktp.model.TextTokenizer;
+import org.sparktp.model.hf.HfModel;
+import org.sparktp.nn.ops.Pooling;
+import org.sparktp.nn.ops.Task;
+import org.sparktp.nn.ops.TransformerModel;
+import org.sparktp.nn.ops.TransformerPlan;
 import org.sparktp.nn.ModelSpec;
 import org.sparktp.nn.Plan;
 import org.sparktp.nn.RankWeights;
@@ -89,6 +96,11 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   private final IntParam groups;
   private final IntParam batchSize;
   private final Param<String> backend;
+  // --- issue 10: a Hugging Face transformer (spec is null then) ---
+  private final HfShards hf;
+  private final Param<String> task;
+  private final Param<String> pooling;
+  private final BooleanParam normalize;
 
   public TensorParallelModel(ModelSpec spec) {
     this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec, null));
@@ -112,6 +124,16 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     org.apache.hadoop.conf.Configuration hadoop = spark != null ? spark.sparkContext().hadoopConfiguration()
         : new org.apache.hadoop.conf.Configuration();
     Path path = new Path(dir);
+    try {
+      if (HfModel.isHuggingFace(path, hadoop)) {
+        try (HfModel m = HfModel.open(path, hadoop)) {
+          String qualified = path.getFileSystem(hadoop).makeQualified(path).toString();
+          return new TensorParallelModel(uid, null, null, new HfShards(m.model(), qualified, m.hasTokenizer()));
+        }
+      }
+    } catch (IOException e) {
+      throw new IllegalArgumentException("Cannot open the model directory " + dir + ": " + e.getMessage(), e);
+    }
     try (ModelDirectory d = ModelDirectory.open(path, hadoop)) {
       String qualified = path.getFileSystem(hadoop).makeQualified(path).toString();
       ModelSpec structure = d.structure();
@@ -122,12 +144,23 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   }
 
   private TensorParallelModel(String uid, ModelSpec spec, Shards shards) {
-    if (spec == null) {
+    this(uid, spec, shards, null);
+  }
+
+  private TensorParallelModel(String uid, ModelSpec spec, Shards shards, HfShards hf) {
+    if (spec == null && hf == null) {
       throw new IllegalArgumentException("A TensorParallelModel needs a ModelSpec");
     }
     this.uid = uid;
     this.spec = spec;
     this.shards = shards;
+    this.hf = hf;
+    task = new Param<>(this, "task", "transformers: embed, logits or score (default: embed for encoders, logits for"
+        + " causal LMs)", ParamValidators.inArray(new String[] {"embed", "logits", "score"}));
+    pooling = new Param<>(this, "pooling", "task embed: mean, cls or last (default mean for encoders, last for "
+        + "decoders)", ParamValidators.inArray(new String[] {"mean", "cls", "last"}));
+    normalize = new BooleanParam(this, "normalize", "task embed: L2-normalize each embedding (default false)");
+    setDefault(normalize, false);
     inputCol = new Param<>(this, "inputCol", "input column: array<float>, array<double> or vector (ids: int/long,"
         + " array<int|long>)");
     outputCol = new Param<>(this, "outputCol", "output column (array<float>)");
@@ -148,8 +181,55 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     return uid;
   }
 
+  /** The layer-list model, or null for a Hugging Face transformer ({@link #transformer()}). */
   public ModelSpec spec() {
     return spec;
+  }
+
+  /** The Hugging Face transformer this model runs, or null for a layer-list model. */
+  public TransformerModel transformer() {
+    return hf == null ? null : hf.model;
+  }
+
+  public Param<String> task() {
+    return task;
+  }
+
+  public Param<String> pooling() {
+    return pooling;
+  }
+
+  public BooleanParam normalize() {
+    return normalize;
+  }
+
+  /** Transformers: {@code embed}, {@code logits} or {@code score}. */
+  public TensorParallelModel setTask(String v) {
+    set(task, v.toLowerCase(Locale.ROOT));
+    return this;
+  }
+
+  /** Task embed: {@code mean}, {@code cls} or {@code last}. */
+  public TensorParallelModel setPooling(String v) {
+    set(pooling, v.toLowerCase(Locale.ROOT));
+    return this;
+  }
+
+  /** Task embed: L2-normalize each embedding. */
+  public TensorParallelModel setNormalize(boolean v) {
+    set(normalize, v);
+    return this;
+  }
+
+  /** The transformer plan for {@code p} ranks with this model's task, pooling, normalize and truncation. */
+  public TransformerPlan transformerPlan(int p) {
+    if (hf == null) {
+      throw new IllegalStateException("This model is a layer list, not a transformer: use plan(p)");
+    }
+    boolean truncate = TpConf.parseBoolean(TpConf.TRUNCATE, resolve(active(), TpConf.TRUNCATE,
+        TpConf.TRUNCATE_DEFAULT));
+    return TransformerPlan.build(hf.model, p, isSet(task) ? Task.parse($(task)) : null,
+        isSet(pooling) ? Pooling.parse($(pooling)) : null, (Boolean) $(normalize), truncate);
   }
 
   public Param<String> inputCol() {
@@ -232,12 +312,17 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
 
   /** The plan this model runs with {@code p} ranks (its {@code explain()} prints ops, layouts and collectives). */
   public Plan plan(int p) {
+    if (shards == null) {
+      throw new IllegalStateException("This model is a transformer: use transformerPlan(p)");
+    }
     return shards.plan(p);
   }
 
   /** Destroys the per-rank broadcasts (they are made again by the next {@link #transform}). */
   public void release() {
-    shards.release();
+    if (shards != null) {
+      shards.release();
+    }
   }
 
   private static SparkSession active() {
@@ -257,6 +342,9 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
 
   @Override
   public StructType transformSchema(StructType schema) {
+    if (hf != null) {
+      return transformerSchema(schema);
+    }
     InputKind.of(schema, getInputCol(), spec.takesIds(), spec.takesBags());
     String out = getOutputCol();
     for (String f : schema.fieldNames()) {
@@ -266,6 +354,36 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     }
     NullPolicy policy = NullPolicy.parse(resolve(active(), TpConf.NULL_POLICY, TpConf.NULL_POLICY_DEFAULT));
     return schema.add(out, DataTypes.createArrayType(DataTypes.FloatType, false), policy == NullPolicy.NULL);
+  }
+
+  /** True when the input column holds text (tokenized before the barrier stage). */
+  private boolean textInput(StructType schema) {
+    for (org.apache.spark.sql.types.StructField f : schema.fields()) {
+      if (f.name().equals(getInputCol()) && f.dataType().equals(DataTypes.StringType)) {
+        if (!hf.tokenizer) {
+          throw new IllegalArgumentException("Input column '" + getInputCol() + "' holds text, but " + hf.dir
+              + " has no " + TextTokenizer.FILE_NAME + ": give token ids (array<int> or array<long>) instead");
+        }
+        return true;
+      }
+    }
+    return false;
+  }
+
+  private StructType transformerSchema(StructType schema) {
+    if (!textInput(schema)) {
+      InputKind.of(schema, getInputCol(), true, true);
+    }
+    String out = getOutputCol();
+    for (String f : schema.fieldNames()) {
+      if (f.equals(out)) {
+        throw new IllegalArgumentException("Output column '" + out + "' already exists; set outputCol to a new name");
+      }
+    }
+    TransformerPlan plan = transformerPlan(1);
+    NullPolicy policy = NullPolicy.parse(resolve(active(), TpConf.NULL_POLICY, TpConf.NULL_POLICY_DEFAULT));
+    return schema.add(out, plan.task() == Task.SCORE ? DataTypes.DoubleType
+        : DataTypes.createArrayType(DataTypes.FloatType, false), policy == NullPolicy.NULL);
   }
 
   /**
@@ -294,7 +412,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     CommFactory comm = CommFactory.forSession(spark, conf);
     comm.checkCluster(sc, p);
     int batch = resolveInt(batchSize, TpConf.BATCH_SIZE, TpConf.BATCH_SIZE_DEFAULT, 1, spark);
-    long batchBytes = 4L * batch * Math.max(spec.inputDim(), spec.outputDim());
+    long batchBytes = 4L * batch * (hf != null ? hf.model.vocab() : Math.max(spec.inputDim(), spec.outputDim()));
     if (batchBytes >= Integer.MAX_VALUE / 2) {
       throw new IllegalArgumentException("batchSize " + batch + " makes batches of " + batchBytes
           + " bytes; lower it (" + TpConf.BATCH_SIZE + ")");
@@ -313,6 +431,10 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     int failRank = TpConf.parseInt(TpConf.TEST_FAIL_RANK, resolve(spark, TpConf.TEST_FAIL_RANK,
         TpConf.TEST_FAIL_RANK_DEFAULT), -1);
 
+    if (hf != null) {
+      return transformTransformer(ds, outSchema, spark, p, g, batch, be, blas, cacheMax, nulls, timeout, retryable,
+          failRank, comm);
+    }
     Plan plan = shards.plan(p);
     ShardSource source = shards.source(sc, plan);
     String jobKey = uid + "-" + UUID.randomUUID().toString().substring(0, 8);
@@ -323,19 +445,52 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     int ord = df.schema().fieldIndex(getInputCol());
     TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, getInputCol(), ord,
         InputKind.of(df.schema(), getInputCol(), plan), outSchema, batch, be, blas, cacheMax, nulls, timeout,
-        retryable, failRank, comm, metrics);
+        retryable, failRank, comm, metrics, null, 0);
     return BarrierRunner.run(spark, df, job, placements);
+  }
+
+  /** A Hugging Face transformer's job: text tokenized per input partition first, then the barrier stage. */
+  private Dataset<Row> transformTransformer(org.apache.spark.sql.classic.Dataset<?> ds, StructType outSchema,
+      org.apache.spark.sql.classic.SparkSession spark, int p, int g, int batch, String be, int blas, long cacheMax,
+      NullPolicy nulls, long timeout, boolean retryable, int failRank, CommFactory comm) {
+    SparkContext sc = spark.sparkContext();
+    TransformerPlan plan = transformerPlan(p);
+    int batchTokens = TpConf.parseInt(TpConf.BATCH_TOKENS, resolve(spark, TpConf.BATCH_TOKENS,
+        TpConf.BATCH_TOKENS_DEFAULT), 1);
+    org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
+    String col = getInputCol();
+    String helper = null;
+    if (textInput(df.schema())) {
+      helper = "__spark_tp_token_ids";
+      int maxLen = plan.truncate() ? plan.model().maxPositions() : 0;
+      df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, helper, hf.dir, maxLen);
+      col = helper;
+      outSchema = df.schema().add(outSchema.fields()[outSchema.fields().length - 1]);
+    }
+    String jobKey = uid + "-" + UUID.randomUUID().toString().substring(0, 8);
+    TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
+    lastMetrics = metrics;
+    int ord = df.schema().fieldIndex(col);
+    TpJob job = new TpJob(jobKey, hf.modelId, null, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
+        g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, batch, be, blas, cacheMax, nulls, timeout,
+        retryable, failRank, comm, metrics, plan, batchTokens);
+    Dataset<Row> out = BarrierRunner.run(spark, df, job, null);
+    return helper == null ? out : out.drop(helper);
   }
 
   @Override
   public TensorParallelModel copy(ParamMap extra) {
-    TensorParallelModel m = new TensorParallelModel(uid, spec, shards);
+    TensorParallelModel m = new TensorParallelModel(uid, spec, shards, hf);
     m.conf.putAll(conf);
     return copyValues(m, extra).setParent(parent());
   }
 
   @Override
   public MLWriter write() {
+    if (hf != null) {
+      throw new UnsupportedOperationException("A Hugging Face model is not saved with ML write(): its directory "
+          + hf.dir + " is the model; load it again with TensorParallelModel.fromDirectory");
+    }
     return new Writer(this);
   }
 
@@ -345,6 +500,21 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
 
   public static TensorParallelModel load(String path) {
     return read().load(path);
+  }
+
+  /** A Hugging Face model directory: the ops (no weights) and where each rank reads its slices. */
+  private static final class HfShards implements java.io.Serializable {
+    private static final long serialVersionUID = 1L;
+    final String modelId = UUID.randomUUID().toString();
+    final TransformerModel model;
+    final String dir;
+    final boolean tokenizer;
+
+    HfShards(TransformerModel model, String dir, boolean tokenizer) {
+      this.model = model;
+      this.dir = dir;
+      this.tokenizer = tokenizer;
+    }
   }
 
   /** Plans and per-rank broadcasts of one model, shared by its copies. */

@@ -3,8 +3,10 @@ package org.sparktp.spark;
 import java.io.Serializable;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.nn.Plan;
+import org.sparktp.nn.ops.Task;
+import org.sparktp.nn.ops.TransformerPlan;
 
-/** Everything the tasks of one tensor-parallel job need, shipped with the task closure (weights go by broadcast, or each rank reads its own from the checkpoint). */
+/** Everything the tasks of one tensor-parallel job need (a {@code plan}, or a {@code transformer} plan for sequences), shipped with the task closure (weights go by broadcast, or each rank reads its own from the checkpoint). */
 record TpJob(
     String jobKey,
     String modelId,
@@ -25,14 +27,39 @@ record TpJob(
     boolean retryable,
     int failRank,
     CommFactory comm,
-    TpMetrics metrics) implements Serializable {
+    TpMetrics metrics,
+    TransformerPlan transformer,
+    int batchTokens) implements Serializable {
 
   int tpSize() {
-    return plan.tpSize();
+    return transformer != null ? transformer.tpSize() : plan.tpSize();
   }
 
-  /** Model width checked against each row: the input width, or the vocabulary for ids. */
+  /** Model width checked against each row: the input width, or the vocabulary for ids and sequences. */
   int checkWidth() {
-    return plan.inputDim();
+    return transformer != null ? transformer.model().vocab() : plan.inputDim();
+  }
+
+  /** Longest sequence accepted before the barrier stage (0: not a sequence model, or truncation is on). */
+  int maxTokens() {
+    return transformer == null || transformer.truncate() ? 0 : transformer.model().maxPositions();
+  }
+
+  /** Width of each row's output. */
+  int outputDim() {
+    return transformer != null ? transformer.outputDim() : plan.outputDim();
+  }
+
+  /** True when each row's output is one double ({@code score}). */
+  boolean scalarOutput() {
+    return transformer != null && transformer.task() == Task.SCORE;
+  }
+
+  String explain() {
+    return transformer != null ? transformer.explain() : plan.explain();
+  }
+
+  long weightBytes(int rank) {
+    return transformer != null ? transformer.weightBytes(rank) : plan.weightBytes(rank);
   }
 }

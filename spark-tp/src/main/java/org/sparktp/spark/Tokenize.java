@@ -1,0 +1,87 @@
+package org.sparktp.spark;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.List;
+import java.util.NoSuchElementException;
+import org.apache.hadoop.fs.Path;
+import org.apache.spark.TaskContext;
+import org.apache.spark.api.java.function.MapPartitionsFunction;
+import org.apache.spark.deploy.SparkHadoopUtil;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Encoders;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.RowFactory;
+import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.StructType;
+import org.sparktp.model.TextTokenizer;
+
+/**
+ * Text to token ids with the model directory's {@code tokenizer.json}, per input partition and before the
+ * barrier stage (so a failure is retried with its own task, not the whole group): appends an
+ * {@code array<int>} column; a null text gives a null.
+ */
+final class Tokenize implements MapPartitionsFunction<Row, Row> {
+  private static final long serialVersionUID = 1L;
+  private final int textOrdinal;
+  private final String dir;
+  private final int maxLength;
+
+  private Tokenize(int textOrdinal, String dir, int maxLength) {
+    this.textOrdinal = textOrdinal;
+    this.dir = dir;
+    this.maxLength = maxLength;
+  }
+
+  static Dataset<Row> apply(Dataset<Row> df, String textCol, String idsCol, String dir, int maxLength) {
+    StructType out = df.schema().add(idsCol, DataTypes.createArrayType(DataTypes.IntegerType, false), true);
+    return df.mapPartitions(new Tokenize(df.schema().fieldIndex(textCol), dir, maxLength), Encoders.row(out));
+  }
+
+  @Override
+  public Iterator<Row> call(Iterator<Row> rows) {
+    TextTokenizer tok;
+    try {
+      tok = TextTokenizer.open(new Path(dir), SparkHadoopUtil.get().conf(), maxLength, true);
+    } catch (IOException e) {
+      throw new UncheckedIOException("Cannot open the tokenizer of " + dir + ": " + e.getMessage(), e);
+    }
+    TaskContext tc = TaskContext.get();
+    if (tc != null) {
+      tc.addTaskCompletionListener((org.apache.spark.util.TaskCompletionListener) c -> tok.close());
+    }
+    return new Iterator<>() {
+      @Override
+      public boolean hasNext() {
+        boolean more = rows.hasNext();
+        if (!more) {
+          tok.close();
+        }
+        return more;
+      }
+
+      @Override
+      public Row next() {
+        if (!hasNext()) {
+          throw new NoSuchElementException();
+        }
+        Row r = rows.next();
+        Object[] v = new Object[r.length() + 1];
+        for (int i = 0; i < r.length(); i++) {
+          v[i] = r.get(i);
+        }
+        if (!r.isNullAt(textOrdinal)) {
+          int[] ids = tok.encode(r.getString(textOrdinal));
+          List<Integer> list = new ArrayList<>(ids.length);
+          for (int id : ids) {
+            list.add(id);
+          }
+          v[r.length()] = scala.jdk.javaapi.CollectionConverters.asScala(list).toSeq();
+        }
+        return RowFactory.create(v);
+      }
+    };
+  }
+}

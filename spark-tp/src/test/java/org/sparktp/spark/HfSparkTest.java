@@ -1,0 +1,125 @@
+package org.sparktp.spark;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.RowFactory;
+import org.apache.spark.sql.types.DataType;
+import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.StructType;
+import org.junit.jupiter.api.Test;
+import org.sparktp.testing.HfFixtures;
+
+/**
+ * One DataFrame test per task on the Hugging Face fixtures (the engine itself is tested in-process by
+ * HfEngineTest): outputs against the float64 PyTorch references, max |y - ref| / max |ref| <= 1e-4.
+ */
+class HfSparkTest extends SparkTestBase {
+  static final double TOL = 1e-4;
+
+  static Dataset<Row> idsFrame(int[][] rows, boolean longs) {
+    DataType el = longs ? DataTypes.LongType : DataTypes.IntegerType;
+    StructType schema = new StructType().add("id", DataTypes.IntegerType)
+        .add("ids", DataTypes.createArrayType(el, false));
+    List<Row> data = new ArrayList<>();
+    for (int i = 0; i < rows.length; i++) {
+      Object[] v = new Object[rows[i].length];
+      for (int j = 0; j < v.length; j++) {
+        v[j] = longs ? (Object) (long) rows[i][j] : (Object) rows[i][j];
+      }
+      data.add(RowFactory.create(i, v));
+    }
+    return spark.createDataFrame(data, schema).repartition(3);
+  }
+
+  static double relError(List<Row> out, java.util.function.IntFunction<double[]> want) {
+    double err = 0;
+    double ref = 0;
+    for (Row r : out) {
+      double[] w = want.apply(r.getInt(0));
+      Object y = r.get(2);
+      for (int i = 0; i < w.length; i++) {
+        double g = y instanceof Double d ? d : ((scala.collection.Seq<?>) y).apply(i) instanceof Float f ? f : 0;
+        if (!(y instanceof Double)) {
+          g = (Float) r.getList(2).get(i);
+        }
+        err = Math.max(err, Math.abs(g - w[i]));
+        ref = Math.max(ref, Math.abs(w[i]));
+      }
+    }
+    return err / ref;
+  }
+
+  @Test
+  void embedOnBertIdsMatchesThePytorchReference() {
+    HfFixtures.Fixture f = HfFixtures.load("bert");
+    TensorParallelModel m = TensorParallelModel.fromDirectory(f.dir().toString()).setInputCol("ids")
+        .setOutputCol("emb").setTpSize(2).setTask("embed").setPooling("mean");
+    List<Row> out = m.transform(idsFrame(f.inputs(), false)).collectAsList();
+    assertThat(out).hasSize(f.rows().size());
+    assertThat(relError(out, i -> f.rows().get(i).embedMean())).isLessThanOrEqualTo(TOL);
+  }
+
+  @Test
+  void logitsOnLlamaLongIdsMatchThePytorchReference() {
+    HfFixtures.Fixture f = HfFixtures.load("llama");
+    TensorParallelModel m = TensorParallelModel.fromDirectory(f.dir().toString()).setInputCol("ids")
+        .setOutputCol("logits").setTpSize(2);
+    Dataset<Row> out = m.transform(idsFrame(f.inputs(), true));
+    assertThat(out.schema().apply("logits").dataType())
+        .isEqualTo(DataTypes.createArrayType(DataTypes.FloatType, false));
+    assertThat(relError(out.collectAsList(), i -> f.rows().get(i).logitsLast())).isLessThanOrEqualTo(TOL);
+  }
+
+  @Test
+  void scoreOnGpt2IsADoubleColumnMatchingThePytorchReference() {
+    HfFixtures.Fixture f = HfFixtures.load("gpt2");
+    TensorParallelModel m = TensorParallelModel.fromDirectory(f.dir().toString()).setInputCol("ids")
+        .setOutputCol("score").setTpSize(2).setTask("score");
+    Dataset<Row> out = m.transform(idsFrame(f.inputs(), false));
+    assertThat(out.schema().apply("score").dataType()).isEqualTo(DataTypes.DoubleType);
+    assertThat(relError(out.collectAsList(), i -> new double[] {f.rows().get(i).score()}))
+        .isLessThanOrEqualTo(TOL);
+  }
+
+  @Test
+  void textIsTokenizedBeforeTheBarrierStageAsTheReferenceTokenizerDoes() {
+    HfFixtures.Fixture f = HfFixtures.load("gpt2");
+    StructType schema = new StructType().add("id", DataTypes.IntegerType).add("text", DataTypes.StringType);
+    List<Row> data = new ArrayList<>();
+    for (int i = 0; i < f.texts().size(); i++) {
+      data.add(RowFactory.create(i, f.texts().get(i)));
+    }
+    TensorParallelModel m = TensorParallelModel.fromDirectory(f.dir().toString()).setInputCol("text")
+        .setOutputCol("emb").setTpSize(2).setTask("embed").setPooling("last");
+    Dataset<Row> fromText = m.transform(spark.createDataFrame(data, schema).repartition(2));
+    assertThat(fromText.columns()).containsExactly("id", "text", "emb");
+    // the same rows given as the ids Hugging Face's tokenizer made for them (reference.json's text_ids)
+    List<Row> fromIds = m.copy(new org.apache.spark.ml.param.ParamMap()).setInputCol("ids")
+        .transform(idsFrame(f.textIds().toArray(new int[0][]), false)).collectAsList();
+    double[][] want = new double[fromIds.size()][];
+    for (Row r : fromIds) {
+      List<Float> y = r.getList(2);
+      want[r.getInt(0)] = y.stream().mapToDouble(Float::doubleValue).toArray();
+    }
+    assertThat(relError(fromText.collectAsList(), i -> want[i])).isLessThanOrEqualTo(1e-6);
+  }
+
+  @Test
+  void aTooLongOrEmptySequenceFailsNamingTheRowBeforeAnyRankRuns() {
+    HfFixtures.Fixture f = HfFixtures.load("gpt2");
+    TensorParallelModel m = TensorParallelModel.fromDirectory(f.dir().toString()).setInputCol("ids")
+        .setOutputCol("y").setTpSize(2);
+    assertThatThrownBy(() -> m.transform(idsFrame(new int[][] {new int[33]}, false).coalesce(1)).collect())
+        .hasMessageContaining("Column 'ids': row 0 of input partition 0 has 33 tokens, more than the model's "
+            + "max_position_embeddings (32); shorten it or set spark.tp.truncate=true");
+    assertThatThrownBy(() -> m.transform(idsFrame(new int[][] {{1, 2}, {}}, false).coalesce(1)).collect())
+        .hasMessageContaining("row 1 of input partition 0 is an empty sequence");
+    assertThatThrownBy(() -> m.transform(idsFrame(new int[][] {{1, 400}}, false).coalesce(1)).collect())
+        .hasMessageContaining("holds id 400 at position 1, outside the vocabulary [0, 327)");
+  }
+}
