@@ -83,6 +83,16 @@ public final class TpConf {
   public static final String TRUNCATE = "spark.tp.truncate";
   public static final String TRUNCATE_DEFAULT = "false";
 
+  // --- issue 12: generation ---
+
+  /** Bound on one rank's KV cache in task generate; a row joins the batch when its whole cache (prompt + maxNewTokens) fits. */
+  public static final String KV_CACHE_MAX_BYTES = "spark.tp.kv-cache.max-bytes";
+  public static final String KV_CACHE_MAX_BYTES_DEFAULT = "1g";
+
+  /** Tokens one forward pass of task generate takes: one per decoding row, then chunks of the prompts being prefilled. */
+  public static final String GENERATE_BATCH_TOKENS = "spark.tp.generate.max-batch-tokens";
+  public static final String GENERATE_BATCH_TOKENS_DEFAULT = "2048";
+
   /**
    * The value of {@code key}: {@code options} (when it holds the key) wins over the session conf, which
    * wins over {@code def}.

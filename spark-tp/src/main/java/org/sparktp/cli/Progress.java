@@ -5,6 +5,7 @@ import java.util.Locale;
 import java.util.concurrent.atomic.AtomicLong;
 import org.apache.spark.scheduler.SparkListener;
 import org.apache.spark.scheduler.AccumulableInfo;
+import org.apache.spark.scheduler.SparkListenerExecutorMetricsUpdate;
 import org.apache.spark.scheduler.SparkListenerStageSubmitted;
 import org.apache.spark.scheduler.SparkListenerTaskEnd;
 import org.apache.spark.sql.SparkSession;
@@ -24,6 +25,9 @@ final class Progress extends SparkListener implements AutoCloseable {
   private final AtomicLong rows = new AtomicLong();
   private final AtomicLong tasksDone = new AtomicLong();
   private final AtomicLong tasksTotal = new AtomicLong();
+  // issue 12: new tokens of task generate, of finished tasks and (from executor heartbeats) of running ones
+  private final AtomicLong tokensDone = new AtomicLong();
+  private final java.util.Map<Long, Long> tokensRunning = new java.util.concurrent.ConcurrentHashMap<>();
   private final Thread ticker;
   private volatile boolean stopped;
   private volatile boolean succeeded;
@@ -45,11 +49,33 @@ final class Progress extends SparkListener implements AutoCloseable {
   }
 
   @Override
+  public void onExecutorMetricsUpdate(SparkListenerExecutorMetricsUpdate u) {
+    scala.collection.Iterator<scala.Tuple4<Object, Object, Object, scala.collection.immutable.Seq<AccumulableInfo>>> it =
+        u.accumUpdates().iterator();
+    while (it.hasNext()) {
+      scala.Tuple4<Object, Object, Object, scala.collection.immutable.Seq<AccumulableInfo>> t = it.next();
+      scala.collection.Iterator<AccumulableInfo> as = t._4().iterator();
+      while (as.hasNext()) {
+        AccumulableInfo a = as.next();
+        if (a.name().isDefined() && TOKENS.matcher(a.name().get()).matches() && a.update().isDefined()
+            && a.update().get() instanceof Long n) {
+          tokensRunning.put((Long) t._1(), n);
+        }
+      }
+    }
+  }
+
+  @Override
   public void onTaskEnd(SparkListenerTaskEnd end) {
     tasksDone.incrementAndGet();
+    tokensRunning.remove(end.taskInfo().taskId());
     scala.collection.Iterator<AccumulableInfo> it = end.taskInfo().accumulables().iterator();
     while (it.hasNext()) {
       AccumulableInfo a = it.next();
+      if (a.name().isDefined() && a.update().isDefined() && TOKENS.matcher(a.name().get()).matches()
+          && a.update().get() instanceof Long n) {
+        tokensDone.addAndGet(n);
+      }
       if (a.name().isDefined() && a.update().isDefined() && ROWS.matcher(a.name().get()).matches()
           && a.update().get() instanceof Long n) {
         rows.addAndGet(n);
@@ -58,6 +84,7 @@ final class Progress extends SparkListener implements AutoCloseable {
   }
 
   private static final java.util.regex.Pattern ROWS = java.util.regex.Pattern.compile("spark-tp .* rank \\d+ rows");
+  private static final java.util.regex.Pattern TOKENS = java.util.regex.Pattern.compile("spark-tp .* new tokens");
 
   private void tick() {
     long period = terminal ? 500 : 10_000;
@@ -80,8 +107,14 @@ final class Progress extends SparkListener implements AutoCloseable {
     long done = Math.min(tasksDone.get(), total);
     String eta = last ? "done" : done == 0 || total == 0 ? "ETA ?" : String.format(Locale.ROOT, "ETA %s",
         time(secs * (total - done) / done));
-    String line = String.format(Locale.ROOT, "%s: %,d rows, %,.0f rows/s, %s elapsed, %s (%d/%d tasks)", label, r,
-        secs > 0 ? r / secs : 0, time(secs), eta, done, total);
+    long tok = tokensDone.get();
+    for (long v : tokensRunning.values()) {
+      tok += v;
+    }
+    String tokens = tok == 0 ? "" : String.format(Locale.ROOT, ", %,d new tokens, %,.0f tokens/s", tok,
+        secs > 0 ? tok / secs : 0);
+    String line = String.format(Locale.ROOT, "%s: %,d rows%s, %,.0f rows/s, %s elapsed, %s (%d/%d tasks)", label, r,
+        tokens, secs > 0 ? r / secs : 0, time(secs), eta, done, total);
     if (terminal) {
       err.print("\r" + line + "   " + (last ? "\n" : ""));
     } else {

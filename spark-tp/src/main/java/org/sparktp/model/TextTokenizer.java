@@ -220,6 +220,22 @@ public final class TextTokenizer implements AutoCloseable {
     return out;
   }
 
+  // --- issue 12: generation ---
+
+  /** The text of {@code ids}, special tokens (EOS, ...) left out. */
+  public String decode(int[] ids) {
+    long[] l = new long[ids.length];
+    for (int i = 0; i < ids.length; i++) {
+      l[i] = ids[i];
+    }
+    lock.readLock().lock();
+    try {
+      return live().decode(l, true);
+    } finally {
+      lock.readLock().unlock();
+    }
+  }
+
   private HuggingFaceTokenizer live() {
     if (tokenizer == null) {
       throw new IllegalStateException("Tokenizer " + path + " is closed");

@@ -24,6 +24,8 @@ public final class TpMetrics implements Serializable {
   private final LongAccumulator[] commNanos;
   private final LongAccumulator[] commBytes;
   private final LongAccumulator[] loads;
+  // --- issue 12: new tokens of task generate, counted by rank 0 of each group as they are drawn ---
+  private final LongAccumulator newTokens;
 
   TpMetrics(SparkContext sc, int tpSize, int groups, String label) {
     this.tpSize = tpSize;
@@ -35,6 +37,7 @@ public final class TpMetrics implements Serializable {
     commNanos = make(sc, tpSize, label, "comm ns");
     commBytes = make(sc, tpSize, label, "comm bytes sent");
     loads = make(sc, tpSize, label, "shard loads");
+    newTokens = sc.longAccumulator("spark-tp " + label + " new tokens");
   }
 
   private static LongAccumulator[] make(SparkContext sc, int p, String label, String what) {
@@ -52,6 +55,18 @@ public final class TpMetrics implements Serializable {
     commNanos[rank].add(comm);
     commBytes[rank].add(bytes);
     loads[rank].add(loaded ? 1 : 0);
+  }
+
+  /** Task generate: {@code added} new tokens drawn by the group of rank {@code rank} (counted on rank 0 only). */
+  void progress(int rank, long added) {
+    if (rank == 0) {
+      newTokens.add(added);
+    }
+  }
+
+  /** New tokens generated (task generate), over every group. */
+  public long newTokens() {
+    return newTokens.value();
   }
 
   public int tpSize() {

@@ -156,6 +156,8 @@ public final class Generator {
   /**
    * Generates after each of this rank's {@code prompts} (row {@code i} named {@code Row firstRow+i} in
    * errors), drawing with seed {@code seeds[i]}; every rank of the group calls it (with zero rows too).
+   *
+   * @return this rank's completions in input order, or null when no rank of the group had a row
    */
   public List<Completion> generate(List<int[]> prompts, long[] seeds, long firstRow) {
     long start = System.nanoTime();
@@ -198,7 +200,7 @@ public final class Generator {
     }
     if (allRows == 0) {
       nanos += System.nanoTime() - start;
-      return List.of();
+      return null;
     }
     int[] gIds = gatherInts(ids, idCounts, allIds);
     int[] gLens = gatherInts(lens, rowCounts, allRows);
