@@ -2,20 +2,21 @@ package org.sparktp.cli;
 
 import java.util.Arrays;
 
-/** {@code spark-tp bench gemm|comm|spark [flags]}: runs one of the benchmark programs. */
+/** {@code spark-tp bench gemm|comm|spark|generate [flags]}: runs one of the benchmark programs. */
 final class Bench {
   private Bench() {}
 
   static void run(String[] args) throws Exception {
     if (args.length == 0) {
-      throw new UsageException("'bench' needs one of: gemm, comm, spark");
+      throw new UsageException("'bench' needs one of: gemm, comm, spark, generate");
     }
     String[] rest = Arrays.copyOfRange(args, 1, args.length);
     switch (args[0]) {
       case "gemm" -> org.sparktp.bench.GemmBench.main(rest);
       case "comm" -> org.sparktp.bench.CommBench.main(rest);
       case "spark" -> org.sparktp.bench.SparkBench.main(rest);
-      default -> throw new UsageException("unknown benchmark '" + args[0] + "'; use gemm, comm or spark");
+      case "generate" -> org.sparktp.bench.GenerateBench.main(rest);
+      default -> throw new UsageException("unknown benchmark '" + args[0] + "'; use gemm, comm, spark or generate");
     }
   }
 }

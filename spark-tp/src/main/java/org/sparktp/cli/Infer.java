@@ -66,6 +66,7 @@ final class Infer {
     // each rank reads only its own shards
     TensorParallelModel model = TensorParallelModel.fromDirectory(modelDir).setInputCol(featuresCol)
         .setOutputCol(outputCol).setTpSize(tp);
+    GenerateFlags.apply(a, model); // issue 12: --task, and the flags of --task generate
     ModelSpec spec = model.spec();
     SparkSession spark = Sessions.open("infer", a.get("master", null), a.confs());
     try {
@@ -81,8 +82,10 @@ final class Infer {
       }
       Dataset<Row> result = model.transform(df);
       if (outFormat.equals("csv")) {
-        result = result.withColumn(outputCol, expr("concat_ws(' ', transform(`" + outputCol
-            + "`, x -> cast(x as string)))"));
+        if (hasColumn(result, outputCol)) {
+          result = result.withColumn(outputCol, expr("concat_ws(' ', transform(`" + outputCol
+              + "`, x -> cast(x as string)))"));
+        }
         for (StructField f : result.schema().fields()) {
           if (f.dataType() instanceof org.apache.spark.sql.types.ArrayType) {
             result = result.withColumn(f.name(), expr("concat_ws(' ', transform(`" + f.name()
@@ -145,7 +148,7 @@ final class Infer {
       case "json" -> spark.read().json(input);
       default -> spark.read().parquet(input);
     };
-    if (format.equals("csv") && hasColumn(df, featuresCol)) {
+    if (format.equals("csv") && spec != null && hasColumn(df, featuresCol)) {
       DataType t = df.schema().apply(featuresCol).dataType();
       if (t.equals(DataTypes.StringType)) {
         String elem = spec.takesIds() ? "bigint" : "float";
