@@ -27,7 +27,8 @@ import org.sparktp.nn.ops.TransformerRankModel;
  * checkpoint, float32), {@code --prompts} prompts of {@code --prompt-len} random tokens, greedy, at each tp
  * size in {@code --tp} (in-process ranks, one thread each with {@code --threads 1}), beside a PyTorch
  * greedy loop with a KV cache on the same checkpoint and threads ({@code bench/peer_generate.py}). Each run
- * generates 1 token (prefill) and then {@code --new-tokens} tokens; the decode time is the difference, so
+ * generates 1 token (prefill; after one untimed warm-up of it) and then {@code --new-tokens} tokens; the
+ * decode time is the difference, so
  * time per output token = decode time / (new tokens - 1) (one step gives every row a token) and decode
  * tokens/s = prompts x (new tokens - 1) / decode time. The communication share is rank 0's time inside
  * collectives (including waiting for the other ranks) over the decode time.
@@ -199,6 +200,7 @@ public final class GenerateBench {
         long[] seeds = new long[mine.size()];
         try (CpuBackend be = new CpuBackend(threads); TransformerRankModel m = new TransformerRankModel(plan, rank, be,
             w)) {
+          new Generator(m, comm, one, null).generate(mine, seeds, 0); // warm-up (JIT, first touch)
           long a = System.nanoTime();
           new Generator(m, comm, one, null).generate(mine, seeds, 0);
           long b = System.nanoTime();
