@@ -29,10 +29,28 @@ import org.sparktp.nn.gen.GenerateParams;
 import org.sparktp.nn.gen.StopCheck;
 
 /**
- * What the ranks of a {@code task=generate} job need besides the plan: the decoding parameters, and the
- * stop strings with the tokenizer directory that spells the new tokens (null when there are none).
+ * What the ranks of a {@code task=generate} job need besides the plan: the decoding parameters, the
+ * stop strings with the tokenizer directory that spells the new tokens, and where a row's seed is (the
+ * ordinal of the {@code seedCol} column, -1 for the {@code seed} param).
  */
-record GenerateJob(GenerateParams params, List<String> stopStrings, String tokenizerDir) implements Serializable {
+record GenerateJob(GenerateParams params, List<String> stopStrings, String tokenizerDir, int seedOrdinal,
+    boolean seedIsInt) implements Serializable {
+
+  GenerateJob(GenerateParams params, List<String> stopStrings, String tokenizerDir) {
+    this(params, stopStrings, tokenizerDir, -1, false);
+  }
+
+  /** Row {@code row}'s seed: its seed column (when set and not null), else the {@code seed} param. */
+  long seedOf(org.apache.spark.sql.catalyst.InternalRow row) {
+    if (seedOrdinal < 0 || row.isNullAt(seedOrdinal)) {
+      return params.seed();
+    }
+    return seedIsInt ? row.getInt(seedOrdinal) : row.getLong(seedOrdinal);
+  }
+
+  GenerateJob withSeedColumn(int ordinal, boolean isInt) {
+    return new GenerateJob(params, stopStrings, tokenizerDir, ordinal, isInt);
+  }
 
   /** A stop check for one task (opens the tokenizer lazily; close it with the task), or null. */
   TextStop stopCheck() {

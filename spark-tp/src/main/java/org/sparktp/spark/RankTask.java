@@ -363,7 +363,11 @@ final class RankTask
         prompts.add(Arrays.copyOfRange(ids, offsets[i], offsets[i + 1]));
       }
       long[] seeds = new long[n];
-      Arrays.fill(seeds, job.generate().params().seed());
+      for (int i = 0, r = 0; i < pending.size(); i++) {
+        if (hasValue.get(i)) {
+          seeds[r++] = job.generate().seedOf(pending.get(i)._2());
+        }
+      }
       List<org.sparktp.nn.gen.Completion> res = gen.generate(prompts, seeds, genRows);
       genRows += n;
       long t2 = System.nanoTime();

@@ -114,6 +114,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   private final org.apache.spark.ml.param.DoubleParam topP;
   private final org.apache.spark.ml.param.DoubleParam repetitionPenalty;
   private final org.apache.spark.ml.param.LongParam seed;
+  private final Param<String> seedCol;
   private final org.apache.spark.ml.param.StringArrayParam stop;
   private final org.apache.spark.ml.param.IntArrayParam stopIds;
 
@@ -188,6 +189,8 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
         + "repetition penalty on the ids seen (1 = none, default)", ParamValidators.gt(0));
     seed = new org.apache.spark.ml.param.LongParam(this, "seed", "task generate, sampling: the seed of every row "
         + "(default 0); a row's draws depend only on it and its logits");
+    seedCol = new Param<>(this, "seedCol", "task generate, sampling: an int or long column with each row's seed "
+        + "(a null value: the seed param)");
     stop = new org.apache.spark.ml.param.StringArrayParam(this, "stop", "task generate: strings that end a row "
         + "(finish_reason stop; needs the model's tokenizer)");
     stopIds = new org.apache.spark.ml.param.IntArrayParam(this, "stopIds", "task generate: token ids that end a "
@@ -284,6 +287,15 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
 
   public org.apache.spark.ml.param.LongParam seed() {
     return seed;
+  }
+
+  public Param<String> seedCol() {
+    return seedCol;
+  }
+
+  public TensorParallelModel setSeedCol(String v) {
+    set(seedCol, v);
+    return this;
   }
 
   public org.apache.spark.ml.param.StringArrayParam stop() {
@@ -628,6 +640,17 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
     lastMetrics = metrics;
     int ord = df.schema().fieldIndex(col);
+    if (gen != null && isSet(seedCol)) {
+      String seedName = $(seedCol);
+      if (!java.util.Arrays.asList(df.schema().fieldNames()).contains(seedName)) {
+        throw new IllegalArgumentException("seedCol '" + seedName + "' is not a column of the input");
+      }
+      org.apache.spark.sql.types.DataType t = df.schema().apply(seedName).dataType();
+      if (!t.equals(DataTypes.IntegerType) && !t.equals(DataTypes.LongType)) {
+        throw new IllegalArgumentException("seedCol '" + seedName + "' must be int or long, got " + t.simpleString());
+      }
+      gen = gen.withSeedColumn(df.schema().fieldIndex(seedName), t.equals(DataTypes.IntegerType));
+    }
     TpJob job = new TpJob(jobKey, hf.modelId, null, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
         g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, batch, be, blas, cacheMax, nulls, timeout,
         retryable, failRank, comm, metrics, plan, batchTokens, gen);
