@@ -18,7 +18,9 @@ Writes one folder per model, in the layout Hugging Face's save_pretrained writes
   roberta/ config.json, model.safetensors (F32, RobertaModel without prefix as sentence-transformers saves
            it, 5 heads of 8, positions offset by pad_token_id + 1), reference.json
   mistral/ config.json, model.safetensors (F32, head_dim 16 with hidden 48 and 4 heads, GQA 4/2,
-           sliding_window null, untied head), generation_config.json, reference.json
+           sliding_window null, untied head), tokenizer.json (SentencePiece-style BPE with byte fallback
+           and a <s> template, as Llama-2 / Mistral), tokenizer_config.json, special_tokens_map.json,
+           generation_config.json, reference.json
   rope_reference.json   rotary embeddings alone (no rope_scaling, linear, llama3): inv_freq, and vectors
            rotated at positions up to 20000
 
@@ -28,8 +30,8 @@ modeling_mistral.py, modeling_qwen2.py and modeling_gpt2.py, the safetensors fil
 rules (8-byte little-endian header length, JSON header padded with spaces to a multiple of 8, raw
 little-endian data), and the tokenizer.json files by hand in the `tokenizers` serialization format. The token ids of reference.json's `texts` come from a
 plain Python implementation of the same tokenization algorithms below (BertNormalizer + BertPreTokenizer
-+ WordPiece + TemplateProcessing; GPT-2's pre-tokenization pattern + byte-level BPE), not from the Java
-code under test.
++ WordPiece + TemplateProcessing; GPT-2's pre-tokenization pattern + byte-level BPE; Prepend/Replace
+normalizer + BPE with byte fallback + TemplateProcessing), not from the Java code under test.
 
 Every reference value is computed in float64 from the weights as stored (BF16/F16 widened exactly).
 reference.json holds:
@@ -44,7 +46,8 @@ reference.json holds:
   rows[i].score             (decoders) sum over t = 2..n of log p(x_t | x_<t); 0.0 for a length-1 row
   greedy                    (llama, gpt2) [{prompt, tokens (6 greedy tokens, whole prefix recomputed each
                             step), margins (top-1 minus top-2 logit at each step)}]
-  texts, text_ids           (bert, gpt2) the tokenizer's ids with special tokens as the post-processor adds
+  texts, text_ids           (bert, gpt2, mistral) the tokenizer's ids with special tokens as the
+                            post-processor adds
   truncate_max_length, text_ids_truncated   the same with truncation to that many ids (specials kept)
 """
 import json
@@ -603,10 +606,10 @@ def make_qwen2(out_dir):
     return {"model": "qwen2", "dtype": "F16", "hidden": D, "vocab": V, "inputs": inputs, "rows": rows}
 
 
-def make_mistral(out_dir):
+def make_mistral(out_dir, V):
     """Mistral without a sliding window, with head_dim decoupled from hidden / heads (as Mistral-Nemo:
-    4 heads x 16 = 64 != hidden 48), F32, untied head."""
-    L, D, H, KV, HD, F, V, P = 2, 48, 4, 2, 16, 96, 64, 64
+    4 heads x 16 = 64 != hidden 48), F32, untied head; V = its tokenizer's vocabulary."""
+    L, D, H, KV, HD, F, P = 2, 48, 4, 2, 16, 96, 64
     eps, theta = 1e-5, 1000000.0
     init = Init(1006)
     s, w = stored(llama_like(init, L, D, H, KV, F, V, qkv_bias=False, tied=False, head_dim=HD), torch.float32)
@@ -1104,6 +1107,117 @@ def make_rope_reference():
             "cases": cases}
 
 
+# ---------------------------------------------------------------------------------------------------
+# SentencePiece-style BPE with byte fallback (the Llama-2 / Mistral tokenizer.json: normalizer
+# Prepend("▁") + Replace(" ", "▁"), no pre-tokenizer, BPE with byte_fallback, TemplateProcessing "<s> $A")
+# ---------------------------------------------------------------------------------------------------
+
+SP_SPECIAL = ["<unk>", "<s>", "</s>"]
+SP = "\u2581"
+SP_CORPUS = GPT2_CORPUS + [
+    "Mistral and Llama models read text as pieces; rare characters fall back to their bytes.",
+]
+SP_MERGES = 80
+SP_TEXTS = [
+    "Hello world",
+    "The quick brown fox jumps over the lazy dog.",
+    "Spark runs transformers on Hugging Face checkpoints.",
+    "  two  spaces",
+    "naïve café 東京 ✓",
+    "",
+    "It's 2026!",
+]
+
+
+def sp_vocab():
+    """Ids: the specials, the 256 byte tokens <0x00>..<0xFF>, the corpus's characters, then BPE merges
+    trained on its words (each with its leading ▁; merges never cross a word start)."""
+    words = []
+    for line in SP_CORPUS:
+        for piece in line.split(" "):
+            words.append(list(SP + piece))
+    chars = sorted({c for w in words for c in w})
+    merges = []
+    for _ in range(SP_MERGES):
+        counts = {}
+        for w in words:
+            for a, b in zip(w, w[1:]):
+                counts[(a, b)] = counts.get((a, b), 0) + 1
+        if not counts:
+            break
+        best = min(counts, key=lambda pair: (-counts[pair], pair))  # most frequent, ties by the symbols
+        merges.append(best)
+        new_words = []
+        for w in words:
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            new_words.append(out)
+        words = new_words
+    vocab = list(SP_SPECIAL) + ["<0x%02X>" % b for b in range(256)] + chars
+    for a, b in merges:
+        if a + b not in vocab:
+            vocab.append(a + b)
+    return vocab, merges
+
+
+def sp_tokenizer_json(vocab, merges):
+    ids = {t: i for i, t in enumerate(vocab)}
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [{"id": ids[t], "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for t in SP_SPECIAL],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": SP},
+            {"type": "Replace", "pattern": {"String": " "}, "content": SP}]},
+        "pre_tokenizer": None,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [ids["<s>"]], "tokens": ["<s>"]}},
+        },
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": SP}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                  "vocab": ids, "merges": [a + " " + b for a, b in merges]},
+    }
+
+
+def sp_encode(text, vocab, merges, max_length=None):
+    ids = {t: i for i, t in enumerate(vocab)}
+    ranks = {m: r for r, m in enumerate(merges)}
+    norm = (SP + text if text else text).replace(" ", SP)  # Prepend applies to a non-empty text only
+    sym = []
+    for c in norm:
+        if c in ids:
+            sym.append(c)
+        else:  # byte fallback: one <0xXX> token per UTF-8 byte
+            sym.extend("<0x%02X>" % b for b in c.encode("utf-8"))
+    while len(sym) > 1:
+        pairs = [(ranks.get((a, b), math.inf), i) for i, (a, b) in enumerate(zip(sym, sym[1:]))]
+        r, i = min(pairs)
+        if r == math.inf:
+            break
+        sym = sym[:i] + [sym[i] + sym[i + 1]] + sym[i + 2:]
+    out = [ids[t] for t in sym]
+    if max_length is not None:
+        out = out[: max(0, max_length - 1)]
+    return [ids["<s>"]] + out
+
+
 def write_tokenizer_side_files(out_dir, vocab, merges, config, special_map, special_tokens):
     """The other files a tokenizer's save_pretrained writes next to tokenizer.json: tokenizer_config.json,
     special_tokens_map.json, and the slow tokenizer's vocabulary (vocab.txt; or vocab.json + merges.txt)."""
@@ -1153,8 +1267,24 @@ def main(root):
     ref = make_roberta(os.path.join(root, "roberta"))
     write_json(os.path.join(root, "roberta", "reference.json"), ref, indent=None, sort_keys=False)
 
-    ref = make_mistral(os.path.join(root, "mistral"))
+    vocab, merges = sp_vocab()
+    ref = make_mistral(os.path.join(root, "mistral"), len(vocab))
     write_generation_config(os.path.join(root, "mistral"), 1, 2)
+    write_json(os.path.join(root, "mistral", "tokenizer.json"), sp_tokenizer_json(vocab, merges), sort_keys=False)
+    write_json(os.path.join(root, "mistral", "tokenizer_config.json"), {
+        "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "clean_up_tokenization_spaces": False,
+        "eos_token": "</s>", "legacy": True, "model_max_length": 64, "pad_token": None,
+        "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>",
+        "use_default_system_prompt": False,
+        "added_tokens_decoder": {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                                          "single_word": False, "special": True}
+                                 for i, t in enumerate(SP_SPECIAL)}})
+    write_json(os.path.join(root, "mistral", "special_tokens_map.json"),
+               {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+    ref["texts"] = SP_TEXTS
+    ref["text_ids"] = [sp_encode(t, vocab, merges) for t in SP_TEXTS]
+    ref["truncate_max_length"] = truncate
+    ref["text_ids_truncated"] = [sp_encode(t, vocab, merges, truncate) for t in SP_TEXTS]
     write_json(os.path.join(root, "mistral", "reference.json"), ref, indent=None, sort_keys=False)
 
     ref = make_llama(os.path.join(root, "llama"))

@@ -4,9 +4,8 @@ import java.util.List;
 import org.sparktp.spark.TensorParallelModel;
 
 /**
- * The flags of {@code infer} for transformer tasks: {@code --task embed|logits|score|generate} and, for
- * generate, {@code --max-new-tokens N --temperature T --top-k K --top-p P --seed S --stop STR
- * --repetition-penalty R}.
+ * The flags of {@code infer --task generate}: {@code --max-new-tokens N --temperature T --top-k K --top-p P
+ * --seed S --stop STR --repetition-penalty R} ({@code --task} itself is set by {@link Infer}).
  */
 final class GenerateFlags {
   private GenerateFlags() {}
@@ -16,12 +15,6 @@ final class GenerateFlags {
 
   static void apply(Args a, TensorParallelModel model) {
     String task = a.get("task", null);
-    if (task != null) {
-      if (model.transformer() == null) {
-        throw new UsageException("--task needs a Hugging Face transformer directory; " + "this model is a layer list");
-      }
-      model.setTask(task);
-    }
     boolean generate = "generate".equalsIgnoreCase(task);
     for (String f : GENERATE) {
       if (a.has(f) && !generate) {

@@ -15,6 +15,8 @@ import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructField;
 import org.sparktp.nn.ModelSpec;
+import org.sparktp.nn.ops.Pooling;
+import org.sparktp.nn.ops.Task;
 import org.sparktp.spark.TensorParallelModel;
 
 /**
@@ -42,6 +44,38 @@ final class Infer {
     return "parquet";
   }
 
+  /** {@code --task}, or null (the model's default). */
+  static Task task(Args a) {
+    if (!a.has("task")) {
+      return null;
+    }
+    try {
+      return Task.parse(a.get("task", null));
+    } catch (IllegalArgumentException e) {
+      throw new UsageException("--task: " + e.getMessage());
+    }
+  }
+
+  /** {@code --pooling}, or null (the model's default). */
+  static Pooling pooling(Args a) {
+    if (!a.has("pooling")) {
+      return null;
+    }
+    try {
+      return Pooling.parse(a.get("pooling", null));
+    } catch (IllegalArgumentException e) {
+      throw new UsageException("--pooling: " + e.getMessage());
+    }
+  }
+
+  static void noTransformerFlags(Args a) {
+    for (String f : new String[] {"task", "pooling", "normalize"}) {
+      if (a.has(f)) {
+        throw new UsageException("--" + f + " applies to Hugging Face transformers; this model is a spark-tp layer list");
+      }
+    }
+  }
+
   static void run(Args a, PrintStream out, PrintStream err) throws Exception {
     String modelDir = a.require("model");
     String input = a.require("input");
@@ -66,8 +100,19 @@ final class Infer {
     // each rank reads only its own shards
     TensorParallelModel model = TensorParallelModel.fromDirectory(modelDir).setInputCol(featuresCol)
         .setOutputCol(outputCol).setTpSize(tp);
-    GenerateFlags.apply(a, model); // issue 12: --task, and the flags of --task generate
     ModelSpec spec = model.spec();
+    if (spec == null) { // a Hugging Face transformer
+      if (a.has("task")) {
+        model.setTask(task(a).id());
+      }
+      if (a.has("pooling")) {
+        model.setPooling(pooling(a).id());
+      }
+      model.setNormalize(a.has("normalize"));
+    } else {
+      noTransformerFlags(a);
+    }
+    GenerateFlags.apply(a, model); // issue 12: the flags of --task generate
     SparkSession spark = Sessions.open("infer", a.get("master", null), a.confs());
     try {
       Dataset<Row> df = read(spark, input, inFormat, featuresCol, spec);
@@ -81,11 +126,11 @@ final class Infer {
         model.setBackend(a.get("backend", "auto"));
       }
       Dataset<Row> result = model.transform(df);
-      if (outFormat.equals("csv")) {
-        if (hasColumn(result, outputCol)) {
-          result = result.withColumn(outputCol, expr("concat_ws(' ', transform(`" + outputCol
-              + "`, x -> cast(x as string)))"));
-        }
+      boolean arrayOut = hasColumn(result, outputCol) // task generate writes its own columns
+          && result.schema().apply(outputCol).dataType() instanceof org.apache.spark.sql.types.ArrayType;
+      if (outFormat.equals("csv") && arrayOut) {
+        result = result.withColumn(outputCol, expr("concat_ws(' ', transform(`" + outputCol
+            + "`, x -> cast(x as string)))"));
         for (StructField f : result.schema().fields()) {
           if (f.dataType() instanceof org.apache.spark.sql.types.ArrayType) {
             result = result.withColumn(f.name(), expr("concat_ws(' ', transform(`" + f.name()
@@ -148,7 +193,7 @@ final class Infer {
       case "json" -> spark.read().json(input);
       default -> spark.read().parquet(input);
     };
-    if (format.equals("csv") && spec != null && hasColumn(df, featuresCol)) {
+    if (format.equals("csv") && hasColumn(df, featuresCol) && spec != null) { // transformers: a string is text
       DataType t = df.schema().apply(featuresCol).dataType();
       if (t.equals(DataTypes.StringType)) {
         String elem = spec.takesIds() ? "bigint" : "float";

@@ -21,17 +21,18 @@ public final class SparkTpCli {
       "  infer    --model DIR --input PATH --output PATH [--format parquet|json|csv] [--output-format parquet|json|csv]",
       "           [--features-col features] [--output-col prediction] [--tp N] [--groups G] [--batch-size B]",
       "           [--backend auto|cpu] [--mode error|overwrite] [--master URL] [--conf key=value]...",
-      "           [--task embed|logits|score|generate] [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]",
-      "           [--seed S] [--stop STR] [--repetition-penalty R]",
+      "           [--task embed|logits|score|generate] [--pooling mean|cls|last] [--normalize]   (Hugging Face models)",
+      "           [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]",
+      "           [--repetition-penalty R]   (--task generate)",
       "           run a model on a table; the output keeps every input column plus the output column (generate:",
       "           generated_ids, generated_text, finish_reason)",
       "  demo     [--tp N] [--rows N] [--batch-size B] [--master URL] [--conf key=value]...",
       "           a random model (two MLP blocks, width 1024) run at --tp (default 2) and at 1, checked to agree",
-      "  explain  --model DIR --tp N",
-      "           the plan: ops, layouts, collectives, bytes per row, weight bytes per rank",
+      "  explain  --model DIR --tp N [--task embed|logits|score]",
+      "           the plan: ops, layouts, collectives, bytes per row, weight bytes per rank (heads per rank)",
       "  doctor   [--master URL]",
       "           Java, Spark, OpenBLAS, which backends load here, task slots",
-      "  bench    gemm|comm|spark|generate [flags of that benchmark]",
+      "  bench    gemm|comm|spark|transformer|generate [flags of that benchmark]",
       "",
       "master URLs: local[*] (default), local[N], local-cluster[N,C,MB] (N executor processes), spark://..., yarn",
       "");
@@ -56,11 +57,12 @@ public final class SparkTpCli {
       switch (cmd) {
         case "infer" -> Infer.run(Args.parse(cmd, args, 1, Set.of("model", "input", "output", "format",
             "output-format", "features-col", "output-col", "tp", "groups", "batch-size", "backend", "mode", "master",
-            "conf", "task", "max-new-tokens", "temperature", "top-k", "top-p", "seed", "stop", "repetition-penalty"),
-            Set.of()), out, err);
+            "conf", "task", "pooling", "max-new-tokens", "temperature", "top-k", "top-p", "seed", "stop",
+            "repetition-penalty"), Set.of("normalize")), out, err);
         case "demo" -> Demo.run(Args.parse(cmd, args, 1, Set.of("tp", "rows", "batch-size", "master", "conf"),
             Set.of()), out, err);
-        case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp"), Set.of()), out);
+        case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp", "task", "pooling"),
+            Set.of("normalize")), out);
         case "doctor" -> Doctor.run(Args.parse(cmd, args, 1, Set.of("master", "conf"), Set.of()), out);
         case "bench" -> Bench.run(Arrays.copyOfRange(args, 1, args.length));
         default -> throw new UsageException("unknown command '" + cmd + "'");

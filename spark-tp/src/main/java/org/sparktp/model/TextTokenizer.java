@@ -220,17 +220,19 @@ public final class TextTokenizer implements AutoCloseable {
     return out;
   }
 
-  // --- issue 12: generation ---
-
-  /** The text of {@code ids}, special tokens (EOS, ...) left out. */
-  public String decode(int[] ids) {
-    long[] l = new long[ids.length];
+  /**
+   * The text of {@code ids} as the file's decoder writes it (byte-level BPE gives back the exact text;
+   * WordPiece joins {@code ##} pieces and normalized words); special tokens are dropped when
+   * {@code skipSpecialTokens}.
+   */
+  public String decode(int[] ids, boolean skipSpecialTokens) {
+    long[] longs = new long[ids.length];
     for (int i = 0; i < ids.length; i++) {
-      l[i] = ids[i];
+      longs[i] = ids[i];
     }
     lock.readLock().lock();
     try {
-      return live().decode(l, true);
+      return live().decode(longs, skipSpecialTokens);
     } finally {
       lock.readLock().unlock();
     }

@@ -8,6 +8,7 @@ public final class RunContext {
   private final Backend backend;
   private final Communicator comm;
   private long computeNanos;
+  private long attentionNanos;
   // --- issue 12: generation ---
   private org.sparktp.nn.gen.DecodeStep decode;
 
@@ -35,6 +36,16 @@ public final class RunContext {
   /** Time spent in local compute (GEMMs and elementwise work) so far. */
   public long computeNanos() {
     return computeNanos;
+  }
+
+  /** Time spent in attention cores (RoPE, scores, softmax, weighted values; not the projections), a part of compute. */
+  public long attentionNanos() {
+    return attentionNanos;
+  }
+
+  /** Adds attention-core time (also counted as compute by the caller). */
+  public void addAttention(long nanos) {
+    attentionNanos += nanos;
   }
 
   /** Adds local compute time (ops call it around their kernels). */

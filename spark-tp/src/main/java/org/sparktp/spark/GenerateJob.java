@@ -153,7 +153,7 @@ record GenerateJob(GenerateParams params, List<String> stopStrings, String token
                 for (int k = 0; k < a.length; k++) {
                   a[k] = ids.get(k);
                 }
-                text = tok.decode(a);
+                text = tok.decode(a, true);
               }
               v[j++] = text;
             }
@@ -187,7 +187,7 @@ record GenerateJob(GenerateParams params, List<String> stopStrings, String token
               + e.getMessage(), e);
         }
       }
-      String text = tok.decode(java.util.Arrays.copyOf(generated, count));
+      String text = tok.decode(java.util.Arrays.copyOf(generated, count), true);
       for (String s : stops) {
         if (text.contains(s)) {
           return true;

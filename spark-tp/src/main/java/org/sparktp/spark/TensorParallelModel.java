@@ -171,7 +171,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     this.spec = spec;
     this.shards = shards;
     this.hf = hf;
-    task = new Param<>(this, "task", "transformers: embed, logits or score (default: embed for encoders, logits for"
+    task = new Param<>(this, "task", "transformers: embed, logits, score or generate (default: embed for encoders, logits for"
         + " causal LMs)", ParamValidators.inArray(new String[] {"embed", "logits", "score", "generate"}));
     pooling = new Param<>(this, "pooling", "task embed: mean, cls or last (default mean for encoders, last for "
         + "decoders)", ParamValidators.inArray(new String[] {"mean", "cls", "last"}));

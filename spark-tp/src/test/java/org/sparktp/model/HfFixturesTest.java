@@ -64,10 +64,12 @@ class HfFixturesTest {
     assertThat(f.rows()).anySatisfy(r -> assertThat(r.length()).isEqualTo(1));
     // RoBERTa's positions start at pad_token_id + 1, so its rows hold that many fewer tokens
     int maxLen = name.equals("roberta") ? maxPos - f.configInt("pad_token_id") - 1 : maxPos;
+    assertThat(f.maxLength()).isEqualTo(maxLen);
     assertThat(f.rows()).anySatisfy(r -> assertThat(r.length()).isEqualTo(maxLen));
     assertThat(f.rows()).allSatisfy(r -> assertThat(r.length()).isBetween(1, maxLen));
     assertThat(f.rows().stream().mapToInt(Row::length).distinct().count()).isEqualTo(f.rows().size());
     boolean decoder = !name.equals("bert") && !name.equals("roberta");
+    assertThat(f.isDecoder()).isEqualTo(decoder);
     String prefix = name.equals("bert") ? "bert." : "";
     Map<String, SafetensorsFile> files = open(f);
     try {
@@ -139,7 +141,7 @@ class HfFixturesTest {
         assertThat(java.util.Arrays.stream(g.margins()).min().getAsDouble()).isPositive();
       });
     }
-    if (name.equals("bert") || gpt2) {
+    if (name.equals("bert") || gpt2 || name.equals("mistral")) {
       assertThat(f.texts()).hasSameSizeAs(f.textIds()).hasSameSizeAs(f.textIdsTruncated());
       f.textIds().forEach(ids -> assertInVocab(ids, vocab, name + " text"));
       assertThat(Files.exists(f.dir().resolve("tokenizer.json"))).isTrue();
@@ -155,7 +157,9 @@ class HfFixturesTest {
           "special_tokens_map.json", "vocab.txt"));
       case "llama" -> want.addAll(java.util.List.of("model-00001-of-00002.safetensors",
           "model-00002-of-00002.safetensors", "model.safetensors.index.json", "generation_config.json"));
-      case "qwen2", "mistral" -> want.addAll(java.util.List.of("model.safetensors", "generation_config.json"));
+      case "qwen2" -> want.addAll(java.util.List.of("model.safetensors", "generation_config.json"));
+      case "mistral" -> want.addAll(java.util.List.of("model.safetensors", "generation_config.json",
+          "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"));
       case "roberta" -> want.add("model.safetensors");
       case "gpt2" -> want.addAll(java.util.List.of("model.safetensors", "tokenizer.json", "tokenizer_config.json",
           "special_tokens_map.json", "vocab.json", "merges.txt", "generation_config.json"));

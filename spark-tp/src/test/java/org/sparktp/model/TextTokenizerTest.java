@@ -16,7 +16,8 @@ import org.sparktp.testing.HfFixtures;
 
 /**
  * The Hugging Face tokenizer wrapper against the ids of make_hf_fixtures.py's plain Python WordPiece
- * (BERT) and byte-level BPE (GPT-2) implementations of the same tokenizer.json files.
+ * (BERT), byte-level BPE (GPT-2) and SentencePiece-style BPE with byte fallback (Mistral)
+ * implementations of the same tokenizer.json files.
  */
 class TextTokenizerTest {
   private static Path hadoopDir(String name) {
@@ -24,7 +25,7 @@ class TextTokenizerTest {
   }
 
   @ParameterizedTest
-  @ValueSource(strings = {"bert", "gpt2"})
+  @ValueSource(strings = {"bert", "gpt2", "mistral"})
   void encodesTextsAsTheReferenceImplementation(String name) throws Exception {
     HfFixtures.Fixture f = HfFixtures.load(name);
     assertThat(f.texts()).hasSizeGreaterThan(4).hasSameSizeAs(f.textIds());
@@ -41,7 +42,7 @@ class TextTokenizerTest {
   }
 
   @ParameterizedTest
-  @ValueSource(strings = {"bert", "gpt2"})
+  @ValueSource(strings = {"bert", "gpt2", "mistral"})
   void truncatesKeepingSpecialTokens(String name) throws Exception {
     HfFixtures.Fixture f = HfFixtures.load(name);
     int max = f.truncateMaxLength();
@@ -58,11 +59,60 @@ class TextTokenizerTest {
   }
 
   @Test
+  void paddingAndTruncationInTheFileAreOverridden(@TempDir java.nio.file.Path dir) throws Exception {
+    // sentence-transformers' tokenizer.json files often carry fixed padding and a truncation length; a row
+    // must get neither (no pad ids in a ragged batch; truncation only when asked)
+    com.fasterxml.jackson.databind.ObjectMapper mapper = new com.fasterxml.jackson.databind.ObjectMapper();
+    com.fasterxml.jackson.databind.node.ObjectNode json = (com.fasterxml.jackson.databind.node.ObjectNode)
+        mapper.readTree(HfFixtures.dir("bert").resolve("tokenizer.json").toFile());
+    json.set("padding", mapper.readTree("{\"strategy\": {\"Fixed\": 20}, \"direction\": \"Right\", "
+        + "\"pad_to_multiple_of\": null, \"pad_id\": 0, \"pad_type_id\": 0, \"pad_token\": \"[PAD]\"}"));
+    json.set("truncation", mapper.readTree("{\"direction\": \"Right\", \"max_length\": 4, "
+        + "\"strategy\": \"LongestFirst\", \"stride\": 0}"));
+    Files.writeString(dir.resolve("tokenizer.json"), mapper.writeValueAsString(json));
+    HfFixtures.Fixture f = HfFixtures.load("bert");
+    try (TextTokenizer plain = TextTokenizer.open(new Path(dir.toUri()), new Configuration());
+        TextTokenizer cut = TextTokenizer.open(new Path(dir.toUri()), new Configuration(), f.truncateMaxLength(), true)) {
+      for (int i = 0; i < f.texts().size(); i++) {
+        assertThat(plain.encode(f.texts().get(i))).as("text %d", i).containsExactly(f.textIds().get(i));
+        assertThat(cut.encode(f.texts().get(i))).as("text %d", i).containsExactly(f.textIdsTruncated().get(i));
+      }
+    }
+  }
+
+  @Test
   void withoutSpecialTokensBertHasNoClsOrSep() throws Exception {
     HfFixtures.Fixture f = HfFixtures.load("bert");
     try (TextTokenizer t = TextTokenizer.open(hadoopDir("bert"), new Configuration(), 0, false)) {
       int[] full = f.textIds().get(0);
       assertThat(t.encode(f.texts().get(0))).containsExactly(java.util.Arrays.copyOfRange(full, 1, full.length - 1));
+    }
+  }
+
+  @Test
+  void decodesIdsBackToText() throws Exception {
+    HfFixtures.Fixture gpt2 = HfFixtures.load("gpt2");
+    HfFixtures.Fixture bert = HfFixtures.load("bert");
+    try (TextTokenizer g = TextTokenizer.open(hadoopDir("gpt2"), new Configuration());
+        TextTokenizer b = TextTokenizer.open(hadoopDir("bert"), new Configuration())) {
+      // byte-level BPE is lossless: every reference text comes back exactly, special token included
+      for (int i = 0; i < gpt2.texts().size(); i++) {
+        assertThat(g.decode(gpt2.textIds().get(i), false)).as("gpt2 text %d", i).isEqualTo(gpt2.texts().get(i));
+      }
+      assertThat(g.decode(gpt2.textIds().get(6), true)).isEqualTo("ab");
+      // SentencePiece-style BPE with byte fallback is lossless too (the decoder drops the prepended space)
+      HfFixtures.Fixture mistral = HfFixtures.load("mistral");
+      try (TextTokenizer m = TextTokenizer.open(hadoopDir("mistral"), new Configuration())) {
+        for (int i = 0; i < mistral.texts().size(); i++) {
+          assertThat(m.decode(mistral.textIds().get(i), true)).as("mistral text %d", i)
+              .isEqualTo(mistral.texts().get(i));
+        }
+      }
+      // WordPiece: lower-cased, accents stripped, ## pieces joined, special tokens skipped (':' is not in
+      // the fixture's vocabulary, so it became [UNK], a special token too)
+      assertThat(b.decode(bert.textIds().get(3), true)).isEqualTo("cafe deja vu hugging face tokenizers");
+      assertThat(b.decode(bert.textIds().get(3), false))
+          .isEqualTo("[CLS] cafe deja vu [UNK] hugging face tokenizers [SEP]");
     }
   }
 

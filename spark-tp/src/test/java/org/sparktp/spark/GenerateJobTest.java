@@ -19,8 +19,8 @@ class GenerateJobTest {
     String last;
     String before;
     try (TextTokenizer tok = TextTokenizer.open(new Path(f.dir().toString()), new Configuration(), 0, false)) {
-      last = tok.decode(new int[] {tokens[5]});
-      before = tok.decode(java.util.Arrays.copyOf(tokens, 5));
+      last = tok.decode(new int[] {tokens[5]}, true);
+      before = tok.decode(java.util.Arrays.copyOf(tokens, 5), true);
     }
     assertThat(before).doesNotContain(last);
     try (GenerateJob.TextStop stop = new GenerateJob.TextStop(f.dir().toString(), List.of("never-there", last))) {

@@ -73,6 +73,21 @@ public final class HfFixtures {
       return out;
     }
 
+    /** True for the causal LMs (rows carry logits and scores), false for the encoders (bert, roberta). */
+    public boolean isDecoder() {
+      return !name.equals("bert") && !name.equals("roberta");
+    }
+
+    /** The longest row the model takes: {@code max_position_embeddings} ({@code n_positions} for GPT-2),
+     * less {@code pad_token_id + 1} for RoBERTa, whose positions start there. */
+    public int maxLength() {
+      return switch (name) {
+        case "gpt2" -> configInt("n_positions");
+        case "roberta" -> configInt("max_position_embeddings") - configInt("pad_token_id") - 1;
+        default -> configInt("max_position_embeddings");
+      };
+    }
+
     /** An integer config.json value. */
     public int configInt(String key) {
       JsonNode v = config.get(key);

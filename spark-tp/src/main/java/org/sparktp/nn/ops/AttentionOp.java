@@ -150,6 +150,7 @@ public record AttentionOp(String name, int hidden, int heads, int kvHeads, int h
           h.close();
         }
         ctx.addCompute(System.nanoTime() - t0);
+        ctx.addAttention(System.nanoTime() - t0);
         boolean single = ctx.size() == 1;
         Tensor y = out.apply(ctxOut, single, ctx, name + ".o");
         return single ? DistTensor.replicated(y) : DistTensor.partial(y, out.bias());

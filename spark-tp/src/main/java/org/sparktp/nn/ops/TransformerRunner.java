@@ -50,6 +50,11 @@ public final class TransformerRunner {
     return ctx.computeNanos();
   }
 
+  /** Nanoseconds in attention cores so far (part of {@link #computeNanos()}). */
+  public long attentionNanos() {
+    return ctx.attentionNanos();
+  }
+
   /**
    * Runs one step with this rank's sequences ({@code InputBatch.bags(ids, offsets, rows)}: row {@code r} is
    * {@code ids[offsets[r] .. offsets[r+1])}; zero rows once the partition is exhausted). Rows are
