@@ -1,5 +1,6 @@
 package org.sparktp;
 
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import org.apache.spark.sql.SparkSession;
@@ -29,7 +30,10 @@ public final class TpConf {
   public static final String COMM_SHM = "spark.tp.comm.shm";
   public static final String COMM_SHM_DEFAULT = "auto";
 
-  /** How the ranks of a group talk: {@code auto} (in-JVM on a {@code local[N]} master, else TCP), {@code local} or {@code tcp}. */
+  /**
+   * How the ranks of a group talk: {@code auto} (NCCL when the job runs on the CUDA backend, else in-JVM on a
+   * {@code local[N]} master, else TCP), {@code local}, {@code tcp} or {@code nccl}.
+   */
   public static final String COMM_TRANSPORT = "spark.tp.comm.transport";
   public static final String COMM_TRANSPORT_DEFAULT = "auto";
 
@@ -92,6 +96,202 @@ public final class TpConf {
   /** Tokens one forward pass of task generate takes: one per decoding row, then chunks of the prompts being prefilled. */
   public static final String GENERATE_BATCH_TOKENS = "spark.tp.generate.max-batch-tokens";
   public static final String GENERATE_BATCH_TOKENS_DEFAULT = "2048";
+
+  // --- issue 13: CUDA backend and NCCL ---
+
+  /** Lets fp32 GEMMs on the GPU use TF32 tensor cores (about 1e-3 relative error instead of 1e-6). */
+  public static final String CUDA_TF32 = "spark.tp.cuda.tf32";
+  public static final String CUDA_TF32_DEFAULT = "false";
+
+  /** cuBLASLt workspace per CUDA backend (32 MiB suits Hopper). */
+  public static final String CUDA_WORKSPACE_BYTES = "spark.tp.cuda.workspace-bytes";
+  public static final String CUDA_WORKSPACE_BYTES_DEFAULT = "32m";
+
+  /** Size of each of the CUDA backend's pinned host staging buffers (uploads/downloads go through them). */
+  public static final String CUDA_STAGING_BYTES = "spark.tp.cuda.staging-bytes";
+  public static final String CUDA_STAGING_BYTES_DEFAULT = "16m";
+
+  // ===== Known keys and their checks (issue 8) ====================================================
+  // Every public String constant of this class whose value starts with "spark.tp." is a known key (its
+  // default is the constant named <NAME>_DEFAULT); a constant whose value ends in "." declares a prefix
+  // family (every key under it is known, e.g. "spark.tp.models."). Any other spark.tp.* key is an error
+  // that suggests the nearest known one. To check a key's value on the driver before any job, add one
+  // line to CHECKS (a key without a line is accepted as any string).
+
+  /** Checks one value; throws {@link IllegalArgumentException} with a message naming the key. */
+  @FunctionalInterface
+  public interface Check {
+    void check(String key, String value);
+  }
+
+  private static final Map<String, Check> CHECKS = Map.ofEntries(
+      Map.entry(COMM_TIMEOUT, TpConf::parseDurationMillis),
+      Map.entry(COMM_CHUNK_BYTES, TpConf::checkChunkBytes),
+      Map.entry(COMM_PORT_RANGE, TpConf::parsePortRange),
+      Map.entry(COMM_SHM, oneOf("auto", "off")),
+      Map.entry(COMM_TRANSPORT, oneOf("auto", "local", "tcp", "nccl")),
+      Map.entry(SLOTS_WAIT, TpConf::parseDurationMillis),
+      Map.entry(BATCH_SIZE, (k, v) -> parseInt(k, v, 1)),
+      Map.entry(BACKEND, oneOf("auto", "cpu", "cuda")),
+      Map.entry(CPU_BLAS_THREADS, (k, v) -> parseInt(k, v, 1)),
+      Map.entry(CACHE_MAX_BYTES, TpConf::parseBytes),
+      Map.entry(NULL_POLICY, oneOf("error", "skip", "null")),
+      Map.entry(TP_SIZE, (k, v) -> parseInt(k, v, 1)),
+      Map.entry(GROUPS, (k, v) -> parseInt(k, v, 0)),
+      Map.entry(RETRYABLE, TpConf::parseBoolean),
+      Map.entry(TEST_FAIL_RANK, (k, v) -> parseInt(k, v, -1)),
+      Map.entry(BATCH_TOKENS, (k, v) -> parseInt(k, v, 1)),
+      Map.entry(TRUNCATE, TpConf::parseBoolean),
+      Map.entry(KV_CACHE_MAX_BYTES, TpConf::parseBytes),
+      Map.entry(GENERATE_BATCH_TOKENS, (k, v) -> parseInt(k, v, 1)));
+
+  // ===== end of the known-key block ================================================================
+
+  /** A check that accepts one of {@code values} (case-insensitive, trimmed). */
+  public static Check oneOf(String... values) {
+    return (key, value) -> {
+      String v = value == null ? "" : value.trim().toLowerCase(Locale.ROOT);
+      for (String ok : values) {
+        if (ok.equals(v)) {
+          return;
+        }
+      }
+      throw new IllegalArgumentException("Invalid value for " + key + ": '" + value + "' (use "
+          + String.join(", ", java.util.Arrays.asList(values).subList(0, values.length - 1))
+          + (values.length > 1 ? " or " : "") + values[values.length - 1] + ")");
+    };
+  }
+
+  private static void checkChunkBytes(String key, String value) {
+    long b = parseBytes(key, value);
+    if (b < org.sparktp.comm.tcp.TcpOptions.MIN_CHUNK_BYTES || b > org.sparktp.comm.tcp.TcpOptions.MAX_CHUNK_BYTES
+        || b % 4 != 0) {
+      throw new IllegalArgumentException("Invalid value for " + key + ": '" + value + "' (use a multiple of 4 bytes"
+          + " from 4k to 64m, e.g. 1m)");
+    }
+  }
+
+  private static final class Registry {
+    static final Map<String, String> DEFAULTS;
+    static final List<String> FAMILIES;
+
+    static {
+      Map<String, String> d = new java.util.TreeMap<>();
+      List<String> fam = new java.util.ArrayList<>();
+      for (java.lang.reflect.Field f : TpConf.class.getFields()) {
+        int m = f.getModifiers();
+        if (f.getType() != String.class || !java.lang.reflect.Modifier.isStatic(m) || f.getName().endsWith("_DEFAULT")) {
+          continue;
+        }
+        String v;
+        try {
+          v = (String) f.get(null);
+        } catch (IllegalAccessException e) {
+          throw new IllegalStateException(e);
+        }
+        if (v == null || !v.startsWith("spark.tp.")) {
+          continue;
+        }
+        if (v.endsWith(".")) {
+          fam.add(v);
+          continue;
+        }
+        String def = null;
+        try {
+          def = (String) TpConf.class.getField(f.getName() + "_DEFAULT").get(null);
+        } catch (NoSuchFieldException | IllegalAccessException e) {
+          // a key without a default: unset unless given
+        }
+        d.put(v, def);
+      }
+      DEFAULTS = java.util.Collections.unmodifiableMap(d);
+      FAMILIES = List.copyOf(fam);
+    }
+  }
+
+  /** Every known key (not the prefix families), with its default (null where it has none). */
+  public static Map<String, String> knownKeys() {
+    return Registry.DEFAULTS;
+  }
+
+  /** Whether {@code key} is a known {@code spark.tp.*} key or lies in a declared prefix family. */
+  public static boolean isKnown(String key) {
+    return isKnown(key, Registry.DEFAULTS.keySet(), Registry.FAMILIES);
+  }
+
+  static boolean isKnown(String key, java.util.Set<String> keys, List<String> families) {
+    if (keys.contains(key)) {
+      return true;
+    }
+    for (String f : families) {
+      if (key.startsWith(f) && key.length() > f.length()) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Checks one setting: a {@code spark.tp.*} key must be known (else the error suggests the nearest known
+   * key) and its value must parse and lie in range. Keys outside {@code spark.tp.} are ignored.
+   */
+  public static void check(String key, String value) {
+    if (key == null || !key.startsWith("spark.tp.")) {
+      return;
+    }
+    if (!isKnown(key)) {
+      throw new IllegalArgumentException("Unknown setting " + key + "; did you mean " + nearest(key)
+          + "? (the spark.tp.* keys are listed in the README under Configuration)");
+    }
+    Check c = CHECKS.get(key);
+    if (c != null && value != null) {
+      c.check(key, value);
+    }
+  }
+
+  /** Checks every {@code spark.tp.*} entry of {@code settings} ({@link #check}). */
+  public static void checkAll(Map<String, String> settings) {
+    for (Map.Entry<String, String> e : settings.entrySet()) {
+      check(e.getKey(), e.getValue());
+    }
+  }
+
+  /** The known key (or prefix family) nearest to {@code key} by edit distance. */
+  static String nearest(String key) {
+    String best = null;
+    int bestD = Integer.MAX_VALUE;
+    List<String> candidates = new java.util.ArrayList<>(Registry.DEFAULTS.keySet());
+    for (String f : Registry.FAMILIES) {
+      candidates.add(f + "<name>");
+    }
+    for (String k : candidates) {
+      int d = editDistance(key, k);
+      if (d < bestD) {
+        bestD = d;
+        best = k;
+      }
+    }
+    return best;
+  }
+
+  private static int editDistance(String a, String b) {
+    int[] prev = new int[b.length() + 1];
+    int[] cur = new int[b.length() + 1];
+    for (int j = 0; j <= b.length(); j++) {
+      prev[j] = j;
+    }
+    for (int i = 1; i <= a.length(); i++) {
+      cur[0] = i;
+      for (int j = 1; j <= b.length(); j++) {
+        int sub = prev[j - 1] + (a.charAt(i - 1) == b.charAt(j - 1) ? 0 : 1);
+        cur[j] = Math.min(sub, Math.min(prev[j] + 1, cur[j - 1] + 1));
+      }
+      int[] t = prev;
+      prev = cur;
+      cur = t;
+    }
+    return prev[b.length()];
+  }
 
   /**
    * The value of {@code key}: {@code options} (when it holds the key) wins over the session conf, which

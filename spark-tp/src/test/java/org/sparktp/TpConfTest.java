@@ -3,67 +3,77 @@ package org.sparktp;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
-import java.nio.charset.StandardCharsets;
+import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
+import java.io.ObjectInputStream;
+import java.io.ObjectOutputStream;
+import java.util.List;
 import java.util.Map;
-import org.apache.spark.SparkConf;
 import org.junit.jupiter.api.Test;
-import org.sparktp.comm.tcp.TcpOptions;
-import org.sparktp.spark.CommSecret;
 
-/** Parsing of the spark.tp.comm.* keys, and the secret made on the driver. */
+/** The known-key registry, the value checks and the resolved, serializable settings. */
 class TpConfTest {
-  private static final byte[] SECRET = "0123456789abcdef0123456789abcdef".getBytes(StandardCharsets.UTF_8);
 
   @Test
-  void durationsAcceptUnitsAndABareNumberIsSeconds() {
-    assertThat(TpConf.parseDurationMillis("k", "500ms")).isEqualTo(500);
-    assertThat(TpConf.parseDurationMillis("k", "30s")).isEqualTo(30_000);
-    assertThat(TpConf.parseDurationMillis("k", " 5m ")).isEqualTo(300_000);
-    assertThat(TpConf.parseDurationMillis("k", "2min")).isEqualTo(120_000);
-    assertThat(TpConf.parseDurationMillis("k", "1h")).isEqualTo(3_600_000);
-    assertThat(TpConf.parseDurationMillis("k", "90")).isEqualTo(90_000);
-    assertThat(TpConf.parseDurationMillis(TpConf.COMM_TIMEOUT, TpConf.COMM_TIMEOUT_DEFAULT)).isEqualTo(120_000);
-    assertThatThrownBy(() -> TpConf.parseDurationMillis(TpConf.COMM_TIMEOUT, "soon"))
-        .hasMessageContaining("Invalid duration for spark.tp.comm.timeout: 'soon'");
-    assertThatThrownBy(() -> TpConf.parseDurationMillis(TpConf.COMM_TIMEOUT, "0s")).hasMessageContaining("positive");
+  void anUnknownKeyIsAnErrorThatSuggestsTheNearestKnownKey() {
+    assertThatThrownBy(() -> TpConf.check("spark.tp.comm.timout", "5s"))
+        .hasMessage("Unknown setting spark.tp.comm.timout; did you mean spark.tp.comm.timeout? (the spark.tp.* keys"
+            + " are listed in the README under Configuration)");
+    assertThatThrownBy(() -> TpConf.check("spark.tp.batchsize", "5"))
+        .hasMessageStartingWith("Unknown setting spark.tp.batchsize; did you mean spark.tp.batch-size?");
+    // keys outside spark.tp.* are not ours
+    TpConf.check("spark.executor.memory", "1g");
   }
 
   @Test
-  void sizesAcceptBinaryUnits() {
-    assertThat(TpConf.parseBytes("k", "4096")).isEqualTo(4096);
-    assertThat(TpConf.parseBytes("k", "512k")).isEqualTo(512 << 10);
-    assertThat(TpConf.parseBytes("k", "1m")).isEqualTo(1 << 20);
-    assertThat(TpConf.parseBytes("k", "1MB")).isEqualTo(1 << 20);
-    assertThatThrownBy(() -> TpConf.parseBytes(TpConf.COMM_CHUNK_BYTES, "big"))
-        .hasMessageContaining("spark.tp.comm.chunk-bytes");
+  void everyKnownKeyIsFoundWithItsDefault() {
+    assertThat(TpConf.knownKeys()).containsEntry(TpConf.COMM_TIMEOUT, "120s").containsEntry(TpConf.COMM_SHM, "auto")
+        .containsEntry(TpConf.TEST_FAIL_RANK, "-1").doesNotContainKey("spark.tp.comm.timeout_DEFAULT");
+    assertThat(TpConf.isKnown("spark.tp.comm.timeout")).isTrue();
+    assertThat(TpConf.isKnown("spark.tp.comm")).isFalse();
+    // a prefix family (a constant ending in '.', such as spark.tp.models.) makes every key under it known
+    List<String> families = List.of("spark.tp.models.");
+    assertThat(TpConf.isKnown("spark.tp.models.bert", java.util.Set.of(), families)).isTrue();
+    assertThat(TpConf.isKnown("spark.tp.models.", java.util.Set.of(), families)).isFalse();
+    assertThat(TpConf.isKnown("spark.tp.model.bert", java.util.Set.of(), families)).isFalse();
   }
 
   @Test
-  void optionsTakeTheKeysFromAConfAndCheckThem() {
-    TcpOptions o = TcpOptions.withSecret(SECRET);
-    assertThat(o.timeoutMillis()).isEqualTo(120_000);
-    assertThat(o.chunkBytes()).isEqualTo(1 << 20);
-    TcpOptions c = o.withConf(Map.of(TpConf.COMM_TIMEOUT, "45s", TpConf.COMM_CHUNK_BYTES, "256k", "other", "x"));
-    assertThat(c.timeoutMillis()).isEqualTo(45_000);
-    assertThat(c.chunkBytes()).isEqualTo(256 << 10);
-    assertThat(c.toString()).doesNotContain("0123456789");
-    assertThatThrownBy(() -> o.withConf(Map.of(TpConf.COMM_CHUNK_BYTES, "1g"))).hasMessageContaining("exceeds");
-    assertThatThrownBy(() -> o.withChunkBytes(1000)).hasMessageContaining("multiple of 4");
-    assertThatThrownBy(() -> TcpOptions.withSecret(new byte[4])).hasMessageContaining("at least 16 bytes");
+  void valuesAreParsedAndRangeChecked() {
+    assertThatThrownBy(() -> TpConf.check(TpConf.COMM_TIMEOUT, "abc"))
+        .hasMessage("Invalid duration for spark.tp.comm.timeout: 'abc' (use a positive number with a unit: 500ms, 30s,"
+            + " 5m, 1h)");
+    assertThatThrownBy(() -> TpConf.check(TpConf.COMM_CHUNK_BYTES, "1k"))
+        .hasMessage("Invalid value for spark.tp.comm.chunk-bytes: '1k' (use a multiple of 4 bytes from 4k to 64m,"
+            + " e.g. 1m)");
+    assertThatThrownBy(() -> TpConf.check(TpConf.COMM_PORT_RANGE, "70000"))
+        .hasMessageStartingWith("Invalid port range for spark.tp.comm.port-range: '70000'");
+    assertThatThrownBy(() -> TpConf.check(TpConf.COMM_SHM, "yes"))
+        .hasMessage("Invalid value for spark.tp.comm.shm: 'yes' (use auto or off)");
+    assertThatThrownBy(() -> TpConf.check(TpConf.NULL_POLICY, "drop"))
+        .hasMessage("Invalid value for spark.tp.null-policy: 'drop' (use error, skip or null)");
+    assertThatThrownBy(() -> TpConf.check(TpConf.BATCH_SIZE, "0"))
+        .hasMessage("Invalid value for spark.tp.batch-size: '0' (use an integer >= 1)");
+    TpConf.check(TpConf.COMM_CHUNK_BYTES, "64m");
+    TpConf.check(TpConf.COMM_PORT_RANGE, "40000-40100");
   }
 
   @Test
-  void theDriverMakesAFreshRandomSecretPerJobUnlessSparkAuthenticationIsOn() {
-    CommSecret a = CommSecret.forJob(new SparkConf(false));
-    CommSecret b = CommSecret.forJob(new SparkConf(false));
-    assertThat(a.usesSparkAuthentication()).isFalse();
-    assertThat(a.resolve()).hasSize(32).isNotEqualTo(b.resolve());
-    assertThat(a.toString()).isEqualTo("CommSecret(random per job)");
-    CommSecret spark = CommSecret.forJob(new SparkConf(false).set("spark.authenticate", "true")
-        .set("spark.authenticate.secret", "cluster secret"));
-    assertThat(spark.usesSparkAuthentication()).isTrue();
-    assertThat(spark.toString()).doesNotContain("cluster secret");
-    // Outside a task there is no SparkEnv to read Spark's secret from: the error says so.
-    assertThatThrownBy(spark::resolve).hasMessageContaining("must run inside a Spark task");
+  void settingsResolveOptionsOverDefaultsAndTravelSerialized() throws Exception {
+    TpSettings s = TpSettings.of(Map.of(TpConf.COMM_SHM, "off", TpConf.BATCH_SIZE, "17"));
+    assertThat(s.get(TpConf.COMM_SHM)).isEqualTo("off");
+    assertThat(s.getInt(TpConf.BATCH_SIZE, 1)).isEqualTo(17);
+    assertThat(s.durationMillis(TpConf.COMM_TIMEOUT)).isEqualTo(120_000);
+    ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+    try (ObjectOutputStream out = new ObjectOutputStream(bytes)) {
+      out.writeObject(s);
+    }
+    TpSettings back;
+    try (ObjectInputStream in = new ObjectInputStream(new ByteArrayInputStream(bytes.toByteArray()))) {
+      back = (TpSettings) in.readObject();
+    }
+    assertThat(back.asMap()).isEqualTo(s.asMap());
+    assertThatThrownBy(() -> TpSettings.of(Map.of("spark.tp.comm.shmm", "off")))
+        .hasMessageStartingWith("Unknown setting spark.tp.comm.shmm; did you mean spark.tp.comm.shm?");
   }
 }

@@ -49,6 +49,12 @@ final class Args {
           if (!value.contains("=") || value.startsWith("=")) {
             throw new UsageException("--conf takes key=value, got '" + value + "'");
           }
+          int sep = value.indexOf('=');
+          try {
+            org.sparktp.TpConf.check(value.substring(0, sep).trim(), value.substring(sep + 1));
+          } catch (IllegalArgumentException e) {
+            throw new UsageException("--conf " + e.getMessage());
+          }
           a.confs.add(value);
         } else if (a.values.put(name, value) != null) {
           throw new UsageException("flag --" + name + " given twice");

@@ -119,6 +119,7 @@ final class Demo {
     long t0 = System.nanoTime();
     try (Progress p = new Progress(spark, err, "tp=" + tp)) {
       out.count();
+      p.drain();
       p.succeeded();
     }
     double secs = (System.nanoTime() - t0) / 1e9;

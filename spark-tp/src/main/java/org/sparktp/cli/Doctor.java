@@ -4,6 +4,7 @@ import java.io.PrintStream;
 import java.util.Locale;
 import org.apache.spark.sql.SparkSession;
 import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.backend.cuda.CudaProbe;
 
 /** {@code spark-tp doctor}: what this machine and session offer spark-tp, and what does not load and why. */
 final class Doctor {
@@ -25,8 +26,14 @@ final class Doctor {
     } catch (Throwable t) {
       out.printf(Locale.ROOT, "%-16s does not load: %s%n", "backend cpu", t);
     }
-    out.printf(Locale.ROOT, "%-16s not available: this version has no CUDA backend (the CPU backend runs every model)%n",
-        "backend cuda");
+    CudaProbe.Status cuda = CudaProbe.status();
+    if (cuda.available()) {
+      out.printf(Locale.ROOT, "%-16s loads: %s%n", "backend cuda", cuda.versions());
+    } else {
+      out.printf(Locale.ROOT, "%-16s unavailable: %s%n", "backend cuda", cuda.backendReason());
+    }
+    out.printf(Locale.ROOT, "%-16s %s%n", "nccl", cuda.ncclAvailable() ? "loads (spark.tp.comm.transport=nccl)"
+        : "unavailable: " + (cuda.available() ? cuda.ncclReason() : "needs the CUDA backend"));
     SparkSession spark = Sessions.open("doctor", a.get("master", null), a.confs());
     try {
       int executors = spark.sparkContext().statusTracker().getExecutorInfos().length;

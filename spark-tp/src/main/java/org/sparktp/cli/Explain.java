@@ -1,10 +1,14 @@
 package org.sparktp.cli;
 
 import java.io.PrintStream;
+import java.util.ArrayList;
+import java.util.List;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
 import org.sparktp.model.ModelDirectory;
 import org.sparktp.model.hf.HfModel;
+import org.sparktp.nn.LayerSpec;
+import org.sparktp.nn.ModelSpec;
 import org.sparktp.nn.Plan;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
@@ -26,7 +30,70 @@ final class Explain {
     }
     Infer.noTransformerFlags(a);
     try (ModelDirectory m = ModelDirectory.open(dir)) {
-      out.print(Plan.build(m.toSpec(), tp).explain());
+      ModelSpec spec = m.structure();
+      String warning = tooWide(spec, tp);
+      if (warning != null) {
+        out.println(warning);
+      }
+      out.print(Plan.build(spec, tp).explain());
+    }
+  }
+
+  /**
+   * A warning when {@code tp} exceeds what the model can split: the linears the plan replicates on
+   * every rank although they were not asked to be ({@code "parallel": "replicated"}), because their
+   * widths are below {@code tp}, and embeddings with fewer rows than {@code tp}; null when none.
+   */
+  static String tooWide(ModelSpec spec, int tp) {
+    if (tp == 1) {
+      return null;
+    }
+    java.util.Set<String> asked = new java.util.HashSet<>();
+    int[] count = new int[1];
+    int[] smallest = {Integer.MAX_VALUE};
+    walkSpec(spec.layers(), asked, count, smallest);
+    List<String> whole = new ArrayList<>();
+    walkPlan(Plan.build(spec, tp).steps(), tp, asked, whole);
+    if (whole.isEmpty()) {
+      return null;
+    }
+    return "warning: --tp " + tp + " exceeds what " + whole.size() + " of " + count[0] + " weight layer(s) can split ("
+        + String.join(", ", whole.subList(0, Math.min(4, whole.size()))) + (whole.size() > 4 ? ", ..." : "") + "): "
+        + (whole.size() == 1 ? "it is" : "they are") + " replicated on every rank; the smallest weight dimension is "
+        + smallest[0];
+  }
+
+  private static void walkSpec(List<LayerSpec> layers, java.util.Set<String> asked, int[] count, int[] smallest) {
+    for (LayerSpec l : layers) {
+      if (l instanceof LayerSpec.Linear x) {
+        count[0]++;
+        smallest[0] = Math.min(smallest[0], Math.min(x.in(), x.out()));
+        if (x.parallel() == org.sparktp.nn.Parallel.REPLICATED) {
+          asked.add(x.name());
+        }
+      } else if (l instanceof LayerSpec.Embedding e) {
+        count[0]++;
+        smallest[0] = Math.min(smallest[0], e.vocab());
+      } else if (l instanceof LayerSpec.Residual r) {
+        walkSpec(r.body(), asked, count, smallest);
+      }
+    }
+  }
+
+  private static void walkPlan(List<org.sparktp.nn.Step> steps, int tp, java.util.Set<String> asked,
+      List<String> whole) {
+    for (org.sparktp.nn.Step s : steps) {
+      if (s instanceof org.sparktp.nn.Step.Linear x) {
+        if (x.mode() == org.sparktp.nn.Step.Mode.REPLICATED && !asked.contains(x.name())) {
+          whole.add(x.name() + " [" + x.inFeatures() + "->" + x.outFeatures() + "]");
+        }
+      } else if (s instanceof org.sparktp.nn.Step.Embed e) {
+        if (e.vocab() < tp) {
+          whole.add(e.name() + " [vocab " + e.vocab() + "]");
+        }
+      } else if (s instanceof org.sparktp.nn.Step.Residual r) {
+        walkPlan(r.body(), tp, asked, whole);
+      }
     }
   }
 }

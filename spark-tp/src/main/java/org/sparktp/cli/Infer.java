@@ -1,6 +1,5 @@
 package org.sparktp.cli;
 
-import static org.apache.spark.sql.functions.col;
 import static org.apache.spark.sql.functions.expr;
 
 import java.io.PrintStream;
@@ -21,7 +20,9 @@ import org.sparktp.spark.TensorParallelModel;
 
 /**
  * {@code spark-tp infer}: runs a model directory on a table and writes the table with one more column.
- * The output goes through Spark's commit protocol: a failed job leaves no partial output.
+ * The output is written to a staging folder beside the target and moved there only after the job
+ * succeeded ({@link SafeOutput}): a failed job leaves no partial output and, with {@code --mode
+ * overwrite}, the old output as it was.
  */
 final class Infer {
   private Infer() {}
@@ -90,11 +91,23 @@ final class Infer {
     }
     int tp = a.intValue("tp", 1, 1);
     Configuration hadoop = new Configuration();
+    for (java.util.Map.Entry<String, String> e : a.confs().entrySet()) {
+      if (e.getKey().startsWith("spark.hadoop.")) {
+        hadoop.set(e.getKey().substring("spark.hadoop.".length()), e.getValue());
+      }
+    }
     checkExists(modelDir, "model directory", hadoop);
     checkExists(input, "input", hadoop);
-    Path outPath = new Path(output);
-    if (mode.equals("error") && outPath.getFileSystem(hadoop).exists(outPath)) {
-      throw new UsageException("output " + output + " already exists; choose another path or pass --mode overwrite");
+    // before anything is touched: an output that is, holds or lies inside the input or the model is refused
+    SafeOutput.checkSeparate(output, input, "the input", hadoop);
+    SafeOutput.checkSeparate(output, modelDir, "the model directory", hadoop);
+    checkNotEmpty(input, hadoop);
+    boolean overwrite = mode.equals("overwrite");
+    if (!overwrite) {
+      Path outPath = new Path(output);
+      if (outPath.getFileSystem(hadoop).exists(outPath)) {
+        throw new UsageException("output " + output + " already exists; choose another path or pass --mode overwrite");
+      }
     }
     // validates the whole checkpoint against its config now, before Spark starts; loads no weights:
     // each rank reads only its own shards
@@ -113,18 +126,30 @@ final class Infer {
       noTransformerFlags(a);
     }
     GenerateFlags.apply(a, model); // issue 12: the flags of --task generate
+    if (a.has("groups")) {
+      model.setGroups(a.intValue("groups", 1, 1));
+    }
+    if (a.has("batch-size")) {
+      model.setBatchSize(a.intValue("batch-size", 1, 1));
+    }
+    if (a.has("backend")) {
+      String be = a.get("backend", "auto");
+      try {
+        model.setBackend(be);
+      } catch (IllegalArgumentException e) {
+        throw new UsageException("--backend " + be + " is not a backend; use auto, cpu or cuda");
+      }
+      String master = a.get("master", "local[*]");
+      if (be.trim().equalsIgnoreCase("cuda") && master.startsWith("local")
+          && !org.sparktp.backend.cuda.CudaProbe.status().available()) {
+        // on a local master the executors run on this machine, so the driver's probe answers for them
+        throw new UsageException("--backend cuda is not available on this machine ("
+            + org.sparktp.backend.cuda.CudaProbe.status().backendReason() + "); use auto or cpu");
+      }
+    }
     SparkSession spark = Sessions.open("infer", a.get("master", null), a.confs());
     try {
       Dataset<Row> df = read(spark, input, inFormat, featuresCol, spec);
-      if (a.has("groups")) {
-        model.setGroups(a.intValue("groups", 1, 1));
-      }
-      if (a.has("batch-size")) {
-        model.setBatchSize(a.intValue("batch-size", 1, 1));
-      }
-      if (a.has("backend")) {
-        model.setBackend(a.get("backend", "auto"));
-      }
       Dataset<Row> result = model.transform(df);
       boolean arrayOut = hasColumn(result, outputCol) // task generate writes its own columns
           && result.schema().apply(outputCol).dataType() instanceof org.apache.spark.sql.types.ArrayType;
@@ -140,17 +165,15 @@ final class Infer {
       }
       long t0 = System.nanoTime();
       long rows;
-      boolean existed = outPath.getFileSystem(hadoop).exists(outPath);
-      try (Progress p = new Progress(spark, err, "infer")) {
-        result.write().mode(mode.equals("overwrite") ? "overwrite" : "errorifexists").format(outFormat)
-            .option("header", "true").save(output);
+      // the job writes beside the target; the target is replaced only once the job succeeded
+      try (SafeOutput target = SafeOutput.begin(output, overwrite, spark.sparkContext().hadoopConfiguration());
+          Progress p = new Progress(spark, err, "infer")) {
+        result.write().mode("errorifexists").format(outFormat).option("header", "true")
+            .save(target.staging().toString());
+        target.commit();
+        p.drain();
+        rows = p.committedRows(); // counted once, from the tasks whose output was committed
         p.succeeded();
-        rows = p.rows();
-      } catch (Exception e) { // Spark's job failures are checked SparkExceptions
-        if (!existed) {
-          removeUncommitted(outPath, hadoop);
-        }
-        throw e;
       }
       double secs = (System.nanoTime() - t0) / 1e9;
       out.printf(Locale.ROOT, "wrote %,d rows to %s (%s) in %.1f s, %.0f rows/s, tp=%d%n", rows, output, outFormat,
@@ -160,30 +183,55 @@ final class Infer {
     }
   }
 
-  /**
-   * After a failed job Spark's committer has removed the task outputs but leaves the output folder (and
-   * maybe {@code _temporary}); remove that folder when it holds no committed data, so a rerun starts clean.
-   */
-  private static void removeUncommitted(Path out, Configuration hadoop) throws java.io.IOException {
-    FileSystem fs = out.getFileSystem(hadoop);
-    if (!fs.exists(out)) {
-      return;
+  /** An input with no data (no files, or only empty ones) is refused with a line that says so. */
+  private static void checkNotEmpty(String input, Configuration hadoop) throws java.io.IOException {
+    Path p = new Path(input);
+    FileSystem fs = p.getFileSystem(hadoop);
+    org.apache.hadoop.fs.FileStatus[] matches = fs.globStatus(p);
+    if (matches == null || matches.length == 0) {
+      return; // checkExists reported it
     }
-    for (org.apache.hadoop.fs.FileStatus st : fs.listStatus(out)) {
-      String name = st.getPath().getName();
-      if (!name.equals("_temporary") && !name.startsWith(".")) {
-        return; // committed data: leave it
+    for (org.apache.hadoop.fs.FileStatus st : matches) {
+      if (hasData(fs, st)) {
+        return;
       }
     }
-    fs.delete(out, true);
+    throw new UsageException("input " + input + " is empty: it holds no data files (or only empty ones)");
+  }
+
+  private static boolean hasData(FileSystem fs, org.apache.hadoop.fs.FileStatus st) throws java.io.IOException {
+    String name = st.getPath().getName();
+    if (name.startsWith(".") || name.startsWith("_")) {
+      return false; // hidden, as Spark's readers treat them
+    }
+    if (st.isFile()) {
+      return st.getLen() > 0;
+    }
+    for (org.apache.hadoop.fs.FileStatus c : fs.listStatus(st.getPath())) {
+      if (hasData(fs, c)) {
+        return true;
+      }
+    }
+    return false;
   }
 
   private static void checkExists(String path, String what, Configuration hadoop) throws java.io.IOException {
     Path p = new Path(path);
-    FileSystem fs = p.getFileSystem(hadoop);
-    if (!fs.exists(p)) {
+    boolean found;
+    try {
+      FileSystem fs = p.getFileSystem(hadoop);
+      org.apache.hadoop.fs.FileStatus[] m = fs.globStatus(p);
+      found = m != null && m.length > 0;
+    } catch (java.io.IOException e) {
+      throw new java.io.IOException("Cannot reach the " + what + " " + path + ": " + oneLine(e.getMessage()), e);
+    }
+    if (!found) {
       throw new UsageException(what + " " + path + " does not exist");
     }
+  }
+
+  static String oneLine(String m) {
+    return m == null ? "" : m.lines().findFirst().orElse(m);
   }
 
   /** Reads the input; in CSV the features are a string of numbers separated by spaces, commas or semicolons. */
@@ -197,9 +245,11 @@ final class Infer {
       DataType t = df.schema().apply(featuresCol).dataType();
       if (t.equals(DataTypes.StringType)) {
         String elem = spec.takesIds() ? "bigint" : "float";
+        // try_cast: a value that is not a number becomes a null element, which the row check reports with
+        // the row and the partition (instead of Spark's CAST_INVALID_INPUT)
         df = spec.takesIds() && !spec.takesBags()
-            ? df.withColumn(featuresCol, col(featuresCol).cast("bigint"))
-            : df.withColumn(featuresCol, expr("cast(split(trim(`" + featuresCol + "`), '[ ,;]+') as array<" + elem
+            ? df.withColumn(featuresCol, expr("try_cast(`" + featuresCol + "` as bigint)"))
+            : df.withColumn(featuresCol, expr("try_cast(split(trim(`" + featuresCol + "`), '[ ,;]+') as array<" + elem
                 + ">)"));
       }
     }

@@ -28,6 +28,8 @@ final class Sessions {
         b.config("spark.ui.enabled", "false");
         b.config("spark.sql.shuffle.partitions", "8");
       }
+      // running tasks report their rows with each heartbeat: a short interval keeps the progress line live
+      b.config("spark.executor.heartbeatInterval", "2s");
       Matcher lc = LOCAL_CLUSTER.matcher(m);
       if (lc.matches()) {
         String cp = System.getenv("SPARK_TP_CLASSPATH");

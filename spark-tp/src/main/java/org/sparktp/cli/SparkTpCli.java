@@ -10,8 +10,8 @@ import java.util.Set;
  * {@code bench}. Runs under {@code spark-submit} (the session comes from it) or on an embedded Spark
  * started by {@code bin/spark-tp} ({@code --master local[*]} by default).
  *
- * <p>Exit codes: 0 success, 1 the job failed (the message says why), 2 a wrong command line (a one-line
- * error and the usage).
+ * <p>Exit codes: 0 success, 1 the job failed (the message says why), 2 a wrong command line or setting
+ * (a one-line error and the usage); a command stopped by SIGINT/SIGTERM says "interrupted".
  */
 public final class SparkTpCli {
   static final String USAGE = String.join("\n",
@@ -20,7 +20,7 @@ public final class SparkTpCli {
       "commands:",
       "  infer    --model DIR --input PATH --output PATH [--format parquet|json|csv] [--output-format parquet|json|csv]",
       "           [--features-col features] [--output-col prediction] [--tp N] [--groups G] [--batch-size B]",
-      "           [--backend auto|cpu] [--mode error|overwrite] [--master URL] [--conf key=value]...",
+      "           [--backend auto|cpu|cuda] [--mode error|overwrite] [--master URL] [--conf key=value]...",
       "           [--task embed|logits|score|generate] [--pooling mean|cls|last] [--normalize]   (Hugging Face models)",
       "           [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]",
       "           [--repetition-penalty R]   (--task generate)",
@@ -32,15 +32,32 @@ public final class SparkTpCli {
       "           the plan: ops, layouts, collectives, bytes per row, weight bytes per rank (heads per rank)",
       "  doctor   [--master URL]",
       "           Java, Spark, OpenBLAS, which backends load here, task slots",
-      "  bench    gemm|comm|spark|transformer|generate [flags of that benchmark]",
+      "  bench    gemm|comm|spark|transformer|gpu|generate [flags of that benchmark]",
+      "  gpu-check                 (bin/spark-tp only) GPU tests and benchmark on a GPU machine",
       "",
       "master URLs: local[*] (default), local[N], local-cluster[N,C,MB] (N executor processes), spark://..., yarn",
       "");
 
   private SparkTpCli() {}
 
+  /** Set by the shutdown hook: the JVM is going down on a signal (SIGINT, SIGTERM) while a command runs. */
+  private static final java.util.concurrent.atomic.AtomicBoolean SIGNALLED =
+      new java.util.concurrent.atomic.AtomicBoolean();
+  private static final java.util.concurrent.CountDownLatch DONE = new java.util.concurrent.CountDownLatch(1);
+
   public static void main(String[] args) {
+    // On SIGINT/SIGTERM Spark's own hook stops the context, which fails the running job; this hook marks
+    // the failure as an interrupt and gives the command a few seconds to clean up and say so.
+    Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+      SIGNALLED.set(true);
+      try {
+        DONE.await(10, java.util.concurrent.TimeUnit.SECONDS);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+      }
+    }, "spark-tp-shutdown"));
     int code = run(args, System.out, System.err);
+    DONE.countDown();
     if (code != 0) {
       System.exit(code); // the entry point only; library code never exits
     }
@@ -73,6 +90,14 @@ public final class SparkTpCli {
       err.print(USAGE);
       return 2;
     } catch (Exception e) {
+      if (SIGNALLED.get()) {
+        err.println("spark-tp " + cmd + " interrupted (SIGINT or SIGTERM): the job was stopped"
+            + (cmd.equals("infer") ? "; nothing was written and an existing output is unchanged" : ""));
+        if (System.getenv("SPARK_TP_DEBUG") != null) {
+          e.printStackTrace(err);
+        }
+        return 130;
+      }
       err.println("spark-tp " + cmd + " failed: " + message(e));
       if (System.getenv("SPARK_TP_DEBUG") != null) {
         e.printStackTrace(err);
@@ -83,17 +108,38 @@ public final class SparkTpCli {
     }
   }
 
-  /** The most useful message of an exception chain: Spark wraps task failures several times. */
+  /**
+   * The line to print for a failure: the message of the outermost exception that spark-tp itself threw
+   * (its throw site is in {@code org.sparktp}; such messages name the key, file, column or row), else the
+   * outermost one that is not one of Spark's wrappers, else the outermost; its first line only.
+   */
   static String message(Throwable e) {
-    Throwable best = e;
-    for (Throwable t = e; t != null; t = t.getCause()) {
-      if (t instanceof IllegalArgumentException || t instanceof IllegalStateException
-          || t instanceof java.io.IOException) {
-        best = t;
+    Throwable pick = null;
+    for (Throwable t = e; t != null && pick == null; t = t.getCause()) {
+      if (thrownBySparkTp(t) && t.getMessage() != null) {
+        pick = t;
       }
     }
-    String m = best.getMessage();
-    return m == null ? best.getClass().getSimpleName() : m.lines().findFirst().orElse(m);
+    for (Throwable t = e; t != null && pick == null; t = t.getCause()) {
+      if (!(t instanceof org.apache.spark.SparkException && t.getCause() != null)
+          && !(t instanceof java.util.concurrent.ExecutionException) && t.getMessage() != null) {
+        pick = t;
+      }
+    }
+    if (pick == null) {
+      pick = e;
+    }
+    String m = pick.getMessage();
+    if (m == null) {
+      return pick.getClass().getSimpleName();
+    }
+    String line = m.lines().findFirst().orElse(m).trim();
+    return thrownBySparkTp(pick) ? line : pick.getClass().getSimpleName() + ": " + line;
+  }
+
+  private static boolean thrownBySparkTp(Throwable t) {
+    StackTraceElement[] st = t.getStackTrace();
+    return st.length > 0 && st[0].getClassName().startsWith("org.sparktp.");
   }
 
   static String fmtBytes(long b) {

@@ -248,6 +248,23 @@ public final class ModelDirectory implements AutoCloseable {
     return dir;
   }
 
+  /**
+   * Every file this model consists of: {@code config.json}, the index when there is one, and each
+   * safetensors file the config's tensors are in (not other files of the directory).
+   */
+  public List<Path> files(Configuration conf) throws IOException {
+    List<Path> out = new java.util.ArrayList<>();
+    out.add(new Path(dir, ModelConfig.FILE_NAME));
+    Path index = new Path(dir, INDEX_FILE);
+    if (dir.getFileSystem(conf).exists(index)) {
+      out.add(index);
+    }
+    for (SafetensorsFile f : files) {
+      out.add(f.path());
+    }
+    return out;
+  }
+
   /** The parsed {@code config.json}. */
   public ModelConfig config() {
     return config;

@@ -72,7 +72,7 @@ final class BarrierRunner {
     StructType inSchema = df.schema();
     JavaRDD<Tuple2<Long, InternalRow>> tagged = input.toJavaRDD().mapPartitionsWithIndex(
         new Tagger(inSchema, job.inputCol(), job.inputOrdinal(), job.kind(), job.checkWidth(), job.nullPolicy(),
-            job.transformer() != null, job.maxTokens(), job.tokenLimit()),
+            job.metrics(), job.transformer() != null, job.maxTokens(), job.tokenLimit()),
         true);
     JavaPairRDD<Long, InternalRow> pairs = JavaPairRDD.fromJavaRDD(tagged);
     JavaPairRDD<Long, InternalRow> spread = job.retryable()
@@ -175,17 +175,18 @@ final class BarrierRunner {
     private final InputKind kind;
     private final int width;
     private final NullPolicy policy;
+    private final TpMetrics metrics;
     private final boolean sequences;
     private final int maxTokens;
     private final String limit;
 
-    Tagger(StructType schema, String col, int ord, InputKind kind, int width, NullPolicy policy) {
-      this(schema, col, ord, kind, width, policy, false, 0, null);
+    Tagger(StructType schema, String col, int ord, InputKind kind, int width, NullPolicy policy, TpMetrics metrics) {
+      this(schema, col, ord, kind, width, policy, metrics, false, 0, null);
     }
 
     /** With {@code sequences}, a row is a token sequence: empty is an error, so is one over {@code maxTokens} (if > 0). */
-    Tagger(StructType schema, String col, int ord, InputKind kind, int width, NullPolicy policy, boolean sequences,
-        int maxTokens, String limit) {
+    Tagger(StructType schema, String col, int ord, InputKind kind, int width, NullPolicy policy, TpMetrics metrics,
+        boolean sequences, int maxTokens, String limit) {
       this.sequences = sequences;
       this.maxTokens = maxTokens;
       this.limit = limit;
@@ -195,6 +196,7 @@ final class BarrierRunner {
       this.kind = kind;
       this.width = width;
       this.policy = policy;
+      this.metrics = metrics;
     }
 
     @Override
@@ -204,6 +206,7 @@ final class BarrierRunner {
       return new Iterator<>() {
         private long index;
         private long nulls;
+        private long firstNull = -1;
         private Tuple2<Long, InternalRow> next;
 
         @Override
@@ -213,7 +216,9 @@ final class BarrierRunner {
             long i = index++;
             if (r.isNullAt(ord)) {
               if (policy == NullPolicy.ERROR) {
-                nulls++;
+                if (nulls++ == 0) {
+                  firstNull = i;
+                }
                 continue;
               }
               if (policy == NullPolicy.SKIP) {
@@ -239,12 +244,15 @@ final class BarrierRunner {
             }
             UnsafeRow u = r instanceof UnsafeRow x ? x.copy() : toUnsafe.apply(r).copy();
             next = new Tuple2<>(base | i, u);
+            if (metrics != null) {
+              metrics.inputRow();
+            }
           }
           if (next == null && nulls > 0) {
             long n = nulls;
             nulls = 0;
             throw new IllegalArgumentException("Column '" + col + "' has " + n + " null value(s) in input partition "
-                + part + " (spark.tp.null-policy=error); drop or fill them, or set spark.tp.null-policy to skip"
+                + part + ", the first at row " + firstNull + " (spark.tp.null-policy=error); drop or fill them, or set spark.tp.null-policy to skip"
                 + " (drop those rows) or null (null output)");
           }
           return next != null;

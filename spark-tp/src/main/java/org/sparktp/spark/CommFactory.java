@@ -30,29 +30,55 @@ public interface CommFactory extends Serializable {
   /**
    * The factory for a job of {@code spark}, by {@code spark.tp.comm.transport}: {@code local} (the
    * in-JVM {@link LocalCommFactory}; every rank in one JVM, {@code local[N]}), {@code tcp} (the
-   * {@link TcpCommFactory}; ranks in any executors) or {@code auto} (local on a {@code local[N]} master,
+   * {@link TcpCommFactory}; ranks in any executors), {@code nccl} (the {@link NcclCommFactory}; one GPU per rank)
+   * or {@code auto} (NCCL when the job runs on GPUs, see {@link #onGpus}; else local on a {@code local[N]} master,
    * else TCP). {@code options} (the model's settings) win over the session conf.
    */
   static CommFactory forSession(SparkSession spark, Map<String, String> options) {
-    String t = TpConf.resolve(spark, options, TpConf.COMM_TRANSPORT, TpConf.COMM_TRANSPORT_DEFAULT)
-        .trim().toLowerCase(Locale.ROOT);
+    return forSettings(spark, org.sparktp.TpSettings.resolve(spark, options));
+  }
+
+  /**
+   * The factory for resolved {@code settings}: the TCP factory carries every {@code spark.tp.comm.*}
+   * value the driver resolved, so the executors use those (not their own conf).
+   */
+  static CommFactory forSettings(SparkSession spark, org.sparktp.TpSettings settings) {
+    String t = settings.get(TpConf.COMM_TRANSPORT).trim().toLowerCase(Locale.ROOT);
+    if (t.equals("nccl") || (t.equals("auto") && onGpus(spark, settings))) {
+      return new NcclCommFactory();
+    }
     boolean local = switch (t) {
       case "local" -> true;
       case "tcp" -> false;
       case "auto" -> spark.sparkContext().isLocal();
       default -> throw new IllegalArgumentException("Invalid value for " + TpConf.COMM_TRANSPORT + ": '" + t
-          + "' (use auto, local or tcp)");
+          + "' (use auto, local, tcp or nccl)");
     };
     if (local) {
       return new LocalCommFactory();
     }
-    Map<String, String> comm = new HashMap<>();
-    for (String key : new String[] {TpConf.COMM_CHUNK_BYTES, TpConf.COMM_PORT_RANGE}) {
-      String v = TpConf.resolve(spark, options, key, null);
-      if (v != null) {
-        comm.put(key, v);
-      }
-    }
+    Map<String, String> comm = new HashMap<>(settings.withPrefix("spark.tp.comm."));
+    comm.remove(TpConf.COMM_TRANSPORT);
     return TcpCommFactory.forJob(spark.sparkContext(), comm);
+  }
+
+  /**
+   * True when the job runs on GPUs: {@code spark.tp.backend=cuda}, or {@code auto} with GPUs given to tasks
+   * ({@code spark.task.resource.gpu.amount} > 0). Then {@code auto} transport is NCCL.
+   */
+  static boolean onGpus(SparkSession spark, org.sparktp.TpSettings settings) {
+    String be = settings.get(TpConf.BACKEND).trim().toLowerCase(Locale.ROOT);
+    if (be.equals("cuda")) {
+      return true;
+    }
+    if (!be.equals("auto")) {
+      return false;
+    }
+    String gpus = spark.sparkContext().getConf().get("spark.task.resource.gpu.amount", "0").trim();
+    try {
+      return Double.parseDouble(gpus) > 0;
+    } catch (NumberFormatException e) {
+      return false;
+    }
   }
 }

@@ -133,7 +133,7 @@ enum InputKind {
   private static String nullElement(ArrayData a) {
     for (int i = 0; i < a.numElements(); i++) {
       if (a.isNullAt(i)) {
-        return "has a null element at position " + i;
+        return "has a null element at position " + i + " (a missing value, or in CSV text one that is not a number)";
       }
     }
     return null;

@@ -11,6 +11,7 @@ import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 import org.apache.spark.BarrierTaskContext;
+import org.apache.spark.TaskContext;
 import org.apache.spark.BarrierTaskInfo;
 import org.apache.spark.SparkEnv;
 import org.apache.spark.sql.catalyst.InternalRow;
@@ -23,6 +24,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.sparktp.backend.Backend;
 import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.backend.cuda.CudaBackend;
 import org.sparktp.comm.CommStats;
 import org.sparktp.comm.Communicator;
 import org.sparktp.comm.CommunicatorException;
@@ -74,17 +76,37 @@ final class RankTask
   /** Checks a backend name ({@code spark.tp.backend}); returns it normalized. */
   static String checkBackend(String name) {
     String n = name == null ? "" : name.trim().toLowerCase(java.util.Locale.ROOT);
-    if (!n.equals("auto") && !n.equals("cpu")) {
+    if (!n.equals("auto") && !n.equals("cpu") && !n.equals("cuda")) {
       throw new IllegalArgumentException("Unknown backend '" + name
-          + "' (spark.tp.backend / backend param): use auto or cpu");
+          + "' (spark.tp.backend / backend param): use auto, cpu or cuda");
     }
     return n;
   }
 
-  /** Makes the backend named by {@code spark.tp.backend} ({@code auto} is the CPU until a GPU backend exists). */
-  static Backend backend(String name, int blasThreads) {
-    checkBackend(name);
+  /**
+   * Makes the backend named by {@code spark.tp.backend} for this task: {@code auto} is CUDA when the task has a GPU
+   * and the CUDA libraries load, else the CPU (the reason is logged); {@code cuda} runs on the task's GPU.
+   */
+  static Backend backend(String name, int blasThreads, TaskContext ctx) {
+    String n = GpuTask.resolveBackend(checkBackend(name), ctx);
+    if (n.equals("cuda")) {
+      return new CudaBackend(GpuTask.settings(), GpuTask.deviceOrdinal(ctx));
+    }
     return new CpuBackend(blasThreads);
+  }
+
+  /**
+   * Whether executor addresses ({@code host:port} as Spark reports them) are all on one host: two
+   * executors of one machine differ only in their port.
+   */
+  static boolean oneHost(String[] addresses) {
+    String first = SparkRendezvous.hostOf(addresses[0]);
+    for (String a : addresses) {
+      if (!SparkRendezvous.hostOf(a).equals(first)) {
+        return false;
+      }
+    }
+    return true;
   }
 
   private static final class Stream implements Iterator<Tuple2<Long, InternalRow>> {
@@ -217,7 +239,7 @@ final class RankTask
 
     private ShardCache.Entry load() {
       RankWeights w = job.shards().load(rank);
-      Backend b = backend(job.backend(), job.blasThreads());
+      Backend b = backend(job.backend(), job.blasThreads(), ctx);
       try {
         ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), job.tpSize(), rank, job.backend());
         if (job.transformer() != null) {
@@ -232,13 +254,11 @@ final class RankTask
 
     private void logHosts(BarrierTaskInfo[] infos, int p) {
       String[] hosts = new String[p];
-      boolean same = true;
       for (int r = 0; r < p; r++) {
         int i = group * p + r;
         hosts[r] = i < infos.length ? infos[i].address() : "?";
-        same &= hosts[r].equals(hosts[0]);
       }
-      if (same) {
+      if (oneHost(hosts)) {
         LOG.info("spark-tp job {} group {}: ranks on hosts {}", job.jobKey(), group, Arrays.toString(hosts));
       } else {
         LOG.warn("spark-tp job {} group {}: ranks on different hosts {}; their collectives cross the network",
@@ -269,6 +289,7 @@ final class RankTask
       if (!hasNext()) {
         throw new NoSuchElementException();
       }
+      job.metrics().emittedRow();
       return out.get(pos++);
     }
 

@@ -205,6 +205,23 @@ public final class ShardCache {
     closeAll(evicted);
   }
 
+  /** Closes the idle entries of model {@code modelId} (entries in use are kept); returns how many. */
+  public int invalidate(String modelId) {
+    List<Entry> evicted = new ArrayList<>();
+    synchronized (this) {
+      for (Iterator<Entry> it = idle.iterator(); it.hasNext(); ) {
+        Entry e = it.next();
+        if (e.key.modelId().equals(modelId)) {
+          it.remove();
+          bytes -= e.bytes;
+          evicted.add(e);
+        }
+      }
+    }
+    closeAll(evicted);
+    return evicted.size();
+  }
+
   /** Models loaded by this JVM since it started (cache misses). */
   public long loads() {
     return loads.get();

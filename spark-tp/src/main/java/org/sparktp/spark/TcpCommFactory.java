@@ -29,6 +29,11 @@ public final class TcpCommFactory implements CommFactory {
     return new TcpCommFactory(CommSecret.forJob(sc), options);
   }
 
+  /** The {@code spark.tp.comm.*} settings the tasks use (resolved on the driver). */
+  Map<String, String> options() {
+    return java.util.Collections.unmodifiableMap(options);
+  }
+
   @Override
   public Communicator create(BarrierTaskContext ctx, String jobKey, int group, int tpSize, int rank,
       long timeoutMillis) {

@@ -37,6 +37,7 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.TpConf;
+import org.sparktp.TpSettings;
 import org.sparktp.model.ModelDirectory;
 import org.sparktp.model.ModelWriter;
 import org.sparktp.model.TextTokenizer;
@@ -119,11 +120,11 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   private final org.apache.spark.ml.param.IntArrayParam stopIds;
 
   public TensorParallelModel(ModelSpec spec) {
-    this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec, null));
+    this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec, null, null));
   }
 
   public TensorParallelModel(String uid, ModelSpec spec) {
-    this(uid, spec, new Shards(spec, null));
+    this(uid, spec, new Shards(spec, null, null));
   }
 
   /**
@@ -151,11 +152,33 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
       throw new IllegalArgumentException("Cannot open the model directory " + dir + ": " + e.getMessage(), e);
     }
     try (ModelDirectory d = ModelDirectory.open(path, hadoop)) {
-      String qualified = path.getFileSystem(hadoop).makeQualified(path).toString();
+      FileSystem fs = path.getFileSystem(hadoop);
+      String qualified = fs.makeQualified(path).toString();
       ModelSpec structure = d.structure();
-      return new TensorParallelModel(uid, structure, new Shards(structure, qualified));
+      return new TensorParallelModel(uid, structure, new Shards(structure, qualified, identity(qualified,
+          d.files(hadoop), fs)));
     } catch (IOException e) {
       throw new IllegalArgumentException("Cannot open the model directory " + dir + ": " + e.getMessage(), e);
+    }
+  }
+
+  /**
+   * The identity of a model directory, the key of its shards in the executors' caches: a hash of its
+   * qualified path and of each of its files' name, size and modification time. The same directory
+   * opened twice shares its cached shards; a rewritten file makes a new identity.
+   */
+  static String identity(String qualified, List<Path> files, FileSystem fs) throws IOException {
+    try {
+      java.security.MessageDigest md = java.security.MessageDigest.getInstance("SHA-256");
+      md.update(qualified.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+      for (Path f : files) {
+        org.apache.hadoop.fs.FileStatus st = fs.getFileStatus(f);
+        md.update(("\n" + f.getName() + "\t" + st.getLen() + "\t" + st.getModificationTime())
+            .getBytes(java.nio.charset.StandardCharsets.UTF_8));
+      }
+      return "dir-" + java.util.HexFormat.of().formatHex(md.digest(), 0, 16);
+    } catch (java.security.NoSuchAlgorithmException e) {
+      throw new IllegalStateException(e);
     }
   }
 
@@ -212,8 +235,8 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
         + TpConf.GROUPS + ", default 0)", ParamValidators.gtEq(0));
     batchSize = new IntParam(this, "batchSize", "rows each rank brings to a step (else " + TpConf.BATCH_SIZE
         + ", default " + TpConf.BATCH_SIZE_DEFAULT + ")", ParamValidators.gtEq(1));
-    backend = new Param<>(this, "backend", "compute backend: auto or cpu (else " + TpConf.BACKEND + ", default "
-        + TpConf.BACKEND_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "cpu"}));
+    backend = new Param<>(this, "backend", "compute backend: auto, cpu or cuda (else " + TpConf.BACKEND
+        + ", default " + TpConf.BACKEND_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "cpu", "cuda"}));
     setDefault(inputCol, "features");
     setDefault(outputCol, "prediction");
   }
@@ -351,11 +374,9 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   }
 
   /** Task generate's parameters with the budgets of {@code spark}'s conf and the model's EOS ids. */
-  private GenerateJob generateJob(SparkSession spark) {
-    long kv = TpConf.parseBytes(TpConf.KV_CACHE_MAX_BYTES, resolve(spark, TpConf.KV_CACHE_MAX_BYTES,
-        TpConf.KV_CACHE_MAX_BYTES_DEFAULT));
-    int tokens = TpConf.parseInt(TpConf.GENERATE_BATCH_TOKENS, resolve(spark, TpConf.GENERATE_BATCH_TOKENS,
-        TpConf.GENERATE_BATCH_TOKENS_DEFAULT), 1);
+  private GenerateJob generateJob(SparkSession spark, TpSettings settings) {
+    long kv = settings.bytes(TpConf.KV_CACHE_MAX_BYTES);
+    int tokens = settings.getInt(TpConf.GENERATE_BATCH_TOKENS, 1);
     String[] stops = $(stop);
     if (stops.length > 0 && !hf.tokenizer) {
       throw new IllegalArgumentException("Stop strings need the model's tokenizer, but " + hf.dir + " has no "
@@ -429,12 +450,19 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   }
 
   public TensorParallelModel setBackend(String v) {
-    set(backend, v.toLowerCase(Locale.ROOT));
+    set(backend, RankTask.checkBackend(v));
     return this;
   }
 
-  /** Sets a {@code spark.tp.*} key for this model's jobs; it wins over the session conf. */
+  /**
+   * Sets a {@code spark.tp.*} key for this model's jobs; it wins over the session conf and reaches the
+   * executors. An unknown key or a bad value fails here, naming the key.
+   */
   public TensorParallelModel setConf(String key, String value) {
+    if (key == null || !key.startsWith("spark.tp.")) {
+      throw new IllegalArgumentException("setConf takes spark.tp.* keys, got '" + key + "'");
+    }
+    TpConf.check(key, value);
     conf.put(key, value);
     return this;
   }
@@ -465,11 +493,53 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     return shards.plan(p);
   }
 
-  /** Destroys the per-rank broadcasts (they are made again by the next {@link #transform}). */
-  public void release() {
+  /**
+   * Destroys the per-rank broadcasts (they are made again by the next {@link #transform}) and frees the
+   * shards that the executors' caches hold idle for this model: a small job with one task placed on
+   * each registered executor (and a few more) removes them (best effort: an executor that runs none of
+   * its tasks, e.g. when Spark places the task elsewhere, frees them by LRU eviction); returns how many
+   * cached rank models were freed.
+   */
+  public int release() {
     if (shards != null) {
       shards.release();
     }
+    SparkSession spark = active();
+    if (spark == null) {
+      return ShardCache.get().invalidate(modelId());
+    }
+    SparkContext sc = spark.sparkContext();
+    if (sc.isLocal()) {
+      return ShardCache.get().invalidate(modelId());
+    }
+    // one task per registered executor, placed on it (as the barrier tasks are), plus a few unplaced ones
+    List<String> executors = new ArrayList<>();
+    scala.collection.Iterator<org.apache.spark.storage.BlockManagerId> ids = org.apache.spark.SparkEnv.get()
+        .blockManager().master().getMemoryStatus().keysIterator();
+    while (ids.hasNext()) {
+      org.apache.spark.storage.BlockManagerId b = ids.next();
+      if (!b.isDriver()) {
+        executors.add("executor_" + b.host() + "_" + b.executorId());
+      }
+    }
+    int n = executors.size() + Math.max(1, sc.defaultParallelism());
+    String[] placements = new String[n];
+    for (int i = 0; i < executors.size(); i++) {
+      placements[i] = executors.get(i);
+    }
+    List<Integer> seq = new ArrayList<>();
+    for (int i = 0; i < n; i++) {
+      seq.add(i);
+    }
+    String id = modelId();
+    scala.reflect.ClassTag<Integer> tag = scala.reflect.ClassTag$.MODULE$.apply(Integer.class);
+    org.apache.spark.rdd.RDD<Integer> placed = new PlacedRDD<>(JavaSparkContext.fromSparkContext(sc)
+        .parallelize(seq, n).rdd(), placements, tag);
+    return placed.toJavaRDD().map(i -> ShardCache.get().invalidate(id)).reduce(Integer::sum);
+  }
+
+  private String modelId() {
+    return shards != null ? shards.modelId : hf.modelId;
   }
 
   private static SparkSession active() {
@@ -561,40 +631,35 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     }
     org.apache.spark.sql.classic.SparkSession spark = ds.sparkSession();
     SparkContext sc = spark.sparkContext();
-    int p = resolveInt(tpSize, TpConf.TP_SIZE, TpConf.TP_SIZE_DEFAULT, 1, spark);
-    int g = resolveInt(groups, TpConf.GROUPS, TpConf.GROUPS_DEFAULT, 0, spark);
-    long slotWait = TpConf.parseDurationMillis(TpConf.SLOTS_WAIT,
-        resolve(spark, TpConf.SLOTS_WAIT, TpConf.SLOTS_WAIT_DEFAULT));
-    int slots = Slots.await(sc, Math.max(1, g) * p, slotWait);
-    if (g == 0) {
-      g = Slots.defaultGroups(slots, p);
-    }
-    Slots.check(Slots.dynamicAllocation(sc), slots, g, p);
-    CommFactory comm = CommFactory.forSession(spark, conf);
-    comm.checkCluster(sc, p);
-    int batch = resolveInt(batchSize, TpConf.BATCH_SIZE, TpConf.BATCH_SIZE_DEFAULT, 1, spark);
+    // every spark.tp.* setting, resolved once and checked here, before any job; it travels to the tasks
+    TpSettings settings = TpSettings.resolve(spark, conf);
+    int p = isSet(tpSize) ? (Integer) $(tpSize) : settings.getInt(TpConf.TP_SIZE, 1);
+    int g = isSet(groups) ? (Integer) $(groups) : settings.getInt(TpConf.GROUPS, 0);
+    long slotWait = settings.durationMillis(TpConf.SLOTS_WAIT);
+    int batch = isSet(batchSize) ? (Integer) $(batchSize) : settings.getInt(TpConf.BATCH_SIZE, 1);
+    String be = RankTask.checkBackend(isSet(backend) ? $(backend) : settings.get(TpConf.BACKEND));
+    int blas = settings.getInt(TpConf.CPU_BLAS_THREADS, 1);
+    long cacheMax = settings.bytes(TpConf.CACHE_MAX_BYTES);
+    NullPolicy nulls = NullPolicy.parse(settings.get(TpConf.NULL_POLICY));
+    long timeout = settings.durationMillis(TpConf.COMM_TIMEOUT);
+    boolean retryable = settings.bool(TpConf.RETRYABLE);
+    int failRank = settings.getInt(TpConf.TEST_FAIL_RANK, -1);
     long batchBytes = 4L * batch * (hf != null ? hf.model.vocab() : Math.max(spec.inputDim(), spec.outputDim()));
     if (batchBytes >= Integer.MAX_VALUE / 2) {
       throw new IllegalArgumentException("batchSize " + batch + " makes batches of " + batchBytes
           + " bytes; lower it (" + TpConf.BATCH_SIZE + ")");
     }
-    String be = RankTask.checkBackend(isSet(backend) ? $(backend)
-        : resolve(spark, TpConf.BACKEND, TpConf.BACKEND_DEFAULT));
-    int blas = TpConf.parseInt(TpConf.CPU_BLAS_THREADS,
-        resolve(spark, TpConf.CPU_BLAS_THREADS, TpConf.CPU_BLAS_THREADS_DEFAULT), 1);
-    long cacheMax = TpConf.parseBytes(TpConf.CACHE_MAX_BYTES,
-        resolve(spark, TpConf.CACHE_MAX_BYTES, TpConf.CACHE_MAX_BYTES_DEFAULT));
-    NullPolicy nulls = NullPolicy.parse(resolve(spark, TpConf.NULL_POLICY, TpConf.NULL_POLICY_DEFAULT));
-    long timeout = TpConf.parseDurationMillis(TpConf.COMM_TIMEOUT,
-        resolve(spark, TpConf.COMM_TIMEOUT, TpConf.COMM_TIMEOUT_DEFAULT));
-    boolean retryable = TpConf.parseBoolean(TpConf.RETRYABLE, resolve(spark, TpConf.RETRYABLE,
-        TpConf.RETRYABLE_DEFAULT));
-    int failRank = TpConf.parseInt(TpConf.TEST_FAIL_RANK, resolve(spark, TpConf.TEST_FAIL_RANK,
-        TpConf.TEST_FAIL_RANK_DEFAULT), -1);
+    CommFactory comm = CommFactory.forSettings(spark, settings);
+    int slots = Slots.await(sc, Math.max(1, g) * p, slotWait);
+    if (g == 0) {
+      g = Slots.defaultGroups(slots, p);
+    }
+    Slots.check(Slots.dynamicAllocation(sc), slots, g, p);
+    comm.checkCluster(sc, p);
 
     if (hf != null) {
       return transformTransformer(ds, outSchema, spark, p, g, batch, be, blas, cacheMax, nulls, timeout, retryable,
-          failRank, comm);
+          failRank, comm, settings);
     }
     Plan plan = shards.plan(p);
     ShardSource source = shards.source(sc, plan);
@@ -606,19 +671,18 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     int ord = df.schema().fieldIndex(getInputCol());
     TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, getInputCol(), ord,
         InputKind.of(df.schema(), getInputCol(), plan), outSchema, batch, be, blas, cacheMax, nulls, timeout,
-        retryable, failRank, comm, metrics, null, 0, null);
+        retryable, failRank, comm, metrics, settings, null, 0, null);
     return BarrierRunner.run(spark, df, job, placements);
   }
 
   /** A Hugging Face transformer's job: text tokenized per input partition first, then the barrier stage. */
   private Dataset<Row> transformTransformer(org.apache.spark.sql.classic.Dataset<?> ds, StructType outSchema,
       org.apache.spark.sql.classic.SparkSession spark, int p, int g, int batch, String be, int blas, long cacheMax,
-      NullPolicy nulls, long timeout, boolean retryable, int failRank, CommFactory comm) {
+      NullPolicy nulls, long timeout, boolean retryable, int failRank, CommFactory comm, TpSettings settings) {
     SparkContext sc = spark.sparkContext();
     TransformerPlan plan = transformerPlan(p);
-    int batchTokens = TpConf.parseInt(TpConf.BATCH_TOKENS, resolve(spark, TpConf.BATCH_TOKENS,
-        TpConf.BATCH_TOKENS_DEFAULT), 1);
-    GenerateJob gen = plan.task() == Task.GENERATE ? generateJob(spark) : null;
+    int batchTokens = settings.getInt(TpConf.BATCH_TOKENS, 1);
+    GenerateJob gen = plan.task() == Task.GENERATE ? generateJob(spark, settings) : null;
     if (gen != null) {
       // the barrier stage writes generated_ids and finish_reason; the text is decoded after it
       outSchema = ds.schema().add(GENERATED_IDS, DataTypes.createArrayType(DataTypes.IntegerType, false), true)
@@ -653,7 +717,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     }
     TpJob job = new TpJob(jobKey, hf.modelId, null, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
         g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, batch, be, blas, cacheMax, nulls, timeout,
-        retryable, failRank, comm, metrics, plan, batchTokens, gen);
+        retryable, failRank, comm, metrics, settings, plan, batchTokens, gen);
     Dataset<Row> out = BarrierRunner.run(spark, df, job, null);
     out = helper == null ? out : out.drop(helper);
     return gen != null && hf.tokenizer ? GenerateJob.withText(out, hf.dir) : out;
@@ -701,7 +765,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   /** Plans and per-rank broadcasts of one model, shared by its copies. */
   private static final class Shards implements java.io.Serializable {
     private static final long serialVersionUID = 1L;
-    final String modelId = UUID.randomUUID().toString();
+    final String modelId; // the directory's identity, or random for a model held in memory
     private final transient ModelSpec spec;
     private final String checkpoint; // a model directory each rank reads its shard from, or null
     private transient Map<Integer, Plan> plans;
@@ -709,9 +773,26 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     private transient SparkContext owner;
     private transient Map<String, String[]> placements;
 
-    Shards(ModelSpec spec, String checkpoint) {
+    Shards(ModelSpec spec, String checkpoint, String identity) {
       this.spec = spec;
       this.checkpoint = checkpoint;
+      this.modelId = identity != null ? identity : UUID.randomUUID().toString();
+    }
+
+    /** Copies the checkpoint's files (streamed; no weights in the driver's memory) into {@code dst}. */
+    void copyCheckpoint(Path dst, org.apache.hadoop.conf.Configuration hadoop) throws IOException {
+      Path src = new Path(checkpoint);
+      FileSystem srcFs = src.getFileSystem(hadoop);
+      FileSystem dstFs = dst.getFileSystem(hadoop);
+      String base = srcFs.makeQualified(src).toUri().getPath();
+      try (ModelDirectory d = ModelDirectory.open(src, hadoop)) {
+        for (Path f : d.files(hadoop)) {
+          String rel = srcFs.makeQualified(f).toUri().getPath().substring(base.length()).replaceAll("^/+", "");
+          if (!org.apache.hadoop.fs.FileUtil.copy(srcFs, f, dstFs, new Path(dst, rel), false, true, hadoop)) {
+            throw new IOException("Cannot copy " + f + " to " + new Path(dst, rel));
+          }
+        }
+      }
     }
 
     /** Per-rank reads of the checkpoint when the model came from a directory, else per-rank broadcasts. */
@@ -801,6 +882,10 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
       DefaultParamsWriter$.MODULE$.saveMetadata(model, path, sparkSession());
       Path dir = new Path(path, WEIGHTS_DIR);
       try {
+        if (model.shards.checkpoint != null) {
+          model.shards.copyCheckpoint(dir, sc().hadoopConfiguration()); // the files as they are, never loaded
+          return;
+        }
         ModelWriter.write(model.shards.loadedSpec(sc().hadoopConfiguration()), dir, sc().hadoopConfiguration());
       } catch (IOException e) {
         throw new UncheckedIOException("Cannot write the model weights to " + dir + ": " + e.getMessage(), e);

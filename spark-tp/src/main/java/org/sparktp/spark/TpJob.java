@@ -6,7 +6,11 @@ import org.sparktp.nn.Plan;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerPlan;
 
-/** Everything the tasks of one tensor-parallel job need (a {@code plan}, or a {@code transformer} plan for sequences), shipped with the task closure (weights go by broadcast, or each rank reads its own from the checkpoint). */
+/**
+ * Everything the tasks of one tensor-parallel job need, shipped with the task closure (weights go by
+ * broadcast, or each rank reads its own from the checkpoint). {@code settings} holds every
+ * {@code spark.tp.*} value as the driver resolved it; the typed fields are read from it.
+ */
 record TpJob(
     String jobKey,
     String modelId,
@@ -28,6 +32,7 @@ record TpJob(
     int failRank,
     CommFactory comm,
     TpMetrics metrics,
+    org.sparktp.TpSettings settings,
     TransformerPlan transformer,
     int batchTokens,
     GenerateJob generate) implements Serializable {

@@ -10,7 +10,8 @@ import org.apache.spark.util.LongAccumulator;
  * Per-rank counters of a tensor-parallel job, as named Spark accumulators (visible in the Spark UI),
  * summed over the groups: rows, steps, local compute (GEMM and elementwise) time, communication time and
  * bytes sent, and rank models loaded (cache misses). Accumulators of a stage that is retried count every
- * attempt, as Spark's do.
+ * attempt, as Spark's do. Two more count the rows the tag stage ships ({@link #INPUT_ROWS}) and the rows
+ * the ranks emit, per micro-batch ({@link #EMITTED_ROWS}), for progress reports.
  */
 public final class TpMetrics implements Serializable {
   private static final long serialVersionUID = 1L;
@@ -24,6 +25,13 @@ public final class TpMetrics implements Serializable {
   private final LongAccumulator[] commNanos;
   private final LongAccumulator[] commBytes;
   private final LongAccumulator[] loads;
+  private final LongAccumulator inputRows;
+  private final LongAccumulator emittedRows;
+
+  /** Name of the accumulator of rows the tag stage ships to the ranks (the job's total, for progress). */
+  public static final String INPUT_ROWS = "input rows";
+  /** Name of the accumulator of rows the ranks emitted so far, updated per micro-batch (for progress). */
+  public static final String EMITTED_ROWS = "rows emitted";
   // --- issue 12: new tokens of task generate, counted by rank 0 of each group as they are drawn ---
   private final LongAccumulator newTokens;
 
@@ -38,6 +46,18 @@ public final class TpMetrics implements Serializable {
     commBytes = make(sc, tpSize, label, "comm bytes sent");
     loads = make(sc, tpSize, label, "shard loads");
     newTokens = sc.longAccumulator("spark-tp " + label + " new tokens");
+    inputRows = sc.longAccumulator("spark-tp " + label + " " + INPUT_ROWS);
+    emittedRows = sc.longAccumulator("spark-tp " + label + " " + EMITTED_ROWS);
+  }
+
+  /** A row the tag stage ships to the barrier stage. */
+  void inputRow() {
+    inputRows.add(1);
+  }
+
+  /** A row a rank emitted (with its output, or null under {@code spark.tp.null-policy=null}). */
+  void emittedRow() {
+    emittedRows.add(1);
   }
 
   private static LongAccumulator[] make(SparkContext sc, int p, String label, String what) {

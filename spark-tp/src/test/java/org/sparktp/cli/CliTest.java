@@ -160,6 +160,16 @@ class CliTest {
     assertThat(maxErr / maxRef).as("relative error of the scores vs PyTorch").isLessThanOrEqualTo(1e-4);
   }
 
+  @Test
+  void explainWarnsWhenTpExceedsWhatTheModelCanSplit() {
+    Run r = cli("explain", "--model", fixture.resolve("model").toString(), "--tp", "65");
+    assertThat(r.code).as(r.err).isZero();
+    assertThat(r.out.lines().findFirst().orElse("")).startsWith("warning: --tp 65 exceeds what ")
+        .contains("weight layer(s) can split (").contains("replicated on every rank");
+    r = cli("explain", "--model", fixture.resolve("model").toString(), "--tp", "2");
+    assertThat(r.out).doesNotContain("warning");
+  }
+
   @ParameterizedTest
   @ValueSource(ints = {1, 2, 3})
   void pytorchModelRunsThroughInferAndMatchesPyTorch(int tp) throws IOException {
@@ -225,6 +235,281 @@ class CliTest {
     assertThat(r.code).isEqualTo(2);
     assertThat(r.err).startsWith("spark-tp: error: output " + exists + " already exists; choose another path or "
         + "pass --mode overwrite");
+  }
+
+  /** Number of files under {@code dir} and a SHA-256 over their relative names and bytes. */
+  static String fingerprint(Path dir) throws Exception {
+    java.security.MessageDigest md = java.security.MessageDigest.getInstance("SHA-256");
+    int n = 0;
+    try (Stream<Path> files = Files.walk(dir)) {
+      for (Path f : files.filter(Files::isRegularFile).sorted().toList()) {
+        md.update(dir.relativize(f).toString().getBytes(StandardCharsets.UTF_8));
+        md.update(Files.readAllBytes(f));
+        n++;
+      }
+    }
+    return n + " files " + java.util.HexFormat.of().formatHex(md.digest());
+  }
+
+  static Path jsonInput(Path dir, int rows, int badRow) throws IOException {
+    Files.createDirectories(dir);
+    java.util.Random rnd = new java.util.Random();
+    StringBuilder sb = new StringBuilder();
+    for (int i = 0; i < rows; i++) {
+      sb.append("{\"id\": ").append(i).append(", \"features\": [");
+      for (int j = 0; j < (i == badRow ? 49 : 50); j++) {
+        sb.append(j == 0 ? "" : ", ").append(rnd.nextGaussian());
+      }
+      sb.append("]}\n");
+    }
+    Files.writeString(dir.resolve("part-00000.json"), sb.toString());
+    return dir;
+  }
+
+  @Test
+  void anOutputThatIsInsideOrHoldsTheInputIsRefusedAndTheInputIsIntact() throws Exception {
+    Path data = tmp.resolve("same");
+    Path in = jsonInput(data.resolve("in.json"), 6, -1);
+    String before = fingerprint(data);
+    String model = fixture.resolve("model").toString();
+    // the same folder, spelled three ways
+    for (String out : new String[] {in.toString(), "file://" + in + "/", in.getParent() + "/./in.json"}) {
+      Run r = cli("infer", "--model", model, "--input", in.toString(), "--output", out, "--mode", "overwrite");
+      assertThat(r.code).as(r.err).isEqualTo(2);
+      assertThat(r.err).startsWith("spark-tp: error: output " + out + " is the input (" + in + "); choose another"
+          + " output path\n");
+    }
+    Run r = cli("infer", "--model", model, "--input", in.toString(), "--output", in.resolve("sub").toString(),
+        "--mode", "overwrite");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: output " + in.resolve("sub") + " is inside the input " + in
+        + "; choose an output path outside it\n");
+    r = cli("infer", "--model", model, "--input", in.toString(), "--output", data.toString(), "--mode", "overwrite");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: output " + data + " contains the input " + in
+        + "; choose an output path that does not hold it\n");
+    // through a symbolic link to the input's folder
+    Path link = Files.createSymbolicLink(tmp.resolve("same-link"), data);
+    r = cli("infer", "--model", model, "--input", in.toString(), "--output", link.resolve("in.json").toString(),
+        "--mode", "overwrite", "--format", "json");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).contains("is the input");
+    // the model directory is protected the same way
+    Path modelCopy = tmp.resolve("model-copy");
+    copyTree(fixture.resolve("model"), modelCopy);
+    String modelBefore = fingerprint(modelCopy);
+    r = cli("infer", "--model", modelCopy.toString(), "--input", in.toString(), "--output", modelCopy.toString(),
+        "--mode", "overwrite");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: output " + modelCopy + " is the model directory");
+    assertThat(fingerprint(modelCopy)).isEqualTo(modelBefore);
+    assertThat(fingerprint(data)).isEqualTo(before);
+  }
+
+  static void copyTree(Path src, Path dst) throws IOException {
+    try (Stream<Path> files = Files.walk(src)) {
+      for (Path p : files.toList()) {
+        Path d = dst.resolve(src.relativize(p).toString());
+        if (Files.isDirectory(p)) {
+          Files.createDirectories(d);
+        } else {
+          Files.copy(p, d);
+        }
+      }
+    }
+  }
+
+  @Test
+  void aFailedOverwriteKeepsTheOldOutputAndLeavesNoStagingFolder() throws Exception {
+    Path parent = Files.createDirectories(tmp.resolve("ow"));
+    Path out = Files.createDirectories(parent.resolve("scored"));
+    Files.writeString(out.resolve("part-00000.json"), "{\"id\": 1, \"old\": " + new java.util.Random().nextLong()
+        + "}\n");
+    Files.writeString(out.resolve("_SUCCESS"), "");
+    String before = fingerprint(out);
+    Path bad = jsonInput(tmp.resolve("ow-bad.json"), 9, 4);
+    Run r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", bad.toString(), "--output",
+        out.toString(), "--output-format", "json", "--mode", "overwrite", "--master", "local[2]");
+    assertThat(r.code).as(r.err).isEqualTo(1);
+    assertThat(fingerprint(out)).as("the old output after a failed overwrite").isEqualTo(before);
+    try (Stream<Path> l = Files.list(parent)) {
+      assertThat(l.map(p -> p.getFileName().toString()).toList()).containsExactly("scored");
+    }
+    // a job that succeeds replaces it, and leaves nothing beside it
+    Path good = jsonInput(tmp.resolve("ow-good.json"), 9, -1);
+    r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", good.toString(), "--output",
+        out.toString(), "--output-format", "json", "--mode", "overwrite", "--master", "local[2]");
+    assertThat(r.code).as(r.err).isZero();
+    assertThat(out.resolve("part-00000.json")).doesNotExist();
+    long rows = 0;
+    try (Stream<Path> parts = Files.list(out)) {
+      for (Path part : parts.filter(p -> p.getFileName().toString().startsWith("part-")).toList()) {
+        rows += Files.readAllLines(part).size();
+      }
+    }
+    assertThat(rows).isEqualTo(9);
+    try (Stream<Path> l = Files.list(parent)) {
+      assertThat(l.map(p -> p.getFileName().toString()).toList()).containsExactly("scored");
+    }
+  }
+
+  @Test
+  void badSettingsAreUsageErrorsThatNameTheKey() {
+    String model = fixture.resolve("model").toString();
+    String in = fixture.resolve("inputs.json").toString();
+    Run r = cli("infer", "--model", model, "--input", in, "--output", tmp.resolve("o1").toString(), "--conf",
+        "spark.tp.comm.timeout=abc");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: --conf Invalid duration for spark.tp.comm.timeout: 'abc' (use a"
+        + " positive number with a unit: 500ms, 30s, 5m, 1h)\n");
+    r = cli("demo", "--conf", "spark.tp.comm.chunkbytes=1m");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: --conf Unknown setting spark.tp.comm.chunkbytes; did you mean"
+        + " spark.tp.comm.chunk-bytes? (the spark.tp.* keys are listed in the README under Configuration)\n");
+    r = cli("infer", "--model", model, "--input", in, "--output", tmp.resolve("o2").toString(), "--backend", "tpu");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: --backend tpu is not a backend; use auto, cpu or cuda\n");
+    org.junit.jupiter.api.Assumptions.assumeFalse(org.sparktp.backend.cuda.CudaProbe.status().available(),
+        "this machine has a GPU: --backend cuda is valid here");
+    r = cli("infer", "--model", model, "--input", in, "--output", tmp.resolve("o3").toString(), "--backend", "cuda");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: --backend cuda is not available on this machine (");
+    assertThat(r.err).contains("); use auto or cpu\n");
+  }
+
+  @Test
+  void aBadModelFileOrAnEmptyInputIsOneLineThatNamesIt() throws Exception {
+    Path broken = tmp.resolve("model-broken");
+    copyTree(fixture.resolve("model"), broken);
+    Files.writeString(broken.resolve("config.json"), "{\"spark_tp\": 1, \"input_dim\": 50,, }");
+    Run r = cli("infer", "--model", broken.toString(), "--input", fixture.resolve("inputs.json").toString(),
+        "--output", tmp.resolve("o3").toString());
+    assertThat(r.code).isEqualTo(1);
+    String first = r.err.lines().findFirst().orElse("");
+    assertThat(first).startsWith("spark-tp infer failed: Cannot open the model directory " + broken + ": ")
+        .contains(broken.resolve("config.json").toString()).contains("not valid JSON");
+    assertThat(r.err.lines().count()).as(r.err).isEqualTo(2); // the line and the SPARK_TP_DEBUG hint
+    // a safetensors header that is not JSON
+    Path badWeights = tmp.resolve("model-bad-weights");
+    copyTree(fixture.resolve("model"), badWeights);
+    byte[] header = "{\"fc1.weight\": [".getBytes(StandardCharsets.UTF_8);
+    java.nio.ByteBuffer buf = java.nio.ByteBuffer.allocate(8 + header.length).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+    buf.putLong(header.length).put(header);
+    Files.write(badWeights.resolve("model.safetensors"), buf.array());
+    r = cli("infer", "--model", badWeights.toString(), "--input", fixture.resolve("inputs.json").toString(),
+        "--output", tmp.resolve("o3b").toString());
+    assertThat(r.code).isEqualTo(1);
+    assertThat(r.err.lines().findFirst().orElse("")).startsWith("spark-tp infer failed: Cannot open the model"
+        + " directory " + badWeights + ": ").contains(badWeights.resolve("model.safetensors").toString());
+    Path empty = Files.createDirectories(tmp.resolve("empty-in"));
+    Files.writeString(empty.resolve("_SUCCESS"), "");
+    r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", empty.toString(), "--output",
+        tmp.resolve("o4").toString());
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: input " + empty + " is empty: it holds no data files (or only"
+        + " empty ones)\n");
+  }
+
+  @Test
+  void anUnreachableFileSystemNamesThePathAndTheHost() {
+    Run r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", "hdfs://127.0.0.1:1/data/x.parquet",
+        "--output", tmp.resolve("o5").toString(), "--conf", "spark.hadoop.ipc.client.connect.max.retries=0");
+    assertThat(r.code).isEqualTo(1);
+    assertThat(r.err.lines().findFirst().orElse("")).startsWith("spark-tp infer failed: Cannot reach the input"
+        + " hdfs://127.0.0.1:1/data/x.parquet: Call From ").contains(":1 failed on connection exception")
+        .contains("Connection refused");
+  }
+
+  @Test
+  void theMessageIsTheOutermostOneSparkTpWrote() {
+    Exception nfe;
+    try {
+      Integer.parseInt("abc");
+      throw new AssertionError();
+    } catch (NumberFormatException e) {
+      nfe = e;
+    }
+    Exception ours;
+    try {
+      org.sparktp.TpConf.parseInt("spark.tp.batch-size", "abc", 1);
+      throw new AssertionError();
+    } catch (IllegalArgumentException e) {
+      ours = e;
+    }
+    assertThat(ours.getCause()).isInstanceOf(NumberFormatException.class);
+    Exception inner = new org.apache.spark.SparkException("[TASK_WRITE_FAILED] Task failed", ours);
+    Exception wrapped = new org.apache.spark.SparkException("Job aborted due to stage failure: Task 0 in stage 3.0"
+        + " failed\n\tat somewhere", inner);
+    StackTraceElement[] sparkFrame = {new StackTraceElement("org.apache.spark.scheduler.DAGScheduler", "abort", null,
+        1)};
+    inner.setStackTrace(sparkFrame);
+    wrapped.setStackTrace(sparkFrame);
+    assertThat(SparkTpCli.message(wrapped)).isEqualTo("Invalid value for spark.tp.batch-size: 'abc' (use an"
+        + " integer >= 1)");
+    // nothing of spark-tp's: the outermost that is not a Spark wrapper, with its type
+    Exception io = new java.io.IOException("Call From h/127.0.0.1 to localhost:9000 failed on connection exception:"
+        + " java.net.ConnectException: Connection refused", new java.net.ConnectException("Connection refused"));
+    StackTraceElement[] hadoopFrame = {new StackTraceElement("org.apache.hadoop.ipc.Client", "call", null, 1)};
+    io.setStackTrace(hadoopFrame);
+    io.getCause().setStackTrace(hadoopFrame);
+    Exception w = new org.apache.spark.SparkException("wrapper", io);
+    w.setStackTrace(sparkFrame);
+    assertThat(SparkTpCli.message(w)).isEqualTo("IOException: Call"
+        + " From h/127.0.0.1 to localhost:9000 failed on connection exception: java.net.ConnectException: Connection"
+        + " refused");
+    assertThat(SparkTpCli.message(nfe)).isEqualTo("NumberFormatException: For input string: \"abc\"");
+  }
+
+  @Test
+  void theLauncherBuildsTheRuntimeClassPathWithoutTestJars() throws IOException {
+    String launcher = Files.readString(Path.of(System.getProperty("user.dir")).getParent().resolve("bin/spark-tp"));
+    assertThat(launcher).contains("dependency:build-classpath -DincludeScope=compile")
+        .doesNotContain("mdep.includeScope");
+  }
+
+  @Test
+  void theRowCountComesFromTheCommittedOutputAlsoAfterARetriedStage() throws Exception {
+    Path in = jsonInput(tmp.resolve("count.json"), 60, -1);
+    // 7 of the 67 rows have a null feature: with null-policy=null they are written with a null output
+    StringBuilder nulls = new StringBuilder();
+    for (int i = 0; i < 7; i++) {
+      nulls.append("{\"id\": ").append(1000 + i).append(", \"features\": null}\n");
+    }
+    Files.writeString(in.resolve("part-00001.json"), nulls.toString());
+    Path out = tmp.resolve("count-out");
+    Run r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", in.toString(), "--output",
+        out.toString(), "--output-format", "json", "--tp", "2", "--batch-size", "4", "--master", "local[2,3]",
+        "--conf", "spark.tp.null-policy=null", "--conf", "spark.tp.test.fail-rank=1");
+    assertThat(r.code).as(r.err).isZero();
+    long written = 0;
+    try (Stream<Path> parts = Files.list(out)) {
+      for (Path part : parts.filter(p -> p.getFileName().toString().startsWith("part-")).toList()) {
+        written += Files.readAllLines(part).size();
+      }
+    }
+    assertThat(written).isEqualTo(67);
+    assertThat(r.out).startsWith("wrote 67 rows to " + out + " (json)");
+  }
+
+  @Test
+  void aCsvFeatureThatDoesNotParseNamesTheRowAndPartition() throws Exception {
+    Path in = Files.createDirectories(tmp.resolve("bad-csv"));
+    java.util.Random rnd = new java.util.Random();
+    StringBuilder sb = new StringBuilder("id,features\n");
+    for (int i = 0; i < 4; i++) {
+      sb.append(i).append(",\"");
+      for (int j = 0; j < 50; j++) {
+        sb.append(j == 0 ? "" : " ").append(i == 2 && j == 5 ? "1.0x" : String.valueOf(rnd.nextGaussian()));
+      }
+      sb.append("\"\n");
+    }
+    Files.writeString(in.resolve("part-00000.csv"), sb.toString());
+    Run r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", in.toString(), "--format", "csv",
+        "--output", tmp.resolve("bad-csv-out").toString(), "--master", "local[2]");
+    assertThat(r.code).as(r.err).isEqualTo(1);
+    assertThat(r.err.lines().findFirst().orElse("")).isEqualTo("spark-tp infer failed: Column 'features': row 2 of"
+        + " input partition 0 has a null element at position 5 (a missing value, or in CSV text one that is not a"
+        + " number)");
   }
 
   static double[] doubles(JsonNode arr) {

@@ -35,8 +35,44 @@ class BadInputTest extends SparkTestBase {
     float[][] x = inputs(new Random(2001), 12, 50, false);
     Dataset<Row> out = new TensorParallelModel(SPEC).setTpSize(2).transform(withNulls(x, 1));
     assertThatThrownBy(out::collectAsList)
-        .hasMessageContaining("Column 'features' has 3 null value(s) in input partition 0")
+        .hasMessageContaining("Column 'features' has 3 null value(s) in input partition 0, the first at row 3 ")
         .hasMessageContaining("spark.tp.null-policy");
+  }
+
+  @Test
+  void settingsAreCheckedOnTheDriverBeforeAnyJobAndReachTheTasks() {
+    float[][] x = inputs(new Random(2009), 4, 50, false);
+    Dataset<Row> in = withNulls(x, 1);
+    assertThatThrownBy(() -> new TensorParallelModel(SPEC).setConf("spark.tp.comm.timout", "5s"))
+        .hasMessageStartingWith("Unknown setting spark.tp.comm.timout; did you mean spark.tp.comm.timeout?");
+    spark.conf().set("spark.tp.comm.chunk-bytes", "1k");
+    try {
+      // transform throws (no job ran) instead of failing inside the barrier tasks
+      assertThatThrownBy(() -> new TensorParallelModel(SPEC).setTpSize(2).transform(in))
+          .hasMessage("Invalid value for spark.tp.comm.chunk-bytes: '1k' (use a multiple of 4 bytes from 4k to 64m,"
+              + " e.g. 1m)");
+    } finally {
+      spark.conf().unset("spark.tp.comm.chunk-bytes");
+    }
+    spark.conf().set("spark.tp.comm.port-range", "1-2-3");
+    try {
+      assertThatThrownBy(() -> new TensorParallelModel(SPEC).transform(in))
+          .hasMessageStartingWith("Invalid port range for spark.tp.comm.port-range: '1-2-3'");
+    } finally {
+      spark.conf().unset("spark.tp.comm.port-range");
+    }
+    // a model's setting wins over the session conf and travels to the tasks with the job
+    spark.conf().set("spark.tp.comm.shm", "auto");
+    try {
+      org.sparktp.TpSettings s = org.sparktp.TpSettings.resolve(spark, java.util.Map.of("spark.tp.comm.shm", "off",
+          "spark.tp.comm.transport", "tcp"));
+      CommFactory f = CommFactory.forSettings(spark, s);
+      assertThat(f).isInstanceOf(TcpCommFactory.class);
+      assertThat(((TcpCommFactory) f).options()).containsEntry("spark.tp.comm.shm", "off")
+          .containsEntry("spark.tp.comm.timeout", "30s").containsEntry("spark.tp.comm.chunk-bytes", "1m");
+    } finally {
+      spark.conf().unset("spark.tp.comm.shm");
+    }
   }
 
   @Test
@@ -155,5 +191,23 @@ class BadInputTest extends SparkTestBase {
         .hasMessageContaining("row 1 of input partition 0 holds id 10, outside the vocabulary [0, 10)");
     assertThatThrownBy(() -> new TensorParallelModel(emb).transform(frame(Input.FLOATS, new float[0][], 1)))
         .hasMessageContaining("Input column 'features' has type array<float>; the model takes int or long");
+  }
+
+  @Test
+  void transportAndBackendSettingsPickNcclOnlyForGpuJobs() {
+    assertThat(CommFactory.forSession(spark, java.util.Map.of())).isInstanceOf(LocalCommFactory.class);
+    assertThat(CommFactory.forSession(spark, java.util.Map.of(org.sparktp.TpConf.COMM_TRANSPORT, "nccl")))
+        .isInstanceOf(NcclCommFactory.class);
+    assertThat(CommFactory.forSession(spark, java.util.Map.of(org.sparktp.TpConf.BACKEND, "cuda")))
+        .isInstanceOf(NcclCommFactory.class);
+    assertThat(CommFactory.forSession(spark, java.util.Map.of(org.sparktp.TpConf.BACKEND, "cuda",
+        org.sparktp.TpConf.COMM_TRANSPORT, "local"))).isInstanceOf(LocalCommFactory.class);
+    org.assertj.core.api.Assertions.assertThatThrownBy(() -> CommFactory.forSession(spark,
+        java.util.Map.of(org.sparktp.TpConf.COMM_TRANSPORT, "rdma")))
+        .hasMessage("Invalid value for spark.tp.comm.transport: 'rdma' (use auto, local, tcp or nccl)");
+    org.assertj.core.api.Assertions.assertThatThrownBy(() -> RankTask.checkBackend("tpu"))
+        .hasMessage("Unknown backend 'tpu' (spark.tp.backend / backend param): use auto, cpu or cuda");
+    // auto on a task without a GPU resource is the CPU
+    assertThat(GpuTask.resolveBackend("auto", null)).isEqualTo("cpu");
   }
 }

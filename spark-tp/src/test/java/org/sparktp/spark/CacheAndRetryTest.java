@@ -28,11 +28,50 @@ class CacheAndRetryTest extends SparkTestBase {
     float[][] y2 = outputsById(second, x.length, "prediction");
     TpMetrics m2 = model.lastMetrics();
 
-    assertThat(m1.totalLoads()).isEqualTo(4); // 2 groups x 2 ranks, each its own rank model
+    // 2 groups x 2 ranks: each rank loads its model, unless a group that starts after the other group's
+    // rank checked its model back in reuses it (the key is the rank, not the group; a loaded machine)
+    assertThat(m1.totalLoads()).isBetween(2L, 4L);
     assertThat(m2.totalLoads()).isZero();
     assertThat(ShardCache.get().loads()).isEqualTo(loadsBefore);
     assertThat(m2.totalRows()).isEqualTo(x.length);
     assertThat(y2).isDeepEqualTo(y1);
+  }
+
+  @Test
+  void theSameDirectoryOpenedTwiceSharesItsShardsAndReleaseFreesThem(@org.junit.jupiter.api.io.TempDir
+      java.nio.file.Path tmp) throws Exception {
+    Random rng = new Random(1050);
+    ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
+    String dir = tmp.resolve("m").toString();
+    org.sparktp.model.ModelWriter.write(spec, dir);
+    float[][] x = inputs(rng, 40, 50, false);
+    TensorParallelModel a = TensorParallelModel.fromDirectory(dir).setTpSize(2).setGroups(1);
+    outputsById(a.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction");
+    assertThat(a.lastMetrics().totalLoads()).isEqualTo(2);
+    TensorParallelModel b = TensorParallelModel.fromDirectory(dir).setTpSize(2).setGroups(1);
+    outputsById(b.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction");
+    assertThat(b.lastMetrics().totalLoads()).as("a second open of the same directory").isZero();
+    int idle = ShardCache.get().idleCount();
+    assertThat(b.release()).as("cached rank models freed").isEqualTo(2);
+    assertThat(ShardCache.get().idleCount()).isEqualTo(idle - 2);
+    assertThat(a.release()).isZero();
+  }
+
+  @Test
+  void savingAModelOpenedFromADirectoryCopiesItsFiles(@org.junit.jupiter.api.io.TempDir java.nio.file.Path tmp)
+      throws Exception {
+    java.nio.file.Path src = java.nio.file.Path.of(getClass().getResource("/interop/model/config.json").toURI())
+        .getParent();
+    TensorParallelModel m = TensorParallelModel.fromDirectory(src.toString()).setTpSize(2);
+    java.nio.file.Path out = tmp.resolve("saved");
+    m.write().save(out.toString());
+    for (String f : new String[] {"config.json", "model.safetensors"}) {
+      assertThat(java.nio.file.Files.readAllBytes(out.resolve("weights").resolve(f))).as(f)
+          .isEqualTo(java.nio.file.Files.readAllBytes(src.resolve(f)));
+    }
+    TensorParallelModel back = TensorParallelModel.load(out.toString());
+    assertThat(back.getTpSize()).isEqualTo(2);
+    assertThat(back.spec().inputDim()).isEqualTo(50);
   }
 
   @Test

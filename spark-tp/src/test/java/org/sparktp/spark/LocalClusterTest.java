@@ -94,5 +94,9 @@ class LocalClusterTest {
       assertThat(model.lastMetrics().totalRows()).isEqualTo(x.length);
       assertThat(model.lastMetrics().totalLoads()).as("job %d: executors reuse their cached shards", job).isZero();
     }
+    // release() reaches the executors: their cached shards are freed, and the next job loads them again
+    assertThat(model.release()).isEqualTo(2);
+    model.transform(in).write().format("noop").mode("overwrite").save();
+    assertThat(model.lastMetrics().totalLoads()).isEqualTo(2);
   }
 }

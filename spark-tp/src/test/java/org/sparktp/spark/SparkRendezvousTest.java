@@ -169,6 +169,9 @@ class SparkRendezvousTest {
 
   @Test
   void executorAddressesAreParsedWithOrWithoutAPort() {
+    // two executors of one machine differ only in their port: one host, no "different hosts" warning
+    assertThat(RankTask.oneHost(new String[] {"10.1.2.3:40123", "10.1.2.3:40999"})).isTrue();
+    assertThat(RankTask.oneHost(new String[] {"10.1.2.3:40123", "10.1.2.4:40123"})).isFalse();
     assertThat(SparkRendezvous.hostOf("10.1.2.3:40123")).isEqualTo("10.1.2.3");
     assertThat(SparkRendezvous.hostOf("worker-7.example.com")).isEqualTo("worker-7.example.com");
     assertThat(SparkRendezvous.hostOf("[fe80::1]:7077")).isEqualTo("fe80::1");

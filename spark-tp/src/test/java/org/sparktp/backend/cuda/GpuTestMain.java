@@ -1,0 +1,45 @@
+package org.sparktp.backend.cuda;
+
+import static org.junit.platform.engine.discovery.DiscoverySelectors.selectPackage;
+
+import java.io.PrintWriter;
+import org.junit.platform.launcher.Launcher;
+import org.junit.platform.launcher.LauncherDiscoveryRequest;
+import org.junit.platform.launcher.TagFilter;
+import org.junit.platform.launcher.core.LauncherDiscoveryRequestBuilder;
+import org.junit.platform.launcher.core.LauncherFactory;
+import org.junit.platform.launcher.listeners.SummaryGeneratingListener;
+import org.junit.platform.launcher.listeners.TestExecutionSummary;
+
+/**
+ * Runs the {@code gpu}-tagged tests of {@code backend.cuda} and {@code comm.nccl} without Maven (the GPU machine of
+ * {@code bin/spark-tp gpu-check} may have only a Java runtime) and prints JUnit's summary; exits 0 when every test
+ * passed (skips count as passed only when {@code --allow-skips} is given), 1 otherwise.
+ */
+public final class GpuTestMain {
+  private GpuTestMain() {}
+
+  public static void main(String[] args) {
+    boolean allowSkips = java.util.Arrays.asList(args).contains("--allow-skips");
+    boolean all = java.util.Arrays.asList(args).contains("--all"); // also the CPU tests of these packages
+    LauncherDiscoveryRequestBuilder b = LauncherDiscoveryRequestBuilder.request()
+        .selectors(selectPackage("org.sparktp.backend.cuda"), selectPackage("org.sparktp.comm.nccl"),
+            selectPackage("org.sparktp.nn"));
+    if (!all) {
+      b.filters(TagFilter.includeTags("gpu"));
+    }
+    LauncherDiscoveryRequest req = b.build();
+    Launcher launcher = LauncherFactory.create();
+    SummaryGeneratingListener summary = new SummaryGeneratingListener();
+    launcher.execute(req, summary);
+    TestExecutionSummary s = summary.getSummary();
+    PrintWriter out = new PrintWriter(System.out, true);
+    s.printFailuresTo(out, 30);
+    s.printTo(out);
+    long skipped = s.getTestsSkippedCount() + s.getTestsAbortedCount();
+    out.printf("GPU tests: %d found, %d passed, %d failed, %d skipped%n", s.getTestsFoundCount(),
+        s.getTestsSucceededCount(), s.getTotalFailureCount(), skipped);
+    boolean ok = s.getTotalFailureCount() == 0 && s.getTestsFoundCount() > 0 && (allowSkips || skipped == 0);
+    System.exit(ok ? 0 : 1);
+  }
+}
