@@ -53,6 +53,20 @@ public final class TpConf {
   public static final String CPU_BLAS_THREADS = "spark.tp.cpu.blas-threads";
   public static final String CPU_BLAS_THREADS_DEFAULT = "1";
 
+  // --- issue 9: precision and CPU kernels ---
+
+  /** Storage and GEMM input type of the weights: {@code auto} (bf16 where the CPU has AMX or AVX512-BF16 and the checkpoint is bf16/f16, else f32), {@code f32}, {@code bf16}, {@code f16}. */
+  public static final String DTYPE = "spark.tp.dtype";
+  public static final String DTYPE_DEFAULT = "auto";
+
+  /** Threads of each rank for both OpenBLAS and oneDNN (oneDNN's OpenMP reads {@code OMP_NUM_THREADS} at start: set through {@code spark.executorEnv} and the launcher); wins over {@code spark.tp.cpu.blas-threads}. */
+  public static final String CPU_THREADS = "spark.tp.cpu.threads";
+  public static final String CPU_THREADS_DEFAULT = "1";
+
+  /** GEMM of the CPU backend: {@code auto} (OpenBLAS for f32 weights, oneDNN for bf16/f16), {@code onednn} (every dtype) or {@code openblas} (f32 only; half weights widened). */
+  public static final String CPU_GEMM = "spark.tp.cpu.gemm";
+  public static final String CPU_GEMM_DEFAULT = "auto";
+
   /** Bound on the weights held by the executor-side cache of loaded rank models (LRU eviction beyond it). */
   public static final String CACHE_MAX_BYTES = "spark.tp.cache.max-bytes";
   public static final String CACHE_MAX_BYTES_DEFAULT = "4g";
@@ -60,6 +74,9 @@ public final class TpConf {
   /** What a null input value does: {@code error} (fail, naming the column and count), {@code skip} (drop the row) or {@code null} (null output). */
   public static final String NULL_POLICY = "spark.tp.null-policy";
   public static final String NULL_POLICY_DEFAULT = "error";
+
+  /** Prefix of model names for SQL: {@code spark.tp.models.<name>=<model directory>} lets {@code tp_predict('<name>', ...)} find it. */
+  public static final String MODELS_PREFIX = "spark.tp.models.";
 
   /** Tensor-parallel size when the model's {@code tpSize} param is not set. */
   public static final String TP_SIZE = "spark.tp.tp-size";
@@ -143,7 +160,15 @@ public final class TpConf {
       Map.entry(BATCH_TOKENS, (k, v) -> parseInt(k, v, 1)),
       Map.entry(TRUNCATE, TpConf::parseBoolean),
       Map.entry(KV_CACHE_MAX_BYTES, TpConf::parseBytes),
-      Map.entry(GENERATE_BATCH_TOKENS, (k, v) -> parseInt(k, v, 1)));
+      Map.entry(GENERATE_BATCH_TOKENS, (k, v) -> parseInt(k, v, 1)),
+
+      Map.entry(DTYPE, (k, v) -> {
+        if (!v.trim().equalsIgnoreCase("auto")) {
+          org.sparktp.tensor.DType.parseStorage(v, k);
+        }
+      }),
+      Map.entry(CPU_THREADS, (k, v) -> parseInt(k, v, 1)),
+      Map.entry(CPU_GEMM, oneOf("auto", "openblas", "onednn")));
 
   // ===== end of the known-key block ================================================================
 

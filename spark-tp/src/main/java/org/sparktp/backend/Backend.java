@@ -1,5 +1,8 @@
 package org.sparktp.backend;
 
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
@@ -16,8 +19,175 @@ public interface Backend extends AutoCloseable {
   /** A short name: {@code cpu}, {@code cuda}. */
   String name();
 
-  /** A new tensor filled with zeros. */
+  /** A new float32 tensor filled with zeros. */
   Tensor allocate(int rows, int cols);
+
+  /**
+   * A new tensor of {@code dtype} filled with zeros. A backend that holds only float32 tensors keeps this
+   * default, which refuses other types with a message naming the backend.
+   */
+  default Tensor allocate(int rows, int cols, DType dtype) {
+    requireF32(dtype, "allocate");
+    return allocate(rows, cols);
+  }
+
+  /** True when this backend can hold tensors of {@code dtype}. */
+  default boolean supports(DType dtype) {
+    return dtype == DType.F32;
+  }
+
+  /**
+   * A new tensor of {@code dtype} holding {@code rows * cols} elements read from {@code data} at its position
+   * (little-endian, the layout of safetensors); the position advances past them.
+   */
+  default Tensor upload(ByteBuffer data, DType dtype, int rows, int cols) {
+    requireF32(dtype, "upload");
+    float[] f = new float[Math.multiplyExact(rows, cols)];
+    data.slice().order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(f);
+    data.position(data.position() + 4 * f.length);
+    return upload(f, rows, cols);
+  }
+
+  /**
+   * Writes {@code src}'s remaining bytes (elements of {@code t}'s dtype, little-endian) into {@code t} from
+   * byte {@code byteOffset}; the position of {@code src} advances.
+   */
+  default void write(Tensor t, long byteOffset, ByteBuffer src) {
+    requireF32(t.dtype(), "write");
+    if (byteOffset % 4 != 0 || src.remaining() % 4 != 0) {
+      throw new IllegalArgumentException("f32 writes must cover whole elements");
+    }
+    float[] f = new float[src.remaining() / 4];
+    src.slice().order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(f);
+    src.position(src.limit());
+    int row = Math.toIntExact(byteOffset / 4 / Math.max(1, t.cols()));
+    if (byteOffset / 4 % Math.max(1, t.cols()) != 0) {
+      throw new IllegalArgumentException("This backend writes whole rows");
+    }
+    write(t, row, f, 0, f.length);
+  }
+
+  /**
+   * The tensor's memory as a native-order host buffer of exactly {@link Tensor#bytes()} bytes, for host
+   * communicators that move bytes through the CPU; a device backend keeps this default, which refuses.
+   */
+  default ByteBuffer hostBuffer(Tensor t) {
+    throw new UnsupportedOperationException("The " + name() + " backend's tensors are not in host memory; use that "
+        + "backend's communicator");
+  }
+
+  /** Copies the tensor's elements, in its own dtype and little-endian, into {@code dst} at its position. */
+  default void download(Tensor src, ByteBuffer dst) {
+    requireF32(src.dtype(), "download");
+    float[] f = download(src);
+    ByteBuffer d = dst.slice().order(ByteOrder.LITTLE_ENDIAN);
+    d.asFloatBuffer().put(f);
+    dst.position(dst.position() + 4 * f.length);
+  }
+
+  /**
+   * A new tensor with the elements of {@code src} converted to {@code dtype} (float32 to bf16/f16 rounds to
+   * nearest even; the other way is exact); a copy when the types are the same.
+   */
+  default Tensor convert(Tensor src, DType dtype) {
+    requireF32(src.dtype(), "convert");
+    requireF32(dtype, "convert");
+    return upload(download(src), src.rows(), src.cols());
+  }
+
+  private void requireF32(DType dtype, String op) {
+    if (dtype != DType.F32) {
+      throw new UnsupportedOperationException("The " + name() + " backend holds only f32 tensors (" + op + " of a "
+          + dtype.id() + " tensor); use spark.tp.dtype=f32 with it");
+    }
+  }
+
+  /**
+   * The GEMM kernel that {@link #prepareLinear} uses for weights stored in {@code dtype}, as explain and
+   * doctor show it ({@code openblas}, {@code onednn amx}, {@code onednn avx512}, ...).
+   */
+  default String kernel(DType dtype) {
+    return name() + " gemm";
+  }
+
+  /**
+   * Prepares {@code act(x W^T + b)} for repeated use, taking ownership of {@code weight} ({@code [out, in]},
+   * PyTorch's layout, any float dtype this backend holds) and {@code bias} ({@code [1, out]} f32, or null):
+   * a backend may repack the weight into its preferred layout once here. This default keeps the tensors and
+   * runs {@link #gemm} then {@link #biasActivate} (float32 weights only).
+   */
+  default PreparedLinear prepareLinear(Tensor weight, Tensor bias, Activation epilogue) {
+    Backend be = this;
+    Activation act = epilogue == null ? Activation.IDENTITY : epilogue;
+    requireF32(weight.dtype(), "prepareLinear");
+    return new PreparedLinear() {
+      @Override
+      public Tensor apply(Tensor x, boolean withBias) {
+        Tensor y = be.empty(x.rows(), weight.rows());
+        try {
+          be.gemm(false, true, 1f, x, weight, 0f, y);
+          be.biasActivate(y, withBias ? bias : null, act);
+          return y;
+        } catch (RuntimeException e) {
+          y.close();
+          throw e;
+        }
+      }
+
+      @Override
+      public long bytes() {
+        return weight.bytes() + (bias == null ? 0 : bias.bytes());
+      }
+
+      @Override
+      public String kernel() {
+        return be.kernel(DType.F32);
+      }
+
+      @Override
+      public void close() {
+        weight.close();
+        if (bias != null) {
+          bias.close();
+        }
+      }
+    };
+  }
+
+  /** A linear layer's weights made ready for a backend's GEMM (see {@link #prepareLinear}). */
+  interface PreparedLinear extends AutoCloseable {
+    /** {@code act(x W^T + b)} for an f32 {@code x [rows, in]}: a new f32 tensor {@code [rows, out]}. */
+    Tensor apply(Tensor x, boolean withBias);
+
+    /** Bytes held for the weight and bias. */
+    long bytes();
+
+    /** The kernel that runs it, as {@link Backend#kernel} names it. */
+    String kernel();
+
+    @Override
+    void close();
+  }
+
+  /**
+   * {@code acc[i] += src[i]} for {@code count} elements: {@code acc} float32 (native order), {@code src} of
+   * {@code dtype} (native order) from its position; the reduction kernel of communicators that sum partial
+   * results in host memory (bf16/f16 partial sums accumulate in float32 and are rounded once, by the caller).
+   */
+  default void accumulate(ByteBuffer acc, ByteBuffer src, DType dtype, int count) {
+    ByteBuffer a = acc.duplicate().order(ByteOrder.nativeOrder());
+    ByteBuffer s = src.duplicate().order(ByteOrder.nativeOrder());
+    int ap = a.position();
+    int sp = s.position();
+    for (int i = 0; i < count; i++) {
+      float v = switch (dtype) {
+        case F32 -> s.getFloat(sp + 4 * i);
+        case BF16, F16 -> dtype.toFloat(s.getShort(sp + 2 * i));
+        default -> throw new IllegalArgumentException("Cannot sum " + dtype + " elements");
+      };
+      a.putFloat(ap + 4 * i, a.getFloat(ap + 4 * i) + v);
+    }
+  }
 
   /** A new tensor whose contents are unspecified (for outputs that are overwritten whole). */
   default Tensor empty(int rows, int cols) {

@@ -50,6 +50,15 @@ public final class Backends {
     throw new IllegalArgumentException("Unknown backend '" + nameOrAuto + "' (spark.tp.backend): use one of " + names);
   }
 
+  /** Checks that {@code nameOrAuto} is {@code auto} or a known provider's name (available or not); returns it normalized. */
+  public static String check(String nameOrAuto) {
+    String n = nameOrAuto == null ? "auto" : nameOrAuto.trim().toLowerCase(Locale.ROOT);
+    if (!n.equals("auto")) {
+      pick(n);
+    }
+    return n;
+  }
+
   /** A new backend of the kind {@link #pick} chooses; fails with the reason when that kind cannot run here. */
   public static Backend create(String nameOrAuto, Map<String, String> settings, int device) {
     BackendProvider p = pick(nameOrAuto);

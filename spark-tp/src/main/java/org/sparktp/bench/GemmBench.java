@@ -14,7 +14,9 @@ import java.util.Locale;
 import java.util.SplittableRandom;
 import org.bytedeco.openblas.global.openblas_full;
 import org.sparktp.backend.Activation;
+import org.sparktp.backend.Backend;
 import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.tensor.DType;
 import org.sparktp.backend.cpu.CpuTensor;
 import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.nn.ColumnParallelLinear;
@@ -24,7 +26,8 @@ import org.sparktp.nn.RunContext;
 /**
  * Overhead of a layer over the bare GEMM: OpenBLAS {@code sgemm} called directly on
  * {@code X[m x k] W[k x n]}, side by side with {@link ColumnParallelLinear} (p = 1) computing
- * {@code gelu(X W^T + b)} on the same sizes with PyTorch's {@code [n, k]} weight layout.
+ * {@code gelu(X W^T + b)} on the same sizes with PyTorch's {@code [n, k]} weight layout, and the oneDNN
+ * linear (weights prepacked once, bias + GeLU as post-ops) with f32 and bf16 weights.
  *
  * <pre>
  * java -cp ... org.sparktp.bench.GemmBench [--m 512] [--k 4096] [--n 16384] [--reps 5] [--threads 1] [--json FILE]
@@ -65,7 +68,11 @@ public final class GemmBench {
     double[] bare = new double[reps];
     double[] layerTimes = new double[reps];
     double[] bareT = new double[reps];
-    try (CpuBackend be = new CpuBackend(threads)) {
+    double[] dnnlF32 = new double[reps];
+    double[] dnnlBf16 = new double[reps];
+    String[] impls = new String[2];
+    try (CpuBackend be = new CpuBackend(threads); CpuBackend dn = new CpuBackend(threads, "onednn", m)) {
+      System.out.println("oneDNN: isa " + CpuBackend.onednnIsa() + ", " + CpuBackend.onednnThreads());
       System.out.println("OpenBLAS: " + CpuBackend.describe());
       final int fm = m;
       final int fk = k;
@@ -76,7 +83,12 @@ public final class GemmBench {
             CpuTensor y = be.empty(fm, fn);
             CpuTensor wnk = (CpuTensor) be.upload(w, fn, fk);
             ColumnParallelLinear layer = ColumnParallelLinear.fromFull(be, "bench", w, b, fk, fn, 0, 1,
-                Activation.GELU, false)) {
+                Activation.GELU, false);
+            Backend.PreparedLinear lf = dn.prepareLinear(dn.upload(w, fn, fk), dn.upload(b, 1, fn), Activation.GELU);
+            Backend.PreparedLinear lb = dn.prepareLinear(bf16(dn, w, fn, fk), dn.upload(b, 1, fn), Activation.GELU);
+            CpuTensor xd = dn.upload(x, 0, fm, fk)) {
+          impls[0] = lf.kernel();
+          impls[1] = lb.kernel();
           RunContext ctx = new RunContext(be, comm);
           for (int r = -1; r < freps; r++) { // r = -1 warms up both paths
             long t0 = System.nanoTime();
@@ -97,6 +109,15 @@ public final class GemmBench {
                 layerTimes[r] = (t3 - t2) / 1e9;
               }
             }
+            long t4 = System.nanoTime();
+            lf.apply(xd, true).close();
+            long t5 = System.nanoTime();
+            lb.apply(xd, true).close();
+            long t6 = System.nanoTime();
+            if (r >= 0) {
+              dnnlF32[r] = (t5 - t4) / 1e9;
+              dnnlBf16[r] = (t6 - t5) / 1e9;
+            }
           }
         }
         return null;
@@ -114,7 +135,17 @@ public final class GemmBench {
         flops / mt / 1e9, mt / mb);
     System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "ColumnParallelLinear p=1, bias + gelu", ml,
         flops / ml / 1e9, ml / mb);
+    double mf = median(dnnlF32);
+    double mbf = median(dnnlBf16);
+    System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "onednn f32 linear, prepacked, bias + gelu", mf,
+        flops / mf / 1e9, mf / mb);
+    System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "onednn bf16 linear, prepacked, bias + gelu", mbf,
+        flops / mbf / 1e9, mbf / mb);
+    System.out.printf(Locale.ROOT, "oneDNN kernels: f32 %s, bf16 %s%n", impls[0], impls[1]);
+    System.out.printf(Locale.ROOT, "bf16 (oneDNN) speed-up over sgemm: %.2fx (target >= 4x on AMX)%n", mb / mbf);
     System.out.printf(Locale.ROOT, "layer overhead over the bare GEMM: %.1f%% (target < 10%%)%n", (ml / mb - 1) * 100);
+    System.out.println("all onednn f32 runs: " + Arrays.toString(dnnlF32));
+    System.out.println("all onednn bf16 runs: " + Arrays.toString(dnnlBf16));
     System.out.println("all sgemm runs: " + Arrays.toString(bare));
     System.out.println("all sgemm W^T runs: " + Arrays.toString(bareT));
     System.out.println("all layer runs: " + Arrays.toString(layerTimes));
@@ -130,7 +161,21 @@ public final class GemmBench {
           "{\"path\": \"column_parallel_linear_bias_gelu\", \"m\": %d, \"k\": %d, \"n\": %d, \"threads\": %d, "
               + "\"seconds\": %.6f, \"gflops\": %.2f, \"overhead\": %.4f}",
           m, k, n, threads, ml, flops / ml / 1e9, ml / mb - 1));
+      rows.add(String.format(Locale.ROOT,
+          "{\"path\": \"onednn_f32_linear_bias_gelu\", \"m\": %d, \"k\": %d, \"n\": %d, \"threads\": %d, "
+              + "\"seconds\": %.6f, \"gflops\": %.2f, \"kernel\": \"%s\"}", m, k, n, threads, mf, flops / mf / 1e9,
+          impls[0]));
+      rows.add(String.format(Locale.ROOT,
+          "{\"path\": \"onednn_bf16_linear_bias_gelu\", \"m\": %d, \"k\": %d, \"n\": %d, \"threads\": %d, "
+              + "\"seconds\": %.6f, \"gflops\": %.2f, \"kernel\": \"%s\", \"speedup_vs_sgemm\": %.3f}", m, k, n,
+          threads, mbf, flops / mbf / 1e9, impls[1], mb / mbf));
       Files.writeString(Path.of(json), "[\n  " + String.join(",\n  ", rows) + "\n]\n", StandardCharsets.UTF_8);
+    }
+  }
+
+  private static CpuTensor bf16(CpuBackend be, float[] w, int rows, int cols) {
+    try (CpuTensor f = be.upload(w, 0, rows, cols)) {
+      return be.convert(f, DType.BF16);
     }
   }
 

@@ -18,6 +18,7 @@ import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.tensor.DType;
 import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.LayerSpec;
@@ -38,7 +39,7 @@ import org.sparktp.spark.TensorParallelModel;
  *
  * <pre>
  * SparkBench [--master local[2]] [--rows 16384] [--in 1024] [--hidden 4096] [--out 1024] [--batch 256]
- *            [--tp 1,2] [--repeats 3] [--json FILE]
+ *            [--tp 1,2] [--repeats 3] [--dtype f32|bf16|f16] [--json FILE]
  * </pre>
  */
 public final class SparkBench {
@@ -60,6 +61,7 @@ public final class SparkBench {
     int repeats = 3;
     int[] tps = {1, 2};
     String json = null;
+    DType dtype = DType.F32;
     for (int i = 0; i < args.length; i++) {
       String a = args[i];
       String v = i + 1 < args.length ? args[i + 1] : null;
@@ -73,6 +75,7 @@ public final class SparkBench {
         case "--repeats" -> repeats = Integer.parseInt(v);
         case "--tp" -> tps = Arrays.stream(v.split(",")).mapToInt(Integer::parseInt).toArray();
         case "--json" -> json = v;
+        case "--dtype" -> dtype = DType.parseStorage(v, "--dtype");
         default -> throw new IllegalArgumentException("Unknown argument '" + a + "'; see the class Javadoc");
       }
       i++;
@@ -112,11 +115,12 @@ public final class SparkBench {
       for (int tp : tps) {
         double[] engine = new double[repeats];
         double[] frame = new double[repeats];
-        TensorParallelModel model = new TensorParallelModel(spec).setTpSize(tp).setGroups(1).setBatchSize(batch);
-        runEngine(spec, x, tp, batch);
+        TensorParallelModel model = new TensorParallelModel(spec).setTpSize(tp).setGroups(1).setBatchSize(batch)
+            .setDtype(dtype.id());
+        runEngine(spec, x, tp, batch, dtype);
         runFrame(model, df);
         for (int r = 0; r < repeats; r++) {
-          engine[r] = rows / runEngine(spec, x, tp, batch);
+          engine[r] = rows / runEngine(spec, x, tp, batch, dtype);
           frame[r] = rows / runFrame(model, df);
         }
         results.add(new Result(tp, median(engine), median(frame)));
@@ -126,8 +130,8 @@ public final class SparkBench {
       spark.stop();
     }
     StringBuilder table = new StringBuilder();
-    table.append(String.format(Locale.ROOT, "model %d -> %d (gelu) -> %d, %d rows, batch %d, master %s, median of %d%n",
-        in, hidden, out, rows, batch, master, repeats));
+    table.append(String.format(Locale.ROOT, "model %d -> %d (gelu) -> %d, %d rows, batch %d, master %s, %s weights "
+        + "(kernel %s), median of %d%n", in, hidden, out, rows, batch, master, dtype.id(), kernel(dtype), repeats));
     table.append(String.format(Locale.ROOT, "%-4s %16s %16s %8s%n", "tp", "engine rows/s", "DataFrame rows/s",
         "ratio"));
     for (Result r : results) {
@@ -138,8 +142,8 @@ public final class SparkBench {
     if (json != null) {
       StringBuilder sb = new StringBuilder();
       sb.append(String.format(Locale.ROOT, "{\"model\": {\"in\": %d, \"hidden\": %d, \"out\": %d}, \"rows\": %d,"
-          + " \"batch\": %d, \"master\": \"%s\", \"repeats\": %d, \"results\": [", in, hidden, out, rows, batch,
-          master, repeats));
+          + " \"batch\": %d, \"master\": \"%s\", \"repeats\": %d, \"dtype\": \"%s\", \"kernel\": \"%s\","
+          + " \"results\": [", in, hidden, out, rows, batch, master, repeats, dtype.id(), kernel(dtype)));
       for (int i = 0; i < results.size(); i++) {
         Result r = results.get(i);
         sb.append(String.format(Locale.ROOT, "%s{\"tp\": %d, \"engine_rows_per_s\": %.1f,"
@@ -174,8 +178,14 @@ public final class SparkBench {
     return new LayerSpec.Linear(name, in, out, w, b, Parallel.AUTO);
   }
 
+  static String kernel(DType dtype) {
+    try (CpuBackend be = new CpuBackend()) {
+      return be.kernel(dtype);
+    }
+  }
+
   /** Seconds for the engine to stream every row, rank r taking rows r, r + tp, ... as its own partition. */
-  private static double runEngine(ModelSpec spec, float[][] x, int tp, int batch) {
+  static double runEngine(ModelSpec spec, float[][] x, int tp, int batch, DType dtype) {
     Plan plan = Plan.build(spec, tp);
     WeightSource src = WeightSource.of(spec);
     RankWeights[] shards = new RankWeights[tp];
@@ -189,7 +199,8 @@ public final class SparkBench {
       for (int i = rank; i < x.length; i += tp) {
         mine.add(x[i]);
       }
-      try (CpuBackend be = new CpuBackend(1); RankModel m = new RankModel(plan, rank, be, shards[rank])) {
+      try (CpuBackend be = new CpuBackend(1, "auto", batch);
+          RankModel m = new RankModel(plan, rank, be, shards[rank], dtype)) {
         TpRunner runner = new TpRunner(m, comm);
         comm.barrier();
         long t0 = System.nanoTime();

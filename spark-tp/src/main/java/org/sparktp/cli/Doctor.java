@@ -3,7 +3,12 @@ package org.sparktp.cli;
 import java.io.PrintStream;
 import java.util.Locale;
 import org.apache.spark.sql.SparkSession;
+import org.sparktp.TpConf;
+import org.sparktp.backend.BackendProvider;
+import org.sparktp.backend.Backends;
+import org.sparktp.backend.Precision;
 import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.tensor.DType;
 import org.sparktp.backend.cuda.CudaProbe;
 
 /** {@code spark-tp doctor}: what this machine and session offer spark-tp, and what does not load and why. */
@@ -25,6 +30,16 @@ final class Doctor {
       }
     } catch (Throwable t) {
       out.printf(Locale.ROOT, "%-16s does not load: %s%n", "backend cpu", t);
+    }
+    out.printf(Locale.ROOT, "%-16s isa %s; %s; kernels: f32 %s, bf16 %s, f16 %s%n", "onednn",
+        CpuBackend.onednnIsa(), CpuBackend.onednnThreads(), Explain.kernel(DType.F32), Explain.kernel(DType.BF16),
+        Explain.kernel(DType.F16));
+    out.printf(Locale.ROOT, "%-16s spark.tp.dtype=auto gives %s for a bf16/f16 checkpoint here (f32 for f32 weights)%n",
+        "precision", Precision.resolve("auto", DType.BF16, CpuBackend.hasNativeBf16(), TpConf.DTYPE).id());
+    for (BackendProvider p : Backends.providers()) {
+      String why = p.unavailableReason();
+      out.printf(Locale.ROOT, "%-16s %s (priority %d)%n", "provider " + p.name(), why == null ? "available" : why,
+          p.priority());
     }
     CudaProbe.Status cuda = CudaProbe.status();
     if (cuda.available()) {

@@ -5,6 +5,8 @@ import java.util.ArrayList;
 import java.util.List;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
+import org.sparktp.backend.Precision;
+import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.model.ModelDirectory;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.LayerSpec;
@@ -13,15 +15,27 @@ import org.sparktp.nn.Plan;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.tensor.DType;
 
-/** {@code spark-tp explain --model DIR --tp N [--task T] [--pooling P] [--normalize]}. */
+/** {@code spark-tp explain --model DIR --tp N [--dtype auto|f32|bf16|f16] [--task T] [--pooling P] [--normalize]}. */
 final class Explain {
   private Explain() {}
 
   static void run(Args a, PrintStream out) throws Exception {
     String dir = a.require("model");
     int tp = a.intValue("tp", 1, 1);
+    String dt = a.get("dtype", "auto");
+    DType storage;
+    try {
+      storage = Precision.resolve(dt, null, false, "--dtype"); // validates the value before opening the model
+    } catch (IllegalArgumentException e) {
+      throw new UsageException(e.getMessage());
+    }
     if (HfModel.isHuggingFace(new Path(dir), new Configuration())) {
+      if (!dt.trim().equalsIgnoreCase("auto") && storage != DType.F32) {
+        throw new UsageException("--dtype " + dt + " is not supported for Hugging Face transformers yet (their weights"
+            + " are widened to f32 as they are read); use auto or f32");
+      }
       try (HfModel m = HfModel.open(dir)) {
         out.print(TransformerPlan.build(m.model(), tp, Infer.task(a), Infer.pooling(a), a.has("normalize"), false)
             .explain());
@@ -35,7 +49,17 @@ final class Explain {
       if (warning != null) {
         out.println(warning);
       }
-      out.print(Plan.build(spec, tp).explain());
+      Plan plan = Plan.build(spec, tp);
+      storage = Precision.resolve(dt, m.weightDtype(), CpuBackend.hasNativeBf16(), "--dtype");
+      out.print(plan.explain());
+      out.print(plan.explainPrecision(storage, kernel(storage)));
+    }
+  }
+
+  /** The kernel the CPU backend would use for weights of {@code dtype} with the default settings. */
+  static String kernel(DType dtype) {
+    try (CpuBackend be = new CpuBackend()) {
+      return be.kernel(dtype);
     }
   }
 

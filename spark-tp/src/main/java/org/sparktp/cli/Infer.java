@@ -90,6 +90,13 @@ final class Infer {
       throw new UsageException("--mode takes error or overwrite, got '" + mode + "'");
     }
     int tp = a.intValue("tp", 1, 1);
+    if (a.has("dtype") && !a.get("dtype", "auto").trim().equalsIgnoreCase("auto")) {
+      try {
+        org.sparktp.tensor.DType.parseStorage(a.get("dtype", "auto"), "--dtype");
+      } catch (IllegalArgumentException e) {
+        throw new UsageException(e.getMessage());
+      }
+    }
     Configuration hadoop = new Configuration();
     for (java.util.Map.Entry<String, String> e : a.confs().entrySet()) {
       if (e.getKey().startsWith("spark.hadoop.")) {
@@ -146,6 +153,9 @@ final class Infer {
         throw new UsageException("--backend cuda is not available on this machine ("
             + org.sparktp.backend.cuda.CudaProbe.status().backendReason() + "); use auto or cpu");
       }
+    }
+    if (a.has("dtype")) {
+      model.setDtype(a.get("dtype", "auto"));
     }
     SparkSession spark = Sessions.open("infer", a.get("master", null), a.confs());
     try {

@@ -40,6 +40,12 @@ final class Sessions {
     for (Map.Entry<String, String> e : confs.entrySet()) {
       b.config(e.getKey(), e.getValue());
     }
+    // oneDNN's OpenMP runtime reads OMP_NUM_THREADS once, when an executor loads it: give executors the
+    // rank's thread budget (spark.tp.cpu.threads) unless the user set it
+    if (!confs.containsKey("spark.executorEnv.OMP_NUM_THREADS") && !existing.contains("spark.executorEnv.OMP_NUM_THREADS")) {
+      b.config("spark.executorEnv.OMP_NUM_THREADS", confs.getOrDefault(org.sparktp.TpConf.CPU_THREADS,
+          org.sparktp.TpConf.CPU_THREADS_DEFAULT));
+    }
     SparkSession spark = b.getOrCreate();
     Matcher lc = LOCAL_CLUSTER.matcher(m);
     if (lc.matches()) {

@@ -20,7 +20,8 @@ public final class SparkTpCli {
       "commands:",
       "  infer    --model DIR --input PATH --output PATH [--format parquet|json|csv] [--output-format parquet|json|csv]",
       "           [--features-col features] [--output-col prediction] [--tp N] [--groups G] [--batch-size B]",
-      "           [--backend auto|cpu|cuda] [--mode error|overwrite] [--master URL] [--conf key=value]...",
+      "           [--backend auto|cpu|cuda] [--dtype auto|f32|bf16|f16] [--mode error|overwrite] [--master URL]",
+      "           [--conf key=value]...",
       "           [--task embed|logits|score|generate] [--pooling mean|cls|last] [--normalize]   (Hugging Face models)",
       "           [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]",
       "           [--repetition-penalty R]   (--task generate)",
@@ -28,12 +29,16 @@ public final class SparkTpCli {
       "           generated_ids, generated_text, finish_reason)",
       "  demo     [--tp N] [--rows N] [--batch-size B] [--master URL] [--conf key=value]...",
       "           a random model (two MLP blocks, width 1024) run at --tp (default 2) and at 1, checked to agree",
-      "  explain  --model DIR --tp N [--task embed|logits|score]",
-      "           the plan: ops, layouts, collectives, bytes per row, weight bytes per rank (heads per rank)",
+      "  explain  --model DIR --tp N [--dtype auto|f32|bf16|f16] [--task embed|logits|score]",
+      "           the plan: ops, layouts, collectives, bytes per row; dtype, GEMM kernel, weight bytes per rank",
+      "           (heads and KV replicas per rank for transformers)",
       "  doctor   [--master URL]",
-      "           Java, Spark, OpenBLAS, which backends load here, task slots",
-      "  bench    gemm|comm|spark|transformer|gpu|generate [flags of that benchmark]",
+      "           Java, Spark, OpenBLAS, oneDNN (isa, kernels, threads), which backends load here, task slots",
+      "  bench    gemm|comm|spark|peer|transformer|gpu|generate [flags of that benchmark]",
       "  gpu-check                 (bin/spark-tp only) GPU tests and benchmark on a GPU machine",
+      "  sql      [--master URL] [--conf key=value]... (-e \"STATEMENTS\" | -f FILE) [--max-rows N (1000)] [--truncate N (0)]",
+      "           ;-separated SQL with tp_predict, tp_embed, tp_explain, tp_models(); prints each result as a table",
+      "  notebook-kernel --install   (bin/spark-tp only) installs the spark-tp Jupyter kernel for this user",
       "",
       "master URLs: local[*] (default), local[N], local-cluster[N,C,MB] (N executor processes), spark://..., yarn",
       "");
@@ -73,15 +78,18 @@ public final class SparkTpCli {
     try {
       switch (cmd) {
         case "infer" -> Infer.run(Args.parse(cmd, args, 1, Set.of("model", "input", "output", "format",
-            "output-format", "features-col", "output-col", "tp", "groups", "batch-size", "backend", "mode", "master",
-            "conf", "task", "pooling", "max-new-tokens", "temperature", "top-k", "top-p", "seed", "stop",
+            "output-format", "features-col", "output-col", "tp", "groups", "batch-size", "backend", "dtype", "mode",
+            "master", "conf", "task", "pooling", "max-new-tokens", "temperature", "top-k", "top-p", "seed", "stop",
             "repetition-penalty"), Set.of("normalize")), out, err);
         case "demo" -> Demo.run(Args.parse(cmd, args, 1, Set.of("tp", "rows", "batch-size", "master", "conf"),
             Set.of()), out, err);
-        case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp", "task", "pooling"),
+        case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp", "task", "pooling", "dtype"),
             Set.of("normalize")), out);
         case "doctor" -> Doctor.run(Args.parse(cmd, args, 1, Set.of("master", "conf"), Set.of()), out);
         case "bench" -> Bench.run(Arrays.copyOfRange(args, 1, args.length));
+        case "sql" -> Sql.run(Sql.parse(args), out);
+        case "notebook-kernel" -> throw new UsageException("notebook-kernel is a command of the bin/spark-tp launcher"
+            + " (it builds the kernel's class path): run bin/spark-tp notebook-kernel --install");
         default -> throw new UsageException("unknown command '" + cmd + "'");
       }
       return 0;

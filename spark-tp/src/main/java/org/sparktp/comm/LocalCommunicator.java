@@ -169,6 +169,11 @@ public final class LocalCommunicator implements Communicator {
 
   @Override
   public void allReduce(Tensor buf) {
+    if (HalfPrecision.needed(buf)) {
+      HalfPrecision.allReduce(this, buf);
+      return;
+    }
+
     if (size() == 1) {
       return;
     }
@@ -195,6 +200,12 @@ public final class LocalCommunicator implements Communicator {
 
   @Override
   public void allGather(Tensor send, Tensor recv, int[] counts) {
+    HalfPrecision.checkSame("allGather", send, recv);
+    if (HalfPrecision.needed(send)) {
+      HalfPrecision.allGather(this, send, recv, counts);
+      return;
+    }
+
     Collectives.checkCounts("allGather", counts, size());
     long total = Collectives.sum(counts);
     Collectives.checkFits("allGather", "send", send, counts[rank]);
@@ -221,6 +232,12 @@ public final class LocalCommunicator implements Communicator {
 
   @Override
   public void reduceScatter(Tensor send, int[] counts, Tensor recv) {
+    HalfPrecision.checkSame("reduceScatter", send, recv);
+    if (HalfPrecision.needed(send)) {
+      HalfPrecision.reduceScatter(this, send, counts, recv);
+      return;
+    }
+
     Collectives.checkCounts("reduceScatter", counts, size());
     long total = Collectives.sum(counts);
     Collectives.checkFits("reduceScatter", "send", send, total);
@@ -249,6 +266,12 @@ public final class LocalCommunicator implements Communicator {
 
   @Override
   public void allToAll(Tensor send, int[] sendCounts, Tensor recv, int[] recvCounts) {
+    HalfPrecision.checkSame("allToAll", send, recv);
+    if (HalfPrecision.needed(send)) {
+      HalfPrecision.allToAll(this, send, sendCounts, recv, recvCounts);
+      return;
+    }
+
     Collectives.checkCounts("allToAll", sendCounts, size());
     Collectives.checkCounts("allToAll", recvCounts, size());
     long sendTotal = Collectives.sum(sendCounts);
@@ -285,6 +308,11 @@ public final class LocalCommunicator implements Communicator {
 
   @Override
   public void broadcast(Tensor buf, int root) {
+    if (HalfPrecision.needed(buf)) {
+      HalfPrecision.broadcast(this, buf, root);
+      return;
+    }
+
     Collectives.checkRoot("broadcast", root, size());
     if (size() == 1) {
       return;

@@ -19,7 +19,10 @@ import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.sparktp.nn.LayerSpec;
 import org.sparktp.nn.ModelSpec;
+import org.sparktp.backend.Backend;
 import org.sparktp.nn.WeightSource;
+import org.sparktp.tensor.DType;
+import org.sparktp.tensor.Tensor;
 
 /**
  * An open model directory: {@code config.json} plus weights in {@code model.safetensors}, or in several
@@ -281,6 +284,26 @@ public final class ModelDirectory implements AutoCloseable {
     return f.tensors().get(tensor);
   }
 
+  /**
+   * The storage dtype of the model's weights: BF16 or F16 when every float tensor the config uses is of that
+   * type, else F32 (what {@code spark.tp.dtype=auto} looks at).
+   */
+  public DType weightDtype() {
+    DType seen = null;
+    for (String t : config.tensorNames()) {
+      DType d = info(t).dtype();
+      if (d == null || !d.isLoadable()) {
+        continue;
+      }
+      if (seen == null) {
+        seen = d;
+      } else if (seen != d) {
+        return DType.F32;
+      }
+    }
+    return seen == null ? DType.F32 : seen;
+  }
+
   /** The shape of a tensor the config uses. */
   public long[] shape(String tensor) {
     return info(tensor).shape();
@@ -395,7 +418,72 @@ public final class ModelDirectory implements AutoCloseable {
           throw new java.io.UncheckedIOException(e);
         }
       }
+
+      @Override
+      public DType dtype(String name) {
+        return info(tensor(name)).dtype();
+      }
+
+      @Override
+      public Tensor rows(String name, int start, int count, int cols, DType dtype, Backend be) {
+        String t = tensor(name);
+        return readTyped(t, count, cols, dtype, be, sink -> file(t).readRowsRaw(t, start, count, sink));
+      }
+
+      @Override
+      public Tensor columns(String name, int start, int count, int rows, DType dtype, Backend be) {
+        String t = tensor(name);
+        return readTyped(t, rows, count, dtype, be, sink -> file(t).readColumnsRaw(t, start, count, sink));
+      }
     };
+  }
+
+  private interface RawRead {
+    void run(SafetensorsFile.RawSink sink) throws IOException;
+  }
+
+  /**
+   * Reads a block in the file's dtype straight into a new tensor on {@code be} (through buffers of at most
+   * {@link SafetensorsFile#MAX_READ_BYTES}: no float32 copy, no whole-block array on the heap), then
+   * converts it on the backend when {@code dtype} differs.
+   */
+  private Tensor readTyped(String tensor, int rows, int cols, DType dtype, Backend be, RawRead read) {
+    DType stored = info(tensor).dtype();
+    if (stored == null || !stored.isLoadable()) {
+      throw new IllegalArgumentException("Cannot load '" + tensor + "' from " + dir + ": dtype "
+          + info(tensor).dtypeName() + " is not supported; spark-tp loads " + DType.loadableNames());
+    }
+    DType land = be.supports(stored) ? stored : DType.F32;
+    Tensor t = be.allocate(rows, cols, land);
+    try {
+      long[] at = {0};
+      read.run((buf, off, len) -> {
+        java.nio.ByteBuffer src = java.nio.ByteBuffer.wrap(buf, off, len).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        if (land == stored) {
+          be.write(t, at[0], src);
+          at[0] += len;
+        } else {
+          java.nio.ByteBuffer wide = java.nio.ByteBuffer.allocate(len / stored.size() * 4)
+              .order(java.nio.ByteOrder.LITTLE_ENDIAN);
+          DType.F32.convertFrom(stored, src, wide, len / stored.size());
+          wide.flip();
+          be.write(t, at[0], wide);
+          at[0] += wide.limit();
+        }
+      });
+      if (land == dtype) {
+        return t;
+      }
+      try (Tensor src = t) {
+        return be.convert(src, dtype);
+      }
+    } catch (IOException e) {
+      t.close();
+      throw new java.io.UncheckedIOException(e);
+    } catch (RuntimeException | Error e) {
+      t.close();
+      throw e;
+    }
   }
 
   /**

@@ -8,6 +8,7 @@ import java.util.Map;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
+import org.sparktp.tensor.DType;
 import org.sparktp.nn.LayerSpec;
 import org.sparktp.nn.ModelSpec;
 
@@ -22,9 +23,14 @@ public final class ModelWriter {
 
   /** Writes {@code spec} into {@code dir} (created if needed; existing model files are replaced). */
   public static void write(ModelSpec spec, Path dir, Configuration conf) throws IOException {
+    write(spec, dir, conf, DType.F32);
+  }
+
+  /** Writes {@code spec} with every tensor stored as {@code dtype} (F32, BF16 or F16; rounded to nearest even). */
+  public static void write(ModelSpec spec, Path dir, Configuration conf, DType dtype) throws IOException {
     ModelConfig config = ModelConfig.of(spec);
     SafetensorsWriter weights = new SafetensorsWriter().metadata("format", "pt").metadata("writer", "spark-tp");
-    add(weights, new HashMap<>(), spec.layers());
+    add(weights, new HashMap<>(), spec.layers(), dtype);
     FileSystem fs = dir.getFileSystem(conf);
     fs.mkdirs(dir);
     Path index = new Path(dir, ModelDirectory.INDEX_FILE);
@@ -40,32 +46,33 @@ public final class ModelWriter {
     write(spec, new Path(dir), new Configuration());
   }
 
-  private static void add(SafetensorsWriter w, Map<String, float[]> written, List<LayerSpec> layers) {
+  private static void add(SafetensorsWriter w, Map<String, float[]> written, List<LayerSpec> layers, DType dt) {
     for (LayerSpec l : layers) {
       if (l instanceof LayerSpec.Linear x) {
-        put(w, written, x.name() + ".weight", new long[] {x.out(), x.in()}, x.weight());
+        put(w, written, x.name() + ".weight", new long[] {x.out(), x.in()}, x.weight(), dt);
         if (x.bias() != null) {
-          put(w, written, x.name() + ".bias", new long[] {x.out()}, x.bias());
+          put(w, written, x.name() + ".bias", new long[] {x.out()}, x.bias(), dt);
         }
       } else if (l instanceof LayerSpec.LayerNorm x) {
         if (x.gamma() != null) {
-          put(w, written, x.name() + ".weight", new long[] {x.width()}, x.gamma());
+          put(w, written, x.name() + ".weight", new long[] {x.width()}, x.gamma(), dt);
         }
         if (x.beta() != null) {
-          put(w, written, x.name() + ".bias", new long[] {x.width()}, x.beta());
+          put(w, written, x.name() + ".bias", new long[] {x.width()}, x.beta(), dt);
         }
       } else if (l instanceof LayerSpec.Embedding x) {
-        put(w, written, x.name() + ".weight", new long[] {x.vocab(), x.dim()}, x.table());
+        put(w, written, x.name() + ".weight", new long[] {x.vocab(), x.dim()}, x.table(), dt);
       } else if (l instanceof LayerSpec.Residual x) {
-        add(w, written, x.body());
+        add(w, written, x.body(), dt);
       }
     }
   }
 
-  private static void put(SafetensorsWriter w, Map<String, float[]> written, String name, long[] shape, float[] data) {
+  private static void put(SafetensorsWriter w, Map<String, float[]> written, String name, long[] shape, float[] data,
+      DType dt) {
     float[] prev = written.get(name);
     if (prev == null) {
-      w.add(name, shape, data);
+      w.add(name, dt, shape, data);
       written.put(name, data);
     } else if (prev.length != data.length || !Arrays.equals(prev, data)) {
       throw new IllegalArgumentException("Cannot save the model: two layers store different values as '" + name

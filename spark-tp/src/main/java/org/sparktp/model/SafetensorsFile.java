@@ -1,5 +1,7 @@
 package org.sparktp.model;
 
+import org.sparktp.tensor.DType;
+import org.sparktp.tensor.HalfFloats;
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
@@ -344,6 +346,83 @@ public final class SafetensorsFile implements AutoCloseable {
       }
     }
     return out;
+  }
+
+  /** Receives a tensor's raw little-endian bytes in row-major order, in consecutive pieces. */
+  @FunctionalInterface
+  public interface RawSink {
+    void accept(byte[] buf, int off, int len);
+  }
+
+  /**
+   * Rows {@code [rowStart, rowStart + rowCount)} (as {@link #readRows}) in the file's own dtype, handed to
+   * {@code sink} in pieces of at most {@link #MAX_READ_BYTES}: no float32 copy and no whole-shard array on
+   * the heap (the bytes go where the sink puts them, e.g. an off-heap tensor).
+   */
+  public void readRowsRaw(String name, long rowStart, long rowCount, RawSink sink) throws IOException {
+    TensorInfo t = loadable(name);
+    if (t.rank() == 0) {
+      throw new IllegalArgumentException("Cannot read rows of scalar '" + name + "' in " + path);
+    }
+    long rows = t.dim(0);
+    long cols = rows == 0 ? 0 : t.numel() / rows;
+    checkRange("rows", name, rowStart, rowCount, rows);
+    long es = t.dtype().size();
+    long total = rowCount * cols * es;
+    long pos = t.begin() + rowStart * cols * es;
+    byte[] buf = new byte[(int) Math.min(total, MAX_READ_BYTES)];
+    for (long done = 0; done < total; ) {
+      int n = (int) Math.min(buf.length, total - done);
+      readBytes(t, pos + done, buf, n);
+      sink.accept(buf, 0, n);
+      done += n;
+    }
+  }
+
+  /** Columns {@code [colStart, colStart + colCount)} of every row (as {@link #readColumns}), raw, to {@code sink}. */
+  public void readColumnsRaw(String name, long colStart, long colCount, RawSink sink) throws IOException {
+    TensorInfo t = loadable(name);
+    if (t.rank() != 2) {
+      throw new IllegalArgumentException("Cannot read columns of '" + name + "' in " + path
+          + ": it has shape " + t.shapeString() + ", column reads need a 2-D tensor");
+    }
+    long rows = t.dim(0);
+    long cols = t.dim(1);
+    checkRange("columns", name, colStart, colCount, cols);
+    int es = t.dtype().size();
+    long rowBytes = cols * es;
+    long sliceBytes = colCount * es;
+    if (colCount == 0 || rows == 0) {
+      return;
+    }
+    if (sliceBytes == rowBytes) {
+      readRowsRaw(name, 0, rows, sink);
+      return;
+    }
+    long first = t.begin() + colStart * es;
+    int rowsPerRead = (int) Math.max(1, Math.min(rows, MAX_READ_BYTES / rowBytes));
+    boolean merge = rowBytes - sliceBytes <= MERGE_GAP_BYTES && rowBytes <= MAX_READ_BYTES;
+    if (!merge) {
+      byte[] buf = new byte[(int) Math.min(sliceBytes, MAX_READ_BYTES)];
+      for (long r = 0; r < rows; r++) {
+        for (long done = 0; done < sliceBytes; ) {
+          int n = (int) Math.min(buf.length, sliceBytes - done);
+          readBytes(t, first + r * rowBytes + done, buf, n);
+          sink.accept(buf, 0, n);
+          done += n;
+        }
+      }
+      return;
+    }
+    byte[] buf = new byte[(int) ((rowsPerRead - 1) * rowBytes + sliceBytes)];
+    for (long r = 0; r < rows; r += rowsPerRead) {
+      int k = (int) Math.min(rowsPerRead, rows - r);
+      int span = (int) ((k - 1) * rowBytes + sliceBytes);
+      readBytes(t, first + r * rowBytes, buf, span);
+      for (int i = 0; i < k; i++) {
+        sink.accept(buf, (int) (i * rowBytes), (int) sliceBytes);
+      }
+    }
   }
 
   /** The header entry of {@code name}, checking that it exists and that its dtype can be loaded. */

@@ -1,5 +1,7 @@
 package org.sparktp.model;
 
+import org.sparktp.tensor.DType;
+import org.sparktp.tensor.HalfFloats;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;

@@ -1,5 +1,7 @@
 package org.sparktp.model;
 
+import org.sparktp.tensor.DType;
+import org.sparktp.tensor.HalfFloats;
 import java.util.Arrays;
 
 /**

@@ -4,29 +4,33 @@ import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.Tensor;
 
-/** {@code act(X W^T + b)} on one rank, with {@code W} in PyTorch's {@code [out, in]} layout; no weight copy. */
+/**
+ * {@code act(X W^T + b)} on one rank, with {@code W} in PyTorch's {@code [out, in]} layout: the one place
+ * where a linear's weight shard lives and its GEMM runs. The weight is handed to its backend's
+ * {@link Backend#prepareLinear} once, at shard load: the CPU backend prepacks it for oneDNN (bf16/f16
+ * weights, or f32 with {@code spark.tp.cpu.gemm=onednn}) or keeps it for OpenBLAS {@code sgemm}.
+ */
 public final class LinearKernel implements AutoCloseable {
-  final Tensor weight; // [out, in]
-  final Tensor bias; // [1, out] or null
+  final Tensor weight; // [out, in]; after prepacking only its shape is used (its memory may be freed)
+  final Tensor bias; // [1, out] f32 or null
   final Activation epilogue;
+  private final Backend.PreparedLinear prepared;
 
   public LinearKernel(Tensor weight, Tensor bias, Activation epilogue) {
     this.weight = weight;
     this.bias = bias;
     this.epilogue = epilogue == null ? Activation.IDENTITY : epilogue;
+    this.prepared = weight.backend().prepareLinear(weight, bias, this.epilogue);
   }
 
-  /** {@code act(x W^T + bias)}; {@code bias} and the activation are applied in one pass over the output. */
+  /** {@code act(x W^T + bias)}; {@code bias} and the activation are applied in the GEMM's epilogue. */
   public Tensor apply(Tensor x, boolean withBias, RunContext ctx, String name) {
     if (x.cols() != weight.cols()) {
       throw new IllegalArgumentException("Layer " + name + " expects input width " + weight.cols() + ", got "
           + x.cols());
     }
-    Backend be = ctx.backend();
     long t0 = System.nanoTime();
-    Tensor y = be.empty(x.rows(), weight.rows());
-    be.gemm(false, true, 1f, x, weight, 0f, y);
-    be.biasActivate(y, withBias ? bias : null, epilogue);
+    Tensor y = prepared.apply(x, withBias);
     ctx.addCompute(System.nanoTime() - t0);
     return y;
   }
@@ -36,12 +40,19 @@ public final class LinearKernel implements AutoCloseable {
     return bias;
   }
 
+  /** Bytes of the weight (as stored: packed bf16 is half of f32) and bias. */
   public long bytes() {
-    return 4 * (weight.numel() + (bias == null ? 0 : bias.numel()));
+    return prepared.bytes();
+  }
+
+  /** The kernel that runs the GEMM ({@code openblas}, {@code onednn brg_matmul:avx512_core_amx}, ...). */
+  public String kernel() {
+    return prepared.kernel();
   }
 
   @Override
   public void close() {
+    prepared.close();
     weight.close();
     if (bias != null) {
       bias.close();

@@ -151,11 +151,33 @@ public final class Plan implements Serializable {
       throw new IllegalArgumentException("Rank " + rank + " outside [0, " + tpSize + ")");
     }
     RankWeights w = new RankWeights(rank, tpSize);
-    shard(steps, src, rank, w);
+    shard(steps, src, rank, w, null, null);
     return w;
   }
 
-  private static void shard(List<Step> steps, WeightSource src, int rank, RankWeights w) {
+  /**
+   * Reads rank {@code rank}'s shards from {@code src} with the linear weights straight into tensors of
+   * {@code linearDtype} on {@code be} (a checkpoint's bf16 bytes land in off-heap memory without a float32
+   * copy); the other tensors (biases, norms, embeddings) as float32 host blocks. The caller closes the
+   * result (which frees what no {@link RankModel} took).
+   */
+  public RankWeights shard(WeightSource src, int rank, org.sparktp.backend.Backend be,
+      org.sparktp.tensor.DType linearDtype) {
+    if (rank < 0 || rank >= tpSize) {
+      throw new IllegalArgumentException("Rank " + rank + " outside [0, " + tpSize + ")");
+    }
+    RankWeights w = new RankWeights(rank, tpSize);
+    try {
+      shard(steps, src, rank, w, be, linearDtype);
+      return w;
+    } catch (RuntimeException | Error e) {
+      w.close();
+      throw e;
+    }
+  }
+
+  private static void shard(List<Step> steps, WeightSource src, int rank, RankWeights w,
+      org.sparktp.backend.Backend be, org.sparktp.tensor.DType dt) {
     for (Step s : steps) {
       if (s instanceof Step.Linear l) {
         String wn = l.name() + ".weight";
@@ -164,7 +186,11 @@ public final class Plan implements Serializable {
           case COLUMN -> {
             int off = l.split().offset(rank);
             int len = l.split().length(rank);
-            if (!w.has(wn, len, l.inFeatures())) { // a head tied to the embedding shares its block
+            if (w.has(wn, len, l.inFeatures())) {
+              // a head tied to the embedding shares its block (uploaded from it by RankModel)
+            } else if (be != null) {
+              w.putTensor(wn, src.rows(wn, off, len, l.inFeatures(), dt, be));
+            } else {
               w.put(wn, new RankWeights.Block(len, l.inFeatures(), src.rows(wn, off, len)));
             }
             if (l.hasBias()) {
@@ -174,13 +200,21 @@ public final class Plan implements Serializable {
           case ROW -> {
             int off = l.split().offset(rank);
             int len = l.split().length(rank);
-            w.put(wn, new RankWeights.Block(l.outFeatures(), len, src.columns(wn, off, len)));
+            if (be != null) {
+              w.putTensor(wn, src.columns(wn, off, len, l.outFeatures(), dt, be));
+            } else {
+              w.put(wn, new RankWeights.Block(l.outFeatures(), len, src.columns(wn, off, len)));
+            }
             if (l.hasBias()) {
               w.put(bn, new RankWeights.Block(1, l.outFeatures(), src.all(bn)));
             }
           }
           case REPLICATED -> {
-            if (!w.has(wn, l.outFeatures(), l.inFeatures())) {
+            if (w.has(wn, l.outFeatures(), l.inFeatures())) {
+              // a head tied to the embedding shares its block (uploaded from it by RankModel)
+            } else if (be != null) {
+              w.putTensor(wn, src.rows(wn, 0, l.outFeatures(), l.inFeatures(), dt, be));
+            } else {
               w.put(wn, new RankWeights.Block(l.outFeatures(), l.inFeatures(), src.all(wn)));
             }
             if (l.hasBias()) {
@@ -202,32 +236,37 @@ public final class Plan implements Serializable {
         String wn = e.name() + ".weight";
         w.put(wn, new RankWeights.Block(len, e.dim(), src.rows(wn, off, len)));
       } else if (s instanceof Step.Residual r) {
-        shard(r.body(), src, rank, w);
+        shard(r.body(), src, rank, w, be, dt);
       }
     }
   }
 
-  /** Bytes of weights rank {@code rank} holds, computed from the plan alone. */
+  /** Bytes of weights rank {@code rank} holds in float32, computed from the plan alone. */
   public long weightBytes(int rank) {
-    return weightBytes(steps, rank);
+    return weightBytes(steps, rank, 4);
   }
 
-  private long weightBytes(List<Step> s, int rank) {
+  /** Bytes of weights rank {@code rank} holds with linear weights stored in {@code linearDtype} (biases f32). */
+  public long weightBytes(int rank, org.sparktp.tensor.DType linearDtype) {
+    return weightBytes(steps, rank, linearDtype.size());
+  }
+
+  private long weightBytes(List<Step> s, int rank, int es) {
     long b = 0;
     for (Step st : s) {
       if (st instanceof Step.Linear l) {
         long bias = l.hasBias() ? 1 : 0;
         b += switch (l.mode()) {
-          case COLUMN -> (long) l.split().length(rank) * (l.inFeatures() + bias);
-          case ROW -> (long) l.outFeatures() * (l.split().length(rank) + bias);
-          case REPLICATED -> (long) l.outFeatures() * (l.inFeatures() + bias);
-        } * 4;
+          case COLUMN -> (long) l.split().length(rank) * (l.inFeatures() * es + bias * 4);
+          case ROW -> (long) l.outFeatures() * (l.split().length(rank) * es + bias * 4);
+          case REPLICATED -> (long) l.outFeatures() * (l.inFeatures() * es + bias * 4);
+        };
       } else if (st instanceof Step.Norm n) {
         b += 4L * n.width() * ((n.hasGamma() ? 1 : 0) + (n.hasBeta() ? 1 : 0));
       } else if (st instanceof Step.Embed e) {
         b += 4L * e.vocabSplit().length(rank) * e.dim();
       } else if (st instanceof Step.Residual r) {
-        b += weightBytes(r.body(), rank);
+        b += weightBytes(r.body(), rank, es);
       }
     }
     return b;
@@ -287,6 +326,23 @@ public final class Plan implements Serializable {
     sb.append(String.format(Locale.ROOT, "weight bytes per rank: [%s] (min %d, max %d, total %d)%n", per, min, max,
         sum));
     return sb.toString();
+  }
+
+  /**
+   * The precision lines of explain: the linear weights' storage dtype, the GEMM kernel and the weight bytes
+   * per rank in that dtype (biases, norms and embeddings stay f32).
+   */
+  public String explainPrecision(org.sparktp.tensor.DType linearDtype, String kernel) {
+    StringBuilder per = new StringBuilder();
+    long max = 0;
+    for (int r = 0; r < tpSize; r++) {
+      long b = weightBytes(r, linearDtype);
+      max = Math.max(max, b);
+      per.append(r == 0 ? "" : ", ").append(b);
+    }
+    return String.format(Locale.ROOT, "dtype %s (linear weights; GEMMs accumulate in f32; activations, biases, norms "
+        + "and embeddings f32), kernel %s%nweight bytes per rank in %s: [%s] (max %d; f32 would be %d)%n",
+        linearDtype.id(), kernel, linearDtype.id(), per, max, weightBytes(0));
   }
 
   private void explain(List<Step> s, String indent, StringBuilder sb, double[] total, int[] idx) {

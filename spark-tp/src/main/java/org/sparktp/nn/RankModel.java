@@ -3,6 +3,7 @@ package org.sparktp.nn;
 import java.util.ArrayList;
 import java.util.List;
 import org.sparktp.backend.Backend;
+import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
@@ -18,7 +19,21 @@ public final class RankModel implements AutoCloseable {
   private final List<Layer> layers = new ArrayList<>();
   private boolean closed;
 
+  private final DType linearDtype;
+
+  /** A rank model with float32 linear weights. */
   public RankModel(Plan plan, int rank, Backend backend, RankWeights weights) {
+    this(plan, rank, backend, weights, DType.F32);
+  }
+
+  /**
+   * A rank model whose linear weights are stored in {@code linearDtype} (f32, bf16 or f16; GEMMs accumulate in
+   * f32, activations, biases, norms and embeddings stay f32). Weights already on the backend
+   * ({@link RankWeights#take}) are used as they are (converted when their dtype differs); host blocks are
+   * uploaded and converted.
+   */
+  public RankModel(Plan plan, int rank, Backend backend, RankWeights weights, DType linearDtype) {
+    this.linearDtype = linearDtype;
     if (weights.rank() != rank || weights.tpSize() != plan.tpSize()) {
       throw new IllegalArgumentException("Weights of shard " + weights.rank() + "/" + weights.tpSize()
           + " given to rank " + rank + "/" + plan.tpSize());
@@ -49,13 +64,27 @@ public final class RankModel implements AutoCloseable {
   private void build(List<Step> steps, RankWeights w, List<Layer> out) {
     for (Step s : steps) {
       if (s instanceof Step.Linear l) {
-        Tensor wt = upload(w, l.name() + ".weight");
-        Tensor bt = l.hasBias() ? upload(w, l.name() + ".bias") : null;
-        out.add(switch (l.mode()) {
-          case COLUMN -> new ColumnParallelLinear(l.name(), l.split(), rank, wt, bt, l.epilogue(), false);
-          case ROW -> new RowParallelLinear(l.name(), l.split(), rank, wt, bt, true, false);
-          case REPLICATED -> new ReplicatedLinear(l.name(), wt, bt, l.epilogue());
-        });
+        Tensor wt = uploadAs(w, l.name() + ".weight", linearDtype);
+        Tensor bt;
+        try {
+          bt = l.hasBias() ? upload(w, l.name() + ".bias") : null;
+        } catch (RuntimeException e) {
+          wt.close();
+          throw e;
+        }
+        try {
+          out.add(switch (l.mode()) {
+            case COLUMN -> new ColumnParallelLinear(l.name(), l.split(), rank, wt, bt, l.epilogue(), false);
+            case ROW -> new RowParallelLinear(l.name(), l.split(), rank, wt, bt, true, false);
+            case REPLICATED -> new ReplicatedLinear(l.name(), wt, bt, l.epilogue());
+          });
+        } catch (RuntimeException e) {
+          wt.close();
+          if (bt != null) {
+            bt.close();
+          }
+          throw e;
+        }
       } else if (s instanceof Step.Act a) {
         out.add(new ActivationLayer(a.activation()));
       } else if (s instanceof Step.Norm n) {
@@ -80,8 +109,31 @@ public final class RankModel implements AutoCloseable {
   }
 
   private Tensor upload(RankWeights w, String name) {
-    RankWeights.Block b = w.get(name);
-    return backend.upload(b.data(), b.rows(), b.cols());
+    return uploadAs(w, name, DType.F32);
+  }
+
+  private Tensor uploadAs(RankWeights w, String name, DType dtype) {
+    Tensor t = w.take(name);
+    if (t == null) {
+      RankWeights.Block b = w.get(name);
+      t = backend.upload(b.data(), b.rows(), b.cols());
+    }
+    if (t.dtype() == dtype) {
+      return t;
+    }
+    try (Tensor src = t) {
+      return backend.convert(src, dtype);
+    }
+  }
+
+  /** The storage dtype of the linear weights. */
+  public DType linearDtype() {
+    return linearDtype;
+  }
+
+  /** The GEMM kernel of the first linear layer (they share one), e.g. {@code onednn brg_matmul:avx512_core_amx}. */
+  public String kernel() {
+    return backend.kernel(linearDtype);
   }
 
   public Plan plan() {

@@ -1,5 +1,9 @@
 package org.sparktp.nn;
 
+import org.sparktp.backend.Backend;
+import org.sparktp.tensor.DType;
+import org.sparktp.tensor.Tensor;
+
 /**
  * Where a rank reads its weight shards from: whole tensors held in memory ({@link #of(ModelSpec)}), or
  * byte ranges of a checkpoint. Tensors are named {@code <layer>.weight} and {@code <layer>.bias}; a 2-D
@@ -15,6 +19,36 @@ public interface WeightSource {
 
   /** A whole tensor. */
   float[] all(String tensor);
+
+  /** The dtype a tensor is stored in (the type of a typed read without conversion); F32 unless overridden. */
+  default DType dtype(String tensor) {
+    return DType.F32;
+  }
+
+  /**
+   * Rows {@code [start, start + count)} of a {@code [*, cols]} tensor as a new {@code dtype} tensor on
+   * {@code be}. This default reads float32 ({@link #rows}) and converts; a checkpoint overrides it to read
+   * its bytes straight into the backend's memory.
+   */
+  default Tensor rows(String tensor, int start, int count, int cols, DType dtype, Backend be) {
+    return typed(be, rows(tensor, start, count), count, cols, dtype);
+  }
+
+  /** Columns {@code [start, start + count)} of every one of the {@code rows} rows, as a new {@code dtype} tensor. */
+  default Tensor columns(String tensor, int start, int count, int rows, DType dtype, Backend be) {
+    return typed(be, columns(tensor, start, count), rows, count, dtype);
+  }
+
+  /** {@code data} ({@code [rows, cols]} float32) as a new {@code dtype} tensor on {@code be}. */
+  static Tensor typed(Backend be, float[] data, int rows, int cols, DType dtype) {
+    Tensor f = be.upload(data, rows, cols);
+    if (dtype == DType.F32) {
+      return f;
+    }
+    try (f) {
+      return be.convert(f, dtype);
+    }
+  }
 
   /** The weights of an in-memory model. */
   static WeightSource of(ModelSpec spec) {

@@ -23,6 +23,8 @@ import org.apache.spark.unsafe.Platform;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.sparktp.backend.Backend;
+import org.sparktp.TpConf;
+import org.sparktp.tensor.DType;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.backend.cuda.CudaBackend;
 import org.sparktp.comm.CommStats;
@@ -87,12 +89,13 @@ final class RankTask
    * Makes the backend named by {@code spark.tp.backend} for this task: {@code auto} is CUDA when the task has a GPU
    * and the CUDA libraries load, else the CPU (the reason is logged); {@code cuda} runs on the task's GPU.
    */
-  static Backend backend(String name, int blasThreads, TaskContext ctx) {
+  static Backend backend(String name, java.util.Map<String, String> settings, TaskContext ctx) {
     String n = GpuTask.resolveBackend(checkBackend(name), ctx);
     if (n.equals("cuda")) {
       return new CudaBackend(GpuTask.settings(), GpuTask.deviceOrdinal(ctx));
     }
-    return new CpuBackend(blasThreads);
+    // the CPU backend with spark.tp.cpu.threads, spark.tp.cpu.gemm and the batch size
+    return new org.sparktp.backend.cpu.CpuBackendProvider().create(settings, -1);
   }
 
   /**
@@ -190,7 +193,7 @@ final class RankTask
       GenerateJob.TextStop ts = null;
       UnsafeProjection proj;
       try {
-        ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), p, rank, job.backend());
+        ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), p, rank, cacheBackend());
         l = ShardCache.get().checkOut(key, job.weightBytes(rank), job.cacheMaxBytes(), this::load);
         if (job.generate() != null) {
           ts = job.generate().stopCheck();
@@ -233,21 +236,38 @@ final class RankTask
       });
     }
 
+    /** The backend part of the cache key: the backend, dtype and GEMM (a model loaded in bf16 is not reused for f32). */
+    private String cacheBackend() {
+      return job.backend() + "/" + job.dtype() + "/" + job.backendSettings().get(TpConf.CPU_GEMM);
+    }
+
     private InputKind kind() {
       return job.kind();
     }
 
     private ShardCache.Entry load() {
-      RankWeights w = job.shards().load(rank);
-      Backend b = backend(job.backend(), job.blasThreads(), ctx);
+      Backend b = backend(job.backend(), job.backendSettings(), ctx);
       try {
-        ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), job.tpSize(), rank, job.backend());
+        ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), job.tpSize(), rank, cacheBackend());
         if (job.transformer() != null) {
+          RankWeights w = job.shards().load(rank);
           return new ShardCache.Entry(key, new TransformerRankModel(job.transformer(), rank, b, w), b);
         }
-        return new ShardCache.Entry(key, new RankModel(job.plan(), rank, b, w), b);
+        DType dt = DType.parseStorage(job.dtype(), TpConf.DTYPE);
+        if (!b.supports(dt)) {
+          LOG.warn("spark-tp job {} rank {}: the {} backend holds no {} tensors; its weights stay f32", job.jobKey(),
+              rank, b.name(), dt.id());
+          dt = DType.F32;
+        }
+        try (RankWeights w = job.shards().load(rank, b, dt)) {
+          return new ShardCache.Entry(key, new RankModel(job.plan(), rank, b, w, dt), b);
+        }
       } catch (RuntimeException | Error e) {
-        b.close();
+        try {
+          b.close();
+        } catch (RuntimeException suppressed) {
+          e.addSuppressed(suppressed);
+        }
         throw e;
       }
     }

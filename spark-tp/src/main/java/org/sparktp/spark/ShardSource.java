@@ -6,7 +6,9 @@ import java.io.UncheckedIOException;
 import java.util.List;
 import org.apache.spark.broadcast.Broadcast;
 import org.apache.spark.deploy.SparkHadoopUtil;
+import org.sparktp.backend.Backend;
 import org.sparktp.model.ModelDirectory;
+import org.sparktp.tensor.DType;
 import org.sparktp.nn.Plan;
 import org.sparktp.nn.RankWeights;
 
@@ -15,6 +17,14 @@ interface ShardSource extends Serializable {
 
   /** Rank {@code rank}'s shard (called on the executor, once per cache miss). */
   RankWeights load(int rank);
+
+  /**
+   * Rank {@code rank}'s shard with the linear weights in {@code dtype} where the source can read them
+   * straight into {@code be}'s memory (a checkpoint); the default returns host blocks ({@link #load(int)}).
+   */
+  default RankWeights load(int rank, Backend be, DType dtype) {
+    return load(rank);
+  }
 
   /** One broadcast per rank: an executor fetches only the broadcasts of its ranks. */
   record Broadcasts(List<Broadcast<RankWeights>> perRank) implements ShardSource {
@@ -47,6 +57,16 @@ interface ShardSource extends Serializable {
       try (ModelDirectory d = ModelDirectory.open(new org.apache.hadoop.fs.Path(dir),
           SparkHadoopUtil.get().conf())) {
         return plan.shard(d.weightSource(), rank);
+      } catch (IOException e) {
+        throw new UncheckedIOException("Rank " + rank + " cannot read its shard of " + dir + ": " + e.getMessage(), e);
+      }
+    }
+
+    @Override
+    public RankWeights load(int rank, Backend be, DType dtype) {
+      try (ModelDirectory d = ModelDirectory.open(new org.apache.hadoop.fs.Path(dir),
+          SparkHadoopUtil.get().conf())) {
+        return plan.shard(d.weightSource(), rank, be, dtype);
       } catch (IOException e) {
         throw new UncheckedIOException("Rank " + rank + " cannot read its shard of " + dir + ": " + e.getMessage(), e);
       }

@@ -51,6 +51,9 @@ import org.sparktp.nn.Plan;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.WeightSource;
 import org.sparktp.nn.gen.GenerateParams;
+import org.sparktp.backend.Precision;
+import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.tensor.DType;
 
 /**
  * A model run with tensor parallelism over the rows of a DataFrame: every weight matrix is split across
@@ -108,6 +111,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   private final Param<String> task;
   private final Param<String> pooling;
   private final BooleanParam normalize;
+  private final Param<String> dtype;
   // --- issue 12: task generate ---
   private final IntParam maxNewTokens;
   private final org.apache.spark.ml.param.DoubleParam temperature;
@@ -120,11 +124,11 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   private final org.apache.spark.ml.param.IntArrayParam stopIds;
 
   public TensorParallelModel(ModelSpec spec) {
-    this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec, null, null));
+    this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec, null, null, null));
   }
 
   public TensorParallelModel(String uid, ModelSpec spec) {
-    this(uid, spec, new Shards(spec, null, null));
+    this(uid, spec, new Shards(spec, null, null, null));
   }
 
   /**
@@ -156,7 +160,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
       String qualified = fs.makeQualified(path).toString();
       ModelSpec structure = d.structure();
       return new TensorParallelModel(uid, structure, new Shards(structure, qualified, identity(qualified,
-          d.files(hadoop), fs)));
+          d.files(hadoop), fs), d.weightDtype()));
     } catch (IOException e) {
       throw new IllegalArgumentException("Cannot open the model directory " + dir + ": " + e.getMessage(), e);
     }
@@ -237,6 +241,9 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
         + ", default " + TpConf.BATCH_SIZE_DEFAULT + ")", ParamValidators.gtEq(1));
     backend = new Param<>(this, "backend", "compute backend: auto, cpu or cuda (else " + TpConf.BACKEND
         + ", default " + TpConf.BACKEND_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "cpu", "cuda"}));
+    dtype = new Param<>(this, "dtype", "storage and GEMM input type of the weights: auto, f32, bf16 or f16 (else "
+        + TpConf.DTYPE + ", default " + TpConf.DTYPE_DEFAULT + ")", ParamValidators.inArray(
+            new String[] {"auto", "f32", "bf16", "f16"}));
     setDefault(inputCol, "features");
     setDefault(outputCol, "prediction");
   }
@@ -449,6 +456,20 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     return this;
   }
 
+  public Param<String> dtype() {
+    return dtype;
+  }
+
+  /** The weights' storage and GEMM input type: {@code auto}, {@code f32}, {@code bf16} or {@code f16}. */
+  public TensorParallelModel setDtype(String v) {
+    String d = v == null ? "" : v.trim().toLowerCase(Locale.ROOT);
+    if (!d.equals("auto")) {
+      DType.parseStorage(v, "dtype param");
+    }
+    set(dtype, d);
+    return this;
+  }
+
   public TensorParallelModel setBackend(String v) {
     set(backend, RankTask.checkBackend(v));
     return this;
@@ -649,6 +670,16 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
       throw new IllegalArgumentException("batchSize " + batch + " makes batches of " + batchBytes
           + " bytes; lower it (" + TpConf.BATCH_SIZE + ")");
     }
+    // issue 9: the CPU thread budget, GEMM and the weights' dtype; the CPU backend's settings travel to the ranks
+    int threads = settings.getInt(TpConf.CPU_THREADS, 1);
+    blas = threads != 1 ? threads : blas;
+    String gemm = CpuBackend.checkGemm(settings.get(TpConf.CPU_GEMM));
+    DType storage = hf != null ? transformerDtype(spark) : resolveDtype(be, spark);
+    java.util.TreeMap<String, String> backendSettings = new java.util.TreeMap<>();
+    backendSettings.put(TpConf.CPU_THREADS, Integer.toString(blas));
+    backendSettings.put(TpConf.CPU_GEMM, gemm);
+    backendSettings.put(TpConf.BATCH_SIZE, Integer.toString(batch));
+    backendSettings.put(TpConf.DTYPE, storage.id());
     CommFactory comm = CommFactory.forSettings(spark, settings);
     int slots = Slots.await(sc, Math.max(1, g) * p, slotWait);
     if (g == 0) {
@@ -659,7 +690,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
 
     if (hf != null) {
       return transformTransformer(ds, outSchema, spark, p, g, batch, be, blas, cacheMax, nulls, timeout, retryable,
-          failRank, comm, settings);
+          failRank, comm, settings, backendSettings);
     }
     Plan plan = shards.plan(p);
     ShardSource source = shards.source(sc, plan);
@@ -670,15 +701,16 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
     int ord = df.schema().fieldIndex(getInputCol());
     TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, getInputCol(), ord,
-        InputKind.of(df.schema(), getInputCol(), plan), outSchema, batch, be, blas, cacheMax, nulls, timeout,
-        retryable, failRank, comm, metrics, settings, null, 0, null);
+        InputKind.of(df.schema(), getInputCol(), plan), outSchema, batch, be, blas, storage.id(), backendSettings,
+        cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, null, 0, null);
     return BarrierRunner.run(spark, df, job, placements);
   }
 
   /** A Hugging Face transformer's job: text tokenized per input partition first, then the barrier stage. */
   private Dataset<Row> transformTransformer(org.apache.spark.sql.classic.Dataset<?> ds, StructType outSchema,
       org.apache.spark.sql.classic.SparkSession spark, int p, int g, int batch, String be, int blas, long cacheMax,
-      NullPolicy nulls, long timeout, boolean retryable, int failRank, CommFactory comm, TpSettings settings) {
+      NullPolicy nulls, long timeout, boolean retryable, int failRank, CommFactory comm, TpSettings settings,
+      java.util.TreeMap<String, String> backendSettings) {
     SparkContext sc = spark.sparkContext();
     TransformerPlan plan = transformerPlan(p);
     int batchTokens = settings.getInt(TpConf.BATCH_TOKENS, 1);
@@ -716,11 +748,36 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
       gen = gen.withSeedColumn(df.schema().fieldIndex(seedName), t.equals(DataTypes.IntegerType));
     }
     TpJob job = new TpJob(jobKey, hf.modelId, null, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
-        g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, batch, be, blas, cacheMax, nulls, timeout,
-        retryable, failRank, comm, metrics, settings, plan, batchTokens, gen);
+        g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, batch, be, blas, DType.F32.id(),
+        backendSettings, cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, plan, batchTokens, gen);
     Dataset<Row> out = BarrierRunner.run(spark, df, job, null);
     out = helper == null ? out : out.drop(helper);
     return gen != null && hf.tokenizer ? GenerateJob.withText(out, hf.dir) : out;
+  }
+
+  /**
+   * Hugging Face transformers compute in f32 for now (their weights are widened as they are read): {@code auto}
+   * and {@code f32} are accepted, anything else is an error that says so.
+   */
+  private DType transformerDtype(SparkSession spark) {
+    String v = isSet(dtype) ? $(dtype) : resolve(spark, TpConf.DTYPE, TpConf.DTYPE_DEFAULT);
+    String n = v.trim().toLowerCase(java.util.Locale.ROOT);
+    if (!n.equals("auto") && !n.equals("f32")) {
+      throw new IllegalArgumentException("dtype " + v + " is not supported for Hugging Face transformers yet (their"
+          + " weights are widened to f32 as they are read); use auto or f32 (" + TpConf.DTYPE + ", setDtype)");
+    }
+    return DType.F32;
+  }
+
+  /**
+   * The weights' storage type for this model's jobs: the {@code dtype} param, else {@code spark.tp.dtype},
+   * {@code auto} resolved against the checkpoint's dtype and this CPU (see {@link Precision#resolve}).
+   */
+  public DType resolveDtype(String backendName, SparkSession spark) {
+    String v = isSet(dtype) ? $(dtype) : resolve(spark, TpConf.DTYPE, TpConf.DTYPE_DEFAULT);
+    boolean cpu = backendName == null || backendName.equals("auto") || backendName.equals("cpu");
+    // auto picks bf16 only on the CPU backend for now (a backend reports its dtypes through Backend.supports)
+    return Precision.resolve(v, shards.checkpointDtype, cpu && CpuBackend.hasNativeBf16(), TpConf.DTYPE);
   }
 
   @Override
@@ -768,12 +825,14 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     final String modelId; // the directory's identity, or random for a model held in memory
     private final transient ModelSpec spec;
     private final String checkpoint; // a model directory each rank reads its shard from, or null
+    final DType checkpointDtype; // storage dtype of the checkpoint's weights, or null for in-memory weights
     private transient Map<Integer, Plan> plans;
     private transient Map<Integer, List<Broadcast<RankWeights>>> broadcasts;
     private transient SparkContext owner;
     private transient Map<String, String[]> placements;
 
-    Shards(ModelSpec spec, String checkpoint, String identity) {
+    Shards(ModelSpec spec, String checkpoint, String identity, DType checkpointDtype) {
+      this.checkpointDtype = checkpointDtype;
       this.spec = spec;
       this.checkpoint = checkpoint;
       this.modelId = identity != null ? identity : UUID.randomUUID().toString();

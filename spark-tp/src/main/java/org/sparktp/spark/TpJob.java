@@ -25,6 +25,8 @@ record TpJob(
     int batchSize,
     String backend,
     int blasThreads,
+    String dtype,
+    java.util.TreeMap<String, String> backendSettings,
     long cacheMaxBytes,
     NullPolicy nullPolicy,
     long commTimeoutMillis,

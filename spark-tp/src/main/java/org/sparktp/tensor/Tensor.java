@@ -3,7 +3,7 @@ package org.sparktp.tensor;
 import org.sparktp.backend.Backend;
 
 /**
- * A dense, row-major float32 matrix of {@code rows x cols} whose memory is owned by a {@link Backend}
+ * A dense, row-major matrix of elements of one {@link DType} (float32 unless said otherwise) of {@code rows x cols} whose memory is owned by a {@link Backend}
  * (host memory for the CPU backend, device memory for a GPU backend). Layers never read a tensor's
  * memory directly: they ask its backend to compute on it.
  *
@@ -14,13 +14,33 @@ import org.sparktp.backend.Backend;
 public abstract class Tensor implements AutoCloseable {
   private final int rows;
   private final int cols;
+  private final DType dtype;
 
+  /** A float32 tensor. */
   protected Tensor(int rows, int cols) {
+    this(rows, cols, DType.F32);
+  }
+
+  protected Tensor(int rows, int cols, DType dtype) {
+    if (dtype == null) {
+      throw new IllegalArgumentException("Tensor dtype must not be null");
+    }
     if (rows < 0 || cols < 0) {
       throw new IllegalArgumentException("Tensor shape must be non-negative, got [" + rows + ", " + cols + "]");
     }
     this.rows = rows;
     this.cols = cols;
+    this.dtype = dtype;
+  }
+
+  /** The element type. */
+  public final DType dtype() {
+    return dtype;
+  }
+
+  /** Bytes of the elements: {@code numel() * dtype().size()}. */
+  public final long bytes() {
+    return numel() * dtype.size();
   }
 
   public final int rows() {
@@ -57,6 +77,6 @@ public abstract class Tensor implements AutoCloseable {
 
   @Override
   public String toString() {
-    return getClass().getSimpleName() + shape();
+    return getClass().getSimpleName() + shape() + (dtype == DType.F32 ? "" : " " + dtype.id());
   }
 }

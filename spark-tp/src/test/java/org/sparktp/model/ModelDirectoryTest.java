@@ -1,5 +1,8 @@
 package org.sparktp.model;
 
+import org.sparktp.tensor.DType;
+import org.sparktp.tensor.HalfFloats;
+import org.sparktp.tensor.HalfFloatsTest;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.sparktp.model.TestData.assertSameFloats;

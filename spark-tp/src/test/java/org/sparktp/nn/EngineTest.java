@@ -6,10 +6,12 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.comm.LocalCommunicator;
+import org.sparktp.tensor.DType;
 import org.sparktp.testing.Compare;
 import org.sparktp.testing.Rand;
 import org.sparktp.testing.Reference;
@@ -53,11 +55,16 @@ class EngineTest {
 
   /** Runs the model on p ranks; each rank streams 3 steps of its own rows; returns outputs in rank order. */
   static List<float[]> runGroup(ModelSpec spec, int p, float[][][] inputs, long[] commCalls) {
+    return runGroup(spec, p, inputs, commCalls, DType.F32);
+  }
+
+  static List<float[]> runGroup(ModelSpec spec, int p, float[][][] inputs, long[] commCalls, DType dtype) {
     Plan plan = Plan.build(spec, p);
     List<float[]> perRank = LocalCommunicator.run(p, TIMEOUT_MS, rank -> comm -> {
       try (CpuBackend be = new CpuBackend()) {
         List<Float> out = new ArrayList<>();
-        try (RankModel model = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank))) {
+        try (RankModel model = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank), dtype)) {
+          assertThat(model.linearDtype()).isEqualTo(dtype);
           TpRunner runner = new TpRunner(model, comm);
           int step = 0;
           while (true) {
@@ -87,6 +94,21 @@ class EngineTest {
   }
 
   void checkModel(ModelSpec spec, int p) {
+    checkModel(spec, p, DType.F32);
+  }
+
+  /** Every (tp size, weight dtype) pair: f32 within 1e-5 of float64, bf16 and f16 within 2e-2. */
+  static java.util.stream.Stream<org.junit.jupiter.params.provider.Arguments> tpAndDtype() {
+    List<org.junit.jupiter.params.provider.Arguments> out = new ArrayList<>();
+    for (DType d : new DType[] {DType.F32, DType.BF16, DType.F16}) {
+      for (int p = 1; p <= 4; p++) {
+        out.add(org.junit.jupiter.params.provider.Arguments.of(p, d));
+      }
+    }
+    return out.stream();
+  }
+
+  void checkModel(ModelSpec spec, int p, DType dtype) {
     int steps = 3;
     float[][][] inputs = new float[p][steps][];
     for (int r = 0; r < p; r++) {
@@ -95,7 +117,7 @@ class EngineTest {
       }
     }
     long[] calls = new long[p];
-    List<float[]> got = runGroup(spec, p, inputs, calls);
+    List<float[]> got = runGroup(spec, p, inputs, calls, dtype);
     for (int r = 0; r < p; r++) {
       int rows = 0;
       for (float[] x : inputs[r]) {
@@ -108,27 +130,30 @@ class EngineTest {
         off += x.length;
       }
       double[][] ref = Reference.forward(spec, rnd.rows(all, rows, spec.inputDim()));
-      Compare.assertClose(got.get(r), ref, "rank " + r + " of p=" + p + ", " + rnd);
+      Compare.assertClose(got.get(r), ref, "rank " + r + " of p=" + p + ", " + dtype + " weights, " + rnd,
+          Compare.tolerance(dtype));
     }
     if (p == 1) {
       assertThat(calls[0]).as("collectives with one rank").isZero();
     }
   }
 
-  @ParameterizedTest
-  @ValueSource(ints = {1, 2, 3, 4})
-  void fiveOpModelMatchesFloat64ForEveryTensorParallelSize(int p) {
-    checkModel(fiveOpModel(rnd), p);
+  @ParameterizedTest(name = "tp {0}, {1} weights")
+  @MethodSource("tpAndDtype")
+  void fiveOpModelMatchesFloat64ForEveryTensorParallelSize(int p, DType dtype) {
+    checkModel(fiveOpModel(rnd), p, dtype);
   }
 
-  @ParameterizedTest
-  @ValueSource(ints = {1, 2, 3, 4})
-  void megatronMlpCostsOneReductionPerColumnRowPair(int p) {
+  @ParameterizedTest(name = "tp {0}, {1} weights")
+  @MethodSource("tpAndDtype")
+  void megatronMlpCostsOneReductionPerColumnRowPair(int p, DType dtype) {
     ModelSpec mlp = new ModelSpec(50, List.of(linear(rnd, "up", 50, 203, true), new LayerSpec.Act(Activation.GELU, 203),
         linear(rnd, "down", 203, 50, true), new LayerSpec.Act(Activation.RELU, 50),
         linear(rnd, "up2", 50, 101, true), new LayerSpec.Act(Activation.SILU, 101),
         linear(rnd, "down2", 101, 37, true)));
     Plan plan = Plan.build(mlp, p);
+    assertThat(plan.weightBytes(0, DType.BF16)).as("bf16 linear weights take about half the bytes")
+        .isLessThan(plan.weightBytes(0) * 6 / 10);
     if (p > 1) {
       // up(col) down(row) -> all-reduce -> up2(col) down2(row): the final partial is reduce-scattered to row owners
       assertThat(plan.collectiveCount()).isEqualTo(1);
@@ -136,12 +161,12 @@ class EngineTest {
       assertThat(plan.explain()).contains("column linear up [50->203] +gelu", "row linear down [203->50]",
           "all-reduce", "reduce-scatter over rows");
     }
-    checkModel(mlp, p);
+    checkModel(mlp, p, dtype);
   }
 
-  @ParameterizedTest
-  @ValueSource(ints = {1, 2, 3})
-  void residualSoftmaxAndForcedModesMatchFloat64(int p) {
+  @ParameterizedTest(name = "tp {0}, {1} weights")
+  @MethodSource("tpAndDtype")
+  void residualSoftmaxAndForcedModesMatchFloat64(int p, DType dtype) {
     ModelSpec spec = new ModelSpec(50, List.of(
         linear(rnd, "in", 50, 64, Parallel.REPLICATED),
         new LayerSpec.Residual(List.of(
@@ -153,7 +178,7 @@ class EngineTest {
         new LayerSpec.Act(Activation.SIGMOID, 37),
         linear(rnd, "d", 37, 11, Parallel.COLUMN),
         new LayerSpec.Act(Activation.SOFTMAX, 11)));
-    checkModel(spec, p);
+    checkModel(spec, p, dtype);
   }
 
   @ParameterizedTest

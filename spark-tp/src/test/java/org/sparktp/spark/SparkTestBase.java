@@ -153,6 +153,11 @@ public abstract class SparkTestBase {
 
   /** Asserts max|y - ref| <= 1e-5 * max|ref| over all rows. */
   static void assertClose(float[][] y, double[][] ref) {
+    assertClose(y, ref, 1e-5);
+  }
+
+  /** Asserts max|y - ref| <= tolerance * max|ref| over all rows. */
+  static void assertClose(float[][] y, double[][] ref, double tolerance) {
     double maxRef = 0;
     double maxErr = 0;
     assertThat(y.length).isEqualTo(ref.length);
@@ -164,6 +169,6 @@ public abstract class SparkTestBase {
       }
     }
     assertThat(maxRef).isGreaterThan(0);
-    assertThat(maxErr).as("max |y - ref| (max |ref| = %s)", maxRef).isLessThanOrEqualTo(1e-5 * maxRef);
+    assertThat(maxErr).as("max |y - ref| (max |ref| = %s)", maxRef).isLessThanOrEqualTo(tolerance * maxRef);
   }
 }

@@ -4,17 +4,28 @@ import static org.bytedeco.openblas.global.openblas_full.CblasNoTrans;
 import static org.bytedeco.openblas.global.openblas_full.CblasRowMajor;
 import static org.bytedeco.openblas.global.openblas_full.CblasTrans;
 
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
+import java.util.Locale;
 import java.util.concurrent.atomic.AtomicLong;
+import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.openblas.global.openblas_full;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
+import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
- * The CPU backend: tensors in off-heap host memory, GEMMs through OpenBLAS {@code cblas_sgemm}
- * ({@code org.bytedeco:openblas}), elementwise work in Java over chunks of the buffers.
+ * The CPU backend: tensors of any {@link DType} in off-heap host memory; linear layers through oneDNN
+ * matmuls ({@code org.bytedeco:dnnl}, weights prepacked once, AMX or AVX512-BF16 for bf16/f16 weights,
+ * see {@link DnnlLinear}) or OpenBLAS {@code cblas_sgemm} for f32 weights ({@code org.bytedeco:openblas},
+ * the reference path); elementwise work, norms and softmax in Java, in float32.
+ *
+ * <p>Which GEMM runs ({@code spark.tp.cpu.gemm}): {@code auto} = OpenBLAS for f32 weights, oneDNN for
+ * bf16/f16; {@code onednn} = oneDNN for every dtype; {@code openblas} = OpenBLAS only (bf16/f16 weights are
+ * then widened to f32 at load).
  *
  * <p>OpenBLAS keeps one thread count per process. Each rank uses one BLAS thread by default (ranks of a
  * group running in one JVM would otherwise oversubscribe the cores); {@link #CpuBackend(int)} sets
@@ -27,6 +38,9 @@ public final class CpuBackend implements Backend {
   private final AtomicLong liveTensors = new AtomicLong();
   private final AtomicLong liveBytes = new AtomicLong();
   private final int blasThreads;
+  private final String gemm;
+  private final int referenceRows;
+  private Dnnl dnnl; // made on first use
   private volatile boolean closed;
 
   /** A backend with one BLAS thread. */
@@ -34,15 +48,132 @@ public final class CpuBackend implements Backend {
     this(1);
   }
 
-  /** A backend that sets OpenBLAS to {@code blasThreads} threads (process-wide). */
+  /** A backend that sets OpenBLAS to {@code blasThreads} threads (process-wide); GEMM choice {@code auto}. */
   public CpuBackend(int blasThreads) {
-    if (blasThreads <= 0) {
+    this(blasThreads, "auto", 256);
+  }
+
+  /**
+   * A backend with {@code threads} OpenBLAS threads (process-wide), GEMM choice {@code gemm}
+   * ({@code auto|openblas|onednn}), and {@code referenceRows} (the micro-batch size) for which oneDNN picks
+   * the packed weight layout.
+   */
+  public CpuBackend(int threads, String gemm, int referenceRows) {
+    if (threads <= 0) {
       throw new IllegalArgumentException(
-          "BLAS thread count must be positive, got " + blasThreads + " (spark.tp.cpu.blas-threads)");
+          "CPU thread count must be positive, got " + threads + " (spark.tp.cpu.threads)");
     }
+    this.gemm = checkGemm(gemm);
     load();
-    this.blasThreads = blasThreads;
-    openblas_full.openblas_set_num_threads(blasThreads);
+    if ("onednn".equals(this.gemm) && Dnnl.loadError() != null) {
+      throw new IllegalStateException(Dnnl.loadError() + " (spark.tp.cpu.gemm=onednn); use auto or openblas");
+    }
+    this.blasThreads = threads;
+    this.referenceRows = Math.max(1, referenceRows);
+    openblas_full.openblas_set_num_threads(threads);
+  }
+
+  /** Checks a {@code spark.tp.cpu.gemm} value; returns it normalized. */
+  public static String checkGemm(String gemm) {
+    String g = gemm == null ? "auto" : gemm.trim().toLowerCase(Locale.ROOT);
+    if (!g.equals("auto") && !g.equals("openblas") && !g.equals("onednn")) {
+      throw new IllegalArgumentException("Unknown CPU GEMM '" + gemm + "' (spark.tp.cpu.gemm): use auto, openblas "
+          + "or onednn");
+    }
+    return g;
+  }
+
+  /** True when this CPU runs bf16 GEMMs natively through oneDNN (AMX or AVX512-BF16). */
+  public static boolean hasNativeBf16() {
+    return Dnnl.hasBf16();
+  }
+
+  /** oneDNN's instruction set here ({@code avx512_core_amx}, ...), or {@code unavailable} with the reason. */
+  public static String onednnIsa() {
+    String why = Dnnl.loadError();
+    return why == null ? Dnnl.isa() : "unavailable: " + why;
+  }
+
+  /** What oneDNN's OpenMP runtime was given: {@code OMP_NUM_THREADS}, read once when it loaded. */
+  public static String onednnThreads() {
+    String v = Dnnl.ompThreads();
+    return v == null ? "OMP_NUM_THREADS unset (OpenMP uses every core)" : "OMP_NUM_THREADS=" + v;
+  }
+
+  private boolean useDnnl(DType weights) {
+    if ("openblas".equals(gemm) || Dnnl.loadError() != null) {
+      return false;
+    }
+    return ("onednn".equals(gemm) || weights != DType.F32) && Dnnl.supports(weights);
+  }
+
+  @Override
+  public String kernel(DType dtype) {
+    if (!useDnnl(dtype)) {
+      return dtype == DType.F32 ? "openblas" : "openblas (" + dtype.id() + " weights widened to f32)";
+    }
+    return Dnnl.kernelName();
+  }
+
+  private synchronized Dnnl dnnl() {
+    if (dnnl == null) {
+      dnnl = new Dnnl();
+    }
+    return dnnl;
+  }
+
+  @Override
+  public Backend.PreparedLinear prepareLinear(Tensor weight, Tensor bias, Activation epilogue) {
+    CpuTensor w = cpu(weight);
+    CpuTensor b = bias == null ? null : cpu(bias);
+    if (b != null && (b.dtype() != DType.F32 || b.numel() != w.rows())) {
+      throw new IllegalArgumentException("A linear's bias must be f32 with " + w.rows() + " elements (one per output "
+          + "feature), got " + b.shape() + " " + b.dtype().id());
+    }
+    if (useDnnl(w.dtype())) {
+      return new DnnlLinear(this, dnnl(), w, b, epilogue, w.dtype(), referenceRows);
+    }
+    if (w.dtype() != DType.F32) {
+      CpuTensor wide = convert(w, DType.F32);
+      w.close();
+      w = wide;
+    }
+    Backend.PreparedLinear generic = Backend.super.prepareLinear(w, b, epilogue);
+    return new Backend.PreparedLinear() {
+      @Override
+      public Tensor apply(Tensor x, boolean withBias) {
+        return generic.apply(x, withBias);
+      }
+
+      @Override
+      public long bytes() {
+        return generic.bytes();
+      }
+
+      @Override
+      public String kernel() {
+        return "openblas sgemm";
+      }
+
+      @Override
+      public void close() {
+        generic.close();
+      }
+    };
+  }
+
+  /** Live oneDNN handles (memory descriptors, memories, primitives, ...) made by this backend. */
+  public long liveNativeHandles() {
+    Dnnl d;
+    synchronized (this) {
+      d = dnnl;
+    }
+    return d == null ? 0 : d.liveHandles();
+  }
+
+  /** Counts {@code bytes} of host memory held outside tensors (packed weights); negative to release. */
+  void tracked(long bytes) {
+    liveBytes.addAndGet(bytes);
   }
 
   /** Loads OpenBLAS once per JVM; throws {@link UnsatisfiedLinkError} with the cause if it cannot. */
@@ -76,23 +207,116 @@ public final class CpuBackend implements Backend {
 
   @Override
   public CpuTensor allocate(int rows, int cols) {
-    CpuTensor t = empty(rows, cols);
-    org.bytedeco.javacpp.Pointer.memset(t.pointer(), 0, t.numel() * 4);
+    return allocate(rows, cols, DType.F32);
+  }
+
+  @Override
+  public CpuTensor allocate(int rows, int cols, DType dtype) {
+    CpuTensor t = empty(rows, cols, dtype);
+    Pointer.memset(t.data(), 0, t.bytes());
     return t;
   }
 
   @Override
+  public boolean supports(DType dtype) {
+    return dtype == DType.F32 || dtype == DType.BF16 || dtype == DType.F16 || dtype == DType.I32;
+  }
+
+  @Override
   public CpuTensor empty(int rows, int cols) {
+    return empty(rows, cols, DType.F32);
+  }
+
+  /** A new tensor of {@code dtype} whose contents are unspecified. */
+  public CpuTensor empty(int rows, int cols, DType dtype) {
     checkOpen();
-    CpuTensor t = new CpuTensor(this, rows, cols);
+    if (!supports(dtype)) {
+      throw new IllegalArgumentException("The CPU backend holds f32, bf16, f16 and i32 tensors, not " + dtype.id());
+    }
+    CpuTensor t = new CpuTensor(this, rows, cols, dtype);
     liveTensors.incrementAndGet();
-    liveBytes.addAndGet(t.numel() * 4);
+    liveBytes.addAndGet(t.bytes());
     return t;
   }
 
-  void released(long numel) {
+  void released(long bytes) {
     liveTensors.decrementAndGet();
-    liveBytes.addAndGet(-numel * 4);
+    liveBytes.addAndGet(-bytes);
+  }
+
+  @Override
+  public CpuTensor upload(ByteBuffer data, DType dtype, int rows, int cols) {
+    long bytes = (long) rows * cols * dtype.size();
+    if (data.remaining() < bytes) {
+      throw new IllegalArgumentException("upload of [" + rows + ", " + cols + "] " + dtype.id() + " needs " + bytes
+          + " bytes, the buffer has " + data.remaining());
+    }
+    CpuTensor t = empty(rows, cols, dtype);
+    if (data.isDirect() && data.order() == ByteOrder.LITTLE_ENDIAN || data.isDirect() && dtype.size() == 1) {
+      Pointer.memcpy(t.data(), new org.bytedeco.javacpp.BytePointer(data.slice()), bytes);
+    } else {
+      ByteBuffer src = data.slice().order(data.order()).limit((int) bytes);
+      t.byteBuffer().put(src);
+    }
+    data.position(data.position() + (int) bytes);
+    return t;
+  }
+
+  @Override
+  public ByteBuffer hostBuffer(Tensor t) {
+    return cpu(t).byteBuffer();
+  }
+
+  @Override
+  public void write(Tensor t, long byteOffset, ByteBuffer src) {
+    CpuTensor c = cpu(t);
+    int n = src.remaining();
+    c.byteBuffer(byteOffset, n).put(src);
+  }
+
+  @Override
+  public void download(Tensor src, ByteBuffer dst) {
+    CpuTensor s = cpu(src);
+    if (dst.remaining() < s.bytes()) {
+      throw new IllegalArgumentException("download of " + s.shape() + " " + s.dtype().id() + " needs " + s.bytes()
+          + " bytes, the buffer has " + dst.remaining());
+    }
+    int n = (int) s.bytes();
+    dst.slice().put(s.byteBuffer());
+    dst.position(dst.position() + n);
+  }
+
+  @Override
+  public CpuTensor convert(Tensor src, DType dtype) {
+    CpuTensor s = cpu(src);
+    CpuTensor d = empty(s.rows(), s.cols(), dtype);
+    try {
+      long chunk = 1 << 20; // elements per buffer view: no 2 GiB limit on the tensor
+      for (long e = 0; e < s.numel(); e += chunk) {
+        long c = Math.min(chunk, s.numel() - e);
+        dtype.convertFrom(s.dtype(), s.byteBuffer(e * s.dtype().size(), c * s.dtype().size()),
+            d.byteBuffer(e * dtype.size(), c * dtype.size()), c);
+      }
+      return d;
+    } catch (RuntimeException ex) {
+      d.close();
+      throw ex;
+    }
+  }
+
+  @Override
+  public void accumulate(ByteBuffer acc, ByteBuffer src, DType dtype, int count) {
+    if (count == 0) {
+      return;
+    }
+    if (dtype == DType.F32) {
+      // saxpy with alpha 1 is exact addition
+      openblas_full.cblas_saxpy(count, 1f, new org.bytedeco.javacpp.FloatPointer(src.slice().order(
+          ByteOrder.nativeOrder()).asFloatBuffer()), 1, new org.bytedeco.javacpp.FloatPointer(acc.slice().order(
+          ByteOrder.nativeOrder()).asFloatBuffer()), 1);
+      return;
+    }
+    Backend.super.accumulate(acc, src, dtype, count);
   }
 
   static CpuTensor cpu(Tensor t) {
@@ -123,6 +347,12 @@ public final class CpuBackend implements Backend {
       throw new IllegalArgumentException("download of " + s.shape() + " does not fit in " + dst.length
           + " floats from offset " + offset);
     }
+    if (s.dtype() != DType.F32) {
+      try (CpuTensor wide = convert(s, DType.F32)) {
+        wide.buffer().get(dst, offset, (int) s.numel());
+      }
+      return;
+    }
     s.buffer().get(dst, offset, (int) s.numel());
   }
 
@@ -139,7 +369,7 @@ public final class CpuBackend implements Backend {
   @Override
   public void zero(Tensor t) {
     CpuTensor c = cpu(t);
-    org.bytedeco.javacpp.Pointer.memset(c.pointer(), 0, c.numel() * 4);
+    Pointer.memset(c.data(), 0, c.bytes());
   }
 
   @Override
@@ -379,9 +609,18 @@ public final class CpuBackend implements Backend {
     }
     closed = true;
     long live = liveTensors.get();
-    if (live != 0) {
+    long handles = liveNativeHandles();
+    Dnnl d;
+    synchronized (this) {
+      d = dnnl;
+    }
+    if (d != null) {
+      d.close();
+    }
+    if (live != 0 || handles != 0) {
       throw new IllegalStateException("CPU backend closed with " + live + " live tensor(s) holding "
-          + liveBytes.get() + " bytes: every tensor must be closed by its owner (a leak)");
+          + liveBytes.get() + " bytes and " + handles + " live oneDNN handle(s): every tensor and prepared linear "
+          + "must be closed by its owner (a leak)");
     }
   }
 }

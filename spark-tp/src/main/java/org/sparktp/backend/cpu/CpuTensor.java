@@ -3,32 +3,39 @@ package org.sparktp.backend.cpu;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
+import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.sparktp.backend.Backend;
+import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
  * A tensor in off-heap host memory (allocated with {@code malloc} through JavaCPP), freed by
- * {@link #close()}. Views made by {@link #rows(int, int)} and {@link #reshape(int, int)} share the
- * memory of their root and own nothing.
+ * {@link #close()}. Its size is {@code numel x dtype.size()} bytes with long offsets (no 2 GiB limit;
+ * only the {@link ByteBuffer} views are limited to 2 GiB, as Java's buffers are). Views made by
+ * {@link #rows(int, int)} and {@link #reshape(int, int)} share the memory of their root and own nothing.
  */
 public final class CpuTensor extends Tensor {
   private final CpuBackend backend;
   private final CpuTensor root; // null when this tensor owns its memory
-  private final FloatPointer memory; // the root's allocation
-  private final long offset; // in floats, from the start of memory
+  private final BytePointer memory; // the root's allocation
+  private final long offset; // in bytes, from the start of memory
   private boolean closed;
 
-  CpuTensor(CpuBackend backend, int rows, int cols) {
-    super(rows, cols);
+  CpuTensor(CpuBackend backend, int rows, int cols, DType dtype) {
+    super(rows, cols, dtype);
     this.backend = backend;
     this.root = null;
-    this.memory = new FloatPointer(Math.max(1L, (long) rows * cols));
+    this.memory = new BytePointer(Math.max(1L, (long) rows * cols * dtype.size()));
+    if (memory.isNull()) {
+      throw new OutOfMemoryError("Cannot allocate " + (long) rows * cols * dtype.size() + " bytes of host memory for a ["
+          + rows + ", " + cols + "] " + dtype.id() + " tensor");
+    }
     this.offset = 0;
   }
 
   private CpuTensor(CpuTensor root, long offset, int rows, int cols) {
-    super(rows, cols);
+    super(rows, cols, root.dtype());
     this.backend = root.backend;
     this.root = root;
     this.memory = root.memory;
@@ -46,7 +53,7 @@ public final class CpuTensor extends Tensor {
       throw new IndexOutOfBoundsException(
           "Row view [" + start + ", " + (start + count) + ") outside tensor " + shape());
     }
-    return new CpuTensor(owner(), offset + (long) start * cols(), count, cols());
+    return new CpuTensor(owner(), offset + (long) start * cols() * dtype().size(), count, cols());
   }
 
   @Override
@@ -67,32 +74,57 @@ public final class CpuTensor extends Tensor {
     return owner().closed;
   }
 
-  /** The memory as a pointer positioned at this tensor's first element. */
+  /** The memory as a float pointer positioned at this tensor's first element; F32 tensors only. */
   public FloatPointer pointer() {
     checkOpen();
-    return new FloatPointer(memory).position(offset).capacity(offset + numel());
+    requireF32("pointer()");
+    return new FloatPointer(memory).position(offset / 4).capacity(offset / 4 + numel());
   }
 
-  /** The memory as a native-order direct byte buffer of exactly {@code 4 * numel()} bytes. */
-  public ByteBuffer bytes() {
+  /** The memory as a pointer to this tensor's first byte (any dtype). */
+  public BytePointer data() {
     checkOpen();
-    ByteBuffer all = memory.asByteBuffer();
-    // asByteBuffer() covers [position, limit) of the pointer: the whole allocation here.
-    return all.position(Math.toIntExact(offset * 4))
-        .limit(Math.toIntExact((offset + numel()) * 4))
-        .slice()
+    return new BytePointer(memory).position(offset).limit(offset + bytes());
+  }
+
+  /** The memory as a native-order direct byte buffer of exactly {@link #bytes()} bytes (at most 2 GiB). */
+  public ByteBuffer byteBuffer() {
+    return byteBuffer(0, bytes());
+  }
+
+  /** Bytes {@code [from, from + length)} of this tensor as a native-order direct buffer. */
+  public ByteBuffer byteBuffer(long from, long length) {
+    checkOpen();
+    if (from < 0 || length < 0 || from + length > bytes()) {
+      throw new IndexOutOfBoundsException("Bytes [" + from + ", " + (from + length) + ") outside tensor " + shape()
+          + " of " + bytes() + " bytes");
+    }
+    if (length > Integer.MAX_VALUE) {
+      throw new IllegalArgumentException("A buffer view of " + length + " bytes of tensor " + shape()
+          + " exceeds 2 GiB; access it in chunks");
+    }
+    // asByteBuffer() spans [0, limit) of the allocation with its position at the pointer's: slice it
+    return new BytePointer(memory).position(offset + from).limit(offset + from + length).asByteBuffer().slice()
         .order(ByteOrder.nativeOrder());
   }
 
-  /** The memory as a float buffer of exactly {@code numel()} elements. */
+  /** The memory as a float buffer of exactly {@code numel()} elements; F32 tensors only. */
   public FloatBuffer buffer() {
-    return bytes().asFloatBuffer();
+    requireF32("buffer()");
+    return byteBuffer().asFloatBuffer();
   }
 
   /** Address of the first element (for native code and tests). */
   public long address() {
     checkOpen();
-    return memory.address() + offset * 4;
+    return memory.address() + offset;
+  }
+
+  private void requireF32(String what) {
+    if (dtype() != DType.F32) {
+      throw new IllegalArgumentException("Tensor " + shape() + " is " + dtype().id() + "; " + what
+          + " needs an f32 tensor");
+    }
   }
 
   void checkOpen() {
@@ -108,6 +140,6 @@ public final class CpuTensor extends Tensor {
     }
     closed = true;
     memory.deallocate();
-    backend.released(numel());
+    backend.released(bytes());
   }
 }

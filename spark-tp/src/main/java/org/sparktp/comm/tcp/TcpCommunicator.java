@@ -15,15 +15,16 @@ import java.util.concurrent.locks.ReentrantLock;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.Pointer;
-import org.bytedeco.openblas.global.openblas_full;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.sparktp.TpConf;
-import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.backend.Backend;
+import org.sparktp.tensor.DType;
 import org.sparktp.comm.CommStats;
 import org.sparktp.comm.Collectives;
 import org.sparktp.comm.Communicator;
 import org.sparktp.comm.CommunicatorException;
+import org.sparktp.comm.HalfPrecision;
 import org.sparktp.comm.HostBuffers;
 import org.sparktp.tensor.Tensor;
 
@@ -146,6 +147,9 @@ public final class TcpCommunicator implements Communicator {
    * {@code self}: this rank's address as given to the rendezvous; with {@link TcpOptions#shm()} and every
    * address on the same host, the ranks agree on a shared-memory segment over their connections.
    */
+  /** The backend whose reduction kernel sums partial results (that of the tensor being reduced). */
+  private volatile Backend reducer;
+
   TcpCommunicator(int rank, int size, Peer[] peers, TcpOptions opts, String self) {
     this.rank = rank;
     this.size = size;
@@ -153,7 +157,6 @@ public final class TcpCommunicator implements Communicator {
     this.timeoutMillis = opts.timeoutMillis();
     this.chunkBytes = opts.chunkBytes();
     if (size > 1) {
-      CpuBackend.load();
       sender = new Sender();
       senderThread = new Thread(sender, "tp-comm-send-r" + rank);
       senderThread.setDaemon(true);
@@ -225,6 +228,12 @@ public final class TcpCommunicator implements Communicator {
 
   @Override
   public void allReduce(Tensor buf) {
+    if (HalfPrecision.needed(buf)) {
+      HalfPrecision.allReduce(this, buf);
+      return;
+    }
+    reducer = buf.backend();
+
     ByteBuffer data = HostBuffers.bytes(buf);
     if (size == 1) {
       return;
@@ -269,6 +278,12 @@ public final class TcpCommunicator implements Communicator {
 
   @Override
   public void allGather(Tensor send, Tensor recv, int[] counts) {
+    HalfPrecision.checkSame("allGather", send, recv);
+    if (HalfPrecision.needed(send)) {
+      HalfPrecision.allGather(this, send, recv, counts);
+      return;
+    }
+
     Collectives.checkCounts("allGather", counts, size);
     long total = Collectives.sum(counts);
     Collectives.checkFits("allGather", "send", send, counts[rank]);
@@ -324,6 +339,13 @@ public final class TcpCommunicator implements Communicator {
 
   @Override
   public void reduceScatter(Tensor send, int[] counts, Tensor recv) {
+    HalfPrecision.checkSame("reduceScatter", send, recv);
+    if (HalfPrecision.needed(send)) {
+      HalfPrecision.reduceScatter(this, send, counts, recv);
+      return;
+    }
+    reducer = send.backend();
+
     Collectives.checkCounts("reduceScatter", counts, size);
     long total = Collectives.sum(counts);
     Collectives.checkFits("reduceScatter", "send", send, total);
@@ -389,6 +411,12 @@ public final class TcpCommunicator implements Communicator {
 
   @Override
   public void allToAll(Tensor send, int[] sendCounts, Tensor recv, int[] recvCounts) {
+    HalfPrecision.checkSame("allToAll", send, recv);
+    if (HalfPrecision.needed(send)) {
+      HalfPrecision.allToAll(this, send, sendCounts, recv, recvCounts);
+      return;
+    }
+
     Collectives.checkCounts("allToAll", sendCounts, size);
     Collectives.checkCounts("allToAll", recvCounts, size);
     long sendTotal = Collectives.sum(sendCounts);
@@ -431,6 +459,11 @@ public final class TcpCommunicator implements Communicator {
 
   @Override
   public void broadcast(Tensor buf, int root) {
+    if (HalfPrecision.needed(buf)) {
+      HalfPrecision.broadcast(this, buf, root);
+      return;
+    }
+
     Collectives.checkRoot("broadcast", root, size);
     ByteBuffer data = HostBuffers.bytes(buf);
     if (size == 1) {
@@ -1164,13 +1197,16 @@ public final class TcpCommunicator implements Communicator {
         + "smaller one must be exactly this rank's block of the larger one, or apart from it)");
   }
 
-  /** {@code dst += src}, both float32 in native order, through OpenBLAS ({@code saxpy} with alpha 1 is exact addition). */
-  private static void add(ByteBuffer src, ByteBuffer dst) {
+  /**
+   * {@code dst += src}, both float32 in native order, by the reduction kernel of the reduced tensor's backend
+   * ({@link org.sparktp.backend.Backend#accumulate}; OpenBLAS {@code saxpy} on the CPU).
+   */
+  private void add(ByteBuffer src, ByteBuffer dst) {
     int n = src.remaining() / 4;
     if (n == 0) {
       return;
     }
-    openblas_full.cblas_saxpy(n, 1f, new FloatPointer(src.asFloatBuffer()), 1, new FloatPointer(dst.asFloatBuffer()), 1);
+    reducer.accumulate(dst, src, DType.F32, n);
   }
 
   /** The chunk-sized scratch buffer of all-reduce (off-heap, freed by close). */

@@ -204,8 +204,8 @@ class CudaBackendGpuTest {
       assertThat(gb[0]).isEqualTo(1.0f);
       for (int i = 0; i < a.length; i++) {
         assertThat(gb[i]).isEqualTo(bf16(a[i]));
-        assertThat(gh[i]).isEqualTo(org.sparktp.model.HalfFloats.halfToFloat(
-            org.sparktp.model.HalfFloats.floatToHalf(a[i]) & 0xffff));
+        assertThat(gh[i]).isEqualTo(org.sparktp.tensor.HalfFloats.halfToFloat(
+            org.sparktp.tensor.HalfFloats.floatToHalf(a[i]) & 0xffff));
       }
     }
   }

@@ -105,6 +105,47 @@ class TcpCommunicatorTest {
     }
   }
 
+  /**
+   * bf16 partial sums are accumulated in f32 and rounded once: at p = 3, 1 + 2^-8 + 2^-8 is 1 + 2^-7 (a bf16
+   * value), while rounding at each hop of a ring could give 1 (1 + 2^-8 is a tie that rounds to even, 1).
+   */
+  @ParameterizedTest(name = "p={0}")
+  @ValueSource(ints = {2, 3})
+  void bf16ReductionsAccumulateInF32AndRoundOnce(int p) throws Exception {
+    int n = 1001;
+    List<List<float[]>> res = both(p, c -> {
+      float[] v = new float[n];
+      java.util.Arrays.fill(v, c.rank() == 0 ? 1f : (float) (Math.pow(2, -7) / (p - 1)));
+      try (Tensor f = backend.upload(v, 1, n); Tensor t = backend.convert(f, org.sparktp.tensor.DType.BF16)) {
+        c.allReduce(t);
+        assertThat(t.dtype()).isEqualTo(org.sparktp.tensor.DType.BF16);
+        int[] counts = Split.balanced(n, p).lengths();
+        try (Tensor out = backend.allocate(1, counts[c.rank()], org.sparktp.tensor.DType.BF16)) {
+          c.reduceScatter(t, counts, out);
+          float[] a = download(t);
+          float[] b = download(out);
+          float[] both = java.util.Arrays.copyOf(a, a.length + b.length);
+          System.arraycopy(b, 0, both, a.length, b.length);
+          return both;
+        }
+      }
+    });
+    float once = 1f + (float) Math.pow(2, -7);
+    for (List<float[]> group : res) {
+      for (int r = 0; r < p; r++) {
+        float[] got = group.get(r);
+        for (int i = 0; i < n; i++) {
+          assertThat(got[i]).as("all-reduce element %d on rank %d", i, r).isEqualTo(once);
+        }
+        for (int i = n; i < got.length; i++) {
+          // p copies of 1 + 2^-7: 2.015625 (exact) for p = 2; 3.0234375 = 1.10000011b x 2 for p = 3, a tie
+          // between bf16 neighbours 3.015625 and 3.03125, which rounds to even (3.03125)
+          assertThat(got[i]).as("reduce-scatter element on rank %d", r).isEqualTo(p == 2 ? 2.015625f : 3.03125f);
+        }
+      }
+    }
+  }
+
   @ParameterizedTest(name = "p={0}")
   @ValueSource(ints = {1, 2, 3, 4})
   void allGatherConcatenatesUnevenBlocksInRankOrder(int p) throws Exception {

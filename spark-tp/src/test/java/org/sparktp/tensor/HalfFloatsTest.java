@@ -1,8 +1,10 @@
-package org.sparktp.model;
+package org.sparktp.tensor;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
 import java.io.ByteArrayOutputStream;
+import org.sparktp.model.SafetensorsFile;
+import org.sparktp.model.SafetensorsWriter;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Files;
@@ -11,11 +13,11 @@ import java.util.Random;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-class HalfFloatsTest {
+public class HalfFloatsTest {
   @TempDir Path tmp;
 
   /** The value of binary16 bits, written plainly from the definition. */
-  static double halfReference(int h) {
+  public static double halfReference(int h) {
     int sign = (h >>> 15) & 1;
     int e = (h >>> 10) & 0x1f;
     int m = h & 0x3ff;

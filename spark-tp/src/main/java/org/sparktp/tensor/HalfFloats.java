@@ -1,4 +1,4 @@
-package org.sparktp.model;
+package org.sparktp.tensor;
 
 /**
  * Conversions between float32 and the two 16-bit float formats of checkpoints: IEEE 754 binary16

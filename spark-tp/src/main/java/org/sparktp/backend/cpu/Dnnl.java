@@ -1,0 +1,207 @@
+package org.sparktp.backend.cpu;
+
+import static org.bytedeco.dnnl.global.dnnl.*;
+
+import java.util.concurrent.atomic.AtomicLong;
+import org.bytedeco.dnnl.dnnl_engine;
+import org.bytedeco.dnnl.dnnl_stream;
+import org.bytedeco.dnnl.global.dnnl;
+import org.bytedeco.javacpp.Loader;
+
+/**
+ * oneDNN ({@code org.bytedeco:dnnl}, the C API) for one {@link CpuBackend}: a CPU engine and a stream,
+ * and the count of every {@code dnnl_*} handle made through it (memory descriptors, memories, primitive
+ * descriptors, primitives, attributes, post-ops), so that the backend's leak check covers them.
+ *
+ * <p>Threads: this build of oneDNN uses OpenMP ({@code libgomp}, bundled), which reads
+ * {@code OMP_NUM_THREADS} once when the library loads; JavaCPP's preset exposes no call that changes it
+ * afterwards. {@code bin/spark-tp} exports {@code OMP_NUM_THREADS} from {@code spark.tp.cpu.threads}, and
+ * the Spark session sets {@code spark.executorEnv.OMP_NUM_THREADS} the same way; {@link #ompThreads()}
+ * reports what the process got.
+ */
+final class Dnnl implements AutoCloseable {
+  private static final Object LOCK = new Object();
+  private static volatile String loadError; // null when loaded
+  private static volatile boolean tried;
+
+  final dnnl_engine engine = new dnnl_engine();
+  final dnnl_stream stream = new dnnl_stream();
+  private final AtomicLong handles = new AtomicLong();
+  private boolean closed;
+
+  Dnnl() {
+    String why = loadError();
+    if (why != null) {
+      throw new UnsatisfiedLinkError(why);
+    }
+    check(dnnl_engine_create(engine, dnnl_cpu, 0), "dnnl_engine_create");
+    try {
+      check(dnnl_stream_create(stream, engine, dnnl_stream_default_flags), "dnnl_stream_create");
+    } catch (RuntimeException e) {
+      dnnl_engine_destroy(engine);
+      throw e;
+    }
+  }
+
+  /** Loads oneDNN once per JVM; null when it loaded, else why not. */
+  static String loadError() {
+    if (!tried) {
+      synchronized (LOCK) {
+        if (!tried) {
+          try {
+            Loader.load(dnnl.class);
+            loadError = null;
+          } catch (Throwable t) {
+            loadError = "oneDNN (org.bytedeco:dnnl, linux-x86_64 natives) cannot be loaded: " + t;
+          }
+          tried = true;
+        }
+      }
+    }
+    return loadError;
+  }
+
+  /** The instruction set oneDNN uses on this CPU (after {@code ONEDNN_MAX_CPU_ISA}), e.g. {@code avx512_core_amx}. */
+  static String isa() {
+    if (loadError() != null) {
+      return "unavailable";
+    }
+    int isa = dnnl_get_effective_cpu_isa();
+    if ((isa & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx) {
+      return "avx512_core_amx";
+    }
+    if ((isa & dnnl_cpu_isa_avx512_core_fp16) == dnnl_cpu_isa_avx512_core_fp16) {
+      return "avx512_core_fp16";
+    }
+    if ((isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16) {
+      return "avx512_core_bf16";
+    }
+    if ((isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core) {
+      return "avx512_core";
+    }
+    if ((isa & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2) {
+      return "avx2";
+    }
+    return "isa " + isa;
+  }
+
+  /** True when oneDNN has native bf16 dot products here (AVX512-BF16 or AMX). */
+  static boolean hasBf16() {
+    if (loadError() != null) {
+      return false;
+    }
+    int isa = dnnl_get_effective_cpu_isa();
+    return (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+  }
+
+  /** True when oneDNN runs on AMX tiles here. */
+  static boolean hasAmx() {
+    return loadError() == null
+        && (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx;
+  }
+
+  private static final java.util.Map<org.sparktp.tensor.DType, Boolean> SUPPORTED =
+      new java.util.concurrent.ConcurrentHashMap<>();
+
+  /**
+   * True when this CPU's oneDNN has a matmul for weights of {@code dtype} with f32 activations and output
+   * (f16 needs AVX512-FP16 or AMX-FP16; bf16 runs on any AVX512 core); probed once per dtype.
+   */
+  static boolean supports(org.sparktp.tensor.DType dtype) {
+    if (loadError() != null) {
+      return false;
+    }
+    return SUPPORTED.computeIfAbsent(dtype, d -> {
+      try (Dnnl probe = new Dnnl()) {
+        int t = DnnlLinear.type(d);
+        org.bytedeco.dnnl.dnnl_memory_desc src = new org.bytedeco.dnnl.dnnl_memory_desc();
+        org.bytedeco.dnnl.dnnl_memory_desc wei = new org.bytedeco.dnnl.dnnl_memory_desc();
+        org.bytedeco.dnnl.dnnl_memory_desc dst = new org.bytedeco.dnnl.dnnl_memory_desc();
+        org.bytedeco.dnnl.dnnl_primitive_desc pd = new org.bytedeco.dnnl.dnnl_primitive_desc();
+        try {
+          check(dnnl_memory_desc_create_with_tag(src, 2, new long[] {8, 64}, t, dnnl_ab), "md");
+          check(dnnl_memory_desc_create_with_tag(wei, 2, new long[] {64, 64}, t, dnnl_format_tag_any), "md");
+          check(dnnl_memory_desc_create_with_tag(dst, 2, new long[] {8, 64}, dnnl_f32, dnnl_ab), "md");
+          return dnnl_matmul_primitive_desc_create(pd, probe.engine, src, wei, null, dst, null) == dnnl_success;
+        } finally {
+          if (!pd.isNull()) {
+            dnnl_primitive_desc_destroy(pd);
+          }
+          for (org.bytedeco.dnnl.dnnl_memory_desc m : new org.bytedeco.dnnl.dnnl_memory_desc[] {src, wei, dst}) {
+            if (!m.isNull()) {
+              dnnl_memory_desc_destroy(m);
+            }
+          }
+        }
+      }
+    });
+  }
+
+  /** The kernel family name shown by explain and doctor: {@code onednn amx} or {@code onednn avx512}. */
+  static String kernelName() {
+    return hasAmx() ? "onednn amx" : isa().startsWith("avx512") ? "onednn avx512" : "onednn " + isa();
+  }
+
+  /** {@code OMP_NUM_THREADS} of this process (what oneDNN's OpenMP runtime uses), or null when unset. */
+  static String ompThreads() {
+    return System.getenv("OMP_NUM_THREADS");
+  }
+
+  /** Throws {@link DnnlException} naming the call and the status when {@code status} is not success. */
+  static void check(int status, String call) {
+    if (status != dnnl_success) {
+      throw new DnnlException(call, status);
+    }
+  }
+
+  /** Counts a handle made through this context. */
+  void made() {
+    handles.incrementAndGet();
+  }
+
+  /** Counts a handle destroyed. */
+  void destroyed() {
+    handles.decrementAndGet();
+  }
+
+  /** Handles made and not yet destroyed. */
+  long liveHandles() {
+    return handles.get();
+  }
+
+  @Override
+  public void close() {
+    if (closed) {
+      return;
+    }
+    closed = true;
+    int s1 = dnnl_stream_destroy(stream);
+    int s2 = dnnl_engine_destroy(engine);
+    check(s1, "dnnl_stream_destroy");
+    check(s2, "dnnl_engine_destroy");
+  }
+
+  /** A oneDNN call that returned an error status. */
+  static final class DnnlException extends RuntimeException {
+    private static final long serialVersionUID = 1L;
+    final int status;
+
+    DnnlException(String call, int status) {
+      super(call + " failed: " + statusName(status) + " (" + status + ")");
+      this.status = status;
+    }
+  }
+
+  static String statusName(int s) {
+    return switch (s) {
+      case 0 -> "dnnl_success";
+      case 1 -> "dnnl_out_of_memory";
+      case 2 -> "dnnl_invalid_arguments";
+      case 3 -> "dnnl_unimplemented";
+      case 4 -> "dnnl_last_impl_reached";
+      case 5 -> "dnnl_runtime_error";
+      case 6 -> "dnnl_not_required";
+      default -> "dnnl status";
+    };
+  }
+}

@@ -1,0 +1,525 @@
+package org.sparktp.backend.cpu;
+
+import static org.bytedeco.dnnl.global.dnnl.*;
+import static org.sparktp.backend.cpu.Dnnl.check;
+
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.bytedeco.dnnl.dnnl_exec_arg_t;
+import org.bytedeco.dnnl.dnnl_memory;
+import org.bytedeco.dnnl.dnnl_memory_desc;
+import org.bytedeco.dnnl.dnnl_post_ops;
+import org.bytedeco.dnnl.dnnl_primitive;
+import org.bytedeco.dnnl.dnnl_primitive_attr;
+import org.bytedeco.dnnl.dnnl_primitive_desc;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.PointerPointer;
+import org.sparktp.backend.Activation;
+import org.sparktp.backend.Backend;
+import org.sparktp.tensor.DType;
+import org.sparktp.tensor.Tensor;
+
+/**
+ * {@code y = act(x W^T + b)} through a oneDNN matmul: {@code x [M, K]} f32, {@code W [N, K]} (PyTorch's
+ * layout) stored in {@code compute} (bf16, f16 or f32) and <b>prepacked once</b>, here, into the layout
+ * oneDNN prefers ({@code format_tag any} + one reorder), {@code b} f32, {@code y} f32 with fp32
+ * accumulation. The bias and the activation (erf/tanh GeLU, ReLU, SiLU = swish(1), tanh, sigmoid) are
+ * post-ops of the matmul. The f32 activation is converted to {@code compute} inside the kernel
+ * ({@code fpmath_mode}); if this CPU has no such kernel (oneDNN would fall back to its reference code)
+ * the activation is converted by a reorder into a scratch buffer first.
+ *
+ * <p>Primitives are cached per {@code (M, with bias)} (M varies per micro-batch: the batch size and the
+ * last, shorter batch), at most {@link #MAX_CACHED} of them; a static M lets oneDNN pick its brgemm
+ * kernels (AMX where the CPU has it), which runtime dimensions do not. Every handle is counted by the
+ * backend's {@link Dnnl} context and destroyed once, by {@link #close()} or on eviction.
+ */
+final class DnnlLinear implements Backend.PreparedLinear {
+  static final int MAX_CACHED = 8;
+  /** Tests only: forces the activation conversion path (true) or the in-kernel one (false); null = choose. */
+  static volatile Boolean forceConvert;
+
+  private final CpuBackend backend;
+  private final Dnnl dnnl;
+  private final int n;
+  private final int k;
+  private final DType compute;
+  private final Activation epilogue;
+  private final Activation after; // applied after the matmul when oneDNN has no post-op for it (softmax)
+  private final CpuTensor bias; // [1, n] f32 or null
+  private final dnnl_memory_desc packedMd = new dnnl_memory_desc();
+  private final long packedBytes;
+  private final BytePointer packed;
+  private final dnnl_memory weightMem = new dnnl_memory();
+  private dnnl_memory biasMem;
+  private dnnl_memory_desc biasMd;
+  private final Map<Long, Prim> cache = new LinkedHashMap<>(16, 0.75f, true);
+  private boolean convertFirst; // activations converted to `compute` by a reorder before the matmul
+  private String impl = "";
+  private boolean closed;
+
+  /** One matmul for one M: its primitive and the memories whose data handles are set per call. */
+  private final class Prim {
+    final dnnl_primitive_desc pd = new dnnl_primitive_desc();
+    final dnnl_primitive prim = new dnnl_primitive();
+    final dnnl_memory src = new dnnl_memory();
+    final dnnl_memory dst = new dnnl_memory();
+    final dnnl_exec_arg_t args;
+    final int nargs;
+    final String impl;
+    // the fallback that converts x to `compute` before the matmul
+    dnnl_primitive convert;
+    dnnl_memory convertFrom;
+    BytePointer scratch;
+    dnnl_exec_arg_t convertArgs;
+
+    Prim(int m, boolean withBias) {
+      boolean ok = false;
+      dnnl_memory_desc srcF32 = md(m, k, dnnl_f32);
+      dnnl_memory_desc dstMd = null;
+      dnnl_memory_desc srcLow = null;
+      try {
+        dstMd = md(m, n, dnnl_f32);
+        String got;
+        if (convertFirst) {
+          srcLow = md(m, k, type(compute));
+          got = create(srcLow, dstMd, withBias, false);
+          scratch = new BytePointer(Math.max(1L, (long) m * k * compute.size()));
+          dnnl_primitive_desc rpd = new dnnl_primitive_desc();
+          check(dnnl_reorder_primitive_desc_create(rpd, srcF32, dnnl.engine, srcLow, dnnl.engine, null),
+              "dnnl_reorder_primitive_desc_create");
+          try {
+            convert = new dnnl_primitive();
+            check(dnnl_primitive_create(convert, rpd), "dnnl_primitive_create (reorder)");
+            dnnl.made();
+          } finally {
+            dnnl_primitive_desc_destroy(rpd);
+          }
+          convertFrom = memory(srcF32, null);
+          dnnl_memory convertTo = memory(srcLow, scratch);
+          check(dnnl_memory_set_data_handle(src, scratch), "dnnl_memory_set_data_handle");
+          convertArgs = new dnnl_exec_arg_t(2);
+          convertArgs.position(0).arg(DNNL_ARG_FROM).memory(convertFrom);
+          convertArgs.position(1).arg(DNNL_ARG_TO).memory(convertTo);
+          convertArgs.position(0);
+          toDestroy = convertTo; // destroyed with src
+        } else {
+          got = create(srcF32, dstMd, withBias, true);
+        }
+        this.impl = got;
+        nargs = withBias ? 4 : 3;
+        args = new dnnl_exec_arg_t(nargs);
+        args.position(0).arg(DNNL_ARG_SRC).memory(src);
+        args.position(1).arg(DNNL_ARG_WEIGHTS).memory(weightMem);
+        args.position(2).arg(DNNL_ARG_DST).memory(dst);
+        if (withBias) {
+          args.position(3).arg(DNNL_ARG_BIAS).memory(biasMem);
+        }
+        args.position(0);
+        ok = true;
+      } finally {
+        destroyMd(srcF32);
+        destroyMd(dstMd);
+        destroyMd(srcLow);
+        if (!ok) {
+          close();
+        }
+      }
+    }
+
+    private dnnl_memory toDestroy;
+
+    private String create(dnnl_memory_desc srcMd, dnnl_memory_desc dstMd, boolean withBias, boolean mixed) {
+      dnnl_primitive_attr attr = attr(mixed);
+      try {
+        check(dnnl_matmul_primitive_desc_create(pd, dnnl.engine, srcMd, packedMd, withBias ? biasMd : null, dstMd,
+            attr), "dnnl_matmul_primitive_desc_create");
+        dnnl.made();
+      } finally {
+        destroyAttr(attr);
+      }
+      String got = implOf(pd);
+      check(dnnl_primitive_create(prim, pd), "dnnl_primitive_create (matmul)");
+      dnnl.made();
+      memoryInto(src, srcMd, null);
+      memoryInto(dst, dstMd, null);
+      return got;
+    }
+
+    private void destroyPd() {
+      if (!pd.isNull()) {
+        dnnl_primitive_desc_destroy(pd);
+        dnnl.destroyed();
+        pd.setNull();
+      }
+    }
+
+    void run(CpuTensor x, CpuTensor y) {
+      if (convert != null) {
+        check(dnnl_memory_set_data_handle(convertFrom, x.data()), "dnnl_memory_set_data_handle");
+        check(dnnl_primitive_execute(convert, dnnl.stream, 2, convertArgs), "dnnl_primitive_execute (reorder)");
+      } else {
+        check(dnnl_memory_set_data_handle(src, x.data()), "dnnl_memory_set_data_handle");
+      }
+      check(dnnl_memory_set_data_handle(dst, y.data()), "dnnl_memory_set_data_handle");
+      check(dnnl_primitive_execute(prim, dnnl.stream, nargs, args), "dnnl_primitive_execute (matmul)");
+      check(dnnl_stream_wait(dnnl.stream), "dnnl_stream_wait");
+    }
+
+    void close() {
+      destroyMemory(src);
+      destroyMemory(dst);
+      destroyMemory(convertFrom);
+      destroyMemory(toDestroy);
+      if (!prim.isNull()) {
+        dnnl_primitive_destroy(prim);
+        dnnl.destroyed();
+        prim.setNull();
+      }
+      if (convert != null && !convert.isNull()) {
+        dnnl_primitive_destroy(convert);
+        dnnl.destroyed();
+        convert.setNull();
+      }
+      destroyPd();
+      if (args != null) {
+        args.close();
+      }
+      if (convertArgs != null) {
+        convertArgs.close();
+      }
+      if (scratch != null) {
+        scratch.close();
+      }
+    }
+  }
+
+  /**
+   * Takes ownership of {@code weight} ({@code [n, k]}, f32/bf16/f16; packed into {@code compute} and then
+   * closed) and {@code bias} ({@code [1, n]} f32 or null, kept).
+   */
+  DnnlLinear(CpuBackend backend, Dnnl dnnl, CpuTensor weight, CpuTensor bias, Activation epilogue, DType compute,
+      int referenceRows) {
+    this.backend = backend;
+    this.dnnl = dnnl;
+    this.n = weight.rows();
+    this.k = weight.cols();
+    this.compute = compute;
+    Activation act = epilogue == null ? Activation.IDENTITY : epilogue;
+    this.epilogue = eltwise(act) >= 0 || act == Activation.IDENTITY ? act : Activation.IDENTITY;
+    this.after = this.epilogue == act ? Activation.IDENTITY : act;
+    this.bias = bias;
+    boolean ok = false;
+    BytePointer mem = null;
+    long size = 0;
+    try {
+      if (bias != null) {
+        biasMd = md(1, n, dnnl_f32);
+        biasMem = memory(biasMd, bias.data());
+      }
+      // ask oneDNN for its preferred weight layout for a typical M, for the faster of the two ways to feed it
+      // f32 activations: converted inside the kernel (fpmath_mode), or by a reorder into bf16/f16 first;
+      // the second is taken only where it reaches an AMX kernel the first does not (or the first is oneDNN's
+      // reference code): on AVX512 cores the in-kernel conversion measured faster
+      int rows = Math.max(1, referenceRows);
+      String mixed = packedLayout(rows, true, null);
+      if (compute != DType.F32) {
+        String low = packedLayout(rows, false, null);
+        convertFirst = mixed.startsWith("ref") || (low.contains("amx") && !mixed.contains("amx"));
+        Boolean f = forceConvert;
+        if (f != null) {
+          convertFirst = f;
+        }
+      }
+      packedLayout(rows, !convertFirst, packedMd);
+      size = dnnl_memory_desc_get_size(packedMd);
+      mem = new BytePointer(Math.max(1L, size));
+      if (mem.isNull()) {
+        throw new OutOfMemoryError("Cannot allocate " + size + " bytes for a packed [" + n + ", " + k + "] weight");
+      }
+      backend.tracked(size);
+      memoryInto(weightMem, packedMd, mem);
+      reorderWeight(weight);
+      ok = true;
+    } finally {
+      if (!ok) {
+        if (mem != null) {
+          destroyMemory(weightMem);
+          mem.close();
+          backend.tracked(-size);
+        }
+        destroyMemory(biasMem);
+        destroyMd(biasMd);
+        destroyMd(packedMd);
+        // the caller still owns weight and bias on failure
+      }
+    }
+    this.packed = mem;
+    this.packedBytes = size;
+    weight.close();
+    try {
+      this.impl = prim(Math.max(1, referenceRows), bias != null).impl;
+    } catch (RuntimeException e) {
+      close();
+      throw e;
+    }
+  }
+
+  /**
+   * Creates the matmul for {@code rows} rows with weights in {@code format_tag any}, f32 activations
+   * ({@code mixed}) or activations of the compute type; returns its implementation name and, when
+   * {@code into} is not null, clones its weight layout into it.
+   */
+  private String packedLayout(int rows, boolean mixed, dnnl_memory_desc into) {
+    dnnl_memory_desc any = new dnnl_memory_desc();
+    dnnl_memory_desc srcMd = md(rows, k, mixed ? dnnl_f32 : type(compute));
+    dnnl_memory_desc dstMd = md(rows, n, dnnl_f32);
+    dnnl_primitive_desc pd = new dnnl_primitive_desc();
+    dnnl_primitive_attr attr = attr(mixed);
+    try {
+      check(dnnl_memory_desc_create_with_tag(any, 2, new long[] {k, n}, type(compute), dnnl_format_tag_any),
+          "dnnl_memory_desc_create_with_tag");
+      dnnl.made();
+      check(dnnl_matmul_primitive_desc_create(pd, dnnl.engine, srcMd, any, biasMd, dstMd, attr),
+          "dnnl_matmul_primitive_desc_create");
+      dnnl.made();
+      if (into != null) {
+        check(dnnl_memory_desc_clone(into, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0)),
+            "dnnl_memory_desc_clone");
+        dnnl.made();
+      }
+      return implOf(pd);
+    } finally {
+      if (!pd.isNull()) {
+        dnnl_primitive_desc_destroy(pd);
+        dnnl.destroyed();
+      }
+      destroyAttr(attr);
+      destroyMd(any);
+      destroyMd(srcMd);
+      destroyMd(dstMd);
+    }
+  }
+
+  /** Copies {@code weight [n, k]} (row-major, i.e. {@code W^T} as {@code [k, n]} in layout {@code ba}) into the packed layout. */
+  private void reorderWeight(CpuTensor weight) {
+    dnnl_memory_desc user = new dnnl_memory_desc();
+    dnnl_memory from = null;
+    dnnl_primitive_desc rpd = new dnnl_primitive_desc();
+    dnnl_primitive r = new dnnl_primitive();
+    dnnl_exec_arg_t a = new dnnl_exec_arg_t(2);
+    try {
+      check(dnnl_memory_desc_create_with_tag(user, 2, new long[] {k, n}, type(weight.dtype()), dnnl_ba),
+          "dnnl_memory_desc_create_with_tag");
+      dnnl.made();
+      from = memory(user, weight.data());
+      check(dnnl_reorder_primitive_desc_create(rpd, user, dnnl.engine, packedMd, dnnl.engine, null),
+          "dnnl_reorder_primitive_desc_create");
+      dnnl.made();
+      check(dnnl_primitive_create(r, rpd), "dnnl_primitive_create (reorder)");
+      dnnl.made();
+      a.position(0).arg(DNNL_ARG_FROM).memory(from);
+      a.position(1).arg(DNNL_ARG_TO).memory(weightMem);
+      a.position(0);
+      check(dnnl_primitive_execute(r, dnnl.stream, 2, a), "dnnl_primitive_execute (reorder)");
+      check(dnnl_stream_wait(dnnl.stream), "dnnl_stream_wait");
+    } finally {
+      a.close();
+      if (!r.isNull()) {
+        dnnl_primitive_destroy(r);
+        dnnl.destroyed();
+      }
+      if (!rpd.isNull()) {
+        dnnl_primitive_desc_destroy(rpd);
+        dnnl.destroyed();
+      }
+      destroyMemory(from);
+      destroyMd(user);
+    }
+  }
+
+  private Prim prim(int m, boolean withBias) {
+    long key = ((long) m << 1) | (withBias ? 1 : 0);
+    Prim p = cache.get(key);
+    if (p == null) {
+      p = new Prim(m, withBias);
+      cache.put(key, p);
+      if (cache.size() > MAX_CACHED) {
+        Iterator<Map.Entry<Long, Prim>> it = cache.entrySet().iterator();
+        Prim old = it.next().getValue();
+        it.remove();
+        old.close();
+      }
+    }
+    return p;
+  }
+
+  @Override
+  public synchronized Tensor apply(Tensor x, boolean withBias) {
+    if (closed) {
+      throw new IllegalStateException("A oneDNN linear [" + n + ", " + k + "] was used after it was closed");
+    }
+    CpuTensor tx = CpuBackend.cpu(x);
+    if (tx.dtype() != DType.F32 || tx.cols() != k) {
+      throw new IllegalArgumentException("oneDNN linear [" + n + ", " + k + "] needs an f32 input of width " + k
+          + ", got " + tx.shape() + " " + tx.dtype().id());
+    }
+    CpuTensor y = backend.empty(tx.rows(), n);
+    try {
+      if (tx.rows() > 0) {
+        prim(tx.rows(), withBias && bias != null).run(tx, y);
+      }
+      if (after != Activation.IDENTITY) {
+        backend.activate(y, after);
+      }
+      return y;
+    } catch (RuntimeException e) {
+      y.close();
+      throw e;
+    }
+  }
+
+  @Override
+  public long bytes() {
+    return packedBytes + (bias == null ? 0 : bias.bytes());
+  }
+
+  @Override
+  public String kernel() {
+    return "onednn " + impl + (convertFirst ? " (activations converted first)" : "");
+  }
+
+  /** Primitives cached now (for tests). */
+  synchronized int cachedPrimitives() {
+    return cache.size();
+  }
+
+  @Override
+  public synchronized void close() {
+    if (closed) {
+      return;
+    }
+    closed = true;
+    for (Prim p : cache.values()) {
+      p.close();
+    }
+    cache.clear();
+    destroyMemory(weightMem);
+    destroyMemory(biasMem);
+    destroyMd(biasMd);
+    destroyMd(packedMd);
+    if (packed != null) {
+      packed.close();
+      backend.tracked(-packedBytes);
+    }
+    if (bias != null) {
+      bias.close();
+    }
+  }
+
+  // --- helpers; each counts what it makes and destroys ---
+
+  private dnnl_primitive_attr attr(boolean mixedInput) {
+    dnnl_primitive_attr attr = new dnnl_primitive_attr();
+    dnnl_post_ops po = new dnnl_post_ops();
+    check(dnnl_primitive_attr_create(attr), "dnnl_primitive_attr_create");
+    dnnl.made();
+    try {
+      if (mixedInput && compute != DType.F32) {
+        check(dnnl_primitive_attr_set_fpmath_mode(attr, compute == DType.BF16 ? dnnl_fpmath_mode_bf16
+            : dnnl_fpmath_mode_f16), "dnnl_primitive_attr_set_fpmath_mode");
+      }
+      int alg = eltwise(epilogue);
+      if (alg >= 0) {
+        check(dnnl_post_ops_create(po), "dnnl_post_ops_create");
+        dnnl.made();
+        check(dnnl_post_ops_append_eltwise(po, alg, epilogue == Activation.SILU ? 1f : 0f, 0f),
+            "dnnl_post_ops_append_eltwise");
+        check(dnnl_primitive_attr_set_post_ops(attr, po), "dnnl_primitive_attr_set_post_ops");
+      }
+      return attr;
+    } catch (RuntimeException e) {
+      destroyAttr(attr);
+      throw e;
+    } finally {
+      if (!po.isNull()) {
+        dnnl_post_ops_destroy(po); // the attribute keeps its own copy
+        dnnl.destroyed();
+      }
+    }
+  }
+
+  private void destroyAttr(dnnl_primitive_attr attr) {
+    if (attr != null && !attr.isNull()) {
+      dnnl_primitive_attr_destroy(attr);
+      dnnl.destroyed();
+      attr.setNull();
+    }
+  }
+
+  /** The oneDNN eltwise algorithm of an activation, or -1 when it has none (identity, softmax). */
+  static int eltwise(Activation a) {
+    return switch (a) {
+      case GELU -> dnnl_eltwise_gelu_erf;
+      case GELU_TANH -> dnnl_eltwise_gelu_tanh;
+      case RELU -> dnnl_eltwise_relu;
+      case SILU -> dnnl_eltwise_swish;
+      case TANH -> dnnl_eltwise_tanh;
+      case SIGMOID -> dnnl_eltwise_logistic;
+      default -> -1;
+    };
+  }
+
+  static int type(DType t) {
+    return switch (t) {
+      case F32 -> dnnl_f32;
+      case BF16 -> dnnl_bf16;
+      case F16 -> dnnl_f16;
+      default -> throw new IllegalArgumentException("oneDNN matmuls take f32, bf16 or f16, not " + t.id());
+    };
+  }
+
+  private dnnl_memory_desc md(long rows, long cols, int type) {
+    dnnl_memory_desc d = new dnnl_memory_desc();
+    check(dnnl_memory_desc_create_with_tag(d, 2, new long[] {rows, cols}, type, dnnl_ab),
+        "dnnl_memory_desc_create_with_tag");
+    dnnl.made();
+    return d;
+  }
+
+  private void destroyMd(dnnl_memory_desc d) {
+    if (d != null && !d.isNull()) {
+      dnnl_memory_desc_destroy(d);
+      dnnl.destroyed();
+      d.setNull();
+    }
+  }
+
+  private dnnl_memory memory(dnnl_memory_desc d, Pointer data) {
+    dnnl_memory m = new dnnl_memory();
+    memoryInto(m, d, data);
+    return m;
+  }
+
+  private void memoryInto(dnnl_memory m, dnnl_memory_desc d, Pointer data) {
+    // DNNL_MEMORY_NONE: the data handle is set before each execution
+    check(dnnl_memory_create(m, d, dnnl.engine, data == null ? new Pointer() : data), "dnnl_memory_create");
+    dnnl.made();
+  }
+
+  private void destroyMemory(dnnl_memory m) {
+    if (m != null && !m.isNull()) {
+      dnnl_memory_destroy(m);
+      dnnl.destroyed();
+      m.setNull();
+    }
+  }
+
+  private static String implOf(dnnl_primitive_desc pd) {
+    try (PointerPointer<BytePointer> pp = new PointerPointer<>(1)) {
+      check(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, pp), "dnnl_primitive_desc_query");
+      return pp.getString(0);
+    }
+  }
+}

@@ -1,0 +1,172 @@
+package org.sparktp.bench;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.Random;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.sparktp.backend.Activation;
+import org.sparktp.nn.LayerSpec;
+import org.sparktp.nn.ModelSpec;
+import org.sparktp.nn.Parallel;
+import org.sparktp.tensor.DType;
+
+/**
+ * spark-tp's engine side by side with PyTorch on the same Megatron MLP ({@code d -> ffn (gelu) -> d}, tp ranks,
+ * one thread each, {@code batch x tp} rows per step), in bf16 and f32, in one run: the repetitions alternate
+ * between the two so that both see the same machine load. The PyTorch peer is the committed script
+ * {@code torch_mlp_peer.py} (a resource next to this class): {@code torch.distributed} gloo, {@code F.linear} on
+ * {@code [out, in]} weights, partial sums all-reduced in fp32; it runs with
+ * {@code LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-pthread} so that Debian's torch uses OpenBLAS for
+ * fp32, as spark-tp does.
+ *
+ * <pre>
+ * PeerBench [--in 4096] [--hidden 16384] [--rows 4096] [--batch 256] [--tp 2] [--repeats 3]
+ *           [--dtypes bf16,f32] [--python /usr/bin/python3] [--json FILE]
+ * </pre>
+ */
+public final class PeerBench {
+  private PeerBench() {}
+
+  private static final Pattern ROWS_PER_S = Pattern.compile("\"rows_per_s\": ([0-9.eE+-]+)");
+
+  public static void main(String[] args) throws Exception {
+    int d = 4096;
+    int ffn = 16384;
+    int rows = 4096;
+    int batch = 256;
+    int tp = 2;
+    int repeats = 3;
+    String python = "/usr/bin/python3";
+    String json = null;
+    List<DType> dtypes = List.of(DType.BF16, DType.F32);
+    for (int i = 0; i < args.length; i++) {
+      String a = args[i];
+      if (i + 1 >= args.length) {
+        throw new IllegalArgumentException("Flag " + a + " needs a value");
+      }
+      String v = args[++i];
+      switch (a) {
+        case "--in" -> d = Integer.parseInt(v);
+        case "--hidden" -> ffn = Integer.parseInt(v);
+        case "--rows" -> rows = Integer.parseInt(v);
+        case "--batch" -> batch = Integer.parseInt(v);
+        case "--tp" -> tp = Integer.parseInt(v);
+        case "--repeats" -> repeats = Integer.parseInt(v);
+        case "--python" -> python = v;
+        case "--json" -> json = v;
+        case "--dtypes" -> {
+          List<DType> l = new ArrayList<>();
+          for (String s : v.split(",")) {
+            l.add(DType.parseStorage(s, "--dtypes"));
+          }
+          dtypes = l;
+        }
+        default -> throw new IllegalArgumentException("Unknown flag " + a + "; use --in, --hidden, --rows, --batch, "
+            + "--tp, --repeats, --dtypes, --python, --json");
+      }
+    }
+    Path script = Files.createTempFile("torch_mlp_peer", ".py");
+    try (InputStream in = PeerBench.class.getResourceAsStream("torch_mlp_peer.py")) {
+      Files.write(script, in.readAllBytes());
+    }
+    Random rng = new Random(42);
+    ModelSpec spec = new ModelSpec(d, List.of(linear(rng, "fc1", d, ffn), new LayerSpec.Act(Activation.GELU, ffn),
+        linear(rng, "fc2", ffn, d)));
+    float[][] x = new float[rows][];
+    for (int i = 0; i < rows; i++) {
+      x[i] = SparkBench.row(i, d);
+    }
+    int n = dtypes.size();
+    double[][] ours = new double[n][repeats];
+    double[][] peer = new double[n][repeats];
+    System.out.printf(Locale.ROOT, "Megatron MLP %d -> %d (gelu) -> %d, tp %d, %d rows per step (batch %d per rank), "
+        + "%d rows, %d repeats (alternating)%n", d, ffn, d, tp, batch * tp, batch, rows, repeats);
+    try {
+      for (int j = 0; j < n; j++) {
+        SparkBench.runEngine(spec, x, tp, batch, dtypes.get(j)); // warm-up
+      }
+      for (int r = 0; r < repeats; r++) {
+        for (int j = 0; j < n; j++) {
+          DType dt = dtypes.get(j);
+          ours[j][r] = rows / SparkBench.runEngine(spec, x, tp, batch, dt);
+          peer[j][r] = torch(python, script, dt, d, ffn, rows, batch * tp, tp);
+          System.out.printf(Locale.ROOT, "  repeat %d %-4s spark-tp %8.1f rows/s   pytorch %8.1f rows/s%n", r + 1,
+              dt.id(), ours[j][r], peer[j][r]);
+        }
+      }
+    } finally {
+      Files.deleteIfExists(script);
+    }
+    StringBuilder t = new StringBuilder();
+    t.append(String.format(Locale.ROOT, "%-6s %-30s %16s %16s %8s%n", "dtype", "spark-tp kernel", "spark-tp rows/s",
+        "pytorch rows/s", "ratio"));
+    List<String> rowsJson = new ArrayList<>();
+    for (int j = 0; j < n; j++) {
+      double a = median(ours[j]);
+      double b = median(peer[j]);
+      String k = SparkBench.kernel(dtypes.get(j));
+      t.append(String.format(Locale.ROOT, "%-6s %-30s %16.1f %16.1f %8.2f%n", dtypes.get(j).id(), k, a, b, a / b));
+      rowsJson.add(String.format(Locale.ROOT, "{\"dtype\": \"%s\", \"kernel\": \"%s\", \"tp\": %d, "
+          + "\"engine_rows_per_s\": %.1f, \"pytorch_rows_per_s\": %.1f, \"ratio\": %.3f, \"engine_runs\": %s, "
+          + "\"pytorch_runs\": %s}", dtypes.get(j).id(), k, tp, a, b, a / b, Arrays.toString(ours[j]),
+          Arrays.toString(peer[j])));
+    }
+    System.out.print(t);
+    if (json != null) {
+      Files.writeString(Path.of(json), String.format(Locale.ROOT, "{\"d\": %d, \"ffn\": %d, \"rows\": %d, "
+          + "\"rows_per_step\": %d, \"repeats\": %d, \"results\": [%s]}%n", d, ffn, rows, batch * tp, repeats,
+          String.join(", ", rowsJson)), StandardCharsets.UTF_8);
+    }
+  }
+
+  /** Rows per second of one run of the PyTorch peer. */
+  private static double torch(String python, Path script, DType dt, int d, int ffn, int rows, int perStep, int tp)
+      throws IOException, InterruptedException {
+    ProcessBuilder pb = new ProcessBuilder(python, script.toString(), "--dtype", dt.id(), "--d", String.valueOf(d),
+        "--ffn", String.valueOf(ffn), "--rows", String.valueOf(rows), "--rows-per-step", String.valueOf(perStep),
+        "--tp", String.valueOf(tp), "--threads", "1");
+    String blas = "/usr/lib/x86_64-linux-gnu/openblas-pthread";
+    if (Files.isDirectory(Path.of(blas))) {
+      pb.environment().put("LD_LIBRARY_PATH", blas);
+    }
+    pb.environment().put("OMP_NUM_THREADS", "1");
+    pb.environment().put("OPENBLAS_NUM_THREADS", "1"); // OpenBLAS-pthread has its own pool: one thread per rank
+    pb.redirectErrorStream(true);
+    Process p = pb.start();
+    String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+    int code = p.waitFor();
+    Matcher m = ROWS_PER_S.matcher(out);
+    if (code != 0 || !m.find()) {
+      throw new IllegalStateException("The PyTorch peer (" + python + " " + script.getFileName() + ") failed with exit "
+          + "code " + code + " (it needs Debian's python3-torch): " + out.trim());
+    }
+    return Double.parseDouble(m.group(1));
+  }
+
+  private static LayerSpec.Linear linear(Random rng, String name, int in, int out) {
+    float[] w = new float[out * in];
+    float[] b = new float[out];
+    double s = 1 / Math.sqrt(in);
+    for (int i = 0; i < w.length; i++) {
+      w[i] = (float) ((rng.nextDouble() * 2 - 1) * s);
+    }
+    for (int i = 0; i < b.length; i++) {
+      b[i] = (float) ((rng.nextDouble() * 2 - 1) * s);
+    }
+    return new LayerSpec.Linear(name, in, out, w, b, Parallel.AUTO);
+  }
+
+  private static double median(double[] v) {
+    double[] s = v.clone();
+    Arrays.sort(s);
+    return s.length % 2 == 1 ? s[s.length / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  }
+}

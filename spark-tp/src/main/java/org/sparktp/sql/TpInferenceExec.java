@@ -1,0 +1,117 @@
+package org.sparktp.sql;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Objects;
+import org.apache.spark.ml.param.ParamMap;
+import org.apache.spark.rdd.RDD;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.catalyst.InternalRow;
+import org.apache.spark.sql.catalyst.expressions.Attribute;
+import org.apache.spark.sql.catalyst.expressions.AttributeReference;
+import org.apache.spark.sql.classic.Dataset;
+import org.apache.spark.sql.classic.SparkSession;
+import org.apache.spark.sql.execution.SparkPlan;
+import org.apache.spark.sql.types.StructType;
+import org.sparktp.spark.TensorParallelModel;
+import scala.collection.immutable.IndexedSeq;
+import scala.collection.immutable.Seq;
+
+/**
+ * Physical node of one tensor-parallel call: runs the child's rows through the model with the DataFrame
+ * API's barrier flow ({@link TensorParallelModel#transform}: tag, spread, barrier stage of groups x tp
+ * ranks, restore) and appends the output column. Rows keep their partition and order, so the output has
+ * exactly the child's rows plus one column (except rows dropped by {@code spark.tp.null-policy=skip}).
+ *
+ * <p>Columns travel under positional names ({@code c0, c1, ...}), so duplicate or odd names in the child's
+ * output do not matter.
+ */
+public final class TpInferenceExec extends SparkPlan {
+  private static final long serialVersionUID = 1L;
+  private static final String OUT = "tp_out";
+  private final TpCall call;
+  private final AttributeReference result;
+  private final SparkPlan child;
+
+  public TpInferenceExec(TpCall call, AttributeReference result, SparkPlan child) {
+    this.call = call;
+    this.result = result;
+    this.child = child;
+  }
+
+  @Override
+  public RDD<InternalRow> doExecute() {
+    List<Attribute> in = Sc.list(child.output());
+    StructType schema = new StructType();
+    int inputOrdinal = -1;
+    for (int i = 0; i < in.size(); i++) {
+      Attribute a = in.get(i);
+      schema = schema.add("c" + i, a.dataType(), a.nullable());
+      if (a.exprId().equals(((Attribute) call.input()).exprId())) {
+        inputOrdinal = i;
+      }
+    }
+    if (inputOrdinal < 0) {
+      throw new IllegalStateException("The input " + call.input() + " of " + call + " is not a column of " + in);
+    }
+    SparkSession spark = session();
+    Dataset<Row> df = spark.internalCreateDataFrame(child.execute(), schema, false);
+    TensorParallelModel m = call.ref().model().copy(ParamMap.empty())
+        .setInputCol("c" + inputOrdinal).setOutputCol(OUT);
+    Dataset<Row> out = (Dataset<Row>) m.transform(df);
+    TpMetricsRegistry.record(call, m);
+    return out.queryExecution().toRdd();
+  }
+
+  @Override
+  public Seq<Attribute> output() {
+    List<Attribute> out = new ArrayList<>(Sc.list(child.output()));
+    out.add(result);
+    return Sc.seq(out);
+  }
+
+  @Override
+  public Seq<SparkPlan> children() {
+    return Sc.seq(child);
+  }
+
+  @Override
+  public SparkPlan withNewChildrenInternal(IndexedSeq<SparkPlan> newChildren) {
+    return new TpInferenceExec(call, result, newChildren.apply(0));
+  }
+
+  @Override
+  public String simpleString(int maxFields) {
+    return TpExplain.describe(call, result, session());
+  }
+
+  @Override
+  public int productArity() {
+    return 3;
+  }
+
+  @Override
+  public Object productElement(int n) {
+    return switch (n) {
+      case 0 -> call;
+      case 1 -> result;
+      case 2 -> child;
+      default -> throw new IndexOutOfBoundsException(n);
+    };
+  }
+
+  @Override
+  public boolean canEqual(Object that) {
+    return that instanceof TpInferenceExec;
+  }
+
+  @Override
+  public boolean equals(Object o) {
+    return o instanceof TpInferenceExec t && t.call.equals(call) && t.result.equals(result) && t.child.equals(child);
+  }
+
+  @Override
+  public int hashCode() {
+    return Objects.hash(call, result, child);
+  }
+}
