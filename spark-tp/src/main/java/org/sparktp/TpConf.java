@@ -104,6 +104,16 @@ public final class TpConf {
   public static final String TRUNCATE = "spark.tp.truncate";
   public static final String TRUNCATE_DEFAULT = "false";
 
+  // --- issue 12: generation ---
+
+  /** Bound on one rank's KV cache in task generate; a row joins the batch when its whole cache (prompt + maxNewTokens) fits. */
+  public static final String KV_CACHE_MAX_BYTES = "spark.tp.kv-cache.max-bytes";
+  public static final String KV_CACHE_MAX_BYTES_DEFAULT = "1g";
+
+  /** Tokens one forward pass of task generate takes: one per decoding row, then chunks of the prompts being prefilled. */
+  public static final String GENERATE_BATCH_TOKENS = "spark.tp.generate.max-batch-tokens";
+  public static final String GENERATE_BATCH_TOKENS_DEFAULT = "2048";
+
   // --- issue 13: CUDA backend and NCCL ---
 
   /** Lets fp32 GEMMs on the GPU use TF32 tensor cores (about 1e-3 relative error instead of 1e-6). */
@@ -149,6 +159,9 @@ public final class TpConf {
       Map.entry(TEST_FAIL_RANK, (k, v) -> parseInt(k, v, -1)),
       Map.entry(BATCH_TOKENS, (k, v) -> parseInt(k, v, 1)),
       Map.entry(TRUNCATE, TpConf::parseBoolean),
+      Map.entry(KV_CACHE_MAX_BYTES, TpConf::parseBytes),
+      Map.entry(GENERATE_BATCH_TOKENS, (k, v) -> parseInt(k, v, 1)),
+
       Map.entry(DTYPE, (k, v) -> {
         if (!v.trim().equalsIgnoreCase("auto")) {
           org.sparktp.tensor.DType.parseStorage(v, k);

@@ -320,6 +320,38 @@ public interface Backend extends AutoCloseable {
     }
   }
 
+  // --- issue 12: generation (generic implementation here; CpuBackend overrides it) ---
+
+  /**
+   * Causal attention of a step's new tokens against each sequence's KV cache. Sequence {@code s}'s new
+   * tokens are rows {@code [offsets[s], offsets[s+1])} of {@code qkv}, at positions {@code past[s], ..}.
+   * First their keys and values (columns {@code kvCol .. kvCol + 2*kvHeads*headDim} of {@code qkv}: the
+   * K heads, then the V heads) are written into {@code cache[s]} ({@code [capacity, 2*kvHeads*headDim]})
+   * at rows {@code past[s] ..}; then query head {@code h} (columns {@code qCol + h*headDim ..}) of new
+   * token {@code i} attends to cache rows {@code [0, past[s] + i]}:
+   * {@code O = softmax(q K^T * scale) V} with {@code K} the cache's columns {@code kvOf[h]*headDim ..} and
+   * {@code V} its columns {@code (kvHeads + kvOf[h])*headDim ..}. {@code out} is
+   * {@code [tokens, kvOf.length*headDim]}, overwritten.
+   */
+  default void cachedAttention(Tensor qkv, int qCol, int kvCol, int kvHeads, int[] kvOf, int headDim,
+      int[] offsets, Tensor[] cache, int[] past, float scale, Tensor out) {
+    int w = kvOf.length * headDim;
+    int kvw = 2 * kvHeads * headDim;
+    for (int s = 0; s < cache.length; s++) {
+      int o = offsets[s];
+      int n = offsets[s + 1] - o;
+      if (n == 0) {
+        continue;
+      }
+      copyBlock(qkv, o, kvCol, cache[s], past[s], 0, n, kvw);
+      float[] q = download(qkv.rows(o, n));
+      float[] kv = download(cache[s].rows(0, past[s] + n));
+      float[] y = DecodeMath.cachedAttention(q, qkv.cols(), qCol, kv, kvw, kvHeads, kvOf, headDim, n, past[s],
+          scale);
+      write(out, o, y, 0, n * w);
+    }
+  }
+
   /** Live tensors made by this backend and not yet closed. */
   long liveTensors();
 

@@ -2,13 +2,13 @@ package org.sparktp.cli;
 
 import java.util.Arrays;
 
-/** {@code spark-tp bench gemm|comm|spark|peer|transformer|gpu [flags]}: runs one of the benchmark programs. */
+/** {@code spark-tp bench gemm|comm|spark|peer|transformer|gpu|generate [flags]}: runs one of the benchmark programs. */
 final class Bench {
   private Bench() {}
 
   static void run(String[] args) throws Exception {
     if (args.length == 0) {
-      throw new UsageException("'bench' needs one of: gemm, comm, spark, peer, transformer, gpu");
+      throw new UsageException("'bench' needs one of: gemm, comm, spark, peer, transformer, gpu, generate");
     }
     String[] rest = Arrays.copyOfRange(args, 1, args.length);
     switch (args[0]) {
@@ -22,8 +22,9 @@ final class Bench {
           throw new UsageException("the GPU benchmark needs a GPU (see the reason above)");
         }
       }
+      case "generate" -> org.sparktp.bench.GenerateBench.main(rest);
       default -> throw new UsageException("unknown benchmark '" + args[0]
-          + "'; use gemm, comm, spark, peer, transformer or gpu");
+          + "'; use gemm, comm, spark, peer, transformer, gpu or generate");
     }
   }
 }

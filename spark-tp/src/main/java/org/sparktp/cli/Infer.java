@@ -132,6 +132,7 @@ final class Infer {
     } else {
       noTransformerFlags(a);
     }
+    GenerateFlags.apply(a, model); // issue 12: the flags of --task generate
     if (a.has("groups")) {
       model.setGroups(a.intValue("groups", 1, 1));
     }
@@ -160,7 +161,8 @@ final class Infer {
     try {
       Dataset<Row> df = read(spark, input, inFormat, featuresCol, spec);
       Dataset<Row> result = model.transform(df);
-      boolean arrayOut = result.schema().apply(outputCol).dataType() instanceof org.apache.spark.sql.types.ArrayType;
+      boolean arrayOut = hasColumn(result, outputCol) // task generate writes its own columns
+          && result.schema().apply(outputCol).dataType() instanceof org.apache.spark.sql.types.ArrayType;
       if (outFormat.equals("csv") && arrayOut) {
         result = result.withColumn(outputCol, expr("concat_ws(' ', transform(`" + outputCol
             + "`, x -> cast(x as string)))"));

@@ -30,6 +30,7 @@ import scala.Tuple4;
 final class Progress extends SparkListener implements AutoCloseable {
   private static final Pattern EMITTED = Pattern.compile("spark-tp .* rows emitted");
   private static final Pattern INPUT = Pattern.compile("spark-tp .* input rows");
+  private static final Pattern TOKENS = Pattern.compile("spark-tp .* new tokens"); // issue 12: task generate
 
   private final SparkSession spark;
   private final PrintStream err;
@@ -40,6 +41,7 @@ final class Progress extends SparkListener implements AutoCloseable {
   private final Map<String, Long> done = new ConcurrentHashMap<>();
   private final Map<String, Long> total = new ConcurrentHashMap<>();
   private final Map<String, Long> written = new ConcurrentHashMap<>();
+  private final Map<String, Long> tokens = new ConcurrentHashMap<>(); // new tokens per (stage, partition)
   private final Thread ticker;
   private volatile boolean stopped;
   private volatile boolean succeeded;
@@ -85,6 +87,7 @@ final class Progress extends SparkListener implements AutoCloseable {
     taskSlot.remove(end.taskInfo().taskId());
     if (end.reason() != Success$.MODULE$) {
       done.remove(s); // a failed task's rows are redone by its retry
+      tokens.remove(s);
       return;
     }
     record(s, end.taskInfo().accumulables(), true);
@@ -106,6 +109,8 @@ final class Progress extends SparkListener implements AutoCloseable {
       String name = a.name().get();
       if (EMITTED.matcher(name).matches()) {
         done.put(s, n);
+      } else if (TOKENS.matcher(name).matches()) {
+        tokens.put(s, n);
       } else if (finished && INPUT.matcher(name).matches()) {
         total.put(s, n);
       }
@@ -147,7 +152,10 @@ final class Progress extends SparkListener implements AutoCloseable {
     long t = sum(total);
     String of = t > 0 ? String.format(Locale.ROOT, "%,d of %,d rows", r, t) : String.format(Locale.ROOT, "%,d rows", r);
     String eta = last ? "done" : r == 0 || t == 0 ? "ETA ?" : "ETA " + time(secs * (t - r) / r);
-    String line = String.format(Locale.ROOT, "%s: %s, %,.0f rows/s, %s elapsed, %s", label, of,
+    long tok = sum(tokens);
+    String gen = tok == 0 ? "" : String.format(Locale.ROOT, ", %,d new tokens, %,.0f tokens/s", tok,
+        secs > 0 ? tok / secs : 0);
+    String line = String.format(Locale.ROOT, "%s: %s%s, %,.0f rows/s, %s elapsed, %s", label, of, gen,
         secs > 0 ? r / secs : 0, time(secs), eta);
     if (terminal) {
       err.print("\r" + line + "   " + (last ? "\n" : ""));

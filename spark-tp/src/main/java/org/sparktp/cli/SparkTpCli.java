@@ -22,8 +22,11 @@ public final class SparkTpCli {
       "           [--features-col features] [--output-col prediction] [--tp N] [--groups G] [--batch-size B]",
       "           [--backend auto|cpu|cuda] [--dtype auto|f32|bf16|f16] [--mode error|overwrite] [--master URL]",
       "           [--conf key=value]...",
-      "           [--task embed|logits|score] [--pooling mean|cls|last] [--normalize]   (Hugging Face models)",
-      "           run a model on a table; the output keeps every input column plus the output column",
+      "           [--task embed|logits|score|generate] [--pooling mean|cls|last] [--normalize]   (Hugging Face models)",
+      "           [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]",
+      "           [--repetition-penalty R]   (--task generate)",
+      "           run a model on a table; the output keeps every input column plus the output column (generate:",
+      "           generated_ids, generated_text, finish_reason)",
       "  demo     [--tp N] [--rows N] [--batch-size B] [--master URL] [--conf key=value]...",
       "           a random model (two MLP blocks, width 1024) run at --tp (default 2) and at 1, checked to agree",
       "  explain  --model DIR --tp N [--dtype auto|f32|bf16|f16] [--task embed|logits|score]",
@@ -31,7 +34,7 @@ public final class SparkTpCli {
       "           (heads and KV replicas per rank for transformers)",
       "  doctor   [--master URL]",
       "           Java, Spark, OpenBLAS, oneDNN (isa, kernels, threads), which backends load here, task slots",
-      "  bench    gemm|comm|spark|peer|transformer|gpu [flags of that benchmark]",
+      "  bench    gemm|comm|spark|peer|transformer|gpu|generate [flags of that benchmark]",
       "  gpu-check                 (bin/spark-tp only) GPU tests and benchmark on a GPU machine",
       "  sql      [--master URL] [--conf key=value]... (-e \"STATEMENTS\" | -f FILE) [--max-rows N (1000)] [--truncate N (0)]",
       "           ;-separated SQL with tp_predict, tp_embed, tp_explain, tp_models(); prints each result as a table",
@@ -76,7 +79,8 @@ public final class SparkTpCli {
       switch (cmd) {
         case "infer" -> Infer.run(Args.parse(cmd, args, 1, Set.of("model", "input", "output", "format",
             "output-format", "features-col", "output-col", "tp", "groups", "batch-size", "backend", "dtype", "mode",
-            "master", "conf", "task", "pooling"), Set.of("normalize")), out, err);
+            "master", "conf", "task", "pooling", "max-new-tokens", "temperature", "top-k", "top-p", "seed", "stop",
+            "repetition-penalty"), Set.of("normalize")), out, err);
         case "demo" -> Demo.run(Args.parse(cmd, args, 1, Set.of("tp", "rows", "batch-size", "master", "conf"),
             Set.of()), out, err);
         case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp", "task", "pooling", "dtype"),

@@ -9,6 +9,8 @@ public final class RunContext {
   private final Communicator comm;
   private long computeNanos;
   private long attentionNanos;
+  // --- issue 12: generation ---
+  private org.sparktp.nn.gen.DecodeStep decode;
 
   public RunContext(Backend backend, Communicator comm) {
     this.backend = backend;
@@ -49,5 +51,17 @@ public final class RunContext {
   /** Adds local compute time (ops call it around their kernels). */
   public void addCompute(long nanos) {
     computeNanos += nanos;
+  }
+
+  // --- issue 12: generation ---
+
+  /** The KV caches and sampling state of the generation step being run, or null outside generation. */
+  public org.sparktp.nn.gen.DecodeStep decode() {
+    return decode;
+  }
+
+  /** Sets (or clears, with null) the generation step the next forward pass runs. */
+  public void decode(org.sparktp.nn.gen.DecodeStep step) {
+    this.decode = step;
   }
 }

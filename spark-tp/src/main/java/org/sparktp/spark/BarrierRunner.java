@@ -72,7 +72,7 @@ final class BarrierRunner {
     StructType inSchema = df.schema();
     JavaRDD<Tuple2<Long, InternalRow>> tagged = input.toJavaRDD().mapPartitionsWithIndex(
         new Tagger(inSchema, job.inputCol(), job.inputOrdinal(), job.kind(), job.checkWidth(), job.nullPolicy(),
-            job.metrics(), job.transformer() != null, job.maxTokens()),
+            job.metrics(), job.transformer() != null, job.maxTokens(), job.tokenLimit()),
         true);
     JavaPairRDD<Long, InternalRow> pairs = JavaPairRDD.fromJavaRDD(tagged);
     JavaPairRDD<Long, InternalRow> spread = job.retryable()
@@ -178,16 +178,18 @@ final class BarrierRunner {
     private final TpMetrics metrics;
     private final boolean sequences;
     private final int maxTokens;
+    private final String limit;
 
     Tagger(StructType schema, String col, int ord, InputKind kind, int width, NullPolicy policy, TpMetrics metrics) {
-      this(schema, col, ord, kind, width, policy, metrics, false, 0);
+      this(schema, col, ord, kind, width, policy, metrics, false, 0, null);
     }
 
     /** With {@code sequences}, a row is a token sequence: empty is an error, so is one over {@code maxTokens} (if > 0). */
     Tagger(StructType schema, String col, int ord, InputKind kind, int width, NullPolicy policy, TpMetrics metrics,
-        boolean sequences, int maxTokens) {
+        boolean sequences, int maxTokens, String limit) {
       this.sequences = sequences;
       this.maxTokens = maxTokens;
+      this.limit = limit;
       this.schema = schema;
       this.col = col;
       this.ord = ord;
@@ -227,8 +229,8 @@ final class BarrierRunner {
               if (bad == null && sequences) {
                 int len = r.getArray(ord).numElements();
                 bad = len == 0 ? "is an empty sequence: every row needs at least one token"
-                    : maxTokens > 0 && len > maxTokens ? "has " + len + " tokens, more than the model's"
-                        + " max_position_embeddings (" + maxTokens + "); shorten it or set spark.tp.truncate=true"
+                    : maxTokens > 0 && len > maxTokens ? "has " + len + " tokens, more than " + limit
+                        + "; shorten it or set spark.tp.truncate=true"
                     : null;
               }
               if (bad != null) {

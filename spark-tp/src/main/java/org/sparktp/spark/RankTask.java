@@ -126,6 +126,11 @@ final class RankTask
     private final ShardCache.Lease lease;
     private final TpRunner runner; // a layer-list model, or
     private final TransformerRunner seqRunner; // a transformer
+    // --- issue 12: task generate ---
+    private final org.sparktp.nn.gen.Generator gen;
+    private final GenerateJob.TextStop textStop;
+    private final GenericInternalRow genExtra = new GenericInternalRow(2);
+    private long genRows;
     private final UnsafeProjection project;
     private final JoinedRow joined = new JoinedRow();
     private final GenericInternalRow extra = new GenericInternalRow(1);
@@ -184,11 +189,22 @@ final class RankTask
       ShardCache.Lease l = null;
       TpRunner r = null;
       TransformerRunner sr = null;
+      org.sparktp.nn.gen.Generator gn = null;
+      GenerateJob.TextStop ts = null;
       UnsafeProjection proj;
       try {
         ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), p, rank, cacheBackend());
         l = ShardCache.get().checkOut(key, job.weightBytes(rank), job.cacheMaxBytes(), this::load);
-        if (job.transformer() != null) {
+        if (job.generate() != null) {
+          ts = job.generate().stopCheck();
+          gn = new org.sparktp.nn.gen.Generator(l.transformer(), c, job.generate().params(), ts);
+          final int gRank = rank;
+          long[] seen = {0};
+          gn.progress((done, total, tokens, nanos) -> {
+            job.metrics().progress(gRank, tokens - seen[0]);
+            seen[0] = tokens;
+          });
+        } else if (job.transformer() != null) {
           sr = new TransformerRunner(l.transformer(), c);
         } else {
           r = new TpRunner(l.model(), c);
@@ -201,6 +217,8 @@ final class RankTask
       this.lease = l;
       this.runner = r;
       this.seqRunner = sr;
+      this.gen = gn;
+      this.textStop = ts;
       this.project = proj;
       switch (kind()) {
         case FLOAT_ARRAY, DOUBLE_ARRAY, VECTOR -> dense = new float[Math.multiplyExact(batch, width)];
@@ -323,7 +341,7 @@ final class RankTask
           case INT, LONG -> ids[n] = k.readId(row, ord);
           default -> {
             int len = k.bagLength(row, ord);
-            if (seqRunner != null && n > 0 && nIds + len > job.batchTokens()) {
+            if ((seqRunner != null || gen != null) && n > 0 && nIds + len > job.batchTokens()) {
               // the token budget (spark.tp.batch-tokens) is full: this row starts the next batch
               carry = t;
               break read;
@@ -344,6 +362,10 @@ final class RankTask
       readNanos += t1 - t0;
       if (n == 0 && (carry != null || in.hasNext() || !out.isEmpty())) {
         return; // only null rows so far: emit them, read on later
+      }
+      if (gen != null) {
+        generateStep(n, t1);
+        return;
       }
       InputBatch b = switch (k) {
         case FLOAT_ARRAY, DOUBLE_ARRAY, VECTOR -> InputBatch.dense(dense, n, width);
@@ -375,7 +397,49 @@ final class RankTask
       emitNanos += System.nanoTime() - t2;
     }
 
+    /** Task generate: the batch's rows generated to completion by the group (continuous batching inside). */
+    private void generateStep(int n, long t1) {
+      List<int[]> prompts = new ArrayList<>(n);
+      for (int i = 0; i < n; i++) {
+        prompts.add(Arrays.copyOfRange(ids, offsets[i], offsets[i + 1]));
+      }
+      long[] seeds = new long[n];
+      for (int i = 0, r = 0; i < pending.size(); i++) {
+        if (hasValue.get(i)) {
+          seeds[r++] = job.generate().seedOf(pending.get(i)._2());
+        }
+      }
+      List<org.sparktp.nn.gen.Completion> res = gen.generate(prompts, seeds, genRows);
+      genRows += n;
+      long t2 = System.nanoTime();
+      stepNanos += t2 - t1;
+      if (job.failRank() == ctx.partitionId() && ctx.stageAttemptNumber() == 0) {
+        throw new IllegalStateException("Injected failure of rank " + rank + " in group " + group
+            + " in the first attempt of the stage (" + "spark.tp.test.fail-rank" + ")");
+      }
+      if (res == null) {
+        finish();
+        return;
+      }
+      int r = 0;
+      for (int i = 0; i < pending.size(); i++) {
+        org.sparktp.nn.gen.Completion c = hasValue.get(i) ? res.get(r++) : null;
+        genExtra.update(0, c == null ? null : UnsafeArrayData.fromPrimitiveArray(c.ids()));
+        genExtra.update(1, c == null ? null : org.apache.spark.unsafe.types.UTF8String.fromString(c.finish().id()));
+        Tuple2<Long, InternalRow> t = pending.get(i);
+        out.add(new Tuple2<>(t._1(), project.apply(joined.apply(t._2(), genExtra)).copy()));
+      }
+      pending.clear();
+      hasValue.clear();
+      emitNanos += System.nanoTime() - t2;
+    }
+
     private Tuple2<Long, InternalRow> emit(Tuple2<Long, InternalRow> t, float[] y, int off) {
+      if (gen != null) {
+        genExtra.setNullAt(0);
+        genExtra.setNullAt(1);
+        return new Tuple2<>(t._1(), project.apply(joined.apply(t._2(), genExtra)).copy());
+      }
       int w = job.outputDim();
       // y holds the batch's outputs row-major; its byte offsets fit an int (a batch is < 2^31 bytes)
       extra.update(0, y == null ? null : job.scalarOutput() ? (Object) (double) y[off]
@@ -388,9 +452,13 @@ final class RankTask
       closed = true;
       CommStats st = comm.stats();
       long wall = System.nanoTime() - start;
-      long rowsDone = seqRunner != null ? seqRunner.rows() : runner.rows();
-      long stepsDone = seqRunner != null ? seqRunner.steps() : runner.steps();
-      long compute = seqRunner != null ? seqRunner.computeNanos() : runner.computeNanos();
+      long rowsDone = gen != null ? genRows : seqRunner != null ? seqRunner.rows() : runner.rows();
+      long stepsDone = gen != null ? gen.steps() : seqRunner != null ? seqRunner.steps() : runner.steps();
+      long compute = gen != null ? gen.computeNanos() : seqRunner != null ? seqRunner.computeNanos()
+          : runner.computeNanos();
+      if (textStop != null) {
+        textStop.close();
+      }
       job.metrics().add(rank, rowsDone, stepsDone, compute, st.nanos(), st.bytesSent(), lease.loaded());
       SparkEnv env = SparkEnv.get();
       job.metrics().placed(ctx.partitionId(), "executor_" + env.blockManager().blockManagerId().host() + "_"
@@ -419,6 +487,9 @@ final class RankTask
       LOG.warn("spark-tp job {} group {} rank {}/{} failed: {}", job.jobKey(), group, rank, job.tpSize(),
           cause.toString());
       watchdog.cancel(false);
+      if (textStop != null) {
+        textStop.close();
+      }
       try {
         comm.abort(cause);
         comm.close();

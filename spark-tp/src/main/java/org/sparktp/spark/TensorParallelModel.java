@@ -50,6 +50,7 @@ import org.sparktp.nn.ModelSpec;
 import org.sparktp.nn.Plan;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.WeightSource;
+import org.sparktp.nn.gen.GenerateParams;
 import org.sparktp.backend.Precision;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.tensor.DType;
@@ -92,6 +93,11 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   private final ModelSpec spec;
   private final Shards shards;
   private final Map<String, String> conf = new HashMap<>();
+  // --- issue 12: the output columns of task generate ---
+  public static final String GENERATED_IDS = "generated_ids";
+  public static final String GENERATED_TEXT = "generated_text";
+  public static final String FINISH_REASON = "finish_reason";
+  static final List<String> GENERATE_COLUMNS = List.of(GENERATED_IDS, GENERATED_TEXT, FINISH_REASON);
   private transient volatile TpMetrics lastMetrics;
 
   private final Param<String> inputCol;
@@ -106,6 +112,16 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   private final Param<String> pooling;
   private final BooleanParam normalize;
   private final Param<String> dtype;
+  // --- issue 12: task generate ---
+  private final IntParam maxNewTokens;
+  private final org.apache.spark.ml.param.DoubleParam temperature;
+  private final IntParam topK;
+  private final org.apache.spark.ml.param.DoubleParam topP;
+  private final org.apache.spark.ml.param.DoubleParam repetitionPenalty;
+  private final org.apache.spark.ml.param.LongParam seed;
+  private final Param<String> seedCol;
+  private final org.apache.spark.ml.param.StringArrayParam stop;
+  private final org.apache.spark.ml.param.IntArrayParam stopIds;
 
   public TensorParallelModel(ModelSpec spec) {
     this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new Shards(spec, null, null, null));
@@ -182,12 +198,38 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     this.spec = spec;
     this.shards = shards;
     this.hf = hf;
-    task = new Param<>(this, "task", "transformers: embed, logits or score (default: embed for encoders, logits for"
-        + " causal LMs)", ParamValidators.inArray(new String[] {"embed", "logits", "score"}));
+    task = new Param<>(this, "task", "transformers: embed, logits, score or generate (default: embed for encoders, logits for"
+        + " causal LMs)", ParamValidators.inArray(new String[] {"embed", "logits", "score", "generate"}));
     pooling = new Param<>(this, "pooling", "task embed: mean, cls or last (default mean for encoders, last for "
         + "decoders)", ParamValidators.inArray(new String[] {"mean", "cls", "last"}));
     normalize = new BooleanParam(this, "normalize", "task embed: L2-normalize each embedding (default false)");
     setDefault(normalize, false);
+    maxNewTokens = new IntParam(this, "maxNewTokens", "task generate: new tokens per row at most (default 64)",
+        ParamValidators.gtEq(1));
+    temperature = new org.apache.spark.ml.param.DoubleParam(this, "temperature", "task generate: 0 = greedy "
+        + "(default), else sampling from softmax(logits / temperature)", ParamValidators.gtEq(0));
+    topK = new IntParam(this, "topK", "task generate, sampling: keep the k most likely tokens (0 = all, default)",
+        ParamValidators.gtEq(0));
+    topP = new org.apache.spark.ml.param.DoubleParam(this, "topP", "task generate, sampling: keep the nucleus of "
+        + "this mass (1 = all, default)", ParamValidators.inRange(0, 1, false, true));
+    repetitionPenalty = new org.apache.spark.ml.param.DoubleParam(this, "repetitionPenalty", "task generate: HF's "
+        + "repetition penalty on the ids seen (1 = none, default)", ParamValidators.gt(0));
+    seed = new org.apache.spark.ml.param.LongParam(this, "seed", "task generate, sampling: the seed of every row "
+        + "(default 0); a row's draws depend only on it and its logits");
+    seedCol = new Param<>(this, "seedCol", "task generate, sampling: an int or long column with each row's seed "
+        + "(a null value: the seed param)");
+    stop = new org.apache.spark.ml.param.StringArrayParam(this, "stop", "task generate: strings that end a row "
+        + "(finish_reason stop; needs the model's tokenizer)");
+    stopIds = new org.apache.spark.ml.param.IntArrayParam(this, "stopIds", "task generate: token ids that end a "
+        + "row (finish_reason stop); the model's eos_token_id ends it with eos");
+    setDefault(maxNewTokens, 64);
+    setDefault(temperature, 0.0);
+    setDefault(topK, 0);
+    setDefault(topP, 1.0);
+    setDefault(repetitionPenalty, 1.0);
+    setDefault(seed, 0L);
+    setDefault(stop, new String[0]);
+    setDefault(stopIds, new int[0]);
     inputCol = new Param<>(this, "inputCol", "input column: array<float>, array<double> or vector (ids: int/long,"
         + " array<int|long>)");
     outputCol = new Param<>(this, "outputCol", "output column (array<float>)");
@@ -249,6 +291,109 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   public TensorParallelModel setNormalize(boolean v) {
     set(normalize, v);
     return this;
+  }
+
+  // --- issue 12: task generate ---
+
+  public IntParam maxNewTokens() {
+    return maxNewTokens;
+  }
+
+  public org.apache.spark.ml.param.DoubleParam temperature() {
+    return temperature;
+  }
+
+  public IntParam topK() {
+    return topK;
+  }
+
+  public org.apache.spark.ml.param.DoubleParam topP() {
+    return topP;
+  }
+
+  public org.apache.spark.ml.param.DoubleParam repetitionPenalty() {
+    return repetitionPenalty;
+  }
+
+  public org.apache.spark.ml.param.LongParam seed() {
+    return seed;
+  }
+
+  public Param<String> seedCol() {
+    return seedCol;
+  }
+
+  public TensorParallelModel setSeedCol(String v) {
+    set(seedCol, v);
+    return this;
+  }
+
+  public org.apache.spark.ml.param.StringArrayParam stop() {
+    return stop;
+  }
+
+  public org.apache.spark.ml.param.IntArrayParam stopIds() {
+    return stopIds;
+  }
+
+  public TensorParallelModel setMaxNewTokens(int v) {
+    set(maxNewTokens, v);
+    return this;
+  }
+
+  public TensorParallelModel setTemperature(double v) {
+    set(temperature, v);
+    return this;
+  }
+
+  public TensorParallelModel setTopK(int v) {
+    set(topK, v);
+    return this;
+  }
+
+  public TensorParallelModel setTopP(double v) {
+    set(topP, v);
+    return this;
+  }
+
+  public TensorParallelModel setRepetitionPenalty(double v) {
+    set(repetitionPenalty, v);
+    return this;
+  }
+
+  public TensorParallelModel setSeed(long v) {
+    set(seed, v);
+    return this;
+  }
+
+  public TensorParallelModel setStop(String... v) {
+    set(stop, v);
+    return this;
+  }
+
+  public TensorParallelModel setStopIds(int... v) {
+    set(stopIds, v);
+    return this;
+  }
+
+  private boolean generating() {
+    return hf != null && isSet(task) && Task.parse($(task)) == Task.GENERATE;
+  }
+
+  /** Task generate's parameters with the budgets of {@code spark}'s conf and the model's EOS ids. */
+  private GenerateJob generateJob(SparkSession spark, TpSettings settings) {
+    long kv = settings.bytes(TpConf.KV_CACHE_MAX_BYTES);
+    int tokens = settings.getInt(TpConf.GENERATE_BATCH_TOKENS, 1);
+    String[] stops = $(stop);
+    if (stops.length > 0 && !hf.tokenizer) {
+      throw new IllegalArgumentException("Stop strings need the model's tokenizer, but " + hf.dir + " has no "
+          + TextTokenizer.FILE_NAME + ": give stop token ids (stopIds) instead");
+    }
+    GenerateParams gp = new GenerateParams((Integer) $(maxNewTokens), (Double) $(temperature), (Integer) $(topK),
+        (Double) $(topP), (Double) $(repetitionPenalty), (Long) $(seed),
+        GenerateJob.eosIds(hf.dir, spark == null ? new org.apache.hadoop.conf.Configuration()
+            : spark.sparkContext().hadoopConfiguration()), $(stopIds), kv, tokens);
+    return new GenerateJob(gp, List.of(stops), hf.dir);
   }
 
   /** The transformer plan for {@code p} ranks with this model's task, pooling, normalize and truncation. */
@@ -475,6 +620,20 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     }
     TransformerPlan plan = transformerPlan(1);
     NullPolicy policy = NullPolicy.parse(resolve(active(), TpConf.NULL_POLICY, TpConf.NULL_POLICY_DEFAULT));
+    if (plan.task() == Task.GENERATE) {
+      // issue 12: generated_ids, finish_reason from the barrier stage, then generated_text (with a tokenizer)
+      for (String c : GENERATE_COLUMNS) {
+        if (java.util.Arrays.asList(schema.fieldNames()).contains(c)) {
+          throw new IllegalArgumentException("Task generate writes the column '" + c + "', which the input already "
+              + "has; rename or drop it");
+        }
+      }
+      StructType s = schema.add(GENERATED_IDS, DataTypes.createArrayType(DataTypes.IntegerType, false), true);
+      if (hf.tokenizer) {
+        s = s.add(GENERATED_TEXT, DataTypes.StringType, true);
+      }
+      return s.add(FINISH_REASON, DataTypes.StringType, true);
+    }
     return schema.add(out, plan.task() == Task.SCORE ? DataTypes.DoubleType
         : DataTypes.createArrayType(DataTypes.FloatType, false), policy == NullPolicy.NULL);
   }
@@ -543,7 +702,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     int ord = df.schema().fieldIndex(getInputCol());
     TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, getInputCol(), ord,
         InputKind.of(df.schema(), getInputCol(), plan), outSchema, batch, be, blas, storage.id(), backendSettings,
-        cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, null, 0);
+        cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, null, 0, null);
     return BarrierRunner.run(spark, df, job, placements);
   }
 
@@ -555,25 +714,45 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     SparkContext sc = spark.sparkContext();
     TransformerPlan plan = transformerPlan(p);
     int batchTokens = settings.getInt(TpConf.BATCH_TOKENS, 1);
+    GenerateJob gen = plan.task() == Task.GENERATE ? generateJob(spark, settings) : null;
+    if (gen != null) {
+      // the barrier stage writes generated_ids and finish_reason; the text is decoded after it
+      outSchema = ds.schema().add(GENERATED_IDS, DataTypes.createArrayType(DataTypes.IntegerType, false), true)
+          .add(FINISH_REASON, DataTypes.StringType, true);
+    }
     org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
     String col = getInputCol();
     String helper = null;
     if (textInput(df.schema())) {
       helper = "__spark_tp_token_ids";
-      int maxLen = plan.truncate() ? plan.model().maxPositions() : 0;
+      int maxLen = plan.truncate() && gen == null ? plan.model().maxPositions() : 0; // generate truncates left
       df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, helper, hf.dir, maxLen);
       col = helper;
-      outSchema = df.schema().add(outSchema.fields()[outSchema.fields().length - 1]);
+      outSchema = gen != null ? df.schema().add(outSchema.fields()[outSchema.fields().length - 2])
+          .add(outSchema.fields()[outSchema.fields().length - 1])
+          : df.schema().add(outSchema.fields()[outSchema.fields().length - 1]);
     }
     String jobKey = uid + "-" + UUID.randomUUID().toString().substring(0, 8);
     TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
     lastMetrics = metrics;
     int ord = df.schema().fieldIndex(col);
+    if (gen != null && isSet(seedCol)) {
+      String seedName = $(seedCol);
+      if (!java.util.Arrays.asList(df.schema().fieldNames()).contains(seedName)) {
+        throw new IllegalArgumentException("seedCol '" + seedName + "' is not a column of the input");
+      }
+      org.apache.spark.sql.types.DataType t = df.schema().apply(seedName).dataType();
+      if (!t.equals(DataTypes.IntegerType) && !t.equals(DataTypes.LongType)) {
+        throw new IllegalArgumentException("seedCol '" + seedName + "' must be int or long, got " + t.simpleString());
+      }
+      gen = gen.withSeedColumn(df.schema().fieldIndex(seedName), t.equals(DataTypes.IntegerType));
+    }
     TpJob job = new TpJob(jobKey, hf.modelId, null, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
         g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, batch, be, blas, DType.F32.id(),
-        backendSettings, cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, plan, batchTokens);
+        backendSettings, cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, plan, batchTokens, gen);
     Dataset<Row> out = BarrierRunner.run(spark, df, job, null);
-    return helper == null ? out : out.drop(helper);
+    out = helper == null ? out : out.drop(helper);
+    return gen != null && hf.tokenizer ? GenerateJob.withText(out, hf.dir) : out;
   }
 
   /**

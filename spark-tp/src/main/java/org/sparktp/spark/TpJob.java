@@ -36,7 +36,8 @@ record TpJob(
     TpMetrics metrics,
     org.sparktp.TpSettings settings,
     TransformerPlan transformer,
-    int batchTokens) implements Serializable {
+    int batchTokens,
+    GenerateJob generate) implements Serializable {
 
   int tpSize() {
     return transformer != null ? transformer.tpSize() : plan.tpSize();
@@ -49,7 +50,15 @@ record TpJob(
 
   /** Longest sequence accepted before the barrier stage (0: not a sequence model, or truncation is on). */
   int maxTokens() {
-    return transformer == null || transformer.truncate() ? 0 : transformer.model().maxPositions();
+    return transformer == null || transformer.truncate() ? 0 : transformer.model().maxPositions()
+        - (generate == null ? 0 : generate.params().maxNewTokens());
+  }
+
+  /** What {@link #maxTokens} is, for errors. */
+  String tokenLimit() {
+    return transformer == null ? null : generate == null ? "the model's max_position_embeddings (" + maxTokens() + ")"
+        : maxTokens() + " (the model's max_position_embeddings " + transformer.model().maxPositions()
+            + " minus maxNewTokens " + generate.params().maxNewTokens() + ")";
   }
 
   /** Width of each row's output. */

@@ -32,6 +32,8 @@ public final class TpMetrics implements Serializable {
   public static final String INPUT_ROWS = "input rows";
   /** Name of the accumulator of rows the ranks emitted so far, updated per micro-batch (for progress). */
   public static final String EMITTED_ROWS = "rows emitted";
+  // --- issue 12: new tokens of task generate, counted by rank 0 of each group as they are drawn ---
+  private final LongAccumulator newTokens;
 
   TpMetrics(SparkContext sc, int tpSize, int groups, String label) {
     this.tpSize = tpSize;
@@ -43,6 +45,7 @@ public final class TpMetrics implements Serializable {
     commNanos = make(sc, tpSize, label, "comm ns");
     commBytes = make(sc, tpSize, label, "comm bytes sent");
     loads = make(sc, tpSize, label, "shard loads");
+    newTokens = sc.longAccumulator("spark-tp " + label + " new tokens");
     inputRows = sc.longAccumulator("spark-tp " + label + " " + INPUT_ROWS);
     emittedRows = sc.longAccumulator("spark-tp " + label + " " + EMITTED_ROWS);
   }
@@ -72,6 +75,18 @@ public final class TpMetrics implements Serializable {
     commNanos[rank].add(comm);
     commBytes[rank].add(bytes);
     loads[rank].add(loaded ? 1 : 0);
+  }
+
+  /** Task generate: {@code added} new tokens drawn by the group of rank {@code rank} (counted on rank 0 only). */
+  void progress(int rank, long added) {
+    if (rank == 0) {
+      newTokens.add(added);
+    }
+  }
+
+  /** New tokens generated (task generate), over every group. */
+  public long newTokens() {
+    return newTokens.value();
   }
 
   public int tpSize() {

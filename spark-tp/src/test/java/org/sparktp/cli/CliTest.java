@@ -58,6 +58,21 @@ class CliTest {
   }
 
   @Test
+  void generateFlagsAreCheckedBeforeSparkStarts() {
+    String gpt2 = org.sparktp.testing.HfFixtures.dir("gpt2").toString();
+    String in = org.sparktp.testing.HfFixtures.dir("gpt2").resolve("reference.json").toString();
+    String out = tmp.resolve("gen-out").toString();
+    Run r = cli("infer", "--model", gpt2, "--input", in, "--output", out, "--max-new-tokens", "5");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: --max-new-tokens is a flag of --task generate");
+    r = cli("infer", "--model", gpt2, "--input", in, "--output", out, "--task", "generate", "--top-p", "1.5");
+    assertThat(r.err).startsWith("spark-tp: error: --top-p takes a number in (0, 1], got 1.5");
+    r = cli("infer", "--model", gpt2, "--input", in, "--output", out, "--task", "generate", "--temperature", "hot");
+    assertThat(r.err).startsWith("spark-tp: error: --temperature takes a number, got 'hot'");
+    assertThat(cli("bench", "nope").err).contains("use gemm, comm, spark, peer, transformer, gpu or generate");
+  }
+
+  @Test
   void unknownCommandExitsWithCodeTwoAndTheUsage() {
     Run r = cli("frobnicate");
     assertThat(r.code).isEqualTo(2);
@@ -122,7 +137,7 @@ class CliTest {
     assertThat(cli("explain", "--model", fixture.resolve("model").toString(), "--task", "embed").err)
         .startsWith("spark-tp: error: --task applies to Hugging Face transformers");
     assertThat(cli("explain", "--model", org.sparktp.testing.HfFixtures.dir("llama").toString(), "--task", "x").err)
-        .startsWith("spark-tp: error: --task: Unknown task 'x': use embed, logits or score");
+        .startsWith("spark-tp: error: --task: Unknown task 'x': use embed, logits, score or generate");
   }
 
   @Test

@@ -573,6 +573,19 @@ public final class CpuBackend implements Backend {
     CpuTransformer.swiglu(cpu(gateUp), cpu(out));
   }
 
+  // --- issue 12: generation (CpuDecode) ---
+
+  @Override
+  public void cachedAttention(Tensor qkv, int qCol, int kvCol, int kvHeads, int[] kvOf, int headDim,
+      int[] offsets, Tensor[] cache, int[] past, float scale, Tensor out) {
+    CpuTensor[] c = new CpuTensor[cache.length];
+    for (int i = 0; i < c.length; i++) {
+      c[i] = cpu(cache[i]);
+    }
+    CpuDecode.cachedAttention(this, cpu(qkv), qCol, kvCol, kvHeads, kvOf, headDim, offsets, c, past, scale,
+        cpu(out));
+  }
+
   @Override
   public long liveTensors() {
     return liveTensors.get();

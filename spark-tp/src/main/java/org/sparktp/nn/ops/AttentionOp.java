@@ -57,7 +57,7 @@ public record AttentionOp(String name, int hidden, int heads, int kvHeads, int h
   }
 
   /** KV heads rank {@code r} holds. */
-  int kvCount(int p, int r) {
+  public int kvCount(int p, int r) {
     Split s = headSplit(p);
     int rep = heads / kvHeads;
     int first = s.offset(r) / rep;
@@ -138,8 +138,14 @@ public record AttentionOp(String name, int hidden, int heads, int kvHeads, int h
             be.rope(h, nq * headDim, nkv, headDim, tokens.positions(), invFreq);
           }
           ctxOut = be.empty(h.rows(), nq * headDim);
-          be.attention(h, 0, nq * headDim, (nq + nkv) * headDim, kvOf, headDim, tokens.offsets(), causal, scale,
-              ctxOut);
+          org.sparktp.nn.gen.DecodeStep kv = ctx.decode(); // issue 12: generation attends to the KV cache
+          if (kv != null) {
+            be.cachedAttention(h, 0, nq * headDim, nkv, kvOf, headDim, tokens.offsets(), kv.cache(name), kv.past(),
+                scale, ctxOut);
+          } else {
+            be.attention(h, 0, nq * headDim, (nq + nkv) * headDim, kvOf, headDim, tokens.offsets(), causal, scale,
+                ctxOut);
+          }
         } finally {
           h.close();
         }

@@ -45,7 +45,7 @@ public record LmHeadOp(String weight, int vocab, int hidden, Task task) implemen
 
   @Override
   public int collectives(int p) {
-    return p == 1 ? 0 : task == Task.SCORE ? 2 : 1;
+    return p == 1 ? 0 : task == Task.SCORE || task == Task.GENERATE ? 2 : 1;
   }
 
   Split split(int p) {
@@ -62,7 +62,8 @@ public record LmHeadOp(String weight, int vocab, int hidden, Task task) implemen
   public String describe(int p) {
     return task.id() + ": lm_head " + weight + " [" + hidden + " -> " + vocab + "] vocab-parallel "
         + Arrays.toString(split(p).lengths()) + (task == Task.SCORE
-            ? ", log-softmax by max all-gather + sum-exp all-reduce" : ", last positions all-gathered");
+            ? ", log-softmax by max all-gather + sum-exp all-reduce" : task == Task.GENERATE
+            ? ", next token drawn on the slices (local max/top-k, small all-gathers)" : ", last positions all-gathered");
   }
 
   @Override
@@ -87,6 +88,9 @@ public record LmHeadOp(String weight, int vocab, int hidden, Task task) implemen
             logits = head.apply(sel, false, ctx, "lm_head");
           }
           return ResidualOp.reduce(DistTensor.sharded(logits, s), ctx);
+        }
+        if (task == Task.GENERATE) {
+          return org.sparktp.nn.gen.Generator.nextTokens(head, x, tokens, ctx, vocab, hidden, v0, vn);
         }
         return score(head, x, tokens, ctx, s, v0, vn);
       } finally {

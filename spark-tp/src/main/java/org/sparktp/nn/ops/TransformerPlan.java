@@ -57,12 +57,12 @@ public final class TransformerPlan implements Serializable {
         throw new IllegalArgumentException("Task '" + t.id() + "' needs a language-model head; this "
             + model.architecture() + " model has none: use task embed");
       }
-      if (t == Task.SCORE && !model.causal()) {
-        throw new IllegalArgumentException("Task 'score' needs a causal language model; this "
+      if ((t == Task.SCORE || t == Task.GENERATE) && !model.causal()) {
+        throw new IllegalArgumentException("Task '" + t.id() + "' needs a causal language model; this "
             + model.architecture() + " model is an encoder");
       }
       ops.add(new LmHeadOp(model.lmHead(), model.vocab(), model.hidden(), t));
-      out = t == Task.SCORE ? 1 : model.vocab();
+      out = t == Task.SCORE || t == Task.GENERATE ? 1 : model.vocab();
     }
     TransformerPlan plan = new TransformerPlan(model, p, t, ops, out, truncate);
     for (int r = 0; r < p; r++) {

@@ -1,0 +1,171 @@
+package org.sparktp.nn.gen;
+
+import java.util.ArrayList;
+import java.util.IdentityHashMap;
+import java.util.List;
+import java.util.Map;
+import org.sparktp.backend.Backend;
+import org.sparktp.nn.ops.AttentionOp;
+import org.sparktp.nn.ops.Op;
+import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.tensor.Tensor;
+
+/**
+ * One rank's KV cache, sharded by heads like the attention weights: for every attention layer a
+ * sequence's slot holds {@code [capacity, 2 * kvHeads_r * headDim]} (keys then values of the KV heads
+ * this rank holds, replicas included), off-heap on the rank's backend. A slot is reserved whole when its
+ * row joins the batch ({@code capacity} = prompt + max_new_tokens - 1 tokens), so admission is decided
+ * once and a running row never runs out of cache.
+ *
+ * <p>The budget is counted with the bytes per token of the group's largest rank (the same number on
+ * every rank), so every rank admits the same rows. Closing the cache closes every live slot.
+ */
+public final class KvCache implements AutoCloseable {
+
+  /** An attention layer's cache width on this rank. */
+  record Layer(String name, int width) {}
+
+  /** One sequence's tensors, one per layer. */
+  public final class Slot {
+    final Tensor[] tensors;
+    final long bytes;
+
+    private Slot(Tensor[] tensors, long bytes) {
+      this.tensors = tensors;
+      this.bytes = bytes;
+    }
+  }
+
+  private final Backend backend;
+  private final List<Layer> layers;
+  private final long bytesPerToken;
+  private final long maxBytes;
+  private final Map<Slot, Boolean> live = new IdentityHashMap<>();
+  private long used;
+  private long peak;
+  private boolean closed;
+
+  KvCache(Backend backend, List<Layer> layers, long bytesPerToken, long maxBytes) {
+    this.backend = backend;
+    this.layers = List.copyOf(layers);
+    this.bytesPerToken = bytesPerToken;
+    this.maxBytes = maxBytes;
+  }
+
+  /** The cache of rank {@code rank} for {@code plan}'s attention layers. */
+  public static KvCache forPlan(TransformerPlan plan, int rank, Backend backend, long maxBytes) {
+    return new KvCache(backend, layers(plan, rank), bytesPerToken(plan), maxBytes);
+  }
+
+  /** Cache bytes one token takes on the group's largest rank (float32 keys and values of every layer). */
+  public static long bytesPerToken(TransformerPlan plan) {
+    long max = 0;
+    for (int r = 0; r < plan.tpSize(); r++) {
+      long b = 0;
+      for (Layer l : layers(plan, r)) {
+        b += 4L * l.width();
+      }
+      max = Math.max(max, b);
+    }
+    return max;
+  }
+
+  static List<Layer> layers(TransformerPlan plan, int rank) {
+    List<Layer> out = new ArrayList<>();
+    collect(plan.ops(), plan.tpSize(), rank, out);
+    return out;
+  }
+
+  private static void collect(List<Op> ops, int p, int rank, List<Layer> out) {
+    for (Op o : ops) {
+      if (o instanceof AttentionOp a) {
+        out.add(new Layer(a.name(), 2 * a.kvCount(p, rank) * a.headDim()));
+      }
+      collect(o.children(), p, rank, out);
+    }
+  }
+
+  List<Layer> layerList() {
+    return layers;
+  }
+
+  public long bytesPerToken() {
+    return bytesPerToken;
+  }
+
+  public long maxBytes() {
+    return maxBytes;
+  }
+
+  /** Budget bytes a slot of {@code tokens} takes. */
+  public long bytesFor(int tokens) {
+    return bytesPerToken * tokens;
+  }
+
+  public boolean fits(int tokens) {
+    return used + bytesFor(tokens) <= maxBytes;
+  }
+
+  /** Budget bytes of the live slots. */
+  public long usedBytes() {
+    return used;
+  }
+
+  /** Most budget bytes live at once. */
+  public long peakBytes() {
+    return peak;
+  }
+
+  public int liveSlots() {
+    return live.size();
+  }
+
+  /** A slot for {@code tokens} tokens; the caller checked {@link #fits}. */
+  Slot reserve(int tokens) {
+    if (closed) {
+      throw new IllegalStateException("The KV cache was used after it was closed");
+    }
+    if (!fits(tokens)) {
+      throw new IllegalStateException("KV cache slot of " + tokens + " tokens (" + bytesFor(tokens)
+          + " bytes) does not fit: " + used + " of " + maxBytes + " bytes in use");
+    }
+    Tensor[] t = new Tensor[layers.size()];
+    try {
+      for (int i = 0; i < t.length; i++) {
+        t[i] = backend.empty(tokens, layers.get(i).width());
+      }
+    } catch (RuntimeException e) {
+      for (Tensor x : t) {
+        if (x != null) {
+          x.close();
+        }
+      }
+      throw e;
+    }
+    Slot s = new Slot(t, bytesFor(tokens));
+    live.put(s, Boolean.TRUE);
+    used += s.bytes;
+    peak = Math.max(peak, used);
+    return s;
+  }
+
+  void release(Slot s) {
+    if (live.remove(s) != null) {
+      used -= s.bytes;
+      for (Tensor t : s.tensors) {
+        t.close();
+      }
+    }
+  }
+
+  @Override
+  public void close() {
+    if (closed) {
+      return;
+    }
+    closed = true;
+    for (Slot s : new ArrayList<>(live.keySet())) {
+      release(s);
+    }
+  }
+}
