@@ -543,21 +543,7 @@ public final class ModelDirectory implements AutoCloseable {
   /** Closes every weights file; harmless when called again. */
   @Override
   public void close() throws IOException {
-    IOException first = null;
-    for (SafetensorsFile f : files) {
-      try {
-        f.close();
-      } catch (IOException e) {
-        if (first == null) {
-          first = e;
-        } else {
-          first.addSuppressed(e);
-        }
-      }
-    }
-    if (first != null) {
-      throw first;
-    }
+    SafetensorsFile.closeAll(files);
   }
 
   @Override

@@ -489,4 +489,23 @@ public final class SafetensorsFile implements AutoCloseable {
   public String toString() {
     return "SafetensorsFile(" + path + ", " + tensors.size() + " tensors)";
   }
+
+  /** Closes every file of {@code files}; the first failure is thrown, later ones added to it as suppressed. */
+  public static void closeAll(Iterable<SafetensorsFile> files) throws IOException {
+    IOException first = null;
+    for (SafetensorsFile f : files) {
+      try {
+        f.close();
+      } catch (IOException e) {
+        if (first == null) {
+          first = e;
+        } else {
+          first.addSuppressed(e);
+        }
+      }
+    }
+    if (first != null) {
+      throw first;
+    }
+  }
 }

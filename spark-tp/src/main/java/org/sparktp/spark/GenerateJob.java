@@ -9,12 +9,10 @@ import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
-import java.util.NoSuchElementException;
 import java.util.TreeSet;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
-import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
 import org.apache.spark.deploy.SparkHadoopUtil;
 import org.apache.spark.sql.Dataset;
@@ -116,52 +114,26 @@ record GenerateJob(GenerateParams params, List<String> stopStrings, String token
 
     @Override
     public Iterator<Row> call(Iterator<Row> rows) {
-      TextTokenizer tok;
-      try {
-        tok = TextTokenizer.open(new Path(dir), SparkHadoopUtil.get().conf(), 0, false);
-      } catch (IOException e) {
-        throw new UncheckedIOException("Cannot open the tokenizer of " + dir + ": " + e.getMessage(), e);
-      }
-      TaskContext tc = TaskContext.get();
-      if (tc != null) {
-        tc.addTaskCompletionListener((org.apache.spark.util.TaskCompletionListener) c -> tok.close());
-      }
-      return new Iterator<>() {
-        @Override
-        public boolean hasNext() {
-          boolean more = rows.hasNext();
-          if (!more) {
-            tok.close();
-          }
-          return more;
-        }
-
-        @Override
-        public Row next() {
-          if (!hasNext()) {
-            throw new NoSuchElementException();
-          }
-          Row r = rows.next();
-          Object[] v = new Object[r.length() + 1];
-          int j = 0;
-          for (int i = 0; i < r.length(); i++) {
-            if (i == finishOrd) {
-              String text = null;
-              if (!r.isNullAt(idsOrd)) {
-                List<Integer> ids = r.getList(idsOrd);
-                int[] a = new int[ids.size()];
-                for (int k = 0; k < a.length; k++) {
-                  a[k] = ids.get(k);
-                }
-                text = tok.decode(a, true);
+      return Tokenize.mapRows(rows, dir, 0, false, (tok, r) -> {
+        Object[] v = new Object[r.length() + 1];
+        int j = 0;
+        for (int i = 0; i < r.length(); i++) {
+          if (i == finishOrd) {
+            String text = null;
+            if (!r.isNullAt(idsOrd)) {
+              List<Integer> ids = r.getList(idsOrd);
+              int[] a = new int[ids.size()];
+              for (int k = 0; k < a.length; k++) {
+                a[k] = ids.get(k);
               }
-              v[j++] = text;
+              text = tok.decode(a, true);
             }
-            v[j++] = r.get(i);
+            v[j++] = text;
           }
-          return RowFactory.create(v);
+          v[j++] = r.get(i);
         }
-      };
+        return RowFactory.create(v);
+      });
     }
   }
 

@@ -6,6 +6,7 @@ import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
 import java.util.NoSuchElementException;
+import java.util.function.BiFunction;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
@@ -42,9 +43,33 @@ final class Tokenize implements MapPartitionsFunction<Row, Row> {
 
   @Override
   public Iterator<Row> call(Iterator<Row> rows) {
+    return mapRows(rows, dir, maxLength, true, (tok, r) -> {
+      Object[] v = new Object[r.length() + 1];
+      for (int i = 0; i < r.length(); i++) {
+        v[i] = r.get(i);
+      }
+      if (!r.isNullAt(textOrdinal)) {
+        int[] ids = tok.encode(r.getString(textOrdinal));
+        List<Integer> list = new ArrayList<>(ids.length);
+        for (int id : ids) {
+          list.add(id);
+        }
+        v[r.length()] = scala.jdk.javaapi.CollectionConverters.asScala(list).toSeq();
+      }
+      return RowFactory.create(v);
+    });
+  }
+
+  /**
+   * {@code map(tokenizer, row)} over a partition's rows with one tokenizer of {@code dir} for the task
+   * ({@link TextTokenizer#open} with {@code maxLength} and {@code addSpecial}), closed when the rows run out or
+   * the task ends.
+   */
+  static Iterator<Row> mapRows(Iterator<Row> rows, String dir, int maxLength, boolean addSpecial,
+      BiFunction<TextTokenizer, Row, Row> map) {
     TextTokenizer tok;
     try {
-      tok = TextTokenizer.open(new Path(dir), SparkHadoopUtil.get().conf(), maxLength, true);
+      tok = TextTokenizer.open(new Path(dir), SparkHadoopUtil.get().conf(), maxLength, addSpecial);
     } catch (IOException e) {
       throw new UncheckedIOException("Cannot open the tokenizer of " + dir + ": " + e.getMessage(), e);
     }
@@ -67,20 +92,7 @@ final class Tokenize implements MapPartitionsFunction<Row, Row> {
         if (!hasNext()) {
           throw new NoSuchElementException();
         }
-        Row r = rows.next();
-        Object[] v = new Object[r.length() + 1];
-        for (int i = 0; i < r.length(); i++) {
-          v[i] = r.get(i);
-        }
-        if (!r.isNullAt(textOrdinal)) {
-          int[] ids = tok.encode(r.getString(textOrdinal));
-          List<Integer> list = new ArrayList<>(ids.length);
-          for (int id : ids) {
-            list.add(id);
-          }
-          v[r.length()] = scala.jdk.javaapi.CollectionConverters.asScala(list).toSeq();
-        }
-        return RowFactory.create(v);
+        return map.apply(tok, rows.next());
       }
     };
   }

@@ -540,20 +540,6 @@ public final class HfModel implements AutoCloseable {
 
   @Override
   public void close() throws IOException {
-    IOException first = null;
-    for (SafetensorsFile f : files) {
-      try {
-        f.close();
-      } catch (IOException e) {
-        if (first == null) {
-          first = e;
-        } else {
-          first.addSuppressed(e);
-        }
-      }
-    }
-    if (first != null) {
-      throw first;
-    }
+    SafetensorsFile.closeAll(files);
   }
 }
