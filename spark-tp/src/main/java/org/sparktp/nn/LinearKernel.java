@@ -2,6 +2,7 @@ package org.sparktp.nn;
 
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
+import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
@@ -21,6 +22,31 @@ public final class LinearKernel implements AutoCloseable {
     this.bias = bias;
     this.epilogue = epilogue == null ? Activation.IDENTITY : epilogue;
     this.prepared = weight.backend().prepareLinear(weight, bias, this.epilogue);
+  }
+
+  /**
+   * A linear whose weight is stored as {@code storage} ({@code F32}, {@code BF16}, {@code F16}): a weight in
+   * another type is converted once, here, on its backend (the source tensor is closed). Takes ownership of
+   * {@code weight} and {@code bias} as the constructor does; on a failure both are closed.
+   */
+  public static LinearKernel create(Tensor weight, Tensor bias, Activation epilogue, DType storage) {
+    Tensor w = weight;
+    try {
+      if (storage != null && storage != weight.dtype()) {
+        w = weight.backend().convert(weight, storage);
+        weight.close();
+      }
+      return new LinearKernel(w, bias, epilogue);
+    } catch (RuntimeException e) {
+      w.close();
+      if (w != weight && !weight.isClosed()) {
+        weight.close();
+      }
+      if (bias != null && !bias.isClosed()) {
+        bias.close();
+      }
+      throw e;
+    }
   }
 
   /** {@code act(x W^T + bias)}; {@code bias} and the activation are applied in the GEMM's epilogue. */
