@@ -67,6 +67,12 @@ public final class TpConf {
   public static final String CPU_GEMM = "spark.tp.cpu.gemm";
   public static final String CPU_GEMM_DEFAULT = "auto";
 
+  // --- issue 9b: activation dtype ---
+
+  /** Storage type of the activations handed from op to op: {@code auto} (that of the weights, {@code spark.tp.dtype} resolved; bf16 for int8 weights), {@code f32}, {@code bf16}, {@code f16}; ops compute in f32 inside and partial sums are reduced in f32. */
+  public static final String ACTIVATION_DTYPE = "spark.tp.activation-dtype";
+  public static final String ACTIVATION_DTYPE_DEFAULT = "auto";
+
   /** Bound on the weights held by the executor-side cache of loaded rank models (LRU eviction beyond it). */
   public static final String CACHE_MAX_BYTES = "spark.tp.cache.max-bytes";
   public static final String CACHE_MAX_BYTES_DEFAULT = "4g";
@@ -168,7 +174,10 @@ public final class TpConf {
         }
       }),
       Map.entry(CPU_THREADS, (k, v) -> parseInt(k, v, 1)),
-      Map.entry(CPU_GEMM, oneOf("auto", "openblas", "onednn")));
+      Map.entry(CPU_GEMM, oneOf("auto", "openblas", "onednn")),
+
+      // issue 9b
+      Map.entry(ACTIVATION_DTYPE, (k, v) -> org.sparktp.backend.Precision.activation(v, org.sparktp.tensor.DType.F32, k)));
 
   // ===== end of the known-key block ================================================================
 

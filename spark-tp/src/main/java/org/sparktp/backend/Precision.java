@@ -4,12 +4,17 @@ import java.util.Locale;
 import org.sparktp.tensor.DType;
 
 /**
- * The precision policy ({@code spark.tp.dtype}): the storage and GEMM input type of the linear weights.
- * GEMMs accumulate in float32; layer norm, softmax and the elementwise ops compute in float32; the
- * activations between ops are float32 (a bf16/f16 GEMM rounds its f32 input inside the kernel).
+ * The precision policy. {@code spark.tp.dtype}: the storage and GEMM input type of the linear weights.
+ * {@code spark.tp.activation-dtype}: the storage type of the activations handed from op to op. GEMMs
+ * accumulate in float32; layer norm, softmax and the elementwise ops compute in float32 (an op widens a
+ * bf16/f16 input to f32, computes, and its output is rounded once, to nearest even, at the op boundary);
+ * partial sums of row-parallel layers are reduced in f32 and rounded once after the reduction.
  */
 public final class Precision {
   private Precision() {}
+
+  /** The values {@code spark.tp.activation-dtype} and {@code --activation-dtype} accept. */
+  public static final String ACTIVATION_VALUES = "auto, f32, bf16 or f16";
 
   /**
    * {@code f32}, {@code bf16} or {@code f16} as named, or for {@code auto}: bf16 when the backend has native
@@ -22,5 +27,31 @@ public final class Precision {
       return nativeBf16 && checkpoint != null && checkpoint.isHalf() ? DType.BF16 : DType.F32;
     }
     return DType.parseStorage(value, setting);
+  }
+
+  /**
+   * The activations' storage type for {@code value} ({@code auto}, {@code f32}, {@code bf16}, {@code f16}; case
+   * ignored) given the weights' resolved storage type {@code weights}: {@code auto} is the weights' type when it
+   * is a float type (f32, bf16, f16) and bf16 for any other (int8 weights). A bad value is an error that names
+   * {@code setting} and the allowed values.
+   */
+  public static DType activation(String value, DType weights, String setting) {
+    String v = value == null ? "auto" : value.trim().toLowerCase(Locale.ROOT);
+    switch (v) {
+      case "auto":
+        if (weights == null || weights == DType.F32) {
+          return DType.F32;
+        }
+        return weights.isHalf() ? weights : DType.BF16;
+      case "f32", "float32", "fp32":
+        return DType.F32;
+      case "bf16", "bfloat16":
+        return DType.BF16;
+      case "f16", "float16", "fp16", "half":
+        return DType.F16;
+      default:
+        throw new IllegalArgumentException("Unknown activation dtype '" + value + "' (" + setting + "): use "
+            + ACTIVATION_VALUES);
+    }
   }
 }

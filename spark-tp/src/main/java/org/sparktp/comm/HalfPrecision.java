@@ -5,11 +5,11 @@ import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
- * Collectives of bf16/f16 tensors on the host communicators: the tensor is widened to float32 on its backend,
- * the float32 collective runs (counts stay in elements), and the result is rounded back once. A reduction
- * thus accumulates every rank's partial sum in fp32 and rounds once at the end (never at each hop of a ring);
- * the other collectives only move elements, and bf16/f16 survive the round trip through f32 exactly. The
- * bytes on the wire are those of f32 (the price of rounding once).
+ * Reductions of bf16/f16 tensors on the host communicators: the tensor is widened to float32 on its backend,
+ * the float32 reduction runs (counts stay in elements), and the result is rounded back once. A reduction thus
+ * accumulates every rank's partial sum in fp32 and rounds once at the end (never at each hop of a ring); its
+ * bytes on the wire are those of f32 (the price of rounding once). The collectives that only move elements
+ * (all-gather, all-to-all, broadcast) are exact in any dtype and move bf16/f16 in their own 2 bytes.
  */
 public final class HalfPrecision {
   private HalfPrecision() {}
@@ -33,13 +33,6 @@ public final class HalfPrecision {
     }
   }
 
-  public static void allGather(Communicator c, Tensor send, Tensor recv, int[] counts) {
-    try (Tensor s = wide(send); Tensor r = wide(recv)) {
-      c.allGather(s, r, counts);
-      narrowInto(r, recv);
-    }
-  }
-
   public static void reduceScatter(Communicator c, Tensor send, int[] counts, Tensor recv) {
     try (Tensor s = wide(send); Tensor r = wide(recv)) {
       c.reduceScatter(s, counts, r);
@@ -47,21 +40,7 @@ public final class HalfPrecision {
     }
   }
 
-  public static void allToAll(Communicator c, Tensor send, int[] sendCounts, Tensor recv, int[] recvCounts) {
-    try (Tensor s = wide(send); Tensor r = wide(recv)) {
-      c.allToAll(s, sendCounts, r, recvCounts);
-      narrowInto(r, recv);
-    }
-  }
-
-  public static void broadcast(Communicator c, Tensor buf, int root) {
-    try (Tensor w = wide(buf)) {
-      c.broadcast(w, root);
-      narrowInto(w, buf);
-    }
-  }
-
-  /** True when {@code t} must go through this class (a 16-bit float tensor). */
+  /** True when a reduction of {@code t} must go through this class (a 16-bit float tensor). */
   public static boolean needed(Tensor t) {
     return t.dtype().isHalf();
   }

@@ -198,36 +198,40 @@ public final class LocalCommunicator implements Communicator {
     stats.record(4L * n, 4L * n * (size() - 1), System.nanoTime() - t0);
   }
 
+  /** This rank's first {@code count} elements as bytes (any dtype). */
+  private static byte[] snapshotBytes(Tensor t, long count) {
+    byte[] a = new byte[Math.toIntExact(count * t.dtype().size())];
+    HostBuffers.bytes(t).get(a);
+    return a;
+  }
+
+  /** An all-gather moves elements exactly: bf16/f16 tensors move in their own dtype (2 bytes an element). */
   @Override
   public void allGather(Tensor send, Tensor recv, int[] counts) {
     HalfPrecision.checkSame("allGather", send, recv);
-    if (HalfPrecision.needed(send)) {
-      HalfPrecision.allGather(this, send, recv, counts);
-      return;
-    }
-
     Collectives.checkCounts("allGather", counts, size());
     long total = Collectives.sum(counts);
     Collectives.checkFits("allGather", "send", send, counts[rank]);
     Collectives.checkFits("allGather", "receive", recv, total);
     long[] off = Collectives.offsets(counts);
+    int es = send.dtype().size();
     if (size() == 1) {
       if (send != recv) {
-        HostBuffers.floats(recv).put(snapshot(send, counts[0]));
+        HostBuffers.bytes(recv).put(snapshotBytes(send, counts[0]));
       }
       return;
     }
     long t0 = System.nanoTime();
-    group.slots[rank] = snapshot(send, counts[rank]);
+    group.slots[rank] = snapshotBytes(send, counts[rank]);
     await("allGather");
-    FloatBuffer out = HostBuffers.floats(recv);
+    java.nio.ByteBuffer out = HostBuffers.bytes(recv);
     for (int r = 0; r < size(); r++) {
-      float[] s = (float[]) group.slots[r];
-      out.position((int) off[r]);
-      out.put(s, 0, counts[r]);
+      byte[] b = (byte[]) group.slots[r];
+      out.position(Math.toIntExact(off[r] * es));
+      out.put(b, 0, counts[r] * es);
     }
     await("allGather");
-    stats.record(4L * counts[rank], 4L * (total - counts[rank]), System.nanoTime() - t0);
+    stats.record((long) es * counts[rank], (long) es * (total - counts[rank]), System.nanoTime() - t0);
   }
 
   @Override
@@ -264,34 +268,31 @@ public final class LocalCommunicator implements Communicator {
     stats.record(4L * (total - counts[rank]), 4L * counts[rank] * (size() - 1), System.nanoTime() - t0);
   }
 
+  /** Moves elements exactly: bf16/f16 tensors move in their own dtype. */
   @Override
   public void allToAll(Tensor send, int[] sendCounts, Tensor recv, int[] recvCounts) {
     HalfPrecision.checkSame("allToAll", send, recv);
-    if (HalfPrecision.needed(send)) {
-      HalfPrecision.allToAll(this, send, sendCounts, recv, recvCounts);
-      return;
-    }
-
     Collectives.checkCounts("allToAll", sendCounts, size());
     Collectives.checkCounts("allToAll", recvCounts, size());
     long sendTotal = Collectives.sum(sendCounts);
     long recvTotal = Collectives.sum(recvCounts);
     Collectives.checkFits("allToAll", "send", send, sendTotal);
     Collectives.checkFits("allToAll", "receive", recv, recvTotal);
+    int es = send.dtype().size();
     if (size() == 1) {
       if (send != recv) {
-        HostBuffers.floats(recv).put(snapshot(send, sendCounts[0]));
+        HostBuffers.bytes(recv).put(snapshotBytes(send, sendCounts[0]));
       }
       return;
     }
     long t0 = System.nanoTime();
-    group.slots[rank] = new Object[] {snapshot(send, sendTotal), sendCounts.clone()};
+    group.slots[rank] = new Object[] {snapshotBytes(send, sendTotal), sendCounts.clone()};
     await("allToAll");
-    FloatBuffer out = HostBuffers.floats(recv);
+    java.nio.ByteBuffer out = HostBuffers.bytes(recv);
     long[] roff = Collectives.offsets(recvCounts);
     for (int r = 0; r < size(); r++) {
       Object[] s = (Object[]) group.slots[r];
-      float[] data = (float[]) s[0];
+      byte[] data = (byte[]) s[0];
       int[] theirCounts = (int[]) s[1];
       if (theirCounts[rank] != recvCounts[r]) {
         group.barrier.reset();
@@ -299,34 +300,32 @@ public final class LocalCommunicator implements Communicator {
             + rank + ", which expects " + recvCounts[r]);
       }
       long[] soff = Collectives.offsets(theirCounts);
-      out.position((int) roff[r]);
-      out.put(data, (int) soff[rank], recvCounts[r]);
+      out.position(Math.toIntExact(roff[r] * es));
+      out.put(data, Math.toIntExact(soff[rank] * es), recvCounts[r] * es);
     }
     await("allToAll");
-    stats.record(4L * (sendTotal - sendCounts[rank]), 4L * (recvTotal - recvCounts[rank]), System.nanoTime() - t0);
+    stats.record((long) es * (sendTotal - sendCounts[rank]), (long) es * (recvTotal - recvCounts[rank]),
+        System.nanoTime() - t0);
   }
 
+  /** Moves elements exactly: bf16/f16 tensors move in their own dtype. */
   @Override
   public void broadcast(Tensor buf, int root) {
-    if (HalfPrecision.needed(buf)) {
-      HalfPrecision.broadcast(this, buf, root);
-      return;
-    }
-
     Collectives.checkRoot("broadcast", root, size());
     if (size() == 1) {
       return;
     }
     long t0 = System.nanoTime();
-    int n = Math.toIntExact(buf.numel());
-    group.slots[rank] = rank == root ? snapshot(buf, n) : null;
+    int es = buf.dtype().size();
+    long n = buf.numel();
+    group.slots[rank] = rank == root ? snapshotBytes(buf, n) : null;
     await("broadcast");
-    float[] s = (float[]) group.slots[root];
+    byte[] b = (byte[]) group.slots[root];
     await("broadcast");
     if (rank != root) {
-      HostBuffers.floats(buf).put(s, 0, Math.min(n, s.length));
+      HostBuffers.bytes(buf).put(b, 0, (int) Math.min(n * es, b.length));
     }
-    stats.record(rank == root ? 4L * n * (size() - 1) : 0, rank == root ? 0 : 4L * n, System.nanoTime() - t0);
+    stats.record(rank == root ? es * n * (size() - 1) : 0, rank == root ? 0 : es * n, System.nanoTime() - t0);
   }
 
   @Override

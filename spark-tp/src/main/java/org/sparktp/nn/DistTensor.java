@@ -66,6 +66,17 @@ public final class DistTensor implements AutoCloseable {
     return pendingBias;
   }
 
+  /**
+   * The same activation (layout, width, split, pending bias) over another local tensor of the same shape,
+   * e.g. this one converted to another dtype; this dist tensor's local tensor is not closed.
+   */
+  public DistTensor withLocal(Tensor t) {
+    if (t.rows() != local.rows() || t.cols() != local.cols()) {
+      throw new IllegalArgumentException("withLocal: " + t.shape() + " does not match " + local.shape());
+    }
+    return new DistTensor(t, layout, width, split, pendingBias);
+  }
+
   @Override
   public void close() {
     local.close();

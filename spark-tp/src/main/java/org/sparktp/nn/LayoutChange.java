@@ -15,6 +15,12 @@ final class LayoutChange implements Layer {
     return step.in() + " -> " + step.out() + " (" + step.collective() + ")";
   }
 
+  /** Gathers and slices move elements exactly in any dtype; a reduction takes f32 partial sums. */
+  @Override
+  public boolean takesStored() {
+    return step.in() != Layout.PARTIAL;
+  }
+
   @Override
   public DistTensor forward(DistTensor x, RunContext ctx) {
     if (x.layout() != step.in()) {

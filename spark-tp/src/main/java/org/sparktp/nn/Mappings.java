@@ -9,6 +9,7 @@ import org.sparktp.tensor.Tensor;
  * The collectives that change an activation's layout, in one place (Megatron's {@code mappings.py}).
  * Each is named by the change it makes; each skips communication when the group has one rank. Every
  * method consumes its input (closes it when it returns a new tensor, and when its collective fails).
+ * Gathers and slices keep the activation's dtype (bf16 moves as bf16); reductions take f32 partial sums.
  */
 public final class Mappings {
   private Mappings() {}
@@ -61,14 +62,16 @@ public final class Mappings {
     for (int r = 0; r < counts.length; r++) {
       counts[r] = Math.multiplyExact(rows, split.length(r));
     }
-    try (Tensor gathered = be.empty(1, (int) org.sparktp.comm.Collectives.sum(counts))) {
+    // an all-gather is exact: a bf16/f16 activation moves in its own dtype (half the bytes of f32)
+    org.sparktp.tensor.DType dt = x.local().dtype();
+    try (Tensor gathered = be.allocate(1, (int) org.sparktp.comm.Collectives.sum(counts), dt)) {
       try {
         comm.allGather(x.local(), gathered, counts);
       } catch (RuntimeException e) {
         x.close();
         throw e;
       }
-      Tensor out = be.empty(rows, split.size());
+      Tensor out = be.allocate(rows, split.size(), dt);
       int off = 0;
       for (int r = 0; r < counts.length; r++) {
         // block r is rank r's [rows, split.length(r)], starting at element off
@@ -92,7 +95,7 @@ public final class Mappings {
       throw new IllegalStateException("Split into " + split.parts() + " parts used in a group of " + ctx.size());
     }
     int r = ctx.rank();
-    Tensor out = ctx.backend().empty(full.rows(), split.length(r));
+    Tensor out = ctx.backend().allocate(full.rows(), split.length(r), full.local().dtype());
     ctx.backend().copyBlock(full.local(), 0, split.offset(r), out, 0, 0, full.rows(), split.length(r));
     full.close();
     return DistTensor.sharded(out, split);

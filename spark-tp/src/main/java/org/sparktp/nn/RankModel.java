@@ -170,7 +170,7 @@ public final class RankModel implements AutoCloseable {
         throw new IllegalArgumentException("This model takes " + (bags ? "a list of ids" : "one id") + " per row, got "
             + rows.kind().name().toLowerCase(java.util.Locale.ROOT) + " input");
       }
-      x = embedding.forward(rows.ids(), bags ? rows.offsets() : null, rows.rows(), ctx);
+      x = ctx.store(embedding.forward(rows.ids(), bags ? rows.offsets() : null, rows.rows(), ctx));
     } else {
       if (rows.kind() != InputBatch.Kind.DENSE) {
         throw new IllegalArgumentException("This model takes vectors of width " + plan.inputDim() + ", got "
@@ -187,18 +187,8 @@ public final class RankModel implements AutoCloseable {
 
   /** Runs the plan on a replicated activation already on the backend; consumes it. */
   public DistTensor forward(DistTensor x, RunContext ctx) {
-    DistTensor h = x;
-    try {
-      for (Layer l : layers) {
-        h = l.forward(h, ctx);
-      }
-      return h;
-    } catch (RuntimeException e) {
-      if (!h.local().isClosed()) {
-        h.close();
-      }
-      throw e;
-    }
+    // each op's output is stored in the activation dtype (ctx.store); the result handed back is f32
+    return ctx.widen(Layer.runAll(layers, x, ctx));
   }
 
   @Override

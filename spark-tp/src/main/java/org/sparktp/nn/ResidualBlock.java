@@ -28,11 +28,8 @@ public final class ResidualBlock implements Layer {
     Tensor skip = ctx.backend().empty(x.rows(), x.width());
     try {
       ctx.backend().copyBlock(x.local(), 0, 0, skip, 0, 0, x.rows(), x.width());
-      DistTensor h = x;
-      for (Layer l : body) {
-        h = l.forward(h, ctx);
-      }
-      h = Mappings.toReplicated(h, ctx);
+      // the body's ops hand activations on in the activation dtype; the sum is taken in f32
+      DistTensor h = ctx.widen(Mappings.toReplicated(Layer.runAll(body, x, ctx), ctx));
       long t0 = System.nanoTime();
       ctx.backend().add(h.local(), skip);
       ctx.addCompute(System.nanoTime() - t0);

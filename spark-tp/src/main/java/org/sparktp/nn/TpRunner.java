@@ -41,6 +41,15 @@ public final class TpRunner {
     }
   }
 
+  /**
+   * Stores the activations between ops in {@code dtype} (f32, bf16, f16; {@code spark.tp.activation-dtype}); f32
+   * unless set. Returns this.
+   */
+  public TpRunner activationDtype(org.sparktp.tensor.DType dtype) {
+    ctx.activationDtype(dtype);
+    return this;
+  }
+
   /** Output width of every row. */
   public int outputWidth() {
     return model.plan().outputDim();

@@ -384,6 +384,20 @@ public final class CpuBackend implements Backend {
     if (rows == 0 || cols == 0) {
       return;
     }
+    if (s.dtype() != d.dtype()) {
+      throw new IllegalArgumentException("copyBlock from a " + s.dtype().id() + " tensor into a " + d.dtype().id()
+          + " one; convert first");
+    }
+    if (s.dtype() != DType.F32) {
+      // any element size: row by row, byte copies
+      long es = s.dtype().size();
+      for (int r = 0; r < rows; r++) {
+        long so = ((long) (srcRow + r) * s.cols() + srcCol) * es;
+        long dO = ((long) (dstRow + r) * d.cols() + dstCol) * es;
+        d.byteBuffer(dO, cols * es).put(s.byteBuffer(so, cols * es));
+      }
+      return;
+    }
     FloatBuffer sb = s.buffer();
     FloatBuffer db = d.buffer();
     if (cols == s.cols() && cols == d.cols()) {

@@ -279,11 +279,8 @@ public final class TcpCommunicator implements Communicator {
   @Override
   public void allGather(Tensor send, Tensor recv, int[] counts) {
     HalfPrecision.checkSame("allGather", send, recv);
-    if (HalfPrecision.needed(send)) {
-      HalfPrecision.allGather(this, send, recv, counts);
-      return;
-    }
-
+    // an all-gather only moves elements: bf16/f16 move in their own dtype (2 bytes each), exactly
+    int es = send.dtype().size();
     Collectives.checkCounts("allGather", counts, size);
     long total = Collectives.sum(counts);
     Collectives.checkFits("allGather", "send", send, counts[rank]);
@@ -292,14 +289,14 @@ public final class TcpCommunicator implements Communicator {
     ByteBuffer sb = HostBuffers.bytes(send);
     ByteBuffer rb = HostBuffers.bytes(recv);
     if (size == 1) {
-      copy(sb, 0, rb, 0, 4L * counts[0]);
+      copy(sb, 0, rb, 0, (long) es * counts[0]);
       return;
     }
     long[] boff = new long[size + 1];
     for (int i = 0; i <= size; i++) {
-      boff[i] = off[i] * 4;
+      boff[i] = off[i] * es;
     }
-    aliasing("allGather", rb, boff[rank], sb, 4L * counts[rank]);
+    aliasing("allGather", rb, boff[rank], sb, (long) es * counts[rank]);
     run(OP_ALL_GATHER, () -> {
       if (shm != null) {
         shmAllGather(sb, rb, boff);
@@ -412,10 +409,7 @@ public final class TcpCommunicator implements Communicator {
   @Override
   public void allToAll(Tensor send, int[] sendCounts, Tensor recv, int[] recvCounts) {
     HalfPrecision.checkSame("allToAll", send, recv);
-    if (HalfPrecision.needed(send)) {
-      HalfPrecision.allToAll(this, send, sendCounts, recv, recvCounts);
-      return;
-    }
+    int es = send.dtype().size(); // elements move exactly, in their own dtype
 
     Collectives.checkCounts("allToAll", sendCounts, size);
     Collectives.checkCounts("allToAll", recvCounts, size);
@@ -428,18 +422,18 @@ public final class TcpCommunicator implements Communicator {
     ByteBuffer sb = HostBuffers.bytes(send);
     ByteBuffer rb = HostBuffers.bytes(recv);
     if (size == 1) {
-      copy(sb, 0, rb, 0, 4L * sendCounts[0]);
+      copy(sb, 0, rb, 0, (long) es * sendCounts[0]);
       return;
     }
     if (sendCounts[rank] != recvCounts[rank]) {
       throw new IllegalArgumentException("allToAll: rank " + rank + " sends " + sendCounts[rank]
           + " elements to itself but expects " + recvCounts[rank]);
     }
-    if (overlap(sb, 4 * sendTotal, rb, 4 * recvTotal)) {
+    if (overlap(sb, es * sendTotal, rb, es * recvTotal)) {
       throw new IllegalArgumentException("allToAll: the send and receive buffers overlap; use separate tensors");
     }
     if (shm != null) {
-      run(OP_ALL_TO_ALL, () -> shmAllToAll(sb, soff, sendCounts, rb, roff, recvCounts));
+      run(OP_ALL_TO_ALL, () -> shmAllToAll(sb, soff, sendCounts, rb, roff, recvCounts, es));
       return;
     }
     run(OP_ALL_TO_ALL, () -> {
@@ -447,29 +441,25 @@ public final class TcpCommunicator implements Communicator {
       // order; step s of every rank only waits on step s of its source, so there is no cycle.
       for (int s = 1; s < size; s++) {
         int dst = (rank + s) % size;
-        forEachChunk(soff[dst] * 4, 4L * sendCounts[dst], (o, len) -> send(peers[dst], slice(sb, o, len)));
+        forEachChunk(soff[dst] * es, (long) es * sendCounts[dst], (o, len) -> send(peers[dst], slice(sb, o, len)));
       }
-      copy(sb, soff[rank] * 4, rb, roff[rank] * 4, 4L * sendCounts[rank]);
+      copy(sb, soff[rank] * es, rb, roff[rank] * es, (long) es * sendCounts[rank]);
       for (int s = 1; s < size; s++) {
         int src = mod(rank - s);
-        forEachChunk(roff[src] * 4, 4L * recvCounts[src], (o, len) -> receive(peers[src], slice(rb, o, len)));
+        forEachChunk(roff[src] * es, (long) es * recvCounts[src], (o, len) -> receive(peers[src], slice(rb, o, len)));
       }
     });
   }
 
   @Override
   public void broadcast(Tensor buf, int root) {
-    if (HalfPrecision.needed(buf)) {
-      HalfPrecision.broadcast(this, buf, root);
-      return;
-    }
-
+    // elements move exactly, in their own dtype
     Collectives.checkRoot("broadcast", root, size);
     ByteBuffer data = HostBuffers.bytes(buf);
     if (size == 1) {
       return;
     }
-    long bytes = 4 * buf.numel();
+    long bytes = buf.bytes();
     if (shm != null) {
       run(OP_BROADCAST, () -> shmBroadcast(data, bytes, root));
       return;
@@ -930,18 +920,19 @@ public final class TcpCommunicator implements Communicator {
    * learns the largest block), then each round moves one piece of every block through per-destination
    * parts of the buffers.
    */
-  private void shmAllToAll(ByteBuffer sb, long[] soff, int[] sendCounts, ByteBuffer rb, long[] roff, int[] recvCounts) {
+  private void shmAllToAll(ByteBuffer sb, long[] soff, int[] sendCounts, ByteBuffer rb, long[] roff, int[] recvCounts,
+      int es) {
     int sub = (shm.window / size) & ~(ShmSegment.LINE - 1);
     long myMax = 0;
     for (int d = 0; d < size; d++) {
       if (d != rank) {
-        myMax = Math.max(myMax, 4L * sendCounts[d]);
+        myMax = Math.max(myMax, (long) es * sendCounts[d]);
       }
     }
     int b0 = shmBegin(0);
     ByteBuffer first = shm.data(rank, b0);
     for (int d = 0; d < size; d++) {
-      first.putLong(d * sub, d == rank ? myMax : 4L * sendCounts[d]);
+      first.putLong(d * sub, d == rank ? myMax : (long) es * sendCounts[d]);
     }
     shmStep(b0, 0, true);
     long max = myMax;
@@ -950,30 +941,31 @@ public final class TcpCommunicator implements Communicator {
         ByteBuffer theirs = shm.data(q, b0);
         max = Math.max(max, theirs.getLong(q * sub));
         long toMe = theirs.getLong(rank * sub);
-        if (toMe != 4L * recvCounts[q]) {
-          throw protocolError(peers[q], "a frame of " + toMe + " bytes where " + 4L * recvCounts[q] + " were expected",
+        if (toMe != (long) es * recvCounts[q]) {
+          throw protocolError(peers[q], "a frame of " + toMe + " bytes where " + (long) es * recvCounts[q]
+              + " were expected",
               "the ranks disagree on the counts or buffer sizes");
         }
       }
     }
-    copy(sb, soff[rank] * 4, rb, roff[rank] * 4, 4L * sendCounts[rank]);
+    copy(sb, soff[rank] * es, rb, roff[rank] * es, (long) es * sendCounts[rank]);
     long rounds = (max + sub - 1) / sub;
     for (long t = 0; t < rounds; t++) {
       long o = t * sub;
       int b = shmBegin(0);
       ByteBuffer buf = shm.data(rank, b);
       for (int d = 0; d < size; d++) {
-        long len = Math.max(0, Math.min(sub, 4L * sendCounts[d] - o));
+        long len = Math.max(0, Math.min(sub, (long) es * sendCounts[d] - o));
         if (d != rank && len > 0) {
-          copy(sb, 4 * soff[d] + o, buf, (long) d * sub, len);
+          copy(sb, es * soff[d] + o, buf, (long) d * sub, len);
           sentBytes += len;
         }
       }
       shmStep(b, 0, true);
       for (int q = 0; q < size; q++) {
-        long len = Math.max(0, Math.min(sub, 4L * recvCounts[q] - o));
+        long len = Math.max(0, Math.min(sub, (long) es * recvCounts[q] - o));
         if (q != rank && len > 0) {
-          copy(shm.data(q, b), (long) rank * sub, rb, 4 * roff[q] + o, len);
+          copy(shm.data(q, b), (long) rank * sub, rb, es * roff[q] + o, len);
           receivedBytes += len;
         }
       }

@@ -76,6 +76,15 @@ public final class Generator {
     this.stopCheck = stopCheck;
   }
 
+  /**
+   * Stores the activations between ops in {@code dtype} (f32, bf16, f16; {@code spark.tp.activation-dtype}); f32
+   * unless set. Returns this.
+   */
+  public Generator activationDtype(org.sparktp.tensor.DType dtype) {
+    ctx.activationDtype(dtype);
+    return this;
+  }
+
   public void progress(Progress p) {
     this.progress = p;
   }

@@ -65,14 +65,26 @@ public final class TransformerRankModel implements AutoCloseable {
       throw new IllegalArgumentException("Rank " + rank + " of a tp=" + plan.tpSize() + " plan run on rank "
           + ctx.rank() + " of a group of " + ctx.size());
     }
+    // issue 9b: between ops the activation is stored in ctx.activationDtype() (rounded once at each boundary,
+    // partial sums reduced in f32 first); each op's kernel gets it widened to f32; the result is f32
     DistTensor h = null;
-    for (int i = 0; i < kernels.size(); i++) {
-      h = kernels.get(i).forward(h, tokens, ctx);
-      if (outs.get(i) != Layout.REPLICATED) {
-        h = ResidualOp.reduce(h, ctx);
+    try {
+      for (int i = 0; i < kernels.size(); i++) {
+        DistTensor in = h == null ? null : ctx.widen(h);
+        h = null;
+        h = kernels.get(i).forward(in, tokens, ctx);
+        if (outs.get(i) != Layout.REPLICATED) {
+          h = ResidualOp.reduce(h, ctx);
+        }
+        h = ctx.store(h);
       }
+      return ctx.widen(h);
+    } catch (RuntimeException e) {
+      if (h != null && !h.local().isClosed()) {
+        h.close();
+      }
+      throw e;
     }
-    return h;
   }
 
   @Override

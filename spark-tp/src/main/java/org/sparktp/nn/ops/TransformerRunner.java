@@ -30,6 +30,15 @@ public final class TransformerRunner {
     }
   }
 
+  /**
+   * Stores the activations between ops in {@code dtype} (f32, bf16, f16; {@code spark.tp.activation-dtype}); f32
+   * unless set. Returns this.
+   */
+  public TransformerRunner activationDtype(org.sparktp.tensor.DType dtype) {
+    ctx.activationDtype(dtype);
+    return this;
+  }
+
   public int outputWidth() {
     return model.plan().outputDim();
   }
