@@ -146,6 +146,72 @@ class TcpCommunicatorTest {
     }
   }
 
+  /**
+   * All-gather, all-to-all and broadcast only move elements: bf16 tensors move in their own 2 bytes (half the
+   * bytes of f32 on the wire), exactly (the result is bit-identical to the f32 collective of the same values).
+   */
+  @ParameterizedTest(name = "p={0}")
+  @ValueSource(ints = {2, 3})
+  void bf16MovesAreExactAndHalveTheBytes(int p) throws Exception {
+    org.sparktp.tensor.DType bf16 = org.sparktp.tensor.DType.BF16;
+    int n = 5003;
+    int[] counts = Split.balanced(n, p).lengths();
+    List<List<float[]>> res = both(p, c -> {
+      float[] out = new float[3 * n + 6];
+      int at = 0;
+      for (org.sparktp.tensor.DType dt : new org.sparktp.tensor.DType[] {org.sparktp.tensor.DType.F32, bf16}) {
+        // the same values (bf16-representable) in both dtypes
+        try (Tensor f = backend.upload(random(c.rank(), 7, counts[c.rank()]), 1, counts[c.rank()]);
+            Tensor h = backend.convert(f, bf16); Tensor s = backend.convert(h, dt);
+            Tensor g = backend.allocate(1, n, dt)) {
+          long s0 = c.stats().bytesSent();
+          long r0 = c.stats().bytesReceived();
+          c.allGather(s, g, counts);
+          long s1 = c.stats().bytesSent();
+          long r1 = c.stats().bytesReceived();
+          // the last rank broadcasts its gathered copy; the others receive into zeros
+          Tensor b = c.rank() == p - 1 ? backend.convert(g, dt) : backend.allocate(1, n, dt);
+          try {
+            c.broadcast(b, p - 1);
+            if (dt == bf16) {
+              System.arraycopy(download(b), 0, out, 2 * n, n);
+            }
+          } finally {
+            b.close();
+          }
+          long s2 = c.stats().bytesSent();
+          float[] a = download(g);
+          System.arraycopy(a, 0, out, at, n);
+          at += n;
+          out[3 * n + (dt == bf16 ? 3 : 0)] = s1 - s0;
+          out[3 * n + (dt == bf16 ? 4 : 1)] = r1 - r0;
+          out[3 * n + (dt == bf16 ? 5 : 2)] = (s2 - s1) + (c.stats().bytesReceived() - r1);
+        }
+      }
+      return out;
+    });
+    for (List<float[]> group : res) {
+      for (int r = 0; r < p; r++) {
+        float[] got = group.get(r);
+        for (int i = 0; i < n; i++) {
+          assertThat(got[n + i]).as("bf16 all-gather element %d on rank %d", i, r).isEqualTo(got[i]);
+        }
+        assertThat(got[3 * n + 3]).as("bf16 bytes sent by the all-gather").isEqualTo(got[3 * n] / 2);
+        assertThat(got[3 * n + 4]).as("bf16 bytes received by the all-gather").isEqualTo(got[3 * n + 1] / 2);
+        assertThat(got[3 * n + 5]).as("bf16 bytes moved by the broadcast").isEqualTo(got[3 * n + 2] / 2);
+        assertThat(got[3 * n + 2]).isPositive();
+        assertThat(got[3 * n + 1]).isEqualTo(4f * (n - counts[r]));
+      }
+      // the broadcast of the last rank's gathered copy: the same on every rank
+      for (int r = 0; r < p; r++) {
+        float[] got = group.get(r);
+        for (int i = 0; i < n; i++) {
+          assertThat(got[2 * n + i]).as("broadcast element %d on rank %d", i, r).isEqualTo(got[n + i]);
+        }
+      }
+    }
+  }
+
   @ParameterizedTest(name = "p={0}")
   @ValueSource(ints = {1, 2, 3, 4})
   void allGatherConcatenatesUnevenBlocksInRankOrder(int p) throws Exception {
