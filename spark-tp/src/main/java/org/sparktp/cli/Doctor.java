@@ -36,6 +36,9 @@ final class Doctor {
         Explain.kernel(DType.F16));
     out.printf(Locale.ROOT, "%-16s spark.tp.dtype=auto gives %s for a bf16/f16 checkpoint here (f32 for f32 weights)%n",
         "precision", Precision.resolve("auto", DType.BF16, CpuBackend.hasNativeBf16(), TpConf.DTYPE).id());
+    out.printf(Locale.ROOT, "%-16s %s=%s stores the activations between ops in the weights' dtype (f32 weights: f32;"
+        + " bf16: bf16); ops compute in f32, partial sums are reduced in f32%n", "", TpConf.ACTIVATION_DTYPE,
+        TpConf.ACTIVATION_DTYPE_DEFAULT);
     for (BackendProvider p : Backends.providers()) {
       String why = p.unavailableReason();
       out.printf(Locale.ROOT, "%-16s %s (priority %d)%n", "provider " + p.name(), why == null ? "available" : why,

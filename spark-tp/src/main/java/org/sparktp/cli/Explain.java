@@ -17,7 +17,10 @@ import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerPlan;
 import org.sparktp.tensor.DType;
 
-/** {@code spark-tp explain --model DIR --tp N [--dtype auto|f32|bf16|f16] [--task T] [--pooling P] [--normalize]}. */
+/**
+ * {@code spark-tp explain --model DIR --tp N [--dtype auto|f32|bf16|f16] [--activation-dtype auto|f32|bf16|f16]
+ * [--task T] [--pooling P] [--normalize]}.
+ */
 final class Explain {
   private Explain() {}
 
@@ -25,6 +28,7 @@ final class Explain {
     String dir = a.require("model");
     int tp = a.intValue("tp", 1, 1);
     String dt = a.get("dtype", "auto");
+    String act = Infer.activationDtype(a);
     DType storage;
     try {
       storage = Precision.resolve(dt, null, false, "--dtype"); // validates the value before opening the model
@@ -52,7 +56,8 @@ final class Explain {
       Plan plan = Plan.build(spec, tp);
       storage = Precision.resolve(dt, m.weightDtype(), CpuBackend.hasNativeBf16(), "--dtype");
       out.print(plan.explain());
-      out.print(plan.explainPrecision(storage, kernel(storage)));
+      out.print(plan.explainPrecision(storage, kernel(storage),
+          Precision.activation(act, storage, "--activation-dtype")));
     }
   }
 

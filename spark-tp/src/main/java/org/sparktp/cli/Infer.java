@@ -97,6 +97,7 @@ final class Infer {
         throw new UsageException(e.getMessage());
       }
     }
+    String act = activationDtype(a); // checked before any work
     Configuration hadoop = new Configuration();
     for (java.util.Map.Entry<String, String> e : a.confs().entrySet()) {
       if (e.getKey().startsWith("spark.hadoop.")) {
@@ -156,6 +157,9 @@ final class Infer {
     }
     if (a.has("dtype")) {
       model.setDtype(a.get("dtype", "auto"));
+    }
+    if (act != null) {
+      model.setActivationDtype(act);
     }
     SparkSession spark = Sessions.open("infer", a.get("master", null), a.confs());
     try {
@@ -273,5 +277,19 @@ final class Infer {
       }
     }
     return false;
+  }
+
+  /** {@code --activation-dtype} (null when not given), checked: a bad value is a usage error listing the values. */
+  static String activationDtype(Args a) {
+    if (!a.has("activation-dtype")) {
+      return null;
+    }
+    String v = a.get("activation-dtype", "auto");
+    try {
+      org.sparktp.backend.Precision.activation(v, org.sparktp.tensor.DType.F32, "--activation-dtype");
+    } catch (IllegalArgumentException e) {
+      throw new UsageException(e.getMessage());
+    }
+    return v;
   }
 }

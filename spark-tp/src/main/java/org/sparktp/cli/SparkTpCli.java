@@ -21,7 +21,7 @@ public final class SparkTpCli {
       "  infer    --model DIR --input PATH --output PATH [--format parquet|json|csv] [--output-format parquet|json|csv]",
       "           [--features-col features] [--output-col prediction] [--tp N] [--groups G] [--batch-size B]",
       "           [--backend auto|cpu|cuda] [--dtype auto|f32|bf16|f16] [--mode error|overwrite] [--master URL]",
-      "           [--conf key=value]...",
+      "           [--activation-dtype auto|f32|bf16|f16] [--conf key=value]...",
       "           [--task embed|logits|score|generate] [--pooling mean|cls|last] [--normalize]   (Hugging Face models)",
       "           [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]",
       "           [--repetition-penalty R]   (--task generate)",
@@ -29,7 +29,8 @@ public final class SparkTpCli {
       "           generated_ids, generated_text, finish_reason)",
       "  demo     [--tp N] [--rows N] [--batch-size B] [--master URL] [--conf key=value]...",
       "           a random model (two MLP blocks, width 1024) run at --tp (default 2) and at 1, checked to agree",
-      "  explain  --model DIR --tp N [--dtype auto|f32|bf16|f16] [--task embed|logits|score]",
+      "  explain  --model DIR --tp N [--dtype auto|f32|bf16|f16] [--activation-dtype auto|f32|bf16|f16]",
+      "           [--task embed|logits|score]",
       "           the plan: ops, layouts, collectives, bytes per row; dtype, GEMM kernel, weight bytes per rank",
       "           (heads and KV replicas per rank for transformers)",
       "  doctor   [--master URL]",
@@ -79,11 +80,12 @@ public final class SparkTpCli {
       switch (cmd) {
         case "infer" -> Infer.run(Args.parse(cmd, args, 1, Set.of("model", "input", "output", "format",
             "output-format", "features-col", "output-col", "tp", "groups", "batch-size", "backend", "dtype", "mode",
-            "master", "conf", "task", "pooling", "max-new-tokens", "temperature", "top-k", "top-p", "seed", "stop",
+            "activation-dtype", "master", "conf", "task", "pooling", "max-new-tokens", "temperature", "top-k", "top-p", "seed", "stop",
             "repetition-penalty"), Set.of("normalize")), out, err);
         case "demo" -> Demo.run(Args.parse(cmd, args, 1, Set.of("tp", "rows", "batch-size", "master", "conf"),
             Set.of()), out, err);
-        case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp", "task", "pooling", "dtype"),
+        case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp", "task", "pooling", "dtype",
+            "activation-dtype"),
             Set.of("normalize")), out);
         case "doctor" -> Doctor.run(Args.parse(cmd, args, 1, Set.of("master", "conf"), Set.of()), out);
         case "bench" -> Bench.run(Arrays.copyOfRange(args, 1, args.length));

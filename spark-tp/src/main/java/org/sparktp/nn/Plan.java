@@ -246,7 +246,7 @@ public final class Plan implements Serializable {
     return weightBytes(steps, rank, 4);
   }
 
-  /** Bytes of weights rank {@code rank} holds with linear weights stored in {@code linearDtype} (biases f32). */
+  /** Bytes of weights rank {@code rank} holds with linear weights and embedding tables stored in {@code linearDtype} (biases and norms f32). */
   public long weightBytes(int rank, org.sparktp.tensor.DType linearDtype) {
     return weightBytes(steps, rank, linearDtype.size());
   }
@@ -264,7 +264,7 @@ public final class Plan implements Serializable {
       } else if (st instanceof Step.Norm n) {
         b += 4L * n.width() * ((n.hasGamma() ? 1 : 0) + (n.hasBeta() ? 1 : 0));
       } else if (st instanceof Step.Embed e) {
-        b += 4L * e.vocabSplit().length(rank) * e.dim();
+        b += (long) es * e.vocabSplit().length(rank) * e.dim(); // the table is stored in the weights' dtype
       } else if (st instanceof Step.Residual r) {
         b += weightBytes(r.body(), rank, es);
       }
@@ -333,6 +333,12 @@ public final class Plan implements Serializable {
    * per rank in that dtype (biases, norms and embeddings stay f32).
    */
   public String explainPrecision(org.sparktp.tensor.DType linearDtype, String kernel) {
+    return explainPrecision(linearDtype, kernel, org.sparktp.tensor.DType.F32);
+  }
+
+  /** {@link #explainPrecision(org.sparktp.tensor.DType, String)} with the activations stored in {@code activations}. */
+  public String explainPrecision(org.sparktp.tensor.DType linearDtype, String kernel,
+      org.sparktp.tensor.DType activations) {
     StringBuilder per = new StringBuilder();
     long max = 0;
     for (int r = 0; r < tpSize; r++) {
@@ -340,9 +346,12 @@ public final class Plan implements Serializable {
       max = Math.max(max, b);
       per.append(r == 0 ? "" : ", ").append(b);
     }
-    return String.format(Locale.ROOT, "dtype %s (linear weights; GEMMs accumulate in f32; activations, biases, norms "
-        + "and embeddings f32), kernel %s%nweight bytes per rank in %s: [%s] (max %d; f32 would be %d)%n",
-        linearDtype.id(), kernel, linearDtype.id(), per, max, weightBytes(0));
+    String act = activations == org.sparktp.tensor.DType.F32 ? "activations f32 between ops"
+        : "activations " + activations.id() + " between ops (rounded once at each op boundary; ops compute in f32; "
+            + "partial sums reduced in f32, all-gathers move " + activations.id() + ")";
+    return String.format(Locale.ROOT, "dtype %s (linear weights and embedding tables; GEMMs accumulate in f32; biases "
+        + "and norms f32), kernel %s%n%s%nweight bytes per rank in %s: [%s] (max %d; f32 would be %d)%n",
+        linearDtype.id(), kernel, act, linearDtype.id(), per, max, weightBytes(0));
   }
 
   private void explain(List<Step> s, String indent, StringBuilder sb, double[] total, int[] idx) {

@@ -28,7 +28,7 @@ public final class RankModel implements AutoCloseable {
 
   /**
    * A rank model whose linear weights are stored in {@code linearDtype} (f32, bf16 or f16; GEMMs accumulate in
-   * f32, activations, biases, norms and embeddings stay f32). Weights already on the backend
+   * f32; biases and norms stay f32; the embedding table is stored in {@code linearDtype} too). Weights already on the backend
    * ({@link RankWeights#take}) are used as they are (converted when their dtype differs); host blocks are
    * uploaded and converted.
    */
@@ -46,8 +46,9 @@ public final class RankModel implements AutoCloseable {
     try {
       int start = 0;
       if (steps.get(0) instanceof Step.Embed e) {
-        emb = new VocabParallelEmbedding(e.name(), e.vocabSplit(), rank, upload(weights, e.name() + ".weight"),
-            e.bag(), e.mean());
+        // the table is stored in the weights' dtype (bf16 halves it); its rows are widened to f32 as they are read
+        emb = new VocabParallelEmbedding(e.name(), e.vocabSplit(), rank,
+            uploadAs(weights, e.name() + ".weight", linearDtype), e.bag(), e.mean());
         start = 1;
       }
       build(steps.subList(start, steps.size()), weights, layers);

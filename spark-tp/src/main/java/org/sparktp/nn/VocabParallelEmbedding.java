@@ -10,6 +10,9 @@ import org.sparktp.tensor.Tensor;
  * embedding. With {@code bag}, a row is a list of ids and {@code y} is their sum or mean (the mean
  * divides by the whole bag size on every rank, so the partial sums still add up).
  *
+ * <p>The table is stored in the weights' dtype (f32, bf16 or f16); looked-up rows are widened to f32
+ * ({@link org.sparktp.backend.Backend#gatherRows}; bags sum in f32).
+ *
  * <p>Input: ids, replicated. Output: {@link Layout#PARTIAL} {@code [rows, dim]} ({@link
  * Layout#REPLICATED} with one rank).
  */
@@ -55,7 +58,16 @@ public final class VocabParallelEmbedding implements AutoCloseable {
     }
     long t0 = System.nanoTime();
     Tensor out = ctx.backend().empty(rows, table.cols());
-    if (offsets == null) {
+    if (offsets == null && table.dtype() != org.sparktp.tensor.DType.F32) {
+      // a bf16/f16 table: its rows are widened to f32 as they are gathered; ids of other shards give zeros
+      int start = vocabSplit.offset(rank);
+      int[] local = new int[rows];
+      for (int r = 0; r < rows; r++) {
+        int l = ids[r] - start;
+        local[r] = l >= 0 && l < table.rows() ? l : -1;
+      }
+      ctx.backend().gatherRows(table, local, out);
+    } else if (offsets == null) {
       int[] exact = ids.length == rows ? ids : java.util.Arrays.copyOf(ids, rows);
       ctx.backend().embedding(table, vocabSplit.offset(rank), exact, out);
     } else {
@@ -75,8 +87,9 @@ public final class VocabParallelEmbedding implements AutoCloseable {
     return rows - 1;
   }
 
+  /** Bytes of the table shard as stored (bf16/f16 tables are half of f32). */
   public long weightBytes() {
-    return 4 * table.numel();
+    return table.bytes();
   }
 
   @Override

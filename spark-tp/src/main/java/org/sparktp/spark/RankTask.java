@@ -197,7 +197,8 @@ final class RankTask
         l = ShardCache.get().checkOut(key, job.weightBytes(rank), job.cacheMaxBytes(), this::load);
         if (job.generate() != null) {
           ts = job.generate().stopCheck();
-          gn = new org.sparktp.nn.gen.Generator(l.transformer(), c, job.generate().params(), ts);
+          gn = new org.sparktp.nn.gen.Generator(l.transformer(), c, job.generate().params(), ts)
+              .activationDtype(job.activationDtype());
           final int gRank = rank;
           long[] seen = {0};
           gn.progress((done, total, tokens, nanos) -> {
@@ -205,9 +206,9 @@ final class RankTask
             seen[0] = tokens;
           });
         } else if (job.transformer() != null) {
-          sr = new TransformerRunner(l.transformer(), c);
+          sr = new TransformerRunner(l.transformer(), c).activationDtype(job.activationDtype());
         } else {
-          r = new TpRunner(l.model(), c);
+          r = new TpRunner(l.model(), c).activationDtype(job.activationDtype());
         }
         proj = UnsafeProjection.create(job.outSchema());
       } catch (RuntimeException | Error e) {

@@ -112,6 +112,8 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   private final Param<String> pooling;
   private final BooleanParam normalize;
   private final Param<String> dtype;
+  // --- issue 9b: activation dtype ---
+  private final Param<String> activationDtype;
   // --- issue 12: task generate ---
   private final IntParam maxNewTokens;
   private final org.apache.spark.ml.param.DoubleParam temperature;
@@ -244,6 +246,9 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     dtype = new Param<>(this, "dtype", "storage and GEMM input type of the weights: auto, f32, bf16 or f16 (else "
         + TpConf.DTYPE + ", default " + TpConf.DTYPE_DEFAULT + ")", ParamValidators.inArray(
             new String[] {"auto", "f32", "bf16", "f16"}));
+    activationDtype = new Param<>(this, "activationDtype", "storage type of the activations between ops: auto (that "
+        + "of the weights), f32, bf16 or f16 (else " + TpConf.ACTIVATION_DTYPE + ", default "
+        + TpConf.ACTIVATION_DTYPE_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "f32", "bf16", "f16"}));
     setDefault(inputCol, "features");
     setDefault(outputCol, "prediction");
   }
@@ -470,6 +475,31 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     return this;
   }
 
+  public Param<String> activationDtype() {
+    return activationDtype;
+  }
+
+  /**
+   * The storage type of the activations handed from op to op: {@code auto} (the weights' dtype; bf16 for int8
+   * weights), {@code f32}, {@code bf16} or {@code f16}. Ops compute in f32 inside; partial sums are reduced in f32.
+   */
+  public TensorParallelModel setActivationDtype(String v) {
+    DType d = Precision.activation(v, DType.F32, "activationDtype param"); // validates
+    String n = v.trim().toLowerCase(Locale.ROOT);
+    set(activationDtype, n.equals("auto") ? "auto" : d.id());
+    return this;
+  }
+
+  /**
+   * The activations' storage type of this model's jobs for weights stored as {@code weights}: the
+   * {@code activationDtype} param, else {@code spark.tp.activation-dtype} in {@code settings}.
+   */
+  public DType resolveActivationDtype(DType weights, TpSettings settings) {
+    String v = isSet(activationDtype) ? $(activationDtype) : settings.get(TpConf.ACTIVATION_DTYPE);
+    return Precision.activation(v, weights, isSet(activationDtype) ? "activationDtype param"
+        : TpConf.ACTIVATION_DTYPE);
+  }
+
   public TensorParallelModel setBackend(String v) {
     set(backend, RankTask.checkBackend(v));
     return this;
@@ -680,6 +710,8 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     backendSettings.put(TpConf.CPU_GEMM, gemm);
     backendSettings.put(TpConf.BATCH_SIZE, Integer.toString(batch));
     backendSettings.put(TpConf.DTYPE, storage.id());
+    // issue 9b: the activations' dtype, resolved here against the weights' (auto), read by the ranks from TpJob
+    backendSettings.put(TpConf.ACTIVATION_DTYPE, resolveActivationDtype(storage, settings).id());
     CommFactory comm = CommFactory.forSettings(spark, settings);
     int slots = Slots.await(sc, Math.max(1, g) * p, slotWait);
     if (g == 0) {

@@ -75,6 +75,16 @@ record TpJob(
     return transformer != null ? transformer.explain() : plan.explain();
   }
 
+  /**
+   * The storage type of the activations between ops ({@code spark.tp.activation-dtype} resolved on the driver
+   * against the weights' dtype; carried in {@link #backendSettings}); f32 when absent.
+   */
+  org.sparktp.tensor.DType activationDtype() {
+    String v = backendSettings == null ? null : backendSettings.get(org.sparktp.TpConf.ACTIVATION_DTYPE);
+    return v == null ? org.sparktp.tensor.DType.F32
+        : org.sparktp.backend.Precision.activation(v, org.sparktp.tensor.DType.F32, org.sparktp.TpConf.ACTIVATION_DTYPE);
+  }
+
   long weightBytes(int rank) {
     return transformer != null ? transformer.weightBytes(rank) : plan.weightBytes(rank);
   }

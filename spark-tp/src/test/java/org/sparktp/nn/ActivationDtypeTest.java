@@ -207,4 +207,72 @@ class ActivationDtypeTest {
       assertThat(b16).as("bytes sent by rank %d", r).isEqualTo(b32 / 2);
     }
   }
+
+  /**
+   * Embedding tables are stored in the weights' dtype (a bf16 table is half the bytes) and their rows widened to
+   * f32 as they are looked up: ids, sum bags and mean bags at tp 1-4 against float64, within 2e-2.
+   */
+  @ParameterizedTest(name = "tp {0}")
+  @ValueSource(ints = {1, 2, 3, 4})
+  void bf16EmbeddingTablesMatchFloat64(int p) {
+    int vocab = 29; // uneven vocabulary split
+    for (int kind = 0; kind < 3; kind++) {
+      boolean bag = kind > 0;
+      boolean mean = kind == 2;
+      ModelSpec spec = new ModelSpec(vocab, List.of(
+          new LayerSpec.Embedding("emb", vocab, 16, rnd.floats(vocab * 16, 1), bag, mean),
+          EngineTest.linear(rnd, "fc", 16, 9, true)));
+      Plan plan = Plan.build(spec, p);
+      ModelSpec table = new ModelSpec(vocab, List.of(spec.layers().get(0))); // the table alone, for its bytes
+      Plan tablePlan = Plan.build(table, p);
+      int n = 6;
+      int[] ids = new int[n];
+      int[][] bags = new int[n][];
+      for (int i = 0; i < n; i++) {
+        ids[i] = rnd.nextInt(vocab);
+        bags[i] = new int[1 + rnd.nextInt(4)];
+        for (int j = 0; j < bags[i].length; j++) {
+          bags[i][j] = rnd.nextInt(vocab);
+        }
+      }
+      List<Object[]> got = LocalCommunicator.run(p, EngineTest.TIMEOUT_MS, rank -> comm -> {
+        try (CpuBackend be = new CpuBackend();
+            RankModel m = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank), DType.BF16);
+            RankModel t16 = new RankModel(tablePlan, rank, be, tablePlan.shard(WeightSource.of(table), rank),
+                DType.BF16);
+            RankModel t32 = new RankModel(tablePlan, rank, be, tablePlan.shard(WeightSource.of(table), rank),
+                DType.F32)) {
+          InputBatch in;
+          if (bag) {
+            int[] off = new int[n + 1];
+            List<Integer> flat = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+              off[i + 1] = off[i] + bags[i].length;
+              for (int id : bags[i]) {
+                flat.add(id);
+              }
+            }
+            in = InputBatch.bags(flat.stream().mapToInt(Integer::intValue).toArray(), off, n);
+          } else {
+            in = InputBatch.ids(ids, n);
+          }
+          RunContext ctx = new RunContext(be, comm).activationDtype(DType.BF16);
+          try (DistTensor out = Mappings.toReplicated(m.forward(in, ctx), ctx)) {
+            return new Object[] {be.download(out.local()), t16.weightBytes(), t32.weightBytes()};
+          }
+        }
+      });
+      double[][] ref = bag ? Reference.forwardBags(spec, bags) : Reference.forwardIds(spec, ids);
+      for (int r = 0; r < p; r++) {
+        Compare.assertClose((float[]) got.get(r)[0], ref, "rank " + r + " kind " + kind + " tp " + p + " " + rnd,
+            Compare.HALF_TOLERANCE);
+        long b16 = (Long) got.get(r)[1];
+        long b32 = (Long) got.get(r)[2];
+        long rowsHeld = ((Step.Embed) tablePlan.steps().get(0)).vocabSplit().length(r);
+        assertThat(b32).as("f32 table bytes on rank %d", r).isEqualTo(4L * 16 * rowsHeld);
+        assertThat(b16).as("bf16 table bytes on rank %d", r).isEqualTo(2L * 16 * rowsHeld)
+            .isEqualTo(tablePlan.weightBytes(r, DType.BF16));
+      }
+    }
+  }
 }

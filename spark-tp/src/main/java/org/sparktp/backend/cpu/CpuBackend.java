@@ -510,10 +510,36 @@ public final class CpuBackend implements Backend {
     return out;
   }
 
+  /** Row gather: byte copies for an f32 table, else one conversion per row straight into {@code dst}. */
+  @Override
+  public void gatherRows(Tensor table, int[] ids, Tensor dst) {
+    CpuTensor t = cpu(table);
+    CpuTensor o = cpu(dst);
+    if (o.dtype() != DType.F32 || o.cols() != t.cols() || o.rows() < ids.length) {
+      throw new IllegalArgumentException("gatherRows: the output " + o.shape() + " " + o.dtype().id()
+          + " cannot hold " + ids.length + " f32 rows of width " + t.cols());
+    }
+    int d = t.cols();
+    long es = t.dtype().size();
+    for (int r = 0; r < ids.length; r++) {
+      int id = ids[r];
+      ByteBuffer out = o.byteBuffer(4L * r * d, 4L * d);
+      if (id < 0) {
+        Pointer.memset(new org.bytedeco.javacpp.BytePointer(out), 0, 4L * d);
+        continue;
+      }
+      if (id >= t.rows()) {
+        throw new IndexOutOfBoundsException("gatherRows: row " + id + " outside the table " + t.shape());
+      }
+      DType.F32.convertFrom(t.dtype(), t.byteBuffer(id * es * d, es * d), out, d);
+    }
+  }
+
   @Override
   public void embedding(Tensor table, int idStart, int[] ids, Tensor out) {
     CpuTensor t = cpu(table);
     CpuTensor o = cpu(out);
+
     if (o.cols() != t.cols() || o.rows() < ids.length) {
       throw new IllegalArgumentException("Embedding output " + o.shape() + " cannot hold " + ids.length
           + " rows of width " + t.cols());
@@ -541,9 +567,11 @@ public final class CpuBackend implements Backend {
           + " rows of width " + t.cols());
     }
     zero(o);
-    FloatBuffer tb = t.buffer();
-    FloatBuffer ob = o.buffer();
     int d = t.cols();
+    FloatBuffer tb = t.dtype() == DType.F32 ? t.buffer() : null;
+    java.nio.ShortBuffer hb = t.dtype() == DType.F32 ? null : t.byteBuffer().asShortBuffer(); // bf16/f16: widened
+    DType tdt = t.dtype();
+    FloatBuffer ob = o.buffer();
     float[] acc = new float[d];
     for (int r = 0; r < bags; r++) {
       java.util.Arrays.fill(acc, 0f);
@@ -553,8 +581,14 @@ public final class CpuBackend implements Backend {
         int local = ids[i] - idStart;
         if (local >= 0 && local < t.rows()) {
           int base = local * d;
-          for (int c = 0; c < d; c++) {
-            acc[c] += tb.get(base + c);
+          if (tb != null) {
+            for (int c = 0; c < d; c++) {
+              acc[c] += tb.get(base + c);
+            }
+          } else {
+            for (int c = 0; c < d; c++) {
+              acc[c] += tdt.toFloat(hb.get(base + c));
+            }
           }
         }
       }
