@@ -39,7 +39,7 @@ public final class LayerNormLayer implements Layer {
 
   @Override
   public long weightBytes() {
-    return 4 * ((gamma == null ? 0 : gamma.numel()) + (beta == null ? 0 : beta.numel()));
+    return (gamma == null ? 0 : gamma.bytes()) + (beta == null ? 0 : beta.bytes());
   }
 
   @Override

@@ -39,7 +39,7 @@ public final class ShardCache {
     final RankModel model; // or null for a transformer
     final TransformerRankModel transformer; // or null
     final Backend backend;
-    final long bytes;
+    final long bytes; // as held on the backend: dtype-aware (a bf16 model counts about half of its f32 bytes)
 
     Entry(Key key, RankModel model, Backend backend) {
       this.key = key;

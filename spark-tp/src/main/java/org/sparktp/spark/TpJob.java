@@ -85,7 +85,12 @@ record TpJob(
         : org.sparktp.backend.Precision.activation(v, org.sparktp.tensor.DType.F32, org.sparktp.TpConf.ACTIVATION_DTYPE);
   }
 
+  /** Bytes of weights rank {@code rank} will hold, in the weights' storage dtype (the shard cache makes room for them). */
   long weightBytes(int rank) {
-    return transformer != null ? transformer.weightBytes(rank) : plan.weightBytes(rank);
+    if (transformer != null) {
+      return transformer.weightBytes(rank);
+    }
+    return dtype == null ? plan.weightBytes(rank)
+        : plan.weightBytes(rank, org.sparktp.tensor.DType.parseStorage(dtype, org.sparktp.TpConf.DTYPE));
   }
 }

@@ -95,6 +95,43 @@ class CacheAndRetryTest extends SparkTestBase {
     assertThat(ShardCache.get().bytes()).isZero();
   }
 
+  /** The cache counts the bytes a rank model really holds: a bf16 model (linears and embedding) about half of f32. */
+  @Test
+  void theCacheCountsTheBytesOfABf16ModelAsHeld() {
+    Random rng = new Random(1150);
+    int vocab = 500;
+    java.util.List<org.sparktp.nn.LayerSpec> layers = new java.util.ArrayList<>();
+    float[] table = new float[vocab * 64];
+    for (int i = 0; i < table.length; i++) {
+      table[i] = (float) rng.nextGaussian();
+    }
+    layers.add(new org.sparktp.nn.LayerSpec.Embedding("emb", vocab, 64, table, false, false));
+    layers.addAll(Reference.mlp(rng, 64, 256, 32).layers());
+    ModelSpec spec = new ModelSpec(vocab, layers);
+    long[] held = new long[2];
+    String[] dtypes = {"f32", "bf16"};
+    for (int i = 0; i < 2; i++) {
+      ShardCache.get().clear();
+      assertThat(ShardCache.get().bytes()).isZero();
+      TensorParallelModel m = new TensorParallelModel(spec).setTpSize(2).setGroups(1).setDtype(dtypes[i])
+          .setInputCol("id");
+      java.util.List<Row> rows = new java.util.ArrayList<>();
+      for (int r = 0; r < 8; r++) {
+        rows.add(org.apache.spark.sql.RowFactory.create(rng.nextInt(vocab)));
+      }
+      Dataset<Row> df = session().createDataFrame(rows, new org.apache.spark.sql.types.StructType()
+          .add("id", org.apache.spark.sql.types.DataTypes.IntegerType));
+      assertThat(m.transform(df).count()).isEqualTo(8);
+      held[i] = ShardCache.get().bytes();
+    }
+    ShardCache.get().clear();
+    // f32: the exact bytes of the plan; bf16: about half (oneDNN's packed layout may pad a little)
+    assertThat(held[0]).isEqualTo(org.sparktp.nn.Plan.build(spec, 2).weightBytes(0)
+        + org.sparktp.nn.Plan.build(spec, 2).weightBytes(1));
+    assertThat((double) held[1] / held[0]).as("bf16 / f32 cache bytes (%d / %d)", held[1], held[0])
+        .isBetween(0.45, 0.6);
+  }
+
   @ParameterizedTest(name = "transport={0}")
   @ValueSource(strings = {"local", "tcp"})
   void aRankFailingInTheFirstAttemptIsRetriedWholeWithoutLosingOrDuplicatingRows(String transport) {

@@ -48,7 +48,7 @@ public final class Weights implements AutoCloseable {
   public long bytes() {
     long b = 0;
     for (Tensor t : owned) {
-      b += 4 * t.numel();
+      b += t.bytes(); // as stored (issue 9b: bf16 counts 2 bytes an element)
     }
     return b;
   }
