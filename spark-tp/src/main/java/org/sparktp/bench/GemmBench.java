@@ -36,12 +36,45 @@ import org.sparktp.nn.RunContext;
 public final class GemmBench {
   private GemmBench() {}
 
+  /**
+   * The OpenBLAS thread count that makes the rows comparable with oneDNN's, whose OpenMP reads
+   * {@code OMP_NUM_THREADS} once at start (all {@code cores} when it is unset): without {@code --threads},
+   * OpenBLAS gets oneDNN's count; a warning line says so, or says that an explicit {@code --threads} differs.
+   */
+  static int comparableThreads(int threads, boolean given, String omp, int cores, java.io.PrintStream out) {
+    int onednn = cores;
+    if (omp != null && !omp.isBlank()) {
+      try {
+        onednn = Integer.parseInt(omp.trim().split(",")[0].trim());
+      } catch (NumberFormatException e) {
+        out.println("warning: OMP_NUM_THREADS=" + omp + " is not a number; oneDNN's OpenMP may use every core ("
+            + cores + ")");
+        return threads;
+      }
+    }
+    String ompText = omp == null || omp.isBlank() ? "OMP_NUM_THREADS is unset, so oneDNN's OpenMP uses every core ("
+        + cores + ")" : "OMP_NUM_THREADS=" + omp.trim() + ": oneDNN uses " + onednn + " thread(s)";
+    if (!given) {
+      if (onednn != threads || omp == null || omp.isBlank()) {
+        out.println("warning: " + ompText + "; OpenBLAS is set to " + onednn + " thread(s) too, so the rows compare "
+            + "(for one thread: OMP_NUM_THREADS=1 and --threads 1)");
+      }
+      return onednn;
+    }
+    if (onednn != threads) {
+      out.println("warning: " + ompText + " but --threads " + threads + " gives OpenBLAS " + threads
+          + ": the oneDNN rows are not comparable with the OpenBLAS rows (set OMP_NUM_THREADS=" + threads + ")");
+    }
+    return threads;
+  }
+
   public static void main(String[] args) throws IOException {
     int m = 512;
     int k = 4096;
     int n = 16384;
     int reps = 5;
     int threads = 1;
+    boolean threadsGiven = false;
     String json = null;
     for (int i = 0; i < args.length; i++) {
       String a = args[i];
@@ -54,12 +87,17 @@ public final class GemmBench {
         case "--k" -> k = Integer.parseInt(v);
         case "--n" -> n = Integer.parseInt(v);
         case "--reps" -> reps = Integer.parseInt(v);
-        case "--threads" -> threads = Integer.parseInt(v);
+        case "--threads" -> {
+          threads = Integer.parseInt(v);
+          threadsGiven = true;
+        }
         case "--json" -> json = v;
         default -> throw new IllegalArgumentException("Unknown flag " + a
             + "; use --m, --k, --n, --reps, --threads, --json");
       }
     }
+    threads = comparableThreads(threads, threadsGiven, System.getenv("OMP_NUM_THREADS"),
+        Runtime.getRuntime().availableProcessors(), System.out);
     SplittableRandom rnd = new SplittableRandom();
     float[] x = random(rnd, m * k, 1);
     float[] w = random(rnd, n * k, 1 / Math.sqrt(k));
