@@ -246,7 +246,10 @@ public final class Plan implements Serializable {
     return weightBytes(steps, rank, 4);
   }
 
-  /** Bytes of weights rank {@code rank} holds with linear weights and embedding tables stored in {@code linearDtype} (biases and norms f32). */
+  /**
+   * Bytes of weights rank {@code rank} holds with linear weights and embedding tables stored in {@code linearDtype}
+   * (biases and norms f32).
+   */
   public long weightBytes(int rank, org.sparktp.tensor.DType linearDtype) {
     return weightBytes(steps, rank, linearDtype.size());
   }
@@ -330,7 +333,7 @@ public final class Plan implements Serializable {
 
   /**
    * The precision lines of explain: the linear weights' storage dtype, the GEMM kernel and the weight bytes
-   * per rank in that dtype (biases, norms and embeddings stay f32).
+   * per rank in that dtype (embedding tables too; biases and norms stay f32), and the activations' dtype.
    */
   public String explainPrecision(org.sparktp.tensor.DType linearDtype, String kernel) {
     return explainPrecision(linearDtype, kernel, org.sparktp.tensor.DType.F32);
@@ -349,8 +352,8 @@ public final class Plan implements Serializable {
     String act = activations == org.sparktp.tensor.DType.F32 ? "activations f32 between ops"
         : "activations " + activations.id() + " between ops (rounded once at each op boundary; ops compute in f32; "
             + "partial sums reduced in f32, all-gathers move " + activations.id() + ")";
-    return String.format(Locale.ROOT, "dtype %s (linear weights and embedding tables; GEMMs accumulate in f32; biases "
-        + "and norms f32), kernel %s%n%s%nweight bytes per rank in %s: [%s] (max %d; f32 would be %d)%n",
+    return String.format(Locale.ROOT, "dtype %s (linear weights; embedding tables too; GEMMs accumulate in f32; "
+        + "biases and norms f32), kernel %s%n%s%nweight bytes per rank in %s: [%s] (max %d; f32 would be %d)%n",
         linearDtype.id(), kernel, act, linearDtype.id(), per, max, weightBytes(0));
   }
 

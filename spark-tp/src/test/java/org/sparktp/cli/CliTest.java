@@ -95,6 +95,14 @@ class CliTest {
     assertThat(r.code).isEqualTo(2);
     assertThat(r.err).startsWith("spark-tp: error: Unknown dtype 'int4' (--dtype): use auto, f32, bf16 or f16")
         .contains("usage: spark-tp");
+    r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", "in.json", "--output", "o",
+        "--activation-dtype", "int8");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: Unknown activation dtype 'int8' (--activation-dtype): use auto, "
+        + "f32, bf16 or f16").contains("usage: spark-tp");
+    r = cli("explain", "--model", fixture.resolve("model").toString(), "--activation-dtype", "fp16x");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: Unknown activation dtype 'fp16x' (--activation-dtype)");
     r = cli("explain", "--model", fixture.resolve("model").toString(), "--dtype", "int8");
     assertThat(r.code).isEqualTo(2);
     assertThat(r.err).startsWith("spark-tp: error: Unknown dtype 'int8' (--dtype): use auto, f32, bf16 or f16");
@@ -123,7 +131,11 @@ class CliTest {
     r = cli("explain", "--model", fixture.resolve("model").toString(), "--tp", "2", "--dtype", "bf16");
     assertThat(r.code).as(r.err).isZero();
     assertThat(r.out).contains("dtype bf16 (linear weights;").contains("kernel onednn")
-        .contains("weight bytes per rank in bf16: [");
+        .contains("weight bytes per rank in bf16: [")
+        .contains("activations bf16 between ops (rounded once at each op boundary;"); // auto: the weights' dtype
+    r = cli("explain", "--model", fixture.resolve("model").toString(), "--tp", "2", "--activation-dtype", "f16");
+    assertThat(r.code).as(r.err).isZero();
+    assertThat(r.out).contains("dtype f32 (linear weights").contains("activations f16 between ops");
   }
 
   @Test

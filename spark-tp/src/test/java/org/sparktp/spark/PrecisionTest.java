@@ -76,4 +76,43 @@ class PrecisionTest extends SparkTestBase {
       spark.conf().unset(TpConf.DTYPE);
     }
   }
+
+  /**
+   * spark.tp.activation-dtype end to end: bf16 activations from the param (f32 weights, tp 3) and from the session
+   * conf (bf16 weights, tp 2) within 2e-2 of float64; auto follows the weights; bad values are refused.
+   */
+  @Test
+  void activationDtypeFromTheParamAndTheConf() {
+    Random rng = new Random(950);
+    ModelSpec spec = Reference.block(rng, 50, 203, 37);
+    float[][] x = inputs(rng, 23, 50, false);
+    TensorParallelModel m = new TensorParallelModel(spec).setTpSize(3).setGroups(1).setBatchSize(8)
+        .setDtype("f32").setActivationDtype("BF16");
+    assertThat(m.getOrDefault(m.activationDtype())).isEqualTo("bf16");
+    assertClose(outputsById(m.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction"),
+        Reference.forward(spec, x), 2e-2);
+    org.sparktp.TpSettings defaults = org.sparktp.TpSettings.of(java.util.Map.of());
+    TensorParallelModel auto = new TensorParallelModel(spec);
+    assertThat(auto.resolveActivationDtype(DType.F32, defaults)).isEqualTo(DType.F32);
+    assertThat(auto.resolveActivationDtype(DType.BF16, defaults)).isEqualTo(DType.BF16);
+    assertThat(auto.resolveActivationDtype(DType.I8, defaults)).as("int8 weights").isEqualTo(DType.BF16);
+    spark.conf().set(TpConf.ACTIVATION_DTYPE, "bf16");
+    try {
+      TensorParallelModel b = new TensorParallelModel(spec).setTpSize(2).setGroups(1).setDtype("bf16");
+      assertClose(outputsById(b.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction"),
+          Reference.forward(spec, x), 2e-2);
+    } finally {
+      spark.conf().unset(TpConf.ACTIVATION_DTYPE);
+    }
+    assertThatThrownBy(() -> new TensorParallelModel(spec).setActivationDtype("int8"))
+        .hasMessage("Unknown activation dtype 'int8' (activationDtype param): use auto, f32, bf16 or f16");
+    spark.conf().set(TpConf.ACTIVATION_DTYPE, "fp8");
+    try {
+      assertThatThrownBy(() -> new TensorParallelModel(spec).transform(frame(Input.FLOATS, new float[][] {{1, 2, 3,
+          4, 5}}, 1))).hasMessageContaining(
+              "Unknown activation dtype 'fp8' (spark.tp.activation-dtype): use auto, f32, bf16 or f16");
+    } finally {
+      spark.conf().unset(TpConf.ACTIVATION_DTYPE);
+    }
+  }
 }
