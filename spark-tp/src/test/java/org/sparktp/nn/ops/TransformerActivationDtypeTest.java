@@ -1,0 +1,95 @@
+package org.sparktp.nn.ops;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.File;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.comm.LocalCommunicator;
+import org.sparktp.model.hf.HfModel;
+import org.sparktp.nn.DistTensor;
+import org.sparktp.nn.RankWeights;
+import org.sparktp.nn.RunContext;
+import org.sparktp.tensor.DType;
+
+/**
+ * bf16 activations between the transformer's ops ({@code spark.tp.activation-dtype}): every op boundary holds a
+ * bf16 tensor, the ops compute in f32, the output is f32 and within the stated half-precision tolerance (2e-2
+ * relative to the largest reference value) of the fixtures' float64 PyTorch references.
+ */
+class TransformerActivationDtypeTest {
+  static final double HALF_TOL = 2e-2;
+
+  @ParameterizedTest(name = "{0} tp={1} {2}")
+  @CsvSource({"llama, 1, logits_last", "llama, 3, logits_last", "bert, 2, embed_mean", "gpt2, 4, logits_last"})
+  void bf16ActivationsMatchTheFloat64Reference(String name, int p, String key) throws Exception {
+    JsonNode ref = new ObjectMapper().readTree(new File(HfEngineTest.DIR + name + "/reference.json"));
+    Task task = key.startsWith("logits") ? Task.LOGITS : Task.EMBED;
+    try (HfModel hf = HfModel.open(HfEngineTest.DIR + name)) {
+      List<int[]> inputs = new ArrayList<>();
+      for (JsonNode row : ref.get("inputs")) {
+        int[] ids = new int[row.size()];
+        for (int i = 0; i < ids.length; i++) {
+          ids[i] = row.get(i).asInt();
+        }
+        inputs.add(ids);
+      }
+      int total = inputs.stream().mapToInt(a -> a.length).sum();
+      int[] ids = new int[total];
+      int[] off = new int[inputs.size() + 1];
+      for (int j = 0; j < inputs.size(); j++) {
+        System.arraycopy(inputs.get(j), 0, ids, off[j], inputs.get(j).length);
+        off[j + 1] = off[j] + inputs.get(j).length;
+      }
+      TransformerPlan plan = TransformerPlan.build(hf.model(), p, task, task == Task.EMBED ? Pooling.MEAN : null,
+          false, false);
+      List<Object[]> res = LocalCommunicator.run(p, 60_000, rank -> comm -> {
+        RankWeights w;
+        synchronized (hf) {
+          w = plan.shard(hf.weightSource(), rank);
+        }
+        try (CpuBackend be = new CpuBackend(); TransformerRankModel m = new TransformerRankModel(plan, rank, be, w)) {
+          float[][] ys = new float[2][];
+          List<String> seen = Collections.synchronizedList(new ArrayList<>());
+          for (DType act : new DType[] {DType.BF16, DType.F32}) {
+            RunContext ctx = new RunContext(be, comm).activationDtype(act);
+            if (act == DType.BF16) {
+              ctx.observeBoundaries(t -> seen.add(t.layout() + " " + t.local().dtype()));
+            }
+            try (DistTensor y = m.forward(Tokens.of(ids, off), ctx)) {
+              assertThat(y.local().dtype()).isEqualTo(DType.F32);
+              ys[act == DType.BF16 ? 0 : 1] = be.download(y.local());
+            }
+          }
+          return new Object[] {ys[0], ys[1], seen};
+        }
+      });
+      for (int r = 0; r < p; r++) {
+        float[] got = (float[]) res.get(r)[0];
+        @SuppressWarnings("unchecked")
+        List<String> seen = (List<String>) res.get(r)[2];
+        assertThat(seen).as("op boundaries").hasSize(plan.ops().size()).allMatch(s -> s.equals("REPLICATED BF16"));
+        assertThat(got).as("bf16 activations round").isNotEqualTo(res.get(r)[1]);
+        int width = got.length / inputs.size();
+        double maxErr = 0;
+        double maxRef = 0;
+        for (int row = 0; row < inputs.size(); row++) {
+          JsonNode want = ref.get("rows").get(row).get(key);
+          assertThat(want.size()).isEqualTo(width);
+          for (int i = 0; i < width; i++) {
+            maxErr = Math.max(maxErr, Math.abs(got[row * width + i] - want.get(i).asDouble()));
+            maxRef = Math.max(maxRef, Math.abs(want.get(i).asDouble()));
+          }
+        }
+        assertThat(maxErr / maxRef).as("%s %s tp=%d rank %d relative error", name, key, p, r)
+            .isLessThanOrEqualTo(HALF_TOL);
+      }
+    }
+  }
+}
