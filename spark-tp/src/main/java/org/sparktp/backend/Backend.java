@@ -368,6 +368,10 @@ public interface Backend extends AutoCloseable {
    */
   default void cachedAttention(Tensor qkv, int qCol, int kvCol, int kvHeads, int[] kvOf, int headDim,
       int[] offsets, Tensor[] cache, int[] past, float scale, Tensor out) {
+    if (HalfKv.needed(cache)) { // issue 9b: a bf16/f16 cache, widened for the math
+      HalfKv.cachedAttention(this, qkv, qCol, kvCol, kvHeads, kvOf, headDim, offsets, cache, past, scale, out);
+      return;
+    }
     int w = kvOf.length * headDim;
     int kvw = 2 * kvHeads * headDim;
     for (int s = 0; s < cache.length; s++) {

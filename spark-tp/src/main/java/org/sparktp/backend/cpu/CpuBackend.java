@@ -626,6 +626,11 @@ public final class CpuBackend implements Backend {
   @Override
   public void cachedAttention(Tensor qkv, int qCol, int kvCol, int kvHeads, int[] kvOf, int headDim,
       int[] offsets, Tensor[] cache, int[] past, float scale, Tensor out) {
+    if (org.sparktp.backend.HalfKv.needed(cache)) { // issue 9b: a bf16/f16 cache, widened for the math
+      org.sparktp.backend.HalfKv.cachedAttention(this, qkv, qCol, kvCol, kvHeads, kvOf, headDim, offsets, cache, past,
+          scale, out);
+      return;
+    }
     CpuTensor[] c = new CpuTensor[cache.length];
     for (int i = 0; i < c.length; i++) {
       c[i] = cpu(cache[i]);

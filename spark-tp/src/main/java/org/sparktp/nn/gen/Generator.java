@@ -172,7 +172,8 @@ public final class Generator {
     long start = System.nanoTime();
     TransformerPlan plan = model.plan();
     Backend be = model.backend();
-    long bytesPerToken = KvCache.bytesPerToken(plan);
+    // issue 9b: the KV cache is stored in the activation dtype when it is bf16/f16 (half the bytes)
+    long bytesPerToken = KvCache.bytesPerToken(plan, KvCache.storage(ctx.activationDtype(), be));
     int n = prompts.size();
     int[] lens = new int[n];
     int total = 0;
@@ -220,7 +221,7 @@ public final class Generator {
       k += gLens[r];
     }
     Completion[] done = new Completion[allRows];
-    try (KvCache cache = KvCache.forPlan(plan, comm.rank(), be, params.kvCacheMaxBytes())) {
+    try (KvCache cache = KvCache.forPlan(plan, comm.rank(), be, params.kvCacheMaxBytes(), ctx.activationDtype())) {
       run(cache, prompt, gSeeds, done, start);
       peakCacheBytes = Math.max(peakCacheBytes, cache.peakBytes());
     } finally {

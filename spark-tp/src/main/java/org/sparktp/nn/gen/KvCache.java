@@ -8,6 +8,7 @@ import org.sparktp.backend.Backend;
 import org.sparktp.nn.ops.AttentionOp;
 import org.sparktp.nn.ops.Op;
 import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
@@ -19,6 +20,9 @@ import org.sparktp.tensor.Tensor;
  *
  * <p>The budget is counted with the bytes per token of the group's largest rank (the same number on
  * every rank), so every rank admits the same rows. Closing the cache closes every live slot.
+ *
+ * <p>Keys and values are stored in the activation dtype when it is bf16/f16 ({@code spark.tp.activation-dtype};
+ * half the bytes per token) and widened to f32 for the attention math; else in f32.
  */
 public final class KvCache implements AutoCloseable {
 
@@ -37,6 +41,7 @@ public final class KvCache implements AutoCloseable {
   }
 
   private final Backend backend;
+  private final DType dtype;
   private final List<Layer> layers;
   private final long bytesPerToken;
   private final long maxBytes;
@@ -46,24 +51,48 @@ public final class KvCache implements AutoCloseable {
   private boolean closed;
 
   KvCache(Backend backend, List<Layer> layers, long bytesPerToken, long maxBytes) {
+    this(backend, layers, bytesPerToken, maxBytes, DType.F32);
+  }
+
+  KvCache(Backend backend, List<Layer> layers, long bytesPerToken, long maxBytes, DType dtype) {
     this.backend = backend;
+    this.dtype = dtype;
     this.layers = List.copyOf(layers);
     this.bytesPerToken = bytesPerToken;
     this.maxBytes = maxBytes;
   }
 
-  /** The cache of rank {@code rank} for {@code plan}'s attention layers. */
+  /** The cache of rank {@code rank} for {@code plan}'s attention layers, in f32. */
   public static KvCache forPlan(TransformerPlan plan, int rank, Backend backend, long maxBytes) {
-    return new KvCache(backend, layers(plan, rank), bytesPerToken(plan), maxBytes);
+    return forPlan(plan, rank, backend, maxBytes, DType.F32);
+  }
+
+  /**
+   * The cache of rank {@code rank} for {@code plan}'s attention layers, its keys and values stored in
+   * {@link #storage storage(activations)} (bf16/f16 when the activations are, else f32).
+   */
+  public static KvCache forPlan(TransformerPlan plan, int rank, Backend backend, long maxBytes, DType activations) {
+    DType d = storage(activations, backend);
+    return new KvCache(backend, layers(plan, rank), bytesPerToken(plan, d), maxBytes, d);
+  }
+
+  /** The type the cache stores for activations of {@code activations}: the same when it is bf16/f16 (and held). */
+  public static DType storage(DType activations, Backend backend) {
+    return activations != null && activations.isHalf() && backend.supports(activations) ? activations : DType.F32;
   }
 
   /** Cache bytes one token takes on the group's largest rank (float32 keys and values of every layer). */
   public static long bytesPerToken(TransformerPlan plan) {
+    return bytesPerToken(plan, DType.F32);
+  }
+
+  /** Cache bytes one token takes on the group's largest rank, keys and values stored as {@code dtype}. */
+  public static long bytesPerToken(TransformerPlan plan, DType dtype) {
     long max = 0;
     for (int r = 0; r < plan.tpSize(); r++) {
       long b = 0;
       for (Layer l : layers(plan, r)) {
-        b += 4L * l.width();
+        b += (long) dtype.size() * l.width();
       }
       max = Math.max(max, b);
     }
@@ -91,6 +120,11 @@ public final class KvCache implements AutoCloseable {
 
   public long bytesPerToken() {
     return bytesPerToken;
+  }
+
+  /** The type keys and values are stored in. */
+  public DType dtype() {
+    return dtype;
   }
 
   public long maxBytes() {
@@ -132,7 +166,7 @@ public final class KvCache implements AutoCloseable {
     Tensor[] t = new Tensor[layers.size()];
     try {
       for (int i = 0; i < t.length; i++) {
-        t[i] = backend.empty(tokens, layers.get(i).width());
+        t[i] = backend.allocate(tokens, layers.get(i).width(), dtype);
       }
     } catch (RuntimeException e) {
       for (Tensor x : t) {
