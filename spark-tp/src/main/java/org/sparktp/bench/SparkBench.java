@@ -39,13 +39,13 @@ import org.sparktp.spark.TensorParallelModel;
  *
  * <pre>
  * SparkBench [--master local[2]] [--rows 16384] [--in 1024] [--hidden 4096] [--out 1024] [--batch 256]
- *            [--tp 1,2] [--repeats 3] [--dtype f32|bf16|f16] [--json FILE]
+ *            [--tp 1,2] [--repeats 3] [--dtype f32|bf16|f16] [--activation-dtype auto[,f32,bf16,f16]] [--json FILE]
  * </pre>
  */
 public final class SparkBench {
   private SparkBench() {}
 
-  private record Result(int tp, double engineRowsPerSec, double frameRowsPerSec) {
+  private record Result(int tp, DType act, double engineRowsPerSec, double frameRowsPerSec) {
     double ratio() {
       return frameRowsPerSec / engineRowsPerSec;
     }
@@ -62,6 +62,7 @@ public final class SparkBench {
     int[] tps = {1, 2};
     String json = null;
     DType dtype = DType.F32;
+    String[] acts = {"auto"}; // issue 9b: activation dtypes, run side by side
     for (int i = 0; i < args.length; i++) {
       String a = args[i];
       String v = i + 1 < args.length ? args[i + 1] : null;
@@ -76,6 +77,7 @@ public final class SparkBench {
         case "--tp" -> tps = Arrays.stream(v.split(",")).mapToInt(Integer::parseInt).toArray();
         case "--json" -> json = v;
         case "--dtype" -> dtype = DType.parseStorage(v, "--dtype");
+        case "--activation-dtype" -> acts = v.split(",");
         default -> throw new IllegalArgumentException("Unknown argument '" + a + "'; see the class Javadoc");
       }
       i++;
@@ -113,18 +115,27 @@ public final class SparkBench {
       }), schema).cache();
       df.count();
       for (int tp : tps) {
-        double[] engine = new double[repeats];
-        double[] frame = new double[repeats];
-        TensorParallelModel model = new TensorParallelModel(spec).setTpSize(tp).setGroups(1).setBatchSize(batch)
-            .setDtype(dtype.id());
-        runEngine(spec, x, tp, batch, dtype);
-        runFrame(model, df);
-        for (int r = 0; r < repeats; r++) {
-          engine[r] = rows / runEngine(spec, x, tp, batch, dtype);
-          frame[r] = rows / runFrame(model, df);
+        DType[] actTypes = new DType[acts.length];
+        TensorParallelModel[] models = new TensorParallelModel[acts.length];
+        for (int a = 0; a < acts.length; a++) {
+          actTypes[a] = org.sparktp.backend.Precision.activation(acts[a], dtype, "--activation-dtype");
+          models[a] = new TensorParallelModel(spec).setTpSize(tp).setGroups(1).setBatchSize(batch)
+              .setDtype(dtype.id()).setActivationDtype(actTypes[a].id());
+          runEngine(spec, x, tp, batch, dtype, actTypes[a]);
+          runFrame(models[a], df);
         }
-        results.add(new Result(tp, median(engine), median(frame)));
-        model.release();
+        double[][] engine = new double[acts.length][repeats];
+        double[][] frame = new double[acts.length][repeats];
+        for (int r = 0; r < repeats; r++) {
+          for (int a = 0; a < acts.length; a++) { // the activation dtypes alternate within each repetition
+            engine[a][r] = rows / runEngine(spec, x, tp, batch, dtype, actTypes[a]);
+            frame[a][r] = rows / runFrame(models[a], df);
+          }
+        }
+        for (int a = 0; a < acts.length; a++) {
+          results.add(new Result(tp, actTypes[a], median(engine[a]), median(frame[a])));
+        }
+        models[0].release();
       }
     } finally {
       spark.stop();
@@ -132,11 +143,11 @@ public final class SparkBench {
     StringBuilder table = new StringBuilder();
     table.append(String.format(Locale.ROOT, "model %d -> %d (gelu) -> %d, %d rows, batch %d, master %s, %s weights "
         + "(kernel %s), median of %d%n", in, hidden, out, rows, batch, master, dtype.id(), kernel(dtype), repeats));
-    table.append(String.format(Locale.ROOT, "%-4s %16s %16s %8s%n", "tp", "engine rows/s", "DataFrame rows/s",
-        "ratio"));
+    table.append(String.format(Locale.ROOT, "%-4s %-11s %16s %16s %8s%n", "tp", "activations", "engine rows/s",
+        "DataFrame rows/s", "ratio"));
     for (Result r : results) {
-      table.append(String.format(Locale.ROOT, "%-4d %16.0f %16.0f %8.2f%n", r.tp(), r.engineRowsPerSec(),
-          r.frameRowsPerSec(), r.ratio()));
+      table.append(String.format(Locale.ROOT, "%-4d %-11s %16.0f %16.0f %8.2f%n", r.tp(), r.act().id(),
+          r.engineRowsPerSec(), r.frameRowsPerSec(), r.ratio()));
     }
     System.out.print(table);
     if (json != null) {
@@ -146,9 +157,9 @@ public final class SparkBench {
           + " \"results\": [", in, hidden, out, rows, batch, master, repeats, dtype.id(), kernel(dtype)));
       for (int i = 0; i < results.size(); i++) {
         Result r = results.get(i);
-        sb.append(String.format(Locale.ROOT, "%s{\"tp\": %d, \"engine_rows_per_s\": %.1f,"
-            + " \"dataframe_rows_per_s\": %.1f, \"ratio\": %.3f}", i == 0 ? "" : ", ", r.tp(), r.engineRowsPerSec(),
-            r.frameRowsPerSec(), r.ratio()));
+        sb.append(String.format(Locale.ROOT, "%s{\"tp\": %d, \"activation_dtype\": \"%s\", \"engine_rows_per_s\": %.1f,"
+            + " \"dataframe_rows_per_s\": %.1f, \"ratio\": %.3f}", i == 0 ? "" : ", ", r.tp(), r.act().id(),
+            r.engineRowsPerSec(), r.frameRowsPerSec(), r.ratio()));
       }
       sb.append("]}\n");
       Files.writeString(Path.of(json), sb.toString(), StandardCharsets.UTF_8);
@@ -186,6 +197,11 @@ public final class SparkBench {
 
   /** Seconds for the engine to stream every row, rank r taking rows r, r + tp, ... as its own partition. */
   static double runEngine(ModelSpec spec, float[][] x, int tp, int batch, DType dtype) {
+    return runEngine(spec, x, tp, batch, dtype, DType.F32);
+  }
+
+  /** {@link #runEngine(ModelSpec, float[][], int, int, DType)} with the activations between ops stored as {@code act}. */
+  static double runEngine(ModelSpec spec, float[][] x, int tp, int batch, DType dtype, DType act) {
     Plan plan = Plan.build(spec, tp);
     WeightSource src = WeightSource.of(spec);
     RankWeights[] shards = new RankWeights[tp];
@@ -201,7 +217,7 @@ public final class SparkBench {
       }
       try (CpuBackend be = new CpuBackend(1, "auto", batch);
           RankModel m = new RankModel(plan, rank, be, shards[rank], dtype)) {
-        TpRunner runner = new TpRunner(m, comm);
+        TpRunner runner = new TpRunner(m, comm).activationDtype(act);
         comm.barrier();
         long t0 = System.nanoTime();
         float[] buf = new float[batch * in];
