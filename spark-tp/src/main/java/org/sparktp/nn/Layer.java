@@ -23,16 +23,21 @@ public interface Layer extends AutoCloseable {
   /**
    * Runs {@code layers} in order on {@code x} (consumed), with the op boundaries of {@link RunContext#store}: each
    * op gets its input widened to f32 (unless it {@linkplain #takesStored takes it stored}) and its output is
-   * stored in the activation dtype. The result is as stored (the caller widens it where it needs f32).
+   * stored in the activation dtype, except the last op's when {@code storeLast} is false (a model's output is not
+   * rounded). The result may be stored (the caller widens it where it needs f32).
    */
-  static DistTensor runAll(java.util.List<Layer> layers, DistTensor x, RunContext ctx) {
+  static DistTensor runAll(java.util.List<Layer> layers, DistTensor x, RunContext ctx, boolean storeLast) {
     DistTensor h = x;
     try {
-      for (Layer l : layers) {
+      for (int i = 0; i < layers.size(); i++) {
+        Layer l = layers.get(i);
         if (!l.takesStored()) {
           h = ctx.widen(h);
         }
-        h = ctx.store(l.forward(h, ctx));
+        h = l.forward(h, ctx);
+        if (storeLast || i < layers.size() - 1) {
+          h = ctx.store(h);
+        }
       }
       return h;
     } catch (RuntimeException e) {

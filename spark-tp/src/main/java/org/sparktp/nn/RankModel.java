@@ -171,7 +171,8 @@ public final class RankModel implements AutoCloseable {
         throw new IllegalArgumentException("This model takes " + (bags ? "a list of ids" : "one id") + " per row, got "
             + rows.kind().name().toLowerCase(java.util.Locale.ROOT) + " input");
       }
-      x = ctx.store(embedding.forward(rows.ids(), bags ? rows.offsets() : null, rows.rows(), ctx));
+      x = embedding.forward(rows.ids(), bags ? rows.offsets() : null, rows.rows(), ctx);
+      x = layers.isEmpty() ? x : ctx.store(x); // handed to the next op (a model's own output is not rounded)
     } else {
       if (rows.kind() != InputBatch.Kind.DENSE) {
         throw new IllegalArgumentException("This model takes vectors of width " + plan.inputDim() + ", got "
@@ -188,8 +189,8 @@ public final class RankModel implements AutoCloseable {
 
   /** Runs the plan on a replicated activation already on the backend; consumes it. */
   public DistTensor forward(DistTensor x, RunContext ctx) {
-    // each op's output is stored in the activation dtype (ctx.store); the result handed back is f32
-    return ctx.widen(Layer.runAll(layers, x, ctx));
+    // each op's output but the last is stored in the activation dtype (ctx.store); the result handed back is f32
+    return ctx.widen(Layer.runAll(layers, x, ctx, false));
   }
 
   @Override

@@ -29,7 +29,7 @@ public final class ResidualBlock implements Layer {
     try {
       ctx.backend().copyBlock(x.local(), 0, 0, skip, 0, 0, x.rows(), x.width());
       // the body's ops hand activations on in the activation dtype; the sum is taken in f32
-      DistTensor h = ctx.widen(Mappings.toReplicated(Layer.runAll(body, x, ctx), ctx));
+      DistTensor h = ctx.widen(Mappings.toReplicated(Layer.runAll(body, x, ctx, true), ctx));
       long t0 = System.nanoTime();
       ctx.backend().add(h.local(), skip);
       ctx.addCompute(System.nanoTime() - t0);

@@ -96,6 +96,12 @@ class ActivationDtypeTest {
       if (p > 1) {
         assertThat(run.boundaries()).as("tp > 1 has partial sums").contains("PARTIAL F32");
       }
+      // the model's output (the last op's) is not rounded: not every value is a bf16 value
+      boolean wide = false;
+      for (float v : run.y()) {
+        wide |= (Float.floatToRawIntBits(v) & 0xffff) != 0;
+      }
+      assertThat(wide).as("the output keeps f32 precision").isTrue();
     }
     // rounding at every boundary really happened: the output differs from the f32-activation run
     List<Run> wide = run(spec, p, x, rows, weights, DType.F32);

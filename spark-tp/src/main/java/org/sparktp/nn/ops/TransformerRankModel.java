@@ -66,7 +66,8 @@ public final class TransformerRankModel implements AutoCloseable {
           + ctx.rank() + " of a group of " + ctx.size());
     }
     // issue 9b: between ops the activation is stored in ctx.activationDtype() (rounded once at each boundary,
-    // partial sums reduced in f32 first); each op's kernel gets it widened to f32; the result is f32
+    // partial sums reduced in f32 first); each op's kernel gets it widened to f32; the last op's output (the
+    // model's: logits, embeddings, scores) is not rounded
     DistTensor h = null;
     try {
       for (int i = 0; i < kernels.size(); i++) {
@@ -76,7 +77,9 @@ public final class TransformerRankModel implements AutoCloseable {
         if (outs.get(i) != Layout.REPLICATED) {
           h = ResidualOp.reduce(h, ctx);
         }
-        h = ctx.store(h);
+        if (i < kernels.size() - 1) {
+          h = ctx.store(h);
+        }
       }
       return ctx.widen(h);
     } catch (RuntimeException e) {
