@@ -27,12 +27,15 @@ public final class Int8Quant {
   public static float quantizeRow(float[] row, int n, byte[] q, int qOff, String what) {
     float amax = 0f;
     for (int j = 0; j < n; j++) {
-      float a = Math.abs(row[j]);
-      if (!(a <= Float.MAX_VALUE)) {
-        throw new IllegalArgumentException(what + " holds " + row[j] + " at column " + j + ": int8 quantization "
-            + "needs finite weights; use spark.tp.dtype=f32 or bf16 for this model");
+      amax = Math.max(amax, Math.abs(row[j])); // NaN and infinity propagate
+    }
+    if (!(amax <= Float.MAX_VALUE)) {
+      for (int j = 0; j < n; j++) {
+        if (!(Math.abs(row[j]) <= Float.MAX_VALUE)) {
+          throw new IllegalArgumentException(what + " holds " + row[j] + " at column " + j + ": int8 quantization "
+              + "needs finite weights; use spark.tp.dtype=f32 or bf16 for this model");
+        }
       }
-      amax = Math.max(amax, a);
     }
     float scale = amax / QMAX;
     if (scale == 0f) {
@@ -40,7 +43,7 @@ public final class Int8Quant {
       return 0f;
     }
     for (int j = 0; j < n; j++) {
-      double v = Math.rint(row[j] / scale);
+      int v = (int) Math.rint(row[j] / scale); // |row[j] / scale| <= 127 up to rounding
       q[qOff + j] = (byte) Math.max(-QMAX, Math.min(QMAX, v));
     }
     return scale;
