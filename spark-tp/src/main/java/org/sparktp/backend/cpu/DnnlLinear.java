@@ -26,9 +26,9 @@ import org.sparktp.tensor.Tensor;
  * layout) stored in {@code compute} (bf16, f16 or f32) and <b>prepacked once</b>, here, into the layout
  * oneDNN prefers ({@code format_tag any} + one reorder), {@code b} f32, {@code y} f32 with fp32
  * accumulation. The bias and the activation (erf/tanh GeLU, ReLU, SiLU = swish(1), tanh, sigmoid) are
- * post-ops of the matmul. The f32 activation is converted to {@code compute} inside the kernel
- * ({@code fpmath_mode}); if this CPU has no such kernel (oneDNN would fall back to its reference code)
- * the activation is converted by a reorder into a scratch buffer first.
+ * post-ops of the matmul. With bf16/f16 weights the f32 activation is converted to {@code compute} by a
+ * reorder into a scratch buffer first: oneDNN 3.11's in-kernel conversion ({@code fpmath_mode} with f32
+ * activations) computes wrong sums here for K above 512, see the constructor.
  *
  * <p><b>int8 weight-only</b> ({@code compute = I8}): the weight (any float type) is quantized here, once, per
  * output channel ({@link org.sparktp.tensor.Int8Quant}: one f32 scale per row of {@code W}), packed as
@@ -245,28 +245,33 @@ final class DnnlLinear implements Backend.PreparedLinear {
         dnnl.made();
         scalesMem = memory(scalesMd, scales.data());
       }
-      // ask oneDNN for its preferred weight layout for a typical M, for the faster of the two ways to feed it
-      // f32 activations: converted inside the kernel (fpmath_mode), or by a reorder into bf16/f16 first;
-      // the second is taken only where it reaches an AMX kernel the first does not (or the first is oneDNN's
-      // reference code): on AVX512 cores the in-kernel conversion measured faster
+      // ask oneDNN for its preferred weight layout for a typical M. bf16/f16 weights: the f32 activations are
+      // converted by a reorder into bf16/f16 first. The in-kernel conversion (fpmath_mode bf16/f16 with f32
+      // activations), though faster, gives wrong sums in oneDNN 3.11 here once K > 512 (measured relative
+      // errors 0.4 at K 544 to 1.3 at K 4096, brg_matmul:avx512_core, with and without ONEDNN_MAX_CPU_ISA), so
+      // it is used only when a test forces it. int8 weights: f32 activations with f32 math (correct at every K
+      // measured, and faster on AVX512 cores), unless bf16 activations reach an AMX kernel the f32 path does
+      // not, or the f32 path is oneDNN's reference code
       int rows = Math.max(1, referenceRows);
-      String mixed = packedLayout(rows, true, null);
-      if (compute != DType.F32) {
+      if (compute == DType.I8) {
+        String mixed = packedLayout(rows, true, null);
         String low;
         try {
           low = packedLayout(rows, false, null);
         } catch (Dnnl.DnnlException e) {
-          if (compute != DType.I8 || e.status != dnnl_unimplemented) {
+          if (e.status != dnnl_unimplemented) {
             throw e;
           }
           low = "ref (unimplemented)"; // int8 with bf16 activations needs AVX512-BF16
         }
         convertFirst = mixed.startsWith("ref") && !low.startsWith("ref")
             || (low.contains("amx") && !mixed.contains("amx"));
-        Boolean f = forceConvert;
-        if (f != null) {
-          convertFirst = f;
-        }
+      } else if (compute != DType.F32) {
+        convertFirst = true;
+      }
+      Boolean f = forceConvert;
+      if (f != null && compute != DType.F32) {
+        convertFirst = f;
       }
       packedLayout(rows, !convertFirst, packedMd);
       size = dnnl_memory_desc_get_size(packedMd);

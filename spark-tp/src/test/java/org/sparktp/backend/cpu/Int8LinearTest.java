@@ -145,6 +145,26 @@ class Int8LinearTest {
     assertThat(be.liveTensors()).isZero();
   }
 
+  /** A reduction longer than oneDNN's K blocks (512 here): the f32-activation int8 kernel stays exact to q * s. */
+  @Test
+  void aLongReductionMatchesTheDequantizedReference() {
+    int m = 3;
+    int n = 40;
+    int k = 1100;
+    Random rnd = new Random(1100);
+    float[] x = DnnlLinearTest.gauss(rnd, m * k, 1);
+    float[] w = DnnlLinearTest.gauss(rnd, n * k, 1 / Math.sqrt(k));
+    float[] b = DnnlLinearTest.gauss(rnd, n, 0.5);
+    Backend.PreparedLinear lin = be.prepareLinear(be.upload(w, n, k), be.upload(b, 1, n), Activation.GELU, DType.I8);
+    try (Tensor xt = be.upload(x, m, k); Tensor y = lin.apply(xt, true)) {
+      double tol = lin.kernel().contains("bf16 activations") ? 2e-2 : 1e-5;
+      assertThat(relError(be.download(y), reference(x, dequantized(w, n, k), b, m, k, n, Activation.GELU)))
+          .as(lin.kernel()).isLessThanOrEqualTo(tol);
+    } finally {
+      lin.close();
+    }
+  }
+
   /** The path AMX CPUs take (activations converted to bf16 first, bf16 math on the s8 weights), forced here. */
   @ParameterizedTest(name = "bf16 activations, {0}, {1} rows")
   @CsvSource({"GELU, 11", "IDENTITY, 1"})
