@@ -243,33 +243,40 @@ public final class Plan implements Serializable {
 
   /** Bytes of weights rank {@code rank} holds in float32, computed from the plan alone. */
   public long weightBytes(int rank) {
-    return weightBytes(steps, rank, 4);
+    return weightBytes(steps, rank, 4, 0, 4);
   }
 
   /**
-   * Bytes of weights rank {@code rank} holds with linear weights and embedding tables stored in {@code linearDtype}
-   * (biases and norms f32).
+   * Bytes of weights rank {@code rank} holds with linear weights stored in {@code linearDtype} and embedding tables
+   * in {@link #tableDtype tableDtype(linearDtype)} (biases and norms f32; int8 adds one f32 scale per row of each
+   * weight shard).
    */
   public long weightBytes(int rank, org.sparktp.tensor.DType linearDtype) {
-    return weightBytes(steps, rank, linearDtype.size());
+    return weightBytes(steps, rank, linearDtype.size(), linearDtype == org.sparktp.tensor.DType.I8 ? 4 : 0,
+        tableDtype(linearDtype).size());
   }
 
-  private long weightBytes(List<Step> s, int rank, int es) {
+  /** The storage type of embedding tables for linear weights stored as {@code linear}: that float type; bf16 for int8. */
+  public static org.sparktp.tensor.DType tableDtype(org.sparktp.tensor.DType linear) {
+    return linear.isFloat() ? linear : org.sparktp.tensor.DType.BF16;
+  }
+
+  private long weightBytes(List<Step> s, int rank, int es, int rowExtra, int tableEs) {
     long b = 0;
     for (Step st : s) {
       if (st instanceof Step.Linear l) {
         long bias = l.hasBias() ? 1 : 0;
         b += switch (l.mode()) {
-          case COLUMN -> (long) l.split().length(rank) * (l.inFeatures() * es + bias * 4);
-          case ROW -> (long) l.outFeatures() * (l.split().length(rank) * es + bias * 4);
-          case REPLICATED -> (long) l.outFeatures() * (l.inFeatures() * es + bias * 4);
+          case COLUMN -> (long) l.split().length(rank) * ((long) l.inFeatures() * es + bias * 4 + rowExtra);
+          case ROW -> (long) l.outFeatures() * ((long) l.split().length(rank) * es + bias * 4 + rowExtra);
+          case REPLICATED -> (long) l.outFeatures() * ((long) l.inFeatures() * es + bias * 4 + rowExtra);
         };
       } else if (st instanceof Step.Norm n) {
         b += 4L * n.width() * ((n.hasGamma() ? 1 : 0) + (n.hasBeta() ? 1 : 0));
       } else if (st instanceof Step.Embed e) {
-        b += (long) es * e.vocabSplit().length(rank) * e.dim(); // the table is stored in the weights' dtype
+        b += (long) tableEs * e.vocabSplit().length(rank) * e.dim(); // the table is stored in tableDtype
       } else if (st instanceof Step.Residual r) {
-        b += weightBytes(r.body(), rank, es);
+        b += weightBytes(r.body(), rank, es, rowExtra, tableEs);
       }
     }
     return b;
@@ -352,9 +359,13 @@ public final class Plan implements Serializable {
     String act = activations == org.sparktp.tensor.DType.F32 ? "activations f32 between ops"
         : "activations " + activations.id() + " between ops (rounded once at each op boundary; ops compute in f32; "
             + "partial sums reduced in f32, all-gathers move " + activations.id() + ")";
-    return String.format(Locale.ROOT, "dtype %s (linear weights; embedding tables too; GEMMs accumulate in f32; "
+    org.sparktp.tensor.DType table = tableDtype(linearDtype);
+    return String.format(Locale.ROOT, "dtype %s (linear weights; embedding tables %s; GEMMs accumulate in f32; "
         + "biases and norms f32), kernel %s%n%s%nweight bytes per rank in %s: [%s] (max %d; f32 would be %d)%n",
-        linearDtype.id(), kernel, act, linearDtype.id(), per, max, weightBytes(0));
+        linearDtype.id(), table == linearDtype ? "too" : "in " + table.id(), kernel, act, linearDtype.id(), per, max,
+        weightBytes(0))
+        + (linearDtype == org.sparktp.tensor.DType.I8 ? "int8 weight-only: symmetric, one f32 scale per output "
+            + "channel of each shard, quantized at load (about 1e-2 relative error, see the README)\n" : "");
   }
 
   private void explain(List<Step> s, String indent, StringBuilder sb, double[] total, int[] idx) {

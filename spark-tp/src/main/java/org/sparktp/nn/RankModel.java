@@ -27,8 +27,10 @@ public final class RankModel implements AutoCloseable {
   }
 
   /**
-   * A rank model whose linear weights are stored in {@code linearDtype} (f32, bf16 or f16; GEMMs accumulate in
-   * f32; biases and norms stay f32; the embedding table is stored in {@code linearDtype} too). Weights already on the backend
+   * A rank model whose linear weights are stored in {@code linearDtype} (f32, bf16, f16, or int8 = {@code I8}
+   * weight-only with per-output-channel scales; GEMMs accumulate in f32; biases and norms stay f32; the embedding
+   * table is stored in {@link Plan#tableDtype} of it: the same float type, bf16 for int8). Weights already on the
+   * backend
    * ({@link RankWeights#take}) are used as they are (converted when their dtype differs); host blocks are
    * uploaded and converted.
    */
@@ -46,9 +48,10 @@ public final class RankModel implements AutoCloseable {
     try {
       int start = 0;
       if (steps.get(0) instanceof Step.Embed e) {
-        // the table is stored in the weights' dtype (bf16 halves it); its rows are widened to f32 as they are read
+        // the table is stored in the weights' float dtype (bf16 halves it; bf16 for int8 weights); its rows are
+        // widened to f32 as they are read
         emb = new VocabParallelEmbedding(e.name(), e.vocabSplit(), rank,
-            uploadAs(weights, e.name() + ".weight", linearDtype), e.bag(), e.mean());
+            uploadAs(weights, e.name() + ".weight", Plan.tableDtype(linearDtype)), e.bag(), e.mean());
         start = 1;
       }
       build(steps.subList(start, steps.size()), weights, layers);
@@ -74,10 +77,12 @@ public final class RankModel implements AutoCloseable {
           throw e;
         }
         try {
+          // int8: the weight stays in its loaded float type and is quantized as its kernel is prepared
+          DType st = linearDtype == DType.I8 ? DType.I8 : null;
           out.add(switch (l.mode()) {
-            case COLUMN -> new ColumnParallelLinear(l.name(), l.split(), rank, wt, bt, l.epilogue(), false);
-            case ROW -> new RowParallelLinear(l.name(), l.split(), rank, wt, bt, true, false);
-            case REPLICATED -> new ReplicatedLinear(l.name(), wt, bt, l.epilogue());
+            case COLUMN -> new ColumnParallelLinear(l.name(), l.split(), rank, wt, bt, l.epilogue(), false, st);
+            case ROW -> new RowParallelLinear(l.name(), l.split(), rank, wt, bt, true, false, st);
+            case REPLICATED -> new ReplicatedLinear(l.name(), wt, bt, l.epilogue(), st);
           });
         } catch (RuntimeException e) {
           wt.close();
@@ -119,8 +124,8 @@ public final class RankModel implements AutoCloseable {
       RankWeights.Block b = w.get(name);
       t = backend.upload(b.data(), b.rows(), b.cols());
     }
-    if (t.dtype() == dtype) {
-      return t;
+    if (t.dtype() == dtype.weightTensorType(t.dtype())) {
+      return t; // int8 weights are quantized from their loaded float type by LinearKernel.create
     }
     try (Tensor src = t) {
       return backend.convert(src, dtype);

@@ -282,6 +282,31 @@ class ActivationDtypeTest {
     }
   }
 
+  /** int8 weights: the embedding table is stored in bf16 (Plan.tableDtype) and the model stays within int8's tolerance. */
+  @Test
+  void int8ModelsKeepTheirEmbeddingTablesInBf16() {
+    int vocab = 31;
+    ModelSpec spec = new ModelSpec(vocab, List.of(
+        new LayerSpec.Embedding("emb", vocab, 24, rnd.floats(vocab * 24, 1), false, false),
+        EngineTest.linear(rnd, "fc", 24, 40, true), new LayerSpec.Act(Activation.GELU, 40),
+        EngineTest.linear(rnd, "out", 40, 9, true)));
+    int p = 2;
+    Plan plan = Plan.build(spec, p);
+    assertThat(Plan.tableDtype(DType.I8)).isEqualTo(DType.BF16);
+    int[] ids = {0, 30, 7, 7, 15};
+    List<float[]> got = LocalCommunicator.run(p, EngineTest.TIMEOUT_MS, rank -> comm -> {
+      try (CpuBackend be = new CpuBackend();
+          RankModel m = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank), DType.I8)) {
+        RunContext ctx = new RunContext(be, comm).activationDtype(DType.BF16);
+        try (DistTensor out = Mappings.toReplicated(m.forward(InputBatch.ids(ids, ids.length), ctx), ctx)) {
+          return be.download(out.local());
+        }
+      }
+    });
+    Compare.assertClose(got.get(0), Reference.forwardIds(spec, ids), "int8 weights, bf16 table and activations "
+        + rnd, Compare.tolerance(DType.I8));
+  }
+
   /**
    * The CPU backend's bulk f32 -> bf16 conversion (every op boundary) rounds to nearest, ties to even, keeps NaN a
    * NaN and infinities infinite, bit for bit as the scalar reference {@code HalfFloats.floatToBf16}; the way back
