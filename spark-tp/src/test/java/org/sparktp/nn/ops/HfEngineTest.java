@@ -15,6 +15,7 @@ import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.RankWeights;
+import org.sparktp.tensor.DType;
 
 /**
  * The Hugging Face fixtures (bert, llama, qwen2, gpt2; {@code src/test/resources/hf}, made by
@@ -27,12 +28,19 @@ class HfEngineTest {
   static final double TOL = 1e-4;
   static final String DIR = "src/test/resources/hf/";
 
+  /** Relative tolerance of bf16/f16 weights (linears and embedding tables rounded; f32 accumulation). */
+  static final double HALF_TOL = 2e-2;
+
   static List<Arguments> cases() {
     List<Arguments> out = new ArrayList<>();
     for (String m : List.of("bert", "roberta", "llama", "mistral", "qwen2", "gpt2")) {
       for (int p = 1; p <= 4; p++) {
-        out.add(Arguments.of(m, p));
+        out.add(Arguments.of(m, p, DType.F32));
       }
+      for (int p = 1; p <= 4; p++) {
+        out.add(Arguments.of(m, p, DType.BF16));
+      }
+      out.add(Arguments.of(m, 3, DType.F16));
     }
     return out;
   }
@@ -40,9 +48,10 @@ class HfEngineTest {
   /** One row per input; the reference per row for {@code key}. */
   record Expect(Task task, Pooling pooling, boolean normalize, String key) {}
 
-  @ParameterizedTest(name = "{0} tp={1}")
+  @ParameterizedTest(name = "{0} tp={1} {2}")
   @MethodSource("cases")
-  void everyTaskMatchesTheFloat64Reference(String name, int p) throws Exception {
+  void everyTaskMatchesTheFloat64Reference(String name, int p, DType dtype) throws Exception {
+    double tol = dtype == DType.F32 ? TOL : HALF_TOL;
     JsonNode ref = new ObjectMapper().readTree(new File(DIR + name + "/reference.json"));
     List<Expect> expects = new ArrayList<>(List.of(
         new Expect(Task.EMBED, Pooling.MEAN, false, "embed_mean"),
@@ -64,7 +73,7 @@ class HfEngineTest {
       }
       for (Expect e : expects) {
         TransformerPlan plan = TransformerPlan.build(hf.model(), p, e.task(), e.pooling(), e.normalize(), false);
-        float[][] got = run(plan, hf, inputs);
+        float[][] got = run(plan, hf, inputs, dtype, dtype != DType.F32 || p % 2 == 1);
         double maxErr = 0;
         double maxRef = 0;
         for (int r = 0; r < inputs.size(); r++) {
@@ -79,13 +88,31 @@ class HfEngineTest {
             maxRef = Math.max(maxRef, Math.abs(w[i]));
           }
         }
-        assertThat(maxErr / maxRef).as("%s %s tp=%d relative error", name, e.key(), p).isLessThanOrEqualTo(TOL);
+        assertThat(maxErr / maxRef).as("%s %s tp=%d %s relative error", name, e.key(), p, dtype.id())
+            .isLessThanOrEqualTo(tol);
       }
+    }
+  }
+
+  private static RankWeights shard(TransformerPlan plan, HfModel hf, int rank, CpuBackend be, DType dtype,
+      boolean typed) {
+    synchronized (hf) {
+      return typed ? plan.shard(hf.weightSource(), rank, be, dtype) : plan.shard(hf.weightSource(), rank);
     }
   }
 
   /** Row i goes to rank (i * 7 + 1) % p: uneven, some ranks bring nothing. Returns outputs per row. */
   static float[][] run(TransformerPlan plan, HfModel hf, List<int[]> inputs) {
+    return run(plan, hf, inputs, DType.F32, false);
+  }
+
+  /**
+   * As {@link #run(TransformerPlan, HfModel, List)} with the linears and embedding tables stored in {@code dtype};
+   * {@code typed}: each rank reads its slices in the checkpoint's dtype straight into its backend's tensors
+   * ({@link TransformerPlan#shard(org.sparktp.nn.WeightSource, int, org.sparktp.backend.Backend, DType)}, the
+   * Spark path), else as float32 host blocks.
+   */
+  static float[][] run(TransformerPlan plan, HfModel hf, List<int[]> inputs, DType dtype, boolean typed) {
     int p = plan.tpSize();
     float[][] out = new float[inputs.size()][];
     LocalCommunicator.run(p, 60_000, rank -> comm -> {
@@ -106,11 +133,16 @@ class HfEngineTest {
         System.arraycopy(row, 0, ids, off[j], row.length);
         off[j + 1] = off[j] + row.length;
       }
-      RankWeights w;
-      synchronized (hf) {
-        w = plan.shard(hf.weightSource(), rank);
-      }
-      try (CpuBackend be = new CpuBackend(); TransformerRankModel m = new TransformerRankModel(plan, rank, be, w)) {
+      try (CpuBackend be = new CpuBackend(); RankWeights w = shard(plan, hf, rank, be, dtype, typed);
+          TransformerRankModel m = new TransformerRankModel(plan, rank, be, w, dtype)) {
+        assertThat(m.storage()).isEqualTo(dtype);
+        if (dtype != DType.F32) {
+          // held in the half type: less than the f32 slices (a tied head's packed copy included)
+          assertThat(m.weightBytes()).isLessThan(plan.weightBytes(rank));
+          if (dtype == DType.BF16 && !CpuBackend.onednnIsa().startsWith("unavailable")) {
+            assertThat(m.kernel()).startsWith("onednn");
+          }
+        }
         TransformerRunner runner = new TransformerRunner(m, comm);
         float[] y = runner.step(InputBatch.bags(ids, off, mine.size()));
         int width = runner.outputWidth();
