@@ -71,6 +71,7 @@ class HfEngineTest {
         }
         inputs.add(ids);
       }
+      double worst = 0;
       for (Expect e : expects) {
         TransformerPlan plan = TransformerPlan.build(hf.model(), p, e.task(), e.pooling(), e.normalize(), false);
         float[][] got = run(plan, hf, inputs, dtype, dtype != DType.F32 || p % 2 == 1);
@@ -88,8 +89,14 @@ class HfEngineTest {
             maxRef = Math.max(maxRef, Math.abs(w[i]));
           }
         }
+        worst = Math.max(worst, maxErr / maxRef);
         assertThat(maxErr / maxRef).as("%s %s tp=%d %s relative error", name, e.key(), p, dtype.id())
             .isLessThanOrEqualTo(tol);
+      }
+      if (dtype != DType.F32 && hf.weightDtype() == DType.F32) {
+        // an f32 checkpoint stored in a half type is rounded (errors of 5e-4 to 1e-2 here): an error at the f32
+        // level would mean the dtype was not applied
+        assertThat(worst).as("%s tp=%d %s: worst relative error", name, p, dtype.id()).isGreaterThan(TOL);
       }
     }
   }
@@ -137,8 +144,8 @@ class HfEngineTest {
           TransformerRankModel m = new TransformerRankModel(plan, rank, be, w, dtype)) {
         assertThat(m.storage()).isEqualTo(dtype);
         if (dtype != DType.F32) {
-          // held in the half type: less than the f32 slices (a tied head's packed copy included)
-          assertThat(m.weightBytes()).isLessThan(plan.weightBytes(rank));
+          // (bytes are not compared here: oneDNN pads these tiny matrices when it packs them; HfTypedLoadTest
+          // checks the bytes of a larger bf16 model)
           if (dtype == DType.BF16 && !CpuBackend.onednnIsa().startsWith("unavailable")) {
             assertThat(m.kernel()).startsWith("onednn");
           }
