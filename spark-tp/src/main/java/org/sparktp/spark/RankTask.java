@@ -256,8 +256,9 @@ final class RankTask
           dt = DType.F32;
         }
         if (job.transformer() != null) {
-          // issue 9a: the rank reads its slices in the checkpoint's dtype into tensors, stored in dt
-          try (RankWeights w = job.shards().load(rank, b, dt)) {
+          // issue 9a: the rank reads its slices in the checkpoint's dtype straight into its tensors (a backend
+          // with half-precision tensors: the CPU's), stored in dt; another backend gets f32 host blocks
+          try (RankWeights w = b.supports(DType.BF16) ? job.shards().load(rank, b, dt) : job.shards().load(rank)) {
             return new ShardCache.Entry(key, new TransformerRankModel(job.transformer(), rank, b, w, dt), b);
           }
         }
