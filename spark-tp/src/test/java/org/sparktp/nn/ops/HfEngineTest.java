@@ -108,6 +108,27 @@ class HfEngineTest {
     }
   }
 
+  /**
+   * A rank whose bf16 build fails half-way (a slice missing from its shard) frees every tensor and oneDNN
+   * handle it made: the backend's close, which fails on a leak, passes; the error names the slice.
+   */
+  @org.junit.jupiter.api.Test
+  void aFailedBf16BuildLeaksNothing() throws Exception {
+    try (HfModel hf = HfModel.open(DIR + "gpt2")) {
+      TransformerPlan plan = TransformerPlan.build(hf.model(), 2, Task.LOGITS, null, false, false);
+      CpuBackend be = new CpuBackend();
+      try (RankWeights w = plan.shard(hf.weightSource(), 1, be, DType.BF16)) {
+        String last = "transformer.ln_f.weight[0:48, :]";
+        w.take(last).close();
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> new TransformerRankModel(plan, 1, be, w,
+            DType.BF16)).hasMessageContaining("has no tensor '" + last + "'");
+      }
+      assertThat(be.liveTensors()).isZero();
+      assertThat(be.liveNativeHandles()).isZero();
+      be.close();
+    }
+  }
+
   /** Row i goes to rank (i * 7 + 1) % p: uneven, some ranks bring nothing. Returns outputs per row. */
   static float[][] run(TransformerPlan plan, HfModel hf, List<int[]> inputs) {
     return run(plan, hf, inputs, DType.F32, false);
