@@ -190,9 +190,11 @@ public final class TransformerPlan implements Serializable {
   public String explainPrecision(DType dtype, String kernel) {
     StringBuilder per = new StringBuilder();
     long max = 0;
+    long maxF32 = 0;
     for (int r = 0; r < tpSize; r++) {
       long b = weightBytes(r, dtype);
       max = Math.max(max, b);
+      maxF32 = Math.max(maxF32, weightBytes(r, DType.F32));
       per.append(r == 0 ? "" : ", ").append(b);
     }
     String tied = tiedHead() && dtype != DType.F32
@@ -201,7 +203,7 @@ public final class TransformerPlan implements Serializable {
         : "";
     return String.format(Locale.ROOT, "dtype %s (linear weights and embedding tables; GEMMs accumulate in f32; "
         + "norms, biases, softmax, RoPE and attention f32), kernel %s%nweight bytes per rank in %s: [%s] (max %d; "
-        + "f32 would be %d%s)%n", dtype.id(), kernel, dtype.id(), per, max, weightBytes(0, DType.F32), tied);
+        + "f32 would be %d%s)%n", dtype.id(), kernel, dtype.id(), per, max, maxF32, tied);
   }
 
   /** Bytes of weights rank {@code rank} reads (float32), from the plan alone. */
