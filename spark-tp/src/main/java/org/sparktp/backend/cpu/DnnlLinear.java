@@ -26,9 +26,9 @@ import org.sparktp.tensor.Tensor;
  * layout) stored in {@code compute} (bf16, f16 or f32) and <b>prepacked once</b>, here, into the layout
  * oneDNN prefers ({@code format_tag any} + one reorder), {@code b} f32, {@code y} f32 with fp32
  * accumulation. The bias and the activation (erf/tanh GeLU, ReLU, SiLU = swish(1), tanh, sigmoid) are
- * post-ops of the matmul. The f32 activation is converted to {@code compute} inside the kernel
- * ({@code fpmath_mode}); if this CPU has no such kernel (oneDNN would fall back to its reference code)
- * the activation is converted by a reorder into a scratch buffer first.
+ * post-ops of the matmul. The f32 activation is converted to {@code compute} by a reorder into a scratch
+ * buffer first; only where that would reach oneDNN's reference code and K is at most 512 is it converted
+ * inside the kernel ({@code fpmath_mode}), which computes wrong results for longer K (oneDNN 3.11 here).
  *
  * <p>Primitives are cached per {@code (M, with bias)} (M varies per micro-batch: the batch size and the
  * last, shorter batch), at most {@link #MAX_CACHED} of them; a static M lets oneDNN pick its brgemm
