@@ -147,4 +147,41 @@ class HfTypedLoadTest {
       }
     }
   }
+
+  /**
+   * A cross-check at realistic widths (K = 1024 and 4096, beyond what the tiny fixtures reach; their float64
+   * references are in HfEngineTest): the bf16 model's logits against the f32 engine's (OpenBLAS, checked
+   * against PyTorch there) on the same random checkpoint, max |bf16 - f32| / max |f32| <= 2e-2. A half kernel
+   * that drops part of a long reduction (as oneDNN's in-kernel conversion did for K > 512) fails it.
+   */
+  @Test
+  void bf16LogitsAtHidden1024AgreeWithTheF32Engine() throws Exception {
+    Path dir = write();
+    int[] ids = {5, 900, 17, 4000, 8000, 3, 77, 1234};
+    try (HfModel hf = HfModel.open(dir.toString())) {
+      TransformerPlan plan = TransformerPlan.build(hf.model(), 1, Task.LOGITS, null, false, false);
+      float[][] out = new float[2][];
+      DType[] dtypes = {DType.F32, DType.BF16};
+      for (int d = 0; d < 2; d++) {
+        int di = d;
+        org.sparktp.comm.LocalCommunicator.run(1, 60_000, rank -> comm -> {
+          try (CpuBackend be = new CpuBackend(); RankWeights w = plan.shard(hf.weightSource(), 0, be, dtypes[di]);
+              TransformerRankModel m = new TransformerRankModel(plan, 0, be, w, dtypes[di])) {
+            org.sparktp.nn.ops.TransformerRunner r = new org.sparktp.nn.ops.TransformerRunner(m, comm);
+            out[di] = r.step(org.sparktp.nn.InputBatch.bags(ids, new int[] {0, ids.length}, 1));
+            assertThat(r.step(org.sparktp.nn.InputBatch.bags(new int[0], new int[] {0}, 0))).isNull();
+          }
+          return null;
+        });
+      }
+      double err = 0;
+      double max = 0;
+      for (int i = 0; i < out[0].length; i++) {
+        err = Math.max(err, Math.abs(out[1][i] - out[0][i]));
+        max = Math.max(max, Math.abs(out[0][i]));
+      }
+      assertThat(max).isPositive();
+      assertThat(err / max).as("bf16 vs f32 logits, relative").isLessThanOrEqualTo(2e-2);
+    }
+  }
 }
