@@ -72,7 +72,9 @@ class HfSparkTest extends SparkTestBase {
     Dataset<Row> out = m.transform(idsFrame(f.inputs(), true));
     assertThat(out.schema().apply("logits").dataType())
         .isEqualTo(DataTypes.createArrayType(DataTypes.FloatType, false));
-    assertThat(relError(out.collectAsList(), i -> f.rows().get(i).logitsLast())).isLessThanOrEqualTo(TOL);
+    // llama is a bf16 checkpoint: auto stores it in bf16 where the CPU has native bf16 (its tolerance then)
+    double tol = m.resolveDtype("cpu", spark) == org.sparktp.tensor.DType.BF16 ? 2e-2 : TOL;
+    assertThat(relError(out.collectAsList(), i -> f.rows().get(i).logitsLast())).isLessThanOrEqualTo(tol);
   }
 
   /**
