@@ -55,7 +55,7 @@ public final class TpConf {
 
   // --- issue 9: precision and CPU kernels ---
 
-  /** Storage and GEMM input type of the weights: {@code auto} (bf16 where the CPU has AMX or AVX512-BF16 and the checkpoint is bf16/f16, else f32), {@code f32}, {@code bf16}, {@code f16}. */
+  /** Storage and GEMM input type of the weights: {@code auto} (bf16 where the CPU has AMX or AVX512-BF16 and the checkpoint is bf16/f16, else f32), {@code f32}, {@code bf16}, {@code f16}, {@code int8} (weight-only, per-output-channel scales; never chosen by auto). */
   public static final String DTYPE = "spark.tp.dtype";
   public static final String DTYPE_DEFAULT = "auto";
 

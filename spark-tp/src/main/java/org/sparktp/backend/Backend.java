@@ -154,6 +154,71 @@ public interface Backend extends AutoCloseable {
     };
   }
 
+  /**
+   * As {@link #prepareLinear(Tensor, Tensor, Activation)} with the weight stored as {@code storage}: a float
+   * type converts the weight first (on this backend); {@code I8} (int8 weight-only, {@code spark.tp.dtype=int8})
+   * quantizes it once, here, per output channel ({@link org.sparktp.tensor.Int8Quant}). This default quantizes
+   * and dequantizes back to float32 (the numerics of int8 weights, not their memory or speed); the CPU backend
+   * overrides it with a oneDNN int8 kernel. Takes ownership of {@code weight} and {@code bias}; on a failure
+   * both are closed.
+   */
+  default PreparedLinear prepareLinear(Tensor weight, Tensor bias, Activation epilogue, DType storage) {
+    Tensor w = weight;
+    try {
+      if (storage == DType.I8) {
+        float[] f;
+        if (weight.dtype() == DType.F32) {
+          f = download(weight);
+        } else {
+          try (Tensor wide = convert(weight, DType.F32)) {
+            f = download(wide);
+          }
+        }
+        org.sparktp.tensor.Int8Quant.roundTrip(f, weight.rows(), weight.cols(), "A linear's weight");
+        w = upload(f, weight.rows(), weight.cols());
+        weight.close();
+        PreparedLinear p = prepareLinear(w, bias, epilogue);
+        return new PreparedLinear() {
+          @Override
+          public Tensor apply(Tensor x, boolean withBias) {
+            return p.apply(x, withBias);
+          }
+
+          @Override
+          public long bytes() {
+            return p.bytes();
+          }
+
+          @Override
+          public String kernel() {
+            return p.kernel() + " (int8 weights dequantized to f32)";
+          }
+
+          @Override
+          public void close() {
+            p.close();
+          }
+        };
+      }
+      if (storage != null && storage != weight.dtype()) {
+        w = convert(weight, storage);
+        weight.close();
+      }
+      return prepareLinear(w, bias, epilogue);
+    } catch (RuntimeException e) {
+      if (!w.isClosed()) {
+        w.close();
+      }
+      if (w != weight && !weight.isClosed()) {
+        weight.close();
+      }
+      if (bias != null && !bias.isClosed()) {
+        bias.close();
+      }
+      throw e;
+    }
+  }
+
   /** A linear layer's weights made ready for a backend's GEMM (see {@link #prepareLinear}). */
   interface PreparedLinear extends AutoCloseable {
     /** {@code act(x W^T + b)} for an f32 {@code x [rows, in]}: a new f32 tensor {@code [rows, out]}. */

@@ -27,7 +27,8 @@ import org.sparktp.nn.RunContext;
  * Overhead of a layer over the bare GEMM: OpenBLAS {@code sgemm} called directly on
  * {@code X[m x k] W[k x n]}, side by side with {@link ColumnParallelLinear} (p = 1) computing
  * {@code gelu(X W^T + b)} on the same sizes with PyTorch's {@code [n, k]} weight layout, and the oneDNN
- * linear (weights prepacked once, bias + GeLU as post-ops) with f32 and bf16 weights.
+ * linear (weights prepacked once, bias + GeLU as post-ops) with f32, bf16 and int8 weight-only weights (s8
+ * with one f32 scale per output channel, {@code spark.tp.dtype=int8}).
  *
  * <pre>
  * java -cp ... org.sparktp.bench.GemmBench [--m 512] [--k 4096] [--n 16384] [--reps 5] [--threads 1] [--json FILE]
@@ -70,7 +71,11 @@ public final class GemmBench {
     double[] bareT = new double[reps];
     double[] dnnlF32 = new double[reps];
     double[] dnnlBf16 = new double[reps];
-    String[] impls = new String[2];
+    double[] dnnlInt8 = new double[reps];
+    String[] impls = new String[3];
+    long[] bytes = new long[3];
+    double[] errors = new double[3]; // vs float64 of the unquantized weights, first rows
+    double[] quantizeSeconds = new double[1];
     try (CpuBackend be = new CpuBackend(threads); CpuBackend dn = new CpuBackend(threads, "onednn", m)) {
       System.out.println("oneDNN: isa " + CpuBackend.onednnIsa() + ", " + CpuBackend.onednnThreads());
       System.out.println("OpenBLAS: " + CpuBackend.describe());
@@ -86,9 +91,29 @@ public final class GemmBench {
                 Activation.GELU, false);
             Backend.PreparedLinear lf = dn.prepareLinear(dn.upload(w, fn, fk), dn.upload(b, 1, fn), Activation.GELU);
             Backend.PreparedLinear lb = dn.prepareLinear(bf16(dn, w, fn, fk), dn.upload(b, 1, fn), Activation.GELU);
+            Backend.PreparedLinear lq = int8(dn, w, b, fn, fk, quantizeSeconds);
             CpuTensor xd = dn.upload(x, 0, fm, fk)) {
           impls[0] = lf.kernel();
           impls[1] = lb.kernel();
+          impls[2] = lq.kernel();
+          bytes[0] = lf.bytes();
+          bytes[1] = lb.bytes();
+          bytes[2] = lq.bytes();
+          int er = Math.min(fm, 8);
+          double[] ref = reference(x, w, b, er, fk, fn);
+          Backend.PreparedLinear[] ls = {lf, lb, lq};
+          for (int i = 0; i < 3; i++) {
+            try (org.sparktp.tensor.Tensor y0 = ls[i].apply(xd, true)) {
+              float[] got = dn.download(y0);
+              double maxErr = 0;
+              double maxRef = 0;
+              for (int j = 0; j < ref.length; j++) {
+                maxErr = Math.max(maxErr, Math.abs(got[j] - ref[j]));
+                maxRef = Math.max(maxRef, Math.abs(ref[j]));
+              }
+              errors[i] = maxErr / maxRef;
+            }
+          }
           RunContext ctx = new RunContext(be, comm);
           for (int r = -1; r < freps; r++) { // r = -1 warms up both paths
             long t0 = System.nanoTime();
@@ -114,9 +139,12 @@ public final class GemmBench {
             long t5 = System.nanoTime();
             lb.apply(xd, true).close();
             long t6 = System.nanoTime();
+            lq.apply(xd, true).close();
+            long t7 = System.nanoTime();
             if (r >= 0) {
               dnnlF32[r] = (t5 - t4) / 1e9;
               dnnlBf16[r] = (t6 - t5) / 1e9;
+              dnnlInt8[r] = (t7 - t6) / 1e9;
             }
           }
         }
@@ -141,11 +169,21 @@ public final class GemmBench {
         flops / mf / 1e9, mf / mb);
     System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "onednn bf16 linear, prepacked, bias + gelu", mbf,
         flops / mbf / 1e9, mbf / mb);
-    System.out.printf(Locale.ROOT, "oneDNN kernels: f32 %s, bf16 %s%n", impls[0], impls[1]);
+    double mq = median(dnnlInt8);
+    System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "onednn int8 linear (s8 + scales), bias + gelu", mq,
+        flops / mq / 1e9, mq / mb);
+    System.out.printf(Locale.ROOT, "oneDNN kernels: f32 %s, bf16 %s, int8 %s%n", impls[0], impls[1], impls[2]);
+    System.out.printf(Locale.ROOT, "weight bytes (packed): f32 %d, bf16 %d, int8 %d (with scales); int8 quantize + "
+        + "pack once: %.3f s%n", bytes[0], bytes[1], bytes[2], quantizeSeconds[0]);
+    System.out.printf(Locale.ROOT, "relative error vs float64 of the unquantized weights (max |y - ref| / max |ref|, "
+        + "first %d rows): f32 %.2e, bf16 %.2e, int8 %.2e%n", Math.min(m, 8), errors[0], errors[1], errors[2]);
+    System.out.printf(Locale.ROOT, "int8 (oneDNN) speed-up: %.2fx over sgemm, %.2fx over oneDNN bf16, %.2fx over "
+        + "oneDNN f32%n", mb / mq, mbf / mq, mf / mq);
     System.out.printf(Locale.ROOT, "bf16 (oneDNN) speed-up over sgemm: %.2fx (target >= 4x on AMX)%n", mb / mbf);
     System.out.printf(Locale.ROOT, "layer overhead over the bare GEMM: %.1f%% (target < 10%%)%n", (ml / mb - 1) * 100);
     System.out.println("all onednn f32 runs: " + Arrays.toString(dnnlF32));
     System.out.println("all onednn bf16 runs: " + Arrays.toString(dnnlBf16));
+    System.out.println("all onednn int8 runs: " + Arrays.toString(dnnlInt8));
     System.out.println("all sgemm runs: " + Arrays.toString(bare));
     System.out.println("all sgemm W^T runs: " + Arrays.toString(bareT));
     System.out.println("all layer runs: " + Arrays.toString(layerTimes));
@@ -169,8 +207,53 @@ public final class GemmBench {
           "{\"path\": \"onednn_bf16_linear_bias_gelu\", \"m\": %d, \"k\": %d, \"n\": %d, \"threads\": %d, "
               + "\"seconds\": %.6f, \"gflops\": %.2f, \"kernel\": \"%s\", \"speedup_vs_sgemm\": %.3f}", m, k, n,
           threads, mbf, flops / mbf / 1e9, impls[1], mb / mbf));
+      rows.add(String.format(Locale.ROOT,
+          "{\"path\": \"onednn_int8_linear_bias_gelu\", \"m\": %d, \"k\": %d, \"n\": %d, \"threads\": %d, "
+              + "\"seconds\": %.6f, \"gflops\": %.2f, \"kernel\": \"%s\", \"speedup_vs_sgemm\": %.3f, "
+              + "\"speedup_vs_bf16\": %.3f, \"weight_bytes\": %d, \"rel_error\": %.3e}", m, k, n, threads, mq,
+          flops / mq / 1e9, impls[2], mb / mq, mbf / mq, bytes[2], errors[2]));
       Files.writeString(Path.of(json), "[\n  " + String.join(",\n  ", rows) + "\n]\n", StandardCharsets.UTF_8);
     }
+  }
+
+  /** The int8 weight-only linear of {@code w}, timing its quantization and packing into {@code seconds[0]}. */
+  private static Backend.PreparedLinear int8(CpuBackend be, float[] w, float[] b, int rows, int cols,
+      double[] seconds) {
+    CpuTensor wt = be.upload(w, 0, rows, cols);
+    long t0 = System.nanoTime();
+    Backend.PreparedLinear l = be.prepareLinear(wt, be.upload(b, 1, rows), Activation.GELU, DType.I8);
+    seconds[0] = (System.nanoTime() - t0) / 1e9;
+    return l;
+  }
+
+  /** {@code gelu(x W^T + b)} (erf GeLU) in float64 for the first {@code rows} rows of {@code x}. */
+  private static double[] reference(float[] x, float[] w, float[] b, int rows, int k, int n) {
+    double[] y = new double[rows * n];
+    for (int r = 0; r < rows; r++) {
+      for (int c = 0; c < n; c++) {
+        double s = b[c];
+        for (int i = 0; i < k; i++) {
+          s += (double) x[r * k + i] * w[c * k + i];
+        }
+        y[r * n + c] = 0.5 * s * (1 + erf(s / Math.sqrt(2)));
+      }
+    }
+    return y;
+  }
+
+  /** erf by its Taylor series, or +-1 beyond 5 (far below float32 resolution there). */
+  private static double erf(double v) {
+    double ax = Math.abs(v);
+    if (ax > 5) {
+      return Math.signum(v);
+    }
+    double sum = 0;
+    double term = ax;
+    for (int i = 0; i < 200 && Math.abs(term) > 1e-17; i++) {
+      sum += term / (2 * i + 1);
+      term *= -ax * ax / (i + 1);
+    }
+    return Math.signum(v) * 2 / Math.sqrt(Math.PI) * sum;
   }
 
   private static CpuTensor bf16(CpuBackend be, float[] w, int rows, int cols) {

@@ -31,9 +31,9 @@ final class Doctor {
     } catch (Throwable t) {
       out.printf(Locale.ROOT, "%-16s does not load: %s%n", "backend cpu", t);
     }
-    out.printf(Locale.ROOT, "%-16s isa %s; %s; kernels: f32 %s, bf16 %s, f16 %s%n", "onednn",
+    out.printf(Locale.ROOT, "%-16s isa %s; %s; kernels: f32 %s, bf16 %s, f16 %s, int8 %s%n", "onednn",
         CpuBackend.onednnIsa(), CpuBackend.onednnThreads(), Explain.kernel(DType.F32), Explain.kernel(DType.BF16),
-        Explain.kernel(DType.F16));
+        Explain.kernel(DType.F16), Explain.kernel(DType.I8));
     out.printf(Locale.ROOT, "%-16s spark.tp.dtype=auto gives %s for a bf16/f16 checkpoint here (f32 for f32 weights)%n",
         "precision", Precision.resolve("auto", DType.BF16, CpuBackend.hasNativeBf16(), TpConf.DTYPE).id());
     for (BackendProvider p : Backends.providers()) {

@@ -17,7 +17,7 @@ import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerPlan;
 import org.sparktp.tensor.DType;
 
-/** {@code spark-tp explain --model DIR --tp N [--dtype auto|f32|bf16|f16] [--task T] [--pooling P] [--normalize]}. */
+/** {@code spark-tp explain --model DIR --tp N [--dtype auto|f32|bf16|f16|int8] [--task T] [--pooling P] [--normalize]}. */
 final class Explain {
   private Explain() {}
 

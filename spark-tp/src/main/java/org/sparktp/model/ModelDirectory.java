@@ -471,8 +471,8 @@ public final class ModelDirectory implements AutoCloseable {
           at[0] += wide.limit();
         }
       });
-      if (land == dtype) {
-        return t;
+      if (land == dtype.weightTensorType(land)) {
+        return t; // int8: quantized from the loaded type when the linear's kernel is prepared
       }
       try (Tensor src = t) {
         return be.convert(src, dtype);

@@ -29,6 +29,12 @@ public final class ColumnParallelLinear implements Layer {
    */
   public ColumnParallelLinear(String name, Split outSplit, int rank, Tensor weight, Tensor bias,
       Activation epilogue, boolean gatherOutput) {
+    this(name, outSplit, rank, weight, bias, epilogue, gatherOutput, null);
+  }
+
+  /** As above, the weight stored as {@code storage} ({@link LinearKernel#create}; null: as it is). */
+  public ColumnParallelLinear(String name, Split outSplit, int rank, Tensor weight, Tensor bias,
+      Activation epilogue, boolean gatherOutput, org.sparktp.tensor.DType storage) {
     this.name = name;
     this.outSplit = outSplit;
     this.gatherOutput = gatherOutput;
@@ -36,7 +42,7 @@ public final class ColumnParallelLinear implements Layer {
     if (bias != null) {
       Shapes.check(name + ".bias", bias, 1, outSplit.length(rank));
     }
-    this.kernel = new LinearKernel(weight, bias, epilogue);
+    this.kernel = LinearKernel.create(weight, bias, epilogue, storage);
   }
 
   /** Cuts rank {@code rank}'s shard out of the whole weight {@code [out, in]} and bias {@code [out]}. */

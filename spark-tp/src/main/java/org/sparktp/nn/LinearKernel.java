@@ -24,12 +24,26 @@ public final class LinearKernel implements AutoCloseable {
     this.prepared = weight.backend().prepareLinear(weight, bias, this.epilogue);
   }
 
+  /** An int8 weight-only linear: the backend quantizes {@code weight} per output channel as it prepares it. */
+  private LinearKernel(Tensor weight, Tensor bias, Activation epilogue, DType storage) {
+    this.weight = weight;
+    this.bias = bias;
+    this.epilogue = epilogue == null ? Activation.IDENTITY : epilogue;
+    this.prepared = weight.backend().prepareLinear(weight, bias, this.epilogue, storage);
+  }
+
   /**
    * A linear whose weight is stored as {@code storage} ({@code F32}, {@code BF16}, {@code F16}): a weight in
-   * another type is converted once, here, on its backend (the source tensor is closed). Takes ownership of
-   * {@code weight} and {@code bias} as the constructor does; on a failure both are closed.
+   * another type is converted once, here, on its backend (the source tensor is closed). {@code I8} (int8
+   * weight-only): the weight, in any float type, is quantized per output channel by the backend's
+   * {@link Backend#prepareLinear(Tensor, Tensor, Activation, DType)} (symmetric, one f32 scale per row, see
+   * {@link org.sparktp.tensor.Int8Quant}). Takes ownership of {@code weight} and {@code bias} as the
+   * constructor does; on a failure both are closed.
    */
   public static LinearKernel create(Tensor weight, Tensor bias, Activation epilogue, DType storage) {
+    if (storage == DType.I8) {
+      return new LinearKernel(weight, bias, epilogue, storage); // the backend closes both on a failure
+    }
     Tensor w = weight;
     try {
       if (storage != null && storage != weight.dtype()) {
@@ -66,7 +80,7 @@ public final class LinearKernel implements AutoCloseable {
     return bias;
   }
 
-  /** Bytes of the weight (as stored: packed bf16 is half of f32) and bias. */
+  /** Bytes of the weight (as stored: packed bf16 is half of f32, int8 a quarter plus its scales) and bias. */
   public long bytes() {
     return prepared.bytes();
   }

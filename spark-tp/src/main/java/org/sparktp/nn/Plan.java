@@ -243,30 +243,33 @@ public final class Plan implements Serializable {
 
   /** Bytes of weights rank {@code rank} holds in float32, computed from the plan alone. */
   public long weightBytes(int rank) {
-    return weightBytes(steps, rank, 4);
+    return weightBytes(steps, rank, 4, 0);
   }
 
-  /** Bytes of weights rank {@code rank} holds with linear weights stored in {@code linearDtype} (biases f32). */
+  /**
+   * Bytes of weights rank {@code rank} holds with linear weights stored in {@code linearDtype} (biases f32; int8
+   * adds one f32 scale per row of each weight shard).
+   */
   public long weightBytes(int rank, org.sparktp.tensor.DType linearDtype) {
-    return weightBytes(steps, rank, linearDtype.size());
+    return weightBytes(steps, rank, linearDtype.size(), linearDtype == org.sparktp.tensor.DType.I8 ? 4 : 0);
   }
 
-  private long weightBytes(List<Step> s, int rank, int es) {
+  private long weightBytes(List<Step> s, int rank, int es, int rowExtra) {
     long b = 0;
     for (Step st : s) {
       if (st instanceof Step.Linear l) {
         long bias = l.hasBias() ? 1 : 0;
         b += switch (l.mode()) {
-          case COLUMN -> (long) l.split().length(rank) * (l.inFeatures() * es + bias * 4);
-          case ROW -> (long) l.outFeatures() * (l.split().length(rank) * es + bias * 4);
-          case REPLICATED -> (long) l.outFeatures() * (l.inFeatures() * es + bias * 4);
+          case COLUMN -> (long) l.split().length(rank) * ((long) l.inFeatures() * es + bias * 4 + rowExtra);
+          case ROW -> (long) l.outFeatures() * ((long) l.split().length(rank) * es + bias * 4 + rowExtra);
+          case REPLICATED -> (long) l.outFeatures() * ((long) l.inFeatures() * es + bias * 4 + rowExtra);
         };
       } else if (st instanceof Step.Norm n) {
         b += 4L * n.width() * ((n.hasGamma() ? 1 : 0) + (n.hasBeta() ? 1 : 0));
       } else if (st instanceof Step.Embed e) {
         b += 4L * e.vocabSplit().length(rank) * e.dim();
       } else if (st instanceof Step.Residual r) {
-        b += weightBytes(r.body(), rank, es);
+        b += weightBytes(r.body(), rank, es, rowExtra);
       }
     }
     return b;
@@ -342,7 +345,9 @@ public final class Plan implements Serializable {
     }
     return String.format(Locale.ROOT, "dtype %s (linear weights; GEMMs accumulate in f32; activations, biases, norms "
         + "and embeddings f32), kernel %s%nweight bytes per rank in %s: [%s] (max %d; f32 would be %d)%n",
-        linearDtype.id(), kernel, linearDtype.id(), per, max, weightBytes(0));
+        linearDtype.id(), kernel, linearDtype.id(), per, max, weightBytes(0))
+        + (linearDtype == org.sparktp.tensor.DType.I8 ? "int8 weight-only: symmetric, one f32 scale per output "
+            + "channel of each shard, quantized at load (about 1e-2 relative error, see the README)\n" : "");
   }
 
   private void explain(List<Step> s, String indent, StringBuilder sb, double[] total, int[] idx) {

@@ -27,8 +27,9 @@ public final class RankModel implements AutoCloseable {
   }
 
   /**
-   * A rank model whose linear weights are stored in {@code linearDtype} (f32, bf16 or f16; GEMMs accumulate in
-   * f32, activations, biases, norms and embeddings stay f32). Weights already on the backend
+   * A rank model whose linear weights are stored in {@code linearDtype} (f32, bf16, f16, or int8 = {@code I8}
+   * weight-only with per-output-channel scales; GEMMs accumulate in f32, activations, biases, norms and
+   * embeddings stay f32). Weights already on the backend
    * ({@link RankWeights#take}) are used as they are (converted when their dtype differs); host blocks are
    * uploaded and converted.
    */
@@ -73,10 +74,12 @@ public final class RankModel implements AutoCloseable {
           throw e;
         }
         try {
+          // int8: the weight stays in its loaded float type and is quantized as its kernel is prepared
+          DType st = linearDtype == DType.I8 ? DType.I8 : null;
           out.add(switch (l.mode()) {
-            case COLUMN -> new ColumnParallelLinear(l.name(), l.split(), rank, wt, bt, l.epilogue(), false);
-            case ROW -> new RowParallelLinear(l.name(), l.split(), rank, wt, bt, true, false);
-            case REPLICATED -> new ReplicatedLinear(l.name(), wt, bt, l.epilogue());
+            case COLUMN -> new ColumnParallelLinear(l.name(), l.split(), rank, wt, bt, l.epilogue(), false, st);
+            case ROW -> new RowParallelLinear(l.name(), l.split(), rank, wt, bt, true, false, st);
+            case REPLICATED -> new ReplicatedLinear(l.name(), wt, bt, l.epilogue(), st);
           });
         } catch (RuntimeException e) {
           wt.close();
@@ -118,8 +121,8 @@ public final class RankModel implements AutoCloseable {
       RankWeights.Block b = w.get(name);
       t = backend.upload(b.data(), b.rows(), b.cols());
     }
-    if (t.dtype() == dtype) {
-      return t;
+    if (t.dtype() == dtype.weightTensorType(t.dtype())) {
+      return t; // int8 weights are quantized from their loaded float type by LinearKernel.create
     }
     try (Tensor src = t) {
       return backend.convert(src, dtype);

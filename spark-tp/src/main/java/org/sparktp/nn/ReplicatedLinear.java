@@ -12,11 +12,17 @@ public final class ReplicatedLinear implements Layer {
   private final LinearKernel kernel;
 
   public ReplicatedLinear(String name, Tensor weight, Tensor bias, Activation epilogue) {
+    this(name, weight, bias, epilogue, null);
+  }
+
+  /** As above, the weight stored as {@code storage} ({@link LinearKernel#create}; null: as it is). */
+  public ReplicatedLinear(String name, Tensor weight, Tensor bias, Activation epilogue,
+      org.sparktp.tensor.DType storage) {
     this.name = name;
     if (bias != null) {
       Shapes.check(name + ".bias", bias, 1, weight.rows());
     }
-    this.kernel = new LinearKernel(weight, bias, epilogue);
+    this.kernel = LinearKernel.create(weight, bias, epilogue, storage);
   }
 
   @Override

@@ -30,6 +30,15 @@ public final class RowParallelLinear implements Layer {
    */
   public RowParallelLinear(String name, Split inSplit, int rank, Tensor weight, Tensor bias, boolean inputIsParallel,
       boolean reduceOutput) {
+    this(name, inSplit, rank, weight, bias, inputIsParallel, reduceOutput, null);
+  }
+
+  /**
+   * As above, the weight stored as {@code storage} ({@link LinearKernel#create}; null: as it is). Int8: the
+   * shard's block of each row gets its own scale (see {@link org.sparktp.tensor.Int8Quant}).
+   */
+  public RowParallelLinear(String name, Split inSplit, int rank, Tensor weight, Tensor bias, boolean inputIsParallel,
+      boolean reduceOutput, org.sparktp.tensor.DType storage) {
     this.name = name;
     this.inSplit = inSplit;
     this.inputIsParallel = inputIsParallel;
@@ -38,7 +47,7 @@ public final class RowParallelLinear implements Layer {
     if (bias != null) {
       Shapes.check(name + ".bias", bias, 1, weight.rows());
     }
-    this.kernel = new LinearKernel(weight, bias, null);
+    this.kernel = LinearKernel.create(weight, bias, null, storage);
   }
 
   /** Cuts rank {@code rank}'s column block out of the whole weight {@code [out, in]}. */

@@ -42,7 +42,7 @@ public interface WeightSource {
   /** {@code data} ({@code [rows, cols]} float32) as a new {@code dtype} tensor on {@code be}. */
   static Tensor typed(Backend be, float[] data, int rows, int cols, DType dtype) {
     Tensor f = be.upload(data, rows, cols);
-    if (dtype == DType.F32) {
+    if (dtype.weightTensorType(DType.F32) == DType.F32) { // f32, or int8 (quantized from f32 later)
       return f;
     }
     try (f) {

@@ -242,9 +242,9 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
         + ", default " + TpConf.BATCH_SIZE_DEFAULT + ")", ParamValidators.gtEq(1));
     backend = new Param<>(this, "backend", "compute backend: auto, cpu or cuda (else " + TpConf.BACKEND
         + ", default " + TpConf.BACKEND_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "cpu", "cuda"}));
-    dtype = new Param<>(this, "dtype", "storage and GEMM input type of the weights: auto, f32, bf16 or f16 (else "
-        + TpConf.DTYPE + ", default " + TpConf.DTYPE_DEFAULT + ")", ParamValidators.inArray(
-            new String[] {"auto", "f32", "bf16", "f16"}));
+    dtype = new Param<>(this, "dtype", "storage and GEMM input type of the weights: auto, f32, bf16, f16 or int8 "
+        + "(else " + TpConf.DTYPE + ", default " + TpConf.DTYPE_DEFAULT + ")", ParamValidators.inArray(
+            new String[] {"auto", "f32", "bf16", "f16", "int8"}));
     setDefault(inputCol, "features");
     setDefault(outputCol, "prediction");
   }
@@ -461,11 +461,14 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     return dtype;
   }
 
-  /** The weights' storage and GEMM input type: {@code auto}, {@code f32}, {@code bf16} or {@code f16}. */
+  /**
+   * The weights' storage and GEMM input type: {@code auto}, {@code f32}, {@code bf16}, {@code f16} or
+   * {@code int8} (weight-only, one f32 scale per output channel; see the README's Precision section).
+   */
   public TensorParallelModel setDtype(String v) {
     String d = v == null ? "" : v.trim().toLowerCase(Locale.ROOT);
     if (!d.equals("auto")) {
-      DType.parseStorage(v, "dtype param");
+      d = DType.parseStorage(v, "dtype param").id(); // aliases (fp32, bfloat16, i8, ...) by their id
     }
     set(dtype, d);
     return this;

@@ -12,6 +12,10 @@ import java.util.Locale;
  *
  * <p>The enum constant's name is the safetensors name ({@link #safetensorsName()}); {@link #id()} is the
  * lower-case name used by {@code spark.tp.dtype} and {@code --dtype}.
+ *
+ * <p>{@code I8} is also the int8 weight-only storage ({@code spark.tp.dtype=int8}, {@link #id()} {@code int8}): a
+ * linear's weight is loaded in its float type and quantized once, per output channel, when its kernel is
+ * prepared ({@code Backend.prepareLinear(weight, bias, act, I8)}); no int8 tensor travels between ops.
  */
 public enum DType {
   F32(4, true),
@@ -48,9 +52,23 @@ public enum DType {
     return name();
   }
 
-  /** The lower-case name of configuration values: {@code f32}, {@code bf16}, {@code f16}. */
+  /** The lower-case name of configuration values: {@code f32}, {@code bf16}, {@code f16}, {@code int8} (I8). */
   public String id() {
-    return name().toLowerCase(Locale.ROOT);
+    return this == I8 ? "int8" : name().toLowerCase(Locale.ROOT);
+  }
+
+  /** True for the float types a tensor between ops or a float weight may have (F32, BF16, F16). */
+  public boolean isFloat() {
+    return this == F32 || this == BF16 || this == F16;
+  }
+
+  /**
+   * The type a linear weight to be stored as {@code this} is held in until its kernel is prepared, when it
+   * was loaded as {@code loaded}: the storage type itself for the float types; for {@code I8} (quantized by
+   * the backend's {@code prepareLinear}) the loaded float type, so that nothing is widened or rounded twice.
+   */
+  public DType weightTensorType(DType loaded) {
+    return this == I8 ? loaded : this;
   }
 
   /** True for the 16-bit float types, whose sums are accumulated in float32. */
@@ -142,8 +160,9 @@ public enum DType {
   }
 
   /**
-   * The storage type named by a configuration value ({@code f32}, {@code bf16}, {@code f16}; case
-   * ignored), or an error naming the allowed values and the setting.
+   * The storage type named by a configuration value ({@code f32}, {@code bf16}, {@code f16}, {@code int8}
+   * = int8 weight-only with per-output-channel scales, {@link #I8}; case ignored), or an error naming the
+   * allowed values and the setting.
    */
   public static DType parseStorage(String value, String setting) {
     String v = value == null ? "" : value.trim().toLowerCase(Locale.ROOT);
@@ -151,8 +170,9 @@ public enum DType {
       case "f32", "float32", "fp32" -> F32;
       case "bf16", "bfloat16" -> BF16;
       case "f16", "float16", "fp16", "half" -> F16;
+      case "int8", "i8" -> I8;
       default -> throw new IllegalArgumentException("Unknown dtype '" + value + "' (" + setting
-          + "): use auto, f32, bf16 or f16");
+          + "): use auto, f32, bf16, f16 or int8");
     };
   }
 }

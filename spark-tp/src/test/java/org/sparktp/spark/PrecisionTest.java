@@ -24,7 +24,7 @@ import org.sparktp.tensor.DType;
 class PrecisionTest extends SparkTestBase {
 
   @ParameterizedTest(name = "tp={0}, dtype {1}")
-  @CsvSource({"1, bf16", "2, f16", "3, bf16", "4, f32"})
+  @CsvSource({"1, bf16", "2, f16", "3, bf16", "4, f32", "3, int8"})
   void inMemoryModelsRunInEveryDtype(int tp, String dtype) {
     Random rng = new Random(900 + tp);
     ModelSpec spec = Reference.block(rng, 50, 203, 37);
@@ -33,7 +33,23 @@ class PrecisionTest extends SparkTestBase {
         .setDtype(dtype);
     assertThat(model.resolveDtype("cpu", spark).id()).isEqualTo(dtype);
     assertClose(outputsById(model.transform(frame(Input.FLOATS, x, 3)), x.length, "prediction"),
-        Reference.forward(spec, x), dtype.equals("f32") ? 1e-5 : 2e-2);
+        Reference.forward(spec, x), dtype.equals("f32") ? 1e-5 : dtype.equals("int8") ? 3e-2 : 2e-2);
+  }
+
+  /** int8 from a bf16 checkpoint: each rank quantizes the bf16 block it read (not widened first), within 3e-2. */
+  @Test
+  void aBf16CheckpointRunsAsInt8() throws Exception {
+    Random rng = new Random(78);
+    ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
+    float[][] x = inputs(rng, 23, 50, false);
+    Path dir = Files.createTempDirectory("tp-int8");
+    ModelWriter.write(spec, new org.apache.hadoop.fs.Path(dir.toString()), new Configuration(), DType.BF16);
+    TensorParallelModel m = TensorParallelModel.fromDirectory(dir.toString()).setTpSize(2).setGroups(1)
+        .setBatchSize(5).setDtype("INT8");
+    assertThat(m.resolveDtype("cpu", spark)).isEqualTo(DType.I8);
+    assertThat(m.getOrDefault(m.dtype())).isEqualTo("int8");
+    assertClose(outputsById(m.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction"),
+        Reference.forward(spec, x), 3e-2);
   }
 
   @Test
@@ -67,11 +83,11 @@ class PrecisionTest extends SparkTestBase {
   void unknownDtypesAreRefusedWithTheAllowedValues() {
     ModelSpec spec = Reference.mlp(new Random(1), 5, 7, 3);
     assertThatThrownBy(() -> new TensorParallelModel(spec).setDtype("int4"))
-        .hasMessage("Unknown dtype 'int4' (dtype param): use auto, f32, bf16 or f16");
+        .hasMessage("Unknown dtype 'int4' (dtype param): use auto, f32, bf16, f16 or int8");
     spark.conf().set(TpConf.DTYPE, "fp8");
     try {
       assertThatThrownBy(() -> new TensorParallelModel(spec).transform(frame(Input.FLOATS, new float[][] {{1, 2, 3,
-          4, 5}}, 1))).hasMessageContaining("Unknown dtype 'fp8' (spark.tp.dtype): use auto, f32, bf16 or f16");
+          4, 5}}, 1))).hasMessageContaining("Unknown dtype 'fp8' (spark.tp.dtype): use auto, f32, bf16, f16 or int8");
     } finally {
       spark.conf().unset(TpConf.DTYPE);
     }

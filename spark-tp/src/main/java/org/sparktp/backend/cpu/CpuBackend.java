@@ -109,6 +109,10 @@ public final class CpuBackend implements Backend {
 
   @Override
   public String kernel(DType dtype) {
+    if (dtype == DType.I8) {
+      return useDnnl(DType.I8) ? Dnnl.kernelName() + " int8 (" + Dnnl.int8Impl() + ")"
+          : "openblas (int8 weights dequantized to f32)";
+    }
     if (!useDnnl(dtype)) {
       return dtype == DType.F32 ? "openblas" : "openblas (" + dtype.id() + " weights widened to f32)";
     }
@@ -126,10 +130,7 @@ public final class CpuBackend implements Backend {
   public Backend.PreparedLinear prepareLinear(Tensor weight, Tensor bias, Activation epilogue) {
     CpuTensor w = cpu(weight);
     CpuTensor b = bias == null ? null : cpu(bias);
-    if (b != null && (b.dtype() != DType.F32 || b.numel() != w.rows())) {
-      throw new IllegalArgumentException("A linear's bias must be f32 with " + w.rows() + " elements (one per output "
-          + "feature), got " + b.shape() + " " + b.dtype().id());
-    }
+    checkBias(w, b);
     if (useDnnl(w.dtype())) {
       return new DnnlLinear(this, dnnl(), w, b, epilogue, w.dtype(), referenceRows);
     }
@@ -160,6 +161,44 @@ public final class CpuBackend implements Backend {
         generic.close();
       }
     };
+  }
+
+  /**
+   * {@inheritDoc} Here: {@code I8} goes to oneDNN's int8 weight-only matmul ({@link DnnlLinear}: s8 weights
+   * prepacked with per-output-channel scales, decompressed in the kernel) where this CPU has one that is not
+   * oneDNN's reference code ({@code Dnnl.int8Impl()}) and {@code spark.tp.cpu.gemm} is not {@code openblas};
+   * otherwise the quantized weights are dequantized to f32 and run on OpenBLAS (int8 accuracy, f32 memory).
+   */
+  @Override
+  public Backend.PreparedLinear prepareLinear(Tensor weight, Tensor bias, Activation epilogue, DType storage) {
+    if (storage != DType.I8 || !useDnnl(DType.I8)) {
+      return Backend.super.prepareLinear(weight, bias, epilogue, storage);
+    }
+    CpuTensor w = cpu(weight);
+    CpuTensor b = bias == null ? null : cpu(bias);
+    try {
+      if (!w.dtype().isFloat()) {
+        throw new IllegalArgumentException("An int8 linear is quantized from an f32, bf16 or f16 weight, got "
+            + w.dtype().id());
+      }
+      checkBias(w, b);
+      return new DnnlLinear(this, dnnl(), w, b, epilogue, DType.I8, referenceRows);
+    } catch (RuntimeException e) {
+      if (!w.isClosed()) {
+        w.close();
+      }
+      if (b != null && !b.isClosed()) {
+        b.close();
+      }
+      throw e;
+    }
+  }
+
+  private static void checkBias(CpuTensor w, CpuTensor b) {
+    if (b != null && (b.dtype() != DType.F32 || b.numel() != w.rows())) {
+      throw new IllegalArgumentException("A linear's bias must be f32 with " + w.rows() + " elements (one per output "
+          + "feature), got " + b.shape() + " " + b.dtype().id());
+    }
   }
 
   /** Live oneDNN handles (memory descriptors, memories, primitives, ...) made by this backend. */
@@ -219,7 +258,7 @@ public final class CpuBackend implements Backend {
 
   @Override
   public boolean supports(DType dtype) {
-    return dtype == DType.F32 || dtype == DType.BF16 || dtype == DType.F16 || dtype == DType.I32;
+    return dtype == DType.F32 || dtype == DType.BF16 || dtype == DType.F16 || dtype == DType.I32 || dtype == DType.I8;
   }
 
   @Override
@@ -231,7 +270,8 @@ public final class CpuBackend implements Backend {
   public CpuTensor empty(int rows, int cols, DType dtype) {
     checkOpen();
     if (!supports(dtype)) {
-      throw new IllegalArgumentException("The CPU backend holds f32, bf16, f16 and i32 tensors, not " + dtype.id());
+      throw new IllegalArgumentException("The CPU backend holds f32, bf16, f16, i32 and int8 tensors, not "
+          + dtype.id());
     }
     CpuTensor t = new CpuTensor(this, rows, cols, dtype);
     liveTensors.incrementAndGet();

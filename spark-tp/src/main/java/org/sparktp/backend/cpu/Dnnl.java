@@ -111,6 +111,9 @@ final class Dnnl implements AutoCloseable {
     if (loadError() != null) {
       return false;
     }
+    if (dtype == org.sparktp.tensor.DType.I8) {
+      return SUPPORTED.computeIfAbsent(dtype, d -> !int8Impl().startsWith("ref") && !int8Impl().startsWith("none"));
+    }
     return SUPPORTED.computeIfAbsent(dtype, d -> {
       try (Dnnl probe = new Dnnl()) {
         int t = DnnlLinear.type(d);
@@ -135,6 +138,67 @@ final class Dnnl implements AutoCloseable {
         }
       }
     });
+  }
+
+  private static volatile String int8Impl;
+
+  /**
+   * The implementation oneDNN picks here for an int8 weight-only matmul (s8 weights with per-output-channel
+   * scales, decompressed in the kernel) with f32 activations and f32 math, else with bf16 activations and bf16
+   * math; {@code none} when neither exists. Probed once (M 8, K 64, N 64).
+   */
+  static String int8Impl() {
+    if (loadError() != null) {
+      return "none (oneDNN unavailable)";
+    }
+    String got = int8Impl;
+    if (got == null) {
+      String f32 = int8Probe(dnnl_f32, dnnl_fpmath_mode_strict);
+      got = f32 != null && !f32.startsWith("ref") ? f32 : int8Probe(dnnl_bf16, dnnl_fpmath_mode_bf16);
+      if (got == null) {
+        got = f32 != null ? f32 : "none";
+      }
+      int8Impl = got;
+    }
+    return got;
+  }
+
+  private static String int8Probe(int srcType, int mode) {
+    try (Dnnl probe = new Dnnl()) {
+      org.bytedeco.dnnl.dnnl_memory_desc src = new org.bytedeco.dnnl.dnnl_memory_desc();
+      org.bytedeco.dnnl.dnnl_memory_desc wei = new org.bytedeco.dnnl.dnnl_memory_desc();
+      org.bytedeco.dnnl.dnnl_memory_desc dst = new org.bytedeco.dnnl.dnnl_memory_desc();
+      org.bytedeco.dnnl.dnnl_primitive_desc pd = new org.bytedeco.dnnl.dnnl_primitive_desc();
+      org.bytedeco.dnnl.dnnl_primitive_attr attr = new org.bytedeco.dnnl.dnnl_primitive_attr();
+      try {
+        check(dnnl_primitive_attr_create(attr), "dnnl_primitive_attr_create");
+        check(dnnl_primitive_attr_set_fpmath_mode_v2(attr, mode, 1), "dnnl_primitive_attr_set_fpmath_mode_v2");
+        check(dnnl_primitive_attr_set_scales_mask(attr, DNNL_ARG_WEIGHTS, 1 << 1), "dnnl_primitive_attr_set_scales_mask");
+        check(dnnl_memory_desc_create_with_tag(src, 2, new long[] {8, 64}, srcType, dnnl_ab), "md");
+        check(dnnl_memory_desc_create_with_tag(wei, 2, new long[] {64, 64}, dnnl_s8, dnnl_format_tag_any), "md");
+        check(dnnl_memory_desc_create_with_tag(dst, 2, new long[] {8, 64}, dnnl_f32, dnnl_ab), "md");
+        if (dnnl_matmul_primitive_desc_create(pd, probe.engine, src, wei, null, dst, attr) != dnnl_success) {
+          return null;
+        }
+        try (org.bytedeco.javacpp.PointerPointer<org.bytedeco.javacpp.BytePointer> pp =
+            new org.bytedeco.javacpp.PointerPointer<>(1)) {
+          check(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, pp), "dnnl_primitive_desc_query");
+          return pp.getString(0);
+        }
+      } finally {
+        if (!pd.isNull()) {
+          dnnl_primitive_desc_destroy(pd);
+        }
+        if (!attr.isNull()) {
+          dnnl_primitive_attr_destroy(attr);
+        }
+        for (org.bytedeco.dnnl.dnnl_memory_desc m : new org.bytedeco.dnnl.dnnl_memory_desc[] {src, wei, dst}) {
+          if (!m.isNull()) {
+            dnnl_memory_desc_destroy(m);
+          }
+        }
+      }
+    }
   }
 
   /** The kernel family name shown by explain and doctor: {@code onednn amx} or {@code onednn avx512}. */

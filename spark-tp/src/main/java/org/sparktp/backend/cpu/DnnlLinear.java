@@ -26,9 +26,17 @@ import org.sparktp.tensor.Tensor;
  * layout) stored in {@code compute} (bf16, f16 or f32) and <b>prepacked once</b>, here, into the layout
  * oneDNN prefers ({@code format_tag any} + one reorder), {@code b} f32, {@code y} f32 with fp32
  * accumulation. The bias and the activation (erf/tanh GeLU, ReLU, SiLU = swish(1), tanh, sigmoid) are
- * post-ops of the matmul. The f32 activation is converted to {@code compute} by a reorder into a scratch
- * buffer first; only where that would reach oneDNN's reference code and K is at most 512 is it converted
- * inside the kernel ({@code fpmath_mode}), which computes wrong results for longer K (oneDNN 3.11 here).
+ * post-ops of the matmul. With bf16/f16 weights the f32 activation is converted to {@code compute} by a
+ * reorder into a scratch buffer first: oneDNN 3.11's in-kernel conversion ({@code fpmath_mode} with f32
+ * activations) computes wrong sums here for K above 512, see the constructor.
+ *
+ * <p><b>int8 weight-only</b> ({@code compute = I8}): the weight (any float type) is quantized here, once, per
+ * output channel ({@link org.sparktp.tensor.Int8Quant}: one f32 scale per row of {@code W}), packed as
+ * {@code s8} and kept with its scales ({@code N} floats); the matmul decompresses it inside the kernel
+ * ("weights decompression": scales on {@code DNNL_ARG_WEIGHTS} with the N mask, {@code fpmath_mode} with
+ * {@code apply_to_int}): f32 activations with f32 math (measured brgemm {@code brg_matmul:avx512_core} on
+ * AVX512 cores), or, where that reaches an AMX kernel the f32 one does not, activations converted to bf16
+ * first with bf16 math. Bias and activation are post-ops applied after the scales, as above.
  *
  * <p>Primitives are cached per {@code (M, with bias)} (M varies per micro-batch: the batch size and the
  * last, shorter batch), at most {@link #MAX_CACHED} of them; a static M lets oneDNN pick its brgemm
@@ -54,6 +62,9 @@ final class DnnlLinear implements Backend.PreparedLinear {
   private final dnnl_memory weightMem = new dnnl_memory();
   private dnnl_memory biasMem;
   private dnnl_memory_desc biasMd;
+  private CpuTensor scales; // int8: [1, n] f32, one per output feature; else null
+  private dnnl_memory_desc scalesMd;
+  private dnnl_memory scalesMem;
   private final Map<Long, Prim> cache = new LinkedHashMap<>(16, 0.75f, true);
   private boolean convertFirst; // activations converted to `compute` by a reorder before the matmul
   private String impl = "";
@@ -68,6 +79,7 @@ final class DnnlLinear implements Backend.PreparedLinear {
     final dnnl_exec_arg_t args;
     final int nargs;
     final String impl;
+    final int scalesArg; // index of the weight scales in args, or -1
     // the fallback that converts x to `compute` before the matmul
     dnnl_primitive convert;
     dnnl_memory convertFrom;
@@ -83,9 +95,9 @@ final class DnnlLinear implements Backend.PreparedLinear {
         dstMd = md(m, n, dnnl_f32);
         String got;
         if (convertFirst) {
-          srcLow = md(m, k, type(compute));
+          srcLow = md(m, k, lowType());
           got = create(srcLow, dstMd, withBias, false);
-          scratch = new BytePointer(Math.max(1L, (long) m * k * compute.size()));
+          scratch = new BytePointer(Math.max(1L, (long) m * k * (compute == DType.I8 ? 2 : compute.size())));
           dnnl_primitive_desc rpd = new dnnl_primitive_desc();
           check(dnnl_reorder_primitive_desc_create(rpd, srcF32, dnnl.engine, srcLow, dnnl.engine, null),
               "dnnl_reorder_primitive_desc_create");
@@ -108,13 +120,17 @@ final class DnnlLinear implements Backend.PreparedLinear {
           got = create(srcF32, dstMd, withBias, true);
         }
         this.impl = got;
-        nargs = withBias ? 4 : 3;
+        nargs = (withBias ? 4 : 3) + (scalesMem != null ? 1 : 0);
         args = new dnnl_exec_arg_t(nargs);
         args.position(0).arg(DNNL_ARG_SRC).memory(src);
         args.position(1).arg(DNNL_ARG_WEIGHTS).memory(weightMem);
         args.position(2).arg(DNNL_ARG_DST).memory(dst);
         if (withBias) {
           args.position(3).arg(DNNL_ARG_BIAS).memory(biasMem);
+        }
+        scalesArg = scalesMem != null ? nargs - 1 : -1;
+        if (scalesMem != null) {
+          args.position(scalesArg).arg(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS).memory(scalesMem);
         }
         args.position(0);
         ok = true;
@@ -197,7 +213,8 @@ final class DnnlLinear implements Backend.PreparedLinear {
 
   /**
    * Takes ownership of {@code weight} ({@code [n, k]}, f32/bf16/f16; packed into {@code compute} and then
-   * closed) and {@code bias} ({@code [1, n]} f32 or null, kept).
+   * closed; {@code compute = I8}: quantized per output channel first) and {@code bias} ({@code [1, n]} f32 or
+   * null, kept).
    */
   DnnlLinear(CpuBackend backend, Dnnl dnnl, CpuTensor weight, CpuTensor bias, Activation epilogue, DType compute,
       int referenceRows) {
@@ -212,27 +229,49 @@ final class DnnlLinear implements Backend.PreparedLinear {
     this.bias = bias;
     boolean ok = false;
     BytePointer mem = null;
+    BytePointer quantized = null;
     long size = 0;
     try {
       if (bias != null) {
         biasMd = md(1, n, dnnl_f32);
         biasMem = memory(biasMd, bias.data());
       }
-      // ask oneDNN for its preferred weight layout for a typical M, for one of the two ways to feed it f32
-      // activations: by a reorder into bf16/f16 first, or converted inside the kernel (fpmath_mode). The
-      // in-kernel way computes wrong results once K exceeds 512 (oneDNN 3.11 here, brg_matmul:avx512_core and
-      // avx10_1_512, bf16 and f16 weights: relative errors of 0.16 at K 520, ~1 from K 768;
-      // DnnlLinearLongKTest), so it is taken only where the first way would be oneDNN's reference code and
-      // K is at most 512 (issue 9a)
+      if (compute == DType.I8) {
+        scales = backend.empty(1, n);
+        quantized = quantize(weight, scales);
+        scalesMd = new dnnl_memory_desc();
+        check(dnnl_memory_desc_create_with_tag(scalesMd, 1, new long[] {n}, dnnl_f32, dnnl_a),
+            "dnnl_memory_desc_create_with_tag");
+        dnnl.made();
+        scalesMem = memory(scalesMd, scales.data());
+      }
+      // ask oneDNN for its preferred weight layout for a typical M. bf16/f16 weights: the f32 activations are
+      // converted by a reorder into bf16/f16 first. The in-kernel conversion (fpmath_mode bf16/f16 with f32
+      // activations), though faster, gives wrong sums in oneDNN 3.11 here once K > 512 (measured relative
+      // errors 0.4 at K 544 to 1.3 at K 4096, brg_matmul:avx512_core, with and without ONEDNN_MAX_CPU_ISA), so
+      // it is used only when a test forces it. int8 weights: f32 activations with f32 math (correct at every K
+      // measured, and faster on AVX512 cores), unless bf16 activations reach an AMX kernel the f32 path does
+      // not, or the f32 path is oneDNN's reference code
       int rows = Math.max(1, referenceRows);
-      String mixed = packedLayout(rows, true, null);
-      if (compute != DType.F32) {
-        String low = packedLayout(rows, false, null);
-        convertFirst = k > 512 || !low.startsWith("ref") || mixed.startsWith("ref");
-        Boolean f = forceConvert;
-        if (f != null) {
-          convertFirst = f;
+      if (compute == DType.I8) {
+        String mixed = packedLayout(rows, true, null);
+        String low;
+        try {
+          low = packedLayout(rows, false, null);
+        } catch (Dnnl.DnnlException e) {
+          if (e.status != dnnl_unimplemented) {
+            throw e;
+          }
+          low = "ref (unimplemented)"; // int8 with bf16 activations needs AVX512-BF16
         }
+        convertFirst = mixed.startsWith("ref") && !low.startsWith("ref")
+            || (low.contains("amx") && !mixed.contains("amx"));
+      } else if (compute != DType.F32) {
+        convertFirst = true;
+      }
+      Boolean f = forceConvert;
+      if (f != null && compute != DType.F32) {
+        convertFirst = f;
       }
       packedLayout(rows, !convertFirst, packedMd);
       size = dnnl_memory_desc_get_size(packedMd);
@@ -242,9 +281,16 @@ final class DnnlLinear implements Backend.PreparedLinear {
       }
       backend.tracked(size);
       memoryInto(weightMem, packedMd, mem);
-      reorderWeight(weight);
+      if (quantized != null) {
+        reorderWeight(quantized, dnnl_s8);
+      } else {
+        reorderWeight(weight.data(), type(weight.dtype()));
+      }
       ok = true;
     } finally {
+      if (quantized != null) {
+        quantized.close();
+      }
       if (!ok) {
         if (mem != null) {
           destroyMemory(weightMem);
@@ -253,6 +299,11 @@ final class DnnlLinear implements Backend.PreparedLinear {
         }
         destroyMemory(biasMem);
         destroyMd(biasMd);
+        destroyMemory(scalesMem);
+        destroyMd(scalesMd);
+        if (scales != null) {
+          scales.close();
+        }
         destroyMd(packedMd);
         // the caller still owns weight and bias on failure
       }
@@ -275,7 +326,7 @@ final class DnnlLinear implements Backend.PreparedLinear {
    */
   private String packedLayout(int rows, boolean mixed, dnnl_memory_desc into) {
     dnnl_memory_desc any = new dnnl_memory_desc();
-    dnnl_memory_desc srcMd = md(rows, k, mixed ? dnnl_f32 : type(compute));
+    dnnl_memory_desc srcMd = md(rows, k, mixed ? dnnl_f32 : lowType());
     dnnl_memory_desc dstMd = md(rows, n, dnnl_f32);
     dnnl_primitive_desc pd = new dnnl_primitive_desc();
     dnnl_primitive_attr attr = attr(mixed);
@@ -304,18 +355,63 @@ final class DnnlLinear implements Backend.PreparedLinear {
     }
   }
 
-  /** Copies {@code weight [n, k]} (row-major, i.e. {@code W^T} as {@code [k, n]} in layout {@code ba}) into the packed layout. */
-  private void reorderWeight(CpuTensor weight) {
+  /**
+   * Quantizes {@code weight [n, k]} (any float type) per output channel into a new row-major s8 buffer (the
+   * caller closes it), writing the row scales into {@code into [1, n]}.
+   */
+  private BytePointer quantize(CpuTensor weight, CpuTensor into) {
+    long bytes = (long) n * k;
+    BytePointer q = new BytePointer(Math.max(1L, bytes));
+    if (q.isNull()) {
+      throw new OutOfMemoryError("Cannot allocate " + bytes + " bytes to quantize a [" + n + ", " + k + "] weight");
+    }
+    try {
+      float[] row = new float[k];
+      byte[] qr = new byte[k];
+      java.nio.FloatBuffer sc = into.buffer();
+      DType from = weight.dtype();
+      java.nio.ByteBuffer wide = from == DType.F32 ? null
+          : java.nio.ByteBuffer.allocate(k * 4).order(java.nio.ByteOrder.nativeOrder());
+      for (int r = 0; r < n; r++) {
+        long off = (long) r * k * from.size();
+        java.nio.ByteBuffer src = weight.byteBuffer(off, (long) k * from.size());
+        if (wide == null) {
+          src.asFloatBuffer().get(row);
+        } else {
+          wide.clear();
+          DType.F32.convertFrom(from, src, wide, k);
+          wide.flip();
+          wide.asFloatBuffer().get(row);
+        }
+        sc.put(r, org.sparktp.tensor.Int8Quant.quantizeRow(row, k, qr, 0,
+            "The [" + n + ", " + k + "] weight's row " + r));
+        q.position((long) r * k).put(qr, 0, k);
+      }
+      q.position(0);
+      return q;
+    } catch (RuntimeException e) {
+      q.close();
+      throw e;
+    }
+  }
+
+  /** The activation type of the convert-first path: the compute type, bf16 for int8 weights. */
+  private int lowType() {
+    return compute == DType.I8 ? dnnl_bf16 : type(compute);
+  }
+
+  /** Copies a weight {@code [n, k]} (row-major, i.e. {@code W^T} as {@code [k, n]} in layout {@code ba}) into the packed layout. */
+  private void reorderWeight(Pointer data, int dataType) {
     dnnl_memory_desc user = new dnnl_memory_desc();
     dnnl_memory from = null;
     dnnl_primitive_desc rpd = new dnnl_primitive_desc();
     dnnl_primitive r = new dnnl_primitive();
     dnnl_exec_arg_t a = new dnnl_exec_arg_t(2);
     try {
-      check(dnnl_memory_desc_create_with_tag(user, 2, new long[] {k, n}, type(weight.dtype()), dnnl_ba),
+      check(dnnl_memory_desc_create_with_tag(user, 2, new long[] {k, n}, dataType, dnnl_ba),
           "dnnl_memory_desc_create_with_tag");
       dnnl.made();
-      from = memory(user, weight.data());
+      from = memory(user, data);
       check(dnnl_reorder_primitive_desc_create(rpd, user, dnnl.engine, packedMd, dnnl.engine, null),
           "dnnl_reorder_primitive_desc_create");
       dnnl.made();
@@ -384,12 +480,13 @@ final class DnnlLinear implements Backend.PreparedLinear {
 
   @Override
   public long bytes() {
-    return packedBytes + (bias == null ? 0 : bias.bytes());
+    return packedBytes + (scales == null ? 0 : scales.bytes()) + (bias == null ? 0 : bias.bytes());
   }
 
   @Override
   public String kernel() {
-    return "onednn " + impl + (convertFirst ? " (activations converted first)" : "");
+    return "onednn " + impl + (compute == DType.I8 ? " (int8 weights, " + (convertFirst ? "bf16" : "f32")
+        + " activations)" : convertFirst ? " (activations converted first)" : "");
   }
 
   /** Primitives cached now (for tests). */
@@ -410,6 +507,11 @@ final class DnnlLinear implements Backend.PreparedLinear {
     destroyMemory(weightMem);
     destroyMemory(biasMem);
     destroyMd(biasMd);
+    destroyMemory(scalesMem);
+    destroyMd(scalesMd);
+    if (scales != null) {
+      scales.close();
+    }
     destroyMd(packedMd);
     if (packed != null) {
       packed.close();
@@ -428,7 +530,13 @@ final class DnnlLinear implements Backend.PreparedLinear {
     check(dnnl_primitive_attr_create(attr), "dnnl_primitive_attr_create");
     dnnl.made();
     try {
-      if (mixedInput && compute != DType.F32) {
+      if (compute == DType.I8) {
+        // weights decompression: s8 weights widened in the kernel (f32 math for f32 activations, bf16 math for
+        // bf16 ones), scaled per output feature (the N dimension of W^T [K, N]: mask bit 1)
+        check(dnnl_primitive_attr_set_fpmath_mode_v2(attr, mixedInput ? dnnl_fpmath_mode_strict
+            : dnnl_fpmath_mode_bf16, 1), "dnnl_primitive_attr_set_fpmath_mode_v2");
+        check(dnnl_primitive_attr_set_scales_mask(attr, DNNL_ARG_WEIGHTS, 1 << 1), "dnnl_primitive_attr_set_scales_mask");
+      } else if (mixedInput && compute != DType.F32) {
         check(dnnl_primitive_attr_set_fpmath_mode(attr, compute == DType.BF16 ? dnnl_fpmath_mode_bf16
             : dnnl_fpmath_mode_f16), "dnnl_primitive_attr_set_fpmath_mode");
       }
@@ -478,7 +586,8 @@ final class DnnlLinear implements Backend.PreparedLinear {
       case F32 -> dnnl_f32;
       case BF16 -> dnnl_bf16;
       case F16 -> dnnl_f16;
-      default -> throw new IllegalArgumentException("oneDNN matmuls take f32, bf16 or f16, not " + t.id());
+      case I8 -> dnnl_s8;
+      default -> throw new IllegalArgumentException("oneDNN matmuls take f32, bf16, f16 or int8 weights, not " + t.id());
     };
   }
 

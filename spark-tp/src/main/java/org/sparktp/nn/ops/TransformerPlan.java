@@ -143,7 +143,10 @@ public final class TransformerPlan implements Serializable {
     RankWeights w = new RankWeights(rank, tpSize);
     try {
       for (Slice s : slices(rank).values()) {
-        DType land = s.cols() > 1 ? storage : DType.F32;
+        DType loaded = src.dtype(s.tensor());
+        // int8 linears are quantized from the type they were read in (DType.weightTensorType)
+        DType land = s.cols() <= 1 ? DType.F32
+            : storage.weightTensorType(loaded.isFloat() && be.supports(loaded) ? loaded : DType.F32);
         Tensor t = switch (s.read()) {
           case ROWS, ALL -> src.rows(s.tensor(), s.start(), s.count(), s.cols(), land, be);
           case COLUMNS -> src.columns(s.tensor(), s.start(), s.count(), s.rows(), land, be);
@@ -168,9 +171,17 @@ public final class TransformerPlan implements Serializable {
    * and biases in f32), each slice once, from the plan alone.
    */
   public long weightBytes(int rank, DType dtype) {
+    java.util.Map<String, Long> perSlice = new LinkedHashMap<>();
+    DType table = dtype.isFloat() ? dtype : DType.F32;
+    for (Op o : ops) {
+      for (Slice s : o.slices(tpSize, rank)) {
+        long es = s.cols() <= 1 ? 4L : o instanceof EmbeddingOp ? table.size() : dtype.size();
+        perSlice.putIfAbsent(s.id(), es * s.elements());
+      }
+    }
     long b = 0;
-    for (Slice s : slices(rank).values()) {
-      b += (s.cols() > 1 ? dtype.size() : 4L) * s.elements();
+    for (long x : perSlice.values()) {
+      b += x;
     }
     return b;
   }
@@ -201,7 +212,8 @@ public final class TransformerPlan implements Serializable {
         ? String.format(Locale.ROOT, "; the tied lm_head's packed copy adds up to %d", (long) dtype.size()
             * slices(0).values().iterator().next().elements())
         : "";
-    return String.format(Locale.ROOT, "dtype %s (linear weights and embedding tables; GEMMs accumulate in f32; "
+    return String.format(Locale.ROOT, "dtype %s (linear weights and " + (dtype.isFloat() ? "" : "f32 ")
+        + "embedding tables; GEMMs accumulate in f32; "
         + "norms, biases, softmax, RoPE and attention f32), kernel %s%nweight bytes per rank in %s: [%s] (max %d; "
         + "f32 would be %d%s)%n", dtype.id(), kernel, dtype.id(), per, max, maxF32, tied);
   }

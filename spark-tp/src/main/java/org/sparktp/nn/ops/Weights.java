@@ -39,9 +39,14 @@ public final class Weights implements AutoCloseable {
     this.uses = uses;
   }
 
-  /** The storage dtype of the linears and embedding tables. */
+  /** The storage dtype of the linears ({@code int8}: quantized per output channel by the backend). */
   public DType storage() {
     return storage;
+  }
+
+  /** The dtype of the tensors ops read directly as tables (embeddings): the storage's, f32 for int8. */
+  public DType tableDtype() {
+    return storage.isFloat() ? storage : DType.F32;
   }
 
   public Backend backend() {

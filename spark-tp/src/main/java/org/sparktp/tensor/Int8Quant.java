@@ -1,0 +1,72 @@
+package org.sparktp.tensor;
+
+/**
+ * Symmetric per-output-channel int8 quantization of a linear's weight {@code W [out, in]} (PyTorch's
+ * layout, one row per output feature): for each row {@code r}, {@code scale[r] = max_j |W[r, j]| / 127}
+ * (float32) and {@code q[r, j] = rint(W[r, j] / scale[r])} (round to nearest, ties to even) in
+ * {@code [-127, 127]}; the weight is then {@code q[r, j] * scale[r]}. A row of zeros gets scale 0 and
+ * {@code q = 0}. There is no zero point: weights are centred, and symmetric scales keep the GEMM
+ * {@code x (q s)^T = (x q^T) s} exact up to float32 rounding, with the scale applied once per output.
+ *
+ * <p>Deterministic: the same row always gives the same bytes and scale. Under tensor parallelism a shard
+ * quantizes its own block: a column-parallel shard holds whole rows (its scales are those of the whole
+ * model); a row-parallel shard holds a slice of every row and takes the scale of its slice, so its partial
+ * sum is exact to its own scale (a finer grain than whole rows, never coarser) but the rounding depends on
+ * the tp size.
+ */
+public final class Int8Quant {
+  /** The largest magnitude of a quantized value (symmetric range, -128 is not used). */
+  public static final int QMAX = 127;
+
+  private Int8Quant() {}
+
+  /**
+   * Quantizes {@code row[0..n)} into {@code q[qOff..qOff + n)}; returns the row's scale. Throws when the row
+   * holds a NaN or an infinity ({@code what} names the weight and row for the message).
+   */
+  public static float quantizeRow(float[] row, int n, byte[] q, int qOff, String what) {
+    float amax = 0f;
+    for (int j = 0; j < n; j++) {
+      amax = Math.max(amax, Math.abs(row[j])); // NaN and infinity propagate
+    }
+    if (!(amax <= Float.MAX_VALUE)) {
+      for (int j = 0; j < n; j++) {
+        if (!(Math.abs(row[j]) <= Float.MAX_VALUE)) {
+          throw new IllegalArgumentException(what + " holds " + row[j] + " at column " + j + ": int8 quantization "
+              + "needs finite weights; use spark.tp.dtype=f32 or bf16 for this model");
+        }
+      }
+    }
+    float scale = amax / QMAX;
+    if (scale == 0f) {
+      java.util.Arrays.fill(q, qOff, qOff + n, (byte) 0);
+      return 0f;
+    }
+    for (int j = 0; j < n; j++) {
+      int v = (int) Math.rint(row[j] / scale); // |row[j] / scale| <= 127 up to rounding
+      q[qOff + j] = (byte) Math.max(-QMAX, Math.min(QMAX, v));
+    }
+    return scale;
+  }
+
+  /**
+   * Quantizes and dequantizes {@code w [rows, cols]} (row-major float32) in place: each element becomes
+   * {@code q * scale} of its row. The generic path of backends without an int8 kernel.
+   */
+  public static void roundTrip(float[] w, int rows, int cols, String what) {
+    float[] row = new float[cols];
+    byte[] q = new byte[cols];
+    for (int r = 0; r < rows; r++) {
+      System.arraycopy(w, r * cols, row, 0, cols);
+      float s = quantizeRow(row, cols, q, 0, what + " row " + r);
+      for (int j = 0; j < cols; j++) {
+        w[r * cols + j] = q[j] * s;
+      }
+    }
+  }
+
+  /** Bytes of an int8 weight {@code [rows, cols]} with its scales (one float32 per row). */
+  public static long bytes(long rows, long cols) {
+    return rows * cols + 4 * rows;
+  }
+}
