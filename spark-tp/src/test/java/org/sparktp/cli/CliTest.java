@@ -150,7 +150,7 @@ class CliTest {
     r = cli("infer", "--model", org.sparktp.testing.HfFixtures.dir("gpt2").toString(), "--input", "in.json",
         "--output", "o", "--dtype", "int4");
     assertThat(r.code).isEqualTo(2);
-    assertThat(r.err).startsWith("spark-tp: error: Unknown dtype 'int4' (--dtype): use auto, f32, bf16 or f16");
+    assertThat(r.err).startsWith("spark-tp: error: Unknown dtype 'int4' (--dtype): use auto, f32, bf16, f16 or int8");
     assertThat(cli("explain", "--model", fixture.resolve("model").toString(), "--task", "embed").err)
         .startsWith("spark-tp: error: --task applies to Hugging Face transformers");
     assertThat(cli("explain", "--model", org.sparktp.testing.HfFixtures.dir("llama").toString(), "--task", "x").err)
