@@ -2,13 +2,15 @@
 """PyTorch peer of `spark-tp bench generate`: a greedy loop with a KV cache on the same Llama checkpoint.
 
     /usr/bin/python3 bench/peer_generate.py --model DIR --prompts FILE --new-tokens N [--threads 1] [--json out.json]
+        [--dtype f32|bf16]
 
 DIR is the Hugging Face llama directory the benchmark wrote (config.json, model.safetensors in float32,
 read here with numpy: no `transformers`, no `safetensors` package). FILE has one prompt per line (token
 ids separated by spaces; every prompt the same length, so the batch needs no padding or mask beyond the
 causal one). The model is HF's LlamaForCausalLM written plainly (modeling_llama.py): RMSNorm, q/k/v/o
 projections, RoPE (default, rotate_half), grouped-query attention (repeat_kv), SwiGLU MLP, final norm,
-untied lm_head; float32, inference mode, `torch.set_num_threads(--threads)`, one inter-op thread.
+untied lm_head; float32 (`--dtype bf16`: weights, activations and KV cache in torch bfloat16, as
+`model.to(torch.bfloat16)` runs it), inference mode, `torch.set_num_threads(--threads)`, one inter-op thread.
 
 Greedy decoding with a KV cache, all rows in one batch: a prefill forward over the prompts, then one
 forward per new token. As in the Java benchmark, the run is made twice: 1 new token (prefill) and N new
@@ -31,6 +33,7 @@ def main():
     ap.add_argument("--new-tokens", type=int, required=True)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(a.threads))
@@ -55,6 +58,8 @@ def main():
         assert info["dtype"] == "F32", info["dtype"]
         s, e = info["data_offsets"]
         w[name] = torch.from_numpy(np.frombuffer(data[s:e], dtype=np.float32).reshape(info["shape"]).copy())
+    dt = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    w = {k: v.to(dt) for k, v in w.items()}
 
     H = cfg["hidden_size"]
     nh = cfg["num_attention_heads"]
@@ -76,7 +81,7 @@ def main():
     def rope(x, pos):  # x [B, h, T, hd], pos [T]
         f = pos.float()[:, None] * inv_freq[None, :]
         emb = torch.cat((f, f), dim=-1)
-        return x * emb.cos() + rot_half(x) * emb.sin()
+        return (x * emb.cos() + rot_half(x) * emb.sin()).to(x.dtype)
 
     def forward(ids, cache, past):
         B, T = ids.shape
@@ -98,7 +103,7 @@ def main():
             s = (q @ K.transpose(-1, -2)) / math.sqrt(hd)
             if T > 1:
                 mask = torch.full((T, past + T), float("-inf")).triu(past + 1)
-                s = s + mask
+                s = s + mask.to(s.dtype)
             o = (torch.softmax(s, dim=-1) @ V).transpose(1, 2).reshape(B, T, H)
             x = x + o @ w[p + "self_attn.o_proj.weight"].T
             h = rms(x, w[p + "post_attention_layernorm.weight"])
@@ -113,7 +118,8 @@ def main():
     B, P = ids0.shape
 
     def generate(new):
-        cache = [(torch.zeros(B, nkv, P + new, hd), torch.zeros(B, nkv, P + new, hd)) for _ in range(L)]
+        cache = [(torch.zeros(B, nkv, P + new, hd, dtype=dt), torch.zeros(B, nkv, P + new, hd, dtype=dt))
+                 for _ in range(L)]
         out = []
         with torch.inference_mode():
             logits = forward(ids0, cache, 0)
@@ -134,7 +140,7 @@ def main():
     tokens = generate(a.new_tokens)
     t2 = time.perf_counter()
     prefill = t1 - t0
-    res = {"peer": "pytorch", "torch": torch.__version__, "threads": a.threads, "prefill_s": prefill,
+    res = {"peer": "pytorch", "torch": torch.__version__, "threads": a.threads, "dtype": a.dtype, "prefill_s": prefill,
            "decode_s": (t2 - t1) - prefill, "tokens": tokens}
     s = json.dumps(res)
     print(s)

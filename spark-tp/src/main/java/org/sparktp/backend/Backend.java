@@ -254,6 +254,45 @@ public interface Backend extends AutoCloseable {
     }
   }
 
+  /**
+   * Writes {@code src} {@code [r, c]}, or with {@code transpose} its transpose {@code [c, r]}, into rows
+   * {@code [dstRow, ...)} of {@code dst} (same dtype, same width): stacks fused weight blocks (q/k/v, gate/up)
+   * and turns GPT-2's {@code Conv1D} blocks {@code [in, out]} into PyTorch's {@code [out, in]}, in the
+   * tensors' own dtype. This default goes through one host copy of {@code src} (one tensor, not a shard);
+   * the CPU backend copies in place.
+   */
+  default void copyRows(Tensor src, boolean transpose, Tensor dst, int dstRow) {
+    int outRows = transpose ? src.cols() : src.rows();
+    int width = transpose ? src.rows() : src.cols();
+    checkCopyRows(src, dst, dstRow, outRows, width);
+    int es = src.dtype().size();
+    ByteBuffer b = ByteBuffer.allocate(Math.toIntExact(src.bytes())).order(ByteOrder.LITTLE_ENDIAN);
+    download(src, b);
+    b.flip();
+    if (transpose) {
+      ByteBuffer t = ByteBuffer.allocate(b.capacity()).order(ByteOrder.LITTLE_ENDIAN);
+      int r = src.rows();
+      int c = src.cols();
+      for (int i = 0; i < r; i++) {
+        for (int j = 0; j < c; j++) {
+          for (int k = 0; k < es; k++) {
+            t.put((j * r + i) * es + k, b.get((i * c + j) * es + k));
+          }
+        }
+      }
+      b = t;
+    }
+    write(dst, (long) dstRow * dst.cols() * es, b);
+  }
+
+  /** The checks of {@link #copyRows}, with the message a backend's override gives too. */
+  static void checkCopyRows(Tensor src, Tensor dst, int dstRow, int outRows, int width) {
+    if (src.dtype() != dst.dtype() || width != dst.cols() || dstRow < 0 || (long) dstRow + outRows > dst.rows()) {
+      throw new IllegalArgumentException("Cannot copy " + src.shape() + " " + src.dtype().id() + " as " + outRows
+          + " rows of width " + width + " into rows " + dstRow + ".. of " + dst.shape() + " " + dst.dtype().id());
+    }
+  }
+
   /** A new tensor whose contents are unspecified (for outputs that are overwritten whole). */
   default Tensor empty(int rows, int cols) {
     return allocate(rows, cols);

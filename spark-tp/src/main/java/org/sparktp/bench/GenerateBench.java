@@ -37,7 +37,11 @@ import org.sparktp.nn.ops.TransformerRankModel;
  * bin/spark-tp bench generate [--hidden 2048] [--heads 16] [--kv-heads 4] [--layers 8] [--ffn 5632]
  *     [--vocab 32000] [--prompts 64] [--prompt-len 128] [--new-tokens 64] [--tp 1,2] [--threads 1]
  *     [--repeats 1] [--peer bench/peer_generate.py|none] [--python /usr/bin/python3] [--dir DIR] [--json FILE]
+ *     [--dtype f32|bf16]
  * </pre>
+ *
+ * <p>{@code --dtype bf16}: spark-tp stores its linears and embedding tables in bf16 (KV cache, norms and
+ * sampling f32), the peer runs its weights, activations and KV cache in torch bf16.
  */
 public final class GenerateBench {
   private GenerateBench() {}
@@ -62,6 +66,7 @@ public final class GenerateBench {
     String python = "/usr/bin/python3";
     String dir = null;
     String json = null;
+    org.sparktp.tensor.DType dtype = org.sparktp.tensor.DType.F32;
     for (int i = 0; i < args.length; i++) {
       String a = args[i];
       if (i + 1 >= args.length) {
@@ -85,6 +90,7 @@ public final class GenerateBench {
         case "--python" -> python = v;
         case "--dir" -> dir = v;
         case "--json" -> json = v;
+        case "--dtype" -> dtype = org.sparktp.tensor.DType.parseStorage(v, "--dtype");
         default -> throw new IllegalArgumentException("Unknown flag " + a + "; use --hidden, --heads, --kv-heads, "
             + "--layers, --ffn, --vocab, --prompts, --prompt-len, --new-tokens, --tp, --threads, --repeats, --peer, "
             + "--python, --dir, --json");
@@ -117,19 +123,19 @@ public final class GenerateBench {
     List<Result> results = new ArrayList<>();
     for (int rep = 0; rep < repeats; rep++) {
       for (int tp : tps) {
-        results.add(runTp(model, tp, threads, rows, newTokens));
+        results.add(runTp(model, tp, threads, rows, newTokens, dtype));
         print(results.get(results.size() - 1));
       }
       if (!peer.equals("none")) {
-        Result r = runPeer(python, peer, model, promptFile, threads, newTokens);
+        Result r = runPeer(python, peer, model, promptFile, threads, newTokens, dtype);
         results.add(r);
         print(r);
       }
     }
     StringBuilder table = new StringBuilder();
     table.append(String.format(Locale.ROOT, "%nGenerate benchmark: llama hidden %d, %d heads (%d kv), %d layers, ffn %d, "
-        + "vocab %d; %d prompts x %d tokens, %d new tokens, greedy, fp32, %d thread(s) per rank%n", hidden, heads,
-        kvHeads, layers, ffn, vocab, prompts, promptLen, newTokens, threads));
+        + "vocab %d; %d prompts x %d tokens, %d new tokens, greedy, %s weights, %d thread(s) per rank%n", hidden, heads,
+        kvHeads, layers, ffn, vocab, prompts, promptLen, newTokens, dtype.id(), threads));
     table.append(String.format(Locale.ROOT, "%-10s %3s %10s %10s %10s %12s %8s %s%n", "impl", "tp", "prefill s",
         "decode s", "TPOT ms", "decode tok/s", "comm %", "same tokens as spark-tp tp1"));
     int[][] base = null;
@@ -148,8 +154,9 @@ public final class GenerateBench {
     if (json != null) {
       StringBuilder j = new StringBuilder("{\"benchmark\": \"generate\", \"model\": {");
       j.append(String.format(Locale.ROOT, "\"hidden\": %d, \"heads\": %d, \"kv_heads\": %d, \"layers\": %d, \"ffn\": %d, "
-          + "\"vocab\": %d}, \"prompts\": %d, \"prompt_len\": %d, \"new_tokens\": %d, \"threads\": %d, \"results\": [",
-          hidden, heads, kvHeads, layers, ffn, vocab, prompts, promptLen, newTokens, threads));
+          + "\"vocab\": %d}, \"prompts\": %d, \"prompt_len\": %d, \"new_tokens\": %d, \"threads\": %d, \"dtype\": \"%s\", "
+          + "\"results\": [", hidden, heads, kvHeads, layers, ffn, vocab, prompts, promptLen, newTokens, threads,
+          dtype.id()));
       for (int i = 0; i < results.size(); i++) {
         Result r = results.get(i);
         j.append(i == 0 ? "" : ", ").append(String.format(Locale.ROOT, "{\"impl\": \"%s\", \"tp\": %d, "
@@ -180,7 +187,8 @@ public final class GenerateBench {
   }
 
   /** Rank r brings rows r, r + tp, ...; two generations per rank: 1 token, then all of them. */
-  static Result runTp(Path model, int tp, int threads, List<int[]> rows, int newTokens) throws IOException {
+  static Result runTp(Path model, int tp, int threads, List<int[]> rows, int newTokens,
+      org.sparktp.tensor.DType dtype) throws IOException {
     try (HfModel hf = HfModel.open(model.toString())) {
       TransformerPlan plan = TransformerPlan.build(hf.model(), tp, Task.GENERATE, null, false, false);
       int n = rows.size();
@@ -189,17 +197,17 @@ public final class GenerateBench {
       GenerateParams one = GenerateParams.greedy(1).withBudgets(kv, 4096);
       int[][] tokens = new int[n][];
       List<double[]> times = LocalCommunicator.run(tp, 3_600_000, rank -> comm -> {
+        CpuBackend be = new CpuBackend(threads);
         RankWeights w;
         synchronized (hf) {
-          w = plan.shard(hf.weightSource(), rank);
+          w = plan.shard(hf.weightSource(), rank, be, dtype);
         }
         List<int[]> mine = new ArrayList<>();
         for (int r = rank; r < n; r += tp) {
           mine.add(rows.get(r));
         }
         long[] seeds = new long[mine.size()];
-        try (CpuBackend be = new CpuBackend(threads); TransformerRankModel m = new TransformerRankModel(plan, rank, be,
-            w)) {
+        try (be; w; TransformerRankModel m = new TransformerRankModel(plan, rank, be, w, dtype)) {
           new Generator(m, comm, one, null).generate(mine, seeds, 0); // warm-up (JIT, first touch)
           long a = System.nanoTime();
           new Generator(m, comm, one, null).generate(mine, seeds, 0);
@@ -225,12 +233,12 @@ public final class GenerateBench {
     }
   }
 
-  static Result runPeer(String python, String script, Path model, Path prompts, int threads, int newTokens)
-      throws IOException, InterruptedException {
+  static Result runPeer(String python, String script, Path model, Path prompts, int threads, int newTokens,
+      org.sparktp.tensor.DType dtype) throws IOException, InterruptedException {
     Path out = model.resolve("peer.json");
     ProcessBuilder pb = new ProcessBuilder(python, script, "--model", model.toString(), "--prompts",
         prompts.toString(), "--new-tokens", Integer.toString(newTokens), "--threads", Integer.toString(threads),
-        "--json", out.toString());
+        "--json", out.toString(), "--dtype", dtype == org.sparktp.tensor.DType.F32 ? "f32" : dtype.id());
     pb.redirectError(ProcessBuilder.Redirect.INHERIT);
     pb.redirectOutput(ProcessBuilder.Redirect.DISCARD);
     Process p = pb.start();

@@ -37,12 +37,14 @@ import org.sparktp.spark.TensorParallelModel;
  * cached DataFrame written to the no-op sink, for each tp size, with the share of the engine's compute
  * spent in attention cores; next to the same model in PyTorch ({@code bench/peer_transformer.py}, one
  * process, the same thread count) when {@code /usr/bin/python3} has torch. Each figure is the median of
- * {@code --repeats} timed runs after a warm-up.
+ * {@code --repeats} timed runs after a warm-up. {@code --dtype} (default f32) is the storage dtype of spark-tp's
+ * linears and embedding tables (GEMMs accumulate in f32; the kernel is printed) and the dtype the PyTorch peer
+ * runs in (torch bf16 on the CPU: weights and activations bfloat16).
  *
  * <pre>
  * TransformerBench [--threads 2] [--tp 1,2] [--rows 32] [--seq 128] [--batch 8] [--layers 12] [--hidden 768]
  *                  [--heads 12] [--ffn 3072] [--vocab 30522] [--repeats 3] [--master local[2]]
- *                  [--peer bench/peer_transformer.py] [--no-frame] [--json FILE]
+ *                  [--peer bench/peer_transformer.py] [--no-frame] [--json FILE] [--dtype f32|bf16]
  * </pre>
  */
 public final class TransformerBench {
@@ -66,6 +68,7 @@ public final class TransformerBench {
     String peer = "bench/peer_transformer.py";
     boolean frame = true;
     String json = null;
+    org.sparktp.tensor.DType dtype = org.sparktp.tensor.DType.F32;
     for (int i = 0; i < args.length; i++) {
       String a = args[i];
       if (a.equals("--no-frame")) {
@@ -91,11 +94,13 @@ public final class TransformerBench {
         case "--master" -> master = v;
         case "--peer" -> peer = v;
         case "--json" -> json = v;
+        case "--dtype" -> dtype = org.sparktp.tensor.DType.parseStorage(v, "--dtype");
         default -> throw new IllegalArgumentException("Unknown argument '" + a + "'; see the class Javadoc");
       }
     }
     Path dir = Files.createTempDirectory("spark-tp-bench-bert");
     List<Result> results = new ArrayList<>();
+    String kernel = "-";
     try {
       writeBert(dir, layers, hidden, heads, ffn, vocab, seq);
       int[][] inputs = new int[rows][seq];
@@ -115,10 +120,12 @@ public final class TransformerBench {
           int blas = Math.max(1, threads / tp);
           double[] tokens = new double[repeats];
           double[] share = new double[repeats];
-          runEngine(plan, shards, inputs, batch, blas, new double[1]);
+          kernel = runEngine(plan, shards, inputs, batch, blas, new double[1], dtype, new double[1]);
           for (int i = 0; i < repeats; i++) {
             double[] att = new double[1];
-            tokens[i] = (double) rows * seq / runEngine(plan, shards, inputs, batch, blas, att);
+            double[] secs = new double[1];
+            runEngine(plan, shards, inputs, batch, blas, att, dtype, secs);
+            tokens[i] = (double) rows * seq / secs[0];
             share[i] = att[0];
           }
           results.add(new Result("spark-tp engine", tp, median(tokens), median(share)));
@@ -140,7 +147,8 @@ public final class TransformerBench {
           for (int tp : tps) {
             TensorParallelModel m = TensorParallelModel.fromDirectory(dir.toString()).setInputCol("ids")
                 .setOutputCol("emb").setTpSize(tp).setGroups(1).setBatchSize(batch).setTask("embed")
-                .setConf("spark.tp.cpu.blas-threads", String.valueOf(Math.max(1, threads / tp)));
+                .setConf("spark.tp.cpu.blas-threads", String.valueOf(Math.max(1, threads / tp)))
+                .setDtype(dtype.id());
             double[] tokens = new double[repeats];
             m.transform(df).write().format("noop").mode("overwrite").save();
             for (int i = 0; i < repeats; i++) {
@@ -154,7 +162,8 @@ public final class TransformerBench {
           spark.stop();
         }
       }
-      results.addAll(peer(peer, threads, batch, seq, layers, hidden, heads, ffn, vocab, repeats));
+      results.addAll(peer(peer, threads, batch, seq, layers, hidden, heads, ffn, vocab, repeats,
+          dtype == org.sparktp.tensor.DType.F32 ? "fp32" : dtype.id()));
     } finally {
       for (File f : dir.toFile().listFiles()) {
         f.delete();
@@ -165,8 +174,9 @@ public final class TransformerBench {
         .findFirst().orElse(Double.NaN);
     StringBuilder t = new StringBuilder();
     t.append(String.format(Locale.ROOT, "BERT-base shape: %d layers, hidden %d, %d heads, FFN %d, vocab %d; %d rows of "
-        + "%d tokens, batch %d, %d threads, median of %d%n", layers, hidden, heads, ffn, vocab, rows, seq, batch,
-        threads, repeats));
+        + "%d tokens, batch %d, %d threads, median of %d%ndtype %s (spark-tp linears and embedding tables; PyTorch "
+        + "weights and activations), spark-tp kernel %s%n", layers, hidden, heads, ffn, vocab, rows, seq, batch,
+        threads, repeats, dtype.id(), kernel));
     t.append(String.format(Locale.ROOT, "%-26s %4s %12s %18s %16s%n", "implementation", "tp", "tokens/s",
         "vs pytorch eager", "attention share"));
     for (Result r : results) {
@@ -178,7 +188,8 @@ public final class TransformerBench {
     if (json != null) {
       StringBuilder sb = new StringBuilder("{\"model\": {\"layers\": " + layers + ", \"hidden\": " + hidden
           + ", \"heads\": " + heads + ", \"ffn\": " + ffn + ", \"vocab\": " + vocab + "}, \"rows\": " + rows
-          + ", \"seq\": " + seq + ", \"threads\": " + threads + ", \"results\": [");
+          + ", \"seq\": " + seq + ", \"threads\": " + threads + ", \"dtype\": \"" + dtype.id()
+          + "\", \"kernel\": \"" + kernel + "\", \"results\": [");
       for (int i = 0; i < results.size(); i++) {
         Result r = results.get(i);
         sb.append(i == 0 ? "" : ", ").append(String.format(Locale.ROOT,
@@ -191,9 +202,13 @@ public final class TransformerBench {
     }
   }
 
-  /** Seconds for every row through the engine; rank r brings rows r, r + tp, ...; att[0] = attention share. */
-  static double runEngine(TransformerPlan plan, RankWeights[] shards, int[][] inputs, int batch, int blas,
-      double[] att) {
+  /**
+   * Seconds for every row through the engine ({@code secs[0]}); rank r brings rows r, r + tp, ...; att[0] =
+   * attention share; returns rank 0's kernel.
+   */
+  static String runEngine(TransformerPlan plan, RankWeights[] shards, int[][] inputs, int batch, int blas,
+      double[] att, org.sparktp.tensor.DType dtype, double[] secs) {
+    String[] kernel = {"-"};
     int tp = plan.tpSize();
     long[] nanos = new long[1];
     long[] attention = new long[tp];
@@ -204,7 +219,10 @@ public final class TransformerBench {
         mine.add(inputs[i]);
       }
       try (CpuBackend be = new CpuBackend(blas);
-          TransformerRankModel m = new TransformerRankModel(plan, rank, be, shards[rank])) {
+          TransformerRankModel m = new TransformerRankModel(plan, rank, be, shards[rank], dtype)) {
+        if (rank == 0) {
+          kernel[0] = m.kernel();
+        }
         TransformerRunner runner = new TransformerRunner(m, comm);
         comm.barrier();
         long t0 = System.nanoTime();
@@ -236,7 +254,8 @@ public final class TransformerBench {
       return null;
     });
     att[0] = (double) attention[0] / Math.max(1, compute[0]);
-    return nanos[0] / 1e9;
+    secs[0] = nanos[0] / 1e9;
+    return kernel[0];
   }
 
   /** A random BERT-base-shaped checkpoint in HF's layout (std 0.02, LayerNorm weights 1, biases 0). */
@@ -289,7 +308,7 @@ public final class TransformerBench {
 
   /** The PyTorch peer's fp32 results, or none when it cannot run here (said on stderr). */
   static List<Result> peer(String script, int threads, int batch, int seq, int layers, int hidden, int heads, int ffn,
-      int vocab, int repeats) {
+      int vocab, int repeats, String dtypes) {
     List<Result> out = new ArrayList<>();
     if (!new File(script).isFile()) {
       System.err.println("PyTorch peer " + script + " not found: skipped (run from the repository root)");
@@ -297,7 +316,7 @@ public final class TransformerBench {
     }
     try {
       Process pr = new ProcessBuilder("/usr/bin/python3", script, "--threads", String.valueOf(threads), "--dtypes",
-          "fp32", "--impls", "eager,fastpath", "--batch", String.valueOf(batch), "--seq", String.valueOf(seq),
+          dtypes, "--impls", "eager,fastpath", "--batch", String.valueOf(batch), "--seq", String.valueOf(seq),
           "--layers", String.valueOf(layers), "--hidden", String.valueOf(hidden), "--heads", String.valueOf(heads),
           "--ffn", String.valueOf(ffn), "--vocab", String.valueOf(vocab), "--iters", String.valueOf(repeats))
           .redirectError(ProcessBuilder.Redirect.INHERIT).start();

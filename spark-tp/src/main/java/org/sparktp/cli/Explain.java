@@ -36,13 +36,12 @@ final class Explain {
       throw new UsageException(e.getMessage());
     }
     if (HfModel.isHuggingFace(new Path(dir), new Configuration())) {
-      if (!dt.trim().equalsIgnoreCase("auto") && storage != DType.F32) {
-        throw new UsageException("--dtype " + dt + " is not supported for Hugging Face transformers yet (their weights"
-            + " are widened to f32 as they are read); use auto or f32");
-      }
       try (HfModel m = HfModel.open(dir)) {
-        out.print(TransformerPlan.build(m.model(), tp, Infer.task(a), Infer.pooling(a), a.has("normalize"), false)
-            .explain());
+        TransformerPlan plan = TransformerPlan.build(m.model(), tp, Infer.task(a), Infer.pooling(a),
+            a.has("normalize"), false);
+        storage = Precision.resolve(dt, m.weightDtype(), CpuBackend.hasNativeBf16(), "--dtype");
+        out.print(plan.explain());
+        out.print(plan.explainPrecision(storage, kernel(storage)));
       }
       return;
     }

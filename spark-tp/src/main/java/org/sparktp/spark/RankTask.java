@@ -250,15 +250,18 @@ final class RankTask
       Backend b = backend(job.backend(), job.backendSettings(), ctx);
       try {
         ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), job.tpSize(), rank, cacheBackend());
-        if (job.transformer() != null) {
-          RankWeights w = job.shards().load(rank);
-          return new ShardCache.Entry(key, new TransformerRankModel(job.transformer(), rank, b, w), b);
-        }
         DType dt = DType.parseStorage(job.dtype(), TpConf.DTYPE);
         if (!b.supports(dt)) {
           LOG.warn("spark-tp job {} rank {}: the {} backend holds no {} tensors; its weights stay f32", job.jobKey(),
               rank, b.name(), dt.id());
           dt = DType.F32;
+        }
+        if (job.transformer() != null) {
+          // issue 9a: the rank reads its slices in the checkpoint's dtype straight into its tensors (a backend
+          // with half-precision tensors: the CPU's), stored in dt; another backend gets f32 host blocks
+          try (RankWeights w = b.supports(DType.BF16) ? job.shards().load(rank, b, dt) : job.shards().load(rank)) {
+            return new ShardCache.Entry(key, new TransformerRankModel(job.transformer(), rank, b, w, dt), b);
+          }
         }
         try (RankWeights w = job.shards().load(rank, b, dt)) {
           return new ShardCache.Entry(key, new RankModel(job.plan(), rank, b, w, dt), b);

@@ -45,6 +45,17 @@ interface ShardSource extends Serializable {
         throw new UncheckedIOException("Rank " + rank + " cannot read its shard of " + dir + ": " + e.getMessage(), e);
       }
     }
+
+    /** The rank's slices read in the checkpoint's own bytes into {@code be}'s tensors (see TransformerPlan.shard). */
+    @Override
+    public RankWeights load(int rank, Backend be, DType dtype) {
+      try (org.sparktp.model.hf.HfModel d = org.sparktp.model.hf.HfModel.open(new org.apache.hadoop.fs.Path(dir),
+          SparkHadoopUtil.get().conf())) {
+        return plan.shard(d.weightSource(), rank, be, dtype);
+      } catch (IOException e) {
+        throw new UncheckedIOException("Rank " + rank + " cannot read its shard of " + dir + ": " + e.getMessage(), e);
+      }
+    }
   }
 
   /**

@@ -151,7 +151,8 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
       if (HfModel.isHuggingFace(path, hadoop)) {
         try (HfModel m = HfModel.open(path, hadoop)) {
           String qualified = path.getFileSystem(hadoop).makeQualified(path).toString();
-          return new TensorParallelModel(uid, null, null, new HfShards(m.model(), qualified, m.hasTokenizer()));
+          return new TensorParallelModel(uid, null, null, new HfShards(m.model(), qualified, m.hasTokenizer(),
+              m.weightDtype()));
         }
       }
     } catch (IOException e) {
@@ -707,7 +708,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     int threads = settings.getInt(TpConf.CPU_THREADS, 1);
     blas = threads != 1 ? threads : blas;
     String gemm = CpuBackend.checkGemm(settings.get(TpConf.CPU_GEMM));
-    DType storage = hf != null ? transformerDtype(spark) : resolveDtype(be, spark);
+    DType storage = hf != null ? transformerDtype(be, spark) : resolveDtype(be, spark);
     java.util.TreeMap<String, String> backendSettings = new java.util.TreeMap<>();
     backendSettings.put(TpConf.CPU_THREADS, Integer.toString(blas));
     backendSettings.put(TpConf.CPU_GEMM, gemm);
@@ -783,7 +784,7 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
       gen = gen.withSeedColumn(df.schema().fieldIndex(seedName), t.equals(DataTypes.IntegerType));
     }
     TpJob job = new TpJob(jobKey, hf.modelId, null, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
-        g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, batch, be, blas, DType.F32.id(),
+        g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, batch, be, blas, backendSettings.get(TpConf.DTYPE),
         backendSettings, cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, plan, batchTokens, gen);
     Dataset<Row> out = BarrierRunner.run(spark, df, job, null);
     out = helper == null ? out : out.drop(helper);
@@ -791,17 +792,14 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
   }
 
   /**
-   * Hugging Face transformers compute in f32 for now (their weights are widened as they are read): {@code auto}
-   * and {@code f32} are accepted, anything else is an error that says so.
+   * The storage type of a Hugging Face transformer's linears and embedding tables: the {@code dtype} param, else
+   * {@code spark.tp.dtype}; {@code auto} is bf16 when the checkpoint's weights are bf16/f16 and this CPU has
+   * native bf16 GEMMs, else f32 (see {@link Precision#resolve}).
    */
-  private DType transformerDtype(SparkSession spark) {
+  private DType transformerDtype(String backendName, SparkSession spark) {
     String v = isSet(dtype) ? $(dtype) : resolve(spark, TpConf.DTYPE, TpConf.DTYPE_DEFAULT);
-    String n = v.trim().toLowerCase(java.util.Locale.ROOT);
-    if (!n.equals("auto") && !n.equals("f32")) {
-      throw new IllegalArgumentException("dtype " + v + " is not supported for Hugging Face transformers yet (their"
-          + " weights are widened to f32 as they are read); use auto or f32 (" + TpConf.DTYPE + ", setDtype)");
-    }
-    return DType.F32;
+    boolean cpu = backendName == null || backendName.equals("auto") || backendName.equals("cpu");
+    return Precision.resolve(v, hf.weightDtype, cpu && CpuBackend.hasNativeBf16(), TpConf.DTYPE);
   }
 
   /**
@@ -809,6 +807,9 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
    * {@code auto} resolved against the checkpoint's dtype and this CPU (see {@link Precision#resolve}).
    */
   public DType resolveDtype(String backendName, SparkSession spark) {
+    if (hf != null) {
+      return transformerDtype(backendName, spark);
+    }
     String v = isSet(dtype) ? $(dtype) : resolve(spark, TpConf.DTYPE, TpConf.DTYPE_DEFAULT);
     boolean cpu = backendName == null || backendName.equals("auto") || backendName.equals("cpu");
     // auto picks bf16 only on the CPU backend for now (a backend reports its dtypes through Backend.supports)
@@ -846,8 +847,10 @@ public final class TensorParallelModel extends Model<TensorParallelModel> implem
     final TransformerModel model;
     final String dir;
     final boolean tokenizer;
+    final DType weightDtype; // the checkpoint's weight dtype (what auto resolves against)
 
-    HfShards(TransformerModel model, String dir, boolean tokenizer) {
+    HfShards(TransformerModel model, String dir, boolean tokenizer, DType weightDtype) {
+      this.weightDtype = weightDtype;
       this.model = model;
       this.dir = dir;
       this.tokenizer = tokenizer;

@@ -214,4 +214,66 @@ class CpuBackendTest {
       assertThat(d[0]).isZero();
     }
   }
+
+  /**
+   * copyRows stacks a block and a transposed block (GPT-2's Conv1D) into rows of a wider tensor, in the
+   * tensors' own dtype: the CPU override and the interface's generic default (through a proxy that keeps it)
+   * against the placement written plainly; rows not written stay zero.
+   */
+  @ParameterizedTest
+  @CsvSource({"F32,false", "BF16,false", "F16,false", "F32,true", "BF16,true"})
+  void copyRowsStacksAndTransposesBlocksInTheirDtype(org.sparktp.tensor.DType dtype, boolean generic) {
+    Backend b = generic ? (Backend) java.lang.reflect.Proxy.newProxyInstance(Backend.class.getClassLoader(),
+        new Class<?>[] {Backend.class}, (proxy, m, args) -> m.getName().equals("copyRows")
+            ? java.lang.reflect.InvocationHandler.invokeDefault(proxy, m, args) : m.invoke(be, args)) : be;
+    float[] a = rnd.floats(4 * 6, 1); // [4, 6]
+    float[] c = rnd.floats(6 * 3, 1); // [6, 3], placed transposed as [3, 6]
+    try (Tensor a32 = be.upload(a, 4, 6); Tensor c32 = be.upload(c, 6, 3);
+        Tensor ta = be.convert(a32, dtype); Tensor tc = be.convert(c32, dtype);
+        Tensor dst = be.allocate(1 + 4 + 3, 6, dtype)) {
+      float[] ar = be.download(ta); // the values as the dtype holds them (exact when widened back)
+      float[] cr = be.download(tc);
+      b.copyRows(ta, false, dst, 1);
+      b.copyRows(tc, true, dst, 5);
+      float[] got = be.download(dst);
+      for (int j = 0; j < 6; j++) {
+        assertThat(got[j]).as("row 0 untouched").isZero();
+      }
+      for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 6; j++) {
+          assertThat(got[(1 + i) * 6 + j]).isEqualTo(ar[i * 6 + j]);
+        }
+      }
+      for (int i = 0; i < 3; i++) {
+        for (int j = 0; j < 6; j++) {
+          assertThat(got[(5 + i) * 6 + j]).isEqualTo(cr[j * 3 + i]);
+        }
+      }
+      assertThatThrownBy(() -> b.copyRows(ta, true, dst, 0)).isInstanceOf(IllegalArgumentException.class)
+          .hasMessageContaining("as 6 rows of width 4 into rows 0..");
+    }
+  }
+
+  /** A bf16/f16 embedding table: rows gathered widened to f32, ids another rank holds give zeros. */
+  @ParameterizedTest
+  @EnumSource(value = org.sparktp.tensor.DType.class, names = {"BF16", "F16"})
+  void embeddingGathersRowsOfAHalfTableWidenedToF32(org.sparktp.tensor.DType dtype) {
+    float[] t = rnd.floats(5 * 8, 2); // rows 10..14 of the vocabulary
+    int[] ids = {12, 3, 14, 10, 12, 99};
+    try (Tensor t32 = be.upload(t, 5, 8); Tensor half = be.convert(t32, dtype); Tensor out = be.empty(6, 8)) {
+      float[] held = be.download(half);
+      be.embedding(half, 10, ids, out);
+      float[] got = be.download(out);
+      for (int r = 0; r < ids.length; r++) {
+        int local = ids[r] - 10;
+        for (int c = 0; c < 8; c++) {
+          float want = local >= 0 && local < 5 ? held[local * 8 + c] : 0f;
+          assertThat(got[r * 8 + c]).as("row %d col %d", r, c).isEqualTo(want);
+          if (local >= 0 && local < 5) {
+            assertThat((double) want).isCloseTo(t[local * 8 + c], org.assertj.core.data.Offset.offset(2e-2));
+          }
+        }
+      }
+    }
+  }
 }

@@ -618,14 +618,56 @@ public final class CpuBackend implements Backend {
           + " rows of width " + t.cols());
     }
     zero(o);
+    int d = t.cols();
+    if (t.dtype() != DType.F32) {
+      // a bf16/f16 table (half the bytes): each row gathered is widened to f32 as it is copied
+      int es = t.dtype().size();
+      for (int r = 0; r < ids.length; r++) {
+        int local = ids[r] - idStart;
+        if (local >= 0 && local < t.rows()) {
+          DType.F32.convertFrom(t.dtype(), t.byteBuffer((long) local * d * es, (long) d * es),
+              o.byteBuffer((long) r * d * 4, (long) d * 4), d);
+        }
+      }
+      return;
+    }
     FloatBuffer tb = t.buffer();
     FloatBuffer ob = o.buffer();
-    int d = t.cols();
     for (int r = 0; r < ids.length; r++) {
       int local = ids[r] - idStart;
       if (local >= 0 && local < t.rows()) {
         ob.position(r * d).put(tb.limit((local + 1) * d).position(local * d));
         tb.limit(tb.capacity());
+      }
+    }
+  }
+
+  @Override
+  public void copyRows(Tensor src, boolean transpose, Tensor dst, int dstRow) {
+    CpuTensor s = cpu(src);
+    CpuTensor d = cpu(dst);
+    int outRows = transpose ? s.cols() : s.rows();
+    int width = transpose ? s.rows() : s.cols();
+    Backend.checkCopyRows(s, d, dstRow, outRows, width);
+    long es = s.dtype().size();
+    long at = (long) dstRow * d.cols() * es;
+    if (!transpose) {
+      Pointer.memcpy(d.data().position(d.data().position() + at), s.data(), s.bytes());
+      return;
+    }
+    int r = s.rows();
+    int c = s.cols();
+    ByteBuffer from = s.byteBuffer();
+    ByteBuffer to = d.byteBuffer(at, s.bytes());
+    for (int i = 0; i < r; i++) { // source row i becomes column i of the destination rows
+      for (int j = 0; j < c; j++) {
+        int a = (i * c + j);
+        int b = (j * r + i);
+        switch ((int) es) {
+          case 2 -> to.putShort(b * 2, from.getShort(a * 2));
+          case 4 -> to.putInt(b * 4, from.getInt(a * 4));
+          default -> throw new IllegalArgumentException("copyRows of " + s.dtype().id() + " elements");
+        }
       }
     }
   }

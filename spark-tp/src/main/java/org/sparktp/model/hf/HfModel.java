@@ -30,12 +30,18 @@ import org.sparktp.nn.ops.Part;
 import org.sparktp.nn.ops.ResidualOp;
 import org.sparktp.nn.ops.Rope;
 import org.sparktp.nn.ops.TransformerModel;
+import org.sparktp.backend.Backend;
+import org.sparktp.tensor.DType;
+import org.sparktp.tensor.Tensor;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 
 /**
  * A Hugging Face model directory as {@code save_pretrained} writes it: {@code config.json},
  * {@code model.safetensors} or a sharded checkpoint with {@code model.safetensors.index.json}, HF tensor
  * names (with or without the base model's prefix {@code bert.}, {@code roberta.}, {@code model.},
- * {@code transformer.}), dtypes F32, F16, BF16 (converted to float32 as they are read). Dispatches on
+ * {@code transformer.}), dtypes F32, F16, BF16 (read in their own dtype into the rank's tensors, converted to
+ * the storage dtype per tensor where it differs: {@link #weightDtype()}). Dispatches on
  * {@code model_type} (or {@code architectures}): {@code bert}, {@code roberta}, {@code llama},
  * {@code mistral}, {@code qwen2}, {@code gpt2}.
  *
@@ -54,9 +60,11 @@ public final class HfModel implements AutoCloseable {
   private final List<SafetensorsFile> files;
   private final TransformerModel model;
   private final boolean tokenizer;
+  private final DType weightDtype;
 
   private HfModel(Path dir, String modelType, Map<String, SafetensorsFile> fileOf, List<SafetensorsFile> files,
-      TransformerModel model, boolean tokenizer) {
+      TransformerModel model, boolean tokenizer, DType weightDtype) {
+    this.weightDtype = weightDtype;
     this.dir = dir;
     this.modelType = modelType;
     this.fileOf = fileOf;
@@ -137,7 +145,7 @@ public final class HfModel implements AutoCloseable {
         default -> throw new IllegalStateException(type);
       };
       return new HfModel(dir, type, fileOf, List.copyOf(byFile.values()), m, fs.exists(new Path(dir,
-          TOKENIZER_FILE)));
+          TOKENIZER_FILE)), weightDtype(fileOf, cfg));
     } catch (IOException | RuntimeException e) {
       for (SafetensorsFile f : byFile.values()) {
         try {
@@ -148,6 +156,31 @@ public final class HfModel implements AutoCloseable {
       }
       throw e;
     }
+  }
+
+  private static DType weightDtype(Map<String, SafetensorsFile> fileOf, HfConfig cfg) throws ModelFormatException {
+    DType seen = null;
+    boolean mixed = false;
+    for (Map.Entry<String, SafetensorsFile> e : fileOf.entrySet()) {
+      TensorInfo info = e.getValue().tensors().get(e.getKey());
+      if (info == null || info.dtype() == null || !info.dtype().isLoadable() || info.shape().length != 2) {
+        continue;
+      }
+      if (seen == null) {
+        seen = info.dtype();
+      } else if (seen != info.dtype()) {
+        mixed = true;
+      }
+    }
+    if (seen != null && !mixed) {
+      return seen;
+    }
+    String t = cfg.text("torch_dtype", "float32");
+    return switch (t) {
+      case "bfloat16" -> DType.BF16;
+      case "float16" -> DType.F16;
+      default -> DType.F32;
+    };
   }
 
   private static final List<String> SUPPORTED = List.of("bert", "roberta", "xlm-roberta", "llama", "mistral",
@@ -526,7 +559,82 @@ public final class HfModel implements AutoCloseable {
           throw new UncheckedIOException(e);
         }
       }
+
+      @Override
+      public DType dtype(String name) {
+        return f(name).tensors().get(name).dtype();
+      }
+
+      @Override
+      public Tensor rows(String name, int start, int count, int cols, DType dtype, Backend be) {
+        SafetensorsFile f = f(name);
+        return readTyped(f, name, count, cols, dtype, be, sink -> f.readRowsRaw(name, start, count, sink));
+      }
+
+      @Override
+      public Tensor columns(String name, int start, int count, int rows, DType dtype, Backend be) {
+        SafetensorsFile f = f(name);
+        return readTyped(f, name, rows, count, dtype, be, sink -> f.readColumnsRaw(name, start, count, sink));
+      }
     };
+  }
+
+  private interface RawRead {
+    void run(SafetensorsFile.RawSink sink) throws IOException;
+  }
+
+  /**
+   * Reads a block in the file's dtype straight into a new tensor on {@code be} (through the file's read buffers
+   * of at most {@link SafetensorsFile#MAX_READ_BYTES}: no float32 copy, no whole-block array on the heap; a
+   * dtype the backend does not hold is widened per buffer), then converts that one tensor on the backend when
+   * {@code dtype} differs.
+   */
+  private static Tensor readTyped(SafetensorsFile f, String name, int rows, int cols, DType dtype, Backend be,
+      RawRead read) {
+    DType stored = f.tensors().get(name).dtype();
+    DType land = be.supports(stored) ? stored : DType.F32;
+    Tensor t = be.allocate(rows, cols, land);
+    try {
+      long[] at = {0};
+      read.run((buf, off, len) -> {
+        ByteBuffer src = ByteBuffer.wrap(buf, off, len).order(ByteOrder.LITTLE_ENDIAN);
+        if (land == stored) {
+          be.write(t, at[0], src);
+          at[0] += len;
+        } else {
+          ByteBuffer wide = ByteBuffer.allocate(len / stored.size() * 4).order(ByteOrder.LITTLE_ENDIAN);
+          DType.F32.convertFrom(stored, src, wide, len / stored.size());
+          wide.flip();
+          be.write(t, at[0], wide);
+          at[0] += wide.limit();
+        }
+      });
+      if (at[0] != t.bytes()) {
+        throw new IllegalStateException("Read " + at[0] + " bytes of '" + name + "' from " + f.path() + " for "
+            + t.shape() + " " + land.id() + " (" + t.bytes() + " bytes)");
+      }
+      if (land == dtype) {
+        return t;
+      }
+      try (Tensor src = t) {
+        return be.convert(src, dtype);
+      }
+    } catch (IOException e) {
+      t.close();
+      throw new UncheckedIOException(e);
+    } catch (RuntimeException | Error e) {
+      t.close();
+      throw e;
+    }
+  }
+
+  /**
+   * The dtype the checkpoint stores its weights in: the one dtype of its 2-D tensors when they agree, else
+   * {@code config.json}'s {@code torch_dtype} ({@code bfloat16}, {@code float16}), else F32. {@code auto}
+   * precision picks bf16 for a bf16/f16 checkpoint on a CPU with native bf16.
+   */
+  public DType weightDtype() {
+    return weightDtype;
   }
 
   /** Bytes of tensor data read so far, over every file. */

@@ -74,9 +74,10 @@ public record EmbeddingOp(String name, int vocab, int hidden, String table, Stri
   public OpKernel build(int p, int rank, Weights w, Backend backend) {
     List<Slice> sl = slices(p, rank);
     int i = 0;
-    Tensor tab = w.tensor(sl.get(i++));
-    Tensor pos = positions != null ? w.tensor(sl.get(i++)) : null;
-    Tensor typ = tokenTypes != null ? w.tensor(sl.get(i++)) : null;
+    // the tables in the storage dtype (bf16 halves them; rows are widened to f32 as they are gathered; int8: f32)
+    Tensor tab = w.tensor(sl.get(i++), w.tableDtype());
+    Tensor pos = positions != null ? w.tensor(sl.get(i++), w.tableDtype()) : null;
+    Tensor typ = tokenTypes != null ? w.tensor(sl.get(i++), w.tableDtype()) : null;
     Tensor g = normWeight != null ? w.tensor(sl.get(i++)) : null;
     Tensor b = normWeight != null && normBias != null ? w.tensor(sl.get(i)) : null;
     int idStart = vocabSplit(p).offset(rank);

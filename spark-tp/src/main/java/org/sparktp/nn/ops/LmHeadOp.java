@@ -69,7 +69,7 @@ public record LmHeadOp(String weight, int vocab, int hidden, Task task) implemen
   @Override
   public OpKernel build(int p, int rank, Weights w, Backend backend) {
     Split s = split(p);
-    LinearKernel head = new LinearKernel(w.tensor(slices(p, rank).get(0)), null, Activation.IDENTITY);
+    LinearKernel head = w.linear(slices(p, rank).get(0), Activation.IDENTITY);
     int v0 = s.offset(rank);
     int vn = s.length(rank);
     return (x, tokens, ctx) -> {

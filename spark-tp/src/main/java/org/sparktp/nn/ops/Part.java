@@ -4,7 +4,9 @@ import java.io.Serializable;
 import java.util.ArrayList;
 import java.util.List;
 import org.sparktp.backend.Activation;
+import org.sparktp.backend.Backend;
 import org.sparktp.nn.LinearKernel;
+import org.sparktp.tensor.Tensor;
 
 /**
  * A logical part of a linear's weight on disk: {@code Y_part = X W_part^T + b_part} with
@@ -85,7 +87,10 @@ public record Part(String weight, String bias, boolean conv1d, int offset, int o
 
   /**
    * A column-parallel kernel for several parts fused into one GEMM: its weight is the parts' blocks
-   * stacked, {@code [sum count, in]}, its output the parts' columns side by side.
+   * stacked, {@code [sum count, in]} (GPT-2's Conv1D blocks transposed), built on the backend in the dtype
+   * the blocks were read in (no heap copy; one block is taken as it is), then stored in the resolved dtype by
+   * {@link Weights#linear}; its output is the parts' columns side by side. The bias (f32) is the parts'
+   * biases side by side.
    */
   static LinearKernel columnKernel(List<Range> all, Weights w, Activation epilogue) {
     List<Range> ranges = merged(all);
@@ -96,43 +101,79 @@ public record Part(String weight, String bias, boolean conv1d, int offset, int o
       rows += r.count();
       anyBias |= r.part().bias() != null;
     }
-    float[] wt = new float[Math.multiplyExact(rows, in)];
+    Backend be = w.backend();
     float[] bt = anyBias ? new float[rows] : null;
     int row = 0;
     for (Range r : ranges) {
-      List<Slice> sl = r.part().columnSlices(r.start(), r.count());
-      float[] block = w.host(sl.get(0));
-      if (r.part().conv1d()) {
-        transposeInto(block, in, r.count(), wt, row * in);
-      } else {
-        System.arraycopy(block, 0, wt, row * in, r.count() * in);
-      }
       if (r.part().bias() != null) {
-        System.arraycopy(w.host(sl.get(1)), 0, bt, row, r.count());
+        System.arraycopy(w.floats(r.part().columnSlices(r.start(), r.count()).get(1)), 0, bt, row, r.count());
       }
       row += r.count();
     }
-    return new LinearKernel(w.upload(wt, rows, in), bt == null ? null : w.upload(bt, 1, rows), epilogue);
+    Tensor wt = null;
+    Tensor bias = null;
+    try {
+      if (ranges.size() == 1 && !ranges.get(0).part().conv1d()) {
+        Range r = ranges.get(0);
+        wt = w.take(r.part().columnSlices(r.start(), r.count()).get(0));
+      } else {
+        row = 0;
+        for (Range r : ranges) {
+          Tensor block = w.take(r.part().columnSlices(r.start(), r.count()).get(0));
+          try {
+            if (wt == null) {
+              wt = be.allocate(rows, in, block.dtype());
+            }
+            if (block.dtype() != wt.dtype()) {
+              Tensor c = be.convert(block, wt.dtype());
+              block.close();
+              block = c;
+            }
+            be.copyRows(block, r.part().conv1d(), wt, row);
+          } finally {
+            block.close();
+          }
+          row += r.count();
+        }
+      }
+      bias = bt == null ? null : be.upload(bt, 1, rows);
+    } catch (RuntimeException e) {
+      if (wt != null) {
+        wt.close();
+      }
+      throw e;
+    }
+    return w.linear(wt, bias, epilogue);
   }
 
-  /** A row-parallel kernel for input features {@code [start, start + count)}: weight {@code [out, count]}. */
+  /**
+   * A row-parallel kernel for input features {@code [start, start + count)}: weight {@code [out, count]} (a
+   * Conv1D block {@code [count, out]} transposed on the backend), the whole bias (f32).
+   */
   LinearKernel rowKernel(int start, int count, Weights w) {
     List<Slice> sl = rowSlices(start, count);
-    float[] block = w.host(sl.get(0));
-    float[] wt = block;
-    if (conv1d) {
-      wt = new float[block.length];
-      transposeInto(block, count, outTotal, wt, 0);
-    }
-    return new LinearKernel(w.upload(wt, outTotal, count), bias == null ? null : w.tensor(sl.get(1)), null);
-  }
-
-  /** {@code dst[off + j*rows + i] = src[i*cols + j]}: a {@code [rows, cols]} block transposed. */
-  static void transposeInto(float[] src, int rows, int cols, float[] dst, int off) {
-    for (int i = 0; i < rows; i++) {
-      for (int j = 0; j < cols; j++) {
-        dst[off + j * rows + i] = src[i * cols + j];
+    Backend be = w.backend();
+    float[] bt = bias == null ? null : w.floats(sl.get(1));
+    Tensor block = w.take(sl.get(0));
+    Tensor wt = block;
+    Tensor b = null;
+    try {
+      if (conv1d) {
+        wt = null;
+        try {
+          wt = be.allocate(outTotal, count, block.dtype());
+          be.copyRows(block, true, wt, 0);
+        } finally {
+          block.close();
+        }
       }
+      b = bt == null ? null : be.upload(bt, 1, outTotal);
+    } catch (RuntimeException e) {
+      if (wt != null && !wt.isClosed()) {
+        wt.close();
+      }
+      throw e;
     }
+    return w.linear(wt, b, null);
   }
 }

@@ -9,6 +9,9 @@ import java.util.Map;
 import org.sparktp.nn.Layout;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.WeightSource;
+import org.sparktp.backend.Backend;
+import org.sparktp.tensor.DType;
+import org.sparktp.tensor.Tensor;
 
 /**
  * A transformer planned for a group of {@code p} ranks and one task: the model's ops followed by the
@@ -126,6 +129,93 @@ public final class TransformerPlan implements Serializable {
       w.put(s.id(), new RankWeights.Block(s.blockRows(), s.blockCols(), data));
     }
     return w;
+  }
+
+  /**
+   * Reads rank {@code rank}'s slices from {@code src} straight into tensors on {@code be} (a checkpoint's own
+   * bytes, no float32 copy on the heap): 2-D tensors (linear weights, embedding tables) in {@code storage},
+   * 1-D ones (norm weights, biases) in f32. The caller closes the result (it frees what no rank model took).
+   */
+  public RankWeights shard(WeightSource src, int rank, Backend be, DType storage) {
+    if (rank < 0 || rank >= tpSize) {
+      throw new IllegalArgumentException("Rank " + rank + " outside [0, " + tpSize + ")");
+    }
+    RankWeights w = new RankWeights(rank, tpSize);
+    try {
+      for (Slice s : slices(rank).values()) {
+        DType loaded = src.dtype(s.tensor());
+        // int8 linears are quantized from the type they were read in (DType.weightTensorType)
+        DType land = s.cols() <= 1 ? DType.F32
+            : storage.weightTensorType(loaded.isFloat() && be.supports(loaded) ? loaded : DType.F32);
+        Tensor t = switch (s.read()) {
+          case ROWS, ALL -> src.rows(s.tensor(), s.start(), s.count(), s.cols(), land, be);
+          case COLUMNS -> src.columns(s.tensor(), s.start(), s.count(), s.rows(), land, be);
+        };
+        if (t.rows() != s.blockRows() || t.cols() != s.blockCols()) {
+          String got = t.shape();
+          t.close();
+          throw new IllegalArgumentException("Tensor '" + s.tensor() + "': read " + got + " for " + s.id()
+              + ", expected [" + s.blockRows() + ", " + s.blockCols() + "]");
+        }
+        w.putTensor(s.id(), t);
+      }
+      return w;
+    } catch (RuntimeException | Error e) {
+      w.close();
+      throw e;
+    }
+  }
+
+  /**
+   * Bytes of weights rank {@code rank} holds with linears and embedding tables in {@code dtype} (norm weights
+   * and biases in f32), each slice once, from the plan alone.
+   */
+  public long weightBytes(int rank, DType dtype) {
+    java.util.Map<String, Long> perSlice = new LinkedHashMap<>();
+    DType table = dtype.isFloat() ? dtype : DType.F32;
+    for (Op o : ops) {
+      for (Slice s : o.slices(tpSize, rank)) {
+        long es = s.cols() <= 1 ? 4L : o instanceof EmbeddingOp ? table.size() : dtype.size();
+        perSlice.putIfAbsent(s.id(), es * s.elements());
+      }
+    }
+    long b = 0;
+    for (long x : perSlice.values()) {
+      b += x;
+    }
+    return b;
+  }
+
+  /** True when the LM head reads the embedding table's own slice (tied weights). */
+  public boolean tiedHead() {
+    if (!(ops.get(ops.size() - 1) instanceof LmHeadOp head)) {
+      return false;
+    }
+    return ops.stream().anyMatch(o -> o instanceof EmbeddingOp e && e.table().equals(head.weight()));
+  }
+
+  /**
+   * The precision lines of {@code explain}: the storage dtype, the GEMM kernel and the weight bytes per rank
+   * in that dtype (what stays f32 said).
+   */
+  public String explainPrecision(DType dtype, String kernel) {
+    StringBuilder per = new StringBuilder();
+    long max = 0;
+    long maxF32 = 0;
+    for (int r = 0; r < tpSize; r++) {
+      long b = weightBytes(r, dtype);
+      max = Math.max(max, b);
+      maxF32 = Math.max(maxF32, weightBytes(r, DType.F32));
+      per.append(r == 0 ? "" : ", ").append(b);
+    }
+    String tied = tiedHead() && dtype != DType.F32
+        ? String.format(Locale.ROOT, "; the tied lm_head's packed copy adds up to %d", (long) dtype.size()
+            * slices(0).values().iterator().next().elements())
+        : "";
+    return String.format(Locale.ROOT, "dtype %s (linear weights and " + (dtype.isFloat() ? "" : "f32 ")
+        + "embedding tables; GEMMs accumulate in f32; "
+        + "norms, biases, softmax, RoPE and attention f32), kernel %s%nweight bytes per rank in %s: [%s] (max %d; "
+        + "f32 would be %d%s)%n", dtype.id(), kernel, dtype.id(), per, max, maxF32, tied);
   }
 
   /** Bytes of weights rank {@code rank} reads (float32), from the plan alone. */

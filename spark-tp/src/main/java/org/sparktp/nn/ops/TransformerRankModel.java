@@ -1,12 +1,15 @@
 package org.sparktp.nn.ops;
 
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import org.sparktp.backend.Backend;
 import org.sparktp.nn.DistTensor;
 import org.sparktp.nn.Layout;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.RunContext;
+import org.sparktp.tensor.DType;
 
 /**
  * One rank's instance of a {@link TransformerPlan}: its ops' kernels over its weight slices on its
@@ -18,11 +21,26 @@ public final class TransformerRankModel implements AutoCloseable {
   private final int rank;
   private final Backend backend;
   private final Weights weights;
+  private final DType storage;
   private final List<OpKernel> kernels = new ArrayList<>();
   private final List<Layout> outs = new ArrayList<>();
   private boolean closed;
 
+  /** A rank whose weights are float32. */
   public TransformerRankModel(TransformerPlan plan, int rank, Backend backend, RankWeights blocks) {
+    this(plan, rank, backend, blocks, DType.F32);
+  }
+
+  /**
+   * A rank whose linears and embedding tables are stored in {@code storage} (f32, bf16, f16; a dtype the
+   * backend does not hold is an error), norms and biases in f32. Takes the tensors it uses out of
+   * {@code blocks} (the caller still closes {@code blocks}).
+   */
+  public TransformerRankModel(TransformerPlan plan, int rank, Backend backend, RankWeights blocks, DType storage) {
+    if (!backend.supports(storage)) {
+      throw new IllegalArgumentException("The " + backend.name() + " backend holds no " + storage.id()
+          + " tensors; use dtype f32 with it");
+    }
     if (blocks.rank() != rank || blocks.tpSize() != plan.tpSize()) {
       throw new IllegalArgumentException("Weights of shard " + blocks.rank() + "/" + blocks.tpSize()
           + " given to rank " + rank + "/" + plan.tpSize());
@@ -30,7 +48,14 @@ public final class TransformerRankModel implements AutoCloseable {
     this.plan = plan;
     this.rank = rank;
     this.backend = backend;
-    this.weights = new Weights(blocks, backend);
+    Map<String, Integer> uses = new HashMap<>();
+    for (Op o : plan.ops()) {
+      for (Slice sl : o.slices(plan.tpSize(), rank)) {
+        uses.merge(sl.id(), 1, Integer::sum);
+      }
+    }
+    this.storage = storage;
+    this.weights = new Weights(blocks, backend, storage, uses);
     try {
       for (Op o : plan.ops()) {
         kernels.add(o.build(plan.tpSize(), rank, weights, backend));
@@ -52,6 +77,16 @@ public final class TransformerRankModel implements AutoCloseable {
 
   public Backend backend() {
     return backend;
+  }
+
+  /** The storage dtype of the linears and embedding tables. */
+  public DType storage() {
+    return storage;
+  }
+
+  /** The GEMM kernel of the linears ({@code openblas sgemm}, {@code onednn ...}). */
+  public String kernel() {
+    return weights.kernel();
   }
 
   /** Bytes of weights held on the backend. */

@@ -4,61 +4,183 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
+import org.sparktp.nn.LinearKernel;
 import org.sparktp.nn.RankWeights;
+import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
- * One rank's weight blocks ({@link RankWeights}, keyed by {@link Slice#id()}) and the tensors made
- * from them on its backend. Every tensor made here is owned here and closed by {@link #close()}; a
- * block used by two ops (tied weights) is uploaded once.
+ * One rank's weight slices ({@link RankWeights}, keyed by {@link Slice#id()}: host blocks, or tensors already
+ * on the backend in the dtype they were read in) and what the ops make of them: the linears
+ * ({@link #linear}, stored in the resolved {@link #storage()} dtype through {@link LinearKernel#create}) and
+ * the tensors ops read directly ({@link #tensor}: embedding tables in the storage dtype, norm weights in f32).
+ * Everything made here is owned here and closed by {@link #close()}. A slice two ops read (a tied embedding
+ * and LM head) is read once: the first op's use is shared, the second gets a copy made on the backend when its
+ * kernel repacks its weight (oneDNN), else the same tensor (f32 on OpenBLAS).
  */
 public final class Weights implements AutoCloseable {
   private final RankWeights blocks;
   private final Backend backend;
-  private final Map<String, Tensor> uploaded = new HashMap<>();
-  private final List<Tensor> owned = new ArrayList<>();
+  private final DType storage;
+  private final Map<String, Integer> uses;
+  private final Map<String, Tensor> shared = new HashMap<>();
+  private final List<LinearKernel> kernels = new ArrayList<>();
 
-  public Weights(RankWeights blocks, Backend backend) {
+  /**
+   * @param storage the linears' and embedding tables' storage dtype (one the backend {@link Backend#supports})
+   * @param uses how many ops of the rank read each slice id
+   */
+  public Weights(RankWeights blocks, Backend backend, DType storage, Map<String, Integer> uses) {
     this.blocks = blocks;
     this.backend = backend;
+    this.storage = storage;
+    this.uses = uses;
   }
 
-  /** The host block of a slice. */
-  public float[] host(Slice s) {
-    return blocks.get(s.id()).data();
+  /** The storage dtype of the linears ({@code int8}: quantized per output channel by the backend). */
+  public DType storage() {
+    return storage;
   }
 
-  /** The slice's block on the backend, {@code [blockRows, blockCols]}; uploaded once. */
-  public Tensor tensor(Slice s) {
-    return uploaded.computeIfAbsent(s.id(), k -> own(backend.upload(host(s), s.blockRows(), s.blockCols())));
+  /** The dtype of the tensors ops read directly as tables (embeddings): the storage's, f32 for int8. */
+  public DType tableDtype() {
+    return storage.isFloat() ? storage : DType.F32;
   }
 
-  /** A tensor made from host data (a fused or transposed block); owned here. */
-  public Tensor upload(float[] data, int rows, int cols) {
-    return own(backend.upload(data, rows, cols));
+  public Backend backend() {
+    return backend;
   }
 
-  private Tensor own(Tensor t) {
-    owned.add(t);
+  /** The slice as a new tensor the caller owns, in the dtype it was read in (host blocks: f32). */
+  private Tensor load(Slice s) {
+    Tensor t = blocks.take(s.id());
+    if (t == null) {
+      RankWeights.Block b = blocks.get(s.id());
+      t = backend.upload(b.data(), b.rows(), b.cols());
+    }
+    if (t.rows() != s.blockRows() || t.cols() != s.blockCols()) {
+      String got = t.shape();
+      t.close();
+      throw new IllegalArgumentException("Tensor '" + s.tensor() + "': read " + got + " for " + s.id()
+          + ", expected [" + s.blockRows() + ", " + s.blockCols() + "]");
+    }
     return t;
   }
 
-  /** Bytes held on the backend. */
+  private Tensor as(Tensor t, DType dtype) {
+    if (t.dtype() == dtype) {
+      return t;
+    }
+    try (t) {
+      return backend.convert(t, dtype);
+    }
+  }
+
+  /** The slice on the backend in {@code dtype}, owned here and shared by every op that asks (made once). */
+  public Tensor tensor(Slice s, DType dtype) {
+    Tensor t = shared.get(s.id());
+    if (t == null) {
+      t = as(load(s), dtype);
+      shared.put(s.id(), t);
+    } else if (t.dtype() != dtype) {
+      throw new IllegalStateException("Slice " + s.id() + " is used as " + t.dtype().id() + " and " + dtype.id());
+    }
+    return t;
+  }
+
+  /** A float32 tensor read directly by an op (norm weights); shared. */
+  public Tensor tensor(Slice s) {
+    return tensor(s, DType.F32);
+  }
+
+  /**
+   * The slice as a tensor the caller owns (in the dtype it was read in): taken when only this op reads it, else
+   * a copy (on the backend) of the shared tensor.
+   */
+  public Tensor take(Slice s) {
+    if (uses.getOrDefault(s.id(), 1) <= 1 && !shared.containsKey(s.id())) {
+      return load(s);
+    }
+    Tensor sh = shared.get(s.id());
+    if (sh == null) {
+      sh = load(s);
+      shared.put(s.id(), sh);
+    }
+    return backend.convert(sh, sh.dtype());
+  }
+
+  /** A small slice (a bias) as float32 values on the heap. */
+  public float[] floats(Slice s) {
+    try (Tensor t = take(s)) {
+      return backend.download(t);
+    }
+  }
+
+  /**
+   * {@code act(x W^T + b)} with {@code weight} ({@code [out, in]}, any float dtype) stored in {@link #storage()}
+   * and {@code bias} f32 or null; takes ownership of both (closed here, also when this fails).
+   */
+  public LinearKernel linear(Tensor weight, Tensor bias, Activation act) {
+    LinearKernel k = LinearKernel.create(weight, bias, act, storage);
+    kernels.add(k);
+    return k;
+  }
+
+  /**
+   * The linear of a slice read whole as its weight ({@code [out, in]}, no bias): an LM head. When another op
+   * reads the same slice (a tied embedding) and this backend keeps an f32 weight as it is (OpenBLAS), both
+   * use one tensor; a kernel that repacks its weight (oneDNN, bf16/f16) gets its own copy.
+   */
+  public LinearKernel linear(Slice s, Activation act) {
+    boolean tied = uses.getOrDefault(s.id(), 1) > 1;
+    if (tied && storage == DType.F32 && !backend.kernel(DType.F32).startsWith("onednn")) {
+      // the generic/OpenBLAS linear keeps the tensor unchanged: share it (closed with the shared tensors;
+      // this kernel holds nothing else, so it is not closed itself)
+      return new LinearKernel(tensor(s, DType.F32), null, act);
+    }
+    return linear(take(s), null, act);
+  }
+
+  /** Bytes held on the backend: the linears as stored (packed) and the shared tensors. */
   public long bytes() {
     long b = 0;
-    for (Tensor t : owned) {
-      b += t.bytes(); // as stored (issue 9b: bf16 counts 2 bytes an element)
+    for (LinearKernel k : kernels) {
+      b += k.bytes();
+    }
+    for (Tensor t : shared.values()) {
+      b += t.bytes();
     }
     return b;
   }
 
+  /** The kernel of the linears ({@link LinearKernel#kernel()} of the first; all share the dtype). */
+  public String kernel() {
+    return kernels.isEmpty() ? backend.kernel(storage) : kernels.get(0).kernel();
+  }
+
   @Override
   public void close() {
-    for (Tensor t : owned) {
+    RuntimeException first = null;
+    for (LinearKernel k : kernels) {
+      try {
+        k.close();
+      } catch (RuntimeException e) {
+        if (first == null) {
+          first = e;
+        } else {
+          first.addSuppressed(e);
+        }
+      }
+    }
+    kernels.clear();
+    for (Tensor t : shared.values()) {
       t.close();
     }
-    owned.clear();
-    uploaded.clear();
+    shared.clear();
+    if (first != null) {
+      throw first;
+    }
   }
 }

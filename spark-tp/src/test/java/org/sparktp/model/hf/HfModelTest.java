@@ -36,6 +36,27 @@ class HfModelTest {
     return d;
   }
 
+  /**
+   * The checkpoint's weight dtype (what auto precision resolves against): the safetensors dtype of the 2-D
+   * tensors, as make_hf_fixtures.py stored them, whatever config.json's torch_dtype says (it decides only when
+   * the 2-D tensors disagree).
+   */
+  @Test
+  void weightDtypeIsTheDtypeTheCheckpointStoresItsMatricesIn() throws Exception {
+    for (String name : org.sparktp.testing.HfFixtures.NAMES) {
+      try (HfModel hf = HfModel.open(DIR + name)) {
+        assertThat(hf.weightDtype().safetensorsName()).as(name)
+            .isEqualTo(org.sparktp.testing.HfFixtures.load(name).dtype());
+      }
+    }
+    // gpt2 (all F32 on disk) claiming torch_dtype bfloat16: the files win
+    Path d = copy("gpt2", c -> c.replace("\"torch_dtype\": \"float32\"", "\"torch_dtype\": \"bfloat16\""));
+    try (HfModel f32 = HfModel.open(d.toString())) {
+      assertThat(f32.weightDtype()).as("all F32 on disk, whatever torch_dtype says")
+          .isEqualTo(org.sparktp.tensor.DType.F32);
+    }
+  }
+
   @ParameterizedTest
   @ValueSource(ints = {1, 2, 3, 4})
   void eachRankReadsOnlyItsSlicesOfTheCheckpoint(int p) throws Exception {

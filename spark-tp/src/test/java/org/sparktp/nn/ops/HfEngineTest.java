@@ -15,6 +15,7 @@ import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.RankWeights;
+import org.sparktp.tensor.DType;
 
 /**
  * The Hugging Face fixtures (bert, llama, qwen2, gpt2; {@code src/test/resources/hf}, made by
@@ -27,12 +28,23 @@ class HfEngineTest {
   static final double TOL = 1e-4;
   static final String DIR = "src/test/resources/hf/";
 
+  /** Relative tolerance of bf16/f16 weights (linears and embedding tables rounded; f32 accumulation). */
+  static final double HALF_TOL = 2e-2;
+
+  /** Relative tolerance of int8 weight-only linears (per-output-channel scales; embedding tables f32). */
+  static final double INT8_TOL = 3e-2;
+
   static List<Arguments> cases() {
     List<Arguments> out = new ArrayList<>();
     for (String m : List.of("bert", "roberta", "llama", "mistral", "qwen2", "gpt2")) {
       for (int p = 1; p <= 4; p++) {
-        out.add(Arguments.of(m, p));
+        out.add(Arguments.of(m, p, DType.F32));
       }
+      for (int p = 1; p <= 4; p++) {
+        out.add(Arguments.of(m, p, DType.BF16));
+      }
+      out.add(Arguments.of(m, 3, DType.F16));
+      out.add(Arguments.of(m, 2, DType.I8));
     }
     return out;
   }
@@ -40,9 +52,10 @@ class HfEngineTest {
   /** One row per input; the reference per row for {@code key}. */
   record Expect(Task task, Pooling pooling, boolean normalize, String key) {}
 
-  @ParameterizedTest(name = "{0} tp={1}")
+  @ParameterizedTest(name = "{0} tp={1} {2}")
   @MethodSource("cases")
-  void everyTaskMatchesTheFloat64Reference(String name, int p) throws Exception {
+  void everyTaskMatchesTheFloat64Reference(String name, int p, DType dtype) throws Exception {
+    double tol = dtype == DType.F32 ? TOL : dtype == DType.I8 ? INT8_TOL : HALF_TOL;
     JsonNode ref = new ObjectMapper().readTree(new File(DIR + name + "/reference.json"));
     List<Expect> expects = new ArrayList<>(List.of(
         new Expect(Task.EMBED, Pooling.MEAN, false, "embed_mean"),
@@ -62,9 +75,10 @@ class HfEngineTest {
         }
         inputs.add(ids);
       }
+      double worst = 0;
       for (Expect e : expects) {
         TransformerPlan plan = TransformerPlan.build(hf.model(), p, e.task(), e.pooling(), e.normalize(), false);
-        float[][] got = run(plan, hf, inputs);
+        float[][] got = run(plan, hf, inputs, dtype, dtype != DType.F32 || p % 2 == 1);
         double maxErr = 0;
         double maxRef = 0;
         for (int r = 0; r < inputs.size(); r++) {
@@ -79,13 +93,58 @@ class HfEngineTest {
             maxRef = Math.max(maxRef, Math.abs(w[i]));
           }
         }
-        assertThat(maxErr / maxRef).as("%s %s tp=%d relative error", name, e.key(), p).isLessThanOrEqualTo(TOL);
+        worst = Math.max(worst, maxErr / maxRef);
+        assertThat(maxErr / maxRef).as("%s %s tp=%d %s relative error", name, e.key(), p, dtype.id())
+            .isLessThanOrEqualTo(tol);
       }
+      if (dtype != DType.F32 && hf.weightDtype() == DType.F32) {
+        // an f32 checkpoint stored in a half type is rounded (errors of 5e-4 to 1e-2 here): an error at the f32
+        // level would mean the dtype was not applied
+        assertThat(worst).as("%s tp=%d %s: worst relative error", name, p, dtype.id()).isGreaterThan(TOL);
+      }
+    }
+  }
+
+  private static RankWeights shard(TransformerPlan plan, HfModel hf, int rank, CpuBackend be, DType dtype,
+      boolean typed) {
+    synchronized (hf) {
+      return typed ? plan.shard(hf.weightSource(), rank, be, dtype) : plan.shard(hf.weightSource(), rank);
+    }
+  }
+
+  /**
+   * A rank whose bf16 build fails half-way (a slice missing from its shard) frees every tensor and oneDNN
+   * handle it made: the backend's close, which fails on a leak, passes; the error names the slice.
+   */
+  @org.junit.jupiter.api.Test
+  void aFailedBf16BuildLeaksNothing() throws Exception {
+    try (HfModel hf = HfModel.open(DIR + "gpt2")) {
+      TransformerPlan plan = TransformerPlan.build(hf.model(), 2, Task.LOGITS, null, false, false);
+      CpuBackend be = new CpuBackend();
+      try (RankWeights w = plan.shard(hf.weightSource(), 1, be, DType.BF16)) {
+        String last = "transformer.ln_f.weight[0:48, :]";
+        w.take(last).close();
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> new TransformerRankModel(plan, 1, be, w,
+            DType.BF16)).hasMessageContaining("has no tensor '" + last + "'");
+      }
+      assertThat(be.liveTensors()).isZero();
+      assertThat(be.liveNativeHandles()).isZero();
+      be.close();
     }
   }
 
   /** Row i goes to rank (i * 7 + 1) % p: uneven, some ranks bring nothing. Returns outputs per row. */
   static float[][] run(TransformerPlan plan, HfModel hf, List<int[]> inputs) {
+    return run(plan, hf, inputs, DType.F32, false);
+  }
+
+  /**
+   * As {@link #run(TransformerPlan, HfModel, List)} with the linears and embedding tables stored in {@code dtype};
+   * {@code typed}: each rank reads its slices in the checkpoint's dtype straight into its backend's tensors
+   * ({@link TransformerPlan#shard(org.sparktp.nn.WeightSource, int, org.sparktp.backend.Backend, DType)}, the
+   * Spark path), else as float32 host blocks.
+   */
+  static float[][] run(TransformerPlan plan, HfModel hf, List<int[]> inputs, DType dtype, boolean typed) {
     int p = plan.tpSize();
     float[][] out = new float[inputs.size()][];
     LocalCommunicator.run(p, 60_000, rank -> comm -> {
@@ -106,11 +165,16 @@ class HfEngineTest {
         System.arraycopy(row, 0, ids, off[j], row.length);
         off[j + 1] = off[j] + row.length;
       }
-      RankWeights w;
-      synchronized (hf) {
-        w = plan.shard(hf.weightSource(), rank);
-      }
-      try (CpuBackend be = new CpuBackend(); TransformerRankModel m = new TransformerRankModel(plan, rank, be, w)) {
+      try (CpuBackend be = new CpuBackend(); RankWeights w = shard(plan, hf, rank, be, dtype, typed);
+          TransformerRankModel m = new TransformerRankModel(plan, rank, be, w, dtype)) {
+        assertThat(m.storage()).isEqualTo(dtype);
+        if (dtype != DType.F32) {
+          // (bytes are not compared here: oneDNN pads these tiny matrices when it packs them; HfTypedLoadTest
+          // checks the bytes of a larger bf16 model)
+          if (dtype == DType.BF16 && !CpuBackend.onednnIsa().startsWith("unavailable")) {
+            assertThat(m.kernel()).startsWith("onednn");
+          }
+        }
         TransformerRunner runner = new TransformerRunner(m, comm);
         float[] y = runner.step(InputBatch.bags(ids, off, mine.size()));
         int width = runner.outputWidth();
