@@ -42,6 +42,9 @@ final class Explain {
         storage = Precision.resolve(dt, m.weightDtype(), CpuBackend.hasNativeBf16(), "--dtype");
         out.print(plan.explain());
         out.print(plan.explainPrecision(storage, kernel(storage)));
+        DType acts = Precision.activation(act, storage, "--activation-dtype");
+        out.println(acts == DType.F32 ? "activations f32 between ops" : "activations " + acts.id()
+            + " between ops (rounded once at each op boundary; ops compute in f32; partial sums reduced in f32)");
       }
       return;
     }

@@ -150,12 +150,14 @@ class CliTest {
         "--task", "score");
     assertThat(r.code).as(r.err).isZero();
     assertThat(r.out).contains("Plan for tp=3: llama (causal), hidden 64, vocabulary 96, task score")
+        .containsPattern("activations (f32|bf16) between ops") // auto: the dtype auto resolved to on this CPU
         .contains("r0: q 0-2 kv 0-0 (1 replica), r1: q 3-5 kv 0-1 (2 replicas), r2: q 6-7 kv 1-1 (1 replica)")
         .contains("score: lm_head lm_head.weight [64 -> 96] vocab-parallel [32, 32, 32]");
     r = cli("explain", "--model", org.sparktp.testing.HfFixtures.dir("llama").toString(), "--tp", "3", "--dtype",
         "bf16");
     assertThat(r.code).as(r.err).isZero();
     assertThat(r.out).contains("dtype bf16 (linear weights and embedding tables;")
+        .contains("activations bf16 between ops (rounded once at each op boundary;") // auto: the weights' dtype
         .contains("kernel " + Explain.kernel(org.sparktp.tensor.DType.BF16))
         .containsPattern("weight bytes per rank in bf16: \\[\\d+, \\d+, \\d+\\]");
     r = cli("explain", "--model", org.sparktp.testing.HfFixtures.dir("gpt2").toString(), "--dtype", "f32");
