@@ -194,22 +194,22 @@ public final class GemmBench {
     double mt = median(bareT);
     System.out.printf(Locale.ROOT, "%nX[%d x %d] . W[%d x %d], %d BLAS thread(s), %d repetitions (median)%n", m, k, k, n,
         threads, reps);
-    System.out.printf(Locale.ROOT, "%-44s %10s %10s %10s%n", "path", "seconds", "GFLOP/s", "vs sgemm");
+    System.out.printf(Locale.ROOT, "%-44s %10s %10s %10s%n", "path", "seconds", "GFLOP/s", "speed/sgemm");
     System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10s%n", "sgemm (OpenBLAS, direct)", mb, flops / mb / 1e9,
         "1.000");
     System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "sgemm, W as [n, k] (PyTorch layout, W^T)", mt,
-        flops / mt / 1e9, mt / mb);
+        flops / mt / 1e9, mb / mt);
     System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "ColumnParallelLinear p=1, bias + gelu", ml,
-        flops / ml / 1e9, ml / mb);
+        flops / ml / 1e9, mb / ml);
     double mf = median(dnnlF32);
     double mbf = median(dnnlBf16);
     System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "onednn f32 linear, prepacked, bias + gelu", mf,
-        flops / mf / 1e9, mf / mb);
+        flops / mf / 1e9, mb / mf);
     System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "onednn bf16 linear, prepacked, bias + gelu", mbf,
-        flops / mbf / 1e9, mbf / mb);
+        flops / mbf / 1e9, mb / mbf);
     double mq = median(dnnlInt8);
     System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "onednn int8 linear (s8 + scales), bias + gelu", mq,
-        flops / mq / 1e9, mq / mb);
+        flops / mq / 1e9, mb / mq);
     System.out.printf(Locale.ROOT, "oneDNN kernels: f32 %s, bf16 %s, int8 %s%n", impls[0], impls[1], impls[2]);
     System.out.printf(Locale.ROOT, "weight bytes (packed): f32 %d, bf16 %d, int8 %d (with scales); int8 quantize + "
         + "pack once: %.3f s%n", bytes[0], bytes[1], bytes[2], quantizeSeconds[0]);

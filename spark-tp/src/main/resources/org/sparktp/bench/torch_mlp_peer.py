@@ -4,7 +4,9 @@
 y = gelu(x W1^T + b1) W2^T + b2, W1 [ffn, d] split by rows (column-parallel), W2 [d, ffn] split by columns
 (row-parallel); each rank computes its partial sum of the second linear, the partials are all-reduced in
 fp32 (torch.distributed, gloo), then the bias is added. Weights in [out, in] (F.linear), stored in the
-given dtype; every step runs `rows_per_step` rows (the same rows on every rank, as spark-tp's group step
+given dtype (int8: PyTorch's only int8 linear on CPU, `quantize_dynamic` with per-channel int8 weights,
+which also quantizes the activations to 8 bits per call, so it is faster and less accurate than spark-tp's
+weight-only int8); every step runs `rows_per_step` rows (the same rows on every rank, as spark-tp's group step
 after its all-gather). Each process uses one thread (torch.set_num_threads).
 
   python3 torch_mlp_peer.py --dtype bf16 --d 4096 --ffn 16384 --rows 4096 --rows-per-step 512 --tp 2
@@ -29,7 +31,8 @@ def worker(rank, args, port, out_q):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=args.tp)
-    dtype = {"bf16": torch.bfloat16, "f32": torch.float32, "f16": torch.float16}[args.dtype]
+    int8 = args.dtype == "int8"
+    dtype = {"bf16": torch.bfloat16, "f32": torch.float32, "f16": torch.float16, "int8": torch.float32}[args.dtype]
     g = torch.Generator().manual_seed(42)
     d, ffn, tp = args.d, args.ffn, args.tp
     # balanced shards, as spark-tp's Split.balanced
@@ -41,9 +44,23 @@ def worker(rank, args, port, out_q):
     b2 = (torch.rand(d, generator=g) * 2 - 1) / ffn ** 0.5
     x_all = torch.randn(args.rows_per_step, d, generator=g).to(dtype)
 
+    if int8:
+        lin1 = torch.nn.Linear(d, lens[rank])
+        lin2 = torch.nn.Linear(lens[rank], d, bias=False)
+        with torch.no_grad():
+            lin1.weight.copy_(w1)
+            lin1.bias.copy_(b1)
+            lin2.weight.copy_(w2)
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+        mods = quantize_dynamic(torch.nn.Sequential(lin1, lin2), {torch.nn.Linear: per_channel_dynamic_qconfig})
+        first, second = mods[0], mods[1]
+    else:
+        first = lambda x: F.linear(x, w1, b1)
+        second = lambda h: F.linear(h, w2)
+
     def step(x):
-        h = F.gelu(F.linear(x, w1, b1))
-        partial = F.linear(h, w2).float()
+        h = F.gelu(first(x))
+        partial = second(h).float()
         dist.all_reduce(partial)  # fp32 partial sums
         return partial + b2
 
@@ -65,7 +82,7 @@ def worker(rank, args, port, out_q):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "f32", "f16"])
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "f32", "f16", "int8"])
     p.add_argument("--d", type=int, default=4096)
     p.add_argument("--ffn", type=int, default=16384)
     p.add_argument("--rows", type=int, default=4096)
