@@ -372,39 +372,6 @@ public interface Backend extends AutoCloseable {
    */
   void embeddingBag(Tensor table, int idStart, int[] ids, int[] offsets, boolean mean, Tensor out);
 
-  // --- issue 9b: tables in any float dtype ---
-
-  /**
-   * Row gather that widens to f32: {@code dst[r, :] = f32(table[ids[r], :])} for each {@code r < ids.length}, and
-   * zeros where {@code ids[r] < 0} (an id another rank's shard holds). {@code table} may be f32, bf16 or f16;
-   * {@code dst} is f32 with {@code table.cols()} columns and at least {@code ids.length} rows. This generic version
-   * converts row views through {@link #convert} and {@link #copyBlock}; a backend may override it.
-   */
-  default void gatherRows(Tensor table, int[] ids, Tensor dst) {
-    if (dst.dtype() != DType.F32 || dst.cols() != table.cols() || dst.rows() < ids.length) {
-      throw new IllegalArgumentException("gatherRows: the output " + dst.shape() + " " + dst.dtype().id()
-          + " cannot hold " + ids.length + " f32 rows of width " + table.cols());
-    }
-    zero(dst);
-    for (int r = 0; r < ids.length; r++) {
-      int id = ids[r];
-      if (id < 0) {
-        continue;
-      }
-      if (id >= table.rows()) {
-        throw new IndexOutOfBoundsException("gatherRows: row " + id + " outside the table " + table.shape());
-      }
-      Tensor row = table.rows(id, 1);
-      if (table.dtype() == DType.F32) {
-        copyBlock(row, 0, 0, dst, r, 0, 1, table.cols());
-      } else {
-        try (Tensor wide = convert(row, DType.F32)) {
-          copyBlock(wide, 0, 0, dst, r, 0, 1, table.cols());
-        }
-      }
-    }
-  }
-
   // --- issue 10: transformer ops (generic implementations here; CpuBackend overrides them) ---
 
   /**

@@ -11,7 +11,7 @@ import org.sparktp.tensor.Tensor;
  * divides by the whole bag size on every rank, so the partial sums still add up).
  *
  * <p>The table is stored in the weights' dtype (f32, bf16 or f16); looked-up rows are widened to f32
- * ({@link org.sparktp.backend.Backend#gatherRows}; bags sum in f32).
+ * ({@link org.sparktp.backend.Backend#embedding}; bags sum in f32).
  *
  * <p>Input: ids, replicated. Output: {@link Layout#PARTIAL} {@code [rows, dim]} ({@link
  * Layout#REPLICATED} with one rank).
@@ -58,16 +58,7 @@ public final class VocabParallelEmbedding implements AutoCloseable {
     }
     long t0 = System.nanoTime();
     Tensor out = ctx.backend().empty(rows, table.cols());
-    if (offsets == null && table.dtype() != org.sparktp.tensor.DType.F32) {
-      // a bf16/f16 table: its rows are widened to f32 as they are gathered; ids of other shards give zeros
-      int start = vocabSplit.offset(rank);
-      int[] local = new int[rows];
-      for (int r = 0; r < rows; r++) {
-        int l = ids[r] - start;
-        local[r] = l >= 0 && l < table.rows() ? l : -1;
-      }
-      ctx.backend().gatherRows(table, local, out);
-    } else if (offsets == null) {
+    if (offsets == null) { // a bf16/f16 table's rows are widened to f32 as they are gathered
       int[] exact = ids.length == rows ? ids : java.util.Arrays.copyOf(ids, rows);
       ctx.backend().embedding(table, vocabSplit.offset(rank), exact, out);
     } else {

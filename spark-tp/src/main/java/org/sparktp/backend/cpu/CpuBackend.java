@@ -583,31 +583,6 @@ public final class CpuBackend implements Backend {
     return out;
   }
 
-  /** Row gather: byte copies for an f32 table, else one conversion per row straight into {@code dst}. */
-  @Override
-  public void gatherRows(Tensor table, int[] ids, Tensor dst) {
-    CpuTensor t = cpu(table);
-    CpuTensor o = cpu(dst);
-    if (o.dtype() != DType.F32 || o.cols() != t.cols() || o.rows() < ids.length) {
-      throw new IllegalArgumentException("gatherRows: the output " + o.shape() + " " + o.dtype().id()
-          + " cannot hold " + ids.length + " f32 rows of width " + t.cols());
-    }
-    int d = t.cols();
-    long es = t.dtype().size();
-    for (int r = 0; r < ids.length; r++) {
-      int id = ids[r];
-      ByteBuffer out = o.byteBuffer(4L * r * d, 4L * d);
-      if (id < 0) {
-        Pointer.memset(new org.bytedeco.javacpp.BytePointer(out), 0, 4L * d);
-        continue;
-      }
-      if (id >= t.rows()) {
-        throw new IndexOutOfBoundsException("gatherRows: row " + id + " outside the table " + t.shape());
-      }
-      DType.F32.convertFrom(t.dtype(), t.byteBuffer(id * es * d, es * d), out, d);
-    }
-  }
-
   @Override
   public void embedding(Tensor table, int idStart, int[] ids, Tensor out) {
     CpuTensor t = cpu(table);
