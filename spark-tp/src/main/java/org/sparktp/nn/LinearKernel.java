@@ -24,43 +24,23 @@ public final class LinearKernel implements AutoCloseable {
     this.prepared = weight.backend().prepareLinear(weight, bias, this.epilogue);
   }
 
-  /** An int8 weight-only linear: the backend quantizes {@code weight} per output channel as it prepares it. */
+  /**
+   * A linear whose weight is stored as {@code storage}, prepared by
+   * {@link Backend#prepareLinear(Tensor, Tensor, Activation, DType)}: {@code F32}, {@code BF16}, {@code F16} (a
+   * weight in another type is converted once, on its backend, and the source closed) or {@code I8} (int8
+   * weight-only: the weight, in any float type, is quantized per output channel, symmetric, one f32 scale per
+   * row, see {@link org.sparktp.tensor.Int8Quant}); null keeps the weight's type. Takes ownership of
+   * {@code weight} and {@code bias} as the constructor does; on a failure the backend closes both.
+   */
+  public static LinearKernel create(Tensor weight, Tensor bias, Activation epilogue, DType storage) {
+    return new LinearKernel(weight, bias, epilogue, storage == null ? weight.dtype() : storage);
+  }
+
   private LinearKernel(Tensor weight, Tensor bias, Activation epilogue, DType storage) {
-    this.weight = weight;
+    this.weight = weight; // after a conversion or quantization only its shape is used (the backend closed it)
     this.bias = bias;
     this.epilogue = epilogue == null ? Activation.IDENTITY : epilogue;
     this.prepared = weight.backend().prepareLinear(weight, bias, this.epilogue, storage);
-  }
-
-  /**
-   * A linear whose weight is stored as {@code storage} ({@code F32}, {@code BF16}, {@code F16}): a weight in
-   * another type is converted once, here, on its backend (the source tensor is closed). {@code I8} (int8
-   * weight-only): the weight, in any float type, is quantized per output channel by the backend's
-   * {@link Backend#prepareLinear(Tensor, Tensor, Activation, DType)} (symmetric, one f32 scale per row, see
-   * {@link org.sparktp.tensor.Int8Quant}). Takes ownership of {@code weight} and {@code bias} as the
-   * constructor does; on a failure both are closed.
-   */
-  public static LinearKernel create(Tensor weight, Tensor bias, Activation epilogue, DType storage) {
-    if (storage == DType.I8) {
-      return new LinearKernel(weight, bias, epilogue, storage); // the backend closes both on a failure
-    }
-    Tensor w = weight;
-    try {
-      if (storage != null && storage != weight.dtype()) {
-        w = weight.backend().convert(weight, storage);
-        weight.close();
-      }
-      return new LinearKernel(w, bias, epilogue);
-    } catch (RuntimeException e) {
-      w.close();
-      if (w != weight && !weight.isClosed()) {
-        weight.close();
-      }
-      if (bias != null && !bias.isClosed()) {
-        bias.close();
-      }
-      throw e;
-    }
   }
 
   /** {@code act(x W^T + bias)}; {@code bias} and the activation are applied in the GEMM's epilogue. */
