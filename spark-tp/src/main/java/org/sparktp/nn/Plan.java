@@ -258,7 +258,7 @@ public final class Plan implements Serializable {
 
   /** The storage type of embedding tables for linear weights stored as {@code linear}: that float type; bf16 for int8. */
   public static org.sparktp.tensor.DType tableDtype(org.sparktp.tensor.DType linear) {
-    return linear.isFloat() ? linear : org.sparktp.tensor.DType.BF16;
+    return org.sparktp.nn.ops.Weights.tableDtype(linear);
   }
 
   private long weightBytes(List<Step> s, int rank, int es, int rowExtra, int tableEs) {

@@ -172,7 +172,7 @@ public final class TransformerPlan implements Serializable {
    */
   public long weightBytes(int rank, DType dtype) {
     java.util.Map<String, Long> perSlice = new LinkedHashMap<>();
-    DType table = dtype.isFloat() ? dtype : DType.F32;
+    DType table = Weights.tableDtype(dtype);
     for (Op o : ops) {
       for (Slice s : o.slices(tpSize, rank)) {
         long es = s.cols() <= 1 ? 4L : o instanceof EmbeddingOp ? table.size() : dtype.size();
@@ -212,8 +212,8 @@ public final class TransformerPlan implements Serializable {
         ? String.format(Locale.ROOT, "; the tied lm_head's packed copy adds up to %d", (long) dtype.size()
             * slices(0).values().iterator().next().elements())
         : "";
-    return String.format(Locale.ROOT, "dtype %s (linear weights and " + (dtype.isFloat() ? "" : "f32 ")
-        + "embedding tables; GEMMs accumulate in f32; "
+    return String.format(Locale.ROOT, "dtype %s (linear weights and " + (dtype.isFloat() ? ""
+        : Weights.tableDtype(dtype).id() + " ") + "embedding tables; GEMMs accumulate in f32; "
         + "norms, biases, softmax, RoPE and attention f32), kernel %s%nweight bytes per rank in %s: [%s] (max %d; "
         + "f32 would be %d%s)%n", dtype.id(), kernel, dtype.id(), per, max, maxF32, tied);
   }

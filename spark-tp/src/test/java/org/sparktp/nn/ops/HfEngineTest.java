@@ -31,7 +31,7 @@ class HfEngineTest {
   /** Relative tolerance of bf16/f16 weights (linears and embedding tables rounded; f32 accumulation). */
   static final double HALF_TOL = 2e-2;
 
-  /** Relative tolerance of int8 weight-only linears (per-output-channel scales; embedding tables f32). */
+  /** Relative tolerance of int8 weight-only linears (per-output-channel scales; embedding tables bf16). */
   static final double INT8_TOL = 3e-2;
 
   static List<Arguments> cases() {
