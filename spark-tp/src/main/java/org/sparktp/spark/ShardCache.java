@@ -7,7 +7,7 @@ import java.util.List;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Supplier;
 import org.sparktp.backend.Backend;
-import org.sparktp.nn.RankModel;
+import org.sparktp.nn.run.RankModel;
 import org.sparktp.nn.ops.TransformerRankModel;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;

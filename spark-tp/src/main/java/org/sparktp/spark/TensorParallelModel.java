@@ -47,7 +47,7 @@ import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerModel;
 import org.sparktp.nn.ops.TransformerPlan;
 import org.sparktp.nn.ModelSpec;
-import org.sparktp.nn.Plan;
+import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.WeightSource;
 import org.sparktp.nn.gen.GenerateParams;

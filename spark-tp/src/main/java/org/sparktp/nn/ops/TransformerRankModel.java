@@ -48,12 +48,7 @@ public final class TransformerRankModel implements AutoCloseable {
     this.plan = plan;
     this.rank = rank;
     this.backend = backend;
-    Map<String, Integer> uses = new HashMap<>();
-    for (Op o : plan.ops()) {
-      for (Slice sl : o.slices(plan.tpSize(), rank)) {
-        uses.merge(sl.id(), 1, Integer::sum);
-      }
-    }
+    Map<String, Integer> uses = Weights.uses(plan.ops(), plan.tpSize(), rank);
     this.storage = storage;
     this.weights = new Weights(blocks, backend, storage, uses);
     try {

@@ -8,7 +8,7 @@ import org.sparktp.tensor.Tensor;
 
 /**
  * Streams sequences through a tensor-parallel group, one micro-batch per {@link #step}, as
- * {@link org.sparktp.nn.TpRunner} does for vectors: exchange the row counts (all zero ends the stream),
+ * {@link org.sparktp.nn.run.TpRunner} does for vectors: exchange the row counts (all zero ends the stream),
  * all-gather the ids and the per-row lengths (the offsets of the ragged batch), run the plan on the
  * group's rows, keep this rank's rows of the (replicated) output. No padding anywhere.
  */

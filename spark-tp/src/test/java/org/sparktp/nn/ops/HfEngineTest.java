@@ -122,7 +122,7 @@ class HfEngineTest {
       TransformerPlan plan = TransformerPlan.build(hf.model(), 2, Task.LOGITS, null, false, false);
       CpuBackend be = new CpuBackend();
       try (RankWeights w = plan.shard(hf.weightSource(), 1, be, DType.BF16)) {
-        String last = "transformer.ln_f.weight[0:48, :]";
+        String last = "transformer.ln_f.weight";
         w.take(last).close();
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> new TransformerRankModel(plan, 1, be, w,
             DType.BF16)).hasMessageContaining("has no tensor '" + last + "'");

@@ -1,7 +1,12 @@
-package org.sparktp.nn;
+package org.sparktp.nn.run;
 
 import org.sparktp.backend.Backend;
 import org.sparktp.comm.Communicator;
+import org.sparktp.nn.DistTensor;
+import org.sparktp.nn.InputBatch;
+import org.sparktp.nn.Mappings;
+import org.sparktp.nn.RunContext;
+import org.sparktp.nn.plan.Plan;
 import org.sparktp.shard.Split;
 import org.sparktp.tensor.Tensor;
 
