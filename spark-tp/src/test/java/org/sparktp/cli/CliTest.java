@@ -434,7 +434,7 @@ class CliTest {
     r = cli("demo", "--conf", "spark.tp.comm.chunkbytes=1m");
     assertThat(r.code).isEqualTo(2);
     assertThat(r.err).startsWith("spark-tp: error: --conf Unknown setting spark.tp.comm.chunkbytes; did you mean"
-        + " spark.tp.comm.chunk-bytes? (the spark.tp.* keys are listed in the README under Configuration)\n");
+        + " spark.tp.comm.chunk-bytes? (the spark.tp.* keys are listed in docs/configuration.md)\n");
     r = cli("infer", "--model", model, "--input", in, "--output", tmp.resolve("o2").toString(), "--backend", "tpu");
     assertThat(r.code).isEqualTo(2);
     assertThat(r.err).startsWith("spark-tp: error: --backend tpu is not a backend; use auto, cpu or cuda\n");
