@@ -241,7 +241,8 @@ public final class TransformerPlan implements Serializable {
     return keep;
   }
 
-  Layout outputLayout() {
-    return Layout.REPLICATED;
+  /** The layout of the output: replicated, or sharded by vocabulary for logits (the row return all-to-alls it). */
+  public Layout outputLayout() {
+    return ops.get(ops.size() - 1).out();
   }
 }

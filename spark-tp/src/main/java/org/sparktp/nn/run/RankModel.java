@@ -20,7 +20,7 @@ import org.sparktp.tensor.DType;
  * uploaded once, also when two ops share it). {@link #forward} runs the plan on the group's rows (every rank passes
  * the same rows) and returns this rank's part of the output in {@link Plan#outputLayout()}.
  */
-public final class RankModel implements AutoCloseable {
+public final class RankModel implements RowModel, AutoCloseable {
   private final Plan plan;
   private final int rank;
   private final Backend backend;
@@ -74,10 +74,41 @@ public final class RankModel implements AutoCloseable {
     return plan;
   }
 
+  @Override
+  public int tpSize() {
+    return plan.tpSize();
+  }
+
+  @Override
+  public InputBatch.Kind inputKind() {
+    return plan.takesBags() ? InputBatch.Kind.BAGS : plan.takesIds() ? InputBatch.Kind.IDS : InputBatch.Kind.DENSE;
+  }
+
+  @Override
+  public String describeInput() {
+    return switch (inputKind()) {
+      case DENSE -> "vectors of width " + plan.inputDim();
+      case IDS -> "one id per row";
+      case BAGS -> "a list of ids per row";
+    };
+  }
+
+  @Override
+  public int inputWidth() {
+    return plan.takesIds() ? 0 : plan.inputDim();
+  }
+
+  @Override
+  public int outputWidth() {
+    return plan.outputDim();
+  }
+
+  @Override
   public int rank() {
     return rank;
   }
 
+  @Override
   public Backend backend() {
     return backend;
   }
@@ -88,6 +119,7 @@ public final class RankModel implements AutoCloseable {
   }
 
   /** Runs the plan on the group's rows (identical on every rank). The caller closes the result. */
+  @Override
   public DistTensor forward(InputBatch rows, RunContext ctx) {
     if (ctx.size() != plan.tpSize() || ctx.rank() != rank) {
       throw new IllegalArgumentException("Rank " + rank + " of a tp=" + plan.tpSize() + " plan run on rank "
@@ -123,6 +155,7 @@ public final class RankModel implements AutoCloseable {
   }
 
   /** Runs the plan on a replicated activation already on the backend; consumes it. */
+  @Override
   public DistTensor forward(DistTensor x, RunContext ctx) {
     return run(x, null, ctx);
   }

@@ -15,6 +15,8 @@ import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.RankWeights;
+import org.sparktp.nn.run.TpRunner;
+import org.sparktp.nn.run.TransformerRankModel;
 import org.sparktp.tensor.DType;
 
 /**
@@ -175,7 +177,7 @@ class HfEngineTest {
             assertThat(m.kernel()).startsWith("onednn");
           }
         }
-        TransformerRunner runner = new TransformerRunner(m, comm);
+        TpRunner runner = new TpRunner(m, comm);
         float[] y = runner.step(InputBatch.bags(ids, off, mine.size()));
         int width = runner.outputWidth();
         for (int j = 0; j < mine.size(); j++) {
