@@ -18,7 +18,10 @@ public final class TpConf {
   public static final String COMM_TIMEOUT = "spark.tp.comm.timeout";
   public static final String COMM_TIMEOUT_DEFAULT = "120s";
 
-  /** Largest frame the TCP communicator sends; large messages are split into chunks of this size and pipelined. */
+  /**
+   * Largest frame the TCP communicator sends; large messages are split into chunks of this size and pipelined (a
+   * multiple of 4 bytes from 4k to 64m).
+   */
   public static final String COMM_CHUNK_BYTES = "spark.tp.comm.chunk-bytes";
   public static final String COMM_CHUNK_BYTES_DEFAULT = "1m";
 
@@ -26,13 +29,18 @@ public final class TpConf {
   public static final String COMM_PORT_RANGE = "spark.tp.comm.port-range";
   public static final String COMM_PORT_RANGE_DEFAULT = "";
 
-  /** Shared-memory data path of the TCP communicator: {@code auto} (used when every rank of the group is on one host) or {@code off}. */
+  /**
+   * Shared-memory data path of the TCP communicator: {@code auto} (a group whose ranks are all on one host moves data
+   * through a segment of about 2 x ranks x {@code chunk-bytes} in {@code /dev/shm}; TCP if it cannot be made) or
+   * {@code off} (TCP only).
+   */
   public static final String COMM_SHM = "spark.tp.comm.shm";
   public static final String COMM_SHM_DEFAULT = "auto";
 
   /**
-   * How the ranks of a group talk: {@code auto} (NCCL when the job runs on the CUDA backend, else in-JVM on a
-   * {@code local[N]} master, else TCP), {@code local}, {@code tcp} or {@code nccl}.
+   * How the ranks of a group talk: {@code auto} (NCCL when the job runs on GPUs: backend {@code cuda}, or {@code auto}
+   * with {@code spark.task.resource.gpu.amount} > 0; else in-JVM on a {@code local[N]} master, else TCP),
+   * {@code local}, {@code tcp} or {@code nccl}.
    */
   public static final String COMM_TRANSPORT = "spark.tp.comm.transport";
   public static final String COMM_TRANSPORT_DEFAULT = "auto";
@@ -45,11 +53,17 @@ public final class TpConf {
   public static final String BATCH_SIZE = "spark.tp.batch-size";
   public static final String BATCH_SIZE_DEFAULT = "1024";
 
-  /** Compute backend of the ranks: {@code auto} (the best available; today the CPU) or {@code cpu}. */
+  /**
+   * Compute backend of the ranks: {@code auto} (CUDA when the task has a GPU and the CUDA libraries load, else the CPU
+   * with the reason logged), {@code cpu} or {@code cuda}.
+   */
   public static final String BACKEND = "spark.tp.backend";
   public static final String BACKEND_DEFAULT = "auto";
 
-  /** OpenBLAS threads per process on the CPU backend (one per rank keeps ranks of a JVM from oversubscribing). */
+  /**
+   * OpenBLAS threads per process on the CPU backend (one per rank keeps ranks of a JVM from oversubscribing);
+   * {@code spark.tp.cpu.threads} wins when it is not 1.
+   */
   public static final String CPU_BLAS_THREADS = "spark.tp.cpu.blas-threads";
   public static final String CPU_BLAS_THREADS_DEFAULT = "1";
 
@@ -63,7 +77,10 @@ public final class TpConf {
   public static final String CPU_THREADS = "spark.tp.cpu.threads";
   public static final String CPU_THREADS_DEFAULT = "1";
 
-  /** GEMM of the CPU backend: {@code auto} (OpenBLAS for f32 weights, oneDNN for bf16/f16), {@code onednn} (every dtype) or {@code openblas} (f32 only; half weights widened). */
+  /**
+   * GEMM of the CPU backend: {@code auto} (OpenBLAS for f32 weights, oneDNN for bf16/f16/int8), {@code onednn} (every
+   * dtype) or {@code openblas} (f32 only; half weights are widened at load, int8 weights dequantized to f32).
+   */
   public static final String CPU_GEMM = "spark.tp.cpu.gemm";
   public static final String CPU_GEMM_DEFAULT = "auto";
 
@@ -81,7 +98,10 @@ public final class TpConf {
   public static final String NULL_POLICY = "spark.tp.null-policy";
   public static final String NULL_POLICY_DEFAULT = "error";
 
-  /** Prefix of model names for SQL: {@code spark.tp.models.<name>=<model directory>} lets {@code tp_predict('<name>', ...)} find it. */
+  /**
+   * Prefix of model names for SQL: {@code spark.tp.models.<name>=<model directory>} lets
+   * {@code tp_predict('<name>', ...)} find it and {@code tp_models()} list it.
+   */
   public static final String MODELS_PREFIX = "spark.tp.models.";
 
   /** Tensor-parallel size when the model's {@code tpSize} param is not set. */
@@ -102,11 +122,18 @@ public final class TpConf {
 
   // --- issue 10: transformers (sequences, tasks) ---
 
-  /** Token budget of one micro-batch of sequences per rank (rows are also bounded by spark.tp.batch-size). */
+  /**
+   * Transformers: token budget of one micro-batch per rank (rows are also bounded by {@code spark.tp.batch-size}; a
+   * longer row runs alone).
+   */
   public static final String BATCH_TOKENS = "spark.tp.batch-tokens";
   public static final String BATCH_TOKENS_DEFAULT = "8192";
 
-  /** Sequences longer than the model's max_position_embeddings: {@code false} fails naming the row, {@code true} keeps the first tokens. */
+  /**
+   * Transformers: a row longer than {@code max_position_embeddings} fails naming the row ({@code false}); {@code true}
+   * keeps its first tokens (text: the tokenizer truncates, keeping special tokens; task generate keeps the last tokens
+   * that leave room for {@code maxNewTokens}).
+   */
   public static final String TRUNCATE = "spark.tp.truncate";
   public static final String TRUNCATE_DEFAULT = "false";
 
@@ -275,7 +302,7 @@ public final class TpConf {
     }
     if (!isKnown(key)) {
       throw new IllegalArgumentException("Unknown setting " + key + "; did you mean " + nearest(key)
-          + "? (the spark.tp.* keys are listed in the README under Configuration)");
+          + "? (the spark.tp.* keys are listed in docs/configuration.md)");
     }
     Check c = CHECKS.get(key);
     if (c != null && value != null) {

@@ -18,7 +18,7 @@ class TpConfTest {
   void anUnknownKeyIsAnErrorThatSuggestsTheNearestKnownKey() {
     assertThatThrownBy(() -> TpConf.check("spark.tp.comm.timout", "5s"))
         .hasMessage("Unknown setting spark.tp.comm.timout; did you mean spark.tp.comm.timeout? (the spark.tp.* keys"
-            + " are listed in the README under Configuration)");
+            + " are listed in docs/configuration.md)");
     assertThatThrownBy(() -> TpConf.check("spark.tp.batchsize", "5"))
         .hasMessageStartingWith("Unknown setting spark.tp.batchsize; did you mean spark.tp.batch-size?");
     // keys outside spark.tp.* are not ours

@@ -22,7 +22,7 @@ import org.junit.jupiter.params.provider.ValueSource;
 /**
  * The command line, run in-process: usage errors exit 2 with a one-line message and the usage; the
  * PyTorch interop fixture (a module saved by PyTorch, its inputs and PyTorch's float64 outputs, made by
- * {@code src/test/resources/interop/make_interop.py}) runs through {@code infer} at tp 1, 2 and 3 and
+ * {@code tools/make_interop.py}) runs through {@code infer} at tp 1, 2 and 3 and
  * matches within 1e-5 (max |y - y_torch| / max |y_torch|).
  */
 class CliTest {
@@ -70,6 +70,16 @@ class CliTest {
     r = cli("infer", "--model", gpt2, "--input", in, "--output", out, "--task", "generate", "--temperature", "hot");
     assertThat(r.err).startsWith("spark-tp: error: --temperature takes a number, got 'hot'");
     assertThat(cli("bench", "nope").err).contains("use gemm, comm, spark, peer, transformer, gpu or generate");
+  }
+
+  @Test
+  void benchWithoutTheBenchJarSaysInOneLineWhatToAdd() {
+    // the library's tests run without the spark-tp-bench module (bench/), as the library jar does
+    Run r = cli("bench", "gemm");
+    assertThat(r.code).isEqualTo(1);
+    assertThat(r.err).startsWith("spark-tp bench failed: the benchmarks are not on the class path: add the"
+        + " spark-tp-bench jar (bench/target/spark-tp-bench-*.jar, built by 'mvn -pl bench -am install'), or run"
+        + " bin/spark-tp bench\n");
   }
 
   @Test
@@ -424,7 +434,7 @@ class CliTest {
     r = cli("demo", "--conf", "spark.tp.comm.chunkbytes=1m");
     assertThat(r.code).isEqualTo(2);
     assertThat(r.err).startsWith("spark-tp: error: --conf Unknown setting spark.tp.comm.chunkbytes; did you mean"
-        + " spark.tp.comm.chunk-bytes? (the spark.tp.* keys are listed in the README under Configuration)\n");
+        + " spark.tp.comm.chunk-bytes? (the spark.tp.* keys are listed in docs/configuration.md)\n");
     r = cli("infer", "--model", model, "--input", in, "--output", tmp.resolve("o2").toString(), "--backend", "tpu");
     assertThat(r.code).isEqualTo(2);
     assertThat(r.err).startsWith("spark-tp: error: --backend tpu is not a backend; use auto, cpu or cuda\n");

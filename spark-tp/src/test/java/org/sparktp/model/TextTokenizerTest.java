@@ -15,7 +15,7 @@ import org.junit.jupiter.params.provider.ValueSource;
 import org.sparktp.testing.HfFixtures;
 
 /**
- * The Hugging Face tokenizer wrapper against the ids of make_hf_fixtures.py's plain Python WordPiece
+ * The Hugging Face tokenizer wrapper against the ids of tools/make_hf_fixtures.py's plain Python WordPiece
  * (BERT), byte-level BPE (GPT-2) and SentencePiece-style BPE with byte fallback (Mistral)
  * implementations of the same tokenizer.json files.
  */

@@ -13,7 +13,7 @@ import java.util.List;
 
 /**
  * The Hugging Face checkpoint fixtures under {@code src/test/resources/hf/<name>/} (made by
- * {@code make_hf_fixtures.py}: HF's save_pretrained layout plus {@code reference.json}, PyTorch float64
+ * {@code tools/make_hf_fixtures.py}: HF's save_pretrained layout plus {@code reference.json}, PyTorch float64
  * outputs of the same weights), read into typed records:
  *
  * <pre>{@code

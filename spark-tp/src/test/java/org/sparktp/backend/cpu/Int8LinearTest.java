@@ -22,7 +22,7 @@ import org.sparktp.tensor.Tensor;
  *   code (symmetric, per output row, {@code s = max|w| / 127}, {@code q = rint(w / s)}): within 1e-5 of the
  *   largest output (f32 activations and math), 2e-2 where the kernel takes bf16 activations (AMX);</li>
  *   <li>the <b>accuracy</b>: against the unquantized weights, Gaussian weights and inputs: within 3e-2 of the
- *   largest output (measured here about 1e-2 for K = 512; the README quotes it).</li>
+ *   largest output (measured here about 1e-2 for K = 512; docs/precision.md quotes it).</li>
  * </ul>
  */
 class Int8LinearTest {

@@ -38,7 +38,7 @@ class HfModelTest {
 
   /**
    * The checkpoint's weight dtype (what auto precision resolves against): the safetensors dtype of the 2-D
-   * tensors, as make_hf_fixtures.py stored them, whatever config.json's torch_dtype says (it decides only when
+   * tensors, as tools/make_hf_fixtures.py stored them, whatever config.json's torch_dtype says (it decides only when
    * the 2-D tensors disagree).
    */
   @Test

@@ -33,7 +33,7 @@ import org.sparktp.tensor.DType;
 /**
  * Generation on the llama (GQA, 8 heads on 2 KV heads) and gpt2 fixtures against the float64 PyTorch
  * reference's {@code greedy} entry (a plain greedy loop recomputing the whole prefix each step, no cache;
- * {@code make_hf_fixtures.py}): token for token at tp 1, 2, 3, with prompts of different lengths in one
+ * {@code tools/make_hf_fixtures.py}): token for token at tp 1, 2, 3, with prompts of different lengths in one
  * batch spread unevenly over the ranks, with roomy and with tight budgets (chunked prefill, rows waiting
  * for the KV cache); rows that stop on EOS or a stop id, and rows that hit maxNewTokens; sampling that
  * does not depend on the tp size or the batch; budget and context errors; a collective failing mid-decode.

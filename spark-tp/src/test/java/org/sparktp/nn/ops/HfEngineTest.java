@@ -19,7 +19,7 @@ import org.sparktp.tensor.DType;
 
 /**
  * The Hugging Face fixtures (bert, llama, qwen2, gpt2; {@code src/test/resources/hf}, made by
- * {@code make_hf_fixtures.py}: float64 PyTorch references written plainly after HF's modeling code) run
+ * {@code tools/make_hf_fixtures.py}: float64 PyTorch references written plainly after HF's modeling code) run
  * through the engine on p in-process ranks, every task, against the references: max |y - ref| / max
  * |ref| <= 1e-4. Rows of lengths 1 .. max_position_embeddings are spread unevenly over the ranks (some
  * bring none), each rank reading only its slices of the checkpoint.

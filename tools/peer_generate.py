@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch peer of `spark-tp bench generate`: a greedy loop with a KV cache on the same Llama checkpoint.
 
-    /usr/bin/python3 bench/peer_generate.py --model DIR --prompts FILE --new-tokens N [--threads 1] [--json out.json]
+    /usr/bin/python3 tools/peer_generate.py --model DIR --prompts FILE --new-tokens N [--threads 1] [--json out.json]
         [--dtype f32|bf16]
 
 DIR is the Hugging Face llama directory the benchmark wrote (config.json, model.safetensors in float32,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch peer of spark-tp's transformer benchmark: a BERT-base-shaped encoder in one process.
 
-    /usr/bin/python3 bench/peer_transformer.py --threads 2 [--dtypes fp32,bf16] [--batch 4] [--seq 128]
+    /usr/bin/python3 tools/peer_transformer.py --threads 2 [--dtypes fp32,bf16] [--batch 4] [--seq 128]
         [--layers 12] [--hidden 768] [--heads 12] [--ffn 3072] [--vocab 30522] [--warmup 1] [--iters 5]
         [--impls eager,fastpath] [--json out.json]
 

@@ -2,7 +2,7 @@
 """PyTorch peer of GemmBench's int8 row: one linear y = x W^T + b on the same shapes, single-threaded.
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-pthread \\
-        /usr/bin/python3 bench/peer_linear_int8.py --m 512 --k 4096 --n 8192 --reps 5 [--json out.json]
+        /usr/bin/python3 tools/peer_linear_int8.py --m 512 --k 4096 --n 8192 --reps 5 [--json out.json]
 
 Rows, each with its median time, GFLOP/s and the relative error max |y - ref| / max |ref| against a float64
 reference of the unquantized weights (Gaussian x, W ~ N(0, 1/k), as in spark-tp's tests):

@@ -37,7 +37,7 @@ import org.sparktp.spark.TensorParallelModel;
  * hidden 768, 12 heads, 12 layers, FFN 3072, sequences of 128 tokens, task {@code embed}): the engine
  * alone ({@link TransformerRunner} over in-process ranks) and {@link TensorParallelModel#transform} on a
  * cached DataFrame written to the no-op sink, for each tp size, with the share of the engine's compute
- * spent in attention cores; next to the same model in PyTorch ({@code bench/peer_transformer.py}, one
+ * spent in attention cores; next to the same model in PyTorch ({@code tools/peer_transformer.py}, one
  * process, the same thread count) when {@code /usr/bin/python3} has torch. Each figure is the median of
  * {@code --repeats} timed runs after a warm-up. {@code --dtype} (default f32) is the storage dtype of spark-tp's
  * linears and embedding tables (GEMMs accumulate in f32; the kernel is printed) and the dtype the PyTorch peer
@@ -46,7 +46,7 @@ import org.sparktp.spark.TensorParallelModel;
  * <pre>
  * TransformerBench [--threads 2] [--tp 1,2] [--rows 32] [--seq 128] [--batch 8] [--layers 12] [--hidden 768]
  *                  [--heads 12] [--ffn 3072] [--vocab 30522] [--repeats 3] [--master local[2]]
- *                  [--peer bench/peer_transformer.py] [--no-frame] [--json FILE] [--dtype f32|bf16]
+ *                  [--peer tools/peer_transformer.py] [--no-frame] [--json FILE] [--dtype f32|bf16]
  * </pre>
  */
 public final class TransformerBench {
@@ -67,7 +67,7 @@ public final class TransformerBench {
     int vocab = 30522;
     int repeats = 3;
     String master = "local[2]";
-    String peer = "bench/peer_transformer.py";
+    String peer = "tools/peer_transformer.py";
     boolean frame = true;
     String json = null;
     org.sparktp.tensor.DType dtype = org.sparktp.tensor.DType.F32;

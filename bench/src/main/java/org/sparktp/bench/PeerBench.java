@@ -22,8 +22,8 @@ import org.sparktp.tensor.DType;
  * spark-tp's engine side by side with PyTorch on the same Megatron MLP ({@code d -> ffn (gelu) -> d}, tp ranks,
  * one thread each, {@code batch x tp} rows per step), in bf16 and f32, in one run: the repetitions alternate
  * between the two so that both see the same machine load. The PyTorch peer is the committed script
- * {@code torch_mlp_peer.py} (a resource next to this class): {@code torch.distributed} gloo, {@code F.linear} on
- * {@code [out, in]} weights, partial sums all-reduced in fp32; it runs with
+ * {@code tools/torch_mlp_peer.py} (packed next to this class in the bench jar): {@code torch.distributed} gloo,
+ * {@code F.linear} on {@code [out, in]} weights, partial sums all-reduced in fp32; it runs with
  * {@code LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-pthread} so that Debian's torch uses OpenBLAS for
  * fp32, as spark-tp does.
  *

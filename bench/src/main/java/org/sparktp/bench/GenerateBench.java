@@ -29,7 +29,7 @@ import org.sparktp.nn.ops.TransformerRankModel;
  * Decode speed of task generate: a Llama-shaped model with random weights (written once as a Hugging Face
  * checkpoint, float32), {@code --prompts} prompts of {@code --prompt-len} random tokens, greedy, at each tp
  * size in {@code --tp} (in-process ranks, one thread each with {@code --threads 1}), beside a PyTorch
- * greedy loop with a KV cache on the same checkpoint and threads ({@code bench/peer_generate.py}). Each run
+ * greedy loop with a KV cache on the same checkpoint and threads ({@code tools/peer_generate.py}). Each run
  * generates 1 token (prefill; after one untimed warm-up of it) and then {@code --new-tokens} tokens; the
  * decode time is the difference, so
  * time per output token = decode time / (new tokens - 1) (one step gives every row a token) and decode
@@ -39,7 +39,7 @@ import org.sparktp.nn.ops.TransformerRankModel;
  * <pre>
  * bin/spark-tp bench generate [--hidden 2048] [--heads 16] [--kv-heads 4] [--layers 8] [--ffn 5632]
  *     [--vocab 32000] [--prompts 64] [--prompt-len 128] [--new-tokens 64] [--tp 1,2] [--threads 1]
- *     [--repeats 1] [--peer bench/peer_generate.py|none] [--python /usr/bin/python3] [--dir DIR] [--json FILE]
+ *     [--repeats 1] [--peer tools/peer_generate.py|none] [--python /usr/bin/python3] [--dir DIR] [--json FILE]
  *     [--dtype f32|bf16]
  * </pre>
  *
@@ -65,7 +65,7 @@ public final class GenerateBench {
     int[] tps = {1, 2};
     int threads = 1;
     int repeats = 1;
-    String peer = "bench/peer_generate.py";
+    String peer = "tools/peer_generate.py";
     String python = "/usr/bin/python3";
     String dir = null;
     String json = null;

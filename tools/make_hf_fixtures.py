@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Makes the Hugging Face checkpoint fixtures of spark-tp's tests (run with Debian's python3-torch):
 
-    /usr/bin/python3 spark-tp/src/test/resources/hf/make_hf_fixtures.py spark-tp/src/test/resources/hf
+    /usr/bin/python3 tools/make_hf_fixtures.py [spark-tp/src/test/resources/hf]
 
 Writes one folder per model, in the layout Hugging Face's save_pretrained writes:
   bert/    config.json, model.safetensors (F32, "bert." prefix, pooler and pre-training heads),
@@ -1318,4 +1318,5 @@ def main(root):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__)))
+    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "spark-tp", "src", "test", "resources", "hf"))

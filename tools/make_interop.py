@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Makes the PyTorch interop fixture of spark-tp's tests (run with Debian's python3-torch):
 
-    /usr/bin/python3 spark-tp/src/test/resources/interop/make_interop.py spark-tp/src/test/resources/interop
+    /usr/bin/python3 tools/make_interop.py [spark-tp/src/test/resources/interop]
 
 Writes, in the target folder:
   model/config.json          spark-tp's layer list, written by hand for this module
@@ -103,4 +103,5 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__)))
+    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "spark-tp", "src", "test", "resources", "interop"))
