@@ -92,7 +92,7 @@ public record LmHeadOp(String weight, int vocab, int hidden, Task task) implemen
           return DistTensor.sharded(logits, s);
         }
         if (task == Task.GENERATE) {
-          return org.sparktp.nn.gen.Generator.nextTokens(head, x, tokens, ctx, vocab, hidden, v0, vn);
+          return VocabSampler.nextTokens(head, x, tokens, ctx, vocab, hidden, v0, vn);
         }
         return score(head, x, tokens, ctx, s, v0, vn);
       } finally {
