@@ -1,0 +1,259 @@
+package org.sparktp.spark;
+
+import java.util.List;
+import java.util.UUID;
+import org.apache.spark.SparkContext;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.SparkSession;
+import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.StructType;
+import org.sparktp.TpConf;
+import org.sparktp.TpSettings;
+import org.sparktp.backend.Precision;
+import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.model.TextTokenizer;
+import org.sparktp.nn.ModelSpec;
+import org.sparktp.nn.Plan;
+import org.sparktp.nn.gen.GenerateParams;
+import org.sparktp.nn.ops.Pooling;
+import org.sparktp.nn.ops.Task;
+import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.tensor.DType;
+
+/**
+ * The flow of one {@link TensorParallelModel#transform}: the output schema checked against the input, every
+ * {@code spark.tp.*} setting resolved once ({@link TensorParallelModel#settings}), the weights' and activations'
+ * dtypes resolved, the cluster's task slots checked, then one {@link TpJob} run by the {@link BarrierRunner}
+ * (for a Hugging Face transformer, text tokenized first and, for task generate, decoded after).
+ */
+final class TransformFlow {
+  private final TensorParallelModel m;
+  private final ModelSpec spec;
+  private final ModelLoader.Shards shards;
+  private final ModelLoader.HfShards hf;
+
+  TransformFlow(TensorParallelModel m) {
+    this.m = m;
+    this.spec = m.spec;
+    this.shards = m.shards;
+    this.hf = m.hf;
+  }
+
+  /** Task generate's parameters with the budgets of {@code spark}'s conf and the model's EOS ids. */
+  private GenerateJob generateJob(SparkSession spark, TpSettings settings) {
+    long kv = settings.bytes(TpConf.KV_CACHE_MAX_BYTES);
+    int tokens = settings.getInt(TpConf.GENERATE_BATCH_TOKENS, 1);
+    String[] stops = m.getOrDefault(m.stop());
+    if (stops.length > 0 && !hf.tokenizer) {
+      throw new IllegalArgumentException("Stop strings need the model's tokenizer, but " + hf.dir + " has no "
+          + TextTokenizer.FILE_NAME + ": give stop token ids (stopIds) instead");
+    }
+    GenerateParams gp = new GenerateParams((Integer) m.getOrDefault(m.maxNewTokens()),
+        (Double) m.getOrDefault(m.temperature()), (Integer) m.getOrDefault(m.topK()), (Double) m.getOrDefault(m.topP()),
+        (Double) m.getOrDefault(m.repetitionPenalty()), (Long) m.getOrDefault(m.seed()),
+        GenerateJob.eosIds(hf.dir, spark == null ? new org.apache.hadoop.conf.Configuration()
+            : spark.sparkContext().hadoopConfiguration()), m.getOrDefault(m.stopIds()), kv, tokens);
+    return new GenerateJob(gp, List.of(stops), hf.dir);
+  }
+
+  /** The transformer plan for {@code p} ranks with this model's task, pooling, normalize and truncation. */
+  TransformerPlan transformerPlan(int p) {
+    if (hf == null) {
+      throw new IllegalStateException("This model is a layer list, not a transformer: use plan(p)");
+    }
+    boolean truncate = m.settings(TensorParallelModel.active()).bool(TpConf.TRUNCATE);
+    return TransformerPlan.build(hf.model, p, m.isSet(m.task()) ? Task.parse(m.getOrDefault(m.task())) : null,
+        m.isSet(m.pooling()) ? Pooling.parse(m.getOrDefault(m.pooling())) : null,
+        (Boolean) m.getOrDefault(m.normalize()), truncate);
+  }
+
+  StructType transformSchema(StructType schema) {
+    if (hf != null) {
+      return transformerSchema(schema);
+    }
+    InputKind.of(schema, m.getInputCol(), spec.takesIds(), spec.takesBags());
+    String out = m.getOutputCol();
+    for (String f : schema.fieldNames()) {
+      if (f.equals(out)) {
+        throw new IllegalArgumentException("Output column '" + out + "' already exists; set outputCol to a new name");
+      }
+    }
+    NullPolicy policy = NullPolicy.parse(m.settings(TensorParallelModel.active()).get(TpConf.NULL_POLICY));
+    return schema.add(out, DataTypes.createArrayType(DataTypes.FloatType, false), policy == NullPolicy.NULL);
+  }
+
+  /** True when the input column holds text (tokenized before the barrier stage). */
+  private boolean textInput(StructType schema) {
+    for (org.apache.spark.sql.types.StructField f : schema.fields()) {
+      if (f.name().equals(m.getInputCol()) && f.dataType().equals(DataTypes.StringType)) {
+        if (!hf.tokenizer) {
+          throw new IllegalArgumentException("Input column '" + m.getInputCol() + "' holds text, but " + hf.dir
+              + " has no " + TextTokenizer.FILE_NAME + ": give token ids (array<int> or array<long>) instead");
+        }
+        return true;
+      }
+    }
+    return false;
+  }
+
+  private StructType transformerSchema(StructType schema) {
+    if (!textInput(schema)) {
+      InputKind.of(schema, m.getInputCol(), true, true);
+    }
+    String out = m.getOutputCol();
+    for (String f : schema.fieldNames()) {
+      if (f.equals(out)) {
+        throw new IllegalArgumentException("Output column '" + out + "' already exists; set outputCol to a new name");
+      }
+    }
+    TransformerPlan plan = transformerPlan(1);
+    NullPolicy policy = NullPolicy.parse(m.settings(TensorParallelModel.active()).get(TpConf.NULL_POLICY));
+    if (plan.task() == Task.GENERATE) {
+      // issue 12: generated_ids, finish_reason from the barrier stage, then generated_text (with a tokenizer)
+      for (String c : TensorParallelModel.GENERATE_COLUMNS) {
+        if (java.util.Arrays.asList(schema.fieldNames()).contains(c)) {
+          throw new IllegalArgumentException("Task generate writes the column '" + c + "', which the input already "
+              + "has; rename or drop it");
+        }
+      }
+      StructType s = schema.add(TensorParallelModel.GENERATED_IDS, DataTypes.createArrayType(DataTypes.IntegerType, false), true);
+      if (hf.tokenizer) {
+        s = s.add(TensorParallelModel.GENERATED_TEXT, DataTypes.StringType, true);
+      }
+      return s.add(TensorParallelModel.FINISH_REASON, DataTypes.StringType, true);
+    }
+    return schema.add(out, plan.task() == Task.SCORE ? DataTypes.DoubleType
+        : DataTypes.createArrayType(DataTypes.FloatType, false), policy == NullPolicy.NULL);
+  }
+
+  /**
+   * Runs the model on every row of {@code dataset} (lazily, like any transformation: the job runs when
+   * the result is used). The schema and the cluster are checked here, before any job: a missing or
+   * non-numeric input column, an existing output column, too few task slots for {@code groups x tpSize}
+   * tasks, or dynamic allocation fail at once with what to change.
+   */
+  Dataset<Row> transform(Dataset<?> dataset) {
+    StructType outSchema = transformSchema(dataset.schema());
+    if (!(dataset instanceof org.apache.spark.sql.classic.Dataset<?> ds)) {
+      throw new IllegalArgumentException("TensorParallelModel needs a classic (non-Connect) Spark session");
+    }
+    org.apache.spark.sql.classic.SparkSession spark = ds.sparkSession();
+    SparkContext sc = spark.sparkContext();
+    // every spark.tp.* setting, resolved once and checked here, before any job; it travels to the tasks
+    TpSettings settings = m.settings(spark);
+    int p = settings.getInt(TpConf.TP_SIZE, 1);
+    int g = settings.getInt(TpConf.GROUPS, 0);
+    long slotWait = settings.durationMillis(TpConf.SLOTS_WAIT);
+    int batch = settings.getInt(TpConf.BATCH_SIZE, 1);
+    String be = RankTask.checkBackend(settings.get(TpConf.BACKEND));
+    int blas = settings.getInt(TpConf.CPU_BLAS_THREADS, 1);
+    long cacheMax = settings.bytes(TpConf.CACHE_MAX_BYTES);
+    NullPolicy nulls = NullPolicy.parse(settings.get(TpConf.NULL_POLICY));
+    long timeout = settings.durationMillis(TpConf.COMM_TIMEOUT);
+    boolean retryable = settings.bool(TpConf.RETRYABLE);
+    int failRank = settings.getInt(TpConf.TEST_FAIL_RANK, -1);
+    long batchBytes = 4L * batch * (hf != null ? hf.model.vocab() : Math.max(spec.inputDim(), spec.outputDim()));
+    if (batchBytes >= Integer.MAX_VALUE / 2) {
+      throw new IllegalArgumentException("batchSize " + batch + " makes batches of " + batchBytes
+          + " bytes; lower it (" + TpConf.BATCH_SIZE + ")");
+    }
+    // issue 9: the CPU thread budget, GEMM and the weights' dtype; the CPU backend's settings travel to the ranks
+    int threads = settings.getInt(TpConf.CPU_THREADS, 1);
+    blas = threads != 1 ? threads : blas;
+    String gemm = CpuBackend.checkGemm(settings.get(TpConf.CPU_GEMM));
+    DType storage = resolveDtype(be, settings);
+    java.util.TreeMap<String, String> backendSettings = new java.util.TreeMap<>();
+    backendSettings.put(TpConf.CPU_THREADS, Integer.toString(blas));
+    backendSettings.put(TpConf.CPU_GEMM, gemm);
+    backendSettings.put(TpConf.BATCH_SIZE, Integer.toString(batch));
+    backendSettings.put(TpConf.DTYPE, storage.id());
+    // issue 9b: the activations' dtype, resolved here against the weights' (auto), read by the ranks from TpJob
+    backendSettings.put(TpConf.ACTIVATION_DTYPE, m.resolveActivationDtype(storage, settings).id());
+    CommFactory comm = CommFactory.forSettings(spark, settings);
+    int slots = Slots.await(sc, Math.max(1, g) * p, slotWait);
+    if (g == 0) {
+      g = Slots.defaultGroups(slots, p);
+    }
+    Slots.check(Slots.dynamicAllocation(sc), slots, g, p);
+    comm.checkCluster(sc, p);
+
+    if (hf != null) {
+      return transformTransformer(ds, outSchema, spark, p, g, batch, be, blas, cacheMax, nulls, timeout, retryable,
+          failRank, comm, settings, backendSettings);
+    }
+    Plan plan = shards.plan(p);
+    ShardSource source = shards.source(sc, plan);
+    String jobKey = m.uid() + "-" + UUID.randomUUID().toString().substring(0, 8);
+    String[] placements = shards.placements(p, g, m.lastMetrics);
+    TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
+    m.lastMetrics = metrics;
+    org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
+    int ord = df.schema().fieldIndex(m.getInputCol());
+    TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, m.getInputCol(), ord,
+        InputKind.of(df.schema(), m.getInputCol(), plan), outSchema, batch, be, blas, storage.id(), backendSettings,
+        cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, null, 0, null);
+    return BarrierRunner.run(spark, df, job, placements);
+  }
+
+  /** A Hugging Face transformer's job: text tokenized per input partition first, then the barrier stage. */
+  private Dataset<Row> transformTransformer(org.apache.spark.sql.classic.Dataset<?> ds, StructType outSchema,
+      org.apache.spark.sql.classic.SparkSession spark, int p, int g, int batch, String be, int blas, long cacheMax,
+      NullPolicy nulls, long timeout, boolean retryable, int failRank, CommFactory comm, TpSettings settings,
+      java.util.TreeMap<String, String> backendSettings) {
+    SparkContext sc = spark.sparkContext();
+    TransformerPlan plan = transformerPlan(p);
+    int batchTokens = settings.getInt(TpConf.BATCH_TOKENS, 1);
+    GenerateJob gen = plan.task() == Task.GENERATE ? generateJob(spark, settings) : null;
+    if (gen != null) {
+      // the barrier stage writes generated_ids and finish_reason; the text is decoded after it
+      outSchema = ds.schema().add(TensorParallelModel.GENERATED_IDS, DataTypes.createArrayType(DataTypes.IntegerType, false), true)
+          .add(TensorParallelModel.FINISH_REASON, DataTypes.StringType, true);
+    }
+    org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
+    String col = m.getInputCol();
+    String helper = null;
+    if (textInput(df.schema())) {
+      helper = "__spark_tp_token_ids";
+      int maxLen = plan.truncate() && gen == null ? plan.model().maxPositions() : 0; // generate truncates left
+      df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, helper, hf.dir, maxLen);
+      col = helper;
+      outSchema = gen != null ? df.schema().add(outSchema.fields()[outSchema.fields().length - 2])
+          .add(outSchema.fields()[outSchema.fields().length - 1])
+          : df.schema().add(outSchema.fields()[outSchema.fields().length - 1]);
+    }
+    String jobKey = m.uid() + "-" + UUID.randomUUID().toString().substring(0, 8);
+    TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
+    m.lastMetrics = metrics;
+    int ord = df.schema().fieldIndex(col);
+    if (gen != null && m.isSet(m.seedCol())) {
+      String seedName = m.getOrDefault(m.seedCol());
+      if (!java.util.Arrays.asList(df.schema().fieldNames()).contains(seedName)) {
+        throw new IllegalArgumentException("seedCol '" + seedName + "' is not a column of the input");
+      }
+      org.apache.spark.sql.types.DataType t = df.schema().apply(seedName).dataType();
+      if (!t.equals(DataTypes.IntegerType) && !t.equals(DataTypes.LongType)) {
+        throw new IllegalArgumentException("seedCol '" + seedName + "' must be int or long, got " + t.simpleString());
+      }
+      gen = gen.withSeedColumn(df.schema().fieldIndex(seedName), t.equals(DataTypes.IntegerType));
+    }
+    TpJob job = new TpJob(jobKey, hf.modelId, null, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
+        g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, batch, be, blas, backendSettings.get(TpConf.DTYPE),
+        backendSettings, cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, plan, batchTokens, gen);
+    Dataset<Row> out = BarrierRunner.run(spark, df, job, null);
+    out = helper == null ? out : out.drop(helper);
+    return gen != null && hf.tokenizer ? GenerateJob.withText(out, hf.dir) : out;
+  }
+
+  /**
+   * The weights' storage type of this model's jobs: {@code spark.tp.dtype} as {@code settings} resolved it (the
+   * {@code dtype} param included); {@code auto} is bf16 when the checkpoint's weights are bf16/f16 and this CPU has
+   * native bf16 GEMMs, else f32 (see {@link Precision#resolve}).
+   */
+  DType resolveDtype(String backendName, TpSettings settings) {
+    DType checkpoint = hf != null ? hf.weightDtype : shards.checkpointDtype;
+    boolean cpu = backendName == null || backendName.equals("auto") || backendName.equals("cpu");
+    // auto picks bf16 only on the CPU backend for now (a backend reports its dtypes through Backend.supports)
+    return Precision.resolve(settings.get(TpConf.DTYPE), checkpoint, cpu && CpuBackend.hasNativeBf16(), TpConf.DTYPE);
+  }
+}
