@@ -18,7 +18,7 @@ import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.gen.GenerateParams;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.tensor.DType;
 
 /**
@@ -192,7 +192,7 @@ final class TransformFlow {
     int ord = df.schema().fieldIndex(m.getInputCol());
     TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, m.getInputCol(), ord,
         InputKind.of(df.schema(), m.getInputCol(), plan), outSchema, batch, be, blas, storage.id(), backendSettings,
-        cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, null, 0, null);
+        cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, 0, null);
     return BarrierRunner.run(spark, df, job, placements);
   }
 
@@ -237,9 +237,9 @@ final class TransformFlow {
       }
       gen = gen.withSeedColumn(df.schema().fieldIndex(seedName), t.equals(DataTypes.IntegerType));
     }
-    TpJob job = new TpJob(jobKey, hf.modelId, null, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
+    TpJob job = new TpJob(jobKey, hf.modelId, plan, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
         g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, batch, be, blas, backendSettings.get(TpConf.DTYPE),
-        backendSettings, cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, plan, batchTokens, gen);
+        backendSettings, cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, batchTokens, gen);
     Dataset<Row> out = BarrierRunner.run(spark, df, job, null);
     out = helper == null ? out : out.drop(helper);
     return gen != null && hf.tokenizer ? GenerateJob.withText(out, hf.dir) : out;
