@@ -74,8 +74,7 @@ public final class SparkRendezvous {
     int group = task / groupSize;
     int rank = task % groupSize;
     String host = hostOf(infos[task].address());
-    TcpOptions opts = TcpOptions.withSecret(secret.resolve())
-        .withConf(settings(ctx, options))
+    TcpOptions opts = TpConf.tcpOptions(secret.resolve(), settings(ctx, options))
         .withTag("stage " + ctx.stageId() + "." + ctx.stageAttemptNumber() + " group " + group);
     InetAddress bindAddress;
     try {
