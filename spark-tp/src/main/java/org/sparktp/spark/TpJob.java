@@ -2,7 +2,7 @@ package org.sparktp.spark;
 
 import java.io.Serializable;
 import org.apache.spark.sql.types.StructType;
-import org.sparktp.nn.Plan;
+import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerPlan;
 

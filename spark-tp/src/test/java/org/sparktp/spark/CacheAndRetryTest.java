@@ -137,8 +137,8 @@ class CacheAndRetryTest extends SparkTestBase {
     }
     ShardCache.get().clear();
     // f32: the exact bytes of the plan; bf16: about half (oneDNN's packed layout may pad a little)
-    assertThat(held[0]).isEqualTo(org.sparktp.nn.Plan.build(spec, 2).weightBytes(0)
-        + org.sparktp.nn.Plan.build(spec, 2).weightBytes(1));
+    assertThat(held[0]).isEqualTo(org.sparktp.nn.plan.Plan.build(spec, 2).weightBytes(0)
+        + org.sparktp.nn.plan.Plan.build(spec, 2).weightBytes(1));
     assertThat((double) held[1] / held[0]).as("bf16 / f32 cache bytes (%d / %d)", held[1], held[0])
         .isBetween(0.45, 0.6);
   }
