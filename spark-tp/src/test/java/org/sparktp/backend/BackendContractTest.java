@@ -21,6 +21,7 @@ import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.backend.cuda.CudaBackend;
 import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
+import org.sparktp.testing.Reference;
 
 /**
  * The contract of {@link Backend}, for every backend whose provider is on the class path ({@link Backends}): the
@@ -266,41 +267,6 @@ class BackendContractTest {
       d[i] = a[i];
     }
     return d;
-  }
-
-  /** erf to ~1e-15 (series / continued fraction), independent of the code under test. */
-  static double erf(double x) {
-    double ax = Math.abs(x);
-    double r;
-    if (ax < 2.5) {
-      double sum = 0;
-      double term = ax;
-      for (int n = 0; n < 80; n++) {
-        sum += term / (2 * n + 1);
-        term *= -ax * ax / (n + 1);
-      }
-      r = 2 / Math.sqrt(Math.PI) * sum;
-    } else {
-      double f = 0;
-      for (int n = 60; n >= 1; n--) {
-        f = n / 2.0 / (ax + f);
-      }
-      r = 1 - Math.exp(-ax * ax) / Math.sqrt(Math.PI) / (ax + f);
-    }
-    return Math.copySign(r, x);
-  }
-
-  static double act(Activation a, double x) {
-    return switch (a) {
-      case GELU -> 0.5 * x * (1 + erf(x / Math.sqrt(2)));
-      case GELU_TANH -> 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
-      case RELU -> Math.max(0, x);
-      case SILU -> x / (1 + Math.exp(-x));
-      case TANH -> Math.tanh(x);
-      case SIGMOID -> 1 / (1 + Math.exp(-x));
-      case IDENTITY -> x;
-      case SOFTMAX -> throw new IllegalArgumentException("row-wise");
-    };
   }
 
   // ------------------------------------------------------------------------------------------ memory
@@ -606,8 +572,8 @@ class BackendContractTest {
               for (int i = 0; i < in; i++) {
                 s += (double) toDtype(x[r * in + i], dt == DType.I8 ? DType.F32 : dt) * wq[o * in + i];
               }
-              want[r * out + o] = act(act, s + bias[o]);
-              want0[r * out + o] = act(act, s);
+              want[r * out + o] = Reference.act(act, s + bias[o]);
+              want0[r * out + o] = Reference.act(act, s);
             }
           }
           // half storage may round the activations as well (oneDNN): a few units of bf16/f16 rounding
@@ -681,7 +647,7 @@ class BackendContractTest {
               }
               for (int c = 0; c < cols; c++) {
                 double v = x[r * cols + c] + (withBias ? b[c] : 0.0);
-                want[r * cols + c] = a == Activation.SOFTMAX ? Math.exp(v - max) / sum : act(a, v);
+                want[r * cols + c] = a == Activation.SOFTMAX ? Math.exp(v - max) / sum : Reference.act(a, v);
               }
             }
             assertThat(relErr(be.download(t), want)).as("%s, bias %b (seed %d)", a, withBias, seed)
