@@ -36,7 +36,18 @@ class CacheAndRetryTest extends SparkTestBase {
     assertThat(m1.totalLoads() + m2.totalLoads()).isLessThanOrEqualTo(4L);
     assertThat(ShardCache.get().loads() - loadsBefore).isEqualTo(m2.totalLoads());
     assertThat(m2.totalRows()).isEqualTo(x.length);
-    assertThat(y2).isDeepEqualTo(y1);
+    // the same rows in other micro-batches: the GEMMs see other row counts, and OpenBLAS's kernel for a
+    // row count (OPENBLAS_CORETYPE=Haswell here) may sum in another order, so equal to float rounding
+    double scale = 0;
+    double diff = 0;
+    for (int i = 0; i < y1.length; i++) {
+      for (int j = 0; j < y1[i].length; j++) {
+        scale = Math.max(scale, Math.abs(y1[i][j]));
+        diff = Math.max(diff, Math.abs(y2[i][j] - y1[i][j]));
+      }
+    }
+    assertThat(y2.length).isEqualTo(y1.length);
+    assertThat(diff / scale).as("max |y2 - y1| / max |y1| of the second job").isLessThanOrEqualTo(1e-6);
   }
 
   @Test
