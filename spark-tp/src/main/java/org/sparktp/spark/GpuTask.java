@@ -1,15 +1,11 @@
 package org.sparktp.spark;
 
-import java.util.HashMap;
-import java.util.Map;
-import org.apache.spark.SparkEnv;
 import org.apache.spark.TaskContext;
 import org.apache.spark.resource.ResourceInformation;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.sparktp.backend.cuda.CudaProbe;
 import org.sparktp.backend.cuda.DeviceOrdinal;
-import scala.Tuple2;
 
 /**
  * The GPU side of a barrier task: the task's GPU from {@code TaskContext.resources().get("gpu")} (mapped through
@@ -62,17 +58,5 @@ final class GpuTask {
       return "cpu";
     }
     return "cuda";
-  }
-
-  /** The executor's {@code spark.tp.*} settings (the CUDA backend reads its {@code spark.tp.cuda.*} keys). */
-  static Map<String, String> settings() {
-    Map<String, String> out = new HashMap<>();
-    SparkEnv env = SparkEnv.get();
-    if (env != null) {
-      for (Tuple2<String, String> kv : env.conf().getAllWithPrefix("spark.tp.")) {
-        out.put("spark.tp." + kv._1(), kv._2());
-      }
-    }
-    return out;
   }
 }

@@ -88,11 +88,12 @@ final class RankTask
   /**
    * Makes the backend named by {@code spark.tp.backend} for this task: {@code auto} is CUDA when the task has a GPU
    * and the CUDA libraries load, else the CPU (the reason is logged); {@code cuda} runs on the task's GPU.
+   * {@code settings}: the job's settings as the driver resolved them ({@link TpJob#backendSettings}).
    */
   static Backend backend(String name, java.util.Map<String, String> settings, TaskContext ctx) {
     String n = GpuTask.resolveBackend(checkBackend(name), ctx);
     if (n.equals("cuda")) {
-      return new CudaBackend(GpuTask.settings(), GpuTask.deviceOrdinal(ctx));
+      return new CudaBackend(settings, GpuTask.deviceOrdinal(ctx));
     }
     // the CPU backend with spark.tp.cpu.threads, spark.tp.cpu.gemm and the batch size
     return new org.sparktp.backend.cpu.CpuBackendProvider().create(settings, -1);
@@ -239,7 +240,7 @@ final class RankTask
 
     /** The backend part of the cache key: the backend, dtype and GEMM (a model loaded in bf16 is not reused for f32). */
     private String cacheBackend() {
-      return job.backend() + "/" + job.dtype() + "/" + job.backendSettings().get(TpConf.CPU_GEMM);
+      return job.backend() + "/" + job.dtype().id() + "/" + job.backendSettings().get(TpConf.CPU_GEMM);
     }
 
     private InputKind kind() {
@@ -250,7 +251,7 @@ final class RankTask
       Backend b = backend(job.backend(), job.backendSettings(), ctx);
       try {
         ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), job.tpSize(), rank, cacheBackend());
-        DType dt = DType.parseStorage(job.dtype(), TpConf.DTYPE);
+        DType dt = job.dtype();
         if (!b.supports(dt)) {
           LOG.warn("spark-tp job {} rank {}: the {} backend holds no {} tensors; its weights stay f32", job.jobKey(),
               rank, b.name(), dt.id());
