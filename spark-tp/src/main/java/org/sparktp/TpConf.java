@@ -3,6 +3,7 @@ package org.sparktp;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import org.sparktp.comm.tcp.TcpOptions;
 
 /**
  * Every {@code spark.tp.*} configuration key, with its default. An option given on a call wins over a local
@@ -222,10 +223,32 @@ public final class TpConf {
     };
   }
 
+  /**
+   * The TCP communicator's options with this secret: the {@code spark.tp.comm.*} keys present in {@code settings}
+   * (timeout, chunk-bytes, shm; each checked as {@link #check} does), the defaults for the others.
+   */
+  public static TcpOptions tcpOptions(byte[] secret, Map<String, String> settings) {
+    TcpOptions o = TcpOptions.withSecret(secret);
+    String timeout = settings.get(COMM_TIMEOUT);
+    if (timeout != null) {
+      o = o.withTimeoutMillis(parseDurationMillis(COMM_TIMEOUT, timeout));
+    }
+    String chunk = settings.get(COMM_CHUNK_BYTES);
+    if (chunk != null) {
+      checkChunkBytes(COMM_CHUNK_BYTES, chunk);
+      o = o.withChunkBytes((int) parseBytes(COMM_CHUNK_BYTES, chunk));
+    }
+    String shm = settings.get(COMM_SHM);
+    if (shm != null) {
+      check(COMM_SHM, shm);
+      o = o.withShm(shm.trim().equalsIgnoreCase("auto"));
+    }
+    return o;
+  }
+
   private static void checkChunkBytes(String key, String value) {
     long b = parseBytes(key, value);
-    if (b < org.sparktp.comm.tcp.TcpOptions.MIN_CHUNK_BYTES || b > org.sparktp.comm.tcp.TcpOptions.MAX_CHUNK_BYTES
-        || b % 4 != 0) {
+    if (b < TcpOptions.MIN_CHUNK_BYTES || b > TcpOptions.MAX_CHUNK_BYTES || b % 4 != 0) {
       throw new IllegalArgumentException("Invalid value for " + key + ": '" + value + "' (use a multiple of 4 bytes"
           + " from 4k to 64m, e.g. 1m)");
     }

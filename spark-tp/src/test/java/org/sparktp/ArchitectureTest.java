@@ -38,8 +38,6 @@ class ArchitectureTest {
    * when you break it). Each entry is the full set of packages of one strongly connected component.
    */
   private static final List<Set<String>> KNOWN_CYCLES = List.of(
-      // TpConf reads TcpOptions, TcpCommunicator reads TpConf (issue 17, comm)
-      Set.of("org.sparktp", "org.sparktp.comm.tcp"),
       // Tensor holds its Backend, Backend takes Tensors (issue 17, backends)
       Set.of("org.sparktp.backend", "org.sparktp.tensor"),
       // RunContext holds gen.DecodeStep, ops use gen, Generator uses ops (issue 17, engine)

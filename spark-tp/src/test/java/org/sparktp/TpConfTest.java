@@ -76,4 +76,34 @@ class TpConfTest {
     assertThatThrownBy(() -> TpSettings.of(Map.of("spark.tp.comm.shmm", "off")))
         .hasMessageStartingWith("Unknown setting spark.tp.comm.shmm; did you mean spark.tp.comm.shm?");
   }
+
+  @Test
+  void theCommSettingsBecomeTcpOptionsWhoseDefaultsAndNamesAreTheKeys() {
+    byte[] secret = new byte[32];
+    new java.util.Random().nextBytes(secret);
+    // the communicator holds plain values: its defaults and the setting names in its errors must be TpConf's
+    org.sparktp.comm.tcp.TcpOptions d = TpConf.tcpOptions(secret, Map.of());
+    assertThat(d.timeoutMillis()).isEqualTo(TpConf.parseDurationMillis(TpConf.COMM_TIMEOUT,
+        TpConf.COMM_TIMEOUT_DEFAULT));
+    assertThat((long) d.chunkBytes()).isEqualTo(TpConf.parseBytes(TpConf.COMM_CHUNK_BYTES,
+        TpConf.COMM_CHUNK_BYTES_DEFAULT));
+    assertThat(d.shm()).isEqualTo(TpConf.COMM_SHM_DEFAULT.equals("auto"));
+    assertThat(org.sparktp.comm.AbstractCommunicator.TIMEOUT_SETTING).isEqualTo(TpConf.COMM_TIMEOUT);
+    assertThat(org.sparktp.comm.tcp.TcpOptions.CHUNK_BYTES_SETTING).isEqualTo(TpConf.COMM_CHUNK_BYTES);
+    assertThat(org.sparktp.comm.tcp.TcpOptions.PORT_RANGE_SETTING).isEqualTo(TpConf.COMM_PORT_RANGE);
+
+    org.sparktp.comm.tcp.TcpOptions o = TpConf.tcpOptions(secret, Map.of(TpConf.COMM_TIMEOUT, "1500ms",
+        TpConf.COMM_CHUNK_BYTES, "64k", TpConf.COMM_SHM, " OFF "));
+    assertThat(o.timeoutMillis()).isEqualTo(1500);
+    assertThat(o.chunkBytes()).isEqualTo(64 << 10);
+    assertThat(o.shm()).isFalse();
+    assertThat(TpConf.tcpOptions(secret, Map.of(TpConf.COMM_SHM, "auto")).shm()).isTrue();
+    assertThatThrownBy(() -> TpConf.tcpOptions(secret, Map.of(TpConf.COMM_SHM, "yes")))
+        .hasMessage("Invalid value for spark.tp.comm.shm: 'yes' (use auto or off)");
+    assertThatThrownBy(() -> TpConf.tcpOptions(secret, Map.of(TpConf.COMM_CHUNK_BYTES, "128m")))
+        .hasMessage("Invalid value for spark.tp.comm.chunk-bytes: '128m' (use a multiple of 4 bytes from 4k to 64m,"
+            + " e.g. 1m)");
+    assertThatThrownBy(() -> TpConf.tcpOptions(secret, Map.of(TpConf.COMM_TIMEOUT, "abc")))
+        .hasMessageStartingWith("Invalid duration for spark.tp.comm.timeout: 'abc'");
+  }
 }

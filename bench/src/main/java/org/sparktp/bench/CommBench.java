@@ -1,5 +1,6 @@
 package org.sparktp.bench;
 
+import java.util.Map;
 import java.io.BufferedReader;
 import java.io.BufferedWriter;
 import java.io.File;
@@ -27,6 +28,7 @@ import java.util.Locale;
 import java.util.Random;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
+import org.sparktp.backend.Backends;
 import org.sparktp.TpConf;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.comm.HostBuffers;
@@ -212,7 +214,7 @@ public final class CommBench {
     PrintStream out = System.out;
     BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
     InetAddress lo = InetAddress.getLoopbackAddress();
-    try (CpuBackend backend = new CpuBackend(1);
+    try (CpuBackend backend = (CpuBackend) Backends.create("cpu", Map.of(), -1);
         TcpRendezvous rv = TcpRendezvous.bind(lo);
         TcpRendezvous rvShm = TcpRendezvous.bind(lo);
         ServerSocketChannel rawServer = ServerSocketChannel.open()) {

@@ -3,6 +3,7 @@ package org.sparktp.bench;
 import static org.bytedeco.openblas.global.openblas_full.CblasNoTrans;
 import static org.bytedeco.openblas.global.openblas_full.CblasRowMajor;
 
+import java.util.Map;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -13,6 +14,8 @@ import java.util.List;
 import java.util.Locale;
 import java.util.SplittableRandom;
 import org.bytedeco.openblas.global.openblas_full;
+import org.sparktp.TpConf;
+import org.sparktp.backend.Backends;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.backend.cpu.CpuBackend;
@@ -114,7 +117,9 @@ public final class GemmBench {
     long[] bytes = new long[3];
     double[] errors = new double[3]; // vs float64 of the unquantized weights, first rows
     double[] quantizeSeconds = new double[1];
-    try (CpuBackend be = new CpuBackend(threads); CpuBackend dn = new CpuBackend(threads, "onednn", m)) {
+    try (CpuBackend be = (CpuBackend) Backends.create("cpu", Map.of(TpConf.CPU_THREADS, "" + threads), -1);
+        CpuBackend dn = (CpuBackend) Backends.create("cpu", Map.of(TpConf.CPU_THREADS, "" + threads,
+            TpConf.CPU_GEMM, "onednn", TpConf.BATCH_SIZE, "" + m), -1)) {
       System.out.println("oneDNN: isa " + CpuBackend.onednnIsa() + ", " + CpuBackend.onednnThreads());
       System.out.println("OpenBLAS: " + CpuBackend.describe());
       final int fm = m;

@@ -1,5 +1,6 @@
 package org.sparktp.bench;
 
+import java.util.Map;
 import java.io.File;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -10,6 +11,8 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 import java.util.SplittableRandom;
+import org.sparktp.TpConf;
+import org.sparktp.backend.Backends;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.model.SafetensorsWriter;
@@ -197,7 +200,7 @@ public final class GenerateBench {
       GenerateParams one = GenerateParams.greedy(1).withBudgets(kv, 4096);
       int[][] tokens = new int[n][];
       List<double[]> times = LocalCommunicator.run(tp, 3_600_000, rank -> comm -> {
-        CpuBackend be = new CpuBackend(threads);
+        CpuBackend be = (CpuBackend) Backends.create("cpu", Map.of(TpConf.CPU_THREADS, "" + threads), -1);
         RankWeights w;
         synchronized (hf) {
           w = plan.shard(hf.weightSource(), rank, be, dtype);

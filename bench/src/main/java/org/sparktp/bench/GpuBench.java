@@ -13,6 +13,7 @@ import java.util.Map;
 import java.util.Random;
 import org.bytedeco.cuda.cudart.CUevent_st;
 import org.bytedeco.cuda.global.cudart;
+import org.sparktp.backend.Backends;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.cuda.CudaBackend;
 import org.sparktp.backend.cuda.CudaDType;
@@ -68,7 +69,7 @@ public final class GpuBench {
       return 2;
     }
     List<Row> rows = new ArrayList<>();
-    try (CudaBackend gpu = new CudaBackend(Map.of(), 0)) {
+    try (CudaBackend gpu = (CudaBackend) Backends.create("cuda", Map.of(), 0)) {
       out.println("GpuBench on " + gpu.describe() + "; " + st.versions());
       int[][] shapes = quick
           ? new int[][] {{1024, 1024, 1024}, {256, 4096, 1024}}

@@ -1,5 +1,6 @@
 package org.sparktp.bench;
 
+import java.util.Map;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -16,6 +17,8 @@ import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
+import org.sparktp.TpConf;
+import org.sparktp.backend.Backends;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.tensor.DType;
@@ -190,7 +193,7 @@ public final class SparkBench {
   }
 
   static String kernel(DType dtype) {
-    try (CpuBackend be = new CpuBackend()) {
+    try (CpuBackend be = (CpuBackend) Backends.create("cpu", Map.of(), -1)) {
       return be.kernel(dtype);
     }
   }
@@ -215,7 +218,7 @@ public final class SparkBench {
       for (int i = rank; i < x.length; i += tp) {
         mine.add(x[i]);
       }
-      try (CpuBackend be = new CpuBackend(1, "auto", batch);
+      try (CpuBackend be = (CpuBackend) Backends.create("cpu", Map.of(TpConf.BATCH_SIZE, "" + batch), -1);
           RankModel m = new RankModel(plan, rank, be, shards[rank], dtype)) {
         TpRunner runner = new TpRunner(m, comm).activationDtype(act);
         comm.barrier();

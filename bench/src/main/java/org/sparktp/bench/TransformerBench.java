@@ -18,6 +18,8 @@ import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
+import org.sparktp.TpConf;
+import org.sparktp.backend.Backends;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.model.SafetensorsWriter;
@@ -218,7 +220,7 @@ public final class TransformerBench {
       for (int i = rank; i < inputs.length; i += tp) {
         mine.add(inputs[i]);
       }
-      try (CpuBackend be = new CpuBackend(blas);
+      try (CpuBackend be = (CpuBackend) Backends.create("cpu", java.util.Map.of(TpConf.CPU_THREADS, "" + blas), -1);
           TransformerRankModel m = new TransformerRankModel(plan, rank, be, shards[rank], dtype)) {
         if (rank == 0) {
           kernel[0] = m.kernel();

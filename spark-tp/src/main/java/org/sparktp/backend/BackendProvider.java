@@ -1,12 +1,34 @@
 package org.sparktp.backend;
-/** A backend kind found through java.util.ServiceLoader (META-INF/services/org.sparktp.backend.BackendProvider). */
+
+import java.util.Map;
+
+/**
+ * A backend kind found through {@link java.util.ServiceLoader} ({@code META-INF/services/org.sparktp.backend
+ * .BackendProvider}), as DJL's {@code EngineProvider}: a name ({@code spark.tp.backend}), a priority (the order of
+ * {@code auto}) and a probe ({@link #unavailableReason(int)}). {@link Backends} chooses among them; nothing else
+ * constructs a backend.
+ */
 public interface BackendProvider {
-  /** The name used by spark.tp.backend: "cpu", "cuda", ... */
+  /** The name used by {@code spark.tp.backend}: {@code cpu}, {@code cuda}, ... */
   String name();
-  /** Higher is preferred when spark.tp.backend=auto. */
+
+  /** Higher is preferred when {@code spark.tp.backend=auto}. */
   int priority();
-  /** null when this backend can run in this process, else why not (which library is missing, where it looked). */
+
+  /** Null when this backend can run in this process, else why not (which library is missing, where it looked). */
   String unavailableReason();
-  /** A new backend; settings are the resolved spark.tp.* values (key -> value), device is a device ordinal or -1. */
-  Backend create(java.util.Map<String, String> settings, int device);
+
+  /**
+   * Null when this backend can run on {@code device} (the task's device ordinal, from its Spark resources, or -1
+   * when the task has none), else why not. This default ignores the device (a host backend).
+   */
+  default String unavailableReason(int device) {
+    return unavailableReason();
+  }
+
+  /**
+   * A new backend; {@code settings} are the resolved {@code spark.tp.*} values (key to value, missing keys take
+   * their defaults), {@code device} the task's device ordinal or -1.
+   */
+  Backend create(Map<String, String> settings, int device);
 }

@@ -5,6 +5,8 @@ import java.util.ArrayList;
 import java.util.List;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
+import org.sparktp.backend.Backend;
+import org.sparktp.backend.Backends;
 import org.sparktp.backend.Precision;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.model.ModelDirectory;
@@ -63,9 +65,9 @@ final class Explain {
     }
   }
 
-  /** The kernel the CPU backend would use for weights of {@code dtype} with the default settings. */
+  /** The kernel the CPU backend (from its provider, default settings) would use for weights of {@code dtype}. */
   static String kernel(DType dtype) {
-    try (CpuBackend be = new CpuBackend()) {
+    try (Backend be = Backends.create("cpu", java.util.Map.of(), -1)) {
       return be.kernel(dtype);
     }
   }

@@ -1,5 +1,6 @@
 package org.sparktp.comm;
 
+import java.nio.ByteBuffer;
 import java.nio.FloatBuffer;
 import java.util.ArrayList;
 import java.util.List;
@@ -20,7 +21,7 @@ import org.sparktp.tensor.Tensor;
  * rank, reads the peers' snapshots, and waits again before returning. Sums are taken in rank order, so
  * every rank gets bitwise identical results.
  */
-public final class LocalCommunicator implements Communicator {
+public final class LocalCommunicator extends AbstractCommunicator {
 
   /** The shared state of one group; make one per group and take each rank's communicator from it. */
   public static final class Group {
@@ -52,13 +53,11 @@ public final class LocalCommunicator implements Communicator {
   }
 
   private final Group group;
-  private final int rank;
-  private final CommStats stats = new CommStats();
   private volatile boolean closed;
 
   private LocalCommunicator(Group group, int rank) {
+    super(rank, group.size, group.timeoutMillis);
     this.group = group;
-    this.rank = rank;
   }
 
   /**
@@ -122,41 +121,26 @@ public final class LocalCommunicator implements Communicator {
     T run(Communicator comm) throws Exception;
   }
 
-  @Override
-  public int rank() {
-    return rank;
-  }
-
-  @Override
-  public int size() {
-    return group.size;
-  }
-
-  @Override
-  public long timeoutMillis() {
-    return group.timeoutMillis;
-  }
-
   private void await(String op) {
     Throwable cause = group.abortCause;
     if (closed) {
-      throw new CommunicatorException(op + " on rank " + rank + ": the communicator is closed");
+      throw new CommunicatorException(op + " on rank " + rank() + ": the communicator is closed");
     }
     if (cause != null) {
-      throw new CommunicatorException(op + " on rank " + rank + " failed: the group was aborted (" + cause + ")", cause);
+      throw new CommunicatorException(op + " on rank " + rank() + " failed: the group was aborted (" + cause + ")", cause);
     }
     try {
       group.barrier.await(group.timeoutMillis, TimeUnit.MILLISECONDS);
     } catch (TimeoutException e) {
-      throw new CommunicatorException(op + " on rank " + rank + " timed out after " + group.timeoutMillis
+      throw new CommunicatorException(op + " on rank " + rank() + " timed out after " + group.timeoutMillis
           + " ms waiting for the other in-process ranks", e);
     } catch (BrokenBarrierException e) {
       Throwable c = group.abortCause;
-      throw new CommunicatorException(op + " on rank " + rank + " failed: another rank "
+      throw new CommunicatorException(op + " on rank " + rank() + " failed: another rank "
           + (c != null ? "aborted (" + c + ")" : "timed out or failed"), c != null ? c : e);
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
-      throw new CommunicatorException(op + " on rank " + rank + " was interrupted", e);
+      throw new CommunicatorException(op + " on rank " + rank() + " was interrupted", e);
     }
   }
 
@@ -168,25 +152,16 @@ public final class LocalCommunicator implements Communicator {
   }
 
   @Override
-  public void allReduce(Tensor buf) {
-    if (HalfPrecision.needed(buf)) {
-      HalfPrecision.allReduce(this, buf);
-      return;
-    }
-
-    if (size() == 1) {
-      return;
-    }
-    long t0 = System.nanoTime();
+  protected void doAllReduce(Tensor buf) {
     int n = Math.toIntExact(buf.numel());
-    group.slots[rank] = snapshot(buf, n);
+    group.slots[rank()] = snapshot(buf, n);
     await("allReduce");
     float[] sum = new float[n];
     for (int r = 0; r < size(); r++) {
       float[] s = (float[]) group.slots[r];
       if (s.length != n) {
         group.barrier.reset();
-        throw new CommunicatorException("allReduce: rank " + r + " sent " + s.length + " elements, rank " + rank
+        throw new CommunicatorException("allReduce: rank " + r + " sent " + s.length + " elements, rank " + rank()
             + " expected " + n);
       }
       for (int i = 0; i < n; i++) {
@@ -195,7 +170,7 @@ public final class LocalCommunicator implements Communicator {
     }
     await("allReduce");
     HostBuffers.floats(buf).put(sum);
-    stats.record(4L * n, 4L * n * (size() - 1), System.nanoTime() - t0);
+    traffic(4L * n, 4L * n * (size() - 1));
   }
 
   /** This rank's first {@code count} elements as bytes (any dtype). */
@@ -205,159 +180,93 @@ public final class LocalCommunicator implements Communicator {
     return a;
   }
 
-  /** An all-gather moves elements exactly: bf16/f16 tensors move in their own dtype (2 bytes an element). */
   @Override
-  public void allGather(Tensor send, Tensor recv, int[] counts) {
-    HalfPrecision.checkSame("allGather", send, recv);
-    Collectives.checkCounts("allGather", counts, size());
-    long total = Collectives.sum(counts);
-    Collectives.checkFits("allGather", "send", send, counts[rank]);
-    Collectives.checkFits("allGather", "receive", recv, total);
-    long[] off = Collectives.offsets(counts);
+  protected void doAllGather(Tensor send, Tensor recv, int[] counts, long[] off) {
     int es = send.dtype().size();
-    if (size() == 1) {
-      if (send != recv) {
-        HostBuffers.bytes(recv).put(snapshotBytes(send, counts[0]));
-      }
-      return;
-    }
-    long t0 = System.nanoTime();
-    group.slots[rank] = snapshotBytes(send, counts[rank]);
+    group.slots[rank()] = snapshotBytes(send, counts[rank()]);
     await("allGather");
-    java.nio.ByteBuffer out = HostBuffers.bytes(recv);
+    ByteBuffer out = HostBuffers.bytes(recv);
     for (int r = 0; r < size(); r++) {
       byte[] b = (byte[]) group.slots[r];
       out.position(Math.toIntExact(off[r] * es));
       out.put(b, 0, counts[r] * es);
     }
     await("allGather");
-    stats.record((long) es * counts[rank], (long) es * (total - counts[rank]), System.nanoTime() - t0);
+    traffic((long) es * counts[rank()], (long) es * (off[size()] - counts[rank()]));
   }
 
   @Override
-  public void reduceScatter(Tensor send, int[] counts, Tensor recv) {
-    HalfPrecision.checkSame("reduceScatter", send, recv);
-    if (HalfPrecision.needed(send)) {
-      HalfPrecision.reduceScatter(this, send, counts, recv);
-      return;
-    }
-
-    Collectives.checkCounts("reduceScatter", counts, size());
-    long total = Collectives.sum(counts);
-    Collectives.checkFits("reduceScatter", "send", send, total);
-    Collectives.checkFits("reduceScatter", "receive", recv, counts[rank]);
-    long[] off = Collectives.offsets(counts);
-    if (size() == 1) {
-      if (send != recv) {
-        HostBuffers.floats(recv).put(snapshot(send, counts[0]));
-      }
-      return;
-    }
-    long t0 = System.nanoTime();
-    group.slots[rank] = snapshot(send, total);
+  protected void doReduceScatter(Tensor send, int[] counts, long[] off, Tensor recv) {
+    long total = off[size()];
+    group.slots[rank()] = snapshot(send, total);
     await("reduceScatter");
-    float[] sum = new float[counts[rank]];
+    float[] sum = new float[counts[rank()]];
     for (int r = 0; r < size(); r++) {
       float[] s = (float[]) group.slots[r];
       for (int i = 0; i < sum.length; i++) {
-        sum[i] += s[(int) off[rank] + i];
+        sum[i] += s[(int) off[rank()] + i];
       }
     }
     await("reduceScatter");
     HostBuffers.floats(recv).put(sum);
-    stats.record(4L * (total - counts[rank]), 4L * counts[rank] * (size() - 1), System.nanoTime() - t0);
+    traffic(4L * (total - counts[rank()]), 4L * counts[rank()] * (size() - 1));
   }
 
-  /** Moves elements exactly: bf16/f16 tensors move in their own dtype. */
   @Override
-  public void allToAll(Tensor send, int[] sendCounts, Tensor recv, int[] recvCounts) {
-    HalfPrecision.checkSame("allToAll", send, recv);
-    Collectives.checkCounts("allToAll", sendCounts, size());
-    Collectives.checkCounts("allToAll", recvCounts, size());
-    long sendTotal = Collectives.sum(sendCounts);
-    long recvTotal = Collectives.sum(recvCounts);
-    Collectives.checkFits("allToAll", "send", send, sendTotal);
-    Collectives.checkFits("allToAll", "receive", recv, recvTotal);
+  protected void doAllToAll(Tensor send, int[] sendCounts, long[] soff, Tensor recv, int[] recvCounts,
+      long[] roff) {
     int es = send.dtype().size();
-    if (size() == 1) {
-      if (send != recv) {
-        HostBuffers.bytes(recv).put(snapshotBytes(send, sendCounts[0]));
-      }
-      return;
-    }
-    long t0 = System.nanoTime();
-    group.slots[rank] = new Object[] {snapshotBytes(send, sendTotal), sendCounts.clone()};
+    long sendTotal = soff[size()];
+    group.slots[rank()] = new Object[] {snapshotBytes(send, sendTotal), sendCounts.clone()};
     await("allToAll");
-    java.nio.ByteBuffer out = HostBuffers.bytes(recv);
-    long[] roff = Collectives.offsets(recvCounts);
+    ByteBuffer out = HostBuffers.bytes(recv);
     for (int r = 0; r < size(); r++) {
       Object[] s = (Object[]) group.slots[r];
       byte[] data = (byte[]) s[0];
       int[] theirCounts = (int[]) s[1];
-      if (theirCounts[rank] != recvCounts[r]) {
+      if (theirCounts[rank()] != recvCounts[r]) {
         group.barrier.reset();
-        throw new CommunicatorException("allToAll: rank " + r + " sends " + theirCounts[rank] + " elements to rank "
-            + rank + ", which expects " + recvCounts[r]);
+        throw new CommunicatorException("allToAll: rank " + r + " sends " + theirCounts[rank()] + " elements to rank "
+            + rank() + ", which expects " + recvCounts[r]);
       }
-      long[] soff = Collectives.offsets(theirCounts);
+      long[] theirOffsets = Collectives.offsets(theirCounts);
       out.position(Math.toIntExact(roff[r] * es));
-      out.put(data, Math.toIntExact(soff[rank] * es), recvCounts[r] * es);
+      out.put(data, Math.toIntExact(theirOffsets[rank()] * es), recvCounts[r] * es);
     }
     await("allToAll");
-    stats.record((long) es * (sendTotal - sendCounts[rank]), (long) es * (recvTotal - recvCounts[rank]),
-        System.nanoTime() - t0);
+    traffic((long) es * (sendTotal - sendCounts[rank()]), (long) es * (roff[size()] - recvCounts[rank()]));
   }
 
-  /** Moves elements exactly: bf16/f16 tensors move in their own dtype. */
   @Override
-  public void broadcast(Tensor buf, int root) {
-    Collectives.checkRoot("broadcast", root, size());
-    if (size() == 1) {
-      return;
-    }
-    long t0 = System.nanoTime();
+  protected void doBroadcast(Tensor buf, int root) {
     int es = buf.dtype().size();
     long n = buf.numel();
-    group.slots[rank] = rank == root ? snapshotBytes(buf, n) : null;
+    group.slots[rank()] = rank() == root ? snapshotBytes(buf, n) : null;
     await("broadcast");
     byte[] b = (byte[]) group.slots[root];
     await("broadcast");
-    if (rank != root) {
+    if (rank() != root) {
       HostBuffers.bytes(buf).put(b, 0, (int) Math.min(n * es, b.length));
     }
-    stats.record(rank == root ? es * n * (size() - 1) : 0, rank == root ? 0 : es * n, System.nanoTime() - t0);
+    traffic(rank() == root ? es * n * (size() - 1) : 0, rank() == root ? 0 : es * n);
   }
 
   @Override
-  public long[] allGatherLong(long value) {
-    if (size() == 1) {
-      return new long[] {value};
-    }
-    long t0 = System.nanoTime();
-    group.slots[rank] = value;
+  protected long[] doAllGatherLong(long value) {
+    group.slots[rank()] = value;
     await("allGatherLong");
     long[] out = new long[size()];
     for (int r = 0; r < size(); r++) {
       out[r] = (Long) group.slots[r];
     }
     await("allGatherLong");
-    stats.record(8, 8L * (size() - 1), System.nanoTime() - t0);
+    traffic(8, 8L * (size() - 1));
     return out;
   }
 
   @Override
-  public void barrier() {
-    if (size() == 1) {
-      return;
-    }
-    long t0 = System.nanoTime();
+  protected void doBarrier() {
     await("barrier");
-    stats.record(0, 0, System.nanoTime() - t0);
-  }
-
-  @Override
-  public CommStats stats() {
-    return stats;
   }
 
   @Override

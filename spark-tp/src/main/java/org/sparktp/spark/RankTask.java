@@ -25,8 +25,7 @@ import org.slf4j.LoggerFactory;
 import org.sparktp.backend.Backend;
 import org.sparktp.TpConf;
 import org.sparktp.tensor.DType;
-import org.sparktp.backend.cpu.CpuBackend;
-import org.sparktp.backend.cuda.CudaBackend;
+import org.sparktp.backend.Backends;
 import org.sparktp.comm.CommStats;
 import org.sparktp.comm.Communicator;
 import org.sparktp.comm.CommunicatorException;
@@ -77,26 +76,7 @@ final class RankTask
 
   /** Checks a backend name ({@code spark.tp.backend}); returns it normalized. */
   static String checkBackend(String name) {
-    String n = name == null ? "" : name.trim().toLowerCase(java.util.Locale.ROOT);
-    if (!n.equals("auto") && !n.equals("cpu") && !n.equals("cuda")) {
-      throw new IllegalArgumentException("Unknown backend '" + name
-          + "' (spark.tp.backend / backend param): use auto, cpu or cuda");
-    }
-    return n;
-  }
-
-  /**
-   * Makes the backend named by {@code spark.tp.backend} for this task: {@code auto} is CUDA when the task has a GPU
-   * and the CUDA libraries load, else the CPU (the reason is logged); {@code cuda} runs on the task's GPU.
-   * {@code settings}: the job's settings as the driver resolved them ({@link TpJob#backendSettings}).
-   */
-  static Backend backend(String name, java.util.Map<String, String> settings, TaskContext ctx) {
-    String n = GpuTask.resolveBackend(checkBackend(name), ctx);
-    if (n.equals("cuda")) {
-      return new CudaBackend(settings, GpuTask.deviceOrdinal(ctx));
-    }
-    // the CPU backend with spark.tp.cpu.threads, spark.tp.cpu.gemm and the batch size
-    return new org.sparktp.backend.cpu.CpuBackendProvider().create(settings, -1);
+    return Backends.check(name);
   }
 
   /**
@@ -248,7 +228,7 @@ final class RankTask
     }
 
     private ShardCache.Entry load() {
-      Backend b = backend(job.backend(), job.backendSettings(), ctx);
+      Backend b = GpuTask.backend(job.backend(), job.backendSettings(), ctx);
       try {
         ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), job.tpSize(), rank, cacheBackend());
         DType dt = job.dtype();

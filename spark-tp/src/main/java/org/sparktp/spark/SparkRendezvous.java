@@ -80,8 +80,7 @@ public final class SparkRendezvous {
     int group = task / groupSize;
     int rank = task % groupSize;
     String host = hostOf(infos[task].address());
-    TcpOptions opts = TcpOptions.withSecret(secret.resolve())
-        .withConf(settings.withPrefix("spark.tp.comm."))
+    TcpOptions opts = TpConf.tcpOptions(secret.resolve(), settings.withPrefix("spark.tp.comm."))
         .withTag("stage " + ctx.stageId() + "." + ctx.stageAttemptNumber() + " group " + group);
     InetAddress bindAddress;
     try {

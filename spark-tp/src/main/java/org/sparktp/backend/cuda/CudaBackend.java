@@ -851,6 +851,7 @@ public final class CudaBackend implements Backend {
   }
 
   /** RMSNorm over each row, in place: {@code x / sqrt(mean(x^2) + eps) * gamma} ({@code gamma} may be null). */
+  @Override
   public void rmsNorm(Tensor x, Tensor gamma, float eps) {
     CudaTensor tx = f32(x, "rmsNorm");
     CudaTensor g = vector(gamma, tx.cols(), "rms_norm weight");
@@ -859,29 +860,42 @@ public final class CudaBackend implements Backend {
     }
   }
 
-  /**
-   * Rotary position embedding (rotate-half form, as Hugging Face's Llama), in place on {@code x[rows, heads *
-   * headDim]}; row {@code r} has position {@code positions[r]}.
-   */
-  public void rope(Tensor x, int heads, int headDim, int[] positions, float theta) {
+  @Override
+  public void rope(Tensor x, int col, int heads, int headDim, int[] positions, float[] invFreq) {
     CudaTensor tx = f32(x, "rope");
-    if (headDim <= 0 || headDim % 2 != 0 || (long) heads * headDim != tx.cols()) {
-      throw new IllegalArgumentException("RoPE needs an even head size and heads * headDim = columns, got heads "
-          + heads + ", headDim " + headDim + " for " + tx.shape());
+    if (headDim <= 0 || headDim % 2 != 0 || heads < 0 || col < 0 || col + (long) heads * headDim > tx.cols()
+        || invFreq.length < headDim / 2) {
+      throw new IllegalArgumentException("RoPE needs an even head size, heads within the columns and headDim / 2"
+          + " inverse frequencies, got column " + col + ", heads " + heads + ", headDim " + headDim + ", "
+          + invFreq.length + " frequencies for " + tx.shape());
     }
     if (positions.length != tx.rows()) {
       throw new IllegalArgumentException("RoPE got " + positions.length + " positions for " + tx.rows() + " rows");
     }
-    if (tx.rows() == 0) {
+    if (tx.rows() == 0 || heads == 0) {
       return;
     }
     long pos = deviceInts(positions);
+    long freq = 0;
     try {
-      launch("tp_rope", grid((long) tx.rows() * heads * (headDim / 2)), 0, tx.address(), tx.rows(), heads, headDim,
-          pos, theta);
+      freq = deviceFloats(invFreq, headDim / 2);
+      launch("tp_rope", grid((long) tx.rows() * heads * (headDim / 2)), 0, tx.address(), tx.rows(), tx.cols(), col,
+          heads, headDim, pos, freq);
     } finally {
       freeAsync(pos);
+      freeAsync(freq);
     }
+  }
+
+  private long deviceFloats(float[] values, int count) {
+    long d = mallocAsync((long) count * 4);
+    try {
+      copyIn(d, (long) count * 4, floats(values, 0));
+    } catch (RuntimeException | Error e) {
+      freeAsync(d);
+      throw e;
+    }
+    return d;
   }
 
   private long deviceInts(int[] values) {

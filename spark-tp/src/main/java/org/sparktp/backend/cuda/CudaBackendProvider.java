@@ -24,10 +24,17 @@ public final class CudaBackendProvider implements BackendProvider {
     return CudaProbe.status().backendReason();
   }
 
+  /** Also unavailable for a task without a GPU ({@code device < 0}): the GPU comes from the task's resources. */
+  @Override
+  public String unavailableReason(int device) {
+    String r = unavailableReason();
+    return r != null || device >= 0 ? r : DeviceOrdinal.NO_GPU;
+  }
+
   @Override
   public Backend create(Map<String, String> settings, int device) {
     if (device < 0) {
-      throw new IllegalArgumentException("The CUDA backend needs a device ordinal (the task's GPU), got " + device);
+      throw new IllegalArgumentException(DeviceOrdinal.NO_GPU);
     }
     return new CudaBackend(settings, device);
   }

@@ -37,7 +37,7 @@ public final class CudaKernels implements AutoCloseable {
   public static final Map<String, String> SIGNATURES = java.util.Collections.unmodifiableMap(new java.util.LinkedHashMap<>(
       Map.ofEntries(Map.entry("tp_bias_act", "ppiii"), Map.entry("tp_add", "ppl"), Map.entry("tp_scale", "plf"),
           Map.entry("tp_softmax_rows", "piifii"), Map.entry("tp_layer_norm", "pppiif"), Map.entry("tp_rms_norm", "ppiif"),
-          Map.entry("tp_embedding", "piiipip"), Map.entry("tp_embedding_bag", "piiippiip"), Map.entry("tp_rope", "piiipf"),
+          Map.entry("tp_embedding", "piiipip"), Map.entry("tp_embedding_bag", "piiippiip"), Map.entry("tp_rope", "piiiiipp"),
           Map.entry("tp_cast_f32_bf16", "ppl"), Map.entry("tp_cast_bf16_f32", "ppl"), Map.entry("tp_cast_f32_f16", "ppl"),
           Map.entry("tp_cast_f16_f32", "ppl"))));
 

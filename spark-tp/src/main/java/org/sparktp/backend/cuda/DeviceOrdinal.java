@@ -16,6 +16,11 @@ import java.util.Map;
  * {@code nvidia-smi}'s.)
  */
 public final class DeviceOrdinal {
+  /** Why a task without a {@code gpu} resource cannot run the CUDA backend, and what to set. */
+  public static final String NO_GPU = "This task has no GPU: Spark gave it no \"gpu\" resource. Set"
+      + " spark.task.resource.gpu.amount=1 and spark.executor.resource.gpu.amount (with a discovery script such as"
+      + " conf/getGpusResources.sh), or use spark.tp.backend=cpu";
+
   private DeviceOrdinal() {}
 
   /**
@@ -24,9 +29,7 @@ public final class DeviceOrdinal {
    */
   public static int resolve(String[] addresses, String cudaVisibleDevices, int deviceCount) {
     if (addresses == null || addresses.length == 0) {
-      throw new IllegalStateException("This task has no GPU: Spark gave it no \"gpu\" resource. Set"
-          + " spark.task.resource.gpu.amount=1 and spark.executor.resource.gpu.amount (with a discovery script such as"
-          + " conf/getGpusResources.sh), or use spark.tp.backend=cpu");
+      throw new IllegalStateException(NO_GPU);
     }
     String addr = addresses[0].trim();
     int ordinal;

@@ -2,9 +2,7 @@ package org.sparktp.comm.nccl;
 
 import java.util.Base64;
 import java.util.concurrent.locks.LockSupport;
-import org.sparktp.comm.Collectives;
-import org.sparktp.comm.CommStats;
-import org.sparktp.comm.Communicator;
+import org.sparktp.comm.AbstractCommunicator;
 import org.sparktp.comm.CommunicatorException;
 import org.sparktp.tensor.Tensor;
 
@@ -25,14 +23,10 @@ import org.sparktp.tensor.Tensor;
  * allGatherLong = a one-element int64 all-gather in device scratch. Sums run in the buffer's type (F32 buffers sum
  * in fp32). A one-rank group still goes through NCCL (a local copy).
  */
-public final class NcclCommunicator implements Communicator {
+public final class NcclCommunicator extends AbstractCommunicator {
   private final NcclApi api;
   private final DeviceBuffers buffers;
-  private final int rank;
-  private final int size;
   private final int device;
-  private final long timeoutMillis;
-  private final CommStats stats = new CommStats();
   private final Object lock = new Object();
 
   private long comm;
@@ -56,22 +50,14 @@ public final class NcclCommunicator implements Communicator {
    */
   public NcclCommunicator(NcclApi api, DeviceBuffers buffers, byte[] id, int rank, int size, int device,
       long timeoutMillis) {
-    if (size <= 0 || rank < 0 || rank >= size) {
-      throw new IllegalArgumentException("Rank " + rank + " outside a group of " + size);
-    }
-    if (timeoutMillis <= 0) {
-      throw new IllegalArgumentException("Communication timeout must be positive, got " + timeoutMillis + " ms");
-    }
+    super(rank, size, timeoutMillis);
     if (id == null || id.length != NcclApi.UNIQUE_ID_BYTES) {
       throw new IllegalArgumentException("An ncclUniqueId has " + NcclApi.UNIQUE_ID_BYTES + " bytes, got "
           + (id == null ? "null" : id.length));
     }
     this.api = api;
     this.buffers = buffers;
-    this.rank = rank;
-    this.size = size;
     this.device = device;
-    this.timeoutMillis = timeoutMillis;
     this.initDeadline = System.nanoTime() + timeoutMillis * 1_000_000L;
     api.setDevice(device);
     long[] out = {0};
@@ -136,24 +122,16 @@ public final class NcclCommunicator implements Communicator {
     return id;
   }
 
+  /** A one-rank group goes through NCCL too: its local copy is ordered on the stream with the tensors' work. */
   @Override
-  public int rank() {
-    return rank;
+  protected boolean skipsOneRank() {
+    return false;
   }
 
+  /** NCCL sums bf16/f16 buffers itself, in their own type. */
   @Override
-  public int size() {
-    return size;
-  }
-
-  @Override
-  public long timeoutMillis() {
-    return timeoutMillis;
-  }
-
-  @Override
-  public CommStats stats() {
-    return stats;
+  protected boolean widensHalfReductions() {
+    return false;
   }
 
   private String describe(int rc) {
@@ -162,7 +140,7 @@ public final class NcclCommunicator implements Communicator {
   }
 
   private String where(String op) {
-    return "NCCL " + op + " on rank " + rank + " of " + size + " (device " + device + ")";
+    return "NCCL " + op + " on rank " + rank() + " of " + size() + " (device " + device + ")";
   }
 
   /** Records the failure, aborts the NCCL communicator (once) and returns the exception to throw. */
@@ -220,7 +198,7 @@ public final class NcclCommunicator implements Communicator {
         throw fail(op, "NCCL reports " + describe(st));
       }
       if (System.nanoTime() - deadline > 0) {
-        throw fail(op, "did not finish within " + timeoutMillis + " ms (spark.tp.comm.timeout): " + timeoutHint);
+        throw fail(op, "did not finish within " + timeoutMillis() + " ms (" + TIMEOUT_SETTING + "): " + timeoutHint);
       }
       pause(spins);
     }
@@ -237,8 +215,7 @@ public final class NcclCommunicator implements Communicator {
   /** Enqueues {@code e}, then watches it to the end (event + async error), bounded by the timeout. */
   private void collective(String op, long sent, long received, Enqueue e, Tensor... tensors) {
     checkUsable(op);
-    long t0 = System.nanoTime();
-    long deadline = t0 + timeoutMillis * 1_000_000L;
+    long deadline = System.nanoTime() + timeoutMillis() * 1_000_000L;
     api.setDevice(device);
     for (Tensor t : tensors) {
       buffers.order(t);
@@ -263,7 +240,7 @@ public final class NcclCommunicator implements Communicator {
     } finally {
       api.destroyEvent(event);
     }
-    stats.record(sent, received, System.nanoTime() - t0);
+    traffic(sent, received);
   }
 
   private void waitEvent(String op, long event, long deadline) {
@@ -290,7 +267,7 @@ public final class NcclCommunicator implements Communicator {
         throw fail(op, "NCCL reports " + describe(st));
       }
       if (System.nanoTime() - deadline > 0) {
-        throw fail(op, "did not finish within " + timeoutMillis + " ms (spark.tp.comm.timeout): a peer did not take"
+        throw fail(op, "did not finish within " + timeoutMillis() + " ms (" + TIMEOUT_SETTING + "): a peer did not take"
             + " part (dead, hung, or in another collective)");
       }
       pause(spins);
@@ -308,14 +285,8 @@ public final class NcclCommunicator implements Communicator {
     return inner != NcclApi.SUCCESS && inner != NcclApi.IN_PROGRESS ? inner : end;
   }
 
-  private void sameType(String op, Tensor a, Tensor b) {
-    if (buffers.ncclType(a) != buffers.ncclType(b)) {
-      throw new IllegalArgumentException(op + ": send " + a + " and receive " + b + " buffers differ in element type");
-    }
-  }
-
   @Override
-  public void allReduce(Tensor buf) {
+  protected void doAllReduce(Tensor buf) {
     long n = buf.numel();
     int type = buffers.ncclType(buf);
     long addr = buffers.address(buf);
@@ -324,29 +295,24 @@ public final class NcclCommunicator implements Communicator {
   }
 
   @Override
-  public void allGather(Tensor send, Tensor recv, int[] counts) {
-    Collectives.checkCounts("allGather", counts, size);
-    long total = Collectives.sum(counts);
-    Collectives.checkFits("allGather", "send", send, counts[rank]);
-    Collectives.checkFits("allGather", "receive", recv, total);
-    sameType("allGather", send, recv);
+  protected void doAllGather(Tensor send, Tensor recv, int[] counts, long[] off) {
+    long total = off[size()];
     int type = buffers.ncclType(send);
     int es = buffers.elementSize(send);
     long sa = buffers.address(send);
     long ra = buffers.address(recv);
-    long[] off = Collectives.offsets(counts);
     boolean even = true;
     for (int c : counts) {
       even &= c == counts[0];
     }
-    long sent = (long) counts[rank] * es * (size - 1);
-    long got = (total - counts[rank]) * es;
+    long sent = (long) counts[rank()] * es * (size() - 1);
+    long got = (total - counts[rank()]) * es;
     if (even) {
       collective("allGather", sent, got, (c, s) -> api.allGather(sa, ra, counts[0], type, c, s), send, recv);
       return;
     }
     collective("allGather", sent, got, (c, s) -> group((cc, ss) -> {
-      for (int r = 0; r < size; r++) {
+      for (int r = 0; r < size(); r++) {
         if (counts[r] == 0) {
           continue;
         }
@@ -360,34 +326,29 @@ public final class NcclCommunicator implements Communicator {
   }
 
   @Override
-  public void reduceScatter(Tensor send, int[] counts, Tensor recv) {
-    Collectives.checkCounts("reduceScatter", counts, size);
-    long total = Collectives.sum(counts);
-    Collectives.checkFits("reduceScatter", "send", send, total);
-    Collectives.checkFits("reduceScatter", "receive", recv, counts[rank]);
-    sameType("reduceScatter", send, recv);
+  protected void doReduceScatter(Tensor send, int[] counts, long[] off, Tensor recv) {
+    long total = off[size()];
     int type = buffers.ncclType(send);
     int es = buffers.elementSize(send);
     long sa = buffers.address(send);
     long ra = buffers.address(recv);
-    long[] off = Collectives.offsets(counts);
     boolean even = true;
     for (int c : counts) {
       even &= c == counts[0];
     }
-    long sent = (total - counts[rank]) * es;
-    long got = (long) counts[rank] * es * (size - 1);
+    long sent = (total - counts[rank()]) * es;
+    long got = (long) counts[rank()] * es * (size() - 1);
     if (even) {
       collective("reduceScatter", sent, got, (c, s) -> api.reduceScatter(sa, ra, counts[0], type, c, s), send, recv);
       return;
     }
     collective("reduceScatter", sent, got, (c, s) -> group((cc, ss) -> {
-      for (int r = 0; r < size; r++) {
+      for (int r = 0; r < size(); r++) {
         if (counts[r] == 0) {
           continue;
         }
         long block = sa + off[r] * es;
-        int rc = api.reduce(block, r == rank ? ra : block, counts[r], type, r, cc, ss);
+        int rc = api.reduce(block, r == rank() ? ra : block, counts[r], type, r, cc, ss);
         if (rc != NcclApi.SUCCESS && rc != NcclApi.IN_PROGRESS) {
           return rc;
         }
@@ -397,22 +358,15 @@ public final class NcclCommunicator implements Communicator {
   }
 
   @Override
-  public void allToAll(Tensor send, int[] sendCounts, Tensor recv, int[] recvCounts) {
-    Collectives.checkCounts("allToAll", sendCounts, size);
-    Collectives.checkCounts("allToAll", recvCounts, size);
-    Collectives.checkFits("allToAll", "send", send, Collectives.sum(sendCounts));
-    Collectives.checkFits("allToAll", "receive", recv, Collectives.sum(recvCounts));
-    sameType("allToAll", send, recv);
+  protected void doAllToAll(Tensor send, int[] sendCounts, long[] so, Tensor recv, int[] recvCounts, long[] ro) {
     int type = buffers.ncclType(send);
     int es = buffers.elementSize(send);
     long sa = buffers.address(send);
     long ra = buffers.address(recv);
-    long[] so = Collectives.offsets(sendCounts);
-    long[] ro = Collectives.offsets(recvCounts);
-    long sent = (Collectives.sum(sendCounts) - sendCounts[rank]) * es;
-    long got = (Collectives.sum(recvCounts) - recvCounts[rank]) * es;
+    long sent = (so[size()] - sendCounts[rank()]) * es;
+    long got = (ro[size()] - recvCounts[rank()]) * es;
     collective("allToAll", sent, got, (c, s) -> group((cc, ss) -> {
-      for (int r = 0; r < size; r++) {
+      for (int r = 0; r < size(); r++) {
         if (sendCounts[r] > 0) {
           int rc = api.send(sa + so[r] * es, sendCounts[r], type, r, cc, ss);
           if (rc != NcclApi.SUCCESS && rc != NcclApi.IN_PROGRESS) {
@@ -431,34 +385,33 @@ public final class NcclCommunicator implements Communicator {
   }
 
   @Override
-  public void broadcast(Tensor buf, int root) {
-    Collectives.checkRoot("broadcast", root, size);
+  protected void doBroadcast(Tensor buf, int root) {
     long n = buf.numel();
     int type = buffers.ncclType(buf);
     long addr = buffers.address(buf);
     long bytes = n * buffers.elementSize(buf);
-    collective("broadcast", rank == root ? bytes * (size - 1) : 0, rank == root ? 0 : bytes,
+    collective("broadcast", rank() == root ? bytes * (size() - 1) : 0, rank() == root ? 0 : bytes,
         (c, s) -> api.broadcast(addr, addr, n, type, root, c, s), buf);
   }
 
   @Override
-  public long[] allGatherLong(long value) {
+  protected long[] doAllGatherLong(long value) {
     checkUsable("allGatherLong");
     api.setDevice(device);
-    long scratch = buffers.scratch(size);
-    long mine = scratch + 8L * rank;
+    long scratch = buffers.scratch(size());
+    long mine = scratch + 8L * rank();
     buffers.copyIn(mine, new long[] {value});
     // in place: rank r's value already sits at slot r
-    collective("allGatherLong", 8L * (size - 1), 8L * (size - 1),
+    collective("allGatherLong", 8L * (size() - 1), 8L * (size() - 1),
         (c, s) -> api.allGather(mine, scratch, 1, NcclApi.INT64, c, s));
-    long[] out = new long[size];
+    long[] out = new long[size()];
     buffers.copyOut(scratch, out);
     return out;
   }
 
   @Override
-  public void barrier() {
-    allGatherLong(0);
+  protected void doBarrier() {
+    doAllGatherLong(0);
   }
 
   @Override
@@ -488,7 +441,7 @@ public final class NcclCommunicator implements Communicator {
         abortComm(); // a communicator that never finished init (or failed) is aborted, not finalized
         return;
       }
-      long deadline = System.nanoTime() + timeoutMillis * 1_000_000L;
+      long deadline = System.nanoTime() + timeoutMillis() * 1_000_000L;
       api.setDevice(device);
       int rc;
       synchronized (lock) {

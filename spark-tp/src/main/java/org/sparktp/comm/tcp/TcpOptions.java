@@ -1,18 +1,28 @@
 package org.sparktp.comm.tcp;
 
-import java.util.Map;
-import org.sparktp.TpConf;
+import org.sparktp.comm.AbstractCommunicator;
 
 /**
  * Settings of a {@link TcpCommunicator}: the shared secret that peers prove with HMAC-SHA256, the bound
- * on every wait, the frame (chunk) size, and a tag that binds the handshake to one group (two groups
- * that share a secret cannot join each other). Immutable; the {@code with*} methods return copies.
+ * on every wait, the frame (chunk) size, the shared-memory path, and a tag that binds the handshake to one group (two
+ * groups that share a secret cannot join each other). Immutable; the {@code with*} methods return copies. Plain
+ * values: the {@code spark.tp.comm.*} settings are read by {@code TpConf.tcpOptions}.
  */
 public final class TcpOptions {
   /** Smallest chunk accepted; smaller chunks only add per-frame overhead. */
   public static final int MIN_CHUNK_BYTES = 4096;
   /** Largest chunk accepted (one frame must fit an int, and a rank holds a few chunks of scratch). */
   public static final int MAX_CHUNK_BYTES = 64 << 20;
+  /** The default bound on every wait (that of {@code spark.tp.comm.timeout}). */
+  public static final long DEFAULT_TIMEOUT_MILLIS = 120_000;
+  /** The default chunk (that of {@code spark.tp.comm.chunk-bytes}). */
+  public static final int DEFAULT_CHUNK_BYTES = 1 << 20;
+  /** Shared memory is used by default where every rank is on one host (that of {@code spark.tp.comm.shm}). */
+  public static final boolean DEFAULT_SHM = true;
+  /** The setting of the chunk size, named in errors. */
+  public static final String CHUNK_BYTES_SETTING = "spark.tp.comm.chunk-bytes";
+  /** The setting of the ports a rank listens on, named in errors. */
+  public static final String PORT_RANGE_SETTING = "spark.tp.comm.port-range";
 
   private final byte[] secret;
   private final long timeoutMillis;
@@ -28,50 +38,13 @@ public final class TcpOptions {
     this.shm = shm;
   }
 
-  /** Defaults ({@link TpConf#COMM_TIMEOUT_DEFAULT}, {@link TpConf#COMM_CHUNK_BYTES_DEFAULT}) with this secret. */
+  /** The defaults with this secret. */
   public static TcpOptions withSecret(byte[] secret) {
     if (secret == null || secret.length < 16) {
       throw new IllegalArgumentException("The communicator needs a shared secret of at least 16 bytes, got "
           + (secret == null ? "none" : secret.length + " bytes"));
     }
-    return new TcpOptions(secret.clone(),
-        TpConf.parseDurationMillis(TpConf.COMM_TIMEOUT, TpConf.COMM_TIMEOUT_DEFAULT),
-        (int) TpConf.parseBytes(TpConf.COMM_CHUNK_BYTES, TpConf.COMM_CHUNK_BYTES_DEFAULT), "",
-        parseShm(TpConf.COMM_SHM_DEFAULT));
-  }
-
-  /** Applies {@code spark.tp.comm.*} keys present in {@code conf} (other keys are ignored). */
-  public TcpOptions withConf(Map<String, String> conf) {
-    TcpOptions o = this;
-    String t = conf.get(TpConf.COMM_TIMEOUT);
-    if (t != null) {
-      o = o.withTimeoutMillis(TpConf.parseDurationMillis(TpConf.COMM_TIMEOUT, t));
-    }
-    String c = conf.get(TpConf.COMM_CHUNK_BYTES);
-    if (c != null) {
-      long bytes = TpConf.parseBytes(TpConf.COMM_CHUNK_BYTES, c);
-      if (bytes > MAX_CHUNK_BYTES) {
-        throw new IllegalArgumentException(TpConf.COMM_CHUNK_BYTES + " = " + c + " exceeds the largest chunk, "
-            + MAX_CHUNK_BYTES + " bytes");
-      }
-      o = o.withChunkBytes((int) bytes);
-    }
-    String m = conf.get(TpConf.COMM_SHM);
-    if (m != null) {
-      o = o.withShm(parseShm(m));
-    }
-    return o;
-  }
-
-  private static boolean parseShm(String v) {
-    String s = v.trim().toLowerCase(java.util.Locale.ROOT);
-    if (s.equals("auto")) {
-      return true;
-    }
-    if (s.equals("off")) {
-      return false;
-    }
-    throw new IllegalArgumentException(TpConf.COMM_SHM + " must be 'auto' or 'off', got '" + v + "'");
+    return new TcpOptions(secret.clone(), DEFAULT_TIMEOUT_MILLIS, DEFAULT_CHUNK_BYTES, "", DEFAULT_SHM);
   }
 
   /**
@@ -89,7 +62,7 @@ public final class TcpOptions {
   public TcpOptions withTimeoutMillis(long millis) {
     if (millis <= 0) {
       throw new IllegalArgumentException("Communication timeout must be positive, got " + millis + " ms ("
-          + TpConf.COMM_TIMEOUT + ")");
+          + AbstractCommunicator.TIMEOUT_SETTING + ")");
     }
     return new TcpOptions(secret, millis, chunkBytes, tag, shm);
   }
@@ -97,7 +70,7 @@ public final class TcpOptions {
   public TcpOptions withChunkBytes(int bytes) {
     if (bytes < MIN_CHUNK_BYTES || bytes > MAX_CHUNK_BYTES || bytes % 4 != 0) {
       throw new IllegalArgumentException("Chunk size must be a multiple of 4 in [" + MIN_CHUNK_BYTES + ", "
-          + MAX_CHUNK_BYTES + "] bytes, got " + bytes + " (" + TpConf.COMM_CHUNK_BYTES + ")");
+          + MAX_CHUNK_BYTES + "] bytes, got " + bytes + " (" + CHUNK_BYTES_SETTING + ")");
     }
     return new TcpOptions(secret, timeoutMillis, bytes, tag, shm);
   }
@@ -126,7 +99,7 @@ public final class TcpOptions {
   @Override
   public String toString() {
     // Never prints the secret.
-    return "TcpOptions{timeout=" + timeoutMillis + " ms, chunk=" + chunkBytes + " B, tag='" + tag + "', shm=" + (shm ? "auto" : "off") + ", secret="
-        + secret.length + " bytes}";
+    return "TcpOptions{timeout=" + timeoutMillis + " ms, chunk=" + chunkBytes + " B, tag='" + tag + "', shm="
+        + (shm ? "auto" : "off") + ", secret=" + secret.length + " bytes}";
   }
 }

@@ -54,7 +54,7 @@ public final class TcpRendezvous implements AutoCloseable {
 
   /**
    * Listens on {@code host} at the first free port of {@code [minPort, maxPort]}, trying them from a
-   * random start so that tasks on one host rarely collide ({@link org.sparktp.TpConf#COMM_PORT_RANGE});
+   * random start so that tasks on one host rarely collide ({@link TcpOptions#PORT_RANGE_SETTING});
    * {@code minPort = 0} picks any free port.
    */
   public static TcpRendezvous bind(InetAddress host, int minPort, int maxPort) {
@@ -75,7 +75,7 @@ public final class TcpRendezvous implements AutoCloseable {
       }
     }
     throw new CommunicatorException("No free port in " + minPort + "-" + maxPort + " on "
-        + host.getHostAddress() + " (" + org.sparktp.TpConf.COMM_PORT_RANGE + "; every port is taken, widen the range)",
+        + host.getHostAddress() + " (" + TcpOptions.PORT_RANGE_SETTING + "; every port is taken, widen the range)",
         last);
   }
 
@@ -136,7 +136,7 @@ public final class TcpRendezvous implements AutoCloseable {
       addrs[r] = parse(addresses.get(r));
     }
     long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(options.timeoutMillis());
-    TcpCommunicator.Peer[] peers = new TcpCommunicator.Peer[size];
+    TcpTransport.Peer[] peers = new TcpTransport.Peer[size];
     Acceptor acceptor = new Acceptor(rank, size, addresses, options, peers);
     Thread acceptThread = new Thread(acceptor, "tp-comm-accept-r" + rank);
     acceptThread.setDaemon(true);
@@ -146,7 +146,7 @@ public final class TcpRendezvous implements AutoCloseable {
         acceptThread.start();
       }
       for (int j = 0; j < rank; j++) {
-        peers[j] = new TcpCommunicator.Peer(j, addresses.get(j), connectTo(rank, j, size, addrs[j], addresses.get(j),
+        peers[j] = new TcpTransport.Peer(j, addresses.get(j), connectTo(rank, j, size, addrs[j], addresses.get(j),
             options, deadline));
       }
       synchronized (peers) {
@@ -173,7 +173,7 @@ public final class TcpRendezvous implements AutoCloseable {
               + " and authenticate (check that the ranks share the secret and can reach this address)");
         }
       }
-      for (TcpCommunicator.Peer p : peers) {
+      for (TcpTransport.Peer p : peers) {
         if (p != null) {
           p.channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
         }
@@ -196,7 +196,7 @@ public final class TcpRendezvous implements AutoCloseable {
       }
       if (!ok) {
         synchronized (peers) {
-          for (TcpCommunicator.Peer p : peers) {
+          for (TcpTransport.Peer p : peers) {
             if (p != null) {
               closeQuietly(p.channel);
             }
@@ -243,12 +243,12 @@ public final class TcpRendezvous implements AutoCloseable {
     private final int size;
     private final List<String> addresses;
     private final TcpOptions options;
-    private final TcpCommunicator.Peer[] peers; // also the monitor
+    private final TcpTransport.Peer[] peers; // also the monitor
     private final AtomicInteger pending = new AtomicInteger();
     volatile Throwable error;
     boolean done; // under peers' monitor: no more peers may be added
 
-    Acceptor(int rank, int size, List<String> addresses, TcpOptions options, TcpCommunicator.Peer[] peers) {
+    Acceptor(int rank, int size, List<String> addresses, TcpOptions options, TcpTransport.Peer[] peers) {
       this.rank = rank;
       this.size = size;
       this.addresses = addresses;
@@ -308,7 +308,7 @@ public final class TcpRendezvous implements AutoCloseable {
             closeQuietly(ch);
             return;
           }
-          peers[peer] = new TcpCommunicator.Peer(peer, addresses.get(peer), ch);
+          peers[peer] = new TcpTransport.Peer(peer, addresses.get(peer), ch);
           LOG.debug("Rank {} accepted rank {} from {}", rank, peer, remote);
           peers.notifyAll();
         }

@@ -173,10 +173,11 @@ extern "C" __global__ void tp_embedding_bag(const float* table, int tableRows, i
   }
 }
 
-// Rotary position embedding, rotate-half form (Llama/NeoX as in Hugging Face): x is [rows, heads * headDim]
-// and row r has position positions[r]; for i < headDim / 2 the pair (x_i, x_{i + half}) turns by
-// positions[r] * theta^(-2i / headDim).
-extern "C" __global__ void tp_rope(float* x, int rows, int heads, int headDim, const int* positions, float theta) {
+// Rotary position embedding, rotate-half form (Llama/NeoX as in Hugging Face), in place on `heads` heads of headDim
+// columns from column col of x [rows, stride] (Backend.rope): row r has position positions[r], and for
+// i < headDim / 2 the pair (x_i, x_{i + half}) turns by positions[r] * invFreq[i].
+extern "C" __global__ void tp_rope(float* x, int rows, int stride, int col, int heads, int headDim,
+    const int* positions, const float* invFreq) {
   int half = headDim / 2;
   long total = (long) rows * heads * half;
   for (long i = blockIdx.x * (long) blockDim.x + threadIdx.x; i < total; i += (long) gridDim.x * blockDim.x) {
@@ -184,11 +185,10 @@ extern "C" __global__ void tp_rope(float* x, int rows, int heads, int headDim, c
     long rh = i / half;
     int h = (int) (rh % heads);
     int r = (int) (rh / heads);
-    float invFreq = powf(theta, -2.0f * k / headDim);
-    float angle = positions[r] * invFreq;
+    float angle = positions[r] * invFreq[k];
     float sn, cs;
     sincosf(angle, &sn, &cs);
-    float* p = x + (long) r * heads * headDim + (long) h * headDim;
+    float* p = x + (long) r * stride + col + (long) h * headDim;
     float a = p[k], b = p[k + half];
     p[k] = a * cs - b * sn;
     p[k + half] = b * cs + a * sn;

@@ -354,8 +354,12 @@ class CudaBackendGpuTest {
         }
       }
     }
+    float[] invFreq = new float[hd / 2];
+    for (int i = 0; i < hd / 2; i++) {
+      invFreq[i] = (float) Math.pow(10000.0, -2.0 * i / hd);
+    }
     try (Tensor t = gpu.upload(q, 0, 5, heads * hd)) {
-      gpu.rope(t, heads, hd, pos, 10000f);
+      gpu.rope(t, 0, heads, hd, pos, invFreq); // Backend.rope, not a host round trip
       assertThat(relErr(gpu.download(t), rq)).isLessThan(1e-5);
     }
     // causal attention softmax: 2 heads x 3 queries against 5 keys (2 cached), scale 0.125

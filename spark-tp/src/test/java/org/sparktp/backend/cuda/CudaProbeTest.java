@@ -52,9 +52,12 @@ class CudaProbeTest {
     BackendProvider cuda = Backends.pick("cuda");
     assertThat(cuda.unavailableReason()).isEqualTo(st.backendReason());
     assertThat(Backends.pick("auto").name()).isEqualTo("cpu");
+    // a task without a GPU never gets CUDA, and asking for it says what to set
+    assertThat(Backends.pick("auto", -1).name()).isEqualTo("cpu");
+    assertThat(cuda.unavailableReason(-1)).isEqualTo(st.backendReason());
     org.assertj.core.api.Assertions.assertThatThrownBy(() -> Backends.create("cuda", java.util.Map.of(), 0))
         .hasMessage("Backend 'cuda' is unavailable: " + st.backendReason());
     org.assertj.core.api.Assertions.assertThatThrownBy(() -> Backends.pick("tpu"))
-        .hasMessage("Unknown backend 'tpu' (spark.tp.backend): use one of auto, cuda, cpu");
+        .hasMessage("Unknown backend 'tpu' (spark.tp.backend / backend param): use auto, cpu or cuda");
   }
 }

@@ -194,12 +194,18 @@ class NcclCommunicatorTest {
           "reduce " + (s + 8) + " " + (s + 8) + " 4 7 root 2",
           "groupEnd");
       nccl.calls.clear();
-      c.allToAll(send, new int[] {1, 2, 3}, recv, new int[] {3, 0, 2});
+      // rank 1 receives from itself what it sends itself (2), and nothing from rank 2: no recv from 2
+      c.allToAll(send, new int[] {1, 2, 3}, recv, new int[] {3, 2, 0});
       assertThat(nccl.calls).containsExactly("groupStart",
           "send " + s + " 1 to 0", "recv " + r + " 3 from 0",
-          "send " + (s + 4) + " 2 to 1",
-          "send " + (s + 12) + " 3 to 2", "recv " + (r + 12) + " 2 from 2",
+          "send " + (s + 4) + " 2 to 1", "recv " + (r + 12) + " 2 from 1",
+          "send " + (s + 12) + " 3 to 2",
           "groupEnd");
+      nccl.calls.clear();
+      assertThatThrownBy(() -> c.allToAll(send, new int[] {1, 2, 3}, recv, new int[] {3, 0, 2}))
+          .isInstanceOf(IllegalArgumentException.class)
+          .hasMessage("allToAll: rank 1 sends 2 elements to itself but expects 0");
+      assertThat(nccl.calls).isEmpty();
       nccl.calls.clear();
       c.allGather(send, recv, new int[] {2, 2, 2});
       assertThat(nccl.calls).containsExactly("allGather " + s + " " + r + " 2 7");

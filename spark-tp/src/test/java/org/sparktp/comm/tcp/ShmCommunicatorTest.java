@@ -23,7 +23,13 @@ class ShmCommunicatorTest extends TcpCommunicatorTest {
 
   @Override
   TcpOptions opts() {
-    return TcpGroup.options().withConf(java.util.Map.of(TpConf.COMM_SHM, "auto"));
+    return conf("auto");
+  }
+
+  /** {@link TcpGroup#options()} read from the {@code spark.tp.comm.*} settings, with {@code spark.tp.comm.shm}. */
+  static TcpOptions conf(String shm) {
+    return TpConf.tcpOptions(TcpGroup.SECRET, java.util.Map.of(TpConf.COMM_SHM, shm, TpConf.COMM_TIMEOUT, "20s",
+        TpConf.COMM_CHUNK_BYTES, "4k"));
   }
 
   @Override
@@ -64,7 +70,7 @@ class ShmCommunicatorTest extends TcpCommunicatorTest {
     Set<String> after = segmentFiles();
     after.removeAll(before);
     assertThat(after).isEmpty();
-    try (TcpGroup g = TcpGroup.connect(2, TcpGroup.options().withConf(java.util.Map.of(TpConf.COMM_SHM, "off")))) {
+    try (TcpGroup g = TcpGroup.connect(2, conf("off"))) {
       assertThat(g.comms).allSatisfy(c -> assertThat(c.transport()).isEqualTo("tcp"));
       assertThat(g.run(c -> c.allGatherLong(c.rank() + 5)[1])).containsOnly(6L);
     }
