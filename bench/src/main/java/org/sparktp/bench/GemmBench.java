@@ -22,13 +22,12 @@ import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.tensor.DType;
 import org.sparktp.backend.cpu.CpuTensor;
 import org.sparktp.comm.LocalCommunicator;
-import org.sparktp.nn.ColumnParallelLinear;
-import org.sparktp.nn.DistTensor;
+import org.sparktp.nn.LinearKernel;
 import org.sparktp.nn.RunContext;
 
 /**
  * Overhead of a layer over the bare GEMM: OpenBLAS {@code sgemm} called directly on
- * {@code X[m x k] W[k x n]}, side by side with {@link ColumnParallelLinear} (p = 1) computing
+ * {@code X[m x k] W[k x n]}, side by side with the engine's linear kernel ({@link LinearKernel}, what a LinearOp runs at p = 1) computing
  * {@code gelu(X W^T + b)} on the same sizes with PyTorch's {@code [n, k]} weight layout, and the oneDNN
  * linear (weights prepacked once, bias + GeLU as post-ops) with f32, bf16 and int8 weight-only weights (s8
  * with one f32 scale per output channel, {@code spark.tp.dtype=int8}).
@@ -130,8 +129,7 @@ public final class GemmBench {
         try (CpuTensor xt = (CpuTensor) be.upload(x, fm, fk); CpuTensor wkn = (CpuTensor) be.upload(w, fk, fn);
             CpuTensor y = be.empty(fm, fn);
             CpuTensor wnk = (CpuTensor) be.upload(w, fn, fk);
-            ColumnParallelLinear layer = ColumnParallelLinear.fromFull(be, "bench", w, b, fk, fn, 0, 1,
-                Activation.GELU, false);
+            LinearKernel layer = new LinearKernel(be.upload(w, fn, fk), be.upload(b, 1, fn), Activation.GELU);
             Backend.PreparedLinear lf = dn.prepareLinear(dn.upload(w, fn, fk), dn.upload(b, 1, fn), Activation.GELU);
             Backend.PreparedLinear lb = dn.prepareLinear(bf16(dn, w, fn, fk), dn.upload(b, 1, fn), Activation.GELU);
             Backend.PreparedLinear lq = int8(dn, w, b, fn, fk, quantizeSeconds);
@@ -169,7 +167,7 @@ public final class GemmBench {
             CpuTensor in = be.empty(fm, fk);
             be.copyBlock(xt, 0, 0, in, 0, 0, fm, fk);
             long t2 = System.nanoTime();
-            try (DistTensor out = layer.forward(DistTensor.replicated(in), ctx)) {
+            try (in; org.sparktp.tensor.Tensor out = layer.apply(in, true, ctx, "bench")) {
               long t3 = System.nanoTime();
               if (r >= 0) {
                 bare[r] = (t1 - t0) / 1e9;
@@ -204,7 +202,7 @@ public final class GemmBench {
         "1.000");
     System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "sgemm, W as [n, k] (PyTorch layout, W^T)", mt,
         flops / mt / 1e9, mb / mt);
-    System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "ColumnParallelLinear p=1, bias + gelu", ml,
+    System.out.printf(Locale.ROOT, "%-44s %10.4f %10.1f %10.3f%n", "LinearOp p=1, bias + gelu", ml,
         flops / ml / 1e9, mb / ml);
     double mf = median(dnnlF32);
     double mbf = median(dnnlBf16);

@@ -23,7 +23,7 @@ import org.sparktp.nn.gen.GenerateParams;
 import org.sparktp.nn.gen.Generator;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerPlan;
-import org.sparktp.nn.ops.TransformerRankModel;
+import org.sparktp.nn.run.TransformerRankModel;
 
 /**
  * Decode speed of task generate: a Llama-shaped model with random weights (written once as a Hugging Face

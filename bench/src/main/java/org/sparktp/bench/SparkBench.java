@@ -27,10 +27,10 @@ import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.LayerSpec;
 import org.sparktp.nn.ModelSpec;
 import org.sparktp.nn.Parallel;
-import org.sparktp.nn.Plan;
-import org.sparktp.nn.RankModel;
+import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.run.RankModel;
 import org.sparktp.nn.RankWeights;
-import org.sparktp.nn.TpRunner;
+import org.sparktp.nn.run.TpRunner;
 import org.sparktp.nn.WeightSource;
 import org.sparktp.spark.TensorParallelModel;
 

@@ -28,14 +28,14 @@ import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerPlan;
-import org.sparktp.nn.ops.TransformerRankModel;
-import org.sparktp.nn.ops.TransformerRunner;
+import org.sparktp.nn.run.TransformerRankModel;
+import org.sparktp.nn.run.TpRunner;
 import org.sparktp.spark.TensorParallelModel;
 
 /**
  * Tokens per second of a BERT-base-shaped encoder (random weights written as a Hugging Face directory:
  * hidden 768, 12 heads, 12 layers, FFN 3072, sequences of 128 tokens, task {@code embed}): the engine
- * alone ({@link TransformerRunner} over in-process ranks) and {@link TensorParallelModel#transform} on a
+ * alone ({@link TpRunner} over in-process ranks) and {@link TensorParallelModel#transform} on a
  * cached DataFrame written to the no-op sink, for each tp size, with the share of the engine's compute
  * spent in attention cores; next to the same model in PyTorch ({@code tools/peer_transformer.py}, one
  * process, the same thread count) when {@code /usr/bin/python3} has torch. Each figure is the median of
@@ -225,7 +225,7 @@ public final class TransformerBench {
         if (rank == 0) {
           kernel[0] = m.kernel();
         }
-        TransformerRunner runner = new TransformerRunner(m, comm);
+        TpRunner runner = new TpRunner(m, comm);
         comm.barrier();
         long t0 = System.nanoTime();
         int pos = 0;

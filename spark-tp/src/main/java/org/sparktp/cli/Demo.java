@@ -20,7 +20,7 @@ import org.sparktp.backend.Activation;
 import org.sparktp.nn.LayerSpec;
 import org.sparktp.nn.ModelSpec;
 import org.sparktp.nn.Parallel;
-import org.sparktp.nn.Plan;
+import org.sparktp.nn.plan.Plan;
 import org.sparktp.spark.TensorParallelModel;
 import org.sparktp.spark.TpMetrics;
 

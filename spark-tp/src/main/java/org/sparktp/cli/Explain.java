@@ -11,9 +11,9 @@ import org.sparktp.backend.Precision;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.model.ModelDirectory;
 import org.sparktp.model.hf.HfModel;
-import org.sparktp.nn.LayerSpec;
 import org.sparktp.nn.ModelSpec;
-import org.sparktp.nn.Plan;
+import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.ops.Op;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerPlan;
@@ -73,20 +73,18 @@ final class Explain {
   }
 
   /**
-   * A warning when {@code tp} exceeds what the model can split: the linears the plan replicates on
-   * every rank although they were not asked to be ({@code "parallel": "replicated"}), because their
-   * widths are below {@code tp}, and embeddings with fewer rows than {@code tp}; null when none.
+   * A warning when {@code tp} exceeds what the model can split: the ops the plan holds whole on every rank although
+   * they were not asked to ({@code "parallel": "replicated"}), because their widths are below {@code tp}, and
+   * embeddings with fewer rows than {@code tp}; null when none.
    */
   static String tooWide(ModelSpec spec, int tp) {
     if (tp == 1) {
       return null;
     }
-    java.util.Set<String> asked = new java.util.HashSet<>();
     int[] count = new int[1];
     int[] smallest = {Integer.MAX_VALUE};
-    walkSpec(spec.layers(), asked, count, smallest);
     List<String> whole = new ArrayList<>();
-    walkPlan(Plan.build(spec, tp).steps(), tp, asked, whole);
+    walk(Plan.build(spec, tp).ops(), tp, count, smallest, whole);
     if (whole.isEmpty()) {
       return null;
     }
@@ -96,37 +94,17 @@ final class Explain {
         + smallest[0];
   }
 
-  private static void walkSpec(List<LayerSpec> layers, java.util.Set<String> asked, int[] count, int[] smallest) {
-    for (LayerSpec l : layers) {
-      if (l instanceof LayerSpec.Linear x) {
+  private static void walk(List<Op> ops, int tp, int[] count, int[] smallest, List<String> whole) {
+    for (Op o : ops) {
+      if (o.splitDim() > 0) {
         count[0]++;
-        smallest[0] = Math.min(smallest[0], Math.min(x.in(), x.out()));
-        if (x.parallel() == org.sparktp.nn.Parallel.REPLICATED) {
-          asked.add(x.name());
-        }
-      } else if (l instanceof LayerSpec.Embedding e) {
-        count[0]++;
-        smallest[0] = Math.min(smallest[0], e.vocab());
-      } else if (l instanceof LayerSpec.Residual r) {
-        walkSpec(r.body(), asked, count, smallest);
+        smallest[0] = Math.min(smallest[0], o.splitDim());
       }
-    }
-  }
-
-  private static void walkPlan(List<org.sparktp.nn.Step> steps, int tp, java.util.Set<String> asked,
-      List<String> whole) {
-    for (org.sparktp.nn.Step s : steps) {
-      if (s instanceof org.sparktp.nn.Step.Linear x) {
-        if (x.mode() == org.sparktp.nn.Step.Mode.REPLICATED && !asked.contains(x.name())) {
-          whole.add(x.name() + " [" + x.inFeatures() + "->" + x.outFeatures() + "]");
-        }
-      } else if (s instanceof org.sparktp.nn.Step.Embed e) {
-        if (e.vocab() < tp) {
-          whole.add(e.name() + " [vocab " + e.vocab() + "]");
-        }
-      } else if (s instanceof org.sparktp.nn.Step.Residual r) {
-        walkPlan(r.body(), tp, asked, whole);
+      String w = o.unsplit(tp);
+      if (w != null) {
+        whole.add(w);
       }
+      walk(o.children(), tp, count, smallest, whole);
     }
   }
 }

@@ -369,7 +369,7 @@ public final class ModelDirectory implements AutoCloseable {
 
   /**
    * The model's structure without its weights (every tensor {@link LayerSpec#UNLOADED}): enough to make a
-   * {@link org.sparktp.nn.Plan}; each rank then reads only its shards through {@link #weightSource()}.
+   * {@link org.sparktp.nn.plan.Plan}; each rank then reads only its shards through {@link #weightSource()}.
    */
   public ModelSpec structure() throws IOException {
     return new ModelSpec(config.inputDim(), build(config.layers(), config.inputDim(), "", null, new HashMap<>()));

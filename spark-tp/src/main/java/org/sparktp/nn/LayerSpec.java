@@ -6,7 +6,7 @@ import org.sparktp.backend.Activation;
 
 /**
  * One layer of a model, with its whole (unsplit) weights in PyTorch's layout. Weights are held as
- * float32 host arrays in row-major order. A {@link Plan} decides how each is split across ranks.
+ * float32 host arrays in row-major order. A {@link org.sparktp.nn.plan.Plan} decides how each is split across ranks.
  */
 public sealed interface LayerSpec extends Serializable {
 

@@ -84,7 +84,7 @@ public final class Mappings {
   }
 
   /** The elements {@code [offset, offset + rows*cols)} of a flat {@code [1, n]} tensor seen as a matrix. */
-  static Tensor sub(Tensor flat, int offset, int rows, int cols) {
+  public static Tensor sub(Tensor flat, int offset, int rows, int cols) {
     int n = rows * cols;
     Tensor row = flat.reshape(flat.cols(), 1).rows(offset, n);
     return row.reshape(rows, cols);

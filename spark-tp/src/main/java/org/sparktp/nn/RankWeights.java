@@ -9,9 +9,9 @@ import org.sparktp.tensor.Tensor;
 /**
  * The weight shards of one rank, keyed by tensor name ({@code <layer>.weight}, {@code <layer>.bias}): host
  * arrays (what the driver ships to a rank, uploaded by the rank), or tensors already on the rank's backend
- * in their storage dtype (what a rank reads from a checkpoint: {@link Plan#shard(WeightSource, int,
+ * in their storage dtype (what a rank reads from a checkpoint: {@link org.sparktp.nn.plan.Plan#shard(WeightSource, int,
  * org.sparktp.backend.Backend, org.sparktp.tensor.DType)}). Tensors are owned here until a
- * {@link RankModel} takes them; {@link #close()} frees those not taken.
+ * rank model takes them; {@link #close()} frees those not taken.
  */
 public final class RankWeights implements Serializable, AutoCloseable {
   private static final long serialVersionUID = 1L;

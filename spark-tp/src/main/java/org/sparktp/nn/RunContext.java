@@ -16,7 +16,7 @@ public final class RunContext {
   private long computeNanos;
   private long attentionNanos;
   // --- issue 12: generation ---
-  private org.sparktp.nn.gen.DecodeStep decode;
+  private DecodeStep decode;
   // --- issue 9b: activation dtype ---
   private DType activationDtype = DType.F32;
   private Consumer<DistTensor> boundaryObserver;
@@ -65,12 +65,12 @@ public final class RunContext {
   // --- issue 12: generation ---
 
   /** The KV caches and sampling state of the generation step being run, or null outside generation. */
-  public org.sparktp.nn.gen.DecodeStep decode() {
+  public DecodeStep decode() {
     return decode;
   }
 
   /** Sets (or clears, with null) the generation step the next forward pass runs. */
-  public void decode(org.sparktp.nn.gen.DecodeStep step) {
+  public void decode(DecodeStep step) {
     this.decode = step;
   }
 

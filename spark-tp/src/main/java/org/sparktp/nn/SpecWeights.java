@@ -58,7 +58,11 @@ final class SpecWeights implements WeightSource {
   @Override
   public float[] columns(String tensor, int start, int count) {
     T t = get(tensor);
-    return RowParallelLinear.columns(t.data, t.rows, t.cols, start, count);
+    float[] out = new float[t.rows * count];
+    for (int r = 0; r < t.rows; r++) {
+      System.arraycopy(t.data, r * t.cols + start, out, r * count, count);
+    }
+    return out;
   }
 
   @Override

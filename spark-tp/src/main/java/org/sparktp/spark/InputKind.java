@@ -9,7 +9,7 @@ import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
-import org.sparktp.nn.Plan;
+import org.sparktp.nn.plan.Plan;
 
 /**
  * How the input column is read: dense vectors from {@code array<float>}, {@code array<double>} or an ML

@@ -22,7 +22,7 @@ import org.sparktp.model.ModelDirectory;
 import org.sparktp.model.ModelWriter;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.ModelSpec;
-import org.sparktp.nn.Plan;
+import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.WeightSource;
 import org.sparktp.nn.ops.TransformerModel;

@@ -30,12 +30,12 @@ import org.sparktp.comm.CommStats;
 import org.sparktp.comm.Communicator;
 import org.sparktp.comm.CommunicatorException;
 import org.sparktp.nn.InputBatch;
-import org.sparktp.nn.Plan;
-import org.sparktp.nn.RankModel;
+import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.run.RankModel;
 import org.sparktp.nn.RankWeights;
-import org.sparktp.nn.TpRunner;
-import org.sparktp.nn.ops.TransformerRankModel;
-import org.sparktp.nn.ops.TransformerRunner;
+import org.sparktp.nn.run.TpRunner;
+import org.sparktp.nn.run.TransformerRankModel;
+import org.sparktp.nn.run.TpRunner;
 import scala.Tuple2;
 import scala.jdk.javaapi.CollectionConverters;
 import scala.runtime.AbstractFunction1;
@@ -105,8 +105,7 @@ final class RankTask
     private final Communicator comm;
     private final ScheduledFuture<?> watchdog;
     private final ShardCache.Lease lease;
-    private final TpRunner runner; // a layer-list model, or
-    private final TransformerRunner seqRunner; // a transformer
+    private final TpRunner runner; // every model, but generation
     // --- issue 12: task generate ---
     private final org.sparktp.nn.gen.Generator gen;
     private final GenerateJob.TextStop textStop;
@@ -169,7 +168,6 @@ final class RankTask
       }, 100, 100, TimeUnit.MILLISECONDS);
       ShardCache.Lease l = null;
       TpRunner r = null;
-      TransformerRunner sr = null;
       org.sparktp.nn.gen.Generator gn = null;
       GenerateJob.TextStop ts = null;
       UnsafeProjection proj;
@@ -178,7 +176,7 @@ final class RankTask
         l = ShardCache.get().checkOut(key, job.weightBytes(rank), job.cacheMaxBytes(), this::load);
         if (job.generate() != null) {
           ts = job.generate().stopCheck();
-          gn = new org.sparktp.nn.gen.Generator(l.transformer(), c, job.generate().params(), ts)
+          gn = new org.sparktp.nn.gen.Generator((TransformerRankModel) l.model(), c, job.generate().params(), ts)
               .activationDtype(job.activationDtype());
           final int gRank = rank;
           long[] seen = {0};
@@ -186,8 +184,6 @@ final class RankTask
             job.metrics().progress(gRank, tokens - seen[0]);
             seen[0] = tokens;
           });
-        } else if (job.transformer() != null) {
-          sr = new TransformerRunner(l.transformer(), c).activationDtype(job.activationDtype());
         } else {
           r = new TpRunner(l.model(), c).activationDtype(job.activationDtype());
         }
@@ -198,7 +194,6 @@ final class RankTask
       }
       this.lease = l;
       this.runner = r;
-      this.seqRunner = sr;
       this.gen = gn;
       this.textStop = ts;
       this.project = proj;
@@ -326,7 +321,7 @@ final class RankTask
           case INT, LONG -> ids[n] = k.readId(row, ord);
           default -> {
             int len = k.bagLength(row, ord);
-            if ((seqRunner != null || gen != null) && n > 0 && nIds + len > job.batchTokens()) {
+            if ((job.transformer() != null) && n > 0 && nIds + len > job.batchTokens()) {
               // the token budget (spark.tp.batch-tokens) is full: this row starts the next batch
               carry = t;
               break read;
@@ -357,7 +352,7 @@ final class RankTask
         case INT, LONG -> InputBatch.ids(ids, n);
         default -> InputBatch.bags(ids, offsets, n);
       };
-      float[] y = seqRunner != null ? seqRunner.step(b) : runner.step(b);
+      float[] y = runner.step(b);
       long t2 = System.nanoTime();
       stepNanos += t2 - t1;
       if (job.failRank() == ctx.partitionId() && ctx.stageAttemptNumber() == 0) {
@@ -437,10 +432,9 @@ final class RankTask
       closed = true;
       CommStats st = comm.stats();
       long wall = System.nanoTime() - start;
-      long rowsDone = gen != null ? genRows : seqRunner != null ? seqRunner.rows() : runner.rows();
-      long stepsDone = gen != null ? gen.steps() : seqRunner != null ? seqRunner.steps() : runner.steps();
-      long compute = gen != null ? gen.computeNanos() : seqRunner != null ? seqRunner.computeNanos()
-          : runner.computeNanos();
+      long rowsDone = gen != null ? genRows : runner.rows();
+      long stepsDone = gen != null ? gen.steps() : runner.steps();
+      long compute = gen != null ? gen.computeNanos() : runner.computeNanos();
       if (textStop != null) {
         textStop.close();
       }

@@ -7,8 +7,7 @@ import java.util.List;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Supplier;
 import org.sparktp.backend.Backend;
-import org.sparktp.nn.RankModel;
-import org.sparktp.nn.ops.TransformerRankModel;
+import org.sparktp.nn.run.RowModel;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -36,34 +35,20 @@ public final class ShardCache {
   /** A loaded rank model and the backend it owns. */
   static final class Entry {
     final Key key;
-    final RankModel model; // or null for a transformer
-    final TransformerRankModel transformer; // or null
+    final RowModel model;
     final Backend backend;
     final long bytes; // as held on the backend: dtype-aware (a bf16 model counts about half of its f32 bytes)
 
-    Entry(Key key, RankModel model, Backend backend) {
+    Entry(Key key, RowModel model, Backend backend) {
       this.key = key;
       this.model = model;
-      this.transformer = null;
       this.backend = backend;
       this.bytes = model.weightBytes();
     }
 
-    Entry(Key key, TransformerRankModel transformer, Backend backend) {
-      this.key = key;
-      this.model = null;
-      this.transformer = transformer;
-      this.backend = backend;
-      this.bytes = transformer.weightBytes();
-    }
-
     void close() {
       try {
-        if (model != null) {
-          model.close();
-        } else {
-          transformer.close();
-        }
+        model.close();
       } finally {
         backend.close();
       }
@@ -81,13 +66,9 @@ public final class ShardCache {
       this.loaded = loaded;
     }
 
-    public RankModel model() {
+    /** The rank model. */
+    public RowModel model() {
       return entry.model;
-    }
-
-    /** The transformer rank model (null for a layer-list model). */
-    public TransformerRankModel transformer() {
-      return entry.transformer;
     }
 
     /** True when this lease loaded the model (a cache miss). */

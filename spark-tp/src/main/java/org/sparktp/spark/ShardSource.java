@@ -9,7 +9,7 @@ import org.apache.spark.deploy.SparkHadoopUtil;
 import org.sparktp.backend.Backend;
 import org.sparktp.model.ModelDirectory;
 import org.sparktp.tensor.DType;
-import org.sparktp.nn.Plan;
+import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.RankWeights;
 
 /** Where a rank gets its weight shard from: its own broadcast, or its own byte ranges of a checkpoint. */

@@ -15,7 +15,7 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.TpConf;
 import org.sparktp.nn.ModelSpec;
-import org.sparktp.nn.Plan;
+import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.ops.TransformerModel;
 import org.sparktp.nn.ops.TransformerPlan;
 import org.sparktp.tensor.DType;

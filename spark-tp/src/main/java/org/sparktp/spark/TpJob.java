@@ -7,7 +7,7 @@ import org.apache.spark.sql.types.StructType;
 import org.sparktp.TpConf;
 import org.sparktp.TpSettings;
 import org.sparktp.backend.cpu.CpuBackend;
-import org.sparktp.nn.Plan;
+import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerPlan;
 import org.sparktp.tensor.DType;

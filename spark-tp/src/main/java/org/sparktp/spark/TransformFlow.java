@@ -14,7 +14,7 @@ import org.sparktp.backend.Precision;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.model.TextTokenizer;
 import org.sparktp.nn.ModelSpec;
-import org.sparktp.nn.Plan;
+import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.gen.GenerateParams;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;

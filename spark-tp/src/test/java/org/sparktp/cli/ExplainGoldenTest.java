@@ -124,7 +124,8 @@ class ExplainGoldenTest {
     }
     String actual = sb.toString().replace(dir.toString(), "<model>");
     Path golden = GOLDEN.resolve(name + ".txt");
-    if (Boolean.getBoolean("sparktp.golden.record")) {
+    // recorded in the default environment only (the capped-oneDNN test run resolves dtype auto differently)
+    if (Boolean.getBoolean("sparktp.golden.record") && System.getenv("ONEDNN_MAX_CPU_ISA") == null) {
       Files.createDirectories(GOLDEN);
       Files.writeString(golden, actual);
     }

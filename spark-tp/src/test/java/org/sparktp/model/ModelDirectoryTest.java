@@ -255,9 +255,9 @@ class ModelDirectoryTest {
     assertThat(head.weight()).isSameAs(e.table());
     assertThat(head.out()).isEqualTo(11);
     // one tensor, two ops: the plan accepts it (it used to fail with "Two layers are named 'wte'")
-    assertThat(org.sparktp.nn.Plan.build(spec, 2).explain()).contains("embedding wte [11x5]")
+    assertThat(org.sparktp.nn.plan.Plan.build(spec, 2).explain()).contains("embedding wte [11x5]")
         .contains("linear wte [5->11]");
-    org.sparktp.nn.Plan plan = org.sparktp.nn.Plan.build(spec, 2);
+    org.sparktp.nn.plan.Plan plan = org.sparktp.nn.plan.Plan.build(spec, 2);
     assertThat(plan.shard(org.sparktp.nn.WeightSource.of(spec), 1).blocks()).hasSize(1);
     assertSameModel(roundTrip(spec, "tied-again"), spec);
     try (SafetensorsFile f = SafetensorsFile.open(new Path(dir("tied-again"), "model.safetensors"), conf)) {

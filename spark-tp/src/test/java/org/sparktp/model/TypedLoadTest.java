@@ -16,7 +16,7 @@ import java.util.Random;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.sparktp.backend.cpu.CpuBackend;
-import org.sparktp.nn.Plan;
+import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;

@@ -1,5 +1,8 @@
 package org.sparktp.nn;
 
+import org.sparktp.nn.run.TpRunner;
+import org.sparktp.nn.run.RankModel;
+import org.sparktp.nn.plan.Plan;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import java.util.ArrayList;
@@ -274,7 +277,7 @@ class ActivationDtypeTest {
             Compare.HALF_TOLERANCE);
         long b16 = (Long) got.get(r)[1];
         long b32 = (Long) got.get(r)[2];
-        long rowsHeld = ((Step.Embed) tablePlan.steps().get(0)).vocabSplit().length(r);
+        long rowsHeld = ((org.sparktp.nn.ops.EmbeddingOp) tablePlan.ops().get(0)).vocabSplit(p).length(r);
         assertThat(b32).as("f32 table bytes on rank %d", r).isEqualTo(4L * 16 * rowsHeld);
         assertThat(b16).as("bf16 table bytes on rank %d", r).isEqualTo(2L * 16 * rowsHeld)
             .isEqualTo(tablePlan.weightBytes(r, DType.BF16));

@@ -1,5 +1,8 @@
 package org.sparktp.nn;
 
+import org.sparktp.nn.run.TpRunner;
+import org.sparktp.nn.run.RankModel;
+import org.sparktp.nn.plan.Plan;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import java.lang.reflect.InvocationTargetException;

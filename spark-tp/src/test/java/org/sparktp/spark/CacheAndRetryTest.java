@@ -36,7 +36,18 @@ class CacheAndRetryTest extends SparkTestBase {
     assertThat(m1.totalLoads() + m2.totalLoads()).isLessThanOrEqualTo(4L);
     assertThat(ShardCache.get().loads() - loadsBefore).isEqualTo(m2.totalLoads());
     assertThat(m2.totalRows()).isEqualTo(x.length);
-    assertThat(y2).isDeepEqualTo(y1);
+    // the same rows in other micro-batches: the GEMMs see other row counts, and OpenBLAS's kernel for a
+    // row count (OPENBLAS_CORETYPE=Haswell here) may sum in another order, so equal to float rounding
+    double scale = 0;
+    double diff = 0;
+    for (int i = 0; i < y1.length; i++) {
+      for (int j = 0; j < y1[i].length; j++) {
+        scale = Math.max(scale, Math.abs(y1[i][j]));
+        diff = Math.max(diff, Math.abs(y2[i][j] - y1[i][j]));
+      }
+    }
+    assertThat(y2.length).isEqualTo(y1.length);
+    assertThat(diff / scale).as("max |y2 - y1| / max |y1| of the second job").isLessThanOrEqualTo(1e-6);
   }
 
   @Test
@@ -126,8 +137,8 @@ class CacheAndRetryTest extends SparkTestBase {
     }
     ShardCache.get().clear();
     // f32: the exact bytes of the plan; bf16: about half (oneDNN's packed layout may pad a little)
-    assertThat(held[0]).isEqualTo(org.sparktp.nn.Plan.build(spec, 2).weightBytes(0)
-        + org.sparktp.nn.Plan.build(spec, 2).weightBytes(1));
+    assertThat(held[0]).isEqualTo(org.sparktp.nn.plan.Plan.build(spec, 2).weightBytes(0)
+        + org.sparktp.nn.plan.Plan.build(spec, 2).weightBytes(1));
     assertThat((double) held[1] / held[0]).as("bf16 / f32 cache bytes (%d / %d)", held[1], held[0])
         .isBetween(0.45, 0.6);
   }

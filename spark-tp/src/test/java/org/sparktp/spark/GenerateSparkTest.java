@@ -73,7 +73,7 @@ class GenerateSparkTest extends SparkTestBase {
       throws Exception {
     try (org.sparktp.model.hf.HfModel hf = org.sparktp.model.hf.HfModel.open(f.dir().toString());
         org.sparktp.backend.cpu.CpuBackend be = new org.sparktp.backend.cpu.CpuBackend();
-        org.sparktp.nn.ops.TransformerRankModel rm = new org.sparktp.nn.ops.TransformerRankModel(plan, 0, be,
+        org.sparktp.nn.run.TransformerRankModel rm = new org.sparktp.nn.run.TransformerRankModel(plan, 0, be,
             plan.shard(hf.weightSource(), 0))) {
       long[] seeds = new long[prompts.length];
       for (int i = 0; i < seeds.length; i++) {

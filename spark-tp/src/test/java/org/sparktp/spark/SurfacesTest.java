@@ -18,7 +18,7 @@ import org.junit.jupiter.params.provider.ValueSource;
 import org.sparktp.backend.Activation;
 import org.sparktp.nn.LayerSpec;
 import org.sparktp.nn.ModelSpec;
-import org.sparktp.nn.Plan;
+import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.Parallel;
 
 /** TensorParallel's single layers, ML save/load, and embedding inputs. */

@@ -53,6 +53,11 @@ public record GenerateParams(int maxNewTokens, double temperature, int topK, dou
     return new GenerateParams(maxNewTokens, 0, 0, 1, 1, 0, eosIds, null, 1L << 30, 2048);
   }
 
+  /** What the LM head's sampler needs of these parameters. */
+  public org.sparktp.nn.DecodeStep.Sampling sampling() {
+    return new org.sparktp.nn.DecodeStep.Sampling(greedy(), temperature, topK, topP, repetitionPenalty);
+  }
+
   public boolean greedy() {
     return temperature == 0;
   }

@@ -8,13 +8,14 @@ import java.util.List;
 import java.util.Map;
 import org.sparktp.backend.Backend;
 import org.sparktp.comm.Communicator;
+import org.sparktp.nn.DecodeStep;
 import org.sparktp.nn.DistTensor;
 import org.sparktp.nn.LinearKernel;
 import org.sparktp.nn.RunContext;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.Tokens;
 import org.sparktp.nn.ops.TransformerPlan;
-import org.sparktp.nn.ops.TransformerRankModel;
+import org.sparktp.nn.run.TransformerRankModel;
 import org.sparktp.tensor.Tensor;
 
 /**
@@ -30,7 +31,7 @@ import org.sparktp.tensor.Tensor;
  *       what the cache holds; attention writes the step's keys and values into each row's cache and
  *       attends to it ({@link Backend#cachedAttention}, each rank its KV heads);
  *   <li>the LM head draws the next token of each row whose prompt is done, on the vocabulary slices
- *       ({@link VocabSampler}), the same on every rank;
+ *       ({@link org.sparktp.nn.ops.VocabSampler}), the same on every rank;
  *   <li>a row that ends (an EOS id: {@code eos}; a stop id or stop string: {@code stop};
  *       {@code maxNewTokens}: {@code length}) frees its cache and leaves; waiting rows join at the next
  *       step.
@@ -333,7 +334,7 @@ public final class Generator {
           System.arraycopy(s.gen, 0, history[j], s.prompt.length, s.count);
         }
       }
-      ctx.decode(new DecodeStep(caches, past, sampleSeqs, seeds, stepOf, history, params));
+      ctx.decode(new DecodeStep(caches, past, sampleSeqs, seeds, stepOf, history, params.sampling()));
       float[] next;
       try (DistTensor y = model.forward(new Tokens(ids, off, pos), ctx)) {
         next = ns == 0 ? new float[0] : model.backend().download(y.local());
@@ -381,43 +382,6 @@ public final class Generator {
       }
     }
     return false;
-  }
-
-  /**
-   * The LM head's work for task generate (called by {@code LmHeadOp}): this rank's logits slice at the
-   * last position of each sampled sequence of the step, and the next tokens drawn from them; returns
-   * {@code [sampled, 1]} replicated (the ids as floats, exact below 2^24).
-   */
-  public static DistTensor nextTokens(LinearKernel head, DistTensor x, Tokens tokens, RunContext ctx, int vocab,
-      int hidden, int v0, int vn) {
-    DecodeStep st = ctx.decode();
-    if (st == null) {
-      throw new IllegalStateException("Task 'generate' runs through org.sparktp.nn.gen.Generator (it needs a "
-          + "KV cache); a plain forward pass cannot run it");
-    }
-    Backend be = ctx.backend();
-    int[] seqs = st.sampleSeqs();
-    int ns = seqs.length;
-    if (ns == 0) {
-      return DistTensor.replicated(be.empty(1, 1));
-    }
-    int[] last = new int[ns];
-    for (int i = 0; i < ns; i++) {
-      last[i] = tokens.offsets()[seqs[i] + 1] - 1;
-    }
-    float[] l;
-    try (Tensor sel = be.empty(ns, hidden)) {
-      be.selectRows(x.local(), last, sel);
-      try (Tensor logits = head.apply(sel, false, ctx, "lm_head")) {
-        l = be.download(logits);
-      }
-    }
-    int[] ids = VocabSampler.sample(l, ns, vn, v0, vocab, st, ctx);
-    float[] f = new float[ns];
-    for (int i = 0; i < ns; i++) {
-      f[i] = ids[i];
-    }
-    return DistTensor.replicated(be.upload(f, ns, 1));
   }
 
   /** All-gathers ints (carried bit for bit in float slots, never summed). */

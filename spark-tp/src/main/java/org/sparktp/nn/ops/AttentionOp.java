@@ -138,7 +138,7 @@ public record AttentionOp(String name, int hidden, int heads, int kvHeads, int h
             be.rope(h, nq * headDim, nkv, headDim, tokens.positions(), invFreq);
           }
           ctxOut = be.empty(h.rows(), nq * headDim);
-          org.sparktp.nn.gen.DecodeStep kv = ctx.decode(); // issue 12: generation attends to the KV cache
+          org.sparktp.nn.DecodeStep kv = ctx.decode(); // issue 12: generation attends to the KV cache
           if (kv != null) {
             be.cachedAttention(h, 0, nq * headDim, nkv, kvOf, headDim, tokens.offsets(), kv.cache(name), kv.past(),
                 scale, ctxOut);

@@ -18,8 +18,9 @@ import org.sparktp.tensor.Tensor;
  * reads the embedding's rows and shares its copy). Two tasks:
  *
  * <ul>
- *   <li>{@code logits}: only the rows' last positions go through the head, and only those
- *       {@code [rows, vocab_r]} slices are all-gathered to {@code [rows, vocab]};
+ *   <li>{@code logits}: only the rows' last positions go through the head, and the {@code [rows, vocab_r]} slices
+ *       are left {@link Layout#SHARDED} by vocabulary: the row return hands each row's logits to the rank that owns
+ *       the row (an all-to-all), so no rank ever holds the group's full-vocabulary logits;
  *   <li>{@code score}: {@code sum_{t=2..n} log p(x_t | x_<t)} per row, with the vocab-parallel
  *       log-softmax of Megatron's cross entropy: per token a max all-gather ({@code p} floats) and one
  *       all-reduce of the sum of {@code exp(l - max)} and of the target's logit; no full-vocabulary logits
@@ -40,12 +41,12 @@ public record LmHeadOp(String weight, int vocab, int hidden, Task task) implemen
 
   @Override
   public Layout out() {
-    return Layout.REPLICATED;
+    return task == Task.LOGITS ? Layout.SHARDED : Layout.REPLICATED;
   }
 
   @Override
   public int collectives(int p) {
-    return p == 1 ? 0 : task == Task.SCORE || task == Task.GENERATE ? 2 : 1;
+    return p == 1 || task == Task.LOGITS ? 0 : 2;
   }
 
   Split split(int p) {
@@ -63,7 +64,8 @@ public record LmHeadOp(String weight, int vocab, int hidden, Task task) implemen
     return task.id() + ": lm_head " + weight + " [" + hidden + " -> " + vocab + "] vocab-parallel "
         + Arrays.toString(split(p).lengths()) + (task == Task.SCORE
             ? ", log-softmax by max all-gather + sum-exp all-reduce" : task == Task.GENERATE
-            ? ", next token drawn on the slices (local max/top-k, small all-gathers)" : ", last positions all-gathered");
+            ? ", next token drawn on the slices (local max/top-k, small all-gathers)"
+            : ", last positions, left sharded by vocabulary (each row's logits go to its owner)");
   }
 
   @Override
@@ -87,10 +89,10 @@ public record LmHeadOp(String weight, int vocab, int hidden, Task task) implemen
             be.selectRows(x.local(), last, sel);
             logits = head.apply(sel, false, ctx, "lm_head");
           }
-          return ResidualOp.reduce(DistTensor.sharded(logits, s), ctx);
+          return DistTensor.sharded(logits, s);
         }
         if (task == Task.GENERATE) {
-          return org.sparktp.nn.gen.Generator.nextTokens(head, x, tokens, ctx, vocab, hidden, v0, vn);
+          return VocabSampler.nextTokens(head, x, tokens, ctx, vocab, hidden, v0, vn);
         }
         return score(head, x, tokens, ctx, s, v0, vn);
       } finally {

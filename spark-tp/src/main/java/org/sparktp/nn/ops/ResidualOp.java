@@ -9,15 +9,34 @@ import org.sparktp.nn.Mappings;
 import org.sparktp.tensor.Tensor;
 
 /**
- * {@code y = x + f(x)}, {@code f} the ops of {@code body} (their layouts planned inside). A body that
- * ends {@link Layout#PARTIAL} (attention, MLP) is all-reduced before the addition: the block's one
- * collective. When the body or its collective fails, everything the block made is closed and the
- * first cause propagates.
+ * {@code y = x + f(x)}, {@code f} the ops of {@code body} (their layouts planned inside), on a replicated
+ * {@code x}. Two kinds of body: a transformer block ({@code opsBody} false: a norm and one attention or MLP op)
+ * whose {@link Layout#PARTIAL} end is all-reduced here, before the addition (the block's one collective); or a
+ * list of ops ({@code opsBody} true, a spark-tp layer list's {@code residual}) planned like a model of its own: its
+ * activations are stored at every op boundary and the planner brings its end back to replicated with a
+ * {@link LayoutChangeOp}. When the body or its collective fails, everything the block made is closed and the first
+ * cause propagates.
  */
-public record ResidualOp(String name, List<Op> body) implements Op {
+public record ResidualOp(String name, List<Op> body, boolean opsBody) implements Op {
 
   public ResidualOp {
     body = List.copyOf(body);
+  }
+
+  /** A transformer block's residual. */
+  public ResidualOp(String name, List<Op> body) {
+    this(name, body, false);
+  }
+
+  @Override
+  public void place(Planner pl) {
+    pl.require(Layout.REPLICATED);
+    pl.add(new ResidualOp(name, pl.body(body, opsBody), opsBody), null, pl.width());
+  }
+
+  @Override
+  public String label(int p) {
+    return "residual {";
   }
 
   @Override
@@ -75,10 +94,14 @@ public record ResidualOp(String name, List<Op> body) implements Op {
       }
       try {
         DistTensor h = x;
-        for (OpKernel k : ks) {
-          h = k.forward(h, tokens, ctx);
+        if (opsBody) {
+          h = ctx.widen(reduce(OpKernel.runAll(body, ks, h, tokens, ctx, true), ctx));
+        } else {
+          for (OpKernel k : ks) {
+            h = k.forward(h, tokens, ctx);
+          }
+          h = reduce(h, ctx);
         }
-        h = reduce(h, ctx);
         long t0 = System.nanoTime();
         ctx.backend().add(h.local(), skip);
         ctx.addCompute(System.nanoTime() - t0);

@@ -48,6 +48,7 @@ public final class TransformerPlan implements Serializable {
     }
     Task t = task == null ? model.defaultTask() : task;
     List<Op> ops = new ArrayList<>(model.body());
+    int width = model.hidden();
     int out;
     if (t == Task.EMBED) {
       if (pooling == null) {
@@ -67,6 +68,7 @@ public final class TransformerPlan implements Serializable {
       ops.add(new LmHeadOp(model.lmHead(), model.vocab(), model.hidden(), t));
       out = t == Task.SCORE || t == Task.GENERATE ? 1 : model.vocab();
     }
+    ops = Planner.plan(ops, p, width).ops();
     TransformerPlan plan = new TransformerPlan(model, p, t, ops, out, truncate);
     for (int r = 0; r < p; r++) {
       plan.slices(r); // every split is checked here (p larger than the heads, ...), before any task runs
@@ -101,69 +103,20 @@ public final class TransformerPlan implements Serializable {
 
   /** Rank {@code rank}'s distinct slices, keyed by {@link Slice#id()}, in op order. */
   public Map<String, Slice> slices(int rank) {
-    Map<String, Slice> m = new LinkedHashMap<>();
-    for (Op o : ops) {
-      for (Slice s : o.slices(tpSize, rank)) {
-        m.putIfAbsent(s.id(), s);
-      }
-    }
-    return m;
+    return Weights.slices(ops, tpSize, rank);
   }
 
   /** Reads rank {@code rank}'s slices from {@code src} (only those byte ranges for a checkpoint). */
   public RankWeights shard(WeightSource src, int rank) {
-    if (rank < 0 || rank >= tpSize) {
-      throw new IllegalArgumentException("Rank " + rank + " outside [0, " + tpSize + ")");
-    }
-    RankWeights w = new RankWeights(rank, tpSize);
-    for (Slice s : slices(rank).values()) {
-      float[] data = switch (s.read()) {
-        case ROWS -> src.rows(s.tensor(), s.start(), s.count());
-        case COLUMNS -> src.columns(s.tensor(), s.start(), s.count());
-        case ALL -> src.all(s.tensor());
-      };
-      if (data.length != s.elements()) {
-        throw new IllegalArgumentException("Tensor '" + s.tensor() + "': read " + data.length + " values for "
-            + s.id() + ", expected [" + s.blockRows() + ", " + s.blockCols() + "]");
-      }
-      w.put(s.id(), new RankWeights.Block(s.blockRows(), s.blockCols(), data));
-    }
-    return w;
+    return Weights.read(slices(rank).values(), src, rank, tpSize);
   }
 
   /**
-   * Reads rank {@code rank}'s slices from {@code src} straight into tensors on {@code be} (a checkpoint's own
-   * bytes, no float32 copy on the heap): 2-D tensors (linear weights, embedding tables) in {@code storage},
-   * 1-D ones (norm weights, biases) in f32. The caller closes the result (it frees what no rank model took).
+   * Reads rank {@code rank}'s slices from {@code src} straight into tensors on {@code be} ({@link Weights#read});
+   * the caller closes the result.
    */
   public RankWeights shard(WeightSource src, int rank, Backend be, DType storage) {
-    if (rank < 0 || rank >= tpSize) {
-      throw new IllegalArgumentException("Rank " + rank + " outside [0, " + tpSize + ")");
-    }
-    RankWeights w = new RankWeights(rank, tpSize);
-    try {
-      for (Slice s : slices(rank).values()) {
-        DType loaded = src.dtype(s.tensor());
-        // int8 linears are quantized from the type they were read in (DType.weightTensorType)
-        DType land = s.cols() <= 1 ? DType.F32
-            : storage.weightTensorType(loaded.isFloat() && be.supports(loaded) ? loaded : DType.F32);
-        Tensor t = switch (s.read()) {
-          case ROWS, ALL -> src.rows(s.tensor(), s.start(), s.count(), s.cols(), land, be);
-          case COLUMNS -> src.columns(s.tensor(), s.start(), s.count(), s.rows(), land, be);
-        };
-        if (t.rows() != s.blockRows() || t.cols() != s.blockCols()) {
-          String got = t.shape();
-          t.close();
-          throw new IllegalArgumentException("Tensor '" + s.tensor() + "': read " + got + " for " + s.id()
-              + ", expected [" + s.blockRows() + ", " + s.blockCols() + "]");
-        }
-        w.putTensor(s.id(), t);
-      }
-      return w;
-    } catch (RuntimeException | Error e) {
-      w.close();
-      throw e;
-    }
+    return Weights.read(slices(rank).values(), src, rank, tpSize, be, storage);
   }
 
   /**
@@ -171,17 +124,9 @@ public final class TransformerPlan implements Serializable {
    * and biases in f32), each slice once, from the plan alone.
    */
   public long weightBytes(int rank, DType dtype) {
-    java.util.Map<String, Long> perSlice = new LinkedHashMap<>();
-    DType table = dtype.isFloat() ? dtype : DType.F32;
-    for (Op o : ops) {
-      for (Slice s : o.slices(tpSize, rank)) {
-        long es = s.cols() <= 1 ? 4L : o instanceof EmbeddingOp ? table.size() : dtype.size();
-        perSlice.putIfAbsent(s.id(), es * s.elements());
-      }
-    }
     long b = 0;
-    for (long x : perSlice.values()) {
-      b += x;
+    for (Slice s : slices(rank).values()) {
+      b += s.bytes(dtype);
     }
     return b;
   }
@@ -212,8 +157,8 @@ public final class TransformerPlan implements Serializable {
         ? String.format(Locale.ROOT, "; the tied lm_head's packed copy adds up to %d", (long) dtype.size()
             * slices(0).values().iterator().next().elements())
         : "";
-    return String.format(Locale.ROOT, "dtype %s (linear weights and " + (dtype.isFloat() ? "" : "f32 ")
-        + "embedding tables; GEMMs accumulate in f32; "
+    return String.format(Locale.ROOT, "dtype %s (linear weights and " + (dtype.isFloat() ? ""
+        : Weights.tableDtype(dtype).id() + " ") + "embedding tables; GEMMs accumulate in f32; "
         + "norms, biases, softmax, RoPE and attention f32), kernel %s%nweight bytes per rank in %s: [%s] (max %d; "
         + "f32 would be %d%s)%n", dtype.id(), kernel, dtype.id(), per, max, maxF32, tied);
   }
@@ -296,7 +241,8 @@ public final class TransformerPlan implements Serializable {
     return keep;
   }
 
-  Layout outputLayout() {
-    return Layout.REPLICATED;
+  /** The layout of the output: replicated, or sharded by vocabulary for logits (the row return all-to-alls it). */
+  public Layout outputLayout() {
+    return ops.get(ops.size() - 1).out();
   }
 }

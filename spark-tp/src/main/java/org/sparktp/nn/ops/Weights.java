@@ -39,14 +39,104 @@ public final class Weights implements AutoCloseable {
     this.uses = uses;
   }
 
+  /** Rank {@code rank}'s distinct slices of {@code ops} (and their bodies), keyed by {@link Slice#id()}, in op order. */
+  public static Map<String, Slice> slices(List<Op> ops, int p, int rank) {
+    Map<String, Slice> m = new java.util.LinkedHashMap<>();
+    for (Op o : ops) {
+      for (Slice s : o.slices(p, rank)) {
+        m.putIfAbsent(s.id(), s);
+      }
+    }
+    return m;
+  }
+
+  /** How many ops of {@code ops} read each slice of rank {@code rank} (two for a tied embedding and head). */
+  public static Map<String, Integer> uses(List<Op> ops, int p, int rank) {
+    Map<String, Integer> uses = new HashMap<>();
+    for (Op o : ops) {
+      for (Slice sl : o.slices(p, rank)) {
+        uses.merge(sl.id(), 1, Integer::sum);
+      }
+    }
+    return uses;
+  }
+
+  /** Reads {@code slices} from {@code src} as host blocks (only those byte ranges for a checkpoint). */
+  public static RankWeights read(java.util.Collection<Slice> slices, org.sparktp.nn.WeightSource src, int rank,
+      int p) {
+    if (rank < 0 || rank >= p) {
+      throw new IllegalArgumentException("Rank " + rank + " outside [0, " + p + ")");
+    }
+    RankWeights w = new RankWeights(rank, p);
+    for (Slice s : slices) {
+      float[] data = switch (s.read()) {
+        case ROWS -> src.rows(s.tensor(), s.start(), s.count());
+        case COLUMNS -> src.columns(s.tensor(), s.start(), s.count());
+        case ALL -> src.all(s.tensor());
+      };
+      if (data.length != s.elements()) {
+        throw new IllegalArgumentException("Tensor '" + s.tensor() + "': read " + data.length + " values for "
+            + s.id() + ", expected [" + s.blockRows() + ", " + s.blockCols() + "]");
+      }
+      w.put(s.id(), new RankWeights.Block(s.blockRows(), s.blockCols(), data));
+    }
+    return w;
+  }
+
+  /**
+   * Reads {@code slices} from {@code src} straight into tensors on {@code be} (a checkpoint's own bytes, no float32
+   * copy on the heap): 2-D tensors (linear weights, embedding tables) in {@code storage} (int8 linears in the float
+   * type they were read in, quantized as their kernel is prepared), 1-D ones (norm weights, biases) in f32. The
+   * caller closes the result (it frees what no rank model took).
+   */
+  public static RankWeights read(java.util.Collection<Slice> slices, org.sparktp.nn.WeightSource src, int rank,
+      int p, Backend be, DType storage) {
+    if (rank < 0 || rank >= p) {
+      throw new IllegalArgumentException("Rank " + rank + " outside [0, " + p + ")");
+    }
+    RankWeights w = new RankWeights(rank, p);
+    try {
+      for (Slice s : slices) {
+        DType loaded = src.dtype(s.tensor());
+        DType land = s.kind() == Slice.Kind.VECTOR ? DType.F32
+            : storage.weightTensorType(loaded.isFloat() && be.supports(loaded) ? loaded : DType.F32);
+        Tensor t = switch (s.read()) {
+          case ROWS, ALL -> src.rows(s.tensor(), s.start(), s.count(), s.cols(), land, be);
+          case COLUMNS -> src.columns(s.tensor(), s.start(), s.count(), s.rows(), land, be);
+        };
+        if (t.rows() != s.blockRows() || t.cols() != s.blockCols()) {
+          String got = t.shape();
+          t.close();
+          throw new IllegalArgumentException("Tensor '" + s.tensor() + "': read " + got + " for " + s.id()
+              + ", expected [" + s.blockRows() + ", " + s.blockCols() + "]");
+        }
+        w.putTensor(s.id(), t);
+      }
+      return w;
+    } catch (RuntimeException | Error e) {
+      w.close();
+      throw e;
+    }
+  }
+
   /** The storage dtype of the linears ({@code int8}: quantized per output channel by the backend). */
   public DType storage() {
     return storage;
   }
 
-  /** The dtype of the tensors ops read directly as tables (embeddings): the storage's, f32 for int8. */
+  /** The dtype of the tensors ops read directly as tables (embeddings) on this rank: {@link #tableDtype(DType)}. */
   public DType tableDtype() {
-    return storage.isFloat() ? storage : DType.F32;
+    DType t = tableDtype(storage);
+    return backend.supports(t) ? t : DType.F32;
+  }
+
+  /**
+   * The storage dtype of embedding tables (token, position, token-type) for linears stored as {@code linear}: that
+   * float type; bf16 for int8 weight-only linears (a table is gathered, never multiplied, so it is not quantized;
+   * bf16 halves it and its rounding, about 4e-3 relative, is below int8's own 1e-2). One rule for every model.
+   */
+  public static DType tableDtype(DType linear) {
+    return linear.isFloat() ? linear : DType.BF16;
   }
 
   public Backend backend() {

@@ -22,7 +22,7 @@ import org.sparktp.model.SafetensorsFile;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerPlan;
-import org.sparktp.nn.ops.TransformerRankModel;
+import org.sparktp.nn.run.TransformerRankModel;
 import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
@@ -179,7 +179,7 @@ class HfTypedLoadTest {
         org.sparktp.comm.LocalCommunicator.run(1, 60_000, rank -> comm -> {
           try (CpuBackend be = new CpuBackend(); RankWeights w = plan.shard(hf.weightSource(), 0, be, dtypes[di]);
               TransformerRankModel m = new TransformerRankModel(plan, 0, be, w, dtypes[di])) {
-            org.sparktp.nn.ops.TransformerRunner r = new org.sparktp.nn.ops.TransformerRunner(m, comm);
+            org.sparktp.nn.run.TpRunner r = new org.sparktp.nn.run.TpRunner(m, comm);
             out[di] = r.step(org.sparktp.nn.InputBatch.bags(ids, new int[] {0, ids.length}, 1));
             assertThat(r.step(org.sparktp.nn.InputBatch.bags(new int[0], new int[] {0}, 0))).isNull();
           }

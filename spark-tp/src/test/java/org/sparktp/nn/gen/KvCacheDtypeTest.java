@@ -12,7 +12,7 @@ import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerPlan;
-import org.sparktp.nn.ops.TransformerRankModel;
+import org.sparktp.nn.run.TransformerRankModel;
 import org.sparktp.tensor.DType;
 
 /**

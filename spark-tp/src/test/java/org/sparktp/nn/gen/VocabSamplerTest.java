@@ -1,5 +1,8 @@
 package org.sparktp.nn.gen;
 
+import org.sparktp.nn.DecodeStep;
+import org.sparktp.nn.ops.VocabSampler;
+
 import static org.assertj.core.api.Assertions.assertThat;
 
 import java.util.ArrayList;
@@ -75,7 +78,7 @@ class VocabSamplerTest {
       seeds[i] = 1000L + i;
       history[i] = seen;
     }
-    DecodeStep st = new DecodeStep(Map.of(), new int[DRAWS], rows, seeds, new int[DRAWS], history, gp);
+    DecodeStep st = new DecodeStep(Map.of(), new int[DRAWS], rows, seeds, new int[DRAWS], history, gp.sampling());
     Split split = Split.balanced(V, p, 1, "vocab");
     List<int[]> got = LocalCommunicator.run(p, 30_000, rank -> comm -> {
       int v0 = split.offset(rank);

@@ -15,6 +15,8 @@ import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.RankWeights;
+import org.sparktp.nn.run.TpRunner;
+import org.sparktp.nn.run.TransformerRankModel;
 import org.sparktp.tensor.DType;
 
 /**
@@ -31,7 +33,7 @@ class HfEngineTest {
   /** Relative tolerance of bf16/f16 weights (linears and embedding tables rounded; f32 accumulation). */
   static final double HALF_TOL = 2e-2;
 
-  /** Relative tolerance of int8 weight-only linears (per-output-channel scales; embedding tables f32). */
+  /** Relative tolerance of int8 weight-only linears (per-output-channel scales; embedding tables bf16). */
   static final double INT8_TOL = 3e-2;
 
   static List<Arguments> cases() {
@@ -122,7 +124,7 @@ class HfEngineTest {
       TransformerPlan plan = TransformerPlan.build(hf.model(), 2, Task.LOGITS, null, false, false);
       CpuBackend be = new CpuBackend();
       try (RankWeights w = plan.shard(hf.weightSource(), 1, be, DType.BF16)) {
-        String last = "transformer.ln_f.weight[0:48, :]";
+        String last = "transformer.ln_f.weight";
         w.take(last).close();
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> new TransformerRankModel(plan, 1, be, w,
             DType.BF16)).hasMessageContaining("has no tensor '" + last + "'");
@@ -175,7 +177,7 @@ class HfEngineTest {
             assertThat(m.kernel()).startsWith("onednn");
           }
         }
-        TransformerRunner runner = new TransformerRunner(m, comm);
+        TpRunner runner = new TpRunner(m, comm);
         float[] y = runner.step(InputBatch.bags(ids, off, mine.size()));
         int width = runner.outputWidth();
         for (int j = 0; j < mine.size(); j++) {

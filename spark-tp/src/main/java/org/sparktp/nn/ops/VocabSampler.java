@@ -1,8 +1,11 @@
-package org.sparktp.nn.gen;
+package org.sparktp.nn.ops;
 
 import java.util.Arrays;
 import org.sparktp.backend.Backend;
 import org.sparktp.comm.Communicator;
+import org.sparktp.nn.DecodeStep;
+import org.sparktp.nn.DistTensor;
+import org.sparktp.nn.LinearKernel;
 import org.sparktp.nn.RunContext;
 import org.sparktp.tensor.Tensor;
 
@@ -35,7 +38,7 @@ public final class VocabSampler {
    * place by the penalty and the temperature).
    */
   public static int[] sample(float[] l, int ns, int vn, int v0, int vocab, DecodeStep st, RunContext ctx) {
-    GenerateParams gp = st.params();
+    DecodeStep.Sampling gp = st.sampling();
     if (gp.repetitionPenalty() != 1) {
       penalize(l, ns, vn, v0, st.history(), (float) gp.repetitionPenalty());
     }
@@ -248,4 +251,42 @@ public final class VocabSampler {
       return be.download(t);
     }
   }
+
+  /**
+   * The LM head's work for task generate (called by {@code LmHeadOp}): this rank's logits slice at the
+   * last position of each sampled sequence of the step, and the next tokens drawn from them; returns
+   * {@code [sampled, 1]} replicated (the ids as floats, exact below 2^24).
+   */
+  public static DistTensor nextTokens(LinearKernel head, DistTensor x, Tokens tokens, RunContext ctx, int vocab,
+      int hidden, int v0, int vn) {
+    DecodeStep st = ctx.decode();
+    if (st == null) {
+      throw new IllegalStateException("Task 'generate' runs through org.sparktp.nn.gen.Generator (it needs a "
+          + "KV cache); a plain forward pass cannot run it");
+    }
+    Backend be = ctx.backend();
+    int[] seqs = st.sampleSeqs();
+    int ns = seqs.length;
+    if (ns == 0) {
+      return DistTensor.replicated(be.empty(1, 1));
+    }
+    int[] last = new int[ns];
+    for (int i = 0; i < ns; i++) {
+      last[i] = tokens.offsets()[seqs[i] + 1] - 1;
+    }
+    float[] l;
+    try (Tensor sel = be.empty(ns, hidden)) {
+      be.selectRows(x.local(), last, sel);
+      try (Tensor logits = head.apply(sel, false, ctx, "lm_head")) {
+        l = be.download(logits);
+      }
+    }
+    int[] ids = sample(l, ns, vn, v0, vocab, st, ctx);
+    float[] f = new float[ns];
+    for (int i = 0; i < ns; i++) {
+      f[i] = ids[i];
+    }
+    return DistTensor.replicated(be.upload(f, ns, 1));
+  }
+
 }

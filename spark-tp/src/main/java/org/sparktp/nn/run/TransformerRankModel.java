@@ -1,12 +1,16 @@
-package org.sparktp.nn.ops;
+package org.sparktp.nn.run;
 
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import org.sparktp.backend.Backend;
+import org.sparktp.nn.InputBatch;
+import org.sparktp.nn.ops.Op;
+import org.sparktp.nn.ops.OpKernel;
+import org.sparktp.nn.ops.Tokens;
+import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.ops.Weights;
 import org.sparktp.nn.DistTensor;
-import org.sparktp.nn.Layout;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.RunContext;
 import org.sparktp.tensor.DType;
@@ -14,16 +18,16 @@ import org.sparktp.tensor.DType;
 /**
  * One rank's instance of a {@link TransformerPlan}: its ops' kernels over its weight slices on its
  * backend (each slice uploaded once, also when two ops share it). {@link #forward} runs a ragged token
- * batch (identical on every rank) to the task's output {@code [rows, outputDim]}, replicated.
+ * batch (identical on every rank) to the task's output {@code [rows, outputDim]} in the plan's output layout
+ * (replicated; logits sharded by vocabulary).
  */
-public final class TransformerRankModel implements AutoCloseable {
+public final class TransformerRankModel implements RowModel, AutoCloseable {
   private final TransformerPlan plan;
   private final int rank;
   private final Backend backend;
   private final Weights weights;
   private final DType storage;
   private final List<OpKernel> kernels = new ArrayList<>();
-  private final List<Layout> outs = new ArrayList<>();
   private boolean closed;
 
   /** A rank whose weights are float32. */
@@ -48,18 +52,12 @@ public final class TransformerRankModel implements AutoCloseable {
     this.plan = plan;
     this.rank = rank;
     this.backend = backend;
-    Map<String, Integer> uses = new HashMap<>();
-    for (Op o : plan.ops()) {
-      for (Slice sl : o.slices(plan.tpSize(), rank)) {
-        uses.merge(sl.id(), 1, Integer::sum);
-      }
-    }
+    Map<String, Integer> uses = Weights.uses(plan.ops(), plan.tpSize(), rank);
     this.storage = storage;
     this.weights = new Weights(blocks, backend, storage, uses);
     try {
       for (Op o : plan.ops()) {
         kernels.add(o.build(plan.tpSize(), rank, weights, backend));
-        outs.add(o.out());
       }
     } catch (RuntimeException e) {
       weights.close();
@@ -71,10 +69,63 @@ public final class TransformerRankModel implements AutoCloseable {
     return plan;
   }
 
+  @Override
+  public int tpSize() {
+    return plan.tpSize();
+  }
+
+  @Override
+  public InputBatch.Kind inputKind() {
+    return InputBatch.Kind.BAGS;
+  }
+
+  @Override
+  public String describeInput() {
+    return "a sequence of token ids per row";
+  }
+
+  @Override
+  public int inputWidth() {
+    return 0;
+  }
+
+  @Override
+  public int outputWidth() {
+    return plan.outputDim();
+  }
+
+  /** Each row checked ({@link TransformerPlan#checkRow}) and truncated when the plan says so. */
+  @Override
+  public InputBatch admit(InputBatch mine) {
+    int n = mine.rows();
+    int[] off = new int[n + 1];
+    for (int r = 0; r < n; r++) {
+      off[r + 1] = off[r] + plan.checkRow(mine.ids(), mine.offsets()[r], mine.offsets()[r + 1], "Row " + r
+          + " of the batch");
+    }
+    if (off[n] == mine.offsets()[n]) {
+      return mine;
+    }
+    int[] ids = new int[off[n]];
+    for (int r = 0; r < n; r++) {
+      System.arraycopy(mine.ids(), mine.offsets()[r], ids, off[r], off[r + 1] - off[r]);
+    }
+    return InputBatch.bags(ids, off, n);
+  }
+
+  @Override
+  public DistTensor forward(InputBatch rows, RunContext ctx) {
+    int n = rows.rows();
+    int[] off = rows.offsets().length == n + 1 ? rows.offsets() : java.util.Arrays.copyOf(rows.offsets(), n + 1);
+    return forward(Tokens.of(rows.ids(), off), ctx);
+  }
+
+  @Override
   public int rank() {
     return rank;
   }
 
+  @Override
   public Backend backend() {
     return backend;
   }
@@ -94,7 +145,7 @@ public final class TransformerRankModel implements AutoCloseable {
     return weights.bytes();
   }
 
-  /** Runs the batch; the caller closes the result ({@code [rows, outputDim]}, replicated). */
+  /** Runs the batch; the caller closes the result ({@code [rows, outputDim]} in the plan's output layout). */
   public DistTensor forward(Tokens tokens, RunContext ctx) {
     if (ctx.size() != plan.tpSize() || ctx.rank() != rank) {
       throw new IllegalArgumentException("Rank " + rank + " of a tp=" + plan.tpSize() + " plan run on rank "
@@ -103,26 +154,7 @@ public final class TransformerRankModel implements AutoCloseable {
     // issue 9b: between ops the activation is stored in ctx.activationDtype() (rounded once at each boundary,
     // partial sums reduced in f32 first); each op's kernel gets it widened to f32; the last op's output (the
     // model's: logits, embeddings, scores) is not rounded
-    DistTensor h = null;
-    try {
-      for (int i = 0; i < kernels.size(); i++) {
-        DistTensor in = h == null ? null : ctx.widen(h);
-        h = null;
-        h = kernels.get(i).forward(in, tokens, ctx);
-        if (outs.get(i) != Layout.REPLICATED) {
-          h = ResidualOp.reduce(h, ctx);
-        }
-        if (i < kernels.size() - 1) {
-          h = ctx.store(h);
-        }
-      }
-      return ctx.widen(h);
-    } catch (RuntimeException e) {
-      if (h != null && !h.local().isClosed()) {
-        h.close();
-      }
-      throw e;
-    }
+    return ctx.widen(OpKernel.runAll(plan.ops(), kernels, null, tokens, ctx, false));
   }
 
   @Override

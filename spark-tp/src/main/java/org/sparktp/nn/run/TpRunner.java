@@ -1,42 +1,51 @@
-package org.sparktp.nn;
+package org.sparktp.nn.run;
 
+import java.util.Locale;
 import org.sparktp.backend.Backend;
 import org.sparktp.comm.Communicator;
+import org.sparktp.nn.DistTensor;
+import org.sparktp.nn.InputBatch;
+import org.sparktp.nn.Mappings;
+import org.sparktp.nn.RunContext;
 import org.sparktp.shard.Split;
 import org.sparktp.tensor.Tensor;
 
 /**
- * Streams rows through a tensor-parallel group, one micro-batch per {@link #step}: every rank brings the
- * rows it owns (its own partition), the group runs the plan on all of them, and each rank gets back the
+ * Streams rows through a tensor-parallel group, one micro-batch per {@link #step}, for every model: dense vectors,
+ * one id or a bag of ids per row, and sequences of token ids (a ragged batch: no padding anywhere). Every rank
+ * brings the rows it owns (its own partition), the group runs the model on all of them, and each rank gets back the
  * outputs of exactly its rows. Per step:
  *
  * <ol>
- *   <li>exchange the row counts; when every rank has none, the stream is over ({@code step} returns
+ *   <li>exchange the row (and id) counts; when every rank has none, the stream is over ({@code step} returns
  *       null on every rank);
- *   <li>all-gather the inputs, so every rank holds the group's rows in rank order;
- *   <li>run the plan with the local shards;
+ *   <li>all-gather the inputs (vectors; or ids and each row's length), so every rank holds the group's rows in rank
+ *       order;
+ *   <li>run the model with the local shards;
  *   <li>return each row's output to its owner: reduce-scatter over rows for a {@code PARTIAL} result,
- *       all-to-all for a {@code SHARDED} one, a local slice for a {@code REPLICATED} one.
+ *       all-to-all for a {@code SHARDED} one (an LM head's logits, sharded by vocabulary), a local slice for a
+ *       {@code REPLICATED} one.
  * </ol>
  *
- * Work per rank is that of data parallelism on the group's rows; memory per rank is 1/p of the weights.
- * With one rank nothing is communicated.
+ * Work per rank is that of data parallelism on the group's rows; memory per rank is 1/p of the weights. With one
+ * rank nothing is communicated.
  */
 public final class TpRunner {
-  private final RankModel model;
+  private final RowModel model;
   private final Communicator comm;
   private final Backend backend;
   private final RunContext ctx;
   private long rows;
+  private long tokens;
   private long steps;
 
-  public TpRunner(RankModel model, Communicator comm) {
+  public TpRunner(RowModel model, Communicator comm) {
     this.model = model;
     this.comm = comm;
     this.backend = model.backend();
     this.ctx = new RunContext(backend, comm);
-    if (comm.size() != model.plan().tpSize() || comm.rank() != model.rank()) {
-      throw new IllegalArgumentException("Rank " + model.rank() + " of a tp=" + model.plan().tpSize()
+    if (comm.size() != model.tpSize() || comm.rank() != model.rank()) {
+      throw new IllegalArgumentException("Rank " + model.rank() + " of a tp=" + model.tpSize()
           + " model given the communicator of rank " + comm.rank() + " of " + comm.size());
     }
   }
@@ -52,12 +61,17 @@ public final class TpRunner {
 
   /** Output width of every row. */
   public int outputWidth() {
-    return model.plan().outputDim();
+    return model.outputWidth();
   }
 
   /** Rows this rank has brought so far. */
   public long rows() {
     return rows;
+  }
+
+  /** Ids (tokens) this rank has brought so far (0 for dense rows). */
+  public long tokens() {
+    return tokens;
   }
 
   /** Steps run so far (including ones where this rank brought no rows). */
@@ -70,6 +84,11 @@ public final class TpRunner {
     return ctx.computeNanos();
   }
 
+  /** Nanoseconds in attention cores so far (part of {@link #computeNanos()}). */
+  public long attentionNanos() {
+    return ctx.attentionNanos();
+  }
+
   /**
    * Runs one step with this rank's rows ({@code mine.rows()} may be 0 once the partition is exhausted).
    *
@@ -77,33 +96,42 @@ public final class TpRunner {
    *     no rank had rows (the stream is over)
    */
   public float[] step(InputBatch mine) {
-    Plan plan = model.plan();
-    checkKind(mine, plan);
-    int p = comm.size();
-    int me = comm.rank();
-    long[] counts = comm.allGatherLong(mine.rows());
-    long total = 0;
-    for (long c : counts) {
-      total += c;
+    InputBatch.Kind kind = model.inputKind();
+    if (mine.kind() != kind) {
+      throw new IllegalArgumentException("The model takes " + model.describeInput() + ", got "
+          + mine.kind().name().toLowerCase(Locale.ROOT) + " input");
     }
-    if (total == 0) {
+    if (kind == InputBatch.Kind.DENSE && mine.width() != model.inputWidth()) {
+      throw new IllegalArgumentException("Input rows have width " + mine.width() + ", the model expects "
+          + model.inputWidth());
+    }
+    mine = model.admit(mine);
+    int p = comm.size();
+    int myIds = kind == InputBatch.Kind.BAGS ? mine.offsets()[mine.rows()] : kind == InputBatch.Kind.IDS
+        ? mine.rows() : 0;
+    long[] counts = comm.allGatherLong(((long) mine.rows() << 32) | myIds);
+    int[] rowCounts = new int[p];
+    int[] idCounts = new int[p];
+    int[] rowOff = new int[p + 1];
+    int totalIds = 0;
+    for (int r = 0; r < p; r++) {
+      rowCounts[r] = (int) (counts[r] >>> 32);
+      idCounts[r] = (int) (counts[r] & 0xffffffffL);
+      rowOff[r + 1] = rowOff[r] + rowCounts[r];
+      totalIds += idCounts[r];
+    }
+    int n = rowOff[p];
+    if (n == 0) {
       return null;
     }
     steps++;
     rows += mine.rows();
-    int n = Math.toIntExact(total);
-    int[] rowCounts = new int[p];
-    int[] rowOff = new int[p + 1];
-    for (int r = 0; r < p; r++) {
-      rowCounts[r] = (int) counts[r];
-      rowOff[r + 1] = rowOff[r] + rowCounts[r];
-    }
-    int w = plan.outputDim();
+    tokens += myIds;
     DistTensor out;
     if (p == 1) {
       out = model.forward(mine, ctx);
-    } else if (mine.kind() == InputBatch.Kind.DENSE) {
-      int width = plan.inputDim();
+    } else if (kind == InputBatch.Kind.DENSE) {
+      int width = model.inputWidth();
       Tensor all = backend.empty(n, width);
       try (Tensor send = backend.upload(mine.dense(), 0, mine.rows(), width)) {
         comm.allGather(send, all, scale(rowCounts, width));
@@ -112,19 +140,10 @@ public final class TpRunner {
         throw e;
       }
       out = model.forward(DistTensor.replicated(all), ctx);
-    } else if (mine.kind() == InputBatch.Kind.IDS) {
-      int[] ids = gatherInts(mine.ids(), mine.rows(), rowCounts, n);
-      out = model.forward(InputBatch.ids(ids, n), ctx);
+    } else if (kind == InputBatch.Kind.IDS) {
+      out = model.forward(InputBatch.ids(gatherInts(mine.ids(), myIds, idCounts, totalIds), n), ctx);
     } else {
-      int myIds = mine.offsets()[mine.rows()];
-      long[] idCounts = comm.allGatherLong(myIds);
-      int[] ic = new int[p];
-      int totalIds = 0;
-      for (int r = 0; r < p; r++) {
-        ic[r] = (int) idCounts[r];
-        totalIds += ic[r];
-      }
-      int[] ids = gatherInts(mine.ids(), myIds, ic, totalIds);
+      int[] ids = gatherInts(mine.ids(), myIds, idCounts, totalIds);
       int[] lens = new int[mine.rows()];
       for (int i = 0; i < lens.length; i++) {
         lens[i] = mine.offsets()[i + 1] - mine.offsets()[i];
@@ -137,29 +156,8 @@ public final class TpRunner {
       out = model.forward(InputBatch.bags(ids, offsets, n), ctx);
     }
     try (DistTensor result = out) {
-      return ownRows(result, rowCounts, rowOff, me, w);
+      return ownRows(result, rowCounts, rowOff, comm.rank(), model.outputWidth());
     }
-  }
-
-  private static void checkKind(InputBatch mine, Plan plan) {
-    InputBatch.Kind want = plan.takesBags() ? InputBatch.Kind.BAGS
-        : plan.takesIds() ? InputBatch.Kind.IDS : InputBatch.Kind.DENSE;
-    if (mine.kind() != want) {
-      throw new IllegalArgumentException("The model takes " + describe(want, plan) + ", got "
-          + mine.kind().name().toLowerCase(java.util.Locale.ROOT) + " input");
-    }
-    if (want == InputBatch.Kind.DENSE && mine.width() != plan.inputDim()) {
-      throw new IllegalArgumentException("Input rows have width " + mine.width() + ", the model expects "
-          + plan.inputDim());
-    }
-  }
-
-  private static String describe(InputBatch.Kind k, Plan plan) {
-    return switch (k) {
-      case DENSE -> "vectors of width " + plan.inputDim();
-      case IDS -> "one id per row";
-      case BAGS -> "a list of ids per row";
-    };
   }
 
   private static int[] scale(int[] counts, int by) {
@@ -187,15 +185,19 @@ public final class TpRunner {
     }
   }
 
+  /** The row return: this rank's rows of the group's output, whatever its layout. */
   private float[] ownRows(DistTensor out, int[] rowCounts, int[] rowOff, int me, int w) {
     int p = rowCounts.length;
     int mine = rowCounts[me];
     float[] result = new float[Math.multiplyExact(mine, w)];
+    if (p == 1) {
+      DistTensor whole = Mappings.toReplicated(out, ctx); // one rank: nothing is communicated
+      backend.download(whole.local(), result, 0);
+      return result;
+    }
     switch (out.layout()) {
       case REPLICATED -> {
-        if (p == 1) {
-          backend.download(out.local(), result, 0);
-        } else if (mine > 0) {
+        if (mine > 0) {
           backend.download(out.local().rows(rowOff[me], mine), result, 0);
         }
       }

@@ -1,4 +1,4 @@
-package org.sparktp.nn.gen;
+package org.sparktp.nn.ops;
 
 /**
  * A counter-based random number: a pure function of (seed, step, token id), SplitMix64's finalizer over

@@ -1,11 +1,12 @@
-package org.sparktp.nn.gen;
+package org.sparktp.nn;
 
 import java.util.Map;
 import org.sparktp.tensor.Tensor;
 
 /**
  * What one forward pass of generation needs besides its tokens, set on the
- * {@link org.sparktp.nn.RunContext} by the {@link Generator}: each sequence's KV cache per attention
+ * {@link RunContext} by the generator ({@code org.sparktp.nn.gen.Generator}; decode state lives here, below the
+ * ops, so that generation sits above them): each sequence's KV cache per attention
  * layer and how many of its tokens the cache already holds ({@code past}; the step's tokens are at
  * positions {@code past[s] ..}), and for the sequences whose next token is drawn ({@code sampleSeqs}, in
  * order) the seed, the index of the token being drawn, and the ids seen so far (for the repetition
@@ -18,17 +19,23 @@ public final class DecodeStep {
   private final long[] seeds;
   private final int[] steps;
   private final int[][] history;
-  private final GenerateParams params;
+  private final Sampling sampling;
 
-  DecodeStep(Map<String, Tensor[]> caches, int[] past, int[] sampleSeqs, long[] seeds, int[] steps,
-      int[][] history, GenerateParams params) {
+  /**
+   * How the next token is drawn: greedy (argmax), or from the logits divided by {@code temperature}, cut to the
+   * {@code topK} largest (0: all) and to the smallest set of probability {@code topP}, with HF's repetition penalty.
+   */
+  public record Sampling(boolean greedy, double temperature, int topK, double topP, double repetitionPenalty) {}
+
+  public DecodeStep(Map<String, Tensor[]> caches, int[] past, int[] sampleSeqs, long[] seeds, int[] steps,
+      int[][] history, Sampling sampling) {
     this.caches = caches;
     this.past = past;
     this.sampleSeqs = sampleSeqs;
     this.seeds = seeds;
     this.steps = steps;
     this.history = history;
-    this.params = params;
+    this.sampling = sampling;
   }
 
   /** The caches of layer {@code layer}, one per sequence of the step. */
@@ -61,7 +68,7 @@ public final class DecodeStep {
     return history;
   }
 
-  public GenerateParams params() {
-    return params;
+  public Sampling sampling() {
+    return sampling;
   }
 }
