@@ -16,9 +16,9 @@ import org.bytedeco.cuda.global.cudart;
 import org.sparktp.backend.Backends;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.cuda.CudaBackend;
-import org.sparktp.backend.cuda.CudaDType;
 import org.sparktp.backend.cuda.CudaProbe;
 import org.sparktp.backend.cuda.CudaTensor;
+import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
@@ -209,12 +209,12 @@ public final class GpuBench {
     double flop = 2.0 * m * n * k;
     float scale = (float) (1 / Math.sqrt(k));
     float[] biasH = fill(n, 3, 1f);
-    try (CudaTensor x = gpu.upload(fill(m * k, 1, 1f), 0, m, k, CudaDType.BF16);
-        CudaTensor w = gpu.upload(fill(n * k, 2, scale), 0, n, k, CudaDType.BF16);
-        CudaTensor b = gpu.upload(biasH, 0, 1, n, CudaDType.BF16);
+    try (CudaTensor x = gpu.upload(fill(m * k, 1, 1f), 0, m, k, DType.BF16);
+        CudaTensor w = gpu.upload(fill(n * k, 2, scale), 0, n, k, DType.BF16);
+        CudaTensor b = gpu.upload(biasH, 0, 1, n, DType.BF16);
         CudaTensor bf = gpu.upload(biasH, 0, 1, n);
-        CudaTensor y = gpu.empty(m, n, CudaDType.BF16);
-        CudaTensor yf = gpu.empty(m, n, CudaDType.F32)) {
+        CudaTensor y = gpu.empty(m, n, DType.BF16);
+        CudaTensor yf = gpu.empty(m, n, DType.F32)) {
       double plain = timeMs(gpu, () -> gpu.gemm(false, true, 1f, x, w, 0f, y), warmup, reps);
       rows.add(new Row(shape, "cuBLASLt bf16, no epilogue", plain, flop / plain / 1e9,
           sampledErr(gpu, x, w, null, y, Activation.IDENTITY, 5), "baseline"));
@@ -231,7 +231,7 @@ public final class GpuBench {
     if (m * (long) k <= 4096L * 4096) {
       try (CudaTensor x = gpu.upload(fill(m * k, 1, 1f), 0, m, k);
           CudaTensor w = gpu.upload(fill(n * k, 2, scale), 0, n, k);
-          CudaTensor y = gpu.empty(m, n, CudaDType.F32)) {
+          CudaTensor y = gpu.empty(m, n, DType.F32)) {
         double f32 = timeMs(gpu, () -> gpu.gemm(false, true, 1f, x, w, 0f, y), Math.min(warmup, 3),
             Math.min(reps, 10));
         rows.add(new Row(shape, "cuBLASLt f32 (no TF32)", f32, flop / f32 / 1e9,
@@ -245,16 +245,16 @@ public final class GpuBench {
     String shape = "MLP d" + d + " ffn" + ffn + " t" + tokens;
     double flop = 2.0 * 2 * tokens * (double) d * ffn;
     float[] big = fill(ffn * d, 11, (float) (1 / Math.sqrt(d)));
-    try (CudaTensor w1 = gpu.upload(big, 0, ffn, d, CudaDType.BF16);
-        CudaTensor b1 = gpu.upload(fill(ffn, 12, 0.1f), 0, 1, ffn, CudaDType.BF16)) {
+    try (CudaTensor w1 = gpu.upload(big, 0, ffn, d, DType.BF16);
+        CudaTensor b1 = gpu.upload(fill(ffn, 12, 0.1f), 0, 1, ffn, DType.BF16)) {
       big = fill(d * ffn, 13, (float) (1 / Math.sqrt(ffn)));
-      try (CudaTensor w2 = gpu.upload(big, 0, d, ffn, CudaDType.BF16);
-          CudaTensor b2 = gpu.upload(fill(d, 14, 0.1f), 0, 1, d, CudaDType.BF16);
-          CudaTensor h = gpu.empty(tokens, ffn, CudaDType.BF16);
-          CudaTensor y = gpu.empty(tokens, d, CudaDType.BF16)) {
+      try (CudaTensor w2 = gpu.upload(big, 0, d, ffn, DType.BF16);
+          CudaTensor b2 = gpu.upload(fill(d, 14, 0.1f), 0, 1, d, DType.BF16);
+          CudaTensor h = gpu.empty(tokens, ffn, DType.BF16);
+          CudaTensor y = gpu.empty(tokens, d, DType.BF16)) {
         big = null;
         float[][] inputs = {fill(tokens * d, 21, 1f), fill(tokens * d, 22, 1f)};
-        CudaTensor[] x = {gpu.upload(inputs[0], 0, tokens, d, CudaDType.BF16)};
+        CudaTensor[] x = {gpu.upload(inputs[0], 0, tokens, d, DType.BF16)};
         try {
           Runnable step = () -> {
             gpu.linear(x[0], w1, b1, Activation.GELU_TANH, h);
@@ -267,7 +267,7 @@ public final class GpuBench {
           double noCopy = wallMs(gpu, step, reps);
           int[] next = {1};
           Runnable withCopy = () -> {
-            CudaTensor fresh = gpu.upload(inputs[next[0] % 2], 0, tokens, d, CudaDType.BF16);
+            CudaTensor fresh = gpu.upload(inputs[next[0] % 2], 0, tokens, d, DType.BF16);
             next[0]++;
             step.run();
             x[0].close();

@@ -31,9 +31,25 @@ public interface Backend extends AutoCloseable {
     return allocate(rows, cols);
   }
 
-  /** True when this backend can hold tensors of {@code dtype}. */
+  /** True when this backend can hold tensors of {@code dtype}: {@code supports(ALLOCATE, dtype)}. */
   default boolean supports(DType dtype) {
-    return dtype == DType.F32;
+    return supports(BackendOp.ALLOCATE, dtype);
+  }
+
+  /**
+   * True when this backend runs {@code op} on {@code dtype} natively: in its own memory, with no trip through the
+   * host ({@code dtype}: the tensors' element type; for {@link BackendOp#LINEAR} the weights' storage, {@code I8}
+   * for int8 weight-only). Where it is false, the op's methods refuse with a message naming the backend and dtype, or
+   * run {@code Backend}'s generic code through the host, logged once and counted ({@link Fallbacks}). A backend
+   * that says true overrides the op's generic methods ({@link BackendOp}). This default is what the generic methods
+   * offer: f32 for ops that compose abstract methods; nothing for those that go through the host.
+   */
+  default boolean supports(BackendOp op, DType dtype) {
+    return switch (op) {
+      case COPY_ROWS, CONVERT, HOST_BUFFER, RMS_NORM, ATTENTION, ROPE, SWIGLU, CACHED_ATTENTION -> false;
+      case ACCUMULATE -> dtype.isFloat();
+      default -> dtype == DType.F32;
+    };
   }
 
   /**
@@ -92,6 +108,7 @@ public interface Backend extends AutoCloseable {
   default Tensor convert(Tensor src, DType dtype) {
     requireF32(src.dtype(), "convert");
     requireF32(dtype, "convert");
+    Fallbacks.note(this, BackendOp.CONVERT, dtype);
     return upload(download(src), src.rows(), src.cols());
   }
 
@@ -166,6 +183,7 @@ public interface Backend extends AutoCloseable {
     Tensor w = weight;
     try {
       if (storage == DType.I8) {
+        Fallbacks.note(this, BackendOp.LINEAR, DType.I8);
         float[] f;
         if (weight.dtype() == DType.F32) {
           f = download(weight);
@@ -265,6 +283,7 @@ public interface Backend extends AutoCloseable {
     int outRows = transpose ? src.cols() : src.rows();
     int width = transpose ? src.rows() : src.cols();
     checkCopyRows(src, dst, dstRow, outRows, width);
+    Fallbacks.note(this, BackendOp.COPY_ROWS, src.dtype());
     int es = src.dtype().size();
     ByteBuffer b = ByteBuffer.allocate(Math.toIntExact(src.bytes())).order(ByteOrder.LITTLE_ENDIAN);
     download(src, b);
@@ -372,7 +391,7 @@ public interface Backend extends AutoCloseable {
    */
   void embeddingBag(Tensor table, int idStart, int[] ids, int[] offsets, boolean mean, Tensor out);
 
-  // --- issue 10: transformer ops (generic implementations here; CpuBackend overrides them) ---
+  // --- transformer ops: generic implementations through the host here (logged, see supports) ---
 
   /**
    * Scaled dot-product attention per sequence and head, {@code O_h = softmax(Q_h K_h^T * scale + M) V_h},
@@ -384,6 +403,7 @@ public interface Backend extends AutoCloseable {
    */
   default void attention(Tensor qkv, int qCol, int kCol, int vCol, int[] kvOf, int headDim, int[] offsets,
       boolean causal, float scale, Tensor out) {
+    Fallbacks.note(this, BackendOp.ATTENTION, qkv.dtype());
     float[] x = download(qkv);
     float[] o = TransformerMath.attention(x, qkv.cols(), qCol, kCol, vCol, kvOf, headDim, offsets, causal, scale);
     write(out, 0, o, 0, o.length);
@@ -395,6 +415,8 @@ public interface Backend extends AutoCloseable {
    * {@code x[i] <- x[i] cos a - x[i + d/2] sin a} and {@code x[i + d/2] <- x[i + d/2] cos a + x[i] sin a}.
    */
   default void rope(Tensor x, int col, int heads, int headDim, int[] positions, float[] invFreq) {
+    TransformerMath.checkRope(x.rows(), x.cols(), col, heads, headDim, positions, invFreq);
+    Fallbacks.note(this, BackendOp.ROPE, x.dtype());
     float[] v = download(x);
     TransformerMath.rope(v, x.cols(), col, heads, headDim, positions, invFreq);
     write(x, 0, v, 0, v.length);
@@ -402,6 +424,7 @@ public interface Backend extends AutoCloseable {
 
   /** RMS normalisation over each row, in place: {@code y = x / sqrt(mean(x^2) + eps) * gamma}. */
   default void rmsNorm(Tensor x, Tensor gamma, float eps) {
+    Fallbacks.note(this, BackendOp.RMS_NORM, x.dtype());
     float[] v = download(x);
     TransformerMath.rmsNorm(v, x.cols(), download(gamma), eps);
     write(x, 0, v, 0, v.length);
@@ -412,6 +435,7 @@ public interface Backend extends AutoCloseable {
    * {@code gateUp} is {@code [rows, 2*half]} and {@code out} is {@code [rows, half]}.
    */
   default void swiglu(Tensor gateUp, Tensor out) {
+    Fallbacks.note(this, BackendOp.SWIGLU, gateUp.dtype());
     float[] v = download(gateUp);
     float[] o = TransformerMath.swiglu(v, gateUp.rows(), gateUp.cols() / 2);
     write(out, 0, o, 0, o.length);
@@ -424,7 +448,7 @@ public interface Backend extends AutoCloseable {
     }
   }
 
-  // --- issue 12: generation (generic implementation here; CpuBackend overrides it) ---
+  // --- generation: a generic implementation through the host here (logged, see supports) ---
 
   /**
    * Causal attention of a step's new tokens against each sequence's KV cache. Sequence {@code s}'s new
@@ -443,6 +467,7 @@ public interface Backend extends AutoCloseable {
       HalfKv.cachedAttention(this, qkv, qCol, kvCol, kvHeads, kvOf, headDim, offsets, cache, past, scale, out);
       return;
     }
+    Fallbacks.note(this, BackendOp.CACHED_ATTENTION, DType.F32);
     int w = kvOf.length * headDim;
     int kvw = 2 * kvHeads * headDim;
     for (int s = 0; s < cache.length; s++) {

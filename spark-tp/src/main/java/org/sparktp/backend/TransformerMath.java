@@ -58,6 +58,20 @@ public final class TransformerMath {
     return out;
   }
 
+  /** The checks of {@link Backend#rope} for a tensor {@code [rows, cols]}, with the message every backend gives. */
+  public static void checkRope(int rows, int cols, int col, int heads, int headDim, int[] positions,
+      float[] invFreq) {
+    if (headDim <= 0 || headDim % 2 != 0 || heads < 0 || col < 0 || col + (long) heads * headDim > cols
+        || invFreq.length < headDim / 2) {
+      throw new IllegalArgumentException("RoPE needs an even head size, heads within the columns and headDim / 2"
+          + " inverse frequencies, got column " + col + ", heads " + heads + ", headDim " + headDim + ", "
+          + invFreq.length + " frequencies for [" + rows + ", " + cols + "]");
+    }
+    if (positions.length != rows) {
+      throw new IllegalArgumentException("RoPE got " + positions.length + " positions for " + rows + " rows");
+    }
+  }
+
   /** See {@link Backend#rope}; in place on {@code x} of {@code cols} columns. */
   public static void rope(float[] x, int cols, int col, int heads, int headDim, int[] positions, float[] invFreq) {
     int half = headDim / 2;

@@ -14,6 +14,7 @@ import org.bytedeco.javacpp.Loader;
 import org.bytedeco.openblas.global.openblas_full;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
+import org.sparktp.backend.BackendOp;
 import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
@@ -256,9 +257,22 @@ public final class CpuBackend implements Backend {
     return t;
   }
 
+  /**
+   * Everything in host memory: tensors of f32, bf16, f16, i32 and int8; GEMMs and elementwise math on f32;
+   * linears with f32/bf16/f16 weights, and int8 where oneDNN has a kernel for it here; embeddings and KV caches in
+   * any float type.
+   */
   @Override
-  public boolean supports(DType dtype) {
-    return dtype == DType.F32 || dtype == DType.BF16 || dtype == DType.F16 || dtype == DType.I32 || dtype == DType.I8;
+  public boolean supports(BackendOp op, DType dtype) {
+    boolean held = dtype == DType.F32 || dtype == DType.BF16 || dtype == DType.F16 || dtype == DType.I32
+        || dtype == DType.I8;
+    return switch (op) {
+      case ALLOCATE, UPLOAD, DOWNLOAD, WRITE, ZERO, COPY_BLOCK, SELECT_ROWS, HOST_BUFFER -> held;
+      case COPY_ROWS -> held && dtype.size() > 1;
+      case CONVERT, ACCUMULATE, EMBEDDING, EMBEDDING_BAG, CACHED_ATTENTION -> dtype.isFloat();
+      case LINEAR -> dtype.isFloat() || dtype == DType.I8 && useDnnl(DType.I8);
+      default -> dtype == DType.F32;
+    };
   }
 
   @Override
@@ -269,7 +283,7 @@ public final class CpuBackend implements Backend {
   /** A new tensor of {@code dtype} whose contents are unspecified. */
   public CpuTensor empty(int rows, int cols, DType dtype) {
     checkOpen();
-    if (!supports(dtype)) {
+    if (!supports(BackendOp.ALLOCATE, dtype)) {
       throw new IllegalArgumentException("The CPU backend holds f32, bf16, f16, i32 and int8 tensors, not "
           + dtype.id());
     }
@@ -698,6 +712,11 @@ public final class CpuBackend implements Backend {
   public void attention(Tensor qkv, int qCol, int kCol, int vCol, int[] kvOf, int headDim, int[] offsets,
       boolean causal, float scale, Tensor out) {
     CpuTransformer.attention(cpu(qkv), qCol, kCol, vCol, kvOf, headDim, offsets, causal, scale, cpu(out));
+  }
+
+  @Override
+  public void rope(Tensor x, int col, int heads, int headDim, int[] positions, float[] invFreq) {
+    CpuTransformer.rope(cpu(x), col, heads, headDim, positions, invFreq);
   }
 
   @Override

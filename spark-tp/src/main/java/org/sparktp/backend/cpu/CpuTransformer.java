@@ -5,6 +5,7 @@ import static org.bytedeco.openblas.global.openblas_full.CblasRowMajor;
 import static org.bytedeco.openblas.global.openblas_full.CblasTrans;
 
 import java.nio.FloatBuffer;
+import org.sparktp.backend.TransformerMath;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.openblas.global.openblas_full;
 
@@ -101,6 +102,37 @@ final class CpuTransformer {
         row[c] = gamma[c] * (row[c] * inv);
       }
       b.position(r * cols);
+      b.put(row);
+    }
+  }
+
+  /** {@link org.sparktp.backend.Backend#rope} in place, row by row on the tensor's memory. */
+  static void rope(CpuTensor x, int col, int heads, int headDim, int[] positions, float[] invFreq) {
+    int cols = x.cols();
+    TransformerMath.checkRope(x.rows(), cols, col, heads, headDim, positions, invFreq);
+    int half = headDim / 2;
+    FloatBuffer b = x.buffer();
+    float[] row = new float[heads * headDim];
+    float[] cos = new float[half];
+    float[] sin = new float[half];
+    for (int t = 0; t < x.rows(); t++) {
+      for (int i = 0; i < half; i++) {
+        double a = (double) positions[t] * invFreq[i];
+        cos[i] = (float) Math.cos(a);
+        sin[i] = (float) Math.sin(a);
+      }
+      b.position(t * cols + col);
+      b.get(row);
+      for (int h = 0; h < heads; h++) {
+        int o = h * headDim;
+        for (int i = 0; i < half; i++) {
+          float x1 = row[o + i];
+          float x2 = row[o + i + half];
+          row[o + i] = x1 * cos[i] - x2 * sin[i];
+          row[o + i + half] = x2 * cos[i] + x1 * sin[i];
+        }
+      }
+      b.position(t * cols + col);
       b.put(row);
     }
   }

@@ -38,6 +38,9 @@ import org.bytedeco.cuda.global.cudart;
 import org.sparktp.TpConf;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
+import org.sparktp.backend.BackendOp;
+import org.sparktp.backend.TransformerMath;
+import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
@@ -226,6 +229,28 @@ public final class CudaBackend implements Backend {
     return "cuda";
   }
 
+  /**
+   * On the device: f32 tensors for the engine (bf16/f16 tensors through {@link #empty(int, int, DType)},
+   * {@link #cast} and {@link #linear}); GEMMs, conversions and copies of f32/bf16/f16; linears with f32 weights;
+   * elementwise math, norms, RoPE and embeddings on f32. Attention, SwiGLU, cached attention and {@code copyRows}
+   * have no kernel yet: they go through the host, logged ({@link org.sparktp.backend.Fallbacks}).
+   */
+  @Override
+  public boolean supports(BackendOp op, DType dtype) {
+    return switch (op) {
+      case ZERO, COPY_BLOCK, SELECT_ROWS, CONVERT, GEMM -> CudaTypes.STORAGE.contains(dtype);
+      case ACCUMULATE -> dtype.isFloat();
+      case HOST_BUFFER, COPY_ROWS, ATTENTION, SWIGLU, CACHED_ATTENTION -> false;
+      default -> dtype == DType.F32;
+    };
+  }
+
+  /** A copy of {@code src} converted to {@code dtype} on the device ({@link #cast}). */
+  @Override
+  public CudaTensor convert(Tensor src, DType dtype) {
+    return cast(src, dtype);
+  }
+
   /** The device ordinal. */
   public int device() {
     return device;
@@ -291,7 +316,7 @@ public final class CudaBackend implements Backend {
   }
 
   /** A new tensor of storage {@code dtype} whose contents are unspecified. */
-  public CudaTensor empty(int rows, int cols, CudaDType dtype) {
+  public CudaTensor empty(int rows, int cols, DType dtype) {
     enter();
     long bytes = (long) rows * cols * dtype.size();
     CudaTensor t = new CudaTensor(this, rows, cols, dtype, mallocAsync(bytes));
@@ -311,7 +336,7 @@ public final class CudaBackend implements Backend {
 
   @Override
   public CudaTensor empty(int rows, int cols) {
-    return empty(rows, cols, CudaDType.F32);
+    return empty(rows, cols, DType.F32);
   }
 
   @Override
@@ -332,7 +357,7 @@ public final class CudaBackend implements Backend {
 
   private static CudaTensor f32(Tensor t, String op) {
     CudaTensor c = cuda(t);
-    if (c.storage() != CudaDType.F32) {
+    if (c.dtype() != DType.F32) {
       throw new IllegalArgumentException(op + " works on F32 tensors, got " + c.shape()
           + ": convert it first (CudaBackend.cast)");
     }
@@ -422,8 +447,8 @@ public final class CudaBackend implements Backend {
   }
 
   /** A new tensor of storage {@code dtype} holding {@code data} (converted on the device, round to nearest even). */
-  public CudaTensor upload(float[] data, int offset, int rows, int cols, CudaDType dtype) {
-    if (dtype == CudaDType.F32) {
+  public CudaTensor upload(float[] data, int offset, int rows, int cols, DType dtype) {
+    if (dtype == DType.F32) {
       return upload(data, offset, rows, cols);
     }
     try (CudaTensor f = upload(data, offset, rows, cols)) {
@@ -432,22 +457,22 @@ public final class CudaBackend implements Backend {
   }
 
   /** A copy of {@code src} converted to {@code dtype}. */
-  public CudaTensor cast(Tensor src, CudaDType dtype) {
+  public CudaTensor cast(Tensor src, DType dtype) {
     CudaTensor s = cuda(src);
     CudaTensor out = empty(s.rows(), s.cols(), dtype);
     try {
       long n = s.numel();
-      if (s.storage() == dtype) {
-        check(cudart.cudaMemcpyAsync(new Ptr(out.address()), new Ptr(s.address()), s.storageBytes(),
+      if (s.dtype() == dtype) {
+        check(cudart.cudaMemcpyAsync(new Ptr(out.address()), new Ptr(s.address()), s.bytes(),
             cudart.cudaMemcpyDeviceToDevice, compute), "cudaMemcpyAsync(device to device)");
-      } else if (s.storage() == CudaDType.F32) {
-        launch(dtype == CudaDType.BF16 ? "tp_cast_f32_bf16" : "tp_cast_f32_f16", grid(n), 0, s.address(),
+      } else if (s.dtype() == DType.F32) {
+        launch(dtype == DType.BF16 ? "tp_cast_f32_bf16" : "tp_cast_f32_f16", grid(n), 0, s.address(),
             out.address(), n);
-      } else if (dtype == CudaDType.F32) {
-        launch(s.storage() == CudaDType.BF16 ? "tp_cast_bf16_f32" : "tp_cast_f16_f32", grid(n), 0, s.address(),
+      } else if (dtype == DType.F32) {
+        launch(s.dtype() == DType.BF16 ? "tp_cast_bf16_f32" : "tp_cast_f16_f32", grid(n), 0, s.address(),
             out.address(), n);
       } else {
-        try (CudaTensor mid = cast(s, CudaDType.F32)) {
+        try (CudaTensor mid = cast(s, DType.F32)) {
           out.close();
           return cast(mid, dtype);
         }
@@ -467,8 +492,8 @@ public final class CudaBackend implements Backend {
       throw new IllegalArgumentException("download of " + s.shape() + " does not fit in " + dst.length
           + " floats from offset " + offset);
     }
-    if (s.storage() != CudaDType.F32) {
-      try (CudaTensor f = cast(s, CudaDType.F32)) {
+    if (s.dtype() != DType.F32) {
+      try (CudaTensor f = cast(s, DType.F32)) {
         download(f, dst, offset);
       }
       return;
@@ -493,7 +518,7 @@ public final class CudaBackend implements Backend {
     CudaTensor c = cuda(t);
     enter();
     if (c.numel() > 0) {
-      check(cudart.cudaMemsetAsync(new Ptr(c.address()), 0, c.storageBytes(), compute), "cudaMemsetAsync");
+      check(cudart.cudaMemsetAsync(new Ptr(c.address()), 0, c.bytes(), compute), "cudaMemsetAsync");
     }
   }
 
@@ -507,13 +532,13 @@ public final class CudaBackend implements Backend {
       throw new IndexOutOfBoundsException("copyBlock of " + rows + "x" + cols + " from " + s.shape() + " at ("
           + srcRow + ", " + srcCol + ") to " + d.shape() + " at (" + dstRow + ", " + dstCol + ")");
     }
-    if (s.storage() != d.storage()) {
+    if (s.dtype() != d.dtype()) {
       throw new IllegalArgumentException("copyBlock from " + s.shape() + " to " + d.shape() + ": storage types differ");
     }
     if (rows == 0 || cols == 0) {
       return;
     }
-    int es = s.storage().size();
+    int es = s.dtype().size();
     long so = s.address() + ((long) srcRow * s.cols() + srcCol) * es;
     long dO = d.address() + ((long) dstRow * d.cols() + dstCol) * es;
     check(cudart.cudaMemcpy2DAsync(new Ptr(dO), (long) d.cols() * es, new Ptr(so), (long) s.cols() * es,
@@ -542,15 +567,15 @@ public final class CudaBackend implements Backend {
         matmul(false, true, 1f, x, w, 0f, o, bias, act);
         return;
       }
-      if (o.storage() == CudaDType.F32) {
+      if (o.dtype() == DType.F32) {
         matmul(false, true, 1f, x, w, 0f, o, bias, Activation.IDENTITY);
         activate(o, act);
         return;
       }
-      try (CudaTensor tmp = empty(o.rows(), o.cols(), CudaDType.F32)) {
+      try (CudaTensor tmp = empty(o.rows(), o.cols(), DType.F32)) {
         matmul(false, true, 1f, x, w, 0f, tmp, bias, Activation.IDENTITY);
         activate(tmp, act);
-        try (CudaTensor cast = cast(tmp, o.storage())) {
+        try (CudaTensor cast = cast(tmp, o.dtype())) {
           copyBlock(cast, 0, 0, o, 0, 0, o.rows(), o.cols());
         }
       }
@@ -564,13 +589,13 @@ public final class CudaBackend implements Backend {
   }
 
   private void unfused(Tensor x, Tensor w, Tensor bias, Activation act, CudaTensor o) {
-    CudaTensor tmp = o.storage() == CudaDType.F32 ? o : empty(o.rows(), o.cols(), CudaDType.F32);
-    CudaTensor b32 = cuda(bias).storage() == CudaDType.F32 ? null : cast(bias, CudaDType.F32);
+    CudaTensor tmp = o.dtype() == DType.F32 ? o : empty(o.rows(), o.cols(), DType.F32);
+    CudaTensor b32 = cuda(bias).dtype() == DType.F32 ? null : cast(bias, DType.F32);
     try {
       matmul(false, true, 1f, x, w, 0f, tmp, null, Activation.IDENTITY);
       biasActivate(tmp, b32 == null ? bias : b32, act);
       if (tmp != o) {
-        try (CudaTensor cast = cast(tmp, o.storage())) {
+        try (CudaTensor cast = cast(tmp, o.dtype())) {
           copyBlock(cast, 0, 0, o, 0, 0, o.rows(), o.cols());
         }
       }
@@ -598,19 +623,19 @@ public final class CudaBackend implements Backend {
       throw new IllegalArgumentException("GEMM shapes do not agree: op(A) is [" + m + ", " + k + "], op(B) is ["
           + kb + ", " + n + "], C is " + tc.shape());
     }
-    if (ta.storage() != tb.storage()) {
+    if (ta.dtype() != tb.dtype()) {
       throw new IllegalArgumentException("GEMM operands have different storage types: " + ta.shape() + " and "
           + tb.shape());
     }
-    if (tc.storage() != CudaDType.F32 && tc.storage() != ta.storage()) {
+    if (tc.dtype() != DType.F32 && tc.dtype() != ta.dtype()) {
       throw new IllegalArgumentException("GEMM output " + tc.shape() + " must be F32 or the operands' type "
-          + ta.storage());
+          + ta.dtype());
     }
     if (m == 0 || n == 0) {
       return;
     }
     if (k == 0) {
-      if (tc.storage() != CudaDType.F32) {
+      if (tc.dtype() != DType.F32) {
         throw new IllegalArgumentException("GEMM with K = 0 needs an F32 output, got " + tc.shape());
       }
       launch("tp_scale", grid(tc.numel()), 0, tc.address(), tc.numel(), beta);
@@ -629,8 +654,8 @@ public final class CudaBackend implements Backend {
         throw new IllegalArgumentException("Bias has " + tbias.numel() + " elements but the GEMM output has " + n
             + " columns");
       }
-      if (tbias.storage() != tc.storage()) {
-        convertedBias = cast(tbias, tc.storage());
+      if (tbias.dtype() != tc.dtype()) {
+        convertedBias = cast(tbias, tc.dtype());
         tbias = convertedBias;
       }
     }
@@ -644,8 +669,8 @@ public final class CudaBackend implements Backend {
       if (bias == null && act != Activation.IDENTITY) {
         throw new IllegalArgumentException("An activation epilogue needs a bias here");
       }
-      int computeType = tf32 && ta.storage() == CudaDType.F32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-      LtPlan p = plan(transA, transB, m, n, k, ta.storage(), tc.storage(), epilogue, computeType);
+      int computeType = tf32 && ta.dtype() == DType.F32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+      LtPlan p = plan(transA, transB, m, n, k, ta.dtype(), tc.dtype(), epilogue, computeType);
       if (tbias != null) {
         p.biasPointer.put(0, tbias.address());
         CudaCheck.lt(cublas.cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, p.biasPointer, 8),
@@ -664,7 +689,7 @@ public final class CudaBackend implements Backend {
     }
   }
 
-  private LtPlan plan(boolean transA, boolean transB, int m, int n, int k, CudaDType in, CudaDType out, int epilogue,
+  private LtPlan plan(boolean transA, boolean transB, int m, int n, int k, DType in, DType out, int epilogue,
       int computeType) {
     String key = transA + "," + transB + "," + m + "," + n + "," + k + "," + in + "," + out + "," + epilogue + ","
         + computeType;
@@ -680,13 +705,13 @@ public final class CudaBackend implements Backend {
       setInt(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, g.transB() ? CUBLAS_OP_T : CUBLAS_OP_N, "TRANSB");
       setInt(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue, "EPILOGUE");
       if (epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
-        setInt(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, out.cudaType(), "BIAS_DATA_TYPE");
+        setInt(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CudaTypes.cudaType(out), "BIAS_DATA_TYPE");
       }
-      CudaCheck.lt(cublas.cublasLtMatrixLayoutInit(p.la, in.cudaType(), g.aRows(), g.aCols(), g.lda()),
+      CudaCheck.lt(cublas.cublasLtMatrixLayoutInit(p.la, CudaTypes.cudaType(in), g.aRows(), g.aCols(), g.lda()),
           "cublasLtMatrixLayoutInit(A)");
-      CudaCheck.lt(cublas.cublasLtMatrixLayoutInit(p.lb, in.cudaType(), g.bRows(), g.bCols(), g.ldb()),
+      CudaCheck.lt(cublas.cublasLtMatrixLayoutInit(p.lb, CudaTypes.cudaType(in), g.bRows(), g.bCols(), g.ldb()),
           "cublasLtMatrixLayoutInit(B)");
-      CudaCheck.lt(cublas.cublasLtMatrixLayoutInit(p.lc, out.cudaType(), g.dRows(), g.dCols(), g.ldd()),
+      CudaCheck.lt(cublas.cublasLtMatrixLayoutInit(p.lc, CudaTypes.cudaType(out), g.dRows(), g.dCols(), g.ldd()),
           "cublasLtMatrixLayoutInit(D)");
       int[] found = {0};
       CudaCheck.lt(cublas.cublasLtMatmulAlgoGetHeuristic(lt, p.desc, p.la, p.lb, p.lc, p.lc, preference, 1,
@@ -863,15 +888,7 @@ public final class CudaBackend implements Backend {
   @Override
   public void rope(Tensor x, int col, int heads, int headDim, int[] positions, float[] invFreq) {
     CudaTensor tx = f32(x, "rope");
-    if (headDim <= 0 || headDim % 2 != 0 || heads < 0 || col < 0 || col + (long) heads * headDim > tx.cols()
-        || invFreq.length < headDim / 2) {
-      throw new IllegalArgumentException("RoPE needs an even head size, heads within the columns and headDim / 2"
-          + " inverse frequencies, got column " + col + ", heads " + heads + ", headDim " + headDim + ", "
-          + invFreq.length + " frequencies for " + tx.shape());
-    }
-    if (positions.length != tx.rows()) {
-      throw new IllegalArgumentException("RoPE got " + positions.length + " positions for " + tx.rows() + " rows");
-    }
+    TransformerMath.checkRope(tx.rows(), tx.cols(), col, heads, headDim, positions, invFreq);
     if (tx.rows() == 0 || heads == 0) {
       return;
     }

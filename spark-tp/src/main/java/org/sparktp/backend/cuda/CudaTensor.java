@@ -1,12 +1,14 @@
 package org.sparktp.backend.cuda;
 
 import org.sparktp.backend.Backend;
+import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
  * A tensor in device memory: one stream-ordered allocation ({@code cudaMallocAsync} on the backend's compute
  * stream), freed by {@link #close()} ({@code cudaFreeAsync} on the same stream, so work already enqueued on it
- * finishes first). Carries its storage type ({@link CudaDType}; the engine's float API makes F32 tensors). Views
+ * finishes first). Its {@link #dtype()} is its storage type ({@link CudaTypes#STORAGE}; the engine's float API makes F32
+ * tensors). Views
  * made by {@link #rows(int, int)} and {@link #reshape(int, int)} share the root's memory and own nothing. Device
  * memory is never freed by the garbage collector.
  */
@@ -15,40 +17,27 @@ public final class CudaTensor extends Tensor {
   private final CudaTensor root; // null when this tensor owns its memory
   private final long base; // the root's device allocation
   private final long offsetBytes;
-  private final CudaDType storage;
   private boolean closed;
 
-  CudaTensor(CudaBackend backend, int rows, int cols, CudaDType storage, long base) {
-    super(rows, cols);
+  CudaTensor(CudaBackend backend, int rows, int cols, DType storage, long base) {
+    super(rows, cols, CudaTypes.check(storage));
     this.backend = backend;
     this.root = null;
     this.base = base;
     this.offsetBytes = 0;
-    this.storage = storage;
   }
 
   private CudaTensor(CudaTensor root, long offsetBytes, int rows, int cols) {
-    super(rows, cols);
+    super(rows, cols, root.dtype());
     this.backend = root.backend;
     this.root = root;
     this.base = root.base;
     this.offsetBytes = offsetBytes;
-    this.storage = root.storage;
   }
 
   @Override
   public Backend backend() {
     return backend;
-  }
-
-  /** The storage type of the elements. */
-  public CudaDType storage() {
-    return storage;
-  }
-
-  /** Bytes of this tensor's elements. */
-  public long storageBytes() {
-    return numel() * storage.size();
   }
 
   /** Device address of the first element. */
@@ -63,7 +52,7 @@ public final class CudaTensor extends Tensor {
       throw new IndexOutOfBoundsException(
           "Row view [" + start + ", " + (start + count) + ") outside tensor " + shape());
     }
-    return new CudaTensor(owner(), offsetBytes + (long) start * cols() * storage.size(), count, cols());
+    return new CudaTensor(owner(), offsetBytes + (long) start * cols() * dtype().size(), count, cols());
   }
 
   @Override
@@ -96,11 +85,11 @@ public final class CudaTensor extends Tensor {
       return;
     }
     closed = true;
-    backend.released(base, storageBytes());
+    backend.released(base, bytes());
   }
 
   @Override
   public String shape() {
-    return super.shape() + (storage == CudaDType.F32 ? "" : " " + storage);
+    return super.shape() + (dtype() == DType.F32 ? "" : " " + dtype());
   }
 }

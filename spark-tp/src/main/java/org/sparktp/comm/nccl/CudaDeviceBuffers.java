@@ -8,6 +8,7 @@ import org.bytedeco.cuda.global.cudart;
 import org.sparktp.backend.cuda.CudaBackend;
 import org.sparktp.backend.cuda.CudaException;
 import org.sparktp.backend.cuda.CudaTensor;
+import org.sparktp.backend.cuda.CudaTypes;
 import org.sparktp.backend.cuda.Ptr;
 import org.sparktp.tensor.Tensor;
 
@@ -58,12 +59,12 @@ public final class CudaDeviceBuffers implements DeviceBuffers {
 
   @Override
   public int ncclType(Tensor t) {
-    return cuda(t).storage().ncclType();
+    return CudaTypes.ncclType(cuda(t).dtype());
   }
 
   @Override
   public int elementSize(Tensor t) {
-    return cuda(t).storage().size();
+    return cuda(t).dtype().size();
   }
 
   @Override

@@ -185,9 +185,10 @@ extern "C" __global__ void tp_rope(float* x, int rows, int stride, int col, int 
     long rh = i / half;
     int h = (int) (rh % heads);
     int r = (int) (rh / heads);
-    float angle = positions[r] * invFreq[k];
-    float sn, cs;
-    sincosf(angle, &sn, &cs);
+    double angle = (double) positions[r] * invFreq[k]; // as the CPU computes it
+    double sd, cd;
+    sincos(angle, &sd, &cd);
+    float sn = (float) sd, cs = (float) cd;
     float* p = x + (long) r * stride + col + (long) h * headDim;
     float a = p[k], b = p[k + half];
     p[k] = a * cs - b * sn;

@@ -13,6 +13,7 @@ import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.cpu.CpuBackend;
+import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
@@ -196,9 +197,9 @@ class CudaBackendGpuTest {
   void castsRoundToNearestEven() {
     float[] a = random(1000);
     a[0] = 1.00390625f; // halfway between two bf16 values: rounds to even (1.0)
-    try (Tensor f = gpu.upload(a, 0, 10, 100); CudaTensor b = gpu.cast(f, CudaDType.BF16);
-        CudaTensor h = gpu.cast(f, CudaDType.F16)) {
-      assertThat(b.storageBytes()).isEqualTo(2000);
+    try (Tensor f = gpu.upload(a, 0, 10, 100); CudaTensor b = gpu.cast(f, DType.BF16);
+        CudaTensor h = gpu.cast(f, DType.F16)) {
+      assertThat(b.bytes()).isEqualTo(2000);
       float[] gb = gpu.download(b);
       float[] gh = gpu.download(h);
       assertThat(gb[0]).isEqualTo(1.0f);
@@ -215,7 +216,7 @@ class CudaBackendGpuTest {
     int rows = 96;
     int in = 256;
     int out = 160;
-    for (CudaDType dt : CudaDType.values()) {
+    for (DType dt : CudaTypes.STORAGE) {
       for (Activation act : new Activation[] {Activation.IDENTITY, Activation.GELU_TANH, Activation.GELU,
           Activation.RELU, Activation.SILU}) {
         float[] x = random(rows * in);
@@ -237,13 +238,13 @@ class CudaBackendGpuTest {
             }
           }
           gpu.linear(gx, gw, gbias, act, y);
-          double tol = dt == CudaDType.F32 ? 1e-5 : 1e-5 * Math.sqrt(in) * 10;
+          double tol = dt == DType.F32 ? 1e-5 : 1e-5 * Math.sqrt(in) * 10;
           assertThat(relErr(gpu.download(y), want)).as("%s %s f32 out", dt, act).isLessThan(tol);
-          if (dt != CudaDType.F32) {
+          if (dt != DType.F32) {
             try (CudaTensor y16 = gpu.empty(rows, out, dt)) {
               gpu.linear(gx, gw, gbias, act, y16);
               assertThat(relErr(gpu.download(y16), want)).as("%s %s %s out", dt, act, dt)
-                  .isLessThan(dt == CudaDType.BF16 ? 1e-2 : 2e-3);
+                  .isLessThan(dt == DType.BF16 ? 1e-2 : 2e-3);
             }
           }
         }

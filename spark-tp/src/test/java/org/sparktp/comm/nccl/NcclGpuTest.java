@@ -13,9 +13,9 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.sparktp.backend.cuda.CudaBackend;
-import org.sparktp.backend.cuda.CudaDType;
 import org.sparktp.backend.cuda.CudaProbe;
 import org.sparktp.comm.CommunicatorException;
+import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 
 /**
@@ -57,7 +57,7 @@ class NcclGpuTest {
     float[] a = random(1000);
     try (NcclCommunicator c = NcclCommunicator.connect(api, new CudaDeviceBuffers(0), id, 0, 1, 0, 30_000);
         Tensor t = gpu.upload(a, 0, 10, 100); Tensor r = gpu.upload(random(1000), 0, 10, 100);
-        Tensor b = gpu.upload(a, 0, 10, 100, CudaDType.BF16)) {
+        Tensor b = gpu.upload(a, 0, 10, 100, DType.BF16)) {
       c.allReduce(t);
       assertThat(gpu.download(t)).containsExactly(a);
       c.allGather(t, r, new int[] {1000});
