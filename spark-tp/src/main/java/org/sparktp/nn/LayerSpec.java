@@ -34,6 +34,11 @@ public sealed interface LayerSpec extends Serializable {
   /** A short description for plans and errors. */
   String describe();
 
+  /** The layer's name (its tensors are {@code <name>.weight}, {@code <name>.bias}), or null for one without. */
+  default String name() {
+    return null;
+  }
+
   /** The layers inside this one (a residual block's body), else none. */
   default List<LayerSpec> children() {
     return List.of();

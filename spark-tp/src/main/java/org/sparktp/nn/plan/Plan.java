@@ -92,9 +92,7 @@ public final class Plan implements ModelPlan {
   /** Names are unique, except a linear tied to the embedding (the same {@code [vocab, dim]} table). */
   private static void checkNames(List<LayerSpec> layers, Set<String> names, LayerSpec.Embedding[] emb) {
     for (LayerSpec l : layers) {
-      String n = l instanceof LayerSpec.Linear x ? x.name()
-          : l instanceof LayerSpec.LayerNorm x ? x.name()
-          : l instanceof LayerSpec.Embedding x ? x.name() : null;
+      String n = l.name();
       if (l instanceof LayerSpec.Embedding e) {
         emb[0] = e;
       }
@@ -103,9 +101,7 @@ public final class Plan implements ModelPlan {
       if (n != null && !names.add(n) && !tied) {
         throw new IllegalArgumentException("Two layers are named '" + n + "'; layer names must be unique");
       }
-      if (l instanceof LayerSpec.Residual r) {
-        checkNames(r.body(), names, emb);
-      }
+      checkNames(l.children(), names, emb);
     }
   }
 
