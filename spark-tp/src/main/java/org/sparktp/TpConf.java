@@ -3,14 +3,13 @@ package org.sparktp;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import org.apache.spark.sql.SparkSession;
 import org.sparktp.comm.tcp.TcpOptions;
 
 /**
- * Every {@code spark.tp.*} configuration key, with its default. An option given on a call wins over
- * the Spark conf, which wins over the default ({@link #resolve}). Durations are strings such as {@code 500ms},
- * {@code 30s}, {@code 5m} (a bare number is seconds); sizes such as {@code 512k}, {@code 1m}
- * (a bare number is bytes).
+ * Every {@code spark.tp.*} configuration key, with its default. An option given on a call wins over a local
+ * property, which wins over the session conf, which wins over the default: resolved once, in {@link TpSettings}.
+ * Durations are strings such as {@code 500ms}, {@code 30s}, {@code 5m} (a bare number is seconds); sizes such as
+ * {@code 512k}, {@code 1m} (a bare number is bytes).
  */
 public final class TpConf {
   private TpConf() {}
@@ -375,23 +374,6 @@ public final class TpConf {
       cur = t;
     }
     return prev[b.length()];
-  }
-
-  /**
-   * The value of {@code key}: {@code options} (when it holds the key) wins over the session conf, which
-   * wins over {@code def}.
-   */
-  public static String resolve(SparkSession spark, Map<String, String> options, String key, String def) {
-    if (options != null && options.get(key) != null) {
-      return options.get(key);
-    }
-    if (spark != null) {
-      String v = spark.conf().get(key, null);
-      if (v != null) {
-        return v;
-      }
-    }
-    return def;
   }
 
   /** Parses an integer setting, with an error naming the key. */

@@ -1,7 +1,6 @@
 package org.sparktp.spark;
 
 import java.io.Serializable;
-import java.util.HashMap;
 import java.util.Locale;
 import java.util.Map;
 import org.apache.spark.BarrierTaskContext;
@@ -57,9 +56,7 @@ public interface CommFactory extends Serializable {
     if (local) {
       return new LocalCommFactory();
     }
-    Map<String, String> comm = new HashMap<>(settings.withPrefix("spark.tp.comm."));
-    comm.remove(TpConf.COMM_TRANSPORT);
-    return TcpCommFactory.forJob(spark.sparkContext(), comm);
+    return TcpCommFactory.forJob(spark.sparkContext(), settings);
   }
 
   /**

@@ -1,8 +1,6 @@
 package org.sparktp.spark;
 
-import java.util.HashMap;
 import java.util.Map;
-import org.apache.spark.SparkEnv;
 import org.apache.spark.TaskContext;
 import org.apache.spark.resource.ResourceInformation;
 import org.slf4j.Logger;
@@ -11,7 +9,6 @@ import org.sparktp.backend.Backend;
 import org.sparktp.backend.Backends;
 import org.sparktp.backend.cuda.CudaProbe;
 import org.sparktp.backend.cuda.DeviceOrdinal;
-import scala.Tuple2;
 
 /**
  * The GPU side of a barrier task: the task's GPU from {@code TaskContext.resources().get("gpu")} (mapped through
@@ -70,23 +67,10 @@ final class GpuTask {
   /**
    * The backend named by {@code spark.tp.backend} for this task, from its provider ({@link Backends#create}) on the
    * task's GPU when it has one: {@code auto} is CUDA when the task has a GPU and the CUDA libraries load, else the
-   * CPU. {@code settings}: the job's backend settings, over the executor's {@code spark.tp.*} conf.
+   * CPU. {@code settings}: the job's settings as the driver resolved them ({@link TpJob#backendSettings}); the
+   * executor's own conf is not read.
    */
   static Backend backend(String name, Map<String, String> settings, TaskContext ctx) {
-    Map<String, String> all = settings();
-    all.putAll(settings);
-    return Backends.create(name, all, device(ctx));
-  }
-
-  /** The executor's {@code spark.tp.*} settings (the CUDA backend reads its {@code spark.tp.cuda.*} keys). */
-  static Map<String, String> settings() {
-    Map<String, String> out = new HashMap<>();
-    SparkEnv env = SparkEnv.get();
-    if (env != null) {
-      for (Tuple2<String, String> kv : env.conf().getAllWithPrefix("spark.tp.")) {
-        out.put("spark.tp." + kv._1(), kv._2());
-      }
-    }
-    return out;
+    return Backends.create(name, settings, device(ctx));
   }
 }

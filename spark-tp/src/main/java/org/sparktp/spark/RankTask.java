@@ -215,7 +215,7 @@ final class RankTask
 
     /** The backend part of the cache key: the backend, dtype and GEMM (a model loaded in bf16 is not reused for f32). */
     private String cacheBackend() {
-      return job.backend() + "/" + job.dtype() + "/" + job.backendSettings().get(TpConf.CPU_GEMM);
+      return job.backend() + "/" + job.dtype().id() + "/" + job.backendSettings().get(TpConf.CPU_GEMM);
     }
 
     private InputKind kind() {
@@ -226,7 +226,7 @@ final class RankTask
       Backend b = GpuTask.backend(job.backend(), job.backendSettings(), ctx);
       try {
         ShardCache.Key key = new ShardCache.Key(job.modelId(), job.fingerprint(), job.tpSize(), rank, cacheBackend());
-        DType dt = DType.parseStorage(job.dtype(), TpConf.DTYPE);
+        DType dt = job.dtype();
         if (!b.supports(dt)) {
           LOG.warn("spark-tp job {} rank {}: the {} backend holds no {} tensors; its weights stay f32", job.jobKey(),
               rank, b.name(), dt.id());

@@ -3,16 +3,14 @@ package org.sparktp.spark;
 import java.net.InetAddress;
 import java.net.UnknownHostException;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import org.apache.spark.BarrierTaskContext;
 import org.apache.spark.BarrierTaskInfo;
-import org.apache.spark.SparkConf;
-import org.apache.spark.SparkEnv;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.sparktp.TpConf;
+import org.sparktp.TpSettings;
 import org.sparktp.comm.CommunicatorException;
 import org.sparktp.comm.tcp.TcpCommunicator;
 import org.sparktp.comm.tcp.TcpOptions;
@@ -39,9 +37,11 @@ import org.sparktp.comm.tcp.TcpRendezvous;
  * The communicator is aborted if the task fails and closed when the task completes (closing it earlier
  * is fine: {@code close()} is idempotent).
  *
- * <p>Settings: {@value TpConf#COMM_TIMEOUT}, {@value TpConf#COMM_CHUNK_BYTES} and
- * {@value TpConf#COMM_PORT_RANGE}; a job's local property
- * ({@code sc.setLocalProperty}) wins over the Spark conf, an explicit option over both.
+ * <p>Settings: {@value TpConf#COMM_TIMEOUT}, {@value TpConf#COMM_CHUNK_BYTES}, {@value TpConf#COMM_PORT_RANGE} and
+ * {@value TpConf#COMM_SHM}, from the {@link TpSettings} the driver resolved and shipped with the task
+ * ({@link #connect(BarrierTaskContext, int, CommSecret, TpSettings)}); the forms without them use
+ * {@link TpSettings#inTask}: an explicit option wins over a local property of the job ({@code sc.setLocalProperty}),
+ * which wins over the default. The executor's own conf is not read.
  */
 public final class SparkRendezvous {
   private static final Logger LOG = LoggerFactory.getLogger(SparkRendezvous.class);
@@ -60,10 +60,16 @@ public final class SparkRendezvous {
 
   /**
    * Connects this task's rank of its group of {@code groupSize} ranks; {@code options} ({@code spark.tp.comm.*}
-   * keys) win over the job's local properties and the Spark conf.
+   * keys) win over the job's local properties and the defaults ({@link TpSettings#inTask}).
    */
   public static TcpCommunicator connect(BarrierTaskContext ctx, int groupSize, CommSecret secret,
       Map<String, String> options) {
+    return connect(ctx, groupSize, secret, TpSettings.inTask(ctx, options));
+  }
+
+  /** Connects this task's rank of its group of {@code groupSize} ranks with {@code settings} as the driver resolved them. */
+  public static TcpCommunicator connect(BarrierTaskContext ctx, int groupSize, CommSecret secret,
+      TpSettings settings) {
     BarrierTaskInfo[] infos = ctx.getTaskInfos();
     int tasks = infos.length;
     if (groupSize <= 0 || tasks % groupSize != 0) {
@@ -74,7 +80,7 @@ public final class SparkRendezvous {
     int group = task / groupSize;
     int rank = task % groupSize;
     String host = hostOf(infos[task].address());
-    TcpOptions opts = TpConf.tcpOptions(secret.resolve(), settings(ctx, options))
+    TcpOptions opts = TpConf.tcpOptions(secret.resolve(), settings.withPrefix("spark.tp.comm."))
         .withTag("stage " + ctx.stageId() + "." + ctx.stageAttemptNumber() + " group " + group);
     InetAddress bindAddress;
     try {
@@ -83,7 +89,6 @@ public final class SparkRendezvous {
       throw new CommunicatorException("rendezvous of task " + task + ": cannot resolve the executor address '" + host
           + "' that Spark reports for this task", e);
     }
-    Map<String, String> settings = settings(ctx, options);
     int[] ports = TpConf.parsePortRange(TpConf.COMM_PORT_RANGE, settings.get(TpConf.COMM_PORT_RANGE));
     try (TcpRendezvous rv = TcpRendezvous.bind(bindAddress, ports[0], ports[1])) {
       LOG.info("Task {} (rank {} of group {}, {} ranks) listens on {}", task, rank, group, groupSize, rv.address());
@@ -99,28 +104,6 @@ public final class SparkRendezvous {
       ctx.addTaskCompletionListener((org.apache.spark.util.TaskCompletionListener) c -> comm.close());
       return comm;
     }
-  }
-
-  /** The {@code spark.tp.comm.*} settings of this task: Spark conf, then local properties, then options. */
-  static Map<String, String> settings(BarrierTaskContext ctx, Map<String, String> options) {
-    Map<String, String> out = new HashMap<>();
-    SparkEnv env = SparkEnv.get();
-    SparkConf conf = env == null ? null : env.conf();
-    for (String key : new String[] {TpConf.COMM_TIMEOUT, TpConf.COMM_CHUNK_BYTES, TpConf.COMM_PORT_RANGE,
-        TpConf.COMM_SHM}) {
-      String v = conf == null ? null : conf.get(key, null);
-      String local = ctx.getLocalProperty(key);
-      if (local != null) {
-        v = local;
-      }
-      if (options.containsKey(key)) {
-        v = options.get(key);
-      }
-      if (v != null) {
-        out.put(key, v);
-      }
-    }
-    return out;
   }
 
   /** The host of an executor address as Spark reports it ({@code host:port}, or a bare host). */

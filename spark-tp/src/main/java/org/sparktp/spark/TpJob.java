@@ -1,15 +1,23 @@
 package org.sparktp.spark;
 
 import java.io.Serializable;
+import java.util.Map;
+import java.util.TreeMap;
 import org.apache.spark.sql.types.StructType;
+import org.sparktp.TpConf;
+import org.sparktp.TpSettings;
+import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.tensor.DType;
 
 /**
  * Everything the tasks of one tensor-parallel job need, shipped with the task closure (weights go by
  * broadcast, or each rank reads its own from the checkpoint). {@code settings} holds every
- * {@code spark.tp.*} value as the driver resolved it; the typed fields are read from it.
+ * {@code spark.tp.*} value as the driver resolved it (the model's params included): the tasks read their settings
+ * from it, never from their executor's conf. {@code dtype} and {@code activationDtype} are the weights' and the
+ * activations' storage types, resolved on the driver ({@code auto} against the checkpoint and the driver's CPU).
  */
 record TpJob(
     String jobKey,
@@ -22,22 +30,71 @@ record TpJob(
     int inputOrdinal,
     InputKind kind,
     StructType outSchema,
-    int batchSize,
-    String backend,
-    int blasThreads,
-    String dtype,
-    java.util.TreeMap<String, String> backendSettings,
-    long cacheMaxBytes,
-    NullPolicy nullPolicy,
-    long commTimeoutMillis,
-    boolean retryable,
-    int failRank,
+    TpSettings settings,
+    DType dtype,
+    DType activationDtype,
     CommFactory comm,
     TpMetrics metrics,
-    org.sparktp.TpSettings settings,
     TransformerPlan transformer,
-    int batchTokens,
     GenerateJob generate) implements Serializable {
+
+  TpJob {
+    java.util.Objects.requireNonNull(settings, "settings");
+    java.util.Objects.requireNonNull(dtype, "dtype");
+    java.util.Objects.requireNonNull(activationDtype, "activationDtype");
+  }
+
+  /** Rows each rank brings to one step ({@code spark.tp.batch-size}, or the model's {@code batchSize} param). */
+  int batchSize() {
+    return settings.getInt(TpConf.BATCH_SIZE, 1);
+  }
+
+  /** Token budget of one micro-batch of sequences per rank ({@code spark.tp.batch-tokens}). */
+  int batchTokens() {
+    return settings.getInt(TpConf.BATCH_TOKENS, 1);
+  }
+
+  /** {@code auto}, {@code cpu} or {@code cuda} ({@code spark.tp.backend}, or the model's {@code backend} param). */
+  String backend() {
+    return RankTask.checkBackend(settings.get(TpConf.BACKEND));
+  }
+
+  /**
+   * The settings a rank's backend is made with: every resolved {@code spark.tp.*} value (the CUDA backend reads its
+   * {@code spark.tp.cuda.*} keys), with {@code spark.tp.cpu.threads} the CPU thread budget ({@code spark.tp.cpu.threads}
+   * when set above 1, else {@code spark.tp.cpu.blas-threads}) and {@code spark.tp.dtype} the resolved dtype.
+   */
+  Map<String, String> backendSettings() {
+    Map<String, String> m = new TreeMap<>(settings.asMap());
+    int threads = settings.getInt(TpConf.CPU_THREADS, 1);
+    m.put(TpConf.CPU_THREADS, Integer.toString(threads != 1 ? threads : settings.getInt(TpConf.CPU_BLAS_THREADS, 1)));
+    m.put(TpConf.CPU_GEMM, CpuBackend.checkGemm(settings.get(TpConf.CPU_GEMM)));
+    m.put(TpConf.DTYPE, dtype.id());
+    m.put(TpConf.ACTIVATION_DTYPE, activationDtype.id());
+    return m;
+  }
+
+  /** Bound on the weights the executor's shard cache holds ({@code spark.tp.cache.max-bytes}). */
+  long cacheMaxBytes() {
+    return settings.bytes(TpConf.CACHE_MAX_BYTES);
+  }
+
+  NullPolicy nullPolicy() {
+    return NullPolicy.parse(settings.get(TpConf.NULL_POLICY));
+  }
+
+  long commTimeoutMillis() {
+    return settings.durationMillis(TpConf.COMM_TIMEOUT);
+  }
+
+  boolean retryable() {
+    return settings.bool(TpConf.RETRYABLE);
+  }
+
+  /** Tests only: the partition that fails in the stage's first attempt ({@code spark.tp.test.fail-rank}); -1 none. */
+  int failRank() {
+    return settings.getInt(TpConf.TEST_FAIL_RANK, -1);
+  }
 
   int tpSize() {
     return transformer != null ? transformer.tpSize() : plan.tpSize();
@@ -75,22 +132,11 @@ record TpJob(
     return transformer != null ? transformer.explain() : plan.explain();
   }
 
-  /**
-   * The storage type of the activations between ops ({@code spark.tp.activation-dtype} resolved on the driver
-   * against the weights' dtype; carried in {@link #backendSettings}); f32 when absent.
-   */
-  org.sparktp.tensor.DType activationDtype() {
-    String v = backendSettings == null ? null : backendSettings.get(org.sparktp.TpConf.ACTIVATION_DTYPE);
-    return v == null ? org.sparktp.tensor.DType.F32
-        : org.sparktp.backend.Precision.activation(v, org.sparktp.tensor.DType.F32, org.sparktp.TpConf.ACTIVATION_DTYPE);
-  }
-
   /** Bytes of weights rank {@code rank} will hold, in the weights' storage dtype (the shard cache makes room for them). */
   long weightBytes(int rank) {
     if (transformer != null) {
       return transformer.weightBytes(rank);
     }
-    return dtype == null ? plan.weightBytes(rank)
-        : plan.weightBytes(rank, org.sparktp.tensor.DType.parseStorage(dtype, org.sparktp.TpConf.DTYPE));
+    return plan.weightBytes(rank, dtype);
   }
 }

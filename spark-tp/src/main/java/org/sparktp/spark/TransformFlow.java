@@ -146,30 +146,14 @@ final class TransformFlow {
     int g = settings.getInt(TpConf.GROUPS, 0);
     long slotWait = settings.durationMillis(TpConf.SLOTS_WAIT);
     int batch = settings.getInt(TpConf.BATCH_SIZE, 1);
-    String be = RankTask.checkBackend(settings.get(TpConf.BACKEND));
-    int blas = settings.getInt(TpConf.CPU_BLAS_THREADS, 1);
-    long cacheMax = settings.bytes(TpConf.CACHE_MAX_BYTES);
-    NullPolicy nulls = NullPolicy.parse(settings.get(TpConf.NULL_POLICY));
-    long timeout = settings.durationMillis(TpConf.COMM_TIMEOUT);
-    boolean retryable = settings.bool(TpConf.RETRYABLE);
-    int failRank = settings.getInt(TpConf.TEST_FAIL_RANK, -1);
     long batchBytes = 4L * batch * (hf != null ? hf.model.vocab() : Math.max(spec.inputDim(), spec.outputDim()));
     if (batchBytes >= Integer.MAX_VALUE / 2) {
       throw new IllegalArgumentException("batchSize " + batch + " makes batches of " + batchBytes
           + " bytes; lower it (" + TpConf.BATCH_SIZE + ")");
     }
-    // issue 9: the CPU thread budget, GEMM and the weights' dtype; the CPU backend's settings travel to the ranks
-    int threads = settings.getInt(TpConf.CPU_THREADS, 1);
-    blas = threads != 1 ? threads : blas;
-    String gemm = CpuBackend.checkGemm(settings.get(TpConf.CPU_GEMM));
-    DType storage = resolveDtype(be, settings);
-    java.util.TreeMap<String, String> backendSettings = new java.util.TreeMap<>();
-    backendSettings.put(TpConf.CPU_THREADS, Integer.toString(blas));
-    backendSettings.put(TpConf.CPU_GEMM, gemm);
-    backendSettings.put(TpConf.BATCH_SIZE, Integer.toString(batch));
-    backendSettings.put(TpConf.DTYPE, storage.id());
-    // issue 9b: the activations' dtype, resolved here against the weights' (auto), read by the ranks from TpJob
-    backendSettings.put(TpConf.ACTIVATION_DTYPE, m.resolveActivationDtype(storage, settings).id());
+    // the weights' dtype (auto resolved against the checkpoint and this CPU), then the activations' against it
+    DType storage = resolveDtype(RankTask.checkBackend(settings.get(TpConf.BACKEND)), settings);
+    DType activations = m.resolveActivationDtype(storage, settings);
     CommFactory comm = CommFactory.forSettings(spark, settings);
     int slots = Slots.await(sc, Math.max(1, g) * p, slotWait);
     if (g == 0) {
@@ -179,8 +163,7 @@ final class TransformFlow {
     comm.checkCluster(sc, p);
 
     if (hf != null) {
-      return transformTransformer(ds, outSchema, spark, p, g, batch, be, blas, cacheMax, nulls, timeout, retryable,
-          failRank, comm, settings, backendSettings);
+      return transformTransformer(ds, outSchema, spark, p, g, comm, settings, storage, activations);
     }
     Plan plan = shards.plan(p);
     ShardSource source = shards.source(sc, plan);
@@ -191,19 +174,17 @@ final class TransformFlow {
     org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
     int ord = df.schema().fieldIndex(m.getInputCol());
     TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, m.getInputCol(), ord,
-        InputKind.of(df.schema(), m.getInputCol(), plan), outSchema, batch, be, blas, storage.id(), backendSettings,
-        cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, null, 0, null);
+        InputKind.of(df.schema(), m.getInputCol(), plan), outSchema, settings, storage, activations, comm, metrics,
+        null, null);
     return BarrierRunner.run(spark, df, job, placements);
   }
 
   /** A Hugging Face transformer's job: text tokenized per input partition first, then the barrier stage. */
   private Dataset<Row> transformTransformer(org.apache.spark.sql.classic.Dataset<?> ds, StructType outSchema,
-      org.apache.spark.sql.classic.SparkSession spark, int p, int g, int batch, String be, int blas, long cacheMax,
-      NullPolicy nulls, long timeout, boolean retryable, int failRank, CommFactory comm, TpSettings settings,
-      java.util.TreeMap<String, String> backendSettings) {
+      org.apache.spark.sql.classic.SparkSession spark, int p, int g, CommFactory comm, TpSettings settings,
+      DType storage, DType activations) {
     SparkContext sc = spark.sparkContext();
     TransformerPlan plan = transformerPlan(p);
-    int batchTokens = settings.getInt(TpConf.BATCH_TOKENS, 1);
     GenerateJob gen = plan.task() == Task.GENERATE ? generateJob(spark, settings) : null;
     if (gen != null) {
       // the barrier stage writes generated_ids and finish_reason; the text is decoded after it
@@ -238,8 +219,8 @@ final class TransformFlow {
       gen = gen.withSeedColumn(df.schema().fieldIndex(seedName), t.equals(DataTypes.IntegerType));
     }
     TpJob job = new TpJob(jobKey, hf.modelId, null, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
-        g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, batch, be, blas, backendSettings.get(TpConf.DTYPE),
-        backendSettings, cacheMax, nulls, timeout, retryable, failRank, comm, metrics, settings, plan, batchTokens, gen);
+        g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, settings, storage, activations, comm,
+        metrics, plan, gen);
     Dataset<Row> out = BarrierRunner.run(spark, df, job, null);
     out = helper == null ? out : out.drop(helper);
     return gen != null && hf.tokenizer ? GenerateJob.withText(out, hf.dir) : out;

@@ -1,15 +1,19 @@
 package org.sparktp.sql;
 
 import java.util.Locale;
-import org.apache.spark.SparkContext;
 import org.apache.spark.ml.param.Param;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.catalyst.expressions.Attribute;
 import org.sparktp.TpConf;
+import org.sparktp.TpSettings;
 import org.sparktp.spark.SqlSupport;
 import org.sparktp.spark.TensorParallelModel;
 
-/** The line EXPLAIN shows for a tensor-parallel call: {@code TensorParallelInference [model=m, tp=2, groups=1, dtype=f32]}. */
+/**
+ * The line EXPLAIN shows for a tensor-parallel call: {@code TensorParallelInference [model=m, tp=2, groups=1,
+ * dtype=f32]}, with the values the call's job will run with: the settings resolved as {@code transform} resolves
+ * them ({@link TensorParallelModel#settings}) and the weights' dtype with {@code auto} resolved.
+ */
 final class TpExplain {
   private TpExplain() {}
 
@@ -18,35 +22,24 @@ final class TpExplain {
     TensorParallelModel m = ref.model();
     SparkSession spark = session != null ? session
         : SparkSession.getActiveSession().isDefined() ? SparkSession.getActiveSession().get() : null;
-    int tp = m.getTpSize();
-    String groups;
-    if (m.isSet(m.groups())) {
-      groups = String.valueOf(m.getOrDefault(m.groups()));
-    } else {
-      int g = TpConf.parseInt(TpConf.GROUPS, TpConf.resolve(spark, ref.conf(), TpConf.GROUPS, TpConf.GROUPS_DEFAULT), 0);
-      if (g == 0 && spark != null) {
-        SparkContext sc = spark.sparkContext();
-        g = SqlSupport.defaultGroups(sc, tp);
-      }
-      groups = String.valueOf(g);
+    // the settings as the call's job resolves them: the model's params and the call's options, local properties,
+    // the session conf, the defaults
+    TpSettings settings = m.settings(spark);
+    int tp = settings.getInt(TpConf.TP_SIZE, 1);
+    int g = settings.getInt(TpConf.GROUPS, 0);
+    if (g == 0 && spark != null) {
+      g = SqlSupport.defaultGroups(spark.sparkContext(), tp);
     }
+    String groups = String.valueOf(g);
+    String dtype = m.resolveDtype(settings.get(TpConf.BACKEND).trim().toLowerCase(Locale.ROOT), spark).id();
     StringBuilder b = new StringBuilder("TensorParallelInference [model=").append(ref.name())
-        .append(", tp=").append(tp).append(", groups=").append(groups).append(", dtype=").append(dtype(m, ref, spark));
+        .append(", tp=").append(tp).append(", groups=").append(groups).append(", dtype=").append(dtype);
     String task = param(m, "task");
     if (task != null) {
       b.append(", task=").append(task);
     }
     b.append("] ").append(call.input()).append(" -> ").append(result);
     return b.toString();
-  }
-
-  /** The model's dtype param when it has one (set or default), else {@code spark.tp.dtype}, else f32. */
-  private static String dtype(TensorParallelModel m, TpModelRef ref, SparkSession spark) {
-    String p = param(m, "dtype");
-    if (p != null) {
-      return p.toLowerCase(Locale.ROOT);
-    }
-    return TpConf.resolve(spark, ref.conf(), "spark.tp.dtype", "f32").toLowerCase(Locale.ROOT);
   }
 
   private static String param(TensorParallelModel m, String name) {
