@@ -67,7 +67,10 @@ public final class SparkRendezvous {
     return connect(ctx, groupSize, secret, TpSettings.inTask(ctx, options));
   }
 
-  /** Connects this task's rank of its group of {@code groupSize} ranks with {@code settings} as the driver resolved them. */
+  /**
+   * Connects this task's rank of its group of {@code groupSize} ranks with {@code settings} as the driver resolved
+   * them ({@link TpSettings#resolve(org.apache.spark.sql.SparkSession, Map)}, shipped in the task's closure).
+   */
   public static TcpCommunicator connect(BarrierTaskContext ctx, int groupSize, CommSecret secret,
       TpSettings settings) {
     BarrierTaskInfo[] infos = ctx.getTaskInfos();

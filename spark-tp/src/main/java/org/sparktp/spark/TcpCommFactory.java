@@ -18,7 +18,7 @@ public final class TcpCommFactory implements CommFactory {
   private final CommSecret secret;
   private final TpSettings settings;
 
-  /** {@code settings}: every {@code spark.tp.*} value as the driver resolved it; the tasks use its {@code comm.*} keys. */
+  /** {@code settings}: every {@code spark.tp.*} value as the driver resolved it; the tasks use its comm keys. */
   public TcpCommFactory(CommSecret secret, TpSettings settings) {
     this.secret = secret;
     this.settings = settings;

@@ -61,8 +61,8 @@ record TpJob(
 
   /**
    * The settings a rank's backend is made with: every resolved {@code spark.tp.*} value (the CUDA backend reads its
-   * {@code spark.tp.cuda.*} keys), with {@code spark.tp.cpu.threads} the CPU thread budget ({@code spark.tp.cpu.threads}
-   * when set above 1, else {@code spark.tp.cpu.blas-threads}) and {@code spark.tp.dtype} the resolved dtype.
+   * {@code spark.tp.cuda.*} keys), with {@code spark.tp.cpu.threads} the CPU thread budget (that key when set above
+   * 1, else {@code spark.tp.cpu.blas-threads}) and {@code spark.tp.dtype} the resolved dtype.
    */
   Map<String, String> backendSettings() {
     Map<String, String> m = new TreeMap<>(settings.asMap());

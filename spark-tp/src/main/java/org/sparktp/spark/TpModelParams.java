@@ -32,33 +32,33 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
   /** Options on the call ({@link #setConf}): they win over local properties and the session conf. */
   final Map<String, String> conf = new HashMap<>();
 
-  final Param<String> inputCol;
-  final Param<String> outputCol;
-  final IntParam tpSize;
-  final IntParam groups;
-  final IntParam batchSize;
-  final Param<String> backend;
-  final Param<String> task;
-  final Param<String> pooling;
-  final BooleanParam normalize;
-  final Param<String> dtype;
+  private final Param<String> inputCol;
+  private final Param<String> outputCol;
+  private final IntParam tpSize;
+  private final IntParam groups;
+  private final IntParam batchSize;
+  private final Param<String> backend;
+  private final Param<String> task;
+  private final Param<String> pooling;
+  private final BooleanParam normalize;
+  private final Param<String> dtype;
   // --- issue 9b: activation dtype ---
-  final Param<String> activationDtype;
+  private final Param<String> activationDtype;
   // --- issue 12: task generate ---
-  final IntParam maxNewTokens;
-  final org.apache.spark.ml.param.DoubleParam temperature;
-  final IntParam topK;
-  final org.apache.spark.ml.param.DoubleParam topP;
-  final org.apache.spark.ml.param.DoubleParam repetitionPenalty;
-  final org.apache.spark.ml.param.LongParam seed;
-  final Param<String> seedCol;
-  final org.apache.spark.ml.param.StringArrayParam stop;
-  final org.apache.spark.ml.param.IntArrayParam stopIds;
+  private final IntParam maxNewTokens;
+  private final org.apache.spark.ml.param.DoubleParam temperature;
+  private final IntParam topK;
+  private final org.apache.spark.ml.param.DoubleParam topP;
+  private final org.apache.spark.ml.param.DoubleParam repetitionPenalty;
+  private final org.apache.spark.ml.param.LongParam seed;
+  private final Param<String> seedCol;
+  private final org.apache.spark.ml.param.StringArrayParam stop;
+  private final org.apache.spark.ml.param.IntArrayParam stopIds;
 
   TpModelParams(String uid) {
     this.uid = uid;
-    task = new Param<>(this, "task", "transformers: embed, logits, score or generate (default: embed for encoders, logits for"
-        + " causal LMs)", ParamValidators.inArray(new String[] {"embed", "logits", "score", "generate"}));
+    task = new Param<>(this, "task", "transformers: embed, logits, score or generate (default: embed for encoders, "
+        + "logits for causal LMs)", ParamValidators.inArray(new String[] {"embed", "logits", "score", "generate"}));
     pooling = new Param<>(this, "pooling", "task embed: mean, cls or last (default mean for encoders, last for "
         + "decoders)", ParamValidators.inArray(new String[] {"mean", "cls", "last"}));
     normalize = new BooleanParam(this, "normalize", "task embed: L2-normalize each embedding (default false)");
