@@ -3,7 +3,6 @@ package org.sparktp.backend;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
 
 /**
  * Memory and math for one rank: allocates {@link Tensor}s and computes on them. A CPU backend keeps

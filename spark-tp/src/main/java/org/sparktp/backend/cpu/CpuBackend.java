@@ -16,7 +16,7 @@ import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.backend.BackendOp;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * The CPU backend: tensors of any {@link DType} in off-heap host memory; linear layers through oneDNN

@@ -18,7 +18,7 @@ import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.backend.BackendOp;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * The CUDA backend: tensors in device memory ({@link CudaTensor}, stream-ordered allocations from the device's

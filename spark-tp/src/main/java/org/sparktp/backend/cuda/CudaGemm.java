@@ -30,7 +30,7 @@ import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.LongPointer;
 import org.sparktp.backend.Activation;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * The CUDA backend's GEMMs through cuBLASLt: one context, a preference with the workspace size, the workspace

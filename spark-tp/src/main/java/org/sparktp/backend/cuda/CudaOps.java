@@ -2,7 +2,7 @@ package org.sparktp.backend.cuda;
 
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.TransformerMath;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * The CUDA backend's elementwise ops, norms, RoPE and embeddings on f32 tensors: each checks its tensors and
