@@ -22,7 +22,7 @@ import org.sparktp.nn.gen.Completion;
 import org.sparktp.nn.gen.GenerateParams;
 import org.sparktp.nn.gen.Generator;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.nn.run.TransformerRankModel;
 
 /**

@@ -27,7 +27,7 @@ import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.nn.run.TransformerRankModel;
 import org.sparktp.nn.run.TpRunner;
 import org.sparktp.spark.TensorParallelModel;

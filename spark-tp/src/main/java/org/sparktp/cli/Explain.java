@@ -16,7 +16,7 @@ import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.ops.Op;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.tensor.DType;
 
 /**

@@ -63,6 +63,35 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
   public sealed interface Layer {
     /** The {@code type} written in the file. */
     String type();
+
+    /** The layers inside this one (a residual block's), else none. */
+    default List<Layer> children() {
+      return List.of();
+    }
+
+    /** The names of the tensors this layer (and its children) refer to, added to {@code out} in order. */
+    default void tensorNames(Set<String> out) {
+      for (Layer c : children()) {
+        c.tensorNames(out);
+      }
+    }
+
+    /** Writes this layer's fields (besides {@code type}) into {@code o}. */
+    default void write(ObjectNode o) {}
+  }
+
+  private static void addIfSet(Set<String> out, String... names) {
+    for (String n : names) {
+      if (n != null) {
+        out.add(n);
+      }
+    }
+  }
+
+  private static void putIfSet(ObjectNode o, String field, String value) {
+    if (value != null) {
+      o.put(field, value);
+    }
   }
 
   /** {@code Y = X W^T + b}; {@code weight} names an {@code [out, in]} tensor, {@code bias} an {@code [out]} one or is null. */
@@ -75,6 +104,18 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
     @Override
     public String type() {
       return "linear";
+    }
+
+    @Override
+    public void tensorNames(Set<String> out) {
+      addIfSet(out, weight, bias);
+    }
+
+    @Override
+    public void write(ObjectNode o) {
+      o.put("weight", weight);
+      putIfSet(o, "bias", bias);
+      o.put("parallel", parallel.id());
     }
   }
 
@@ -98,6 +139,19 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
     public String type() {
       return "layer_norm";
     }
+
+    @Override
+    public void tensorNames(Set<String> out) {
+      addIfSet(out, weight, bias);
+    }
+
+    @Override
+    public void write(ObjectNode o) {
+      putIfSet(o, "weight", weight);
+      putIfSet(o, "bias", bias);
+      // the shortest decimal that reads back as the same float (1e-5f, not 9.99999974e-6)
+      o.put("eps", Double.parseDouble(Float.toString(eps)));
+    }
   }
 
   /** An embedding table {@code [vocab, dim]}; with {@code bag}, each row is a list of ids, summed or averaged. */
@@ -109,6 +163,19 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
     @Override
     public String type() {
       return bag ? "embedding_bag" : "embedding";
+    }
+
+    @Override
+    public void tensorNames(Set<String> out) {
+      out.add(weight);
+    }
+
+    @Override
+    public void write(ObjectNode o) {
+      o.put("weight", weight);
+      if (bag) {
+        o.put("mode", mean ? "mean" : "sum");
+      }
     }
   }
 
@@ -124,6 +191,16 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
     @Override
     public String type() {
       return "residual";
+    }
+
+    @Override
+    public List<Layer> children() {
+      return layers;
+    }
+
+    @Override
+    public void write(ObjectNode o) {
+      ModelConfig.write(o.putArray("layers"), layers);
     }
   }
 
@@ -141,12 +218,12 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
   private static void checkEmbeddings(List<Layer> layers, String prefix, boolean top) {
     for (int i = 0; i < layers.size(); i++) {
       Layer l = layers.get(i);
-      if (l instanceof Embedding && !(top && i == 0)) {
+      if (l.type().startsWith("embedding") && !(top && i == 0)) {
         throw new IllegalArgumentException(prefix + i + " (" + l.type()
             + "): an embedding may only be the first layer of a model");
       }
-      if (l instanceof Residual r) {
-        checkEmbeddings(r.layers(), prefix + i + ".", false);
+      if (!l.children().isEmpty()) {
+        checkEmbeddings(l.children(), prefix + i + ".", false);
       }
     }
   }
@@ -175,23 +252,7 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
 
   private static void collect(List<Layer> layers, Set<String> out) {
     for (Layer l : layers) {
-      if (l instanceof Linear x) {
-        out.add(x.weight());
-        if (x.bias() != null) {
-          out.add(x.bias());
-        }
-      } else if (l instanceof LayerNorm x) {
-        if (x.weight() != null) {
-          out.add(x.weight());
-        }
-        if (x.bias() != null) {
-          out.add(x.bias());
-        }
-      } else if (l instanceof Embedding x) {
-        out.add(x.weight());
-      } else if (l instanceof Residual x) {
-        collect(x.layers(), out);
-      }
+      l.tensorNames(out);
     }
   }
 
@@ -389,29 +450,7 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
     for (Layer l : layers) {
       ObjectNode o = out.addObject();
       o.put("type", l.type());
-      if (l instanceof Linear x) {
-        o.put("weight", x.weight());
-        if (x.bias() != null) {
-          o.put("bias", x.bias());
-        }
-        o.put("parallel", x.parallel().id());
-      } else if (l instanceof LayerNorm x) {
-        if (x.weight() != null) {
-          o.put("weight", x.weight());
-        }
-        if (x.bias() != null) {
-          o.put("bias", x.bias());
-        }
-        // the shortest decimal that reads back as the same float (1e-5f, not 9.99999974e-6)
-        o.put("eps", Double.parseDouble(Float.toString(x.eps())));
-      } else if (l instanceof Embedding x) {
-        o.put("weight", x.weight());
-        if (x.bag()) {
-          o.put("mode", x.mean() ? "mean" : "sum");
-        }
-      } else if (l instanceof Residual x) {
-        write(o.putArray("layers"), x.layers());
-      }
+      l.write(o);
     }
   }
 

@@ -48,23 +48,7 @@ public final class ModelWriter {
 
   private static void add(SafetensorsWriter w, Map<String, float[]> written, List<LayerSpec> layers, DType dt) {
     for (LayerSpec l : layers) {
-      if (l instanceof LayerSpec.Linear x) {
-        put(w, written, x.name() + ".weight", new long[] {x.out(), x.in()}, x.weight(), dt);
-        if (x.bias() != null) {
-          put(w, written, x.name() + ".bias", new long[] {x.out()}, x.bias(), dt);
-        }
-      } else if (l instanceof LayerSpec.LayerNorm x) {
-        if (x.gamma() != null) {
-          put(w, written, x.name() + ".weight", new long[] {x.width()}, x.gamma(), dt);
-        }
-        if (x.beta() != null) {
-          put(w, written, x.name() + ".bias", new long[] {x.width()}, x.beta(), dt);
-        }
-      } else if (l instanceof LayerSpec.Embedding x) {
-        put(w, written, x.name() + ".weight", new long[] {x.vocab(), x.dim()}, x.table(), dt);
-      } else if (l instanceof LayerSpec.Residual x) {
-        add(w, written, x.body(), dt);
-      }
+      l.tensors((name, shape, data) -> put(w, written, name, shape, data, dt));
     }
   }
 

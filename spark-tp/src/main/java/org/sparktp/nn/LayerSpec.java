@@ -34,6 +34,23 @@ public sealed interface LayerSpec extends Serializable {
   /** A short description for plans and errors. */
   String describe();
 
+  /** The layers inside this one (a residual block's body), else none. */
+  default List<LayerSpec> children() {
+    return List.of();
+  }
+
+  /** Where {@link #tensors} puts each tensor: its name ({@code <layer>.weight}, {@code .bias}), shape and values. */
+  interface TensorSink {
+    void put(String name, long[] shape, float[] data);
+  }
+
+  /** Hands each tensor this layer holds (its children's too) to {@code sink}, in layer order; none by default. */
+  default void tensors(TensorSink sink) {
+    for (LayerSpec c : children()) {
+      c.tensors(sink);
+    }
+  }
+
   /**
    * {@code Y = X W^T + b}: {@code weight} is {@code [out, in]} (PyTorch's {@code nn.Linear.weight}),
    * {@code bias} is {@code [out]} or null.
@@ -61,6 +78,14 @@ public sealed interface LayerSpec extends Serializable {
     @Override
     public LayerSpec structure() {
       return new Linear(name, in, out, UNLOADED, bias == null ? null : UNLOADED, parallel);
+    }
+
+    @Override
+    public void tensors(TensorSink sink) {
+      sink.put(name + ".weight", new long[] {out, in}, weight);
+      if (bias != null) {
+        sink.put(name + ".bias", new long[] {out}, bias);
+      }
     }
 
     @Override
@@ -123,6 +148,16 @@ public sealed interface LayerSpec extends Serializable {
     }
 
     @Override
+    public void tensors(TensorSink sink) {
+      if (gamma != null) {
+        sink.put(name + ".weight", new long[] {width}, gamma);
+      }
+      if (beta != null) {
+        sink.put(name + ".bias", new long[] {width}, beta);
+      }
+    }
+
+    @Override
     public String describe() {
       return "layer_norm " + name + " [" + width + "]";
     }
@@ -151,6 +186,11 @@ public sealed interface LayerSpec extends Serializable {
     @Override
     public LayerSpec structure() {
       return new Embedding(name, vocab, dim, UNLOADED, bag, mean);
+    }
+
+    @Override
+    public void tensors(TensorSink sink) {
+      sink.put(name + ".weight", new long[] {vocab, dim}, table);
     }
 
     @Override
@@ -188,6 +228,11 @@ public sealed interface LayerSpec extends Serializable {
     @Override
     public LayerSpec structure() {
       return new Residual(body.stream().map(LayerSpec::structure).toList());
+    }
+
+    @Override
+    public List<LayerSpec> children() {
+      return body;
     }
 
     @Override

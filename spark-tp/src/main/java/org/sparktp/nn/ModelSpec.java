@@ -30,8 +30,8 @@ public record ModelSpec(int inputDim, List<LayerSpec> layers) implements Seriali
         throw new IllegalArgumentException(at + " takes width " + l.inWidth() + " but its input has width "
             + width);
       }
-      if (l instanceof LayerSpec.Residual r) {
-        check(r.body(), width, false, at + " layer");
+      if (!l.children().isEmpty()) {
+        check(l.children(), width, false, at + " layer");
       }
       width = l.outWidth();
     }
@@ -45,26 +45,11 @@ public record ModelSpec(int inputDim, List<LayerSpec> layers) implements Seriali
 
   /** True when every tensor's values are held in this spec. */
   public boolean isLoaded() {
-    return loaded(layers);
-  }
-
-  private static boolean loaded(List<LayerSpec> layers) {
+    boolean[] loaded = {true};
     for (LayerSpec l : layers) {
-      boolean ok = true;
-      if (l instanceof LayerSpec.Linear x) {
-        ok = !LayerSpec.isUnloaded(x.weight());
-      } else if (l instanceof LayerSpec.LayerNorm x) {
-        ok = !LayerSpec.isUnloaded(x.gamma()) && !LayerSpec.isUnloaded(x.beta());
-      } else if (l instanceof LayerSpec.Embedding x) {
-        ok = !LayerSpec.isUnloaded(x.table());
-      } else if (l instanceof LayerSpec.Residual x) {
-        ok = loaded(x.body());
-      }
-      if (!ok) {
-        return false;
-      }
+      l.tensors((name, shape, data) -> loaded[0] &= !LayerSpec.isUnloaded(data));
     }
-    return true;
+    return loaded[0];
   }
 
   /** Width of the model's output. */

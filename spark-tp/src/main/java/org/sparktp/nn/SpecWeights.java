@@ -2,7 +2,6 @@ package org.sparktp.nn;
 
 import java.util.Arrays;
 import java.util.HashMap;
-import java.util.List;
 import java.util.Map;
 
 /** The weights of a {@link ModelSpec}, by tensor name. */
@@ -12,28 +11,10 @@ final class SpecWeights implements WeightSource {
   private final Map<String, T> tensors = new HashMap<>();
 
   SpecWeights(ModelSpec spec) {
-    collect(spec.layers());
-  }
-
-  private void collect(List<LayerSpec> layers) {
-    for (LayerSpec l : layers) {
-      if (l instanceof LayerSpec.Linear x) {
-        tensors.put(x.name() + ".weight", new T(x.weight(), x.out(), x.in()));
-        if (x.bias() != null) {
-          tensors.put(x.name() + ".bias", new T(x.bias(), x.out(), 1));
-        }
-      } else if (l instanceof LayerSpec.LayerNorm x) {
-        if (x.gamma() != null) {
-          tensors.put(x.name() + ".weight", new T(x.gamma(), x.width(), 1));
-        }
-        if (x.beta() != null) {
-          tensors.put(x.name() + ".bias", new T(x.beta(), x.width(), 1));
-        }
-      } else if (l instanceof LayerSpec.Embedding x) {
-        tensors.put(x.name() + ".weight", new T(x.table(), x.vocab(), x.dim()));
-      } else if (l instanceof LayerSpec.Residual x) {
-        collect(x.body());
-      }
+    for (LayerSpec l : spec.layers()) {
+      // a 1-D tensor [n] is held as [n, 1]
+      l.tensors((name, shape, data) -> tensors.put(name, new T(data, (int) shape[0], shape.length > 1
+          ? (int) shape[1] : 1)));
     }
   }
 

@@ -72,7 +72,7 @@ final class BarrierRunner {
     StructType inSchema = df.schema();
     JavaRDD<Tuple2<Long, InternalRow>> tagged = input.toJavaRDD().mapPartitionsWithIndex(
         new Tagger(inSchema, job.inputCol(), job.inputOrdinal(), job.kind(), job.checkWidth(), job.nullPolicy(),
-            job.metrics(), job.transformer() != null, job.maxTokens(), job.tokenLimit()),
+            job.metrics(), job.plan().sequences(), job.maxTokens(), job.tokenLimit()),
         true);
     JavaPairRDD<Long, InternalRow> pairs = JavaPairRDD.fromJavaRDD(tagged);
     JavaPairRDD<Long, InternalRow> spread = job.retryable()

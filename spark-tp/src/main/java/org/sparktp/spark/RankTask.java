@@ -31,11 +31,10 @@ import org.sparktp.comm.Communicator;
 import org.sparktp.comm.CommunicatorException;
 import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.plan.Plan;
-import org.sparktp.nn.run.RankModel;
+import org.sparktp.nn.run.RankModels;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.run.TpRunner;
 import org.sparktp.nn.run.TransformerRankModel;
-import org.sparktp.nn.run.TpRunner;
 import scala.Tuple2;
 import scala.jdk.javaapi.CollectionConverters;
 import scala.runtime.AbstractFunction1;
@@ -142,7 +141,7 @@ final class RankTask
       this.group = part / p;
       this.rank = part % p;
       this.batch = job.batchSize();
-      this.width = job.transformer() != null ? 0 : job.plan().inputDim();
+      this.width = job.plan().inputKind() == InputBatch.Kind.DENSE ? job.plan().inputDim() : 0;
       BarrierTaskInfo[] infos = ctx.getTaskInfos();
       if (infos.length != ctx.numPartitions()) {
         // When a task of a barrier attempt fails, Spark reruns the stage, but keeps the output of tasks of
@@ -232,15 +231,10 @@ final class RankTask
               rank, b.name(), dt.id());
           dt = DType.F32;
         }
-        if (job.transformer() != null) {
-          // issue 9a: the rank reads its slices in the checkpoint's dtype straight into its tensors (a backend
-          // with half-precision tensors: the CPU's), stored in dt; another backend gets f32 host blocks
-          try (RankWeights w = b.supports(DType.BF16) ? job.shards().load(rank, b, dt) : job.shards().load(rank)) {
-            return new ShardCache.Entry(key, new TransformerRankModel(job.transformer(), rank, b, w, dt), b);
-          }
-        }
-        try (RankWeights w = job.shards().load(rank, b, dt)) {
-          return new ShardCache.Entry(key, new RankModel(job.plan(), rank, b, w, dt), b);
+        // the rank reads its slices in the checkpoint's dtype straight into its tensors (a backend with
+        // half-precision tensors: the CPU's), stored in dt; another backend gets f32 host blocks
+        try (RankWeights w = b.supports(DType.BF16) ? job.shards().load(rank, b, dt) : job.shards().load(rank)) {
+          return new ShardCache.Entry(key, RankModels.load(job.plan(), rank, b, w, dt), b);
         }
       } catch (RuntimeException | Error e) {
         try {
@@ -321,7 +315,7 @@ final class RankTask
           case INT, LONG -> ids[n] = k.readId(row, ord);
           default -> {
             int len = k.bagLength(row, ord);
-            if ((job.transformer() != null) && n > 0 && nIds + len > job.batchTokens()) {
+            if (job.plan().sequences() && n > 0 && nIds + len > job.batchTokens()) {
               // the token budget (spark.tp.batch-tokens) is full: this row starts the next batch
               carry = t;
               break read;

@@ -35,7 +35,7 @@ interface ShardSource extends Serializable {
   }
 
   /** A Hugging Face model directory: the rank reads only the byte ranges of its slices. */
-  record HfCheckpoint(String dir, org.sparktp.nn.ops.TransformerPlan plan) implements ShardSource {
+  record HfCheckpoint(String dir, org.sparktp.nn.plan.TransformerPlan plan) implements ShardSource {
     @Override
     public RankWeights load(int rank) {
       try (org.sparktp.model.hf.HfModel d = org.sparktp.model.hf.HfModel.open(new org.apache.hadoop.fs.Path(dir),

@@ -15,9 +15,10 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.TpConf;
 import org.sparktp.nn.ModelSpec;
+import org.sparktp.nn.plan.ModelPlan;
 import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.ops.TransformerModel;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.tensor.DType;
 
 /**
@@ -109,12 +110,12 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
     return new TransformFlow(this).transformerPlan(p);
   }
 
-  /** The plan this model runs with {@code p} ranks (its {@code explain()} prints ops, layouts and collectives). */
-  public Plan plan(int p) {
-    if (shards == null) {
-      throw new IllegalStateException("This model is a transformer: use transformerPlan(p)");
-    }
-    return shards.plan(p);
+  /**
+   * The plan this model runs with {@code p} ranks, whatever its format (its {@code explain()} prints ops, layouts and
+   * collectives): a layer list's {@link Plan}, or a Hugging Face model's {@link TransformerPlan} for its task.
+   */
+  public ModelPlan plan(int p) {
+    return shards != null ? shards.plan(p) : transformerPlan(p);
   }
 
   /**

@@ -7,9 +7,7 @@ import org.apache.spark.sql.types.StructType;
 import org.sparktp.TpConf;
 import org.sparktp.TpSettings;
 import org.sparktp.backend.cpu.CpuBackend;
-import org.sparktp.nn.plan.Plan;
-import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.ModelPlan;
 import org.sparktp.tensor.DType;
 
 /**
@@ -22,7 +20,7 @@ import org.sparktp.tensor.DType;
 record TpJob(
     String jobKey,
     String modelId,
-    Plan plan,
+    ModelPlan plan,
     String fingerprint,
     ShardSource shards,
     int groups,
@@ -35,7 +33,6 @@ record TpJob(
     DType activationDtype,
     CommFactory comm,
     TpMetrics metrics,
-    TransformerPlan transformer,
     GenerateJob generate) implements Serializable {
 
   TpJob {
@@ -97,46 +94,44 @@ record TpJob(
   }
 
   int tpSize() {
-    return transformer != null ? transformer.tpSize() : plan.tpSize();
+    return plan.tpSize();
   }
 
   /** Model width checked against each row: the input width, or the vocabulary for ids and sequences. */
   int checkWidth() {
-    return transformer != null ? transformer.model().vocab() : plan.inputDim();
+    return plan.inputDim();
   }
 
-  /** Longest sequence accepted before the barrier stage (0: not a sequence model, or truncation is on). */
+  /** Longest sequence accepted before the barrier stage (0: no limit: not a sequence model, or truncation is on). */
   int maxTokens() {
-    return transformer == null || transformer.truncate() ? 0 : transformer.model().maxPositions()
-        - (generate == null ? 0 : generate.params().maxNewTokens());
+    int max = plan.maxTokens();
+    return max == 0 ? 0 : max - (generate == null ? 0 : generate.params().maxNewTokens());
   }
 
   /** What {@link #maxTokens} is, for errors. */
   String tokenLimit() {
-    return transformer == null ? null : generate == null ? "the model's max_position_embeddings (" + maxTokens() + ")"
-        : maxTokens() + " (the model's max_position_embeddings " + transformer.model().maxPositions()
-            + " minus maxNewTokens " + generate.params().maxNewTokens() + ")";
+    return plan.maxTokens() == 0 ? null : generate == null
+        ? "the model's max_position_embeddings (" + maxTokens() + ")"
+        : maxTokens() + " (the model's max_position_embeddings " + plan.maxTokens() + " minus maxNewTokens "
+            + generate.params().maxNewTokens() + ")";
   }
 
   /** Width of each row's output. */
   int outputDim() {
-    return transformer != null ? transformer.outputDim() : plan.outputDim();
+    return plan.outputDim();
   }
 
   /** True when each row's output is one double ({@code score}). */
   boolean scalarOutput() {
-    return transformer != null && transformer.task() == Task.SCORE;
+    return plan.scalarOutput();
   }
 
   String explain() {
-    return transformer != null ? transformer.explain() : plan.explain();
+    return plan.explain();
   }
 
   /** Bytes of weights rank {@code rank} will hold, in the weights' storage dtype (the shard cache makes room for them). */
   long weightBytes(int rank) {
-    if (transformer != null) {
-      return transformer.weightBytes(rank);
-    }
     return plan.weightBytes(rank, dtype);
   }
 }

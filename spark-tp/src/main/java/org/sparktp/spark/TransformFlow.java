@@ -18,7 +18,7 @@ import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.gen.GenerateParams;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.tensor.DType;
 
 /**
@@ -175,7 +175,7 @@ final class TransformFlow {
     int ord = df.schema().fieldIndex(m.getInputCol());
     TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, m.getInputCol(), ord,
         InputKind.of(df.schema(), m.getInputCol(), plan), outSchema, settings, storage, activations, comm, metrics,
-        null, null);
+        null);
     return BarrierRunner.run(spark, df, job, placements);
   }
 
@@ -218,9 +218,9 @@ final class TransformFlow {
       }
       gen = gen.withSeedColumn(df.schema().fieldIndex(seedName), t.equals(DataTypes.IntegerType));
     }
-    TpJob job = new TpJob(jobKey, hf.modelId, null, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
+    TpJob job = new TpJob(jobKey, hf.modelId, plan, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
         g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, settings, storage, activations, comm,
-        metrics, plan, gen);
+        metrics, gen);
     Dataset<Row> out = BarrierRunner.run(spark, df, job, null);
     out = helper == null ? out : out.drop(helper);
     return gen != null && hf.tokenizer ? GenerateJob.withText(out, hf.dir) : out;

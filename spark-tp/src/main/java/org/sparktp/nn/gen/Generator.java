@@ -14,7 +14,7 @@ import org.sparktp.nn.LinearKernel;
 import org.sparktp.nn.RunContext;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.Tokens;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.nn.run.TransformerRankModel;
 import org.sparktp.tensor.Tensor;
 

@@ -7,7 +7,7 @@ import java.util.Map;
 import org.sparktp.backend.Backend;
 import org.sparktp.nn.ops.AttentionOp;
 import org.sparktp.nn.ops.Op;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;
 

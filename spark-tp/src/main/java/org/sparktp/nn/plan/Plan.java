@@ -7,6 +7,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Set;
 import org.sparktp.backend.Backend;
+import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.LayerSpec;
 import org.sparktp.nn.Layout;
 import org.sparktp.nn.ModelSpec;
@@ -33,7 +34,7 @@ import org.sparktp.tensor.DType;
  * <p>The output is left in whatever layout the last op produces; the runner returns each row to the rank that owns
  * it (reduce-scatter for {@code PARTIAL}, all-to-all for {@code SHARDED}, a local slice for {@code REPLICATED}).
  */
-public final class Plan implements Serializable {
+public final class Plan implements ModelPlan {
   private static final long serialVersionUID = 2L;
 
   private final int tpSize;
@@ -108,6 +109,12 @@ public final class Plan implements Serializable {
     }
   }
 
+  @Override
+  public InputBatch.Kind inputKind() {
+    return takesBags ? InputBatch.Kind.BAGS : takesIds ? InputBatch.Kind.IDS : InputBatch.Kind.DENSE;
+  }
+
+  @Override
   public int tpSize() {
     return tpSize;
   }

@@ -8,7 +8,7 @@ import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.ops.Op;
 import org.sparktp.nn.ops.OpKernel;
 import org.sparktp.nn.ops.Tokens;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.nn.ops.Weights;
 import org.sparktp.nn.DistTensor;
 import org.sparktp.nn.RankWeights;

@@ -16,7 +16,7 @@ import org.junit.jupiter.params.provider.ValueSource;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.ops.Slice;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.TransformerPlan;
 
 /** Loading Hugging Face directories: per-rank reads, tied weights, and every error before any task runs. */
 class HfModelTest {

@@ -21,7 +21,7 @@ import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.model.SafetensorsFile;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.nn.run.TransformerRankModel;
 import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Tensor;

@@ -11,7 +11,7 @@ import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.ops.TransformerPlan;
+import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.nn.run.TransformerRankModel;
 import org.sparktp.tensor.DType;
 

@@ -15,6 +15,7 @@ import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.RankWeights;
+import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.nn.run.TpRunner;
 import org.sparktp.nn.run.TransformerRankModel;
 import org.sparktp.tensor.DType;

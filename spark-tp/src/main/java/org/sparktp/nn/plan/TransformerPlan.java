@@ -1,4 +1,4 @@
-package org.sparktp.nn.ops;
+package org.sparktp.nn.plan;
 
 import java.io.Serializable;
 import java.util.ArrayList;
@@ -6,7 +6,18 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.Layout;
+import org.sparktp.nn.ops.EmbeddingOp;
+import org.sparktp.nn.ops.LmHeadOp;
+import org.sparktp.nn.ops.Op;
+import org.sparktp.nn.ops.Planner;
+import org.sparktp.nn.ops.PoolOp;
+import org.sparktp.nn.ops.Pooling;
+import org.sparktp.nn.ops.Slice;
+import org.sparktp.nn.ops.Task;
+import org.sparktp.nn.ops.TransformerModel;
+import org.sparktp.nn.ops.Weights;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.WeightSource;
 import org.sparktp.backend.Backend;
@@ -20,7 +31,7 @@ import org.sparktp.tensor.Tensor;
  * slices (a slice two ops share, such as a tied embedding and LM head, once), {@link #weightBytes}
  * adds them up and {@link #explain} prints each op's line.
  */
-public final class TransformerPlan implements Serializable {
+public final class TransformerPlan implements ModelPlan {
   private static final long serialVersionUID = 1L;
 
   private final TransformerModel model;
@@ -74,6 +85,33 @@ public final class TransformerPlan implements Serializable {
       plan.slices(r); // every split is checked here (p larger than the heads, ...), before any task runs
     }
     return plan;
+  }
+
+  @Override
+  public InputBatch.Kind inputKind() {
+    return InputBatch.Kind.BAGS;
+  }
+
+  /** The vocabulary (rows are sequences of token ids). */
+  @Override
+  public int inputDim() {
+    return model.vocab();
+  }
+
+  @Override
+  public boolean sequences() {
+    return true;
+  }
+
+  /** {@code max_position_embeddings}, or 0 with truncation on (longer rows are cut, not refused). */
+  @Override
+  public int maxTokens() {
+    return truncate ? 0 : model.maxPositions();
+  }
+
+  @Override
+  public boolean scalarOutput() {
+    return task == Task.SCORE;
   }
 
   public TransformerModel model() {
