@@ -311,6 +311,22 @@ public interface Backend extends AutoCloseable {
     }
   }
 
+  /**
+   * {@code {m, n, k}} of {@link #gemm}'s {@code op(A) [m, k] x op(B) [k, n] -> C [m, n]}; throws, with the message
+   * every backend gives, when the shapes do not agree.
+   */
+  static int[] gemmShape(boolean transA, boolean transB, Tensor a, Tensor b, Tensor c) {
+    int m = transA ? a.cols() : a.rows();
+    int k = transA ? a.rows() : a.cols();
+    int kb = transB ? b.cols() : b.rows();
+    int n = transB ? b.rows() : b.cols();
+    if (k != kb || c.rows() != m || c.cols() != n) {
+      throw new IllegalArgumentException("GEMM shapes do not agree: op(A) is [" + m + ", " + k + "], op(B) is ["
+          + kb + ", " + n + "], C is " + c.shape());
+    }
+    return new int[] {m, n, k};
+  }
+
   /** A new tensor whose contents are unspecified (for outputs that are overwritten whole). */
   default Tensor empty(int rows, int cols) {
     return allocate(rows, cols);

@@ -476,14 +476,10 @@ public final class CpuBackend implements Backend {
     CpuTensor ta = cpu(a);
     CpuTensor tb = cpu(b);
     CpuTensor tc = cpu(c);
-    int m = transA ? ta.cols() : ta.rows();
-    int k = transA ? ta.rows() : ta.cols();
-    int kb = transB ? tb.cols() : tb.rows();
-    int n = transB ? tb.rows() : tb.cols();
-    if (k != kb || tc.rows() != m || tc.cols() != n) {
-      throw new IllegalArgumentException("GEMM shapes do not agree: op(A) is [" + m + ", " + k + "], op(B) is ["
-          + kb + ", " + n + "], C is " + tc.shape());
-    }
+    int[] mnk = Backend.gemmShape(transA, transB, ta, tb, tc);
+    int m = mnk[0];
+    int n = mnk[1];
+    int k = mnk[2];
     if (m == 0 || n == 0) {
       return;
     }

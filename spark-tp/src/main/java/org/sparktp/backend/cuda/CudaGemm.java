@@ -29,6 +29,7 @@ import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.LongPointer;
 import org.sparktp.backend.Activation;
+import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
 import org.sparktp.backend.Tensor;
 
@@ -105,14 +106,10 @@ final class CudaGemm {
     CudaTensor tb = CudaBackend.cuda(b);
     CudaTensor tc = CudaBackend.cuda(c);
     backend.enter();
-    int m = transA ? ta.cols() : ta.rows();
-    int k = transA ? ta.rows() : ta.cols();
-    int kb = transB ? tb.cols() : tb.rows();
-    int n = transB ? tb.rows() : tb.cols();
-    if (k != kb || tc.rows() != m || tc.cols() != n) {
-      throw new IllegalArgumentException("GEMM shapes do not agree: op(A) is [" + m + ", " + k + "], op(B) is ["
-          + kb + ", " + n + "], C is " + tc.shape());
-    }
+    int[] mnk = Backend.gemmShape(transA, transB, ta, tb, tc);
+    int m = mnk[0];
+    int n = mnk[1];
+    int k = mnk[2];
     if (ta.dtype() != tb.dtype()) {
       throw new IllegalArgumentException("GEMM operands have different storage types: " + ta.shape() + " and "
           + tb.shape());
