@@ -35,7 +35,7 @@ import org.sparktp.comm.HostBuffers;
 import org.sparktp.comm.tcp.TcpCommunicator;
 import org.sparktp.comm.tcp.TcpOptions;
 import org.sparktp.comm.tcp.TcpRendezvous;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Benchmark of the TCP communicator: starts {@code --ranks} (default 2) rank processes on loopback and

@@ -144,7 +144,7 @@ public final class GemmBench {
           double[] ref = reference(x, w, b, er, fk, fn);
           Backend.PreparedLinear[] ls = {lf, lb, lq};
           for (int i = 0; i < 3; i++) {
-            try (org.sparktp.tensor.Tensor y0 = ls[i].apply(xd, true)) {
+            try (org.sparktp.backend.Tensor y0 = ls[i].apply(xd, true)) {
               float[] got = dn.download(y0);
               double maxErr = 0;
               double maxRef = 0;
@@ -167,7 +167,7 @@ public final class GemmBench {
             CpuTensor in = be.empty(fm, fk);
             be.copyBlock(xt, 0, 0, in, 0, 0, fm, fk);
             long t2 = System.nanoTime();
-            try (in; org.sparktp.tensor.Tensor out = layer.apply(in, true, ctx, "bench")) {
+            try (in; org.sparktp.backend.Tensor out = layer.apply(in, true, ctx, "bench")) {
               long t3 = System.nanoTime();
               if (r >= 0) {
                 bare[r] = (t1 - t0) / 1e9;

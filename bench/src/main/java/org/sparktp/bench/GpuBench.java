@@ -19,7 +19,7 @@ import org.sparktp.backend.cuda.CudaBackend;
 import org.sparktp.backend.cuda.CudaProbe;
 import org.sparktp.backend.cuda.CudaTensor;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * GPU benchmark (run by {@code bin/spark-tp gpu-check}): for each shape, cuBLASLt bf16 GEMM alone, the layer's bf16

@@ -3,7 +3,6 @@ package org.sparktp.backend;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
 
 /**
  * Memory and math for one rank: allocates {@link Tensor}s and computes on them. A CPU backend keeps
@@ -310,6 +309,22 @@ public interface Backend extends AutoCloseable {
       throw new IllegalArgumentException("Cannot copy " + src.shape() + " " + src.dtype().id() + " as " + outRows
           + " rows of width " + width + " into rows " + dstRow + ".. of " + dst.shape() + " " + dst.dtype().id());
     }
+  }
+
+  /**
+   * {@code {m, n, k}} of {@link #gemm}'s {@code op(A) [m, k] x op(B) [k, n] -> C [m, n]}; throws, with the message
+   * every backend gives, when the shapes do not agree.
+   */
+  static int[] gemmShape(boolean transA, boolean transB, Tensor a, Tensor b, Tensor c) {
+    int m = transA ? a.cols() : a.rows();
+    int k = transA ? a.rows() : a.cols();
+    int kb = transB ? b.cols() : b.rows();
+    int n = transB ? b.rows() : b.cols();
+    if (k != kb || c.rows() != m || c.cols() != n) {
+      throw new IllegalArgumentException("GEMM shapes do not agree: op(A) is [" + m + ", " + k + "], op(B) is ["
+          + kb + ", " + n + "], C is " + c.shape());
+    }
+    return new int[] {m, n, k};
   }
 
   /** A new tensor whose contents are unspecified (for outputs that are overwritten whole). */

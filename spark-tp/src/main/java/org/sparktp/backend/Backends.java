@@ -77,7 +77,7 @@ public final class Backends {
     throw new IllegalStateException("No backend can run in this process" + why);
   }
 
-  /** Checks that {@code nameOrAuto} is {@code auto} or a known provider's name (available or not); returns it normalized. */
+  /** Checks that {@code nameOrAuto} is {@code auto} or a provider's name (available or not); returns it normalized. */
   public static String check(String nameOrAuto) {
     String n = normalize(nameOrAuto);
     if (!n.equals("auto")) {

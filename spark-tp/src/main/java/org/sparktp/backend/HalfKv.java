@@ -1,7 +1,6 @@
 package org.sparktp.backend;
 
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
 
 /**
  * {@link Backend#cachedAttention} over KV caches stored in bf16/f16 (issue 9b, {@code spark.tp.activation-dtype}):

@@ -1,6 +1,6 @@
 package org.sparktp.comm;
 
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * What every communicator does the same way, whatever moves its bytes (threads of one JVM, TCP, shared memory,

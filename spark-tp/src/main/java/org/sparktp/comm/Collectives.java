@@ -1,6 +1,6 @@
 package org.sparktp.comm;
 
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /** Argument checks shared by every communicator, so that each gives the same errors. */
 public final class Collectives {

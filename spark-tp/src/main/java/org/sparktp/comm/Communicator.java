@@ -1,6 +1,6 @@
 package org.sparktp.comm;
 
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Collectives among the {@link #size()} ranks of one tensor-parallel group. Every rank calls the same

@@ -2,7 +2,7 @@ package org.sparktp.comm;
 
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Reductions of bf16/f16 tensors on the host communicators: the tensor is widened to float32 on its backend,

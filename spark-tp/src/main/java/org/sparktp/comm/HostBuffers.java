@@ -3,7 +3,7 @@ package org.sparktp.comm;
 import java.nio.ByteBuffer;
 import java.nio.FloatBuffer;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /** Access to the host memory of tensors, for communicators that move bytes through the CPU. */
 public final class HostBuffers {

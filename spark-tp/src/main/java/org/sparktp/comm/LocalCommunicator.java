@@ -13,7 +13,7 @@ import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.function.IntFunction;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Collectives among ranks that are threads of one JVM (unit tests, and a tensor-parallel group that

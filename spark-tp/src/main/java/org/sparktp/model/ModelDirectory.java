@@ -22,7 +22,7 @@ import org.sparktp.nn.ModelSpec;
 import org.sparktp.backend.Backend;
 import org.sparktp.nn.WeightSource;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * An open model directory: {@code config.json} plus weights in {@code model.safetensors}, or in several

@@ -1,7 +1,7 @@
 package org.sparktp.nn;
 
 import java.util.Map;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * What one forward pass of generation needs besides its tokens, set on the

@@ -1,7 +1,7 @@
 package org.sparktp.nn;
 
 import org.sparktp.shard.Split;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * One rank's part of an activation {@code [rows, width]} and how it is laid out across the group:

@@ -3,7 +3,7 @@ package org.sparktp.nn;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * {@code act(X W^T + b)} on one rank, with {@code W} in PyTorch's {@code [out, in]} layout: the one place

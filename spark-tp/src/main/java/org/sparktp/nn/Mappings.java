@@ -3,7 +3,7 @@ package org.sparktp.nn;
 import org.sparktp.backend.Backend;
 import org.sparktp.comm.Communicator;
 import org.sparktp.shard.Split;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * The collectives that change an activation's layout, in one place (Megatron's {@code mappings.py}).

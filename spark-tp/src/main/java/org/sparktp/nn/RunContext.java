@@ -4,7 +4,7 @@ import java.util.function.Consumer;
 import org.sparktp.backend.Backend;
 import org.sparktp.comm.Communicator;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * What a layer needs to run on one rank: its backend, its group's communicator, timers, and the storage type

@@ -1,6 +1,6 @@
 package org.sparktp.nn;
 
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 final class Shapes {
   private Shapes() {}

@@ -2,7 +2,7 @@ package org.sparktp.nn;
 
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Where a rank reads its weight shards from: whole tensors held in memory ({@link #of(ModelSpec)}), or

@@ -20,7 +20,6 @@ import org.junit.jupiter.params.provider.MethodSource;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.backend.cuda.CudaBackend;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
 import org.sparktp.testing.Reference;
 
 /**

@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import org.junit.jupiter.api.Test;
 import org.sparktp.backend.cpu.CpuBackend;
-import org.sparktp.tensor.Tensor;
 import org.sparktp.testing.Rand;
 
 /**

@@ -10,7 +10,6 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.EnumSource;
 import org.sparktp.backend.cpu.CpuBackend;
-import org.sparktp.tensor.Tensor;
 import org.sparktp.testing.Compare;
 import org.sparktp.testing.Rand;
 import org.sparktp.testing.Reference;

@@ -9,7 +9,6 @@ import java.util.Set;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.sparktp.backend.cpu.CpuBackend;
-import org.sparktp.tensor.Tensor;
 import org.sparktp.testing.Rand;
 
 /**

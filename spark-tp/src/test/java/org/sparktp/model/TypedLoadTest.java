@@ -19,7 +19,7 @@ import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /** bf16 checkpoints load into off-heap bf16 tensors without widening to float32 on the heap. */
 class TypedLoadTest {

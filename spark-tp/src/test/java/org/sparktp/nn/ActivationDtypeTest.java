@@ -18,7 +18,7 @@ import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.shard.Split;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 import org.sparktp.testing.Compare;
 import org.sparktp.testing.Rand;
 import org.sparktp.testing.Reference;

@@ -19,7 +19,7 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.comm.tcp.TcpCommunicator;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Ranks as Spark executors: a barrier stage of 2 tasks on {@code local-cluster[2,1,1024]} (two executor

@@ -159,6 +159,16 @@ class SqlFunctionsTest extends SqlTestBase {
         + " FROM t").first().getString(0);
     assertThat(two).contains("TensorParallelInference [model=m, tp=1, groups=4, dtype=f32]")
         .contains("TensorParallelInference [model=m, tp=3, groups=1, dtype=f32]");
+    // the values shown are those the call's job resolves, a local property of the calling thread included (inside a
+    // SQL execution Spark copies the session conf over the local properties, so only one of them is set here)
+    spark.sparkContext().setLocalProperty("spark.tp.dtype", "bf16");
+    try {
+      String local = spark.sql("EXPLAIN SELECT tp_predict('m', features, map('tp', '2', 'groups', '1')) AS p FROM t")
+          .first().getString(0);
+      assertThat(local).contains("TensorParallelInference [model=m, tp=2, groups=1, dtype=bf16]");
+    } finally {
+      spark.sparkContext().setLocalProperty("spark.tp.dtype", null);
+    }
   }
 
   @Test

@@ -16,7 +16,7 @@ import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.backend.BackendOp;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * The CPU backend: tensors of any {@link DType} in off-heap host memory; linear layers through oneDNN
@@ -346,7 +346,7 @@ public final class CpuBackend implements Backend {
     CpuTensor d = empty(s.rows(), s.cols(), dtype);
     try {
       if (s.dtype() == DType.F32 && dtype == DType.BF16 || s.dtype() == DType.BF16 && dtype == DType.F32) {
-        bf16Convert(s, d); // the activations' round trip at every op boundary: a bulk loop
+        Elementwise.bf16Convert(s, d); // the activations' round trip at every op boundary: a bulk loop
         return d;
       }
       long chunk = 1 << 20; // elements per buffer view: no 2 GiB limit on the tensor
@@ -362,34 +362,6 @@ public final class CpuBackend implements Backend {
     }
   }
 
-  /**
-   * f32 to bf16 (round to nearest, ties to even; NaN stays NaN, as {@link org.sparktp.tensor.HalfFloats#floatToBf16})
-   * or bf16 to f32 (exact), through heap chunks with plain int loops the JIT vectorizes.
-   */
-  private static void bf16Convert(CpuTensor s, CpuTensor d) {
-    int chunk = 1 << 16;
-    int[] wide = new int[chunk];
-    short[] half = new short[chunk];
-    boolean narrow = s.dtype() == DType.F32;
-    for (long e = 0; e < s.numel(); e += chunk) {
-      int c = (int) Math.min(chunk, s.numel() - e);
-      if (narrow) {
-        s.byteBuffer(e * 4, c * 4L).asIntBuffer().get(wide, 0, c);
-        for (int i = 0; i < c; i++) {
-          int bits = wide[i];
-          int rounded = (bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
-          half[i] = (short) ((bits & 0x7fffffff) > 0x7f800000 ? (bits >>> 16) | 0x40 : rounded);
-        }
-        d.byteBuffer(e * 2, c * 2L).asShortBuffer().put(half, 0, c);
-      } else {
-        s.byteBuffer(e * 2, c * 2L).asShortBuffer().get(half, 0, c);
-        for (int i = 0; i < c; i++) {
-          wide[i] = half[i] << 16;
-        }
-        d.byteBuffer(e * 4, c * 4L).asIntBuffer().put(wide, 0, c);
-      }
-    }
-  }
 
   @Override
   public void accumulate(ByteBuffer acc, ByteBuffer src, DType dtype, int count) {
@@ -504,14 +476,10 @@ public final class CpuBackend implements Backend {
     CpuTensor ta = cpu(a);
     CpuTensor tb = cpu(b);
     CpuTensor tc = cpu(c);
-    int m = transA ? ta.cols() : ta.rows();
-    int k = transA ? ta.rows() : ta.cols();
-    int kb = transB ? tb.cols() : tb.rows();
-    int n = transB ? tb.rows() : tb.cols();
-    if (k != kb || tc.rows() != m || tc.cols() != n) {
-      throw new IllegalArgumentException("GEMM shapes do not agree: op(A) is [" + m + ", " + k + "], op(B) is ["
-          + kb + ", " + n + "], C is " + tc.shape());
-    }
+    int[] mnk = Backend.gemmShape(transA, transB, ta, tb, tc);
+    int m = mnk[0];
+    int n = mnk[1];
+    int k = mnk[2];
     if (m == 0 || n == 0) {
       return;
     }
@@ -597,38 +565,15 @@ public final class CpuBackend implements Backend {
     return out;
   }
 
+
   @Override
   public void embedding(Tensor table, int idStart, int[] ids, Tensor out) {
-    CpuTensor t = cpu(table);
-    CpuTensor o = cpu(out);
+    CpuEmbedding.embedding(cpu(table), idStart, ids, cpu(out));
+  }
 
-    if (o.cols() != t.cols() || o.rows() < ids.length) {
-      throw new IllegalArgumentException("Embedding output " + o.shape() + " cannot hold " + ids.length
-          + " rows of width " + t.cols());
-    }
-    zero(o);
-    int d = t.cols();
-    if (t.dtype() != DType.F32) {
-      // a bf16/f16 table (half the bytes): each row gathered is widened to f32 as it is copied
-      int es = t.dtype().size();
-      for (int r = 0; r < ids.length; r++) {
-        int local = ids[r] - idStart;
-        if (local >= 0 && local < t.rows()) {
-          DType.F32.convertFrom(t.dtype(), t.byteBuffer((long) local * d * es, (long) d * es),
-              o.byteBuffer((long) r * d * 4, (long) d * 4), d);
-        }
-      }
-      return;
-    }
-    FloatBuffer tb = t.buffer();
-    FloatBuffer ob = o.buffer();
-    for (int r = 0; r < ids.length; r++) {
-      int local = ids[r] - idStart;
-      if (local >= 0 && local < t.rows()) {
-        ob.position(r * d).put(tb.limit((local + 1) * d).position(local * d));
-        tb.limit(tb.capacity());
-      }
-    }
+  @Override
+  public void embeddingBag(Tensor table, int idStart, int[] ids, int[] offsets, boolean mean, Tensor out) {
+    CpuEmbedding.embeddingBag(cpu(table), idStart, ids, offsets, mean, cpu(out));
   }
 
   @Override
@@ -661,50 +606,6 @@ public final class CpuBackend implements Backend {
     }
   }
 
-  @Override
-  public void embeddingBag(Tensor table, int idStart, int[] ids, int[] offsets, boolean mean, Tensor out) {
-    CpuTensor t = cpu(table);
-    CpuTensor o = cpu(out);
-    int bags = offsets.length - 1;
-    if (o.cols() != t.cols() || o.rows() < bags) {
-      throw new IllegalArgumentException("Embedding-bag output " + o.shape() + " cannot hold " + bags
-          + " rows of width " + t.cols());
-    }
-    zero(o);
-    int d = t.cols();
-    FloatBuffer tb = t.dtype() == DType.F32 ? t.buffer() : null;
-    java.nio.ShortBuffer hb = t.dtype() == DType.F32 ? null : t.byteBuffer().asShortBuffer(); // bf16/f16: widened
-    DType tdt = t.dtype();
-    FloatBuffer ob = o.buffer();
-    float[] acc = new float[d];
-    for (int r = 0; r < bags; r++) {
-      java.util.Arrays.fill(acc, 0f);
-      int from = offsets[r];
-      int to = offsets[r + 1];
-      for (int i = from; i < to; i++) {
-        int local = ids[i] - idStart;
-        if (local >= 0 && local < t.rows()) {
-          int base = local * d;
-          if (tb != null) {
-            for (int c = 0; c < d; c++) {
-              acc[c] += tb.get(base + c);
-            }
-          } else {
-            for (int c = 0; c < d; c++) {
-              acc[c] += tdt.toFloat(hb.get(base + c));
-            }
-          }
-        }
-      }
-      if (mean && to > from) {
-        float inv = 1f / (to - from);
-        for (int c = 0; c < d; c++) {
-          acc[c] *= inv;
-        }
-      }
-      ob.position(r * d).put(acc);
-    }
-  }
 
   // --- issue 10: transformer ops (CpuTransformer) ---
 

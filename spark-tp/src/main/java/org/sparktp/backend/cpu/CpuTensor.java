@@ -7,7 +7,7 @@ import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * A tensor in off-heap host memory (allocated with {@code malloc} through JavaCPP), freed by

@@ -19,7 +19,7 @@ import org.bytedeco.javacpp.PointerPointer;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * {@code y = act(x W^T + b)} through a oneDNN matmul: {@code x [M, K]} f32, {@code W [N, K]} (PyTorch's

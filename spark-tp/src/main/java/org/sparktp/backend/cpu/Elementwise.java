@@ -2,6 +2,7 @@ package org.sparktp.backend.cpu;
 
 import java.nio.FloatBuffer;
 import org.sparktp.backend.Activation;
+import org.sparktp.tensor.DType;
 
 /**
  * Elementwise kernels over off-heap float buffers. Work goes through a small on-heap chunk (bulk copies
@@ -168,5 +169,34 @@ final class Elementwise {
       x.put(row);
     }
     x.clear();
+  }
+
+  /**
+   * f32 to bf16 (round to nearest, ties to even; NaN stays NaN, as {@link org.sparktp.tensor.HalfFloats#floatToBf16})
+   * or bf16 to f32 (exact), through heap chunks with plain int loops the JIT vectorizes.
+   */
+  static void bf16Convert(CpuTensor s, CpuTensor d) {
+    int chunk = 1 << 16;
+    int[] wide = new int[chunk];
+    short[] half = new short[chunk];
+    boolean narrow = s.dtype() == DType.F32;
+    for (long e = 0; e < s.numel(); e += chunk) {
+      int c = (int) Math.min(chunk, s.numel() - e);
+      if (narrow) {
+        s.byteBuffer(e * 4, c * 4L).asIntBuffer().get(wide, 0, c);
+        for (int i = 0; i < c; i++) {
+          int bits = wide[i];
+          int rounded = (bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
+          half[i] = (short) ((bits & 0x7fffffff) > 0x7f800000 ? (bits >>> 16) | 0x40 : rounded);
+        }
+        d.byteBuffer(e * 2, c * 2L).asShortBuffer().put(half, 0, c);
+      } else {
+        s.byteBuffer(e * 2, c * 2L).asShortBuffer().get(half, 0, c);
+        for (int i = 0; i < c; i++) {
+          wide[i] = half[i] << 16;
+        }
+        d.byteBuffer(e * 4, c * 4L).asIntBuffer().put(wide, 0, c);
+      }
+    }
   }
 }

@@ -1,22 +1,6 @@
 package org.sparktp.backend.cuda;
 
-import static org.bytedeco.cuda.global.cublas.CUBLASLT_EPILOGUE_BIAS;
-import static org.bytedeco.cuda.global.cublas.CUBLASLT_EPILOGUE_DEFAULT;
-import static org.bytedeco.cuda.global.cublas.CUBLASLT_EPILOGUE_GELU_BIAS;
-import static org.bytedeco.cuda.global.cublas.CUBLASLT_EPILOGUE_RELU_BIAS;
-import static org.bytedeco.cuda.global.cublas.CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE;
-import static org.bytedeco.cuda.global.cublas.CUBLASLT_MATMUL_DESC_BIAS_POINTER;
-import static org.bytedeco.cuda.global.cublas.CUBLASLT_MATMUL_DESC_EPILOGUE;
-import static org.bytedeco.cuda.global.cublas.CUBLASLT_MATMUL_DESC_TRANSA;
-import static org.bytedeco.cuda.global.cublas.CUBLASLT_MATMUL_DESC_TRANSB;
-import static org.bytedeco.cuda.global.cublas.CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES;
-import static org.bytedeco.cuda.global.cublas.CUBLAS_COMPUTE_32F;
-import static org.bytedeco.cuda.global.cublas.CUBLAS_COMPUTE_32F_FAST_TF32;
-import static org.bytedeco.cuda.global.cublas.CUBLAS_OP_N;
-import static org.bytedeco.cuda.global.cublas.CUBLAS_OP_T;
-import static org.bytedeco.cuda.global.cudart.CUDA_R_32F;
 
-import java.util.HashMap;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
 import org.bytedeco.javacpp.FloatPointer;
@@ -24,33 +8,26 @@ import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.LongPointer;
 import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.PointerPointer;
-import org.bytedeco.cuda.cublas.cublasLtContext;
-import org.bytedeco.cuda.cublas.cublasLtMatmulDescOpaque_t;
-import org.bytedeco.cuda.cublas.cublasLtMatmulHeuristicResult_t;
-import org.bytedeco.cuda.cublas.cublasLtMatmulPreferenceOpaque_t;
-import org.bytedeco.cuda.cublas.cublasLtMatrixLayoutOpaque_t;
 import org.bytedeco.cuda.cudart.CUevent_st;
 import org.bytedeco.cuda.cudart.CUmemPoolHandle_st;
 import org.bytedeco.cuda.cudart.CUstream_st;
 import org.bytedeco.cuda.cudart.cudaDeviceProp;
-import org.bytedeco.cuda.global.cublas;
 import org.bytedeco.cuda.global.cudart;
 import org.sparktp.TpConf;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.backend.BackendOp;
-import org.sparktp.backend.TransformerMath;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * The CUDA backend: tensors in device memory ({@link CudaTensor}, stream-ordered allocations from the device's
- * default memory pool), GEMMs through cuBLASLt (fp32 compute; F32/BF16/F16 storage; bias, ReLU and tanh-GeLU
- * fused as epilogues), every other op as an NVRTC-compiled kernel ({@link CudaKernels}).
+ * default memory pool), GEMMs through cuBLASLt ({@link CudaGemm}: fp32 compute; F32/BF16/F16 storage; bias, ReLU
+ * and tanh-GeLU fused as epilogues), elementwise ops, norms, RoPE and embeddings as NVRTC-compiled kernels
+ * ({@link CudaOps}, {@link CudaKernels}); {@link #supports} says which ops run here and which go through the host.
  *
- * <p>Streams: compute work runs on one non-blocking compute stream; host-to-device copies run on their own stream
- * through a ring of pinned staging buffers, and the compute stream waits on an event after each upload, so an
- * upload issued while earlier GEMMs run overlaps them. Downloads run on a third stream after an event from compute.
+ * <p>Streams: compute work runs on one non-blocking compute stream; host transfers run on streams of their own
+ * through a ring of pinned staging buffers ({@link CudaStaging}), ordered against compute by events.
  * Every call's status is checked and turned into a {@link CudaException} naming the call; an error that leaves
  * the device context unusable (an illegal address, a failed launch) puts the backend in a failed state that rejects
  * later calls with the first cause.
@@ -70,63 +47,19 @@ public final class CudaBackend implements Backend {
   private final int sms;
   private final String deviceName;
   private final long totalMemory;
-  private final boolean tf32;
-  private final long workspaceBytes;
-  private final long stagingBytes;
 
   private final AtomicLong liveTensors = new AtomicLong();
   private final AtomicLong liveBytes = new AtomicLong();
-  private final Map<String, LtPlan> plans = new HashMap<>();
+  private final CudaOps ops = new CudaOps(this);
 
   private CUstream_st compute;
-  private CUstream_st h2d;
-  private CUstream_st d2h;
-  private CUevent_st computeMark;
-  private CUevent_st copyMark;
-  private Staging[] staging;
-  private int nextSlot;
+  private CudaStaging staging;
   private CudaKernels kernels;
-  private cublasLtContext lt;
-  private cublasLtMatmulPreferenceOpaque_t preference;
-  private long workspace;
+  private CudaGemm matmuls;
   private volatile RuntimeException failure;
   private volatile boolean closed;
 
-  /** A pinned host buffer and the event that marks its last copy done. */
-  private static final class Staging {
-    final long host;
-    final CUevent_st done;
-    boolean pending;
 
-    Staging(long host, CUevent_st done) {
-      this.host = host;
-      this.done = done;
-    }
-  }
-
-  /** One GEMM shape's cuBLASLt descriptors and chosen algorithm, made once and reused. */
-  private static final class LtPlan {
-    final LtGemm g;
-    final cublasLtMatmulDescOpaque_t desc = new cublasLtMatmulDescOpaque_t();
-    final cublasLtMatrixLayoutOpaque_t la = new cublasLtMatrixLayoutOpaque_t();
-    final cublasLtMatrixLayoutOpaque_t lb = new cublasLtMatrixLayoutOpaque_t();
-    final cublasLtMatrixLayoutOpaque_t lc = new cublasLtMatrixLayoutOpaque_t();
-    final cublasLtMatmulHeuristicResult_t heuristic = new cublasLtMatmulHeuristicResult_t(1);
-    final LongPointer biasPointer = new LongPointer(1);
-
-    LtPlan(LtGemm g) {
-      this.g = g;
-    }
-
-    void free() {
-      desc.deallocate();
-      la.deallocate();
-      lb.deallocate();
-      lc.deallocate();
-      heuristic.deallocate();
-      biasPointer.deallocate();
-    }
-  }
 
   /**
    * A backend on device {@code device} (an ordinal as CUDA numbers the visible devices). {@code settings}: the
@@ -142,11 +75,11 @@ public final class CudaBackend implements Backend {
           + " device(s) (CUDA_VISIBLE_DEVICES=" + System.getenv("CUDA_VISIBLE_DEVICES") + ")");
     }
     this.device = device;
-    this.tf32 = Boolean.parseBoolean(settings.getOrDefault(TpConf.CUDA_TF32, TpConf.CUDA_TF32_DEFAULT).trim());
-    this.workspaceBytes = TpConf.parseBytes(TpConf.CUDA_WORKSPACE_BYTES,
+    boolean tf32 = Boolean.parseBoolean(settings.getOrDefault(TpConf.CUDA_TF32, TpConf.CUDA_TF32_DEFAULT).trim());
+    long workspaceBytes = TpConf.parseBytes(TpConf.CUDA_WORKSPACE_BYTES,
         settings.getOrDefault(TpConf.CUDA_WORKSPACE_BYTES, TpConf.CUDA_WORKSPACE_BYTES_DEFAULT));
     // chunks of whole elements: a multiple of 8 bytes, at least 64 KiB
-    this.stagingBytes = Math.max(1L << 16, TpConf.parseBytes(TpConf.CUDA_STAGING_BYTES,
+    long stagingBytes = Math.max(1L << 16, TpConf.parseBytes(TpConf.CUDA_STAGING_BYTES,
         settings.getOrDefault(TpConf.CUDA_STAGING_BYTES, TpConf.CUDA_STAGING_BYTES_DEFAULT)) & ~7L);
     CudaCheck.cuda(cudart.cudaSetDevice(device), "cudaSetDevice(" + device + ")");
     CURRENT_DEVICE.get()[0] = device;
@@ -168,10 +101,6 @@ public final class CudaBackend implements Backend {
     }
     try {
       compute = stream("compute");
-      h2d = stream("host-to-device");
-      d2h = stream("device-to-host");
-      computeMark = event();
-      copyMark = event();
       CUmemPoolHandle_st pool = new CUmemPoolHandle_st();
       CudaCheck.cuda(cudart.cudaDeviceGetDefaultMemPool(pool, device), "cudaDeviceGetDefaultMemPool");
       try (LongPointer threshold = new LongPointer(1).put(Long.MAX_VALUE)) {
@@ -179,28 +108,9 @@ public final class CudaBackend implements Backend {
         CudaCheck.cuda(cudart.cudaMemPoolSetAttribute(pool, cudart.cudaMemPoolAttrReleaseThreshold, threshold),
             "cudaMemPoolSetAttribute(ReleaseThreshold)");
       }
-      staging = new Staging[2];
-      for (int i = 0; i < staging.length; i++) {
-        PointerPointer<Pointer> pp = new PointerPointer<>(1);
-        try {
-          CudaCheck.cuda(cudart.cudaHostAlloc(pp, stagingBytes, cudart.cudaHostAllocDefault),
-              "cudaHostAlloc(" + stagingBytes + " bytes)");
-          staging[i] = new Staging(pp.get(0).address(), event());
-        } finally {
-          pp.deallocate();
-        }
-      }
+      staging = new CudaStaging(this, stagingBytes);
       kernels = new CudaKernels(ccMajor, ccMinor);
-      cublasLtContext ctx = new cublasLtContext();
-      CudaCheck.lt(cublas.cublasLtCreate(ctx), "cublasLtCreate");
-      lt = ctx;
-      preference = new cublasLtMatmulPreferenceOpaque_t();
-      CudaCheck.lt(cublas.cublasLtMatmulPreferenceInit(preference), "cublasLtMatmulPreferenceInit");
-      try (LongPointer ws = new LongPointer(1).put(workspaceBytes)) {
-        CudaCheck.lt(cublas.cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-            ws, 8), "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)");
-      }
-      workspace = mallocAsync(workspaceBytes);
+      matmuls = new CudaGemm(this, tf32, workspaceBytes);
     } catch (RuntimeException | Error e) {
       try {
         releaseNative();
@@ -211,14 +121,14 @@ public final class CudaBackend implements Backend {
     }
   }
 
-  private static CUstream_st stream(String what) {
+  static CUstream_st stream(String what) {
     CUstream_st s = new CUstream_st();
     CudaCheck.cuda(cudart.cudaStreamCreateWithFlags(s, cudart.cudaStreamNonBlocking),
         "cudaStreamCreateWithFlags(" + what + ")");
     return s;
   }
 
-  private static CUevent_st event() {
+  static CUevent_st event() {
     CUevent_st e = new CUevent_st();
     CudaCheck.cuda(cudart.cudaEventCreateWithFlags(e, cudart.cudaEventDisableTiming), "cudaEventCreateWithFlags");
     return e;
@@ -276,7 +186,7 @@ public final class CudaBackend implements Backend {
     }
   }
 
-  private void enter() {
+  void enter() {
     if (closed) {
       throw new IllegalStateException("The CUDA backend was used after it was closed");
     }
@@ -289,7 +199,7 @@ public final class CudaBackend implements Backend {
   }
 
   /** Checks a runtime status; errors that break the context mark the backend failed. */
-  private void check(int rc, String call) {
+  void check(int rc, String call) {
     if (rc != 0) {
       CudaException e = new CudaException(call, rc, CudaCheck.errorString(rc));
       if (STICKY.contains(rc)) {
@@ -301,7 +211,7 @@ public final class CudaBackend implements Backend {
 
   // ---------------------------------------------------------------- memory
 
-  private long mallocAsync(long bytes) {
+  long mallocAsync(long bytes) {
     try (LongPointer out = new LongPointer(1)) {
       check(cudart.cudaMallocAsync(new PointerPointer<>(out), Math.max(1, bytes), compute),
           "cudaMallocAsync(" + bytes + " bytes on device " + device + ")");
@@ -309,7 +219,7 @@ public final class CudaBackend implements Backend {
     }
   }
 
-  private void freeAsync(long address) {
+  void freeAsync(long address) {
     if (address != 0) {
       check(cudart.cudaFreeAsync(new Ptr(address), compute), "cudaFreeAsync");
     }
@@ -355,7 +265,7 @@ public final class CudaBackend implements Backend {
     return c;
   }
 
-  private static CudaTensor f32(Tensor t, String op) {
+  static CudaTensor f32(Tensor t, String op) {
     CudaTensor c = cuda(t);
     if (c.dtype() != DType.F32) {
       throw new IllegalArgumentException(op + " works on F32 tensors, got " + c.shape()
@@ -364,69 +274,19 @@ public final class CudaBackend implements Backend {
     return c;
   }
 
-  /** Fills pinned buffer {@code host} with {@code bytes} bytes starting {@code from} bytes into the source. */
-  @FunctionalInterface
-  private interface Filler {
-    void fill(long host, long from, long bytes);
-  }
 
-  /** Copies {@code bytes} from the host (through the staging ring) to {@code dst}; compute waits for it. */
-  private void copyIn(long dst, long bytes, Filler filler) {
-    if (bytes == 0) {
-      return;
-    }
-    // the destination was allocated (stream-ordered) on compute: the copy stream waits for that
-    check(cudart.cudaEventRecord(computeMark, compute), "cudaEventRecord(compute)");
-    check(cudart.cudaStreamWaitEvent(h2d, computeMark, 0), "cudaStreamWaitEvent(host-to-device)");
-    for (long done = 0; done < bytes; ) {
-      long n = Math.min(stagingBytes, bytes - done);
-      Staging s = staging[nextSlot];
-      nextSlot = (nextSlot + 1) % staging.length;
-      if (s.pending) {
-        check(cudart.cudaEventSynchronize(s.done), "cudaEventSynchronize(staging)");
-      }
-      filler.fill(s.host, done, n);
-      check(cudart.cudaMemcpyAsync(new Ptr(dst + done), new Ptr(s.host), n, cudart.cudaMemcpyHostToDevice, h2d),
-          "cudaMemcpyAsync(host to device, " + n + " bytes)");
-      check(cudart.cudaEventRecord(s.done, h2d), "cudaEventRecord(staging)");
-      s.pending = true;
-      done += n;
-    }
-    check(cudart.cudaEventRecord(copyMark, h2d), "cudaEventRecord(host-to-device)");
-    check(cudart.cudaStreamWaitEvent(compute, copyMark, 0), "cudaStreamWaitEvent(compute)");
+
+
+
+
+  /** Copies {@code bytes} from the host to {@code dst} through the staging ring; compute waits for it. */
+  void copyIn(long dst, long bytes, CudaStaging.Filler filler) {
+    staging.copyIn(dst, bytes, filler);
   }
 
   /** Copies {@code bytes} from {@code src} to the host once the compute stream's work is done. */
-  private void copyOut(long src, long bytes, Filler drain) {
-    if (bytes == 0) {
-      return;
-    }
-    check(cudart.cudaEventRecord(computeMark, compute), "cudaEventRecord(compute)");
-    check(cudart.cudaStreamWaitEvent(d2h, computeMark, 0), "cudaStreamWaitEvent(device-to-host)");
-    for (long done = 0; done < bytes; ) {
-      long n = Math.min(stagingBytes, bytes - done);
-      Staging s = staging[nextSlot];
-      nextSlot = (nextSlot + 1) % staging.length;
-      if (s.pending) {
-        check(cudart.cudaEventSynchronize(s.done), "cudaEventSynchronize(staging)");
-      }
-      check(cudart.cudaMemcpyAsync(new Ptr(s.host), new Ptr(src + done), n, cudart.cudaMemcpyDeviceToHost, d2h),
-          "cudaMemcpyAsync(device to host, " + n + " bytes)");
-      check(cudart.cudaEventRecord(s.done, d2h), "cudaEventRecord(staging)");
-      check(cudart.cudaEventSynchronize(s.done), "cudaEventSynchronize(device to host)");
-      s.pending = false;
-      drain.fill(s.host, done, n);
-      done += n;
-    }
-  }
-
-  private static Filler floats(float[] src, int offset) {
-    return (host, from, n) -> new FloatPointer(new Ptr(host)).capacity(n / 4).put(src, offset + (int) (from / 4),
-        (int) (n / 4));
-  }
-
-  private static Filler ints(int[] src) {
-    return (host, from, n) -> new IntPointer(new Ptr(host)).capacity(n / 4).put(src, (int) (from / 4), (int) (n / 4));
+  void copyOut(long src, long bytes, CudaStaging.Filler drain) {
+    staging.copyOut(src, bytes, drain);
   }
 
   @Override
@@ -438,7 +298,7 @@ public final class CudaBackend implements Backend {
     }
     CudaTensor t = empty(rows, cols);
     try {
-      copyIn(t.address(), n * 4, floats(data, offset));
+      copyIn(t.address(), n * 4, CudaStaging.floats(data, offset));
     } catch (RuntimeException | Error e) {
       t.close();
       throw e;
@@ -510,7 +370,7 @@ public final class CudaBackend implements Backend {
     if (row < 0 || start + length > c.numel() || offset < 0 || offset + length > data.length) {
       throw new IndexOutOfBoundsException("write of " + length + " floats at row " + row + " outside " + c.shape());
     }
-    copyIn(c.address() + start * 4, (long) length * 4, floats(data, offset));
+    copyIn(c.address() + start * 4, (long) length * 4, CudaStaging.floats(data, offset));
   }
 
   @Override
@@ -549,7 +409,7 @@ public final class CudaBackend implements Backend {
 
   @Override
   public void gemm(boolean transA, boolean transB, float alpha, Tensor a, Tensor b, float beta, Tensor c) {
-    matmul(transA, transB, alpha, a, b, beta, c, null, Activation.IDENTITY);
+    matmuls.matmul(transA, transB, alpha, a, b, beta, c, null, Activation.IDENTITY);
   }
 
   /**
@@ -564,16 +424,16 @@ public final class CudaBackend implements Backend {
         && (act == Activation.GELU_TANH || act == Activation.RELU));
     try {
       if (fused) {
-        matmul(false, true, 1f, x, w, 0f, o, bias, act);
+        matmuls.matmul(false, true, 1f, x, w, 0f, o, bias, act);
         return;
       }
       if (o.dtype() == DType.F32) {
-        matmul(false, true, 1f, x, w, 0f, o, bias, Activation.IDENTITY);
+        matmuls.matmul(false, true, 1f, x, w, 0f, o, bias, Activation.IDENTITY);
         activate(o, act);
         return;
       }
       try (CudaTensor tmp = empty(o.rows(), o.cols(), DType.F32)) {
-        matmul(false, true, 1f, x, w, 0f, tmp, bias, Activation.IDENTITY);
+        matmuls.matmul(false, true, 1f, x, w, 0f, tmp, bias, Activation.IDENTITY);
         activate(tmp, act);
         try (CudaTensor cast = cast(tmp, o.dtype())) {
           copyBlock(cast, 0, 0, o, 0, 0, o.rows(), o.cols());
@@ -592,7 +452,7 @@ public final class CudaBackend implements Backend {
     CudaTensor tmp = o.dtype() == DType.F32 ? o : empty(o.rows(), o.cols(), DType.F32);
     CudaTensor b32 = cuda(bias).dtype() == DType.F32 ? null : cast(bias, DType.F32);
     try {
-      matmul(false, true, 1f, x, w, 0f, tmp, null, Activation.IDENTITY);
+      matmuls.matmul(false, true, 1f, x, w, 0f, tmp, null, Activation.IDENTITY);
       biasActivate(tmp, b32 == null ? bias : b32, act);
       if (tmp != o) {
         try (CudaTensor cast = cast(tmp, o.dtype())) {
@@ -609,141 +469,18 @@ public final class CudaBackend implements Backend {
     }
   }
 
-  private void matmul(boolean transA, boolean transB, float alpha, Tensor a, Tensor b, float beta, Tensor c,
-      Tensor bias, Activation act) {
-    CudaTensor ta = cuda(a);
-    CudaTensor tb = cuda(b);
-    CudaTensor tc = cuda(c);
-    enter();
-    int m = transA ? ta.cols() : ta.rows();
-    int k = transA ? ta.rows() : ta.cols();
-    int kb = transB ? tb.cols() : tb.rows();
-    int n = transB ? tb.rows() : tb.cols();
-    if (k != kb || tc.rows() != m || tc.cols() != n) {
-      throw new IllegalArgumentException("GEMM shapes do not agree: op(A) is [" + m + ", " + k + "], op(B) is ["
-          + kb + ", " + n + "], C is " + tc.shape());
-    }
-    if (ta.dtype() != tb.dtype()) {
-      throw new IllegalArgumentException("GEMM operands have different storage types: " + ta.shape() + " and "
-          + tb.shape());
-    }
-    if (tc.dtype() != DType.F32 && tc.dtype() != ta.dtype()) {
-      throw new IllegalArgumentException("GEMM output " + tc.shape() + " must be F32 or the operands' type "
-          + ta.dtype());
-    }
-    if (m == 0 || n == 0) {
-      return;
-    }
-    if (k == 0) {
-      if (tc.dtype() != DType.F32) {
-        throw new IllegalArgumentException("GEMM with K = 0 needs an F32 output, got " + tc.shape());
-      }
-      launch("tp_scale", grid(tc.numel()), 0, tc.address(), tc.numel(), beta);
-      if (bias != null) {
-        biasActivate(tc, bias, act);
-      } else if (act != Activation.IDENTITY) {
-        activate(tc, act);
-      }
-      return;
-    }
-    CudaTensor tbias = null;
-    CudaTensor convertedBias = null;
-    if (bias != null) {
-      tbias = cuda(bias);
-      if (tbias.numel() != n) {
-        throw new IllegalArgumentException("Bias has " + tbias.numel() + " elements but the GEMM output has " + n
-            + " columns");
-      }
-      if (tbias.dtype() != tc.dtype()) {
-        convertedBias = cast(tbias, tc.dtype());
-        tbias = convertedBias;
-      }
-    }
-    try {
-      int epilogue = bias == null ? CUBLASLT_EPILOGUE_DEFAULT : switch (act) {
-        case IDENTITY -> CUBLASLT_EPILOGUE_BIAS;
-        case GELU_TANH -> CUBLASLT_EPILOGUE_GELU_BIAS;
-        case RELU -> CUBLASLT_EPILOGUE_RELU_BIAS;
-        default -> throw new IllegalArgumentException("No cuBLASLt epilogue for " + act);
-      };
-      if (bias == null && act != Activation.IDENTITY) {
-        throw new IllegalArgumentException("An activation epilogue needs a bias here");
-      }
-      int computeType = tf32 && ta.dtype() == DType.F32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-      LtPlan p = plan(transA, transB, m, n, k, ta.dtype(), tc.dtype(), epilogue, computeType);
-      if (tbias != null) {
-        p.biasPointer.put(0, tbias.address());
-        CudaCheck.lt(cublas.cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, p.biasPointer, 8),
-            "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
-      }
-      try (FloatPointer al = new FloatPointer(1).put(alpha); FloatPointer be = new FloatPointer(1).put(beta)) {
-        // cuBLASLt's A is our B's buffer, its B is our A's (LtGemm)
-        CudaCheck.lt(cublas.cublasLtMatmul(lt, p.desc, al, new Ptr(tb.address()), p.la, new Ptr(ta.address()), p.lb,
-            be, new Ptr(tc.address()), p.lc, new Ptr(tc.address()), p.lc, p.heuristic.algo(), new Ptr(workspace),
-            workspaceBytes, compute), "cublasLtMatmul(" + p.g + ")");
-      }
-    } finally {
-      if (convertedBias != null) {
-        convertedBias.close();
-      }
-    }
-  }
 
-  private LtPlan plan(boolean transA, boolean transB, int m, int n, int k, DType in, DType out, int epilogue,
-      int computeType) {
-    String key = transA + "," + transB + "," + m + "," + n + "," + k + "," + in + "," + out + "," + epilogue + ","
-        + computeType;
-    LtPlan p = plans.get(key);
-    if (p != null) {
-      return p;
-    }
-    LtGemm g = LtGemm.rowMajor(transA, transB, m, n, k);
-    p = new LtPlan(g);
-    try {
-      CudaCheck.lt(cublas.cublasLtMatmulDescInit(p.desc, computeType, CUDA_R_32F), "cublasLtMatmulDescInit");
-      setInt(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, g.transA() ? CUBLAS_OP_T : CUBLAS_OP_N, "TRANSA");
-      setInt(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, g.transB() ? CUBLAS_OP_T : CUBLAS_OP_N, "TRANSB");
-      setInt(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue, "EPILOGUE");
-      if (epilogue != CUBLASLT_EPILOGUE_DEFAULT) {
-        setInt(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CudaTypes.cudaType(out), "BIAS_DATA_TYPE");
-      }
-      CudaCheck.lt(cublas.cublasLtMatrixLayoutInit(p.la, CudaTypes.cudaType(in), g.aRows(), g.aCols(), g.lda()),
-          "cublasLtMatrixLayoutInit(A)");
-      CudaCheck.lt(cublas.cublasLtMatrixLayoutInit(p.lb, CudaTypes.cudaType(in), g.bRows(), g.bCols(), g.ldb()),
-          "cublasLtMatrixLayoutInit(B)");
-      CudaCheck.lt(cublas.cublasLtMatrixLayoutInit(p.lc, CudaTypes.cudaType(out), g.dRows(), g.dCols(), g.ldd()),
-          "cublasLtMatrixLayoutInit(D)");
-      int[] found = {0};
-      CudaCheck.lt(cublas.cublasLtMatmulAlgoGetHeuristic(lt, p.desc, p.la, p.lb, p.lc, p.lc, preference, 1,
-          p.heuristic, found), "cublasLtMatmulAlgoGetHeuristic(" + g + ")");
-      if (found[0] == 0) {
-        throw new CudaException("cublasLtMatmulAlgoGetHeuristic", 15, "no algorithm for " + g + " with " + in
-            + " inputs, " + out + " output, epilogue " + epilogue);
-      }
-    } catch (RuntimeException | Error e) {
-      p.free();
-      throw e;
-    }
-    plans.put(key, p);
-    return p;
-  }
 
-  private static void setInt(cublasLtMatmulDescOpaque_t desc, int attr, int value, String what) {
-    try (IntPointer v = new IntPointer(1).put(value)) {
-      CudaCheck.lt(cublas.cublasLtMatmulDescSetAttribute(desc, attr, v, 4),
-          "cublasLtMatmulDescSetAttribute(" + what + ")");
-    }
-  }
 
   // ---------------------------------------------------------------- kernels
 
-  private int grid(long n) {
+  int grid(long n) {
     long blocks = (n + BLOCK - 1) / BLOCK;
     return (int) Math.max(1, Math.min(blocks, (long) sms * 32));
   }
 
   /** Launches kernel {@code name} on the compute stream; Long = pointer or 64-bit integer, Integer, Float. */
-  private void launch(String name, int gridX, int rowsGrid, Object... args) {
+  void launch(String name, int gridX, int rowsGrid, Object... args) {
     CudaKernels.checkArgs(name, args);
     enter();
     Pointer[] holders = new Pointer[args.length];
@@ -785,67 +522,36 @@ public final class CudaBackend implements Backend {
     }
   }
 
-  private static long addr(CudaTensor t) {
-    return t == null ? 0L : t.address();
-  }
 
-  private static CudaTensor vector(Tensor t, int n, String what) {
-    if (t == null) {
-      return null;
-    }
-    CudaTensor c = f32(t, what);
-    if (c.numel() != n) {
-      throw new IllegalArgumentException(what + " has " + c.numel() + " elements, expected " + n);
-    }
-    return c;
-  }
 
   @Override
   public void addBias(Tensor x, Tensor bias) {
     biasActivate(x, bias, Activation.IDENTITY);
   }
 
-  @Override
-  public void add(Tensor dst, Tensor src) {
-    CudaTensor d = f32(dst, "add");
-    CudaTensor s = f32(src, "add");
-    if (d.rows() != s.rows() || d.cols() != s.cols()) {
-      throw new IllegalArgumentException("Cannot add " + s.shape() + " to " + d.shape() + ": shapes differ");
-    }
-    if (d.numel() > 0) {
-      launch("tp_add", grid(d.numel()), 0, d.address(), s.address(), d.numel());
-    }
-  }
 
   @Override
   public void activate(Tensor x, Activation act) {
     biasActivate(x, null, act);
   }
 
+
+
+
+
+
+
+
+
+
+  @Override
+  public void add(Tensor dst, Tensor src) {
+    ops.add(dst, src);
+  }
+
   @Override
   public void biasActivate(Tensor x, Tensor bias, Activation act) {
-    CudaTensor tx = f32(x, "biasActivate");
-    CudaTensor tb = null;
-    if (bias != null) {
-      tb = f32(bias, "bias");
-      if (tb.numel() != tx.cols()) {
-        throw new IllegalArgumentException(
-            "Bias has " + tb.numel() + " elements but the activation has " + tx.cols() + " columns");
-      }
-    }
-    if (tx.numel() == 0) {
-      return;
-    }
-    if (act == Activation.SOFTMAX) {
-      if (tb != null) {
-        launch("tp_bias_act", grid(tx.numel()), 0, tx.address(), tb.address(), tx.rows(), tx.cols(),
-            CudaKernels.actCode(Activation.IDENTITY));
-      }
-      attentionSoftmax(tx, 1f, false, 1);
-    } else if (tb != null || act != Activation.IDENTITY) {
-      launch("tp_bias_act", grid(tx.numel()), 0, tx.address(), addr(tb), tx.rows(), tx.cols(),
-          CudaKernels.actCode(act));
-    }
+    ops.biasActivate(x, bias, act);
   }
 
   /**
@@ -854,128 +560,33 @@ public final class CudaBackend implements Backend {
    * {@code j <= q + cols - qLen}.
    */
   public void attentionSoftmax(Tensor x, float scale, boolean causal, int qLen) {
-    CudaTensor tx = f32(x, "softmax");
-    if (causal && (qLen <= 0 || qLen > tx.cols())) {
-      throw new IllegalArgumentException("Causal softmax needs 0 < qLen <= keys, got qLen " + qLen + " for "
-          + tx.shape());
-    }
-    if (tx.rows() > 0) {
-      launch("tp_softmax_rows", 0, tx.rows(), tx.address(), tx.rows(), tx.cols(), scale, causal ? 1 : 0,
-          Math.max(1, qLen));
-    }
+    ops.attentionSoftmax(x, scale, causal, qLen);
   }
 
   @Override
   public void layerNorm(Tensor x, Tensor gamma, Tensor beta, float eps) {
-    CudaTensor tx = f32(x, "layerNorm");
-    CudaTensor g = vector(gamma, tx.cols(), "layer_norm weight");
-    CudaTensor b = vector(beta, tx.cols(), "layer_norm bias");
-    if (tx.rows() > 0) {
-      launch("tp_layer_norm", 0, tx.rows(), tx.address(), addr(g), addr(b), tx.rows(), tx.cols(), eps);
-    }
+    ops.layerNorm(x, gamma, beta, eps);
   }
 
   /** RMSNorm over each row, in place: {@code x / sqrt(mean(x^2) + eps) * gamma} ({@code gamma} may be null). */
   @Override
   public void rmsNorm(Tensor x, Tensor gamma, float eps) {
-    CudaTensor tx = f32(x, "rmsNorm");
-    CudaTensor g = vector(gamma, tx.cols(), "rms_norm weight");
-    if (tx.rows() > 0) {
-      launch("tp_rms_norm", 0, tx.rows(), tx.address(), addr(g), tx.rows(), tx.cols(), eps);
-    }
+    ops.rmsNorm(x, gamma, eps);
   }
 
   @Override
   public void rope(Tensor x, int col, int heads, int headDim, int[] positions, float[] invFreq) {
-    CudaTensor tx = f32(x, "rope");
-    TransformerMath.checkRope(tx.rows(), tx.cols(), col, heads, headDim, positions, invFreq);
-    if (tx.rows() == 0 || heads == 0) {
-      return;
-    }
-    long pos = deviceInts(positions);
-    long freq = 0;
-    try {
-      freq = deviceFloats(invFreq, headDim / 2);
-      launch("tp_rope", grid((long) tx.rows() * heads * (headDim / 2)), 0, tx.address(), tx.rows(), tx.cols(), col,
-          heads, headDim, pos, freq);
-    } finally {
-      freeAsync(pos);
-      freeAsync(freq);
-    }
-  }
-
-  private long deviceFloats(float[] values, int count) {
-    long d = mallocAsync((long) count * 4);
-    try {
-      copyIn(d, (long) count * 4, floats(values, 0));
-    } catch (RuntimeException | Error e) {
-      freeAsync(d);
-      throw e;
-    }
-    return d;
-  }
-
-  private long deviceInts(int[] values) {
-    long d = mallocAsync((long) values.length * 4);
-    try {
-      copyIn(d, (long) values.length * 4, ints(values));
-    } catch (RuntimeException | Error e) {
-      freeAsync(d);
-      throw e;
-    }
-    return d;
+    ops.rope(x, col, heads, headDim, positions, invFreq);
   }
 
   @Override
   public void embedding(Tensor table, int idStart, int[] ids, Tensor out) {
-    CudaTensor t = f32(table, "embedding");
-    CudaTensor o = f32(out, "embedding");
-    if (o.cols() != t.cols() || o.rows() < ids.length) {
-      throw new IllegalArgumentException("Embedding output " + o.shape() + " cannot hold " + ids.length
-          + " rows of width " + t.cols());
-    }
-    zero(o);
-    if (ids.length == 0 || t.cols() == 0) {
-      return;
-    }
-    long d = deviceInts(ids);
-    try {
-      launch("tp_embedding", grid((long) ids.length * t.cols()), 0, t.address(), t.rows(), t.cols(), idStart, d,
-          ids.length, o.address());
-    } finally {
-      freeAsync(d);
-    }
+    ops.embedding(table, idStart, ids, out);
   }
 
   @Override
   public void embeddingBag(Tensor table, int idStart, int[] ids, int[] offsets, boolean mean, Tensor out) {
-    CudaTensor t = f32(table, "embeddingBag");
-    CudaTensor o = f32(out, "embeddingBag");
-    int bags = offsets.length - 1;
-    if (o.cols() != t.cols() || o.rows() < bags) {
-      throw new IllegalArgumentException("Embedding-bag output " + o.shape() + " cannot hold " + bags
-          + " rows of width " + t.cols());
-    }
-    for (int i = 0; i < bags; i++) {
-      if (offsets[i] < 0 || offsets[i] > offsets[i + 1] || offsets[i + 1] > ids.length) {
-        throw new IllegalArgumentException("Embedding-bag offsets must rise within [0, " + ids.length + "], got "
-            + offsets[i] + ", " + offsets[i + 1] + " at bag " + i);
-      }
-    }
-    zero(o);
-    if (bags <= 0 || t.cols() == 0) {
-      return;
-    }
-    long dIds = deviceInts(ids.length == 0 ? new int[1] : ids);
-    long dOff = 0;
-    try {
-      dOff = deviceInts(offsets);
-      launch("tp_embedding_bag", grid((long) bags * t.cols()), 0, t.address(), t.rows(), t.cols(), idStart, dIds,
-          dOff, bags, mean ? 1 : 0, o.address());
-    } finally {
-      freeAsync(dIds);
-      freeAsync(dOff);
-    }
+    ops.embeddingBag(table, idStart, ids, offsets, mean, out);
   }
 
   /** Waits for everything enqueued on the compute stream. */
@@ -996,27 +607,10 @@ public final class CudaBackend implements Backend {
 
   private void releaseNative() {
     RuntimeException first = null;
-    for (LtPlan p : plans.values()) {
-      p.free();
-    }
-    plans.clear();
-    if (compute != null && failure == null) {
-      first = keep(first, () -> CudaCheck.cuda(cudart.cudaStreamSynchronize(compute), "cudaStreamSynchronize"));
-      if (workspace != 0) {
-        long ws = workspace;
-        workspace = 0;
-        first = keep(first, () -> CudaCheck.cuda(cudart.cudaFreeAsync(new Ptr(ws), compute), "cudaFreeAsync"));
-        first = keep(first, () -> CudaCheck.cuda(cudart.cudaStreamSynchronize(compute), "cudaStreamSynchronize"));
-      }
-    }
-    if (preference != null) {
-      preference.deallocate();
-      preference = null;
-    }
-    if (lt != null) {
-      cublasLtContext l = lt;
-      lt = null;
-      first = keep(first, () -> CudaCheck.lt(cublas.cublasLtDestroy(l), "cublasLtDestroy"));
+    if (matmuls != null) {
+      CudaGemm g = matmuls;
+      matmuls = null;
+      first = g.release(first, compute != null && failure == null);
     }
     if (kernels != null) {
       CudaKernels k = kernels;
@@ -1024,36 +618,21 @@ public final class CudaBackend implements Backend {
       first = keep(first, k::close);
     }
     if (staging != null) {
-      for (Staging s : staging) {
-        if (s != null) {
-          first = keep(first, () -> CudaCheck.cuda(cudart.cudaEventSynchronize(s.done), "cudaEventSynchronize"));
-          first = keep(first, () -> CudaCheck.cuda(cudart.cudaFreeHost(new Ptr(s.host)), "cudaFreeHost"));
-          cudart.cudaEventDestroy(s.done);
-        }
-      }
+      CudaStaging st = staging;
       staging = null;
+      first = st.release(first);
     }
-    for (CUevent_st e : new CUevent_st[] {computeMark, copyMark}) {
-      if (e != null) {
-        cudart.cudaEventDestroy(e);
-      }
+    if (compute != null) {
+      CUstream_st s = compute;
+      compute = null;
+      first = keep(first, () -> CudaCheck.cuda(cudart.cudaStreamDestroy(s), "cudaStreamDestroy"));
     }
-    computeMark = null;
-    copyMark = null;
-    for (CUstream_st s : new CUstream_st[] {compute, h2d, d2h}) {
-      if (s != null) {
-        first = keep(first, () -> CudaCheck.cuda(cudart.cudaStreamDestroy(s), "cudaStreamDestroy"));
-      }
-    }
-    compute = null;
-    h2d = null;
-    d2h = null;
     if (first != null) {
       throw first;
     }
   }
 
-  private static RuntimeException keep(RuntimeException first, Runnable r) {
+  static RuntimeException keep(RuntimeException first, Runnable r) {
     try {
       r.run();
     } catch (RuntimeException e) {

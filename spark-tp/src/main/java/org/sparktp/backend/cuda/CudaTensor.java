@@ -2,7 +2,7 @@ package org.sparktp.backend.cuda;
 
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * A tensor in device memory: one stream-ordered allocation ({@code cudaMallocAsync} on the backend's compute

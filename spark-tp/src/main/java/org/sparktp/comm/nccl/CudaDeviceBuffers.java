@@ -10,7 +10,7 @@ import org.sparktp.backend.cuda.CudaException;
 import org.sparktp.backend.cuda.CudaTensor;
 import org.sparktp.backend.cuda.CudaTypes;
 import org.sparktp.backend.cuda.Ptr;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * {@link DeviceBuffers} for {@link CudaTensor}s: collectives run on a stream of their own on the rank's device,

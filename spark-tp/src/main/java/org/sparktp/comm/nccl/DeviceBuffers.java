@@ -1,6 +1,6 @@
 package org.sparktp.comm.nccl;
 
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * What {@link NcclCommunicator} needs from the device side: the device address and NCCL type of a tensor, the

@@ -4,7 +4,7 @@ import java.util.Base64;
 import java.util.concurrent.locks.LockSupport;
 import org.sparktp.comm.AbstractCommunicator;
 import org.sparktp.comm.CommunicatorException;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Collectives over NCCL between the ranks of a group, one GPU per rank, on device tensors.

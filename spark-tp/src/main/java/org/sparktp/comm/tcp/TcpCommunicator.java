@@ -8,7 +8,7 @@ import org.sparktp.backend.Backend;
 import org.sparktp.comm.AbstractCommunicator;
 import org.sparktp.comm.CommunicatorException;
 import org.sparktp.comm.HostBuffers;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Collectives among ranks in different processes (usually different hosts): one authenticated TCP connection per

@@ -32,7 +32,7 @@ import org.sparktp.nn.ops.Rope;
 import org.sparktp.nn.ops.TransformerModel;
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 

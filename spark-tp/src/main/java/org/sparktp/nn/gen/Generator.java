@@ -16,7 +16,7 @@ import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.Tokens;
 import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.nn.run.TransformerRankModel;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Autoregressive generation in a tensor-parallel group, with a KV cache and continuous batching. Every

@@ -9,7 +9,7 @@ import org.sparktp.nn.ops.AttentionOp;
 import org.sparktp.nn.ops.Op;
 import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * One rank's KV cache, sharded by heads like the attention weights: for every attention layer a

@@ -10,7 +10,7 @@ import org.sparktp.nn.Layout;
 import org.sparktp.nn.LinearKernel;
 import org.sparktp.nn.RunContext;
 import org.sparktp.shard.Split;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Multi-head self-attention, Megatron-style, per sequence of a ragged batch:

@@ -7,7 +7,7 @@ import org.sparktp.backend.Backend;
 import org.sparktp.nn.DistTensor;
 import org.sparktp.nn.Layout;
 import org.sparktp.shard.Split;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * An embedding lookup, vocab-parallel. Two kinds ({@link Lookup}):

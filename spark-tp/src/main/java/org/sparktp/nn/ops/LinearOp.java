@@ -9,7 +9,7 @@ import org.sparktp.nn.Layout;
 import org.sparktp.nn.LinearKernel;
 import org.sparktp.nn.Parallel;
 import org.sparktp.shard.Split;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * A linear layer {@code Y = act(X W^T + b)}, {@code W} PyTorch's {@code [out, in]} ({@code <name>.weight}),

@@ -10,7 +10,7 @@ import org.sparktp.nn.Layout;
 import org.sparktp.nn.LinearKernel;
 import org.sparktp.nn.Mappings;
 import org.sparktp.shard.Split;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * The vocab-parallel LM head {@code logits = h W^T}, {@code W} {@code [vocab, hidden]} split by rows

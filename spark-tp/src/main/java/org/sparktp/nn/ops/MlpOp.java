@@ -10,7 +10,7 @@ import org.sparktp.nn.Layout;
 import org.sparktp.nn.LinearKernel;
 import org.sparktp.nn.RunContext;
 import org.sparktp.shard.Split;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * The transformer MLP, Megatron-style: {@code Y = act(X U^T + b_u) D^T + b_d} (BERT, GPT-2), or SwiGLU

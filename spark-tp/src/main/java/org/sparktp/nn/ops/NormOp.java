@@ -5,7 +5,7 @@ import java.util.List;
 import org.sparktp.backend.Backend;
 import org.sparktp.nn.DistTensor;
 import org.sparktp.nn.Layout;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Per-token normalisation, replicated: layer norm {@code y = (x - mean) / sqrt(var + eps) * gamma + beta}

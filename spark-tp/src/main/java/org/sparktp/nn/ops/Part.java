@@ -6,7 +6,7 @@ import java.util.List;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.nn.LinearKernel;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * A logical part of a linear's weight on disk: {@code Y_part = X W_part^T + b_part} with

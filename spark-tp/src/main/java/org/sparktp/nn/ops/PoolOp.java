@@ -4,7 +4,7 @@ import java.util.List;
 import org.sparktp.backend.Backend;
 import org.sparktp.nn.DistTensor;
 import org.sparktp.nn.Layout;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * The {@code embed} task: row {@code s}'s output is the mean of its tokens' last hidden states

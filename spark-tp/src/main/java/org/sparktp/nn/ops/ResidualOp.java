@@ -6,7 +6,7 @@ import org.sparktp.backend.Backend;
 import org.sparktp.nn.DistTensor;
 import org.sparktp.nn.Layout;
 import org.sparktp.nn.Mappings;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * {@code y = x + f(x)}, {@code f} the ops of {@code body} (their layouts planned inside), on a replicated

@@ -7,7 +7,7 @@ import org.sparktp.nn.DecodeStep;
 import org.sparktp.nn.DistTensor;
 import org.sparktp.nn.LinearKernel;
 import org.sparktp.nn.RunContext;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Draws the next token of each row from the vocab-parallel LM head without gathering logits: rank

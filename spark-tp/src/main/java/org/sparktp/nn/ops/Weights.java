@@ -9,7 +9,7 @@ import org.sparktp.backend.Backend;
 import org.sparktp.nn.LinearKernel;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * One rank's weight slices ({@link RankWeights}, keyed by {@link Slice#id()}: host blocks, or tensors already

@@ -22,7 +22,7 @@ import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.WeightSource;
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * A transformer planned for a group of {@code p} ranks and one task: the model's ops followed by the

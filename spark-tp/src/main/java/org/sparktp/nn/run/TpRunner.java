@@ -8,7 +8,7 @@ import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.Mappings;
 import org.sparktp.nn.RunContext;
 import org.sparktp.shard.Split;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Streams rows through a tensor-parallel group, one micro-batch per {@link #step}, for every model: dense vectors,

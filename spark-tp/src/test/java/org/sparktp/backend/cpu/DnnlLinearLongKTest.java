@@ -8,7 +8,7 @@ import org.junit.jupiter.params.provider.CsvSource;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * bf16/f16 linears with a long reduction (K beyond 512, as every real transformer has: hidden 768, 1024, ...)

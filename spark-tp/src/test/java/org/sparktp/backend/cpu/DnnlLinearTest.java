@@ -12,7 +12,7 @@ import org.junit.jupiter.params.provider.CsvSource;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * The oneDNN linear against a float64 reference written here: f32 weights within 1e-5 of the largest

@@ -13,7 +13,7 @@ import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
 import org.sparktp.tensor.HalfFloats;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * The int8 weight-only linear ({@code spark.tp.dtype=int8}) against float64 references written here:

@@ -14,7 +14,7 @@ import org.junit.jupiter.api.Test;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Every op of the CUDA backend against a float64 reference written here and against the CPU backend, on fresh

@@ -6,7 +6,7 @@ import java.util.List;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.bytedeco.javacpp.Pointer;
 import org.sparktp.backend.cpu.CpuTensor;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * A scripted NCCL for the communicator's state machine: init finishes after {@code initPolls} polls (or never),

@@ -16,7 +16,7 @@ import org.sparktp.backend.cuda.CudaBackend;
 import org.sparktp.backend.cuda.CudaProbe;
 import org.sparktp.comm.CommunicatorException;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Real NCCL on one GPU: every collective with one rank, the unique id round trip, and the failure paths (a group of

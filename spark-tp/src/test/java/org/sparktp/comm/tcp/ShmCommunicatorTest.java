@@ -13,7 +13,7 @@ import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.sparktp.TpConf;
 import org.sparktp.backend.cpu.CpuBackend;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Every collective of {@link TcpCommunicatorTest} again with the shared-memory data path (all ranks are on

@@ -14,7 +14,7 @@ import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.comm.Communicator;
 import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.shard.Split;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * Every collective of {@link TcpCommunicator} against {@link LocalCommunicator} (the in-process

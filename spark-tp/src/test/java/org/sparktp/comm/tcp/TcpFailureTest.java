@@ -22,7 +22,7 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.comm.CommunicatorException;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /** Timeouts, abort, protocol violations and authentication of the TCP communicator (ranks as threads). */
 class TcpFailureTest {

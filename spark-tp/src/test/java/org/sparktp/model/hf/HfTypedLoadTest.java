@@ -24,7 +24,7 @@ import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.nn.run.TransformerRankModel;
 import org.sparktp.tensor.DType;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 
 /**
  * A bf16 Hugging Face checkpoint (llama-shaped, 61 MiB, generated here) loads at tp 2 into bf16 tensors

@@ -7,7 +7,7 @@ import org.junit.jupiter.api.Test;
 import org.sparktp.backend.Backend;
 import org.sparktp.backend.TransformerMath;
 import org.sparktp.backend.cpu.CpuBackend;
-import org.sparktp.tensor.Tensor;
+import org.sparktp.backend.Tensor;
 import org.sparktp.testing.HfFixtures;
 
 /**

@@ -1,6 +1,6 @@
-package org.sparktp.tensor;
+package org.sparktp.backend;
 
-import org.sparktp.backend.Backend;
+import org.sparktp.tensor.DType;
 
 /**
  * A dense, row-major matrix of elements of one {@link DType} (float32 unless said otherwise) of {@code rows x cols} whose memory is owned by a {@link Backend}
