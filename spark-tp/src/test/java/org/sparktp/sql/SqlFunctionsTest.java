@@ -186,6 +186,17 @@ class SqlFunctionsTest extends SqlTestBase {
   }
 
   @Test
+  void explainsAHuggingFaceModelToo() {
+    // once "This model is a transformer: use transformerPlan(p)" for every Hugging Face model
+    String bert = org.sparktp.testing.HfFixtures.dir("bert").toString();
+    String text = spark.sql("SELECT tp_explain('" + bert + "', 2)").first().getString(0);
+    assertThat(text).startsWith("Plan for tp=2: bert (bidirectional), hidden 36")
+        .contains("bidirectional attention layer.0.attention [6 heads x 6]; "
+            + "heads per rank: r0: q 0-2 kv 0-2, r1: q 3-5 kv 3-5")
+        .contains("weight bytes per rank: [");
+  }
+
+  @Test
   void badInputIsAnAnalysisErrorNamingTheArgument() throws Exception {
     Path empty = Files.createDirectories(tmp.resolve("not-a-model"));
     assertError("SELECT tp_predict('nope', features) FROM t",
