@@ -624,7 +624,8 @@ def make_qwen2(out_dir):
 
 def make_qwen3(out_dir):
     """Qwen3 (modeling_qwen3.py): per-head q_norm / k_norm before RoPE, head_dim 12 with hidden 40 and 6 heads
-    (6 x 12 = 72 != 40), GQA 6/3, no biases, tied head, BF16 as Qwen3's checkpoints."""
+    (6 x 12 = 72 != 40), GQA 6/3, no biases, tied head, BF16 as Qwen3's checkpoints. The config is Qwen2's keys
+    (make_qwen2's fixture, same writer) plus attention_bias and head_dim."""
     L, D, H, KV, HD, F, V, P = 2, 40, 6, 3, 12, 72, 88, 40
     eps, theta = 1e-6, 1000000.0
     init = Init(1007)
@@ -632,34 +633,14 @@ def make_qwen3(out_dir):
                   torch.bfloat16)
     inv_freq = rope_inv_freq(HD, theta, None)
     hidden, logits = llama_forward(w, L, H, KV, eps, inv_freq, qkv_bias=False, qk_norm=True)
-    config = {
-        "architectures": ["Qwen3ForCausalLM"],
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "bos_token_id": 86,
-        "eos_token_id": 87,
-        "head_dim": HD,
-        "hidden_act": "silu",
-        "hidden_size": D,
-        "initializer_range": 0.02,
-        "intermediate_size": F,
-        "max_position_embeddings": P,
-        "max_window_layers": L,
-        "model_type": "qwen3",
-        "num_attention_heads": H,
-        "num_hidden_layers": L,
-        "num_key_value_heads": KV,
-        "rms_norm_eps": eps,
-        "rope_scaling": None,
-        "rope_theta": theta,
-        "sliding_window": None,
-        "tie_word_embeddings": True,
-        "torch_dtype": "bfloat16",
-        "transformers_version": TRANSFORMERS_VERSION,
-        "use_cache": True,
-        "use_sliding_window": False,
-        "vocab_size": V,
-    }
+    with open(os.path.join(os.path.dirname(out_dir), "qwen2", "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    config.update({
+        "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "bos_token_id": 86, "eos_token_id": 87,
+        "head_dim": HD, "hidden_size": D, "intermediate_size": F, "max_position_embeddings": P,
+        "max_window_layers": L, "model_type": "qwen3", "num_attention_heads": H, "num_hidden_layers": L,
+        "num_key_value_heads": KV, "rms_norm_eps": eps, "rope_theta": theta, "torch_dtype": "bfloat16",
+        "vocab_size": V})
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "config.json"), config)
     write_safetensors(os.path.join(out_dir, "model.safetensors"), s)
