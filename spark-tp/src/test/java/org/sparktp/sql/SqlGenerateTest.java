@@ -208,7 +208,7 @@ class SqlGenerateTest extends SqlTestBase {
         "tp_generate argument 'input' (one.id) has type int; tp_generate takes string (a prompt, tokenized with the"
             + " model's tokenizer.json), array<int> or array<long> (token ids)");
     assertError("SELECT tp_generate('g', ids, map('tp', '8')) FROM one",
-        "needs 1 group(s) x tpSize 8 = 8 task slots at once, but the cluster has 4");
+        "tp_generate: A tensor-parallel group of tpSize 8 needs 8 task slots at once, but the cluster has 4");
     assertError("SELECT tp_generate('g', ids, map('temperature', '-1')) FROM one",
         "option 'temperature' has the invalid value '-1'");
   }
