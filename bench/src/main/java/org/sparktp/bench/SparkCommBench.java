@@ -13,7 +13,6 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.TreeSet;
 import org.apache.spark.BarrierTaskContext;
-import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.sql.SparkSession;
 import org.sparktp.backend.Backends;
@@ -62,9 +61,11 @@ public final class SparkCommBench {
       for (int i = 0; i < ranks; i++) {
         idx.add(i);
       }
-      JavaRDD<String> lines = jsc.parallelize(idx, ranks).barrier()
-          .mapPartitions(it -> run(secret, sizes, reps));
-      List<String> results = lines.collect();
+      scala.Function1<scala.collection.Iterator<Integer>, scala.collection.Iterator<String>> task =
+          (scala.Function1<scala.collection.Iterator<Integer>, scala.collection.Iterator<String>>
+              & java.io.Serializable) it -> scala.jdk.javaapi.CollectionConverters.asScala(run(secret, sizes, reps));
+      List<String> results = Arrays.asList((String[]) jsc.parallelize(idx, ranks).rdd().barrier()
+          .mapPartitions(task, false, scala.reflect.ClassTag$.MODULE$.apply(String.class)).collect());
       report(System.out, results, ranks, json);
     } finally {
       spark.stop();
