@@ -1,10 +1,10 @@
 package org.sparktp.backend.cuda;
 
+import static org.junit.platform.engine.discovery.DiscoverySelectors.selectClass;
 import static org.junit.platform.engine.discovery.DiscoverySelectors.selectPackage;
 
 import java.io.PrintWriter;
 import org.junit.platform.launcher.Launcher;
-import org.junit.platform.launcher.LauncherDiscoveryRequest;
 import org.junit.platform.launcher.TagFilter;
 import org.junit.platform.launcher.core.LauncherDiscoveryRequestBuilder;
 import org.junit.platform.launcher.core.LauncherFactory;
@@ -28,18 +28,29 @@ public final class GpuTestMain {
     if (!all) {
       b.filters(TagFilter.includeTags("gpu"));
     }
-    LauncherDiscoveryRequest req = b.build();
     Launcher launcher = LauncherFactory.create();
     SummaryGeneratingListener summary = new SummaryGeneratingListener();
-    launcher.execute(req, summary);
-    TestExecutionSummary s = summary.getSummary();
+    // the backend contract suite (every Backend method of every backend present against float64; its CUDA cases
+    // need the GPU and are not tagged, so it runs whole) and the gpu-tagged tests
+    SummaryGeneratingListener contract = new SummaryGeneratingListener();
+    launcher.execute(LauncherDiscoveryRequestBuilder.request()
+        .selectors(selectClass("org.sparktp.backend.BackendContractTest")).build(), contract);
+    launcher.execute(b.build(), summary);
     PrintWriter out = new PrintWriter(System.out, true);
+    TestExecutionSummary c = contract.getSummary();
+    c.printFailuresTo(out, 30);
+    c.printTo(out);
+    TestExecutionSummary s = summary.getSummary();
     s.printFailuresTo(out, 30);
     s.printTo(out);
-    long skipped = s.getTestsSkippedCount() + s.getTestsAbortedCount();
-    out.printf("GPU tests: %d found, %d passed, %d failed, %d skipped%n", s.getTestsFoundCount(),
-        s.getTestsSucceededCount(), s.getTotalFailureCount(), skipped);
-    boolean ok = s.getTotalFailureCount() == 0 && s.getTestsFoundCount() > 0 && (allowSkips || skipped == 0);
+    long skipped = s.getTestsSkippedCount() + s.getTestsAbortedCount() + c.getTestsSkippedCount()
+        + c.getTestsAbortedCount();
+    long found = s.getTestsFoundCount() + c.getTestsFoundCount();
+    long failed = s.getTotalFailureCount() + c.getTotalFailureCount();
+    out.printf("GPU tests: %d found, %d passed, %d failed, %d skipped (contract suite: %d passed, %d failed, %d"
+        + " skipped)%n", found, s.getTestsSucceededCount() + c.getTestsSucceededCount(), failed, skipped,
+        c.getTestsSucceededCount(), c.getTotalFailureCount(), c.getTestsSkippedCount() + c.getTestsAbortedCount());
+    boolean ok = failed == 0 && s.getTestsFoundCount() > 0 && (allowSkips || skipped == 0);
     System.exit(ok ? 0 : 1);
   }
 }
