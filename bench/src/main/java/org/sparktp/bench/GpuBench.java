@@ -61,6 +61,10 @@ public final class GpuBench {
         case "--warmup" -> warmup = Integer.parseInt(args[++i]);
         case "--quick" -> quick = true;
         case "--no-engine" -> engine = false;
+        case "--census" -> {
+          GpuEngineBench.census(out); // the CPU side of the engine benchmark, for gpu-check --prepare
+          return 0;
+        }
         case "--json" -> json = args[++i];
         default -> throw new IllegalArgumentException("Unknown flag " + args[i] + "; use --reps, --warmup, --quick,"
             + " --no-engine, --json");

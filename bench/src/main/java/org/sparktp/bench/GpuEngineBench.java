@@ -160,4 +160,25 @@ final class GpuEngineBench {
     log.printf(Locale.ROOT, "decode b%d: %.3f ms per step, %.0f tokens/s, bound %.3f ms%n", prompts, 1e3 * perStep,
         prompts * steps / decode, 1e3 * bound);
   }
+
+  /**
+   * What the engine benchmark does besides the GPU, on small shapes (checkpoints written and read, plans built),
+   * so that {@code gpu-check --prepare} sees the classes it loads.
+   */
+  static void census(PrintStream log) {
+    try {
+      Path bert = Files.createTempDirectory("spark-tp-census-bert");
+      TransformerBench.writeBert(bert, 1, 64, 4, 128, 500, 16);
+      Path llama = Files.createTempDirectory("spark-tp-census-llama");
+      GenerateBench.writeModel(llama, 64, 4, 2, 1, 128, 500, 32);
+      try (HfModel b = HfModel.open(bert.toString()); HfModel l = HfModel.open(llama.toString())) {
+        TransformerPlan.build(b.model(), 1, Task.EMBED, Pooling.MEAN, false, false);
+        TransformerPlan p = TransformerPlan.build(l.model(), 1, Task.GENERATE, null, false, false);
+        log.println("census: engine benchmark models written and planned (" + KvCache.bytesPerToken(p)
+            + " KV bytes per token)");
+      }
+    } catch (Exception e) {
+      throw new IllegalStateException("census of the engine benchmark failed: " + e, e);
+    }
+  }
 }

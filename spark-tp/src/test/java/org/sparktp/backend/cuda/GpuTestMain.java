@@ -1,6 +1,7 @@
 package org.sparktp.backend.cuda;
 
 import static org.junit.platform.engine.discovery.DiscoverySelectors.selectClass;
+import static org.junit.platform.engine.discovery.DiscoverySelectors.selectMethod;
 import static org.junit.platform.engine.discovery.DiscoverySelectors.selectPackage;
 
 import java.io.PrintWriter;
@@ -22,6 +23,10 @@ public final class GpuTestMain {
   public static void main(String[] args) {
     boolean allowSkips = java.util.Arrays.asList(args).contains("--allow-skips");
     boolean all = java.util.Arrays.asList(args).contains("--all"); // also the CPU tests of these packages
+    if (java.util.Arrays.asList(args).contains("--census")) {
+      census();
+      return;
+    }
     LauncherDiscoveryRequestBuilder b = LauncherDiscoveryRequestBuilder.request()
         .selectors(selectPackage("org.sparktp.backend.cuda"), selectPackage("org.sparktp.comm.nccl"),
             selectPackage("org.sparktp.nn"));
@@ -52,5 +57,30 @@ public final class GpuTestMain {
         c.getTestsSucceededCount(), c.getTotalFailureCount(), c.getTestsSkippedCount() + c.getTestsAbortedCount());
     boolean ok = failed == 0 && s.getTestsFoundCount() > 0 && (allowSkips || skipped == 0);
     System.exit(ok ? 0 : 1);
+  }
+
+  /**
+   * Runs, on the CPU, what the GPU run loads besides CUDA (JUnit and the GPU tests' discovery, the contract suite,
+   * Hugging Face checkpoints read and generated from on the CPU backend), so that {@code bin/spark-tp gpu-check
+   * --prepare} can list the classes the kit needs ({@code -Xlog:class+load}) and check the kit afterwards.
+   */
+  static void census() {
+    Launcher launcher = LauncherFactory.create();
+    SummaryGeneratingListener summary = new SummaryGeneratingListener();
+    launcher.execute(LauncherDiscoveryRequestBuilder.request().selectors(
+        selectClass("org.sparktp.backend.BackendContractTest"),
+        selectMethod("org.sparktp.nn.gen.GenerateTest#greedyEqualsTheFloat64ReferenceTokenForToken(java.lang.String,"
+            + " int, boolean)"),
+        selectMethod("org.sparktp.nn.ops.HfEngineTest#aFailedBf16BuildLeaksNothing"),
+        selectPackage("org.sparktp.backend.cuda"), selectPackage("org.sparktp.comm.nccl"))
+        .filters(TagFilter.excludeTags("slow")).build(), summary);
+    PrintWriter out = new PrintWriter(System.out, true);
+    TestExecutionSummary s = summary.getSummary();
+    s.printFailuresTo(out, 10);
+    out.printf("census: %d found, %d passed, %d failed, %d skipped%n", s.getTestsFoundCount(),
+        s.getTestsSucceededCount(), s.getTotalFailureCount(), s.getTestsSkippedCount() + s.getTestsAbortedCount());
+    if (s.getTotalFailureCount() > 0) {
+      System.exit(1);
+    }
   }
 }
