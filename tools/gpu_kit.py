@@ -3,7 +3,8 @@
 
 The GPU machine has no Java and nothing can be fetched there, and what travels to it is limited (64 MiB with the
 repository), so the kit carries only what the GPU run loads: whole jars for the small libraries it uses throughout
-(JavaCPP and its CUDA and OpenBLAS presets, JUnit, AssertJ, Jackson, SLF4J), and for every other jar only the classes
+(JavaCPP and its OpenBLAS preset, JUnit, AssertJ, Jackson, SLF4J; of the CUDA preset's JNI glue only cudart, cublas,
+nccl and nvrtc; no Log4j), and for every other jar only the classes
 that a census run on the CPU loaded (java -Xlog:class+load, the CPU side of the same tests and benchmark) plus its
 resources but no native libraries (oneDNN is left out: the CPU backend then runs bf16 without it). The kit then runs the census itself on its own runtime, which proves it holds what those paths need.
 
@@ -15,8 +16,13 @@ import re
 import sys
 import zipfile
 
-WHOLE = re.compile(r"/(javacpp|openblas|cuda|junit-|junit-platform|opentest4j|apiguardian|assertj|jackson-|slf4j-|"
-                   r"log4j-)[^/]*\.jar$")
+WHOLE = re.compile(r"/(javacpp|openblas|cuda|junit-|junit-platform|opentest4j|apiguardian|assertj|jackson-|slf4j-)"
+                   r"[^/]*\.jar$")
+# left out: Log4j (SLF4J then logs nothing; Log4j would need java.desktop in the runtime, 8 MB more)
+SKIP = re.compile(r"/log4j-[^/]*\.jar$")
+# of JavaCPP's CUDA glue, the libraries spark-tp calls (cuBLASLt is in the cublas preset)
+CUDA_NATIVES = re.compile(r"/cuda-[^/]*-linux-x86_64\.jar$")
+CUDA_KEEP = re.compile(r"/libjni(cudart|cublas|nccl|nvrtc)\.so$")
 SOURCE = re.compile(r"\[class,load\] (\S+) source: (?:jar:)?file:(\S+?\.jar)")
 SIGNATURE = re.compile(r"META-INF/[^/]*\.(SF|RSA|DSA|EC)$")
 
@@ -39,6 +45,17 @@ def main():
     for j in jars:
         real = os.path.realpath(j)
         name = os.path.basename(j)
+        if SKIP.search(j):
+            continue
+        if CUDA_NATIVES.search(j):
+            out = os.path.join(a.out, name)
+            with zipfile.ZipFile(j) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+                for e in zin.infolist():
+                    if e.filename.endswith(".so") and not CUDA_KEEP.search("/" + e.filename):
+                        continue
+                    zout.writestr(e, zin.read(e.filename))
+            whole += os.path.getsize(out)
+            continue
         if WHOLE.search(j):
             with open(j, "rb") as src, open(os.path.join(a.out, name), "wb") as dst:
                 dst.write(src.read())

@@ -128,11 +128,11 @@ final class GpuEngineBench {
           long a = System.nanoTime();
           new Generator(m, comm, one, null).generate(rows, seeds, 0);
           long b = System.nanoTime();
-          CudaBackend.Transfers before = gpu.transfers();
+          org.sparktp.backend.cuda.CudaTransfers before = gpu.transfers();
           Generator g = new Generator(m, comm, full, null);
           g.generate(rows, seeds, 0);
           long c = System.nanoTime();
-          CudaBackend.Transfers d = gpu.transfers().since(before);
+          org.sparktp.backend.cuda.CudaTransfers d = gpu.transfers().since(before);
           t[0] = (b - a) / 1e9;
           t[1] = (c - b) / 1e9 - t[0];
           copies[0] = d.toDevice() / Math.max(1, g.steps());

@@ -40,7 +40,7 @@ class GenerateGpuTest {
     for (BackendOp op : BackendOp.values()) {
       fallbacks[op.ordinal()] = Fallbacks.count("cuda", op);
     }
-    CudaBackend.Transfers[] marks = new CudaBackend.Transfers[2];
+    org.sparktp.backend.cuda.CudaTransfers[] marks = new org.sparktp.backend.cuda.CudaTransfers[2];
     long[] steps = new long[2];
     int[] calls = {0};
     GenerateTest.Run gpu = GenerateTest.generate(name, 1, ref.prompts(), seeds, gp, false, DType.F32,
@@ -60,7 +60,7 @@ class GenerateGpuTest {
       assertThat(Fallbacks.count("cuda", op)).as("cuda ran %s through the host while generating", op)
           .isEqualTo(fallbacks[op.ordinal()]);
     }
-    CudaBackend.Transfers t = marks[1].since(marks[0]);
+    org.sparktp.backend.cuda.CudaTransfers t = marks[1].since(marks[0]);
     long n = Math.max(1, steps[1] - steps[0]);
     long layers = GenerateTest.model(name).model().body().stream()
         .filter(op -> op instanceof org.sparktp.nn.ops.AttentionOp).count();
