@@ -3,11 +3,9 @@ package org.sparktp.bench;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.Random;
-import java.util.SplittableRandom;
 import org.sparktp.backend.cuda.CudaBackend;
 import org.sparktp.backend.cuda.CudaTensor;
 import org.sparktp.comm.LocalCommunicator;
@@ -104,15 +102,7 @@ final class GpuEngineBench {
     int vocab = 32000;
     Path dir = Files.createTempDirectory("spark-tp-gpubench-llama");
     GenerateBench.writeModel(dir, hidden, heads, kvHeads, layers, ffn, vocab, promptLen + newTokens);
-    SplittableRandom rnd = new SplittableRandom(7);
-    List<int[]> rows = new ArrayList<>();
-    for (int r = 0; r < prompts; r++) {
-      int[] p = new int[promptLen];
-      for (int i = 0; i < promptLen; i++) {
-        p[i] = 3 + rnd.nextInt(vocab - 3);
-      }
-      rows.add(p);
-    }
+    List<int[]> rows = GenerateBench.prompts(prompts, promptLen, vocab);
     double[] t = new double[2];
     long[] copies = new long[2];
     try (HfModel hf = HfModel.open(dir.toString())) {

@@ -70,14 +70,7 @@ class HfEngineTest {
       expects.add(new Expect(Task.SCORE, null, false, "score"));
     }
     try (HfModel hf = HfModel.open(DIR + name)) {
-      List<int[]> inputs = new ArrayList<>();
-      for (JsonNode row : ref.get("inputs")) {
-        int[] ids = new int[row.size()];
-        for (int i = 0; i < ids.length; i++) {
-          ids[i] = row.get(i).asInt();
-        }
-        inputs.add(ids);
-      }
+      List<int[]> inputs = inputs(ref);
       double worst = 0;
       for (Expect e : expects) {
         TransformerPlan plan = TransformerPlan.build(hf.model(), p, e.task(), e.pooling(), e.normalize(), false);
@@ -106,6 +99,19 @@ class HfEngineTest {
         assertThat(worst).as("%s tp=%d %s: worst relative error", name, p, dtype.id()).isGreaterThan(TOL);
       }
     }
+  }
+
+  /** The fixture's input rows ({@code inputs} of its reference.json). */
+  static List<int[]> inputs(JsonNode ref) {
+    List<int[]> inputs = new ArrayList<>();
+    for (JsonNode row : ref.get("inputs")) {
+      int[] ids = new int[row.size()];
+      for (int i = 0; i < ids.length; i++) {
+        ids[i] = row.get(i).asInt();
+      }
+      inputs.add(ids);
+    }
+    return inputs;
   }
 
   private static RankWeights shard(TransformerPlan plan, HfModel hf, int rank, org.sparktp.backend.Backend be,

@@ -43,14 +43,7 @@ class HfGpuTest {
       expects.add(new HfEngineTest.Expect(Task.LOGITS, null, false, "logits_last"));
       expects.add(new HfEngineTest.Expect(Task.SCORE, null, false, "score"));
     }
-    List<int[]> inputs = new ArrayList<>();
-    for (JsonNode row : ref.get("inputs")) {
-      int[] ids = new int[row.size()];
-      for (int i = 0; i < ids.length; i++) {
-        ids[i] = row.get(i).asInt();
-      }
-      inputs.add(ids);
-    }
+    List<int[]> inputs = HfEngineTest.inputs(ref);
     try (HfModel hf = HfModel.open(HfEngineTest.DIR + name)) {
       for (HfEngineTest.Expect e : expects) {
         TransformerPlan plan = TransformerPlan.build(hf.model(), 1, e.task(), e.pooling(), e.normalize(), false);
