@@ -41,12 +41,7 @@ class ChatSqlTest extends SqlTestBase {
 
   @BeforeAll
   static void start() throws Exception {
-    stopAnySession();
-    spark = SparkSession.builder().master("local[4]").appName("spark-tp-chat-tests")
-        .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "4")
-        .config("spark.tp.comm.timeout", "30s")
-        .config("spark.sql.extensions", TensorParallelExtensions.class.getName()).getOrCreate();
+    spark = session("spark-tp-chat-tests");
     Path d = HfFixtures.copy("mistral", tmp);
     ObjectMapper json = new ObjectMapper();
     ObjectNode cfg = (ObjectNode) json.readTree(d.resolve("tokenizer_config.json").toFile());
@@ -64,10 +59,7 @@ class ChatSqlTest extends SqlTestBase {
 
   @AfterAll
   static void stop() {
-    if (spark != null) {
-      spark.stop();
-    }
-    stopAnySession();
+    stopAnySession(); // the default session is this class's
   }
 
   @Test
