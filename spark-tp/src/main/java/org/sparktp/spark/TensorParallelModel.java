@@ -18,7 +18,6 @@ import org.sparktp.nn.ModelSpec;
 import org.sparktp.nn.plan.ModelPlan;
 import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.ops.TransformerModel;
-import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.tensor.DType;
 
 /**
@@ -106,13 +105,13 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
   }
 
   /** The transformer plan for {@code p} ranks with this model's task, pooling, normalize and truncation. */
-  public TransformerPlan transformerPlan(int p) {
+  public Plan transformerPlan(int p) {
     return new TransformFlow(this).transformerPlan(p);
   }
 
   /**
    * The plan this model runs with {@code p} ranks, whatever its format (its {@code explain()} prints ops, layouts and
-   * collectives): a layer list's {@link Plan}, or a Hugging Face model's {@link TransformerPlan} for its task.
+   * collectives): a layer list's {@link Plan}, or a Hugging Face model's {@link Plan} for its task.
    */
   public ModelPlan plan(int p) {
     return shards != null ? shards.plan(p) : transformerPlan(p);

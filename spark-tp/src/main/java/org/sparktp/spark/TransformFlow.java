@@ -8,6 +8,7 @@ import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.TpConf;
 import org.sparktp.TpSettings;
 import org.sparktp.backend.Precision;
@@ -18,7 +19,6 @@ import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.gen.GenerateParams;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.tensor.DType;
 
 /**
@@ -58,12 +58,12 @@ final class TransformFlow {
   }
 
   /** The transformer plan for {@code p} ranks with this model's task, pooling, normalize and truncation. */
-  TransformerPlan transformerPlan(int p) {
+  Plan transformerPlan(int p) {
     if (hf == null) {
       throw new IllegalStateException("This model is a layer list, not a transformer: use plan(p)");
     }
     boolean truncate = m.settings(TensorParallelModel.active()).bool(TpConf.TRUNCATE);
-    return TransformerPlan.build(hf.model, p, m.isSet(m.task()) ? Task.parse(m.getOrDefault(m.task())) : null,
+    return TransformerGraph.plan(hf.model, p, m.isSet(m.task()) ? Task.parse(m.getOrDefault(m.task())) : null,
         m.isSet(m.pooling()) ? Pooling.parse(m.getOrDefault(m.pooling())) : null,
         (Boolean) m.getOrDefault(m.normalize()), truncate);
   }
@@ -107,9 +107,9 @@ final class TransformFlow {
         throw new IllegalArgumentException("Output column '" + out + "' already exists; set outputCol to a new name");
       }
     }
-    TransformerPlan plan = transformerPlan(1);
+    Plan plan = transformerPlan(1);
     NullPolicy policy = NullPolicy.parse(m.settings(TensorParallelModel.active()).get(TpConf.NULL_POLICY));
-    if (plan.task() == Task.GENERATE) {
+    if (plan.transformer().task() == Task.GENERATE) {
       // issue 12: generated_ids, finish_reason from the barrier stage, then generated_text (with a tokenizer)
       for (String c : TensorParallelModel.GENERATE_COLUMNS) {
         if (java.util.Arrays.asList(schema.fieldNames()).contains(c)) {
@@ -123,7 +123,7 @@ final class TransformFlow {
       }
       return s.add(TensorParallelModel.FINISH_REASON, DataTypes.StringType, true);
     }
-    return schema.add(out, plan.task() == Task.SCORE ? DataTypes.DoubleType
+    return schema.add(out, plan.transformer().task() == Task.SCORE ? DataTypes.DoubleType
         : DataTypes.createArrayType(DataTypes.FloatType, false), policy == NullPolicy.NULL);
   }
 
@@ -184,8 +184,8 @@ final class TransformFlow {
       org.apache.spark.sql.classic.SparkSession spark, int p, int g, CommFactory comm, TpSettings settings,
       DType storage, DType activations) {
     SparkContext sc = spark.sparkContext();
-    TransformerPlan plan = transformerPlan(p);
-    GenerateJob gen = plan.task() == Task.GENERATE ? generateJob(spark, settings) : null;
+    Plan plan = transformerPlan(p);
+    GenerateJob gen = plan.transformer().task() == Task.GENERATE ? generateJob(spark, settings) : null;
     if (gen != null) {
       // the barrier stage writes generated_ids and finish_reason; the text is decoded after it
       outSchema = ds.schema().add(TensorParallelModel.GENERATED_IDS, DataTypes.createArrayType(DataTypes.IntegerType, false), true)
@@ -196,7 +196,7 @@ final class TransformFlow {
     String helper = null;
     if (textInput(df.schema())) {
       helper = "__spark_tp_token_ids";
-      int maxLen = plan.truncate() && gen == null ? plan.model().maxPositions() : 0; // generate truncates left
+      int maxLen = plan.transformer().truncate() && gen == null ? plan.transformer().model().maxPositions() : 0; // generate truncates left
       df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, helper, hf.dir, maxLen);
       col = helper;
       outSchema = gen != null ? df.schema().add(outSchema.fields()[outSchema.fields().length - 2])

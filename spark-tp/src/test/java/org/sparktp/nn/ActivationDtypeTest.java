@@ -1,5 +1,6 @@
 package org.sparktp.nn;
 
+import org.sparktp.nn.ops.Weights;
 import org.sparktp.nn.run.TpRunner;
 import org.sparktp.nn.run.RankModel;
 import org.sparktp.nn.plan.Plan;
@@ -295,7 +296,7 @@ class ActivationDtypeTest {
         EngineTest.linear(rnd, "out", 40, 9, true)));
     int p = 2;
     Plan plan = Plan.build(spec, p);
-    assertThat(Plan.tableDtype(DType.I8)).isEqualTo(DType.BF16);
+    assertThat(Weights.tableDtype(DType.I8)).isEqualTo(DType.BF16);
     int[] ids = {0, 30, 7, 7, 15};
     List<float[]> got = LocalCommunicator.run(p, EngineTest.TIMEOUT_MS, rank -> comm -> {
       try (CpuBackend be = new CpuBackend();

@@ -67,7 +67,7 @@ class EngineTest {
       try (CpuBackend be = new CpuBackend()) {
         List<Float> out = new ArrayList<>();
         try (RankModel model = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank), dtype)) {
-          assertThat(model.linearDtype()).isEqualTo(dtype);
+          assertThat(model.storage()).isEqualTo(dtype);
           if (dtype == DType.I8) {
             assertThat(model.weightBytes()).as("int8 weights are held as int8").isLessThan(plan.weightBytes(rank));
           }
