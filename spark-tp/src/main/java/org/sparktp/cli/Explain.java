@@ -46,7 +46,7 @@ final class Explain {
     } else {
       Infer.noTransformerFlags(a);
       try (ModelDirectory m = ModelDirectory.open(dir)) {
-        plan = Plan.build(m.structure(), tp);
+        plan = Plan.build(m.graph(), tp);
         weights = m.weightDtype();
       }
     }

@@ -14,7 +14,7 @@ import org.sparktp.TpSettings;
 import org.sparktp.backend.Precision;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.model.TextTokenizer;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.nn.plan.LayerGraph;
 import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.gen.GenerateParams;
 import org.sparktp.nn.ops.Pooling;
@@ -29,13 +29,13 @@ import org.sparktp.tensor.DType;
  */
 final class TransformFlow {
   private final TensorParallelModel m;
-  private final ModelSpec spec;
+  private final LayerGraph graph;
   private final ModelLoader.Shards shards;
   private final ModelLoader.HfShards hf;
 
   TransformFlow(TensorParallelModel m) {
     this.m = m;
-    this.spec = m.spec;
+    this.graph = m.graph;
     this.shards = m.shards;
     this.hf = m.hf;
   }
@@ -72,7 +72,7 @@ final class TransformFlow {
     if (hf != null) {
       return transformerSchema(schema);
     }
-    InputKind.of(schema, m.getInputCol(), spec.takesIds(), spec.takesBags());
+    InputKind.of(schema, m.getInputCol(), graph.takesIds(), graph.takesBags());
     String out = m.getOutputCol();
     for (String f : schema.fieldNames()) {
       if (f.equals(out)) {
@@ -146,7 +146,7 @@ final class TransformFlow {
     int g = settings.getInt(TpConf.GROUPS, 0);
     long slotWait = settings.durationMillis(TpConf.SLOTS_WAIT);
     int batch = settings.getInt(TpConf.BATCH_SIZE, 1);
-    long batchBytes = 4L * batch * (hf != null ? hf.model.vocab() : Math.max(spec.inputDim(), spec.outputDim()));
+    long batchBytes = 4L * batch * (hf != null ? hf.model.vocab() : Math.max(graph.inputDim(), graph.outputDim()));
     if (batchBytes >= Integer.MAX_VALUE / 2) {
       throw new IllegalArgumentException("batchSize " + batch + " makes batches of " + batchBytes
           + " bytes; lower it (" + TpConf.BATCH_SIZE + ")");

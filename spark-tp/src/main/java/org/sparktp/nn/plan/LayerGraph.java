@@ -1,25 +1,16 @@
 package org.sparktp.nn.plan;
 
-import java.util.ArrayList;
-import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
-import java.util.Set;
 import org.sparktp.nn.InputBatch;
-import org.sparktp.nn.LayerSpec;
 import org.sparktp.nn.Layout;
-import org.sparktp.nn.ModelSpec;
-import org.sparktp.nn.ops.ActivationOp;
-import org.sparktp.nn.ops.EmbeddingOp;
-import org.sparktp.nn.ops.LinearOp;
-import org.sparktp.nn.ops.NormOp;
 import org.sparktp.nn.ops.Op;
-import org.sparktp.nn.ops.ResidualOp;
 import org.sparktp.tensor.DType;
 
 /**
  * A model of rows (a spark-tp layer list: vectors, one id or a bag of ids per row) as a graph: its ops, each tensor
- * named {@code <layer>.weight} / {@code <layer>.bias}.
+ * named {@code <layer>.weight} / {@code <layer>.bias}. Made from a {@code config.json} layer list (a model directory,
+ * or a {@code LayerModel} built in code) by {@code org.sparktp.model}, or from ops directly.
  *
  * @param inputDim the width of a vector row, or the vocabulary for ids
  * @param outputDim the width of each row's output
@@ -29,53 +20,6 @@ public record LayerGraph(InputBatch.Kind inputKind, int inputDim, int outputDim,
 
   public LayerGraph {
     ops = List.copyOf(ops);
-  }
-
-  /** {@code spec}'s layers as ops. */
-  public static LayerGraph of(ModelSpec spec) {
-    checkNames(spec.layers(), new HashSet<>(), new LayerSpec.Embedding[1]);
-    return new LayerGraph(spec.takesBags() ? InputBatch.Kind.BAGS : spec.takesIds() ? InputBatch.Kind.IDS
-        : InputBatch.Kind.DENSE, spec.inputDim(), spec.outputDim(), ops(spec.layers()));
-  }
-
-  /** The layer list as ops (unplanned), each tensor named {@code <layer>.weight} / {@code <layer>.bias}. */
-  static List<Op> ops(List<LayerSpec> layers) {
-    List<Op> out = new ArrayList<>();
-    int i = 0;
-    for (LayerSpec l : layers) {
-      if (l instanceof LayerSpec.Linear x) {
-        out.add(LinearOp.of(x.name(), x.in(), x.out(), x.bias() != null, x.parallel()));
-      } else if (l instanceof LayerSpec.Act a) {
-        out.add(ActivationOp.of(a.activation(), a.width()));
-      } else if (l instanceof LayerSpec.LayerNorm n) {
-        out.add(new NormOp(n.name(), false, n.width(), n.gamma() == null ? null : n.name() + ".weight",
-            n.beta() == null ? null : n.name() + ".bias", n.eps()));
-      } else if (l instanceof LayerSpec.Embedding e) {
-        out.add(EmbeddingOp.rows(e.name(), e.vocab(), e.dim(), !e.bag() ? EmbeddingOp.Lookup.ID
-            : e.mean() ? EmbeddingOp.Lookup.MEAN : EmbeddingOp.Lookup.SUM));
-      } else {
-        out.add(new ResidualOp("residual." + i, ops(((LayerSpec.Residual) l).body()), true));
-      }
-      i++;
-    }
-    return out;
-  }
-
-  /** Names are unique, except a linear tied to the embedding (the same {@code [vocab, dim]} table). */
-  private static void checkNames(List<LayerSpec> layers, Set<String> names, LayerSpec.Embedding[] emb) {
-    for (LayerSpec l : layers) {
-      String n = l.name();
-      if (l instanceof LayerSpec.Embedding e) {
-        emb[0] = e;
-      }
-      boolean tied = l instanceof LayerSpec.Linear x && emb[0] != null && !emb[0].bag()
-          && x.name().equals(emb[0].name()) && x.out() == emb[0].vocab() && x.in() == emb[0].dim()
-          && x.bias() == null;
-      if (n != null && !names.add(n) && !tied) {
-        throw new IllegalArgumentException("Two layers are named '" + n + "'; layer names must be unique");
-      }
-      checkNames(l.children(), names, emb);
-    }
   }
 
   @Override

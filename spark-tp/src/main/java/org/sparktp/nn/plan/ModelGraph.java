@@ -20,6 +20,16 @@ public interface ModelGraph extends Serializable {
   /** The kind of rows it takes: vectors, one id, or a list of ids per row (a bag, or a sequence of tokens). */
   InputBatch.Kind inputKind();
 
+  /** True when rows are ids (one per row, or a list per row), not vectors. */
+  default boolean takesIds() {
+    return inputKind() != InputBatch.Kind.DENSE;
+  }
+
+  /** True when each row is a list of ids (a bag, or a sequence of tokens). */
+  default boolean takesBags() {
+    return inputKind() == InputBatch.Kind.BAGS;
+  }
+
   /** The width of a vector row, or the vocabulary size for ids. */
   int inputDim();
 

@@ -53,14 +53,6 @@ public final class Plan implements ModelPlan {
     return plan;
   }
 
-  /** Plans a layer-list model for {@code p} ranks. */
-  public static Plan build(org.sparktp.nn.ModelSpec spec, int p) {
-    if (p <= 0) {
-      throw new IllegalArgumentException("Tensor-parallel size must be positive, got " + p);
-    }
-    return build(LayerGraph.of(spec), p);
-  }
-
   @Override
   public ModelGraph graph() {
     return graph;
@@ -123,12 +115,12 @@ public final class Plan implements ModelPlan {
 
   /** True when rows are ids (one per row, or a list). */
   public boolean takesIds() {
-    return inputKind() != InputBatch.Kind.DENSE;
+    return graph.takesIds();
   }
 
   /** True when each row is a list of ids. */
   public boolean takesBags() {
-    return inputKind() == InputBatch.Kind.BAGS;
+    return graph.takesBags();
   }
 
   @Override
