@@ -125,7 +125,10 @@ public record LayerGraph(InputBatch.Kind inputKind, int inputDim, int outputDim,
         + "biases and norms f32), kernel %s%n%s%nweight bytes per rank in %s: [%s] (max %d; f32 would be %d)%n",
         dtype.id(), table == dtype ? "too" : "in " + table.id(), kernel, act, dtype.id(), per, max,
         plan.weightBytes(0))
-        + (dtype == DType.I8 ? "int8 weight-only: symmetric, one f32 scale per output "
-            + "channel of each shard, quantized at load (about 1e-2 relative error, see the README)\n" : "");
+        + (dtype == DType.I8 ? "int8 W8A8: weights symmetric with one f32 scale per output channel of each "
+            + "shard, quantized at load; activations quantized per row at every linear; s8 x s8 GEMMs with s32 sums "
+            + "(about 1e-2 relative error, see docs/precision.md)\n"
+            : dtype == DType.I8_WO ? "int8 weight-only: symmetric, one f32 scale per output "
+            + "channel of each shard, quantized at load (about 1e-2 relative error, see docs/precision.md)\n" : "");
   }
 }

@@ -191,7 +191,7 @@ public final class Plan implements ModelPlan {
     }
     for (Slice s : o.slices(tpSize, rank)) {
       // int8 keeps one f32 scale per output row of a linear's weight block (per input block for a row shard)
-      b += s.bytes(dt) + (dt == DType.I8 && s.kind() == Slice.Kind.WEIGHT ? 4L * s.blockRows() : 0);
+      b += s.bytes(dt) + (dt.isInt8() && s.kind() == Slice.Kind.WEIGHT ? 4L * s.blockRows() : 0);
     }
     return b;
   }
