@@ -151,7 +151,7 @@ class CliTest {
     r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", "in.json", "--output", "o",
         "--dtype", "int4");
     assertThat(r.code).isEqualTo(2);
-    assertThat(r.err).startsWith("spark-tp: error: Unknown dtype 'int4' (--dtype): use auto, f32, bf16, f16 or int8")
+    assertThat(r.err).startsWith("spark-tp: error: Unknown dtype 'int4' (--dtype): use auto, f32, bf16, f16, int8 (W8A8) or int8-wo")
         .contains("usage: spark-tp");
     r = cli("infer", "--model", fixture.resolve("model").toString(), "--input", "in.json", "--output", "o",
         "--activation-dtype", "int8");
@@ -163,7 +163,7 @@ class CliTest {
     assertThat(r.err).startsWith("spark-tp: error: Unknown activation dtype 'fp16x' (--activation-dtype)");
     r = cli("explain", "--model", fixture.resolve("model").toString(), "--dtype", "fp8");
     assertThat(r.code).isEqualTo(2);
-    assertThat(r.err).startsWith("spark-tp: error: Unknown dtype 'fp8' (--dtype): use auto, f32, bf16, f16 or int8");
+    assertThat(r.err).startsWith("spark-tp: error: Unknown dtype 'fp8' (--dtype): use auto, f32, bf16, f16, int8 (W8A8) or int8-wo");
   }
 
   @Test
@@ -197,8 +197,8 @@ class CliTest {
     r = cli("explain", "--model", fixture.resolve("model").toString(), "--tp", "2", "--dtype", "int8");
     assertThat(r.code).as(r.err).isZero();
     assertThat(r.out).contains("dtype int8 (linear weights;")
-        .containsPattern("kernel onednn \\S+ int8 \\(brg_matmul:").contains("weight bytes per rank in int8: [")
-        .contains("int8 weight-only: symmetric, one f32 scale per output")
+        .containsPattern("kernel onednn \\S+ int8 W8A8 \\(brg_matmul:").contains("weight bytes per rank in int8: [")
+        .contains("int8 W8A8: weights symmetric with one f32 scale per output")
         .contains("activations bf16 between ops"); // auto for int8 weights
   }
 
@@ -223,7 +223,7 @@ class CliTest {
     r = cli("infer", "--model", org.sparktp.testing.HfFixtures.dir("gpt2").toString(), "--input", "in.json",
         "--output", "o", "--dtype", "int4");
     assertThat(r.code).isEqualTo(2);
-    assertThat(r.err).startsWith("spark-tp: error: Unknown dtype 'int4' (--dtype): use auto, f32, bf16, f16 or int8");
+    assertThat(r.err).startsWith("spark-tp: error: Unknown dtype 'int4' (--dtype): use auto, f32, bf16, f16, int8 (W8A8) or int8-wo");
     assertThat(cli("explain", "--model", fixture.resolve("model").toString(), "--task", "embed").err)
         .startsWith("spark-tp: error: --task applies to Hugging Face transformers");
     assertThat(cli("explain", "--model", org.sparktp.testing.HfFixtures.dir("llama").toString(), "--task", "x").err)
@@ -281,7 +281,7 @@ class CliTest {
     Run r = cli("doctor", "--master", "local[1]");
     assertThat(r.code).as(r.err).isZero();
     assertThat(r.out).contains("backend cpu").containsPattern("onednn\\s+isa ")
-        .contains("kernels: f32 openblas, bf16 ").containsPattern("int8 onednn \\S+ int8 \\(brg_matmul:")
+        .contains("kernels: f32 openblas, bf16 ").containsPattern("int8 onednn \\S+ int8 W8A8 \\(brg_matmul:")
         .contains("OMP_NUM_THREADS").containsPattern("provider cpu\\s+available");
   }
 
