@@ -34,7 +34,6 @@ import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.run.RankModels;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.run.TpRunner;
-import org.sparktp.nn.run.TransformerRankModel;
 import scala.Tuple2;
 import scala.jdk.javaapi.CollectionConverters;
 import scala.runtime.AbstractFunction1;
@@ -175,7 +174,7 @@ final class RankTask
         l = ShardCache.get().checkOut(key, job.weightBytes(rank), job.cacheMaxBytes(), this::load);
         if (job.generate() != null) {
           ts = job.generate().stopCheck();
-          gn = new org.sparktp.nn.gen.Generator((TransformerRankModel) l.model(), c, job.generate().params(), ts)
+          gn = org.sparktp.nn.gen.Generator.of(l.model(), c, job.generate().params(), ts)
               .activationDtype(job.activationDtype());
           final int gRank = rank;
           long[] seen = {0};

@@ -15,6 +15,7 @@ import org.sparktp.nn.RunContext;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.Tokens;
 import org.sparktp.nn.plan.TransformerPlan;
+import org.sparktp.nn.run.RowModel;
 import org.sparktp.nn.run.TransformerRankModel;
 import org.sparktp.backend.Tensor;
 
@@ -60,6 +61,18 @@ public final class Generator {
   private long steps;
   private long nanos;
   private long peakCacheBytes;
+
+  /**
+   * A generator over any rank model: it must be a causal language model planned for task generate (a row model of
+   * another kind fails here, naming what it takes).
+   */
+  public static Generator of(RowModel model, Communicator comm, GenerateParams params, StopCheck stopCheck) {
+    if (!(model instanceof TransformerRankModel t)) {
+      throw new IllegalArgumentException("Only a language model planned for task generate generates; this model takes "
+          + model.describeInput());
+    }
+    return new Generator(t, comm, params, stopCheck);
+  }
 
   public Generator(TransformerRankModel model, Communicator comm, GenerateParams params, StopCheck stopCheck) {
     if (model.plan().task() != Task.GENERATE) {

@@ -114,6 +114,17 @@ public final class TransformerPlan implements ModelPlan {
     return task == Task.SCORE;
   }
 
+  @Override
+  public boolean generates() {
+    return task == Task.GENERATE;
+  }
+
+  /** {@code max_position_embeddings} with truncation on, else 0. */
+  @Override
+  public int truncateTo() {
+    return truncate ? model.maxPositions() : 0;
+  }
+
   public TransformerModel model() {
     return model;
   }
