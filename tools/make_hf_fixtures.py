@@ -12,6 +12,8 @@ Writes one folder per model, in the layout Hugging Face's save_pretrained writes
            generation_config.json, reference.json
   qwen2/   config.json, model.safetensors (F16, GQA 6/2, q/k/v biases, tied head), generation_config.json,
            reference.json
+  qwen3/   config.json, model.safetensors (BF16, per-head q_norm/k_norm, head_dim 12 with hidden 40 and 6 heads,
+           GQA 6/3, tied head), generation_config.json, reference.json
   gpt2/    config.json, model.safetensors (F32, Conv1D [in, out] weights, tied head),
            tokenizer.json (byte-level BPE), tokenizer_config.json, special_tokens_map.json, vocab.json,
            merges.txt, generation_config.json, reference.json
@@ -26,7 +28,7 @@ Writes one folder per model, in the layout Hugging Face's save_pretrained writes
 
 No `transformers`, `safetensors` or `tokenizers` package is used (Debian ships none of them): the models
 are written plainly in torch following HF's modeling_bert.py, modeling_roberta.py, modeling_llama.py,
-modeling_mistral.py, modeling_qwen2.py and modeling_gpt2.py, the safetensors files with the format's own
+modeling_mistral.py, modeling_qwen2.py, modeling_qwen3.py and modeling_gpt2.py, the safetensors files with the format's own
 rules (8-byte little-endian header length, JSON header padded with spaces to a multiple of 8, raw
 little-endian data), and the tokenizer.json files by hand in the `tokenizers` serialization format. The token ids of reference.json's `texts` come from a
 plain Python implementation of the same tokenization algorithms below (BertNormalizer + BertPreTokenizer
@@ -44,7 +46,7 @@ reference.json holds:
   rows[i].pooler            (bert, roberta) tanh(pooler.dense(h[0]))
   rows[i].logits_last       (decoders) [vocab] logits at the last position
   rows[i].score             (decoders) sum over t = 2..n of log p(x_t | x_<t); 0.0 for a length-1 row
-  greedy                    (llama, gpt2) [{prompt, tokens (6 greedy tokens, whole prefix recomputed each
+  greedy                    (llama, qwen3, gpt2) [{prompt, tokens (6 greedy tokens, whole prefix recomputed each
                             step), margins (top-1 minus top-2 logit at each step)}]
   texts, text_ids           (bert, gpt2, mistral) the tokenizer's ids with special tokens as the
                             post-processor adds
@@ -441,7 +443,7 @@ def make_roberta(out_dir):
 # repeat_kv for GQA, SwiGLU MLP)
 # ---------------------------------------------------------------------------------------------------
 
-def llama_like(init, L, D, H, KV, F, V, qkv_bias, tied, head_dim=None):
+def llama_like(init, L, D, H, KV, F, V, qkv_bias, tied, head_dim=None, qk_norm=False):
     d = head_dim or D // H
     w = {"model.embed_tokens.weight": init.normal(V, D, std=0.3)}
     for i in range(L):
@@ -455,6 +457,9 @@ def llama_like(init, L, D, H, KV, F, V, qkv_bias, tied, head_dim=None):
             w[p + "self_attn.k_proj.bias"] = init.bias(KV * d, std=0.2)
             w[p + "self_attn.v_proj.bias"] = init.bias(KV * d, std=0.2)
         w[p + "self_attn.o_proj.weight"] = init.linear(D, H * d)
+        if qk_norm:  # Qwen3: Qwen3RMSNorm(head_dim) on every query and key head
+            w[p + "self_attn.q_norm.weight"] = init.norm_weight(d)
+            w[p + "self_attn.k_norm.weight"] = init.norm_weight(d)
         w[p + "post_attention_layernorm.weight"] = init.norm_weight(D)
         w[p + "mlp.gate_proj.weight"] = init.linear(F, D)
         w[p + "mlp.up_proj.weight"] = init.linear(F, D)
@@ -465,7 +470,13 @@ def llama_like(init, L, D, H, KV, F, V, qkv_bias, tied, head_dim=None):
     return w
 
 
-def llama_forward(w, L, H, KV, eps, inv_freq, qkv_bias):
+def head_rms_norm(x, n_heads, w, eps):
+    """x [n, heads*d]: RMSNorm of each head's d values with weight w [d] (modeling_qwen3.py's q_norm / k_norm)."""
+    n = x.shape[0]
+    return rms_norm(x.view(n, n_heads, -1), w, eps).reshape(n, -1)
+
+
+def llama_forward(w, L, H, KV, eps, inv_freq, qkv_bias, qk_norm=False):
     def proj(x, name):
         y = x @ w[name + ".weight"].T
         if qkv_bias and name + ".bias" in w:
@@ -477,8 +488,13 @@ def llama_forward(w, L, H, KV, eps, inv_freq, qkv_bias):
         for i in range(L):
             p = f"model.layers.{i}."
             h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
-            q = apply_rope(proj(h, p + "self_attn.q_proj"), H, inv_freq)
-            k = apply_rope(proj(h, p + "self_attn.k_proj"), KV, inv_freq)
+            q = proj(h, p + "self_attn.q_proj")
+            k = proj(h, p + "self_attn.k_proj")
+            if qk_norm:  # before RoPE, as Qwen3Attention.forward
+                q = head_rms_norm(q, H, w[p + "self_attn.q_norm.weight"], eps)
+                k = head_rms_norm(k, KV, w[p + "self_attn.k_norm.weight"], eps)
+            q = apply_rope(q, H, inv_freq)
+            k = apply_rope(k, KV, inv_freq)
             v = proj(h, p + "self_attn.v_proj")
             x = x + proj(attention(q, k, v, H, KV, causal=True), p + "self_attn.o_proj")
             h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
@@ -604,6 +620,35 @@ def make_qwen2(out_dir):
     inputs = decoder_inputs(2003, V, (1, 2, 6, 11, 23, P))
     rows = [causal_outputs(ids, hidden, logits) for ids in inputs]
     return {"model": "qwen2", "dtype": "F16", "hidden": D, "vocab": V, "inputs": inputs, "rows": rows}
+
+
+def make_qwen3(out_dir):
+    """Qwen3 (modeling_qwen3.py): per-head q_norm / k_norm before RoPE, head_dim 12 with hidden 40 and 6 heads
+    (6 x 12 = 72 != 40), GQA 6/3, no biases, tied head, BF16 as Qwen3's checkpoints. The config is Qwen2's keys
+    (make_qwen2's fixture, same writer) plus attention_bias and head_dim."""
+    L, D, H, KV, HD, F, V, P = 2, 40, 6, 3, 12, 72, 88, 40
+    eps, theta = 1e-6, 1000000.0
+    init = Init(1007)
+    s, w = stored(llama_like(init, L, D, H, KV, F, V, qkv_bias=False, tied=True, head_dim=HD, qk_norm=True),
+                  torch.bfloat16)
+    inv_freq = rope_inv_freq(HD, theta, None)
+    hidden, logits = llama_forward(w, L, H, KV, eps, inv_freq, qkv_bias=False, qk_norm=True)
+    with open(os.path.join(os.path.dirname(out_dir), "qwen2", "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    config.update({
+        "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "bos_token_id": 86, "eos_token_id": 87,
+        "head_dim": HD, "hidden_size": D, "intermediate_size": F, "max_position_embeddings": P,
+        "max_window_layers": L, "model_type": "qwen3", "num_attention_heads": H, "num_hidden_layers": L,
+        "num_key_value_heads": KV, "rms_norm_eps": eps, "rope_theta": theta, "torch_dtype": "bfloat16",
+        "vocab_size": V})
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, "config.json"), config)
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), s)
+    inputs = decoder_inputs(2007, V, (1, 4, 9, 16, 27, P))
+    rows = [causal_outputs(ids, hidden, logits) for ids in inputs]
+    prompts = [[86], [86, 5, 40, 77], [86, 10, 11, 12, 13, 14, 60]]
+    return {"model": "qwen3", "dtype": "BF16", "hidden": D, "vocab": V, "inputs": inputs, "rows": rows,
+            "greedy": greedy(prompts, hidden, logits)}
 
 
 def make_mistral(out_dir, V):
@@ -1295,6 +1340,10 @@ def main(root):
     write_generation_config(os.path.join(root, "qwen2"), 78, 79)
     write_json(os.path.join(root, "qwen2", "reference.json"), ref, indent=None, sort_keys=False)
 
+    ref = make_qwen3(os.path.join(root, "qwen3"))
+    write_generation_config(os.path.join(root, "qwen3"), 86, 87)
+    write_json(os.path.join(root, "qwen3", "reference.json"), ref, indent=None, sort_keys=False)
+
     vocab, merges, byte_enc = gpt2_vocab()
     ref = make_gpt2(os.path.join(root, "gpt2"), len(vocab), len(vocab) - 1)
     write_json(os.path.join(root, "gpt2", "tokenizer.json"), gpt2_tokenizer_json(vocab, merges), sort_keys=False)
@@ -1311,7 +1360,7 @@ def main(root):
     ref["text_ids_truncated"] = [gpt2_encode(t, vocab, merges, byte_enc, truncate) for t in GPT2_TEXTS]
     write_json(os.path.join(root, "gpt2", "reference.json"), ref, indent=None, sort_keys=False)
 
-    for name in ("bert", "roberta", "llama", "mistral", "qwen2", "gpt2"):
+    for name in ("bert", "roberta", "llama", "mistral", "qwen2", "qwen3", "gpt2"):
         d = os.path.join(root, name)
         sizes = {f: os.path.getsize(os.path.join(d, f)) for f in sorted(os.listdir(d))}
         print(name, sizes)

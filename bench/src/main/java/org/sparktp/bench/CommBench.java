@@ -55,7 +55,9 @@ import org.sparktp.backend.Tensor;
  * java -cp "$(cat cp.txt):spark-tp/target/classes" org.sparktp.bench.CommBench --json bench.json
  * </pre>
  *
- * Options: {@code --ranks N}, {@code --sizes MiB,MiB,...}, {@code --reps K},
+ * With {@code --master URL}: the collectives between a cluster's executors ({@link SparkCommBench}).
+ *
+ * <p>Options: {@code --ranks N}, {@code --sizes MiB,MiB,...}, {@code --reps K},
  * {@code --chunk-bytes B} ({@value TpConf#COMM_CHUNK_BYTES}), {@code --transports tcp,shm},
  * {@code --json FILE} (a list of
  * {@code {"op", "transport", "bytes", "ranks", "seconds", "busbw_gbps", "loopback_gbps"}}).
@@ -69,6 +71,10 @@ public final class CommBench {
     List<String> a = Arrays.asList(args);
     if (a.contains("--worker")) {
       worker(args);
+      return;
+    }
+    if (a.contains("--master")) {
+      SparkCommBench.main(args); // between the executors of a cluster, as a job's ranks run
       return;
     }
     int ranks = Integer.parseInt(opt(args, "--ranks", "2"));
@@ -188,7 +194,7 @@ public final class CommBench {
     return String.join(File.pathSeparator, parts);
   }
 
-  private static String opt(String[] args, String name, String def) {
+  static String opt(String[] args, String name, String def) {
     for (int i = 0; i + 1 < args.length; i++) {
       if (args[i].equals(name)) {
         return args[i + 1];
@@ -306,14 +312,14 @@ public final class CommBench {
     }
   }
 
-  private static double median(double[] t) {
+  static double median(double[] t) {
     double[] s = t.clone();
     Arrays.sort(s);
     return s.length % 2 == 1 ? s[s.length / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
   }
 
   /** A {@code [1, n]} view of the first {@code n} elements of a {@code [1, N]} tensor. */
-  private static Tensor view(Tensor t, int n) {
+  static Tensor view(Tensor t, int n) {
     return t.reshape(t.cols(), 1).rows(0, n).reshape(1, n);
   }
 

@@ -43,13 +43,17 @@ final class Tokenize implements MapPartitionsFunction<Row, Row> {
 
   @Override
   public Iterator<Row> call(Iterator<Row> rows) {
+    int[][] prefix = new int[1][];
     return mapRows(rows, dir, maxLength, true, (tok, r) -> {
       Object[] v = new Object[r.length() + 1];
       for (int i = 0; i < r.length(); i++) {
         v[i] = r.get(i);
       }
       if (!r.isNullAt(textOrdinal)) {
-        int[] ids = tok.encode(r.getString(textOrdinal));
+        if (prefix[0] == null) {
+          prefix[0] = tok.encode(""); // what the post-processor puts before any text: a BOS, or nothing
+        }
+        int[] ids = withoutSecondPrefix(tok.encode(r.getString(textOrdinal)), prefix[0]);
         List<Integer> list = new ArrayList<>(ids.length);
         for (int id : ids) {
           list.add(id);
@@ -58,6 +62,23 @@ final class Tokenize implements MapPartitionsFunction<Row, Row> {
       }
       return RowFactory.create(v);
     });
+  }
+
+  /**
+   * {@code ids} without the first copy of {@code prefix} when it starts with it twice: a text that already begins with
+   * the BOS the post-processor adds (a prompt rendered from a chat template, a copied prompt) gets one BOS, not two.
+   */
+  static int[] withoutSecondPrefix(int[] ids, int[] prefix) {
+    int n = prefix.length;
+    if (n == 0 || ids.length < 2 * n) {
+      return ids;
+    }
+    for (int i = 0; i < n; i++) {
+      if (ids[i] != prefix[i] || ids[n + i] != prefix[i]) {
+        return ids;
+      }
+    }
+    return java.util.Arrays.copyOfRange(ids, n, ids.length);
   }
 
   /**

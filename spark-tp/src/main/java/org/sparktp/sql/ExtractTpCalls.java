@@ -67,7 +67,9 @@ final class ExtractTpCalls extends Rule<LogicalPlan> {
         if (in instanceof Attribute a && child.outputSet().contains(a)) {
           inputs.add(a);
         } else {
-          Alias alias = new Alias(in, "tp_input_" + i, NamedExpression.newExprId(), Sc.seq(), Option.empty(), Sc.seq());
+          // named as the query wrote it, so that row errors name the input
+          String sql = in.sql();
+          Alias alias = new Alias(in, sql.length() <= 80 ? sql : sql.substring(0, 77) + "...", NamedExpression.newExprId(), Sc.seq(), Option.empty(), Sc.seq());
           pre.add(alias);
           inputs.add(alias.toAttribute());
           needPre = true;

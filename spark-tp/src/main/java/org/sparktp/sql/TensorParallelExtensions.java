@@ -18,6 +18,9 @@ import scala.runtime.BoxedUnit;
  * <ul>
  *   <li>{@code tp_predict(model, input [, options])}: the model's output for each row (a column);
  *   <li>{@code tp_embed(model, input [, options])}: the same with {@code task=embed} where the model has tasks;
+ *   <li>{@code tp_generate(model, input [, options])}: a completion per row (text, ids, finish reason, token
+ *       counts) from a Hugging Face causal LM;
+ *   <li>{@code tp_score(model, input [, options])}: the log-likelihood of each row under a causal LM;
  *   <li>{@code tp_explain(model, tp)}: the plan for {@code tp} ranks, as text;
  *   <li>{@code tp_models()}: a table of the models registered with {@code spark.tp.models.<name>=<path>}.
  * </ul>
@@ -56,6 +59,30 @@ public final class TensorParallelExtensions extends AbstractFunction1<SparkSessi
             + "      > SELECT id, _FUNC_('encoder', features, map('tp', '2')) AS embedding FROM t;\n"
             + "  ", "scalar"),
         fn(args -> TpFunctions.call(TpFunctions.EMBED, args))));
+    ext.injectFunction(new Tuple3<>(new FunctionIdentifier(TpFunctions.GENERATE),
+        info(TpFunctions.GENERATE, "_FUNC_(model, input [, options]) - Generates a completion of each row's prompt with"
+            + " a Hugging Face causal LM (task generate) and returns " + GenerateCall.RESULT.simpleString()
+            + "; finish_reason is eos, stop or length. Runs as a barrier stage over the query's rows.",
+            "\n    Arguments:\n"
+            + "      * model - a constant string: a Hugging Face causal LM's directory or a registered name\n"
+            + "      * input - " + GenerateCall.TAKES + "\n"
+            + "      * options - optional constant map<string,string> or named arguments: max_new_tokens, temperature,\n"
+            + "          top_k, top_p, seed, stop, stop_ids, repetition_penalty, and tp, groups, batch-size, dtype, ...\n"
+            + "          and spark.tp.* keys (full or short, e.g. on-error)\n"
+            + "  ",
+            "\n    Examples:\n"
+            + "      > SELECT id, _FUNC_('llama', prompt, map('max_new_tokens', '32')).text AS completion FROM t;\n"
+            + "      > SELECT _FUNC_(model => 'llama', input => prompt, temperature => 0.7, seed => 42, tp => 2) FROM t;\n"
+            + "  ", "scalar"),
+        fn(args -> TpFunctions.call(TpFunctions.GENERATE, args))));
+    ext.injectFunction(new Tuple3<>(new FunctionIdentifier(TpFunctions.SCORE),
+        info(TpFunctions.SCORE, "_FUNC_(model, input [, options]) - The log-likelihood of each row's tokens under a"
+            + " Hugging Face causal LM (task score: the sum over tokens 2..n of log p(token | the tokens before)),"
+            + " a double.", OPTIONS_DOC,
+            "\n    Examples:\n"
+            + "      > SELECT id, _FUNC_('llama', text) AS logp FROM t;\n"
+            + "  ", "scalar"),
+        fn(args -> TpFunctions.call(TpFunctions.SCORE, args))));
     ext.injectFunction(new Tuple3<>(new FunctionIdentifier(TpFunctions.EXPLAIN),
         info(TpFunctions.EXPLAIN, "_FUNC_(model, tp) - The plan of a model split over tp ranks: ops, layouts,"
             + " collectives, bytes per row and weight bytes per rank.",

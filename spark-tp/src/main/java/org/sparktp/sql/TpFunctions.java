@@ -12,6 +12,8 @@ import java.util.TreeSet;
 import org.apache.spark.ml.param.BooleanParam;
 import org.apache.spark.ml.param.DoubleParam;
 import org.apache.spark.ml.param.FloatParam;
+import org.apache.spark.ml.param.IntArrayParam;
+import org.apache.spark.ml.param.StringArrayParam;
 import org.apache.spark.ml.param.IntParam;
 import org.apache.spark.ml.param.LongParam;
 import org.apache.spark.ml.param.Param;
@@ -26,8 +28,10 @@ import org.apache.spark.sql.catalyst.expressions.NamedArgumentExpression;
 import org.apache.spark.sql.catalyst.expressions.NamedExpression;
 import org.apache.spark.sql.catalyst.plans.logical.LocalRelation;
 import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
+import org.apache.spark.sql.catalyst.util.ArrayData;
 import org.apache.spark.sql.catalyst.util.MapData;
 import org.apache.spark.sql.internal.SQLConf;
+import org.apache.spark.sql.types.ArrayType;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.MapType;
 import org.apache.spark.sql.types.Metadata;
@@ -35,6 +39,8 @@ import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
 import org.apache.spark.unsafe.types.UTF8String;
 import org.sparktp.TpConf;
+import org.sparktp.TpSettings;
+import org.sparktp.spark.SqlSupport;
 import org.sparktp.spark.TensorParallelModel;
 import scala.collection.immutable.Seq;
 import scala.jdk.javaapi.CollectionConverters;
@@ -51,6 +57,8 @@ import scala.jdk.javaapi.CollectionConverters;
 final class TpFunctions {
   static final String PREDICT = "tp_predict";
   static final String EMBED = "tp_embed";
+  static final String GENERATE = "tp_generate";
+  static final String SCORE = "tp_score";
   static final String EXPLAIN = "tp_explain";
   static final String MODELS = "tp_models";
   /** Params the SQL layer sets itself. */
@@ -79,16 +87,38 @@ final class TpFunctions {
     }
     TensorParallelModel base = openModel(fn, modelName);
     String path = pathOf(modelName);
-    if (fn.equals(EMBED) && base.hasParam("task")) {
-      String task = options.get("task");
-      if (task != null && !task.equalsIgnoreCase("embed")) {
-        throw Sc.error(fn + " runs task 'embed', but the options ask for task '" + task + "'; use tp_predict for it");
+    String task = fn.equals(EMBED) ? "embed" : fn.equals(SCORE) ? "score" : fn.equals(GENERATE) ? "generate" : null;
+    if (task != null) {
+      if (!task.equals("embed") && SqlSupport.hfDirectory(base) == null) {
+        throw Sc.error(fn + " argument 'model': " + modelName + " is a spark-tp layer-list model; " + fn + " runs a"
+            + " Hugging Face causal LM (a directory with config.json of model_type llama, mistral, qwen2, gpt2, ...)");
       }
-      options.put("task", "embed");
+      String asked = options.get("task");
+      if (asked != null && !asked.equalsIgnoreCase(task)) {
+        throw Sc.error(fn + " runs task '" + task + "', but the options ask for task '" + asked + "'; use tp_predict"
+            + " for it");
+      }
+      options.put("task", task);
     }
     Map<String, String> conf = new LinkedHashMap<>();
     TensorParallelModel model = configure(fn, base, options, conf);
+    if (fn.equals(PREDICT) && "generate".equals(model.isSet(model.task()) ? model.getOrDefault(model.task()) : null)) {
+      throw Sc.error(fn + ": task 'generate' returns text, ids and a finish reason per row, not one array; use"
+          + " tp_generate(model, input [, options]), which returns " + GenerateCall.RESULT.simpleString());
+    }
+    if (task != null && !task.equals("embed")) {
+      try {
+        model.transformerPlan(1);
+      } catch (RuntimeException e) {
+        throw Sc.error(fn + " argument 'model': " + modelName + " cannot run task '" + task + "': " + e.getMessage(), e);
+      }
+    }
+    checkSlots(fn, model);
     String col = input.sql();
+    if (fn.equals(GENERATE)) {
+      GenerateCall.checkInput(fn, input, model, modelName);
+      return new TpCall(fn, new TpModelRef(modelName, path, options, conf, model, GenerateCall.RESULT, true), input);
+    }
     StructType schema = new StructType().add(col, input.dataType(), input.nullable());
     StructField out;
     try {
@@ -230,6 +260,22 @@ final class TpFunctions {
     return m;
   }
 
+  /** Tensor-parallel calls need {@code groups x tp} task slots at once: too few is an analysis error. */
+  private static void checkSlots(String fn, TensorParallelModel model) {
+    org.apache.spark.sql.SparkSession spark = org.apache.spark.sql.SparkSession.getActiveSession().isDefined()
+        ? org.apache.spark.sql.SparkSession.getActiveSession().get() : null;
+    if (spark == null) {
+      return;
+    }
+    TpSettings s = model.settings(spark);
+    try {
+      SqlSupport.checkSlots(spark.sparkContext(), s.getInt(TpConf.TP_SIZE, 1), s.getInt(TpConf.GROUPS, 0),
+          s.durationMillis(TpConf.SLOTS_WAIT));
+    } catch (IllegalStateException e) {
+      throw Sc.error(fn + ": " + e.getMessage(), e);
+    }
+  }
+
   private static String allowed(Map<String, Param<?>> params, TreeSet<String> keys) {
     TreeSet<String> names = new TreeSet<>();
     for (Param<?> p : params.values()) {
@@ -263,6 +309,12 @@ final class TpFunctions {
           throw new NumberFormatException(v);
         }
         out = Boolean.parseBoolean(v);
+      } else if (p.getClass() == StringArrayParam.class) {
+        // one string as it is (a stop string may be whitespace), or a JSON array of strings
+        out = v.startsWith("[") ? p.jsonDecode(v) : new String[] {value};
+      } else if (p.getClass() == IntArrayParam.class) {
+        out = v.startsWith("[") ? p.jsonDecode(v) : java.util.Arrays.stream(v.split("[,\\s]+"))
+            .mapToInt(Integer::parseInt).toArray();
       } else if (p.getClass() == Param.class) {
         out = v.toLowerCase(Locale.ROOT);
       } else {
@@ -373,6 +425,20 @@ final class TpFunctions {
     Object v = e.eval(null);
     if (v == null) {
       throw Sc.error(fn + " option '" + arg + "' is null; give a value");
+    }
+    if (e.dataType() instanceof ArrayType at) {
+      // an array (stop => array('\n\n', 'END')) as a JSON array
+      ArrayData data = (ArrayData) v;
+      List<Object> items = new ArrayList<>();
+      for (int i = 0; i < data.numElements(); i++) {
+        Object x = data.get(i, at.elementType());
+        items.add(x instanceof UTF8String ? x.toString() : x);
+      }
+      try {
+        return new com.fasterxml.jackson.databind.ObjectMapper().writeValueAsString(items);
+      } catch (com.fasterxml.jackson.core.JsonProcessingException ex) {
+        throw Sc.error(fn + " option '" + arg + "': " + ex.getMessage(), ex);
+      }
     }
     return v.toString();
   }

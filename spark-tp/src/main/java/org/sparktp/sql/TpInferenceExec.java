@@ -42,12 +42,17 @@ public final class TpInferenceExec extends SparkPlan {
   @Override
   public RDD<InternalRow> doExecute() {
     List<Attribute> in = Sc.list(child.output());
+    Attribute input = (Attribute) call.input();
+    String name = inputName(input);
     StructType schema = new StructType();
     int inputOrdinal = -1;
     for (int i = 0; i < in.size(); i++) {
       Attribute a = in.get(i);
-      schema = schema.add("c" + i, a.dataType(), a.nullable());
-      if (a.exprId().equals(((Attribute) call.input()).exprId())) {
+      boolean isInput = a.exprId().equals(input.exprId());
+      // the input column travels under the query's name for it, so that row errors name it
+      schema = schema.add(isInput && !call.function().equals(TpFunctions.GENERATE) ? name : "__tp_c" + i,
+          a.dataType(), a.nullable());
+      if (isInput) {
         inputOrdinal = i;
       }
     }
@@ -56,11 +61,21 @@ public final class TpInferenceExec extends SparkPlan {
     }
     SparkSession spark = session();
     Dataset<Row> df = spark.internalCreateDataFrame(child.execute(), schema, false);
-    TensorParallelModel m = call.ref().model().copy(ParamMap.empty())
-        .setInputCol("c" + inputOrdinal).setOutputCol(OUT);
-    Dataset<Row> out = (Dataset<Row>) m.transform(df);
+    TensorParallelModel m = call.ref().model().copy(ParamMap.empty());
+    Dataset<Row> out;
+    if (call.function().equals(TpFunctions.GENERATE)) {
+      out = (Dataset<Row>) GenerateCall.run(m, df, "__tp_c" + inputOrdinal, name, OUT);
+    } else {
+      out = (Dataset<Row>) m.setInputCol(name).setOutputCol(OUT).transform(df);
+    }
     TpMetricsRegistry.record(call, m);
     return out.queryExecution().toRdd();
+  }
+
+  /** The input's name as the query wrote it (a column's name, or the expression), never one of the positional names. */
+  private static String inputName(Attribute input) {
+    String n = input.name();
+    return n.startsWith("__tp_c") ? "_" + n : n;
   }
 
   @Override

@@ -142,16 +142,7 @@ class BackendContractTest {
   @MethodSource("backends")
   void everyOpClaimedNativeOverridesItsGenericMethods(String name) {
     try (Backend be = open(name)) {
-      List<String> missing = new ArrayList<>();
-      for (BackendOp op : BackendOp.values()) {
-        List<DType> claimed = DTYPES.stream().filter(d -> be.supports(op, d)).toList();
-        boolean needs = !claimed.isEmpty() && (!op.f32Generic() || claimed.stream().anyMatch(d -> d != DType.F32));
-        for (String sig : needs ? op.generic() : List.<String>of()) {
-          if (!declares(be.getClass(), backendMethod(sig))) {
-            missing.add(op + " " + claimed + ": " + sig);
-          }
-        }
-      }
+      List<String> missing = missingOverrides(be.getClass(), be::supports);
       assertThat(missing).as("ops %s claims natively whose generic Backend methods it does not override", name)
           .isEmpty();
       for (DType d : DTYPES) {
@@ -160,6 +151,33 @@ class BackendContractTest {
       }
       assertThat(be.supports(BackendOp.ALLOCATE, DType.F32)).isTrue();
     }
+  }
+
+  /** The CUDA backend's claims ({@link CudaBackend#claims}) checked without a device. */
+  @Test
+  void everyOpCudaClaimsIsOverriddenCheckedWithoutAGpu() {
+    assertThat(missingOverrides(CudaBackend.class, CudaBackend::claims)).as("ops cuda claims natively whose generic"
+        + " Backend methods it does not override").isEmpty();
+    for (BackendOp op : List.of(BackendOp.ATTENTION, BackendOp.CACHED_ATTENTION, BackendOp.SWIGLU,
+        BackendOp.COPY_ROWS, BackendOp.ROPE, BackendOp.RMS_NORM, BackendOp.EMBEDDING, BackendOp.LINEAR)) {
+      assertThat(CudaBackend.claims(op, DType.F32)).as("cuda runs %s natively", op).isTrue();
+    }
+    assertThat(CudaBackend.claims(BackendOp.LINEAR, DType.BF16)).isTrue();
+    assertThat(CudaBackend.claims(BackendOp.CACHED_ATTENTION, DType.F16)).isTrue();
+  }
+
+  private static List<String> missingOverrides(Class<?> c, java.util.function.BiPredicate<BackendOp, DType> claims) {
+    List<String> missing = new ArrayList<>();
+    for (BackendOp op : BackendOp.values()) {
+      List<DType> claimed = DTYPES.stream().filter(d -> claims.test(op, d)).toList();
+      boolean needs = !claimed.isEmpty() && (!op.f32Generic() || claimed.stream().anyMatch(d -> d != DType.F32));
+      for (String sig : needs ? op.generic() : List.<String>of()) {
+        if (!declares(c, backendMethod(sig))) {
+          missing.add(op + " " + claimed + ": " + sig);
+        }
+      }
+    }
+    return missing;
   }
 
   // ------------------------------------------------------------------------------------------ helpers

@@ -27,7 +27,7 @@ class HfFixturesTest {
   private static final double TOL = 1e-9;
 
   @ParameterizedTest
-  @ValueSource(strings = {"bert", "roberta", "llama", "mistral", "qwen2", "gpt2"})
+  @ValueSource(strings = {"bert", "roberta", "llama", "mistral", "qwen2", "qwen3", "gpt2"})
   void checkpointHoldsExactlyTheHfTensors(String name) throws Exception {
     Fixture f = HfFixtures.load(name);
     Map<String, SafetensorsFile> files = open(f);
@@ -49,7 +49,7 @@ class HfFixturesTest {
   }
 
   @ParameterizedTest
-  @ValueSource(strings = {"bert", "roberta", "llama", "mistral", "qwen2", "gpt2"})
+  @ValueSource(strings = {"bert", "roberta", "llama", "mistral", "qwen2", "qwen3", "gpt2"})
   void referenceIsConsistentWithTheConfigAndWeights(String name) throws Exception {
     Fixture f = HfFixtures.load(name);
     JsonNode c = f.config();
@@ -133,7 +133,7 @@ class HfFixturesTest {
         assertThat(f.tokenTypeIds()[i]).hasSize(f.rows().get(i).length()).containsOnly(0);
       }
     }
-    if (name.equals("llama") || gpt2) {
+    if (name.equals("llama") || name.equals("qwen3") || gpt2) {
       assertThat(f.greedy()).hasSize(3).allSatisfy(g -> {
         assertThat(g.tokens()).hasSize(6);
         assertInVocab(g.tokens(), vocab, name + " greedy");
@@ -149,7 +149,7 @@ class HfFixturesTest {
   }
 
   @ParameterizedTest
-  @ValueSource(strings = {"bert", "roberta", "llama", "mistral", "qwen2", "gpt2"})
+  @ValueSource(strings = {"bert", "roberta", "llama", "mistral", "qwen2", "qwen3", "gpt2"})
   void eachFixtureHasTheFilesSavePretrainedWrites(String name) throws Exception {
     java.util.Set<String> want = new java.util.TreeSet<>(java.util.List.of("config.json", "reference.json"));
     switch (name) {
@@ -157,7 +157,7 @@ class HfFixturesTest {
           "special_tokens_map.json", "vocab.txt"));
       case "llama" -> want.addAll(java.util.List.of("model-00001-of-00002.safetensors",
           "model-00002-of-00002.safetensors", "model.safetensors.index.json", "generation_config.json"));
-      case "qwen2" -> want.addAll(java.util.List.of("model.safetensors", "generation_config.json"));
+      case "qwen2", "qwen3" -> want.addAll(java.util.List.of("model.safetensors", "generation_config.json"));
       case "mistral" -> want.addAll(java.util.List.of("model.safetensors", "generation_config.json",
           "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"));
       case "roberta" -> want.add("model.safetensors");
@@ -265,7 +265,7 @@ class HfFixturesTest {
   private static String headName(Fixture f) {
     return switch (f.name()) {
       case "llama", "mistral" -> "lm_head.weight";
-      case "qwen2" -> "model.embed_tokens.weight";
+      case "qwen2", "qwen3" -> "model.embed_tokens.weight";
       case "gpt2" -> "transformer.wte.weight";
       default -> throw new IllegalArgumentException(f.name());
     };
@@ -368,7 +368,7 @@ class HfFixturesTest {
         m.put("cls.seq_relationship.weight", new long[] {2, d});
         m.put("cls.seq_relationship.bias", new long[] {2});
       }
-      case "llama", "mistral", "qwen2" -> {
+      case "llama", "mistral", "qwen2", "qwen3" -> {
         long d = f.configInt("hidden_size");
         long h = f.configInt("num_attention_heads");
         long kv = f.configInt("num_key_value_heads");
@@ -390,6 +390,10 @@ class HfFixturesTest {
             m.put(p + "self_attn.v_proj.bias", new long[] {kv * hd});
           }
           m.put(p + "self_attn.o_proj.weight", new long[] {d, h * hd});
+          if (f.name().equals("qwen3")) {
+            m.put(p + "self_attn.q_norm.weight", new long[] {hd});
+            m.put(p + "self_attn.k_norm.weight", new long[] {hd});
+          }
           m.put(p + "mlp.gate_proj.weight", new long[] {ff, d});
           m.put(p + "mlp.up_proj.weight", new long[] {ff, d});
           m.put(p + "mlp.down_proj.weight", new long[] {d, ff});

@@ -27,12 +27,14 @@ import java.util.List;
  * {@code roberta} (F32, no name prefix, 5 heads of 8, positions offset by {@code pad_token_id + 1}),
  * {@code llama} (BF16, sharded, 8 query / 2 KV heads, llama3 rope scaling, untied head), {@code mistral}
  * (F32, {@code head_dim} 16 with hidden 48 and 4 heads, 4 / 2 heads, untied head), {@code qwen2}
- * (F16, 6 / 2 heads, q/k/v biases, tied head), {@code gpt2} (F32, fused Conv1D {@code c_attn}, tied head,
+ * (F16, 6 / 2 heads, q/k/v biases, tied head), {@code qwen3} (BF16, per-head q_norm / k_norm, {@code head_dim} 12
+ * with hidden 40 and 6 / 3 heads, tied head), {@code gpt2} (F32, fused Conv1D {@code c_attn}, tied head,
  * byte-level BPE tokenizer).
  */
 public final class HfFixtures {
   /** Every fixture. */
-  public static final List<String> NAMES = List.of("bert", "roberta", "llama", "mistral", "qwen2", "gpt2");
+  public static final List<String> NAMES = List.of("bert", "roberta", "llama", "mistral", "qwen2", "qwen3",
+      "gpt2");
 
   private HfFixtures() {}
 

@@ -1,9 +1,5 @@
 package org.sparktp.backend.cpu;
 
-import static org.bytedeco.openblas.global.openblas_full.CblasNoTrans;
-import static org.bytedeco.openblas.global.openblas_full.CblasRowMajor;
-import static org.bytedeco.openblas.global.openblas_full.CblasTrans;
-
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
@@ -28,9 +24,10 @@ import org.sparktp.backend.Tensor;
  * bf16/f16; {@code onednn} = oneDNN for every dtype; {@code openblas} = OpenBLAS only (bf16/f16 weights are
  * then widened to f32 at load).
  *
- * <p>OpenBLAS keeps one thread count per process. Each rank uses one BLAS thread by default (ranks of a
- * group running in one JVM would otherwise oversubscribe the cores); {@link #CpuBackend(int)} sets
- * another count, which then applies to the whole process.
+ * <p>Threads ({@code spark.tp.cpu.threads}, one by default: ranks of a group in one JVM would otherwise
+ * oversubscribe the cores): one {@link CpuPool} per backend runs every kernel that is not a oneDNN matmul, OpenBLAS
+ * GEMMs included (split by rows or columns over the pool, OpenBLAS itself on one thread), and oneDNN's OpenMP team
+ * gets the same count on the threads that call it. Results do not depend on the count.
  */
 public final class CpuBackend implements Backend {
   private static final Object INIT_LOCK = new Object();
@@ -39,6 +36,7 @@ public final class CpuBackend implements Backend {
   private final AtomicLong liveTensors = new AtomicLong();
   private final AtomicLong liveBytes = new AtomicLong();
   private final int blasThreads;
+  private final CpuPool pool;
   private final String gemm;
   private final int referenceRows;
   private Dnnl dnnl; // made on first use
@@ -49,13 +47,14 @@ public final class CpuBackend implements Backend {
     this(1);
   }
 
-  /** A backend that sets OpenBLAS to {@code blasThreads} threads (process-wide); GEMM choice {@code auto}. */
+  /** A backend with {@code blasThreads} threads ({@link CpuPool}); GEMM choice {@code auto}. */
   public CpuBackend(int blasThreads) {
     this(blasThreads, "auto", 256);
   }
 
   /**
-   * A backend with {@code threads} OpenBLAS threads (process-wide), GEMM choice {@code gemm}
+   * A backend with {@code threads} threads (its {@link CpuPool}; OpenBLAS runs one thread per call), GEMM choice
+   * {@code gemm}
    * ({@code auto|openblas|onednn}), and {@code referenceRows} (the micro-batch size) for which oneDNN picks
    * the packed weight layout.
    */
@@ -71,7 +70,14 @@ public final class CpuBackend implements Backend {
     }
     this.blasThreads = threads;
     this.referenceRows = Math.max(1, referenceRows);
-    openblas_full.openblas_set_num_threads(threads);
+    // one OpenBLAS thread per call: the pool splits the GEMMs (OpenBLAS's own threads spin long after each call)
+    openblas_full.openblas_set_num_threads(1);
+    this.pool = new CpuPool(threads);
+  }
+
+  /** The threads of this backend (one rank). */
+  public CpuPool pool() {
+    return pool;
   }
 
   /** Checks a {@code spark.tp.cpu.gemm} value; returns it normalized. */
@@ -236,6 +242,7 @@ public final class CpuBackend implements Backend {
         + "; threads " + openblas_full.openblas_get_num_threads();
   }
 
+  /** The thread count of this backend ({@code spark.tp.cpu.threads}). */
   public int blasThreads() {
     return blasThreads;
   }
@@ -346,7 +353,9 @@ public final class CpuBackend implements Backend {
     CpuTensor d = empty(s.rows(), s.cols(), dtype);
     try {
       if (s.dtype() == DType.F32 && dtype == DType.BF16 || s.dtype() == DType.BF16 && dtype == DType.F32) {
-        Elementwise.bf16Convert(s, d); // the activations' round trip at every op boundary: a bulk loop
+        // the activations' round trip at every op boundary: a bulk loop over the pool
+        pool.parallelFor((int) Math.min(Integer.MAX_VALUE, (s.numel() + 4095) / 4096), 16,
+            (a, b) -> Elementwise.bf16Convert(s, d, 4096L * a, Math.min(s.numel(), 4096L * b)));
         return d;
       }
       long chunk = 1 << 20; // elements per buffer view: no 2 GiB limit on the tensor
@@ -361,7 +370,6 @@ public final class CpuBackend implements Backend {
       throw ex;
     }
   }
-
 
   @Override
   public void accumulate(ByteBuffer acc, ByteBuffer src, DType dtype, int count) {
@@ -488,9 +496,7 @@ public final class CpuBackend implements Backend {
       scale(tc, beta);
       return;
     }
-    openblas_full.cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-        transB ? CblasTrans : CblasNoTrans, m, n, k, alpha, ta.pointer(), Math.max(1, ta.cols()),
-        tb.pointer(), Math.max(1, tb.cols()), beta, tc.pointer(), Math.max(1, tc.cols()));
+    CpuGemm.sgemm(pool, transA, transB, m, n, k, alpha, ta, tb, beta, tc);
   }
 
   private static void scale(CpuTensor t, float beta) {
@@ -512,7 +518,12 @@ public final class CpuBackend implements Backend {
     if (d.rows() != s.rows() || d.cols() != s.cols()) {
       throw new IllegalArgumentException("Cannot add " + s.shape() + " to " + d.shape() + ": shapes differ");
     }
-    Elementwise.add(d.buffer(), s.buffer());
+    long n = d.numel();
+    pool.parallelFor((int) ((n + 4095) / 4096), 16, (a, b) -> {
+      long from = 4096L * a;
+      long len = Math.min(n, 4096L * b) - from;
+      Elementwise.add(d.byteBuffer(4 * from, 4 * len).asFloatBuffer(), s.byteBuffer(4 * from, 4 * len).asFloatBuffer());
+    });
   }
 
   @Override
@@ -533,14 +544,21 @@ public final class CpuBackend implements Backend {
       b = new float[tx.cols()];
       tb.buffer().get(b);
     }
-    if (act == Activation.SOFTMAX) {
-      if (b != null) {
-        Elementwise.apply(tx.buffer(), tx.cols(), b, Activation.IDENTITY);
-      }
-      Elementwise.softmaxRows(tx.buffer(), tx.rows(), tx.cols());
-    } else {
-      Elementwise.apply(tx.buffer(), tx.cols(), b, act);
+    if (bias == null && act == Activation.IDENTITY) {
+      return;
     }
+    float[] fb = b;
+    int cols = tx.cols();
+    pool.parallelFor(tx.rows(), Elementwise.rowGrain(cols), (r0, r1) -> {
+      if (act == Activation.SOFTMAX) {
+        if (fb != null) {
+          Elementwise.apply(Elementwise.rows(tx, r0, r1), cols, fb, Activation.IDENTITY);
+        }
+        Elementwise.softmaxRows(Elementwise.rows(tx, r0, r1), r1 - r0, cols);
+      } else {
+        Elementwise.apply(Elementwise.rows(tx, r0, r1), cols, fb, act);
+      }
+    });
   }
 
   @Override
@@ -549,7 +567,8 @@ public final class CpuBackend implements Backend {
     int n = tx.cols();
     float[] g = vector(gamma, n, "layer_norm weight");
     float[] bt = vector(beta, n, "layer_norm bias");
-    Elementwise.layerNorm(tx.buffer(), tx.rows(), n, g, bt, eps);
+    pool.parallelFor(tx.rows(), Elementwise.rowGrain(n), (r0, r1) -> Elementwise.layerNorm(Elementwise.rows(tx, r0, r1), r1 - r0, n, g,
+        bt, eps));
   }
 
   private static float[] vector(Tensor t, int n, String what) {
@@ -564,7 +583,6 @@ public final class CpuBackend implements Backend {
     c.buffer().get(out);
     return out;
   }
-
 
   @Override
   public void embedding(Tensor table, int idStart, int[] ids, Tensor out) {
@@ -606,29 +624,28 @@ public final class CpuBackend implements Backend {
     }
   }
 
-
   // --- issue 10: transformer ops (CpuTransformer) ---
 
   @Override
   public void attention(Tensor qkv, int qCol, int kCol, int vCol, int[] kvOf, int headDim, int[] offsets,
       boolean causal, float scale, Tensor out) {
-    CpuTransformer.attention(cpu(qkv), qCol, kCol, vCol, kvOf, headDim, offsets, causal, scale, cpu(out));
+    CpuTransformer.attention(pool, cpu(qkv), qCol, kCol, vCol, kvOf, headDim, offsets, causal, scale, cpu(out));
   }
 
   @Override
   public void rope(Tensor x, int col, int heads, int headDim, int[] positions, float[] invFreq) {
-    CpuTransformer.rope(cpu(x), col, heads, headDim, positions, invFreq);
+    CpuTransformer.rope(pool, cpu(x), col, heads, headDim, positions, invFreq);
   }
 
   @Override
   public void rmsNorm(Tensor x, Tensor gamma, float eps) {
     CpuTensor tx = cpu(x);
-    CpuTransformer.rmsNorm(tx, vector(gamma, tx.cols(), "rms_norm weight"), eps);
+    CpuTransformer.rmsNorm(pool, tx, vector(gamma, tx.cols(), "rms_norm weight"), eps);
   }
 
   @Override
   public void swiglu(Tensor gateUp, Tensor out) {
-    CpuTransformer.swiglu(cpu(gateUp), cpu(out));
+    CpuTransformer.swiglu(pool, cpu(gateUp), cpu(out));
   }
 
   // --- issue 12: generation (CpuDecode) ---
@@ -636,16 +653,7 @@ public final class CpuBackend implements Backend {
   @Override
   public void cachedAttention(Tensor qkv, int qCol, int kvCol, int kvHeads, int[] kvOf, int headDim,
       int[] offsets, Tensor[] cache, int[] past, float scale, Tensor out) {
-    if (org.sparktp.backend.HalfKv.needed(cache)) { // issue 9b: a bf16/f16 cache, widened for the math
-      org.sparktp.backend.HalfKv.cachedAttention(this, qkv, qCol, kvCol, kvHeads, kvOf, headDim, offsets, cache, past,
-          scale, out);
-      return;
-    }
-    CpuTensor[] c = new CpuTensor[cache.length];
-    for (int i = 0; i < c.length; i++) {
-      c[i] = cpu(cache[i]);
-    }
-    CpuDecode.cachedAttention(this, cpu(qkv), qCol, kvCol, kvHeads, kvOf, headDim, offsets, c, past, scale,
+    CpuDecode.cachedAttention(pool, cpu(qkv), qCol, kvCol, kvHeads, kvOf, headDim, offsets, cache, past, scale,
         cpu(out));
   }
 
@@ -671,6 +679,7 @@ public final class CpuBackend implements Backend {
       return;
     }
     closed = true;
+    pool.close();
     long live = liveTensors.get();
     long handles = liveNativeHandles();
     Dnnl d;

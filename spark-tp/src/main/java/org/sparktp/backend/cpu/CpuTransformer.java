@@ -10,87 +10,103 @@ import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.openblas.global.openblas_full;
 
 /**
- * The CPU backend's transformer ops (see {@link org.sparktp.backend.Backend#attention} and the others):
- * attention as two strided OpenBLAS GEMMs per sequence and head, reading each head's columns of the
- * fused {@code qkv} activation in place (leading dimension = the activation's width, no copies), with
- * the mask and softmax in between on a scratch {@code [n, n]} block.
+ * The CPU backend's transformer ops (see {@link org.sparktp.backend.Backend#attention} and the others), on the
+ * backend's {@link CpuPool}: attention as two strided OpenBLAS GEMMs per sequence and head, the (sequence, head)
+ * pairs spread over the threads, reading each head's columns of the fused {@code qkv} activation in place (leading
+ * dimension = the activation's width, no copies), with the mask and softmax in between on a scratch {@code [n, n]}
+ * block per thread; RMSNorm, RoPE and SwiGLU split by rows. Every output element is computed by one thread, the
+ * same way for every thread count.
  */
 final class CpuTransformer {
   private CpuTransformer() {}
 
-  static void attention(CpuTensor qkv, int qCol, int kCol, int vCol, int[] kvOf, int headDim, int[] offsets,
-      boolean causal, float scale, CpuTensor out) {
+  static void attention(CpuPool pool, CpuTensor qkv, int qCol, int kCol, int vCol, int[] kvOf, int headDim,
+      int[] offsets, boolean causal, float scale, CpuTensor out) {
     int cols = qkv.cols();
     int w = out.cols();
     int heads = kvOf.length;
-    int tokens = offsets[offsets.length - 1];
+    int seqs = offsets.length - 1;
+    int tokens = offsets[seqs];
     if (qkv.rows() < tokens || out.rows() < tokens || w != heads * headDim) {
       throw new IllegalArgumentException("attention: qkv " + qkv.shape() + ", out " + out.shape() + " for " + tokens
           + " tokens of " + heads + " heads of " + headDim);
     }
     int maxN = 0;
-    for (int s = 0; s + 1 < offsets.length; s++) {
+    for (int s = 0; s < seqs; s++) {
       maxN = Math.max(maxN, offsets[s + 1] - offsets[s]);
     }
-    if (maxN == 0) {
+    if (maxN == 0 || heads == 0) {
       return;
     }
     FloatPointer x = qkv.pointer();
     FloatPointer o = out.pointer();
-    FloatPointer scores = new FloatPointer((long) maxN * maxN);
-    try {
-      FloatBuffer sb = scores.asBuffer();
-      float[] row = new float[maxN];
-      for (int s = 0; s + 1 < offsets.length; s++) {
-        int t0 = offsets[s];
-        int n = offsets[s + 1] - t0;
-        if (n == 0) {
-          continue;
-        }
-        for (int h = 0; h < heads; h++) {
+    int n2 = maxN;
+    // one task per (sequence, head): a [n, n] block of scores on the thread that runs it
+    pool.parallelFor(seqs * heads, 1, (from, to) -> {
+      FloatPointer scores = new FloatPointer((long) n2 * n2);
+      try {
+        FloatBuffer sb = scores.asBuffer();
+        float[] row = new float[n2];
+        for (int task = from; task < to; task++) {
+          int s = task / heads;
+          int h = task % heads;
+          int t0 = offsets[s];
+          int n = offsets[s + 1] - t0;
+          if (n == 0) {
+            continue;
+          }
           long q = (long) t0 * cols + qCol + (long) h * headDim;
           long k = (long) t0 * cols + kCol + (long) kvOf[h] * headDim;
           long v = (long) t0 * cols + vCol + (long) kvOf[h] * headDim;
           openblas_full.cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, headDim, scale,
               x.getPointer(q), cols, x.getPointer(k), cols, 0f, scores, n);
           for (int i = 0; i < n; i++) {
-            int last = causal ? i : n - 1;
-            sb.position(i * n);
-            sb.get(row, 0, n);
-            float max = Float.NEGATIVE_INFINITY;
-            for (int j = 0; j <= last; j++) {
-              max = Math.max(max, row[j]);
-            }
-            double sum = 0;
-            for (int j = 0; j <= last; j++) {
-              float e = (float) Math.exp(row[j] - max);
-              row[j] = e;
-              sum += e;
-            }
-            float inv = (float) (1.0 / sum);
-            for (int j = 0; j <= last; j++) {
-              row[j] *= inv;
-            }
-            for (int j = last + 1; j < n; j++) {
-              row[j] = 0f;
-            }
-            sb.position(i * n);
-            sb.put(row, 0, n);
+            softmax(sb, row, i * n, causal ? i + 1 : n, n);
           }
           openblas_full.cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, headDim, n, 1f, scores, n,
               x.getPointer(v), cols, 0f, o.getPointer((long) t0 * w + (long) h * headDim), w);
         }
+      } finally {
+        scores.deallocate();
       }
-    } finally {
-      scores.deallocate();
-    }
+    });
   }
 
-  static void rmsNorm(CpuTensor x, float[] gamma, float eps) {
+  /** Softmax of {@code sb[at .. at+visible)} in place, zeros in {@code [at+visible, at+len)} (the causal mask). */
+  static void softmax(FloatBuffer sb, float[] row, int at, int visible, int len) {
+    sb.position(at);
+    sb.get(row, 0, len);
+    float max = Float.NEGATIVE_INFINITY;
+    for (int j = 0; j < visible; j++) {
+      max = Math.max(max, row[j]);
+    }
+    double sum = 0;
+    for (int j = 0; j < visible; j++) {
+      float e = (float) Math.exp(row[j] - max);
+      row[j] = e;
+      sum += e;
+    }
+    float inv = (float) (1.0 / sum);
+    for (int j = 0; j < visible; j++) {
+      row[j] *= inv;
+    }
+    for (int j = visible; j < len; j++) {
+      row[j] = 0f;
+    }
+    sb.position(at);
+    sb.put(row, 0, len);
+  }
+
+  static void rmsNorm(CpuPool pool, CpuTensor x, float[] gamma, float eps) {
+    int cols = x.cols();
+    pool.parallelFor(x.rows(), Elementwise.rowGrain(cols), (r0, r1) -> rmsNorm(x, gamma, eps, r0, r1));
+  }
+
+  private static void rmsNorm(CpuTensor x, float[] gamma, float eps, int r0, int r1) {
     int cols = x.cols();
     FloatBuffer b = x.buffer();
     float[] row = new float[cols];
-    for (int r = 0; r < x.rows(); r++) {
+    for (int r = r0; r < r1; r++) {
       b.position(r * cols);
       b.get(row);
       double ss = 0;
@@ -107,15 +123,21 @@ final class CpuTransformer {
   }
 
   /** {@link org.sparktp.backend.Backend#rope} in place, row by row on the tensor's memory. */
-  static void rope(CpuTensor x, int col, int heads, int headDim, int[] positions, float[] invFreq) {
+  static void rope(CpuPool pool, CpuTensor x, int col, int heads, int headDim, int[] positions, float[] invFreq) {
+    TransformerMath.checkRope(x.rows(), x.cols(), col, heads, headDim, positions, invFreq);
+    pool.parallelFor(x.rows(), Math.max(1, 2048 / Math.max(1, heads * headDim)),
+        (r0, r1) -> rope(x, col, heads, headDim, positions, invFreq, r0, r1));
+  }
+
+  private static void rope(CpuTensor x, int col, int heads, int headDim, int[] positions, float[] invFreq, int r0,
+      int r1) {
     int cols = x.cols();
-    TransformerMath.checkRope(x.rows(), cols, col, heads, headDim, positions, invFreq);
     int half = headDim / 2;
     FloatBuffer b = x.buffer();
     float[] row = new float[heads * headDim];
     float[] cos = new float[half];
     float[] sin = new float[half];
-    for (int t = 0; t < x.rows(); t++) {
+    for (int t = r0; t < r1; t++) {
       for (int i = 0; i < half; i++) {
         double a = (double) positions[t] * invFreq[i];
         cos[i] = (float) Math.cos(a);
@@ -137,16 +159,21 @@ final class CpuTransformer {
     }
   }
 
-  static void swiglu(CpuTensor gateUp, CpuTensor out) {
+  static void swiglu(CpuPool pool, CpuTensor gateUp, CpuTensor out) {
     int half = out.cols();
     if (gateUp.cols() != 2 * half || gateUp.rows() != out.rows()) {
       throw new IllegalArgumentException("swiglu of " + gateUp.shape() + " into " + out.shape());
     }
+    pool.parallelFor(out.rows(), Elementwise.rowGrain(2 * half), (r0, r1) -> swiglu(gateUp, out, r0, r1));
+  }
+
+  private static void swiglu(CpuTensor gateUp, CpuTensor out, int r0, int r1) {
+    int half = out.cols();
     FloatBuffer in = gateUp.buffer();
     FloatBuffer ob = out.buffer();
     float[] row = new float[2 * half];
     float[] res = new float[half];
-    for (int r = 0; r < out.rows(); r++) {
+    for (int r = r0; r < r1; r++) {
       in.position(r * 2 * half);
       in.get(row);
       for (int j = 0; j < half; j++) {

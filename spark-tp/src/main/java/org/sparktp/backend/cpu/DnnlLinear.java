@@ -466,6 +466,7 @@ final class DnnlLinear implements Backend.PreparedLinear {
     CpuTensor y = backend.empty(tx.rows(), n);
     try {
       if (tx.rows() > 0) {
+        backend.pool().bindOpenmp(); // oneDNN's OpenMP team: spark.tp.cpu.threads on this thread
         prim(tx.rows(), withBias && bias != null).run(tx, y);
       }
       if (after != Activation.IDENTITY) {

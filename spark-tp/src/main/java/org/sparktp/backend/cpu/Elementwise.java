@@ -176,12 +176,17 @@ final class Elementwise {
    * or bf16 to f32 (exact), through heap chunks with plain int loops the JIT vectorizes.
    */
   static void bf16Convert(CpuTensor s, CpuTensor d) {
-    int chunk = 1 << 16;
+    bf16Convert(s, d, 0, s.numel());
+  }
+
+  /** {@link #bf16Convert(CpuTensor, CpuTensor)} of elements {@code [from, to)} (a part on one thread of a pool). */
+  static void bf16Convert(CpuTensor s, CpuTensor d, long from, long to) {
+    int chunk = (int) Math.min(1 << 16, Math.max(1, to - from));
     int[] wide = new int[chunk];
     short[] half = new short[chunk];
     boolean narrow = s.dtype() == DType.F32;
-    for (long e = 0; e < s.numel(); e += chunk) {
-      int c = (int) Math.min(chunk, s.numel() - e);
+    for (long e = from; e < to; e += chunk) {
+      int c = (int) Math.min(chunk, to - e);
       if (narrow) {
         s.byteBuffer(e * 4, c * 4L).asIntBuffer().get(wide, 0, c);
         for (int i = 0; i < c; i++) {
@@ -198,5 +203,15 @@ final class Elementwise {
         d.byteBuffer(e * 4, c * 4L).asIntBuffer().put(wide, 0, c);
       }
     }
+  }
+
+  /** Rows {@code [r0, r1)} of an f32 tensor as a buffer of their own. */
+  static FloatBuffer rows(CpuTensor t, int r0, int r1) {
+    return t.byteBuffer(4L * r0 * t.cols(), 4L * (r1 - r0) * t.cols()).asFloatBuffer();
+  }
+
+  /** Rows of work per chunk so that a chunk holds about 16k elements. */
+  static int rowGrain(int cols) {
+    return Math.max(1, (1 << 14) / Math.max(1, cols));
   }
 }

@@ -1,6 +1,5 @@
 package org.sparktp.backend.cuda;
 
-
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
 import org.bytedeco.javacpp.FloatPointer;
@@ -51,6 +50,7 @@ public final class CudaBackend implements Backend {
   private final AtomicLong liveTensors = new AtomicLong();
   private final AtomicLong liveBytes = new AtomicLong();
   private final CudaOps ops = new CudaOps(this);
+  private final CudaAttention attn = new CudaAttention(this);
 
   private CUstream_st compute;
   private CudaStaging staging;
@@ -58,8 +58,6 @@ public final class CudaBackend implements Backend {
   private CudaGemm matmuls;
   private volatile RuntimeException failure;
   private volatile boolean closed;
-
-
 
   /**
    * A backend on device {@code device} (an ordinal as CUDA numbers the visible devices). {@code settings}: the
@@ -140,17 +138,24 @@ public final class CudaBackend implements Backend {
   }
 
   /**
-   * On the device: f32 tensors for the engine (bf16/f16 tensors through {@link #empty(int, int, DType)},
-   * {@link #cast} and {@link #linear}); GEMMs, conversions and copies of f32/bf16/f16; linears with f32 weights;
-   * elementwise math, norms, RoPE and embeddings on f32. Attention, SwiGLU, cached attention and {@code copyRows}
-   * have no kernel yet: they go through the host, logged ({@link org.sparktp.backend.Fallbacks}).
+   * On the device: tensors of f32, bf16 and f16 (held, moved, converted, copied, transposed; embedding tables and KV
+   * caches in any of them; linears with weights in any of them, fp32 accumulation, fused bias/ReLU/tanh-GeLU
+   * epilogues through cuBLASLt); the math of activations (norms, RoPE, softmax, attention, SwiGLU, activations,
+   * residuals) on f32. Nothing the engine calls goes through the host; int8 weights do (logged, {@link
+   * org.sparktp.backend.Fallbacks}).
    */
   @Override
   public boolean supports(BackendOp op, DType dtype) {
+    return claims(op, dtype);
+  }
+
+  /** {@link #supports(BackendOp, DType)} without a device (the contract test checks the overrides it implies). */
+  public static boolean claims(BackendOp op, DType dtype) {
     return switch (op) {
-      case ZERO, COPY_BLOCK, SELECT_ROWS, CONVERT, GEMM -> CudaTypes.STORAGE.contains(dtype);
+      case ALLOCATE, UPLOAD, DOWNLOAD, WRITE, ZERO, COPY_BLOCK, COPY_ROWS, SELECT_ROWS, CONVERT, GEMM, LINEAR,
+          EMBEDDING, EMBEDDING_BAG, CACHED_ATTENTION -> CudaTypes.STORAGE.contains(dtype);
       case ACCUMULATE -> dtype.isFloat();
-      case HOST_BUFFER, COPY_ROWS, ATTENTION, SWIGLU, CACHED_ATTENTION -> false;
+      case HOST_BUFFER -> false;
       default -> dtype == DType.F32;
     };
   }
@@ -256,6 +261,54 @@ public final class CudaBackend implements Backend {
     return t;
   }
 
+  @Override
+  public CudaTensor allocate(int rows, int cols, DType dtype) {
+    CudaTensor t = empty(rows, cols, dtype);
+    zero(t);
+    return t;
+  }
+
+  @Override
+  public CudaTensor upload(java.nio.ByteBuffer data, DType dtype, int rows, int cols) {
+    CudaTensor t = empty(rows, cols, dtype);
+    try {
+      write(t, 0L, data.slice(data.position(), Math.toIntExact(t.bytes())));
+    } catch (RuntimeException | Error e) {
+      t.close();
+      throw e;
+    }
+    data.position(data.position() + (int) t.bytes());
+    return t;
+  }
+
+  @Override
+  public void write(Tensor t, long byteOffset, java.nio.ByteBuffer src) {
+    ops.writeBytes(t, byteOffset, src);
+  }
+
+  @Override
+  public void download(Tensor src, java.nio.ByteBuffer dst) {
+    ops.downloadBytes(src, dst);
+  }
+
+  /**
+   * Host-to-device copies, their bytes, device-to-host copies and their bytes since the backend was made (every
+   * upload, write, download and metadata copy; device-to-device copies do not count).
+   */
+  public record Transfers(long toDevice, long toDeviceBytes, long toHost, long toHostBytes) {
+    /** This count minus an earlier one. */
+    public Transfers since(Transfers before) {
+      return new Transfers(toDevice - before.toDevice, toDeviceBytes - before.toDeviceBytes, toHost - before.toHost,
+          toHostBytes - before.toHostBytes);
+    }
+  }
+
+  /** The host transfers so far ({@link Transfers}). */
+  public Transfers transfers() {
+    long[] c = staging.counts();
+    return new Transfers(c[0], c[1], c[2], c[3]);
+  }
+
   static CudaTensor cuda(Tensor t) {
     if (!(t instanceof CudaTensor c)) {
       throw new IllegalArgumentException(
@@ -273,11 +326,6 @@ public final class CudaBackend implements Backend {
     }
     return c;
   }
-
-
-
-
-
 
   /** Copies {@code bytes} from the host to {@code dst} through the staging ring; compute waits for it. */
   void copyIn(long dst, long bytes, CudaStaging.Filler filler) {
@@ -318,30 +366,7 @@ public final class CudaBackend implements Backend {
 
   /** A copy of {@code src} converted to {@code dtype}. */
   public CudaTensor cast(Tensor src, DType dtype) {
-    CudaTensor s = cuda(src);
-    CudaTensor out = empty(s.rows(), s.cols(), dtype);
-    try {
-      long n = s.numel();
-      if (s.dtype() == dtype) {
-        check(cudart.cudaMemcpyAsync(new Ptr(out.address()), new Ptr(s.address()), s.bytes(),
-            cudart.cudaMemcpyDeviceToDevice, compute), "cudaMemcpyAsync(device to device)");
-      } else if (s.dtype() == DType.F32) {
-        launch(dtype == DType.BF16 ? "tp_cast_f32_bf16" : "tp_cast_f32_f16", grid(n), 0, s.address(),
-            out.address(), n);
-      } else if (dtype == DType.F32) {
-        launch(s.dtype() == DType.BF16 ? "tp_cast_bf16_f32" : "tp_cast_f16_f32", grid(n), 0, s.address(),
-            out.address(), n);
-      } else {
-        try (CudaTensor mid = cast(s, DType.F32)) {
-          out.close();
-          return cast(mid, dtype);
-        }
-      }
-    } catch (RuntimeException | Error e) {
-      out.close();
-      throw e;
-    }
-    return out;
+    return ops.cast(src, dtype);
   }
 
   @Override
@@ -412,6 +437,37 @@ public final class CudaBackend implements Backend {
     matmuls.matmul(transA, transB, alpha, a, b, beta, c, null, Activation.IDENTITY);
   }
 
+  @Override
+  public String kernel(DType dtype) {
+    return CudaLinear.kernel(dtype);
+  }
+
+  /** {@link CudaLinear}: cuBLASLt with the weight's storage and the epilogue fused; owns weight and bias. */
+  @Override
+  public PreparedLinear prepareLinear(Tensor weight, Tensor bias, Activation epilogue) {
+    return new CudaLinear(this, weight, bias, epilogue);
+  }
+
+  /** Float storage: converted on the device, then {@link CudaLinear}; {@code I8}: {@code Backend}'s host path. */
+  @Override
+  public PreparedLinear prepareLinear(Tensor weight, Tensor bias, Activation epilogue, DType storage) {
+    if (storage == null || CudaTypes.STORAGE.contains(storage)) {
+      CudaTensor w = cuda(weight);
+      if (storage == null || storage == w.dtype()) {
+        return prepareLinear(w, bias, epilogue);
+      }
+      try (CudaTensor src = w) {
+        return prepareLinear(cast(src, storage), bias, epilogue);
+      } catch (RuntimeException | Error e) {
+        if (bias != null && !bias.isClosed()) {
+          bias.close();
+        }
+        throw e;
+      }
+    }
+    return Backend.super.prepareLinear(weight, bias, epilogue, storage);
+  }
+
   /**
    * {@code out = act(x W^T + bias)} for a PyTorch weight {@code W[out, in]}: one cuBLASLt call with the bias
    * (and ReLU or tanh-GeLU) epilogue; other activations (erf GeLU, SiLU, ...) run as a kernel after the bias
@@ -419,58 +475,8 @@ public final class CudaBackend implements Backend {
    * {@code bias} (may be null) is converted to {@code out}'s type when it differs.
    */
   public void linear(Tensor x, Tensor w, Tensor bias, Activation act, Tensor out) {
-    CudaTensor o = cuda(out);
-    boolean fused = act == Activation.IDENTITY || (bias != null
-        && (act == Activation.GELU_TANH || act == Activation.RELU));
-    try {
-      if (fused) {
-        matmuls.matmul(false, true, 1f, x, w, 0f, o, bias, act);
-        return;
-      }
-      if (o.dtype() == DType.F32) {
-        matmuls.matmul(false, true, 1f, x, w, 0f, o, bias, Activation.IDENTITY);
-        activate(o, act);
-        return;
-      }
-      try (CudaTensor tmp = empty(o.rows(), o.cols(), DType.F32)) {
-        matmuls.matmul(false, true, 1f, x, w, 0f, tmp, bias, Activation.IDENTITY);
-        activate(tmp, act);
-        try (CudaTensor cast = cast(tmp, o.dtype())) {
-          copyBlock(cast, 0, 0, o, 0, 0, o.rows(), o.cols());
-        }
-      }
-    } catch (CudaException e) {
-      if (bias == null || !e.call().startsWith("cublasLtMatmulAlgoGetHeuristic")) {
-        throw e;
-      }
-      // cuBLASLt has no algorithm with this epilogue for these types: plain GEMM, then bias + activation kernels
-      unfused(x, w, bias, act, o);
-    }
+    CudaLinear.linear(this, matmuls, x, w, bias, act, out);
   }
-
-  private void unfused(Tensor x, Tensor w, Tensor bias, Activation act, CudaTensor o) {
-    CudaTensor tmp = o.dtype() == DType.F32 ? o : empty(o.rows(), o.cols(), DType.F32);
-    CudaTensor b32 = cuda(bias).dtype() == DType.F32 ? null : cast(bias, DType.F32);
-    try {
-      matmuls.matmul(false, true, 1f, x, w, 0f, tmp, null, Activation.IDENTITY);
-      biasActivate(tmp, b32 == null ? bias : b32, act);
-      if (tmp != o) {
-        try (CudaTensor cast = cast(tmp, o.dtype())) {
-          copyBlock(cast, 0, 0, o, 0, 0, o.rows(), o.cols());
-        }
-      }
-    } finally {
-      if (b32 != null) {
-        b32.close();
-      }
-      if (tmp != o) {
-        tmp.close();
-      }
-    }
-  }
-
-
-
 
   // ---------------------------------------------------------------- kernels
 
@@ -481,6 +487,11 @@ public final class CudaBackend implements Backend {
 
   /** Launches kernel {@code name} on the compute stream; Long = pointer or 64-bit integer, Integer, Float. */
   void launch(String name, int gridX, int rowsGrid, Object... args) {
+    launch2d(name, rowsGrid > 0 ? rowsGrid : gridX, 1, args);
+  }
+
+  /** Launches kernel {@code name} on a {@code gridX x gridY} grid of {@code BLOCK} threads (see {@link #launch}). */
+  void launch2d(String name, int gridX, int gridY, Object... args) {
     CudaKernels.checkArgs(name, args);
     enter();
     Pointer[] holders = new Pointer[args.length];
@@ -499,8 +510,7 @@ public final class CudaBackend implements Backend {
         }
         params.put(i, holders[i]);
       }
-      int gx = rowsGrid > 0 ? rowsGrid : gridX;
-      int rc = cudart.cuLaunchKernel(kernels.function(name), gx, 1, 1, BLOCK, 1, 1, 0, compute, params,
+      int rc = cudart.cuLaunchKernel(kernels.function(name), gridX, gridY, 1, BLOCK, 1, 1, 0, compute, params,
           (PointerPointer<?>) null);
       if (rc != 0) {
         try {
@@ -522,27 +532,15 @@ public final class CudaBackend implements Backend {
     }
   }
 
-
-
   @Override
   public void addBias(Tensor x, Tensor bias) {
     biasActivate(x, bias, Activation.IDENTITY);
   }
 
-
   @Override
   public void activate(Tensor x, Activation act) {
     biasActivate(x, null, act);
   }
-
-
-
-
-
-
-
-
-
 
   @Override
   public void add(Tensor dst, Tensor src) {
@@ -587,6 +585,37 @@ public final class CudaBackend implements Backend {
   @Override
   public void embeddingBag(Tensor table, int idStart, int[] ids, int[] offsets, boolean mean, Tensor out) {
     ops.embeddingBag(table, idStart, ids, offsets, mean, out);
+  }
+
+  @Override
+  public void attention(Tensor qkv, int qCol, int kCol, int vCol, int[] kvOf, int headDim, int[] offsets,
+      boolean causal, float scale, Tensor out) {
+    attn.attention(qkv, qCol, kCol, vCol, kvOf, headDim, offsets, causal, scale, out);
+  }
+
+  @Override
+  public void cachedAttention(Tensor qkv, int qCol, int kvCol, int kvHeads, int[] kvOf, int headDim,
+      int[] offsets, Tensor[] cache, int[] past, float scale, Tensor out) {
+    attn.cachedAttention(qkv, qCol, kvCol, kvHeads, kvOf, headDim, offsets, cache, past, scale, out);
+  }
+
+  @Override
+  public void swiglu(Tensor gateUp, Tensor out) {
+    attn.swiglu(gateUp, out);
+  }
+
+  @Override
+  public void copyRows(Tensor src, boolean transpose, Tensor dst, int dstRow) {
+    attn.copyRows(src, transpose, dst, dstRow);
+  }
+
+  /**
+   * The LM head's reduction of a vocabulary slice on the device: per row of {@code logits} a new {@code [rows, 3]}
+   * f32 tensor of {max, id of the first max ({@code idStart} + column), log(sum(exp(x - max)))}; the ranks
+   * combine the slices' rows with small collectives instead of gathering the logits.
+   */
+  public CudaTensor rowMaxLse(Tensor logits, int idStart) {
+    return attn.rowMaxLse(logits, idStart);
   }
 
   /** Waits for everything enqueued on the compute stream. */

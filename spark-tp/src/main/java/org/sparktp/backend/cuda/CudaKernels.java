@@ -37,9 +37,18 @@ public final class CudaKernels implements AutoCloseable {
   public static final Map<String, String> SIGNATURES = java.util.Collections.unmodifiableMap(new java.util.LinkedHashMap<>(
       Map.ofEntries(Map.entry("tp_bias_act", "ppiii"), Map.entry("tp_add", "ppl"), Map.entry("tp_scale", "plf"),
           Map.entry("tp_softmax_rows", "piifii"), Map.entry("tp_layer_norm", "pppiif"), Map.entry("tp_rms_norm", "ppiif"),
-          Map.entry("tp_embedding", "piiipip"), Map.entry("tp_embedding_bag", "piiippiip"), Map.entry("tp_rope", "piiiiipp"),
+          Map.entry("tp_embedding", "piiipip"), Map.entry("tp_embedding_bf16", "piiipip"),
+          Map.entry("tp_embedding_f16", "piiipip"), Map.entry("tp_embedding_bag", "piiippiip"),
+          Map.entry("tp_embedding_bag_bf16", "piiippiip"), Map.entry("tp_embedding_bag_f16", "piiippiip"),
+          Map.entry("tp_rope", "piiiiipp"),
           Map.entry("tp_cast_f32_bf16", "ppl"), Map.entry("tp_cast_bf16_f32", "ppl"), Map.entry("tp_cast_f32_f16", "ppl"),
-          Map.entry("tp_cast_f16_f32", "ppl"))));
+          Map.entry("tp_cast_f16_f32", "ppl"), Map.entry("tp_swiglu", "piip"), Map.entry("tp_transpose_u8", "piip"),
+          Map.entry("tp_transpose_u16", "piip"), Map.entry("tp_transpose_u32", "piip"),
+          Map.entry("tp_attention", "piiiiiipiifp"),
+          Map.entry("tp_kv_store_f32", "piiipiipi"), Map.entry("tp_kv_store_bf16", "piiipiipi"),
+          Map.entry("tp_kv_store_f16", "piiipiipi"), Map.entry("tp_cached_attention_f32", "piiiiipipfp"),
+          Map.entry("tp_cached_attention_bf16", "piiiiipipfp"), Map.entry("tp_cached_attention_f16", "piiiiipipfp"),
+          Map.entry("tp_row_max_lse", "piiip"))));
 
   /** The entry points of {@link #SOURCE}. */
   public static final List<String> ENTRY_POINTS = List.copyOf(new java.util.TreeSet<>(SIGNATURES.keySet()));

@@ -3,6 +3,8 @@ package org.sparktp.backend.cuda;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.TransformerMath;
 import org.sparktp.backend.Tensor;
+import org.sparktp.tensor.DType;
+import org.bytedeco.cuda.global.cudart;
 
 /**
  * The CUDA backend's elementwise ops, norms, RoPE and embeddings on f32 tensors: each checks its tensors and
@@ -14,6 +16,60 @@ final class CudaOps {
 
   CudaOps(CudaBackend backend) {
     this.backend = backend;
+  }
+
+  /** {@link CudaBackend#cast}. */
+  CudaTensor cast(Tensor src, DType dtype) {
+    CudaTensor s = CudaBackend.cuda(src);
+    CudaTensor out = backend.empty(s.rows(), s.cols(), dtype);
+    try {
+      long n = s.numel();
+      if (s.dtype() == dtype) {
+        backend.check(cudart.cudaMemcpyAsync(new Ptr(out.address()), new Ptr(s.address()), s.bytes(),
+            cudart.cudaMemcpyDeviceToDevice, backend.computeStream()), "cudaMemcpyAsync(device to device)");
+      } else if (s.dtype() == DType.F32) {
+        backend.launch(dtype == DType.BF16 ? "tp_cast_f32_bf16" : "tp_cast_f32_f16", backend.grid(n), 0, s.address(),
+            out.address(), n);
+      } else if (dtype == DType.F32) {
+        backend.launch(s.dtype() == DType.BF16 ? "tp_cast_bf16_f32" : "tp_cast_f16_f32", backend.grid(n), 0, s.address(),
+            out.address(), n);
+      } else {
+        try (CudaTensor mid = cast(s, DType.F32)) {
+          out.close();
+          return cast(mid, dtype);
+        }
+      }
+    } catch (RuntimeException | Error e) {
+      out.close();
+      throw e;
+    }
+    return out;
+  }
+
+  /** {@link CudaBackend#write(Tensor, long, java.nio.ByteBuffer)}: any storage type, whole elements. */
+  void writeBytes(Tensor t, long byteOffset, java.nio.ByteBuffer src) {
+    CudaTensor c = CudaBackend.cuda(t);
+    backend.enter();
+    int es = c.dtype().size();
+    if (byteOffset < 0 || byteOffset % es != 0 || src.remaining() % es != 0
+        || byteOffset + src.remaining() > c.bytes()) {
+      throw new IndexOutOfBoundsException("write of " + src.remaining() + " bytes at byte " + byteOffset
+          + " into " + c.shape() + ": whole elements inside the tensor");
+    }
+    backend.copyIn(c.address() + byteOffset, src.remaining(), CudaStaging.bytes(src));
+    src.position(src.limit());
+  }
+
+  /** {@link CudaBackend#download(Tensor, java.nio.ByteBuffer)}: the tensor's own storage type. */
+  void downloadBytes(Tensor src, java.nio.ByteBuffer dst) {
+    CudaTensor s = CudaBackend.cuda(src);
+    backend.enter();
+    if (dst.remaining() < s.bytes()) {
+      throw new IllegalArgumentException("download of " + s.shape() + " needs " + s.bytes() + " bytes, the buffer"
+          + " has " + dst.remaining());
+    }
+    backend.copyOut(s.address(), s.bytes(), CudaStaging.drainBytes(dst));
+    dst.position(dst.position() + (int) s.bytes());
   }
 
   void add(Tensor dst, Tensor src) {
@@ -93,15 +149,21 @@ final class CudaOps {
     if (tx.rows() == 0 || heads == 0) {
       return;
     }
-    long pos = deviceInts(positions);
-    long freq = 0;
+    int half = headDim / 2;
+    // positions and inverse frequencies in one host-to-device copy
+    java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(4 * (positions.length + half))
+        .order(java.nio.ByteOrder.nativeOrder());
+    b.asIntBuffer().put(positions);
+    b.position(4 * positions.length);
+    b.asFloatBuffer().put(invFreq, 0, half);
+    b.position(0);
+    long pos = backend.mallocAsync(b.capacity());
     try {
-      freq = deviceFloats(invFreq, headDim / 2);
-      backend.launch("tp_rope", backend.grid((long) tx.rows() * heads * (headDim / 2)), 0,
-          tx.address(), tx.rows(), tx.cols(), col, heads, headDim, pos, freq);
+      backend.copyIn(pos, b.capacity(), CudaStaging.bytes(b));
+      backend.launch("tp_rope", backend.grid((long) tx.rows() * heads * half), 0,
+          tx.address(), tx.rows(), tx.cols(), col, heads, headDim, pos, pos + 4L * positions.length);
     } finally {
       backend.freeAsync(pos);
-      backend.freeAsync(freq);
     }
   }
 
@@ -116,19 +178,8 @@ final class CudaOps {
     return d;
   }
 
-  private long deviceFloats(float[] values, int count) {
-    long d = backend.mallocAsync((long) count * 4);
-    try {
-      backend.copyIn(d, (long) count * 4, CudaStaging.floats(values, 0));
-    } catch (RuntimeException | Error e) {
-      backend.freeAsync(d);
-      throw e;
-    }
-    return d;
-  }
-
   void embedding(Tensor table, int idStart, int[] ids, Tensor out) {
-    CudaTensor t = CudaBackend.f32(table, "embedding");
+    CudaTensor t = CudaBackend.cuda(table);
     CudaTensor o = CudaBackend.f32(out, "embedding");
     if (o.cols() != t.cols() || o.rows() < ids.length) {
       throw new IllegalArgumentException("Embedding output " + o.shape() + " cannot hold " + ids.length
@@ -140,7 +191,7 @@ final class CudaOps {
     }
     long d = deviceInts(ids);
     try {
-      backend.launch("tp_embedding", backend.grid((long) ids.length * t.cols()), 0,
+      backend.launch("tp_embedding" + suffix(t), backend.grid((long) ids.length * t.cols()), 0,
           t.address(), t.rows(), t.cols(), idStart, d,
           ids.length, o.address());
     } finally {
@@ -149,7 +200,7 @@ final class CudaOps {
   }
 
   void embeddingBag(Tensor table, int idStart, int[] ids, int[] offsets, boolean mean, Tensor out) {
-    CudaTensor t = CudaBackend.f32(table, "embeddingBag");
+    CudaTensor t = CudaBackend.cuda(table);
     CudaTensor o = CudaBackend.f32(out, "embeddingBag");
     int bags = offsets.length - 1;
     if (o.cols() != t.cols() || o.rows() < bags) {
@@ -170,13 +221,18 @@ final class CudaOps {
     long dOff = 0;
     try {
       dOff = deviceInts(offsets);
-      backend.launch("tp_embedding_bag", backend.grid((long) bags * t.cols()), 0,
+      backend.launch("tp_embedding_bag" + suffix(t), backend.grid((long) bags * t.cols()), 0,
           t.address(), t.rows(), t.cols(), idStart, dIds,
           dOff, bags, mean ? 1 : 0, o.address());
     } finally {
       backend.freeAsync(dIds);
       backend.freeAsync(dOff);
     }
+  }
+
+  /** The kernel suffix of a table's storage: none for f32, {@code _bf16}, {@code _f16}. */
+  private static String suffix(CudaTensor table) {
+    return table.dtype() == DType.F32 ? "" : "_" + table.dtype().id();
   }
 
   private static long addr(CudaTensor t) {

@@ -22,6 +22,7 @@ final class CudaStaging {
   private CUevent_st copyMark;
   private Slot[] slots;
   private int next;
+  private final java.util.concurrent.atomic.AtomicLongArray counts = new java.util.concurrent.atomic.AtomicLongArray(4);
 
   /** Fills pinned buffer {@code host} with {@code bytes} bytes starting {@code from} bytes into the source. */
   @FunctionalInterface
@@ -75,6 +76,8 @@ final class CudaStaging {
     if (bytes == 0) {
       return;
     }
+    counts.incrementAndGet(0);
+    counts.addAndGet(1, bytes);
     // the destination was allocated (stream-ordered) on compute: the copy stream waits for that
     backend.check(cudart.cudaEventRecord(computeMark, backend.computeStream()), "cudaEventRecord(compute)");
     backend.check(cudart.cudaStreamWaitEvent(h2d, computeMark, 0), "cudaStreamWaitEvent(host-to-device)");
@@ -101,6 +104,8 @@ final class CudaStaging {
     if (bytes == 0) {
       return;
     }
+    counts.incrementAndGet(2);
+    counts.addAndGet(3, bytes);
     backend.check(cudart.cudaEventRecord(computeMark, backend.computeStream()), "cudaEventRecord(compute)");
     backend.check(cudart.cudaStreamWaitEvent(d2h, computeMark, 0), "cudaStreamWaitEvent(device-to-host)");
     for (long done = 0; done < bytes; ) {
@@ -118,6 +123,25 @@ final class CudaStaging {
       drain.fill(s.host, done, n);
       done += n;
     }
+  }
+
+  /** Host-to-device copies, their bytes, device-to-host copies, their bytes, so far ({@link CudaBackend#transfers}). */
+  long[] counts() {
+    return new long[] {counts.get(0), counts.get(1), counts.get(2), counts.get(3)};
+  }
+
+  /** Fills from {@code src}'s bytes, counted from its position (absolute reads: {@code src} does not move). */
+  static Filler bytes(java.nio.ByteBuffer src) {
+    int base = src.position();
+    return (host, from, n) -> new org.bytedeco.javacpp.BytePointer(new Ptr(host)).capacity(n).asByteBuffer()
+        .put(src.slice(base + (int) from, (int) n));
+  }
+
+  /** Drains into {@code dst} from its position on (absolute writes: {@code dst} does not move). */
+  static Filler drainBytes(java.nio.ByteBuffer dst) {
+    int base = dst.position();
+    return (host, from, n) -> dst.slice(base + (int) from, (int) n)
+        .put(new org.bytedeco.javacpp.BytePointer(new Ptr(host)).capacity(n).asByteBuffer());
   }
 
   static Filler floats(float[] src, int offset) {

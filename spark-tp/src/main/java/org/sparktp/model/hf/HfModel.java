@@ -43,7 +43,7 @@ import java.nio.ByteOrder;
  * {@code transformer.}), dtypes F32, F16, BF16 (read in their own dtype into the rank's tensors, converted to
  * the storage dtype per tensor where it differs: {@link #weightDtype()}). Dispatches on
  * {@code model_type} (or {@code architectures}): {@code bert}, {@code roberta}, {@code llama},
- * {@code mistral}, {@code qwen2}, {@code gpt2}.
+ * {@code mistral}, {@code qwen2}, {@code qwen3}, {@code gpt2}.
  *
  * <p>{@link #open} validates everything before any task runs: an unsupported {@code model_type}, a
  * missing tensor, or a shape that disagrees with the config is an error naming the file, the tensor and
@@ -140,7 +140,7 @@ public final class HfModel implements AutoCloseable {
       Builder b = new Builder(cfg, type, fileOf, dir);
       TransformerModel m = switch (type) {
         case "bert", "roberta", "xlm-roberta" -> b.bert();
-        case "llama", "mistral", "qwen2" -> b.llama();
+        case "llama", "mistral", "qwen2", "qwen3" -> b.llama();
         case "gpt2" -> b.gpt2();
         default -> throw new IllegalStateException(type);
       };
@@ -184,14 +184,14 @@ public final class HfModel implements AutoCloseable {
   }
 
   private static final List<String> SUPPORTED = List.of("bert", "roberta", "xlm-roberta", "llama", "mistral",
-      "qwen2", "gpt2");
+      "qwen2", "qwen3", "gpt2");
 
   private static String modelType(HfConfig cfg) throws ModelFormatException {
     String t = cfg.text("model_type", null);
     if (t == null && cfg.node("architectures") != null && cfg.node("architectures").size() > 0) {
       String a = cfg.node("architectures").get(0).asText();
       String lower = a.toLowerCase(Locale.ROOT);
-      for (String s : List.of("xlm-roberta", "roberta", "bert", "llama", "mistral", "qwen2", "gpt2")) {
+      for (String s : List.of("xlm-roberta", "roberta", "bert", "llama", "mistral", "qwen2", "qwen3", "gpt2")) {
         if (lower.startsWith(s.replace("-", ""))) {
           t = s;
           break;
@@ -344,7 +344,8 @@ public final class HfModel implements AutoCloseable {
     }
 
     TransformerModel llama() throws ModelFormatException {
-      boolean qwen = type.equals("qwen2");
+      boolean qwen = type.equals("qwen2"); // q/k/v biases, no o bias
+      boolean qkNorm = type.equals("qwen3"); // per-head RMSNorm on queries and keys before RoPE
       int h = c.integer("hidden_size");
       int heads = c.integer("num_attention_heads");
       int kv = c.integer("num_key_value_heads", heads);
@@ -352,7 +353,7 @@ public final class HfModel implements AutoCloseable {
       int inter = c.integer("intermediate_size");
       int vocab = c.integer("vocab_size");
       int maxPos = c.integer("max_position_embeddings", 2048);
-      int hd = c.integer("head_dim", h / heads);
+      int hd = c.integer("head_dim", qkNorm ? 128 : h / heads); // Qwen3Config's default head_dim is 128
       float eps = (float) c.number("rms_norm_eps", 1e-6);
       boolean attnBias = qwen || c.bool("attention_bias", false);
       boolean oBias = !qwen && c.bool("attention_bias", false);
@@ -369,7 +370,7 @@ public final class HfModel implements AutoCloseable {
       if (type.equals("mistral") && c.has("sliding_window")) {
         maxPos = Math.min(maxPos, c.integer("sliding_window")); // longer rows would need the window
       }
-      if (qwen && c.bool("use_sliding_window", false)) {
+      if ((qwen || qkNorm) && c.bool("use_sliding_window", false)) {
         throw new ModelFormatException(c.file() + ": use_sliding_window=true is not supported");
       }
       Rope rope = rope(hd);
@@ -391,9 +392,12 @@ public final class HfModel implements AutoCloseable {
             attnBias ? t(a + "v_proj.bias", kk, (long) kv * hd) : null, kv * hd, h);
         Part o = Part.linear(t(a + "o_proj.weight", hk + ", " + qk, h, (long) heads * hd),
             oBias ? t(a + "o_proj.bias", hk, h) : null, h, heads * hd);
+        String hdk = "head_dim " + hd;
         ops.add(new ResidualOp("layers." + i + ".self_attn", List.of(
             new NormOp("layers." + i + ".input_layernorm", true, h, t(l + "input_layernorm.weight", hk, h), null, eps),
-            new AttentionOp("layers." + i + ".self_attn", h, heads, kv, hd, true, rope, q, k, v, o))));
+            new AttentionOp("layers." + i + ".self_attn", h, heads, kv, hd, true, rope, q, k, v, o,
+                qkNorm ? t(a + "q_norm.weight", hdk, hd) : null, qkNorm ? t(a + "k_norm.weight", hdk, hd) : null,
+                eps))));
         String m = l + "mlp.";
         String ik = "intermediate_size " + inter + " x " + hk;
         Part gate;

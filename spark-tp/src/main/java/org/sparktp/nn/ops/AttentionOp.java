@@ -25,15 +25,31 @@ import org.sparktp.backend.Tensor;
  * <p>Heads are split balanced ({@link Split}, unit = one head): 6 heads on 4 ranks are 2, 2, 1, 1. Q, K
  * and V of a rank run as one GEMM (their shards stacked); GPT-2's fused {@code c_attn} is three parts
  * of one tensor, each split by heads.
+ *
+ * <p>Qwen3's per-head norms ({@code qNorm}, {@code kNorm}: RMSNorm weights {@code [headDim]}, replicated) normalise
+ * every query and key head before RoPE: {@code q_h <- q_h / sqrt(mean(q_h^2) + normEps) * gq}, the same for keys.
+ *
+ * @param qNorm the query heads' RMSNorm weight, or null (no per-head norm)
+ * @param kNorm the key heads' RMSNorm weight, or null
  */
 public record AttentionOp(String name, int hidden, int heads, int kvHeads, int headDim, boolean causal, Rope rope,
-    Part q, Part k, Part v, Part o) implements Op {
+    Part q, Part k, Part v, Part o, String qNorm, String kNorm, float normEps) implements Op {
 
   public AttentionOp {
     if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0) {
       throw new IllegalArgumentException(name + ": num_attention_heads (" + heads
           + ") must be a positive multiple of num_key_value_heads (" + kvHeads + ")");
     }
+    if ((qNorm == null) != (kNorm == null)) {
+      throw new IllegalArgumentException(name + ": q_norm and k_norm come together (got " + qNorm + ", " + kNorm
+          + ")");
+    }
+  }
+
+  /** Attention without per-head query/key norms. */
+  public AttentionOp(String name, int hidden, int heads, int kvHeads, int headDim, boolean causal, Rope rope,
+      Part q, Part k, Part v, Part o) {
+    this(name, hidden, heads, kvHeads, headDim, causal, rope, q, k, v, o, null, null, 0f);
   }
 
   @Override
@@ -82,6 +98,10 @@ public record AttentionOp(String name, int hidden, int heads, int kvHeads, int h
     s.addAll(Part.columnSlices(ranges(p, rank)));
     Split hs = headSplit(p);
     s.addAll(o.rowSlices(hs.offset(rank) * headDim, hs.length(rank) * headDim));
+    if (qNorm != null) {
+      s.add(Slice.elements(qNorm, 0, headDim, headDim));
+      s.add(Slice.elements(kNorm, 0, headDim, headDim));
+    }
     return s;
   }
 
@@ -107,7 +127,7 @@ public record AttentionOp(String name, int hidden, int heads, int kvHeads, int h
     }
     return String.format(Locale.ROOT, "%s attention %s [%d heads%s x %d]%s; heads per rank: %s",
         causal ? "causal" : "bidirectional", name, heads, kvHeads < heads ? ", " + kvHeads + " kv" : "", headDim,
-        rope == null ? "" : " rope(" + rope.type() + ")", per);
+        (rope == null ? "" : " rope(" + rope.type() + ")") + (qNorm == null ? "" : " q/k rms_norm"), per);
   }
 
   @Override
@@ -125,6 +145,8 @@ public record AttentionOp(String name, int hidden, int heads, int kvHeads, int h
     LinearKernel out = o.rowKernel(s.offset(rank) * headDim, nq * headDim, w);
     float[] invFreq = rope == null ? null : rope.invFreq();
     float scale = (float) (1.0 / Math.sqrt(headDim));
+    Tensor gq = qNorm == null ? null : w.tensor(Slice.elements(qNorm, 0, headDim, headDim));
+    Tensor gk = kNorm == null ? null : w.tensor(Slice.elements(kNorm, 0, headDim, headDim));
     return (x, tokens, ctx) -> {
       Backend be = ctx.backend();
       Tensor ctxOut = null;
@@ -133,6 +155,10 @@ public record AttentionOp(String name, int hidden, int heads, int kvHeads, int h
         x.close();
         long t0 = System.nanoTime();
         try {
+          if (gq != null) {
+            headNorm(be, h, 0, nq, gq);
+            headNorm(be, h, nq * headDim, nkv, gk);
+          }
           if (invFreq != null) {
             be.rope(h, 0, nq, headDim, tokens.positions(), invFreq);
             be.rope(h, nq * headDim, nkv, headDim, tokens.positions(), invFreq);
@@ -163,6 +189,17 @@ public record AttentionOp(String name, int hidden, int heads, int kvHeads, int h
         }
       }
     };
+  }
+
+  /** RMSNorm of each of {@code n} heads at column {@code col} of {@code h}, in place (Qwen3's q_norm, k_norm). */
+  private void headNorm(Backend be, Tensor h, int col, int n, Tensor gamma) {
+    int w = n * headDim;
+    try (Tensor t = be.allocate(h.rows(), w, h.dtype())) {
+      be.copyBlock(h, 0, col, t, 0, 0, h.rows(), w);
+      Tensor perHead = t.reshape(h.rows() * n, headDim);
+      be.rmsNorm(perHead, gamma, normEps);
+      be.copyBlock(t, 0, 0, h, 0, col, h.rows(), w);
+    }
   }
 
   static void closeQuietly(DistTensor x, RuntimeException e) {

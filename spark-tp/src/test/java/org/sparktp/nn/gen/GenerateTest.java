@@ -144,8 +144,8 @@ class GenerateTest {
 
   static List<Arguments> greedyCases() {
     List<Arguments> out = new ArrayList<>();
-    for (String m : List.of("llama", "gpt2")) {
-      for (int p = 1; p <= 3; p++) {
+    for (String m : List.of("llama", "qwen3", "gpt2")) {
+      for (int p = 1; p <= (m.equals("qwen3") ? 4 : 3); p++) {
         out.add(Arguments.of(m, p, false));
         out.add(Arguments.of(m, p, true));
       }

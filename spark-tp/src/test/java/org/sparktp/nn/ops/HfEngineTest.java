@@ -39,7 +39,7 @@ class HfEngineTest {
 
   static List<Arguments> cases() {
     List<Arguments> out = new ArrayList<>();
-    for (String m : List.of("bert", "roberta", "llama", "mistral", "qwen2", "gpt2")) {
+    for (String m : List.of("bert", "roberta", "llama", "mistral", "qwen2", "qwen3", "gpt2")) {
       for (int p = 1; p <= 4; p++) {
         out.add(Arguments.of(m, p, DType.F32));
       }
