@@ -175,6 +175,11 @@ final class ModelLoader {
       return tokenizer ? dir : null;
     }
 
+    /** True when the model's params choose what it computes ({@code task}: a Hugging Face model); a layer list has one output. */
+    boolean hasTasks() {
+      return false;
+    }
+
     /** The layer list, or null when the model is not one. */
     ModelSpec spec() {
       return null;
@@ -228,6 +233,11 @@ final class ModelLoader {
     HfDirectory(TransformerModel model, String dir, boolean tokenizer, DType weightDtype) {
       super(null, dir, weightDtype, tokenizer);
       this.model = model;
+    }
+
+    @Override
+    boolean hasTasks() {
+      return true;
     }
 
     @Override
