@@ -99,6 +99,14 @@ public final class TpConf {
   public static final String NULL_POLICY_DEFAULT = "error";
 
   /**
+   * What a row that cannot run does (null, empty, too long, ids outside the vocabulary, a wrong width): {@code fail}
+   * (the job fails, naming the column and row), {@code null} (null outputs, the other rows run) or {@code column}
+   * (null outputs and the cause in a string column {@code error}; null for the rows that ran).
+   */
+  public static final String ON_ERROR = "spark.tp.on-error";
+  public static final String ON_ERROR_DEFAULT = "fail";
+
+  /**
    * Prefix of model names for SQL: {@code spark.tp.models.<name>=<model directory>} lets
    * {@code tp_predict('<name>', ...)} find it and {@code tp_models()} list it.
    */
@@ -186,6 +194,7 @@ public final class TpConf {
       Map.entry(CPU_BLAS_THREADS, (k, v) -> parseInt(k, v, 1)),
       Map.entry(CACHE_MAX_BYTES, TpConf::parseBytes),
       Map.entry(NULL_POLICY, oneOf("error", "skip", "null")),
+      Map.entry(ON_ERROR, oneOf("fail", "null", "column")),
       Map.entry(TP_SIZE, (k, v) -> parseInt(k, v, 1)),
       Map.entry(GROUPS, (k, v) -> parseInt(k, v, 0)),
       Map.entry(RETRYABLE, TpConf::parseBoolean),

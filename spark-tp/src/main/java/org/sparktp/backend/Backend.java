@@ -456,6 +456,34 @@ public interface Backend extends AutoCloseable {
     write(out, 0, o, 0, o.length);
   }
 
+  /**
+   * The greedy choice of each row of {@code logits} {@code [rows, cols]}, a vocabulary slice from id
+   * {@code idStart}: {@code float[2 * rows]} holding per row its largest logit and, as the bits of a float
+   * ({@link Float#intBitsToFloat}), the id of that logit's first column (the LM head's vocab-parallel greedy
+   * reduction; the ranks then compare their rows' maxima). This default downloads the slice and scans it; a device
+   * backend reduces on the device and copies back only these.
+   */
+  default float[] argMaxRows(Tensor logits, int idStart) {
+    float[] l = download(logits);
+    int rows = logits.rows();
+    int cols = logits.cols();
+    float[] best = new float[2 * rows];
+    for (int i = 0; i < rows; i++) {
+      float bv = Float.NEGATIVE_INFINITY;
+      int bi = -1;
+      for (int j = 0; j < cols; j++) {
+        float v = l[i * cols + j];
+        if (bi < 0 || v > bv) {
+          bv = v;
+          bi = idStart + j;
+        }
+      }
+      best[2 * i] = bi < 0 ? Float.NEGATIVE_INFINITY : bv;
+      best[2 * i + 1] = Float.intBitsToFloat(bi);
+    }
+    return best;
+  }
+
   /** {@code dst[i, :] = src[rows[i], :]} for every {@code i}. */
   default void selectRows(Tensor src, int[] rows, Tensor dst) {
     for (int i = 0; i < rows.length; i++) {

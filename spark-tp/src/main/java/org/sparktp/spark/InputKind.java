@@ -81,7 +81,8 @@ enum InputKind {
       }
     }
     throw new IllegalArgumentException("Input column '" + col + "' has type " + t.simpleString()
-        + "; the model takes " + (text ? "string (text, tokenized with the model's tokenizer), " : "") + want);
+        + "; the model takes " + (text ? "string (text, tokenized with the model's "
+            + org.sparktp.model.TextTokenizer.FILE_NAME + "), " : "") + want);
   }
 
   String describe() {

@@ -63,6 +63,9 @@ final class ModelLoader {
     Path path = new Path(dir);
     try {
       FileSystem fs = path.getFileSystem(hadoop);
+      if (!fs.exists(path)) {
+        throw new IllegalArgumentException("Model directory " + dir + " does not exist");
+      }
       String qualified = fs.makeQualified(path).toString();
       if (HfModel.isHuggingFace(path, hadoop)) {
         try (HfModel m = HfModel.open(path, hadoop)) {

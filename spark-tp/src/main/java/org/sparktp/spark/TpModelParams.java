@@ -133,13 +133,13 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
 
   /** Transformers: {@code embed}, {@code logits} or {@code score}. */
   public TensorParallelModel setTask(String v) {
-    set(task, v.toLowerCase(Locale.ROOT));
+    setChecked(task, v == null ? null : v.trim().toLowerCase(Locale.ROOT), "one of embed, logits, score, generate");
     return self();
   }
 
   /** Task embed: {@code mean}, {@code cls} or {@code last}. */
   public TensorParallelModel setPooling(String v) {
-    set(pooling, v.toLowerCase(Locale.ROOT));
+    setChecked(pooling, v == null ? null : v.trim().toLowerCase(Locale.ROOT), "one of mean, cls, last");
     return self();
   }
 
@@ -193,27 +193,27 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
   }
 
   public TensorParallelModel setMaxNewTokens(int v) {
-    set(maxNewTokens, v);
+    setChecked(maxNewTokens, v, ">= 1");
     return self();
   }
 
   public TensorParallelModel setTemperature(double v) {
-    set(temperature, v);
+    setChecked(temperature, v, ">= 0 (0 = greedy, > 0 samples)");
     return self();
   }
 
   public TensorParallelModel setTopK(int v) {
-    set(topK, v);
+    setChecked(topK, v, ">= 0 (0 = all tokens)");
     return self();
   }
 
   public TensorParallelModel setTopP(double v) {
-    set(topP, v);
+    setChecked(topP, v, "in (0, 1] (1 = all tokens)");
     return self();
   }
 
   public TensorParallelModel setRepetitionPenalty(double v) {
-    set(repetitionPenalty, v);
+    setChecked(repetitionPenalty, v, "> 0 (1 = none)");
     return self();
   }
 
@@ -230,6 +230,20 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
   public TensorParallelModel setStopIds(int... v) {
     set(stopIds, v);
     return self();
+  }
+
+  /** Sets {@code p} to {@code v}, or throws saying which values {@code p} takes (Spark's own check names none). */
+  private <T> void setChecked(Param<T> p, T v, String valid) {
+    boolean ok;
+    try {
+      ok = v != null && (Boolean) p.isValid().apply(v);
+    } catch (RuntimeException e) {
+      ok = false;
+    }
+    if (!ok) {
+      throw new IllegalArgumentException(p.name() + " must be " + valid + ", got " + v);
+    }
+    set(p, v);
   }
 
   public Param<String> inputCol() {
@@ -267,17 +281,17 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
   }
 
   public TensorParallelModel setTpSize(int v) {
-    set(tpSize, v);
+    setChecked(tpSize, v, ">= 1");
     return self();
   }
 
   public TensorParallelModel setGroups(int v) {
-    set(groups, v);
+    setChecked(groups, v, ">= 0 (0 = as many as the task slots allow)");
     return self();
   }
 
   public TensorParallelModel setBatchSize(int v) {
-    set(batchSize, v);
+    setChecked(batchSize, v, ">= 1");
     return self();
   }
 

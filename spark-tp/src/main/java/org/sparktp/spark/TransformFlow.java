@@ -76,6 +76,11 @@ final class TransformFlow {
     if (Arrays.asList(schema.fieldNames()).contains(out)) {
       throw new IllegalArgumentException("Output column '" + out + "' already exists; set outputCol to a new name");
     }
+    if (plan.generates() && m.isSet(m.outputCol())) {
+      throw new IllegalArgumentException("Task generate writes the columns " + String.join(", ",
+          TensorParallelModel.GENERATE_COLUMNS) + ", not outputCol ('" + out + "'): leave outputCol unset and rename "
+          + "those columns after transform if needed");
+    }
     StructType s = schema;
     for (StructField f : stageColumns(plan, settings)) {
       if (plan.generates() && Arrays.asList(schema.fieldNames()).contains(f.name())) {
@@ -87,7 +92,7 @@ final class TransformFlow {
       }
       s = s.add(f);
     }
-    return s;
+    return OnError.parse(settings.get(TpConf.ON_ERROR)).outputSchema(schema, s);
   }
 
   /**
@@ -102,7 +107,9 @@ final class TransformFlow {
           DataTypes.createStructField(TensorParallelModel.FINISH_REASON, DataTypes.StringType, true)};
     }
     DataType type = plan.scalarOutput() ? DataTypes.DoubleType : DataTypes.createArrayType(DataTypes.FloatType, false);
-    boolean nullable = NullPolicy.parse(settings.get(TpConf.NULL_POLICY)) == NullPolicy.NULL;
+    // a row may get a null output: spark.tp.null-policy=null, or spark.tp.on-error not fail
+    boolean nullable = NullPolicy.parse(settings.get(TpConf.NULL_POLICY)) == NullPolicy.NULL
+        || OnError.parse(settings.get(TpConf.ON_ERROR)) != OnError.FAIL;
     return new StructField[] {DataTypes.createStructField(m.getOutputCol(), type, nullable)};
   }
 
@@ -160,7 +167,9 @@ final class TransformFlow {
     Slots.check(Slots.dynamicAllocation(sc), slots, g, p);
     comm.checkCluster(sc, p);
 
-    org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
+    // rows that cannot run carry their cause through the stage in a helper column (spark.tp.on-error)
+    OnError onError = OnError.parse(settings.get(TpConf.ON_ERROR));
+    org.apache.spark.sql.classic.Dataset<Row> df = (org.apache.spark.sql.classic.Dataset<Row>) onError.prepare(ds.toDF());
     String col = m.getInputCol();
     boolean text = textInput(df.schema(), plan);
     if (text) {
@@ -179,12 +188,14 @@ final class TransformFlow {
     TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
     String[] placements = model.placements(sc, p, g, m.lastMetrics);
     m.lastMetrics = metrics;
-    TpJob job = new TpJob(jobKey, model.modelId, plan, plan.fingerprint(), model.source(sc, plan), g, col,
+    // row errors name the user's column (its ids may sit in the tokenized helper column)
+    TpJob job = new TpJob(jobKey, model.modelId, plan, plan.fingerprint(), model.source(sc, plan), g, m.getInputCol(),
         df.schema().fieldIndex(col), InputKind.of(df.schema(), col, plan, false), stageSchema, settings, storage,
         activations, comm, metrics, gen);
     Dataset<Row> out = BarrierRunner.run(spark, df, job, placements);
     out = text ? out.drop(TOKEN_IDS) : out;
-    return gen != null && model.tokenizerDir() != null ? GenerateJob.withText(out, model.tokenizerDir()) : out;
+    return onError.finish(gen != null && model.tokenizerDir() != null ? GenerateJob.withText(out, model.tokenizerDir())
+        : out);
   }
 
   /** {@code gen} with each row's seed read from the column {@code name} (int or long) of {@code schema}. */

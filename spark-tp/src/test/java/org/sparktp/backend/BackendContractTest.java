@@ -814,6 +814,32 @@ class BackendContractTest {
 
   @ParameterizedTest(name = "{0}")
   @MethodSource("backends")
+  void argMaxRowsGivesEachRowsLargestLogitAndItsFirstId(String name) {
+    try (Backend be = open(name)) {
+      int rows = 5;
+      int cols = 301;
+      float[] l = exact(rows * cols); // few distinct values: ties are common
+      l[3 * cols + 7] = 100f; // row 3: a tie of two maxima, the first wins
+      l[3 * cols + 200] = 100f;
+      try (Tensor t = be.upload(l, rows, cols)) {
+        float[] best = be.argMaxRows(t, 1000);
+        for (int r = 0; r < rows; r++) {
+          int first = 0;
+          for (int j = 1; j < cols; j++) {
+            if (l[r * cols + j] > l[r * cols + first]) {
+              first = j;
+            }
+          }
+          assertThat(best[2 * r]).as("max of row %d (seed %d)", r, seed).isEqualTo(l[r * cols + first]);
+          assertThat(Float.floatToRawIntBits(best[2 * r + 1])).as("id of row %d", r).isEqualTo(1000 + first);
+        }
+        assertThat(Float.floatToRawIntBits(best[7])).isEqualTo(1007);
+      }
+    }
+  }
+
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("backends")
   void cachedAttentionWritesTheCacheAndAttendsInEveryCacheDtype(String name) {
     try (Backend be = open(name)) {
       int hd = 4;

@@ -34,14 +34,16 @@ final class ShmCollectives implements DataPath {
   private final int rank;
   private final int size;
   private ShmSegment shm;
+  private final int oneShotBytes;
   // the steps this rank has published and the rounds it has begun
   private long step;
   private long round;
   private final List<Thread> liveness = new ArrayList<>();
 
   /** Takes over {@code segment} (closed by {@link #close()}) and starts watching the connections. */
-  ShmCollectives(TcpTransport transport, ShmSegment segment) {
+  ShmCollectives(TcpTransport transport, ShmSegment segment, int oneShotBytes) {
     this.t = transport;
+    this.oneShotBytes = Math.min(oneShotBytes, segment.window);
     this.rank = transport.rank;
     this.size = transport.size;
     this.shm = segment;
@@ -190,6 +192,10 @@ final class ShmCollectives implements DataPath {
   @Override
   public void allReduce(Backend reducer, ByteBuffer data, long n) {
     long total = 4 * n;
+    if (total <= oneShotBytes) {
+      oneShotAllReduce(reducer, data, (int) total);
+      return;
+    }
     int w = shm.window;
     long rounds = Math.max(1, (total + w - 1) / w);
     for (long r = 0; r < rounds; r++) {
@@ -225,6 +231,26 @@ final class ShmCollectives implements DataPath {
         }
       }
     }
+  }
+
+  /**
+   * A small all-reduce in one round of one step (instead of two): each rank writes its whole buffer, and once every
+   * peer has published, sums {@code x_0 + x_1 + ... + x_{p-1}} in rank order from the buffers (its own included), so
+   * every rank gets bitwise identical results.
+   */
+  private void oneShotAllReduce(Backend reducer, ByteBuffer data, int bytes) {
+    int b = begin(bytes);
+    copy(data, 0, shm.data(rank, b), 0, bytes);
+    t.count((long) bytes * (size - 1), 0);
+    step(b, bytes, true);
+    if (rank != 0) {
+      copy(shm.data(0, b), 0, data, 0, bytes);
+    }
+    ByteBuffer sum = slice(data, 0, bytes);
+    for (int q = 1; q < size; q++) {
+      add(reducer, slice(shm.data(q, b), 0, bytes), sum);
+    }
+    t.count(0, (long) bytes * (size - 1));
   }
 
   @Override

@@ -61,7 +61,8 @@ public final class TcpCommunicator extends AbstractCommunicator {
         throw e;
       }
     }
-    path = segment != null ? new ShmCollectives(transport, segment) : new RingCollectives(transport);
+    path = segment != null ? new ShmCollectives(transport, segment, opts.oneShotBytes())
+        : new RingCollectives(transport, opts.oneShotBytes());
     LOG.info("Rank {} of {} connected over {}: {}", rank, size, transport(), transport.describePeers());
   }
 

@@ -95,6 +95,16 @@ class GenerateTest {
   /** As above with the linears and embedding tables in {@code dtype}, read typed as the Spark path does. */
   static Run generate(String name, int p, List<int[]> prompts, long[] seeds, GenerateParams gp, boolean truncate,
       DType dtype) {
+    return generate(name, p, prompts, seeds, gp, truncate, dtype, CpuBackend::new, null);
+  }
+
+  /**
+   * As above on the backends {@code backend} makes (one per rank); {@code around}, when not null, is called on
+   * rank 0 with its backend and generator before and after the generation ({@code HfGpuTest} counts transfers).
+   */
+  static Run generate(String name, int p, List<int[]> prompts, long[] seeds, GenerateParams gp, boolean truncate,
+      DType dtype, java.util.function.Supplier<? extends org.sparktp.backend.Backend> backend,
+      java.util.function.BiConsumer<org.sparktp.backend.Backend, Generator> around) {
     HfModel hf = model(name);
     TransformerPlan plan = TransformerPlan.build(hf.model(), p, Task.GENERATE, null, false, truncate);
     Completion[] out = new Completion[prompts.size()];
@@ -113,14 +123,20 @@ class GenerateTest {
         rows.add(prompts.get(mine.get(j)));
         s[j] = seeds[mine.get(j)];
       }
-      CpuBackend be = new CpuBackend();
+      org.sparktp.backend.Backend be = backend.get();
       RankWeights w;
       synchronized (hf) {
         w = dtype == DType.F32 ? plan.shard(hf.weightSource(), rank) : plan.shard(hf.weightSource(), rank, be, dtype);
       }
       try (w; TransformerRankModel m = new TransformerRankModel(plan, rank, be, w, dtype)) {
         Generator g = new Generator(m, comm, gp, null);
+        if (around != null && rank == 0) {
+          around.accept(be, g);
+        }
         List<Completion> got = g.generate(rows, s, 0);
+        if (around != null && rank == 0) {
+          around.accept(be, g);
+        }
         for (int j = 0; j < mine.size(); j++) {
           out[mine.get(j)] = got.get(j);
         }

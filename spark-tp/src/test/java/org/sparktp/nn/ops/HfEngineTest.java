@@ -70,14 +70,7 @@ class HfEngineTest {
       expects.add(new Expect(Task.SCORE, null, false, "score"));
     }
     try (HfModel hf = HfModel.open(DIR + name)) {
-      List<int[]> inputs = new ArrayList<>();
-      for (JsonNode row : ref.get("inputs")) {
-        int[] ids = new int[row.size()];
-        for (int i = 0; i < ids.length; i++) {
-          ids[i] = row.get(i).asInt();
-        }
-        inputs.add(ids);
-      }
+      List<int[]> inputs = inputs(ref);
       double worst = 0;
       for (Expect e : expects) {
         TransformerPlan plan = TransformerPlan.build(hf.model(), p, e.task(), e.pooling(), e.normalize(), false);
@@ -108,7 +101,21 @@ class HfEngineTest {
     }
   }
 
-  private static RankWeights shard(TransformerPlan plan, HfModel hf, int rank, CpuBackend be, DType dtype,
+  /** The fixture's input rows ({@code inputs} of its reference.json). */
+  static List<int[]> inputs(JsonNode ref) {
+    List<int[]> inputs = new ArrayList<>();
+    for (JsonNode row : ref.get("inputs")) {
+      int[] ids = new int[row.size()];
+      for (int i = 0; i < ids.length; i++) {
+        ids[i] = row.get(i).asInt();
+      }
+      inputs.add(ids);
+    }
+    return inputs;
+  }
+
+  private static RankWeights shard(TransformerPlan plan, HfModel hf, int rank, org.sparktp.backend.Backend be,
+      DType dtype,
       boolean typed) {
     synchronized (hf) {
       return typed ? plan.shard(hf.weightSource(), rank, be, dtype) : plan.shard(hf.weightSource(), rank);
@@ -148,6 +155,12 @@ class HfEngineTest {
    * Spark path), else as float32 host blocks.
    */
   static float[][] run(TransformerPlan plan, HfModel hf, List<int[]> inputs, DType dtype, boolean typed) {
+    return run(plan, hf, inputs, dtype, typed, CpuBackend::new);
+  }
+
+  /** As above on the backends {@code backend} makes (one per rank; the CUDA backend in {@code HfGpuTest}). */
+  static float[][] run(TransformerPlan plan, HfModel hf, List<int[]> inputs, DType dtype, boolean typed,
+      java.util.function.Supplier<? extends org.sparktp.backend.Backend> backend) {
     int p = plan.tpSize();
     float[][] out = new float[inputs.size()][];
     LocalCommunicator.run(p, 60_000, rank -> comm -> {
@@ -168,13 +181,13 @@ class HfEngineTest {
         System.arraycopy(row, 0, ids, off[j], row.length);
         off[j + 1] = off[j] + row.length;
       }
-      try (CpuBackend be = new CpuBackend(); RankWeights w = shard(plan, hf, rank, be, dtype, typed);
+      try (org.sparktp.backend.Backend be = backend.get(); RankWeights w = shard(plan, hf, rank, be, dtype, typed);
           TransformerRankModel m = new TransformerRankModel(plan, rank, be, w, dtype)) {
         assertThat(m.storage()).isEqualTo(dtype);
         if (dtype != DType.F32) {
           // (bytes are not compared here: oneDNN pads these tiny matrices when it packs them; HfTypedLoadTest
           // checks the bytes of a larger bf16 model)
-          if (dtype == DType.BF16 && !CpuBackend.onednnIsa().startsWith("unavailable")) {
+          if (dtype == DType.BF16 && be.name().equals("cpu") && !CpuBackend.onednnIsa().startsWith("unavailable")) {
             assertThat(m.kernel()).startsWith("onednn");
           }
         }
