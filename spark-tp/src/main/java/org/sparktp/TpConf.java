@@ -69,7 +69,7 @@ public final class TpConf {
 
   // --- issue 9: precision and CPU kernels ---
 
-  /** Storage and GEMM input type of the weights: {@code auto} (bf16 where the CPU has AMX or AVX512-BF16 and the checkpoint is bf16/f16, else f32), {@code f32}, {@code bf16}, {@code f16}, {@code int8} (weight-only, per-output-channel scales; never chosen by auto). */
+  /** Storage and GEMM input type of the weights: {@code auto} (bf16 where the CPU has AMX or AVX512-BF16 and the checkpoint is bf16/f16, else f32), {@code f32}, {@code bf16}, {@code f16}, {@code int8} (W8A8: per-output-channel weight scales, activations quantized per row on the fly, s8 x s8 GEMMs; never chosen by auto), {@code int8-wo} (int8 weight-only, per-output-channel scales, float activations). */
   public static final String DTYPE = "spark.tp.dtype";
   public static final String DTYPE_DEFAULT = "auto";
 
@@ -78,7 +78,7 @@ public final class TpConf {
   public static final String CPU_THREADS_DEFAULT = "1";
 
   /**
-   * GEMM of the CPU backend: {@code auto} (OpenBLAS for f32 weights, oneDNN for bf16/f16/int8), {@code onednn} (every
+   * GEMM of the CPU backend: {@code auto} (OpenBLAS for f32 weights, oneDNN for bf16/f16/int8/int8-wo), {@code onednn} (every
    * dtype) or {@code openblas} (f32 only; half weights are widened at load, int8 weights dequantized to f32).
    */
   public static final String CPU_GEMM = "spark.tp.cpu.gemm";

@@ -100,9 +100,9 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
         + ", default " + TpConf.BATCH_SIZE_DEFAULT + ")", ParamValidators.gtEq(1));
     backend = new Param<>(this, "backend", "compute backend: auto, cpu or cuda (else " + TpConf.BACKEND
         + ", default " + TpConf.BACKEND_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "cpu", "cuda"}));
-    dtype = new Param<>(this, "dtype", "storage and GEMM input type of the weights: auto, f32, bf16, f16 or int8 "
-        + "(else " + TpConf.DTYPE + ", default " + TpConf.DTYPE_DEFAULT + ")", ParamValidators.inArray(
-            new String[] {"auto", "f32", "bf16", "f16", "int8"}));
+    dtype = new Param<>(this, "dtype", "storage and GEMM input type of the weights: auto, f32, bf16, f16, int8 (W8A8) "
+        + "or int8-wo (weight-only) (else " + TpConf.DTYPE + ", default " + TpConf.DTYPE_DEFAULT + ")",
+        ParamValidators.inArray(new String[] {"auto", "f32", "bf16", "f16", "int8", "int8-wo"}));
     activationDtype = new Param<>(this, "activationDtype", "storage type of the activations between ops: auto (that "
         + "of the weights), f32, bf16 or f16 (else " + TpConf.ACTIVATION_DTYPE + ", default "
         + TpConf.ACTIVATION_DTYPE_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "f32", "bf16", "f16"}));
@@ -301,7 +301,8 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
 
   /**
    * The weights' storage and GEMM input type: {@code auto}, {@code f32}, {@code bf16}, {@code f16} or
-   * {@code int8} (weight-only, one f32 scale per output channel; see the README's Precision section).
+   * {@code int8} (W8A8: weights per output channel, activations per row, s8 x s8 GEMMs) or {@code int8-wo}
+   * (weight-only, one f32 scale per output channel); see docs/precision.md.
    */
   public TensorParallelModel setDtype(String v) {
     String d = v == null ? "" : v.trim().toLowerCase(Locale.ROOT);

@@ -201,14 +201,15 @@ class GenerateTest {
   }
 
   /**
-   * bf16 weights (KV cache f32): greedy tokens may legitimately differ from the float64 reference where its best
-   * two logits are close, so each row is compared token for token up to its first step whose reference margin
-   * (best minus second-best logit) is below {@code 2 x 2e-2 x max|logit|} (the bf16 tolerance on both logits,
-   * max|logit| over the fixture's logits_last); the steps after it follow another prefix and are not compared.
+   * bf16 weights (KV cache f32), and int8 W8A8: greedy tokens may legitimately differ from the float64 reference
+   * where its best two logits are close, so each row is compared token for token up to its first step whose
+   * reference margin (best minus second-best logit) is below {@code 2 x tol x max|logit|} (the dtype's tolerance on
+   * both logits: 2e-2 for bf16, 5e-2 for int8 W8A8; max|logit| over the fixture's logits_last); the steps after it
+   * follow another prefix and are not compared.
    */
-  @ParameterizedTest(name = "{0} tp={1} bf16")
+  @ParameterizedTest(name = "{0} tp={1} {2}")
   @MethodSource("bf16Cases")
-  void bf16GreedyMatchesTheReferenceWhereItsMarginIsLarge(String name, int p) throws Exception {
+  void bf16GreedyMatchesTheReferenceWhereItsMarginIsLarge(String name, int p, DType dtype) throws Exception {
     JsonNode ref = new ObjectMapper().readTree(new File(DIR + name + "/reference.json"));
     double maxLogit = 0;
     for (JsonNode row : ref.get("rows")) {
@@ -216,11 +217,11 @@ class GenerateTest {
         maxLogit = Math.max(maxLogit, Math.abs(v.asDouble()));
       }
     }
-    double minMargin = 2 * 2e-2 * maxLogit;
+    double minMargin = 2 * (dtype == DType.I8 ? 5e-2 : 2e-2) * maxLogit;
     Greedy g = reference(name);
     int maxNew = g.tokens().get(0).length;
     Run run = generate(name, p, g.prompts(), seeds(g.prompts().size()), GenerateParams.greedy(maxNew), false,
-        DType.BF16);
+        dtype);
     int compared = 0;
     for (int r = 0; r < g.prompts().size(); r++) {
       JsonNode margins = ref.get("greedy").get(r).get("margins");
@@ -228,8 +229,9 @@ class GenerateTest {
       while (n < maxNew && margins.get(n).asDouble() >= minMargin) {
         n++;
       }
-      assertThat(run.rows()[r].ids()).as("%s tp=%d bf16 row %d", name, p, r).hasSize(maxNew);
-      assertThat(Arrays.copyOf(run.rows()[r].ids(), n)).as("%s tp=%d bf16 row %d, first %d tokens", name, p, r, n)
+      assertThat(run.rows()[r].ids()).as("%s tp=%d %s row %d", name, p, dtype.id(), r).hasSize(maxNew);
+      assertThat(Arrays.copyOf(run.rows()[r].ids(), n)).as("%s tp=%d %s row %d, first %d tokens", name, p,
+          dtype.id(), r, n)
           .containsExactly(Arrays.copyOf(g.tokens().get(r), n));
       compared += n;
     }
@@ -237,8 +239,9 @@ class GenerateTest {
   }
 
   static List<Arguments> bf16Cases() {
-    return List.of(Arguments.of("llama", 2), Arguments.of("llama", 3), Arguments.of("gpt2", 1),
-        Arguments.of("gpt2", 3));
+    return List.of(Arguments.of("llama", 2, DType.BF16), Arguments.of("llama", 3, DType.BF16),
+        Arguments.of("gpt2", 1, DType.BF16), Arguments.of("gpt2", 3, DType.BF16), Arguments.of("gpt2", 1, DType.I8),
+        Arguments.of("gpt2", 2, DType.I8));
   }
 
   /** Expected: the reference's tokens up to the first EOS or stop id (included), else up to maxNew. */

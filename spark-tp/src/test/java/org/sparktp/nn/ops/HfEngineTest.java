@@ -37,6 +37,12 @@ class HfEngineTest {
   /** Relative tolerance of int8 weight-only linears (per-output-channel scales; embedding tables bf16). */
   static final double INT8_TOL = 3e-2;
 
+  /**
+   * Relative tolerance of int8 W8A8 linears (the activations entering every linear quantized per token as well;
+   * measured 8e-4 (scores) to 3.2e-2 on these fixtures at tp 2, weight-only up to 2.3e-2 at tp 3).
+   */
+  static final double W8A8_TOL = 5e-2;
+
   static List<Arguments> cases() {
     List<Arguments> out = new ArrayList<>();
     for (String m : List.of("bert", "roberta", "llama", "mistral", "qwen2", "qwen3", "gpt2")) {
@@ -48,6 +54,7 @@ class HfEngineTest {
       }
       out.add(Arguments.of(m, 3, DType.F16));
       out.add(Arguments.of(m, 2, DType.I8));
+      out.add(Arguments.of(m, 3, DType.I8_WO));
     }
     return out;
   }
@@ -58,7 +65,8 @@ class HfEngineTest {
   @ParameterizedTest(name = "{0} tp={1} {2}")
   @MethodSource("cases")
   void everyTaskMatchesTheFloat64Reference(String name, int p, DType dtype) throws Exception {
-    double tol = dtype == DType.F32 ? TOL : dtype == DType.I8 ? INT8_TOL : HALF_TOL;
+    double tol = dtype == DType.F32 ? TOL : dtype == DType.I8 ? W8A8_TOL
+        : dtype == DType.I8_WO ? INT8_TOL : HALF_TOL;
     JsonNode ref = new ObjectMapper().readTree(new File(DIR + name + "/reference.json"));
     List<Expect> expects = new ArrayList<>(List.of(
         new Expect(Task.EMBED, Pooling.MEAN, false, "embed_mean"),
@@ -90,6 +98,10 @@ class HfEngineTest {
           }
         }
         worst = Math.max(worst, maxErr / maxRef);
+        if (dtype.isInt8()) {
+          System.out.printf(java.util.Locale.ROOT, "%s %s tp=%d %s: relative error %.2e%n", name, e.key(), p, dtype.id(),
+              maxErr / maxRef);
+        }
         assertThat(maxErr / maxRef).as("%s %s tp=%d %s relative error", name, e.key(), p, dtype.id())
             .isLessThanOrEqualTo(tol);
       }
