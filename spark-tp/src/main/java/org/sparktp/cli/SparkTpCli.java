@@ -123,6 +123,10 @@ public final class SparkTpCli {
    * (its throw site is in {@code org.sparktp}; such messages name the key, file, column or row), else the
    * outermost one that is not one of Spark's wrappers, else the outermost; its first line only.
    */
+  /** How Spark words a job whose stage spark-tp cancelled on a deterministic failure (spark/DeterministicFailures). */
+  private static final java.util.regex.Pattern DETERMINISTIC = java.util.regex.Pattern.compile(
+      "^Job \\d+ cancelled because spark-tp: a deterministic failure \\(not retried\\): ");
+
   static String message(Throwable e) {
     Throwable pick = null;
     for (Throwable t = e; t != null && pick == null; t = t.getCause()) {
@@ -144,6 +148,10 @@ public final class SparkTpCli {
       return pick.getClass().getSimpleName();
     }
     String line = m.lines().findFirst().orElse(m).trim();
+    java.util.regex.Matcher cancelled = DETERMINISTIC.matcher(line);
+    if (cancelled.find()) {
+      return line.substring(cancelled.end()); // a stage spark-tp cancelled: its own message
+    }
     return thrownBySparkTp(pick) ? line : pick.getClass().getSimpleName() + ": " + line;
   }
 

@@ -55,6 +55,7 @@ final class BarrierRunner {
    */
   static Dataset<Row> run(SparkSession spark, Dataset<Row> df, TpJob job, String[] placements) {
     SparkContext sc = spark.sparkContext();
+    DeterministicFailures.watch(sc); // a row or settings error fails the job once, not once per retry
     int p = job.tpSize();
     int m = job.groups() * p;
     RDD<InternalRow> input = df.queryExecution().toRdd();

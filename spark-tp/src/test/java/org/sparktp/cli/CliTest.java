@@ -114,6 +114,13 @@ class CliTest {
   }
 
   @Test
+  void aStageCancelledOnADeterministicFailurePrintsSparkTpsMessage() {
+    assertThat(SparkTpCli.message(new org.apache.spark.SparkException("Job 3 cancelled because spark-tp: a"
+        + " deterministic failure (not retried): The KV cache budget spark.tp.kv-cache.max-bytes=1024 is too small")))
+        .isEqualTo("The KV cache budget spark.tp.kv-cache.max-bytes=1024 is too small");
+  }
+
+  @Test
   void benchWithoutTheBenchJarSaysInOneLineWhatToAdd() {
     // the library's tests run without the spark-tp-bench module (bench/), as the library jar does
     Run r = cli("bench", "gemm");

@@ -140,4 +140,30 @@ class RowErrorsTest extends SparkTestBase {
         .hasMessage("spark.tp.on-error=column writes the column 'error', which the input already has; rename or drop"
             + " it");
   }
+
+  @Test
+  void aDeterministicFailureInTheRanksFailsOnceNotOncePerStageRetry() throws Exception {
+    java.util.concurrent.atomic.AtomicInteger retried = new java.util.concurrent.atomic.AtomicInteger();
+    org.apache.spark.scheduler.SparkListener count = new org.apache.spark.scheduler.SparkListener() {
+      @Override
+      public void onTaskStart(org.apache.spark.scheduler.SparkListenerTaskStart start) {
+        if (start.stageAttemptId() > 0) {
+          retried.incrementAndGet();
+        }
+      }
+    };
+    spark.sparkContext().addSparkListener(count);
+    try {
+      // a KV cache budget no row fits: found by every rank, the same in every attempt
+      TensorParallelModel m = generator().setConf("spark.tp.kv-cache.max-bytes", "1k");
+      assertThatThrownBy(() -> m.transform(texts(goodTexts()).where("text IS NOT NULL AND length(text) BETWEEN 1 AND"
+          + " 40")).collect())
+          .hasMessageContaining("spark-tp: a deterministic failure (not retried): The KV cache budget"
+              + " spark.tp.kv-cache.max-bytes=1024 is too small for ");
+      spark.sparkContext().listenerBus().waitUntilEmpty(20_000);
+      assertThat(retried.get()).as("tasks of retried stage attempts").isZero();
+    } finally {
+      spark.sparkContext().removeSparkListener(count);
+    }
+  }
 }
