@@ -114,18 +114,27 @@ final class TransformFlow {
   }
 
   /**
-   * True when the input column holds text, tokenized before the barrier stage with the model's tokenizer; text for a
-   * model of token sequences without one fails here.
+   * True when the input column holds text or messages (rendered with the model's chat template), tokenized before the
+   * barrier stage with the model's tokenizer; text or messages for a model of token sequences without one (or
+   * messages without a chat template) fail here, before any job.
    */
   private boolean textInput(StructType schema, ModelPlan plan) {
     String col = m.getInputCol();
-    if (!Arrays.asList(schema.fieldNames()).contains(col)
-        || !schema.apply(col).dataType().equals(DataTypes.StringType)) {
+    if (!Arrays.asList(schema.fieldNames()).contains(col)) {
       return false;
     }
-    if (model.tokenizerDir() == null && plan.sequences()) {
-      throw new IllegalArgumentException("Input column '" + col + "' holds text, but " + model.dir + " has no "
-          + TextTokenizer.FILE_NAME + ": give token ids (array<int> or array<long>) instead");
+    DataType t = schema.apply(col).dataType();
+    boolean messages = ChatInput.isMessages(t);
+    if (!t.equals(DataTypes.StringType) && !messages) {
+      return false;
+    }
+    if (model.tokenizerDir() == null && (plan.sequences() || messages)) {
+      throw new IllegalArgumentException("Input column '" + col + "' holds " + (messages ? "messages" : "text")
+          + ", but " + model.dir + " has no " + TextTokenizer.FILE_NAME
+          + ": give token ids (array<int> or array<long>) instead");
+    }
+    if (messages) {
+      ChatInput.template(model.tokenizerDir()); // a directory without a chat template fails here, before any job
     }
     return model.tokenizerDir() != null;
   }
@@ -174,7 +183,8 @@ final class TransformFlow {
     boolean text = textInput(df.schema(), plan);
     if (text) {
       int maxLen = gen == null ? plan.truncateTo() : 0; // generate truncates left
-      df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, TOKEN_IDS, model.tokenizerDir(), maxLen);
+      df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, TOKEN_IDS, model.tokenizerDir(), maxLen,
+          gen != null);
       col = TOKEN_IDS;
     }
     if (gen != null && m.isSet(m.seedCol())) {
