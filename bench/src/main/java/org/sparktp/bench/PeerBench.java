@@ -13,8 +13,7 @@ import java.util.Random;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.sparktp.backend.Activation;
-import org.sparktp.nn.LayerSpec;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.model.LayerModel;
 import org.sparktp.nn.Parallel;
 import org.sparktp.tensor.DType;
 
@@ -78,8 +77,7 @@ public final class PeerBench {
       Files.write(script, in.readAllBytes());
     }
     Random rng = new Random(42);
-    ModelSpec spec = new ModelSpec(d, List.of(linear(rng, "fc1", d, ffn), new LayerSpec.Act(Activation.GELU, ffn),
-        linear(rng, "fc2", ffn, d)));
+    LayerModel spec = SparkBench.mlp(rng, d, ffn, d);
     float[][] x = new float[rows][];
     for (int i = 0; i < rows; i++) {
       x[i] = SparkBench.row(i, d);
@@ -151,18 +149,6 @@ public final class PeerBench {
     return Double.parseDouble(m.group(1));
   }
 
-  private static LayerSpec.Linear linear(Random rng, String name, int in, int out) {
-    float[] w = new float[out * in];
-    float[] b = new float[out];
-    double s = 1 / Math.sqrt(in);
-    for (int i = 0; i < w.length; i++) {
-      w[i] = (float) ((rng.nextDouble() * 2 - 1) * s);
-    }
-    for (int i = 0; i < b.length; i++) {
-      b[i] = (float) ((rng.nextDouble() * 2 - 1) * s);
-    }
-    return new LayerSpec.Linear(name, in, out, w, b, Parallel.AUTO);
-  }
 
   private static double median(double[] v) {
     double[] s = v.clone();

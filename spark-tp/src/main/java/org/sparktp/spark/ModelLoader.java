@@ -24,10 +24,11 @@ import org.apache.spark.sql.SparkSession;
 import org.sparktp.model.ModelDirectory;
 import org.sparktp.model.ModelWriter;
 import org.sparktp.model.hf.HfModel;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.model.LayerModel;
+import org.sparktp.nn.plan.LayerGraph;
 import org.sparktp.nn.plan.ModelPlan;
 import org.sparktp.nn.plan.Plan;
-import org.sparktp.nn.plan.TransformerPlan;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.RankWeights;
@@ -74,7 +75,7 @@ final class ModelLoader {
         }
       }
       try (ModelDirectory d = ModelDirectory.open(path, hadoop)) {
-        return new TensorParallelModel(uid, new LayerList(d.structure(), qualified,
+        return new TensorParallelModel(uid, new LayerList(d.graph(), null, qualified,
             identity(qualified, d.files(hadoop), fs), d.weightDtype()));
       }
     } catch (IOException e) {
@@ -183,8 +184,13 @@ final class ModelLoader {
       return false;
     }
 
-    /** The layer list, or null when the model is not one. */
-    ModelSpec spec() {
+    /** True when the weights are held in this driver's memory (not read from a checkpoint by each rank). */
+    final boolean inMemory() {
+      return dir == null;
+    }
+
+    /** The layer list's ops, or null when the model is not one. */
+    LayerGraph graph() {
       return null;
     }
 
@@ -245,7 +251,7 @@ final class ModelLoader {
 
     @Override
     ModelPlan plan(int p, PlanOptions o) {
-      return TransformerPlan.build(model, p, o.task(), o.pooling(), o.normalize(), o.truncate());
+      return TransformerGraph.plan(model, p, o.task(), o.pooling(), o.normalize(), o.truncate());
     }
 
     @Override
@@ -260,24 +266,26 @@ final class ModelLoader {
    */
   static final class LayerList extends Loaded {
     private static final long serialVersionUID = 1L;
-    private final transient ModelSpec spec;
+    private final transient LayerGraph graph;
+    private final transient LayerModel memory; // the weights of a model held in memory, else null
     private transient Map<Integer, Plan> plans;
     private transient Map<Integer, List<Broadcast<RankWeights>>> broadcasts;
     private transient SparkContext owner;
 
-    LayerList(ModelSpec spec, String dir, String identity, DType checkpointDtype) {
+    LayerList(LayerGraph graph, LayerModel memory, String dir, String identity, DType checkpointDtype) {
       super(identity, dir, checkpointDtype, false);
-      this.spec = spec;
+      this.graph = graph;
+      this.memory = memory;
     }
 
     /** A layer list held in memory. */
-    LayerList(ModelSpec spec) {
-      this(spec, null, null, null);
+    LayerList(LayerModel model) {
+      this(model.graph(), model, null, null, null);
     }
 
     @Override
-    ModelSpec spec() {
-      return spec;
+    LayerGraph graph() {
+      return graph;
     }
 
     @Override
@@ -285,7 +293,7 @@ final class ModelLoader {
       if (plans == null) {
         plans = new HashMap<>();
       }
-      return plans.computeIfAbsent(p, q -> Plan.build(spec, q));
+      return plans.computeIfAbsent(p, q -> Plan.build(graph, q));
     }
 
     /** Per-rank reads of the checkpoint when the model came from a directory, else per-rank broadcasts. */
@@ -298,7 +306,7 @@ final class ModelLoader {
     @Override
     String save(Path dst, org.apache.hadoop.conf.Configuration hadoop) throws IOException {
       if (dir == null) {
-        ModelWriter.write(spec, dst, hadoop);
+        ModelWriter.write(memory, dst, hadoop);
         return null;
       }
       Path src = new Path(dir);
@@ -325,7 +333,7 @@ final class ModelLoader {
       List<Broadcast<RankWeights>> got = broadcasts.get(plan.tpSize());
       if (got == null) {
         JavaSparkContext jsc = JavaSparkContext.fromSparkContext(sc);
-        WeightSource src = WeightSource.of(spec);
+        WeightSource src = memory.weights();
         got = new ArrayList<>();
         for (int r = 0; r < plan.tpSize(); r++) {
           got.add(jsc.broadcast(plan.shard(src, r)));

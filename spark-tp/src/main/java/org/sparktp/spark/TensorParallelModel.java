@@ -14,7 +14,8 @@ import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.TpConf;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.model.LayerModel;
+import org.sparktp.nn.plan.LayerGraph;
 import org.sparktp.nn.plan.ModelPlan;
 import org.sparktp.tensor.DType;
 
@@ -61,13 +62,14 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
   final ModelLoader.Loaded loaded;
   transient volatile TpMetrics lastMetrics;
 
-  public TensorParallelModel(ModelSpec spec) {
-    this(Identifiable$.MODULE$.randomUID("tpModel"), spec);
+  /** A layer-list model held in memory ({@link LayerModel#builder}); its weights go to the ranks as broadcasts. */
+  public TensorParallelModel(LayerModel model) {
+    this(Identifiable$.MODULE$.randomUID("tpModel"), model);
   }
 
-  public TensorParallelModel(String uid, ModelSpec spec) {
-    this(uid, new ModelLoader.LayerList(java.util.Objects.requireNonNull(spec, "A TensorParallelModel needs a "
-        + "ModelSpec")));
+  public TensorParallelModel(String uid, LayerModel model) {
+    this(uid, new ModelLoader.LayerList(java.util.Objects.requireNonNull(model, "A TensorParallelModel needs a "
+        + "model")));
   }
 
   /**
@@ -84,9 +86,9 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
     this.loaded = loaded;
   }
 
-  /** The layer-list model, or null for a model of another format (a Hugging Face checkpoint). */
-  public ModelSpec spec() {
-    return loaded.spec();
+  /** The layer-list model's ops, or null for a model of another format (a Hugging Face checkpoint). */
+  public LayerGraph graph() {
+    return loaded.graph();
   }
 
   /**
