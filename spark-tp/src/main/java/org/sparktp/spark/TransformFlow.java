@@ -84,13 +84,18 @@ final class TransformFlow {
         nullOutputs()));
   }
 
-  /** True when the input column holds text (tokenized before the barrier stage). */
+  /** True when the input column holds text or messages (chat-templated; tokenized before the barrier stage). */
   private boolean textInput(StructType schema) {
     for (org.apache.spark.sql.types.StructField f : schema.fields()) {
-      if (f.name().equals(m.getInputCol()) && f.dataType().equals(DataTypes.StringType)) {
+      boolean messages = ChatInput.isMessages(f.dataType());
+      if (f.name().equals(m.getInputCol()) && (f.dataType().equals(DataTypes.StringType) || messages)) {
         if (!hf.tokenizer) {
-          throw new IllegalArgumentException("Input column '" + m.getInputCol() + "' holds text, but " + hf.dir
-              + " has no " + TextTokenizer.FILE_NAME + ": give token ids (array<int> or array<long>) instead");
+          throw new IllegalArgumentException("Input column '" + m.getInputCol() + "' holds " + (messages ? "messages"
+              : "text") + ", but " + hf.dir + " has no " + TextTokenizer.FILE_NAME
+              + ": give token ids (array<int> or array<long>) instead");
+        }
+        if (messages) {
+          ChatInput.template(hf.dir); // a directory without a chat template fails here, before any job
         }
         return true;
       }
@@ -219,7 +224,7 @@ final class TransformFlow {
     if (textInput(df.schema())) {
       helper = "__spark_tp_token_ids";
       int maxLen = plan.truncate() && gen == null ? plan.model().maxPositions() : 0; // generate truncates left
-      df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, helper, hf.dir, maxLen);
+      df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, helper, hf.dir, maxLen, gen != null);
       col = helper;
       outSchema = gen != null ? df.schema().add(outSchema.fields()[outSchema.fields().length - 2])
           .add(outSchema.fields()[outSchema.fields().length - 1])
