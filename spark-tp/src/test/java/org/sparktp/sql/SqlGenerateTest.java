@@ -230,13 +230,13 @@ class SqlGenerateTest extends SqlTestBase {
     // fields in JSON's order (content before role), as a JSON reader infers them
     spark.read().json(spark.createDataset(List.of(
         "{\"id\": 0, \"messages\": [{\"role\": \"user\", \"content\": \"Hello world\"}]}",
-        "{\"id\": 1, \"messages\": [{\"role\": \"system\", \"content\": \"Be brief\"}, {\"role\": \"user\","
-            + " \"content\": \"It's 2026\"}]}"), org.apache.spark.sql.Encoders.STRING()))
+        "{\"id\": 1, \"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\","
+            + " \"content\": \"b\"}]}"), org.apache.spark.sql.Encoders.STRING()))
         .createOrReplaceTempView("chats");
     String model = d.toString();
     Map<Integer, Row> fromMessages = byId(spark.sql("SELECT CAST(id AS INT) AS id, tp_generate('" + model
         + "', messages, map('max_new_tokens', '3')) AS r FROM chats").collectAsList(), "r");
-    List<String> rendered = List.of("user: Hello world\nassistant:", "system: Be brief\nuser: It's 2026\nassistant:");
+    List<String> rendered = List.of("user: Hello world\nassistant:", "user: a\nassistant: b\nassistant:");
     table(null, rendered, 2).createOrReplaceTempView("rendered");
     Map<Integer, Row> fromText = byId(spark.sql("SELECT id, tp_generate('" + model + "', text, map('max_new_tokens',"
         + " '3')) AS r FROM rendered").collectAsList(), "r");
