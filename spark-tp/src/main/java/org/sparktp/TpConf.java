@@ -66,7 +66,7 @@ public final class TpConf {
 
   // --- issue 9: precision and CPU kernels ---
 
-  /** Storage and GEMM input type of the weights: {@code auto} (bf16 where the CPU has AMX or AVX512-BF16 and the checkpoint is bf16/f16, else f32), {@code f32}, {@code bf16}, {@code f16}, {@code int8} (weight-only, per-output-channel scales; never chosen by auto). */
+  /** Storage and GEMM input type of the weights: {@code auto} (bf16 where the CPU has AMX or AVX512-BF16 and the checkpoint is bf16/f16, else f32), {@code f32}, {@code bf16}, {@code f16}, {@code int8} (W8A8: per-output-channel weight scales, activations quantized per row on the fly, s8 x s8 GEMMs; never chosen by auto), {@code int8-wo} (int8 weight-only, per-output-channel scales, float activations). */
   public static final String DTYPE = "spark.tp.dtype";
   public static final String DTYPE_DEFAULT = "auto";
 
@@ -75,7 +75,7 @@ public final class TpConf {
   public static final String CPU_THREADS_DEFAULT = "1";
 
   /**
-   * GEMM of the CPU backend: {@code auto} (OpenBLAS for f32 weights, oneDNN for bf16/f16/int8), {@code onednn} (every
+   * GEMM of the CPU backend: {@code auto} (OpenBLAS for f32 weights, oneDNN for bf16/f16/int8/int8-wo), {@code onednn} (every
    * dtype) or {@code openblas} (f32 only; half weights are widened at load, int8 weights dequantized to f32).
    */
   public static final String CPU_GEMM = "spark.tp.cpu.gemm";
@@ -94,6 +94,14 @@ public final class TpConf {
   /** What a null input value does: {@code error} (fail, naming the column and count), {@code skip} (drop the row) or {@code null} (null output). */
   public static final String NULL_POLICY = "spark.tp.null-policy";
   public static final String NULL_POLICY_DEFAULT = "error";
+
+  /**
+   * What a row that cannot run does (null, empty, too long, ids outside the vocabulary, a wrong width): {@code fail}
+   * (the job fails, naming the column and row), {@code null} (null outputs, the other rows run) or {@code column}
+   * (null outputs and the cause in a string column {@code error}; null for the rows that ran).
+   */
+  public static final String ON_ERROR = "spark.tp.on-error";
+  public static final String ON_ERROR_DEFAULT = "fail";
 
   /**
    * Prefix of model names for SQL: {@code spark.tp.models.<name>=<model directory>} lets
@@ -183,6 +191,7 @@ public final class TpConf {
       Map.entry(CPU_BLAS_THREADS, (k, v) -> parseInt(k, v, 1)),
       Map.entry(CACHE_MAX_BYTES, TpConf::parseBytes),
       Map.entry(NULL_POLICY, oneOf("error", "skip", "null")),
+      Map.entry(ON_ERROR, oneOf("fail", "null", "column")),
       Map.entry(TP_SIZE, (k, v) -> parseInt(k, v, 1)),
       Map.entry(GROUPS, (k, v) -> parseInt(k, v, 0)),
       Map.entry(RETRYABLE, TpConf::parseBoolean),

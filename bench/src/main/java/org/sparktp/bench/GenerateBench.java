@@ -107,15 +107,7 @@ public final class GenerateBench {
     writeModel(model, hidden, heads, kvHeads, layers, ffn, vocab, promptLen + newTokens);
     System.err.printf(Locale.ROOT, "wrote a random llama checkpoint (%d layers, hidden %d) to %s in %.1f s%n", layers,
         hidden, model, (System.nanoTime() - t0) / 1e9);
-    SplittableRandom rnd = new SplittableRandom(7);
-    List<int[]> rows = new ArrayList<>();
-    for (int r = 0; r < prompts; r++) {
-      int[] p = new int[promptLen];
-      for (int i = 0; i < promptLen; i++) {
-        p[i] = 3 + rnd.nextInt(vocab - 3);
-      }
-      rows.add(p);
-    }
+    List<int[]> rows = prompts(prompts, promptLen, vocab);
     Path promptFile = model.resolve("prompts.txt");
     StringBuilder sb = new StringBuilder();
     for (int[] p : rows) {
@@ -190,6 +182,20 @@ public final class GenerateBench {
   }
 
   /** Rank r brings rows r, r + tp, ...; two generations per rank: 1 token, then all of them. */
+  /** {@code n} prompts of {@code len} random ids in {@code [3, vocab)} (seed 7: the same prompts every run). */
+  static List<int[]> prompts(int n, int len, int vocab) {
+    SplittableRandom rnd = new SplittableRandom(7);
+    List<int[]> rows = new ArrayList<>();
+    for (int r = 0; r < n; r++) {
+      int[] p = new int[len];
+      for (int i = 0; i < len; i++) {
+        p[i] = 3 + rnd.nextInt(vocab - 3);
+      }
+      rows.add(p);
+    }
+    return rows;
+  }
+
   static Result runTp(Path model, int tp, int threads, List<int[]> rows, int newTokens,
       org.sparktp.tensor.DType dtype) throws IOException {
     try (HfModel hf = HfModel.open(model.toString())) {

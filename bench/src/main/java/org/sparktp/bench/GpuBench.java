@@ -25,12 +25,13 @@ import org.sparktp.backend.Tensor;
  * GPU benchmark (run by {@code bin/spark-tp gpu-check}): for each shape, cuBLASLt bf16 GEMM alone, the layer's bf16
  * GEMM with its fused bias + tanh-GeLU epilogue, bias epilogue + erf-GeLU kernel (fp32 output) and an fp32 GEMM;
  * then a tensor-parallel MLP step at tp 1 (d 8192, ffn 32768, 4096 tokens by default) without and with the next
- * micro-batch's host-to-device upload. Times are CUDA-event medians of 3 sets of {@code --reps} calls after
+ * micro-batch's host-to-device upload; then the engine ({@link GpuEngineBench}, unless {@code --no-engine}): a
+ * BERT-base encoder's tokens/s and decode tokens/s of the generate shape at batch 64 against its HBM bound. Times are CUDA-event medians of 3 sets of {@code --reps} calls after
  * {@code --warmup} calls; TFLOP/s = 2MNK / t against the H200's ~790 TFLOP/s bf16 peak; "rel err" compares 64
  * sampled outputs with float64. Without a GPU it prints "no GPU: reason" and returns 2.
  *
  * <pre>
- * java -cp ... org.sparktp.bench.GpuBench [--reps 50] [--warmup 10] [--quick] [--json FILE]
+ * java -cp ... org.sparktp.bench.GpuBench [--reps 50] [--warmup 10] [--quick] [--no-engine] [--json FILE]
  * </pre>
  */
 public final class GpuBench {
@@ -52,15 +53,21 @@ public final class GpuBench {
     int reps = 50;
     int warmup = 10;
     boolean quick = false;
+    boolean engine = true;
     String json = null;
     for (int i = 0; i < args.length; i++) {
       switch (args[i]) {
         case "--reps" -> reps = Integer.parseInt(args[++i]);
         case "--warmup" -> warmup = Integer.parseInt(args[++i]);
         case "--quick" -> quick = true;
+        case "--no-engine" -> engine = false;
+        case "--census" -> {
+          GpuEngineBench.census(out); // the CPU side of the engine benchmark, for gpu-check --prepare
+          return 0;
+        }
         case "--json" -> json = args[++i];
         default -> throw new IllegalArgumentException("Unknown flag " + args[i] + "; use --reps, --warmup, --quick,"
-            + " --json");
+            + " --no-engine, --json");
       }
     }
     CudaProbe.Status st = CudaProbe.status();
@@ -83,21 +90,32 @@ public final class GpuBench {
       } else {
         mlpRows(gpu, 8192, 32768, 4096, warmup, Math.min(reps, 20), rows, out);
       }
+      if (engine) {
+        try {
+          GpuEngineBench.bert(gpu, quick ? 8 : 64, 128, rows, out);
+          GpuEngineBench.decode(gpu, 64, quick ? 16 : 128, quick ? 8 : 64, rows, out);
+        } catch (Exception e) {
+          throw new IllegalStateException("The engine benchmark failed: " + e, e);
+        }
+      }
     }
     out.println();
     out.printf(Locale.ROOT, "%-22s %-44s %10s %9s %7s %10s  %s%n", "shape (MxNxK)", "path", "median ms", "TFLOP/s",
         "% peak", "rel err", "note");
     for (Row r : rows) {
-      out.printf(Locale.ROOT, "%-22s %-44s %10.3f %9.1f %6.1f%% %10s  %s%n", r.shape(), r.path(), r.ms(), r.tflops(),
-          100 * r.tflops() / PEAK_BF16_TFLOPS, Double.isNaN(r.relErr()) ? "-" : String.format(Locale.ROOT, "%.2e",
-              r.relErr()), r.note());
+      boolean noFlops = Double.isNaN(r.tflops());
+      out.printf(Locale.ROOT, "%-22s %-44s %10.3f %9s %7s %10s  %s%n", r.shape(), r.path(), r.ms(),
+          noFlops ? "-" : String.format(Locale.ROOT, "%.1f", r.tflops()),
+          noFlops ? "-" : String.format(Locale.ROOT, "%.1f%%", 100 * r.tflops() / PEAK_BF16_TFLOPS),
+          Double.isNaN(r.relErr()) ? "-" : String.format(Locale.ROOT, "%.2e", r.relErr()), r.note());
     }
     if (json != null) {
       StringBuilder sb = new StringBuilder("[\n");
       for (int i = 0; i < rows.size(); i++) {
         Row r = rows.get(i);
         sb.append(String.format(Locale.ROOT, "  {\"shape\": \"%s\", \"path\": \"%s\", \"median_ms\": %.4f,"
-            + " \"tflops\": %.2f, \"rel_err\": %s, \"note\": \"%s\"}%s%n", r.shape(), r.path(), r.ms(), r.tflops(),
+            + " \"tflops\": %s, \"rel_err\": %s, \"note\": \"%s\"}%s%n", r.shape(), r.path(), r.ms(),
+            Double.isNaN(r.tflops()) ? "null" : String.format(Locale.ROOT, "%.2f", r.tflops()),
             Double.isNaN(r.relErr()) ? "null" : String.format(Locale.ROOT, "%.3e", r.relErr()), r.note(),
             i + 1 < rows.size() ? "," : ""));
       }

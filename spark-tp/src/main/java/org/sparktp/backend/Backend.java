@@ -32,13 +32,14 @@ public interface Backend extends AutoCloseable {
 
   /** True when this backend can hold tensors of {@code dtype}: {@code supports(ALLOCATE, dtype)}. */
   default boolean supports(DType dtype) {
-    return supports(BackendOp.ALLOCATE, dtype);
+    // the int8 weight-only storage is held as int8 tensors, as W8A8's is
+    return supports(BackendOp.ALLOCATE, dtype == DType.I8_WO ? DType.I8 : dtype);
   }
 
   /**
    * True when this backend runs {@code op} on {@code dtype} natively: in its own memory, with no trip through the
    * host ({@code dtype}: the tensors' element type; for {@link BackendOp#LINEAR} the weights' storage, {@code I8}
-   * for int8 weight-only). Where it is false, the op's methods refuse with a message naming the backend and dtype, or
+   * for int8 W8A8, {@code I8_WO} for int8 weight-only). Where it is false, the op's methods refuse with a message naming the backend and dtype, or
    * run {@code Backend}'s generic code through the host, logged once and counted ({@link Fallbacks}). A backend
    * that says true overrides the op's generic methods ({@link BackendOp}). This default is what the generic methods
    * offer: f32 for ops that compose abstract methods; nothing for those that go through the host.
@@ -172,17 +173,19 @@ public interface Backend extends AutoCloseable {
 
   /**
    * As {@link #prepareLinear(Tensor, Tensor, Activation)} with the weight stored as {@code storage}: a float
-   * type converts the weight first (on this backend); {@code I8} (int8 weight-only, {@code spark.tp.dtype=int8})
-   * quantizes it once, here, per output channel ({@link org.sparktp.tensor.Int8Quant}). This default quantizes
-   * and dequantizes back to float32 (the numerics of int8 weights, not their memory or speed); the CPU backend
-   * overrides it with a oneDNN int8 kernel. Takes ownership of {@code weight} and {@code bias}; on a failure
+   * type converts the weight first (on this backend); {@code I8_WO} (int8 weight-only, {@code spark.tp.dtype=int8-wo})
+   * quantizes it once, here, per output channel ({@link org.sparktp.tensor.Int8Quant}); {@code I8} (W8A8,
+   * {@code int8}) does the same and also quantizes each input row at every call. This default quantizes and
+   * dequantizes back to float32 (the numerics of int8, not its memory or speed); the CPU backend overrides it
+   * with oneDNN int8 kernels. Takes ownership of {@code weight} and {@code bias}; on a failure
    * both are closed.
    */
   default PreparedLinear prepareLinear(Tensor weight, Tensor bias, Activation epilogue, DType storage) {
     Tensor w = weight;
     try {
-      if (storage == DType.I8) {
-        Fallbacks.note(this, BackendOp.LINEAR, DType.I8);
+      if (storage != null && storage.isInt8()) {
+        Fallbacks.note(this, BackendOp.LINEAR, storage);
+        boolean w8a8 = storage == DType.I8;
         float[] f;
         if (weight.dtype() == DType.F32) {
           f = download(weight);
@@ -198,7 +201,14 @@ public interface Backend extends AutoCloseable {
         return new PreparedLinear() {
           @Override
           public Tensor apply(Tensor x, boolean withBias) {
-            return p.apply(x, withBias);
+            if (!w8a8) {
+              return p.apply(x, withBias);
+            }
+            float[] a = download(x); // W8A8: the rows quantized per token, as the int8 kernels do
+            org.sparktp.tensor.Int8Quant.roundTripActivations(a, x.rows(), x.cols());
+            try (Tensor q = upload(a, x.rows(), x.cols())) {
+              return p.apply(q, withBias);
+            }
           }
 
           @Override
@@ -208,7 +218,8 @@ public interface Backend extends AutoCloseable {
 
           @Override
           public String kernel() {
-            return p.kernel() + " (int8 weights dequantized to f32)";
+            return p.kernel() + (w8a8 ? " (int8 W8A8 emulated: weights and activations quantized, dequantized to f32)"
+                : " (int8 weights dequantized to f32)");
           }
 
           @Override
@@ -454,6 +465,34 @@ public interface Backend extends AutoCloseable {
     float[] v = download(gateUp);
     float[] o = TransformerMath.swiglu(v, gateUp.rows(), gateUp.cols() / 2);
     write(out, 0, o, 0, o.length);
+  }
+
+  /**
+   * The greedy choice of each row of {@code logits} {@code [rows, cols]}, a vocabulary slice from id
+   * {@code idStart}: {@code float[2 * rows]} holding per row its largest logit and, as the bits of a float
+   * ({@link Float#intBitsToFloat}), the id of that logit's first column (the LM head's vocab-parallel greedy
+   * reduction; the ranks then compare their rows' maxima). This default downloads the slice and scans it; a device
+   * backend reduces on the device and copies back only these.
+   */
+  default float[] argMaxRows(Tensor logits, int idStart) {
+    float[] l = download(logits);
+    int rows = logits.rows();
+    int cols = logits.cols();
+    float[] best = new float[2 * rows];
+    for (int i = 0; i < rows; i++) {
+      float bv = Float.NEGATIVE_INFINITY;
+      int bi = -1;
+      for (int j = 0; j < cols; j++) {
+        float v = l[i * cols + j];
+        if (bi < 0 || v > bv) {
+          bv = v;
+          bi = idStart + j;
+        }
+      }
+      best[2 * i] = bi < 0 ? Float.NEGATIVE_INFINITY : bv;
+      best[2 * i + 1] = Float.intBitsToFloat(bi);
+    }
+    return best;
   }
 
   /** {@code dst[i, :] = src[rows[i], :]} for every {@code i}. */

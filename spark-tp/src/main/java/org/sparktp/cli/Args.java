@@ -11,6 +11,9 @@ final class Args {
   private final String command;
   private final Map<String, String> values = new LinkedHashMap<>();
   private final List<String> confs = new ArrayList<>();
+  /** Flags that may be given more than once (each value kept, in order). */
+  private static final Set<String> REPEATABLE = Set.of("stop");
+  private final Map<String, List<String>> repeated = new LinkedHashMap<>();
 
   private Args(String command) {
     this.command = command;
@@ -56,6 +59,9 @@ final class Args {
             throw new UsageException("--conf " + e.getMessage());
           }
           a.confs.add(value);
+        } else if (REPEATABLE.contains(name)) {
+          a.repeated.computeIfAbsent(name, k -> new ArrayList<>()).add(value);
+          a.values.put(name, value);
         } else if (a.values.put(name, value) != null) {
           throw new UsageException("flag --" + name + " given twice");
         }
@@ -76,6 +82,11 @@ final class Args {
       throw new UsageException("'" + command + "' needs --" + name);
     }
     return v;
+  }
+
+  /** Every value of a flag that may repeat ({@code --stop A --stop B}), in order; empty when not given. */
+  List<String> all(String name) {
+    return repeated.getOrDefault(name, List.of());
   }
 
   boolean has(String name) {

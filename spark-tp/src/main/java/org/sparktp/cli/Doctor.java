@@ -31,9 +31,10 @@ final class Doctor {
     } catch (Throwable t) {
       out.printf(Locale.ROOT, "%-16s does not load: %s%n", "backend cpu", t);
     }
-    out.printf(Locale.ROOT, "%-16s isa %s; %s; kernels: f32 %s, bf16 %s, f16 %s, int8 %s%n", "onednn",
+    out.printf(Locale.ROOT, "%-16s isa %s; %s; kernels: f32 %s, bf16 %s, f16 %s, int8 %s, int8-wo %s%n",
+        "onednn",
         CpuBackend.onednnIsa(), CpuBackend.onednnThreads(), Explain.kernel(DType.F32), Explain.kernel(DType.BF16),
-        Explain.kernel(DType.F16), Explain.kernel(DType.I8));
+        Explain.kernel(DType.F16), Explain.kernel(DType.I8), Explain.kernel(DType.I8_WO));
     out.printf(Locale.ROOT, "%-16s spark.tp.dtype=auto gives %s for a bf16/f16 checkpoint here (f32 for f32 weights)%n",
         "precision", Precision.resolve("auto", DType.BF16, CpuBackend.hasNativeBf16(), TpConf.DTYPE).id());
     out.printf(Locale.ROOT, "%-16s %s=%s stores the activations between ops in the weights' dtype (f32 weights: f32;"

@@ -20,7 +20,7 @@ import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.tensor.DType;
 
 /**
- * {@code spark-tp explain --model DIR --tp N [--dtype auto|f32|bf16|f16|int8] [--activation-dtype auto|f32|bf16|f16]
+ * {@code spark-tp explain --model DIR --tp N [--dtype auto|f32|bf16|f16|int8|int8-wo] [--activation-dtype auto|f32|bf16|f16]
  * [--task T] [--pooling P] [--normalize]}.
  */
 final class Explain {

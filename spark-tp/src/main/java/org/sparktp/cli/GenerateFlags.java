@@ -5,7 +5,7 @@ import org.sparktp.spark.TensorParallelModel;
 
 /**
  * The flags of {@code infer --task generate}: {@code --max-new-tokens N --temperature T --top-k K --top-p P
- * --seed S --stop STR --repetition-penalty R} ({@code --task} itself is set by {@link Infer}).
+ * --seed S --stop STR (repeatable) --repetition-penalty R} ({@code --task} itself is set by {@link Infer}).
  */
 final class GenerateFlags {
   private GenerateFlags() {}
@@ -23,6 +23,12 @@ final class GenerateFlags {
     }
     if (!generate) {
       return;
+    }
+    for (String f : List.of("pooling", "normalize")) {
+      if (a.has(f)) {
+        throw new UsageException("--" + f + " is a flag of --task embed; --task generate writes generated text and"
+            + " ids, not an embedding: drop --" + f);
+      }
     }
     model.setMaxNewTokens(a.intValue("max-new-tokens", 64, 1));
     if (a.has("temperature")) {
@@ -49,7 +55,7 @@ final class GenerateFlags {
       }
     }
     if (a.has("stop")) {
-      model.setStop(a.get("stop", ""));
+      model.setStop(a.all("stop").toArray(new String[0])); // --stop may repeat
     }
   }
 

@@ -119,8 +119,10 @@ final class Infer {
     }
     // validates the whole checkpoint against its config now, before Spark starts; loads no weights:
     // each rank reads only its own shards
-    TensorParallelModel model = TensorParallelModel.fromDirectory(modelDir).setInputCol(featuresCol)
-        .setOutputCol(outputCol).setTpSize(tp);
+    TensorParallelModel model = TensorParallelModel.fromDirectory(modelDir).setInputCol(featuresCol).setTpSize(tp);
+    if (a.has("output-col") || !"generate".equalsIgnoreCase(a.get("task", null))) {
+      model.setOutputCol(outputCol); // task generate writes its own columns: --output-col with it is an error
+    }
     ModelSpec spec = model.spec();
     if (spec == null) { // a Hugging Face transformer
       if (a.has("task")) {
@@ -179,6 +181,7 @@ final class Infer {
       }
       long t0 = System.nanoTime();
       long rows;
+      long errors;
       // the job writes beside the target; the target is replaced only once the job succeeded
       try (SafeOutput target = SafeOutput.begin(output, overwrite, spark.sparkContext().hadoopConfiguration());
           Progress p = new Progress(spark, err, "infer")) {
@@ -187,14 +190,23 @@ final class Infer {
         target.commit();
         p.drain();
         rows = p.committedRows(); // counted once, from the tasks whose output was committed
+        errors = p.errorRows();
         p.succeeded();
       }
       double secs = (System.nanoTime() - t0) / 1e9;
-      out.printf(Locale.ROOT, "wrote %,d rows to %s (%s) in %.1f s, %.0f rows/s, tp=%d%n", rows, output, outFormat,
-          secs, rows / Math.max(secs, 1e-9), tp);
+      out.printf(Locale.ROOT, "wrote %,d rows to %s (%s) in %.1f s, %s rows/s, tp=%d%s%n", rows, output, outFormat,
+          secs, Progress.rate(rows, secs), tp, errors == 0 ? "" : String.format(Locale.ROOT, "; %,d row(s) could not"
+              + " run (%s)", errors, onError(spark).equals("column") ? "their cause is in the column 'error'"
+              : "null outputs, spark.tp.on-error=null"));
     } finally {
       spark.stop();
     }
+  }
+
+  /** {@code spark.tp.on-error} of the session. */
+  private static String onError(SparkSession spark) {
+    return spark.conf().get(org.sparktp.TpConf.ON_ERROR, org.sparktp.TpConf.ON_ERROR_DEFAULT).trim()
+        .toLowerCase(Locale.ROOT);
   }
 
   /** An input with no data (no files, or only empty ones) is refused with a line that says so. */

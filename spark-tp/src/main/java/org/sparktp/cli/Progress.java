@@ -30,6 +30,7 @@ import scala.Tuple4;
 final class Progress extends SparkListener implements AutoCloseable {
   private static final Pattern EMITTED = Pattern.compile("spark-tp .* rows emitted");
   private static final Pattern INPUT = Pattern.compile("spark-tp .* input rows");
+  private static final Pattern ERRORS = Pattern.compile("spark-tp .* rows with errors"); // spark.tp.on-error
   private static final Pattern TOKENS = Pattern.compile("spark-tp .* new tokens"); // issue 12: task generate
 
   private final SparkSession spark;
@@ -40,6 +41,7 @@ final class Progress extends SparkListener implements AutoCloseable {
   private final Map<Long, String> taskSlot = new ConcurrentHashMap<>(); // task id -> "stage:partition"
   private final Map<String, Long> done = new ConcurrentHashMap<>();
   private final Map<String, Long> total = new ConcurrentHashMap<>();
+  private final Map<String, Long> errors = new ConcurrentHashMap<>(); // rows that could not run, per tag task
   private final Map<String, Long> written = new ConcurrentHashMap<>();
   private final Map<String, Long> tokens = new ConcurrentHashMap<>(); // new tokens per (stage, partition)
   private final Thread ticker;
@@ -113,6 +115,8 @@ final class Progress extends SparkListener implements AutoCloseable {
         tokens.put(s, n);
       } else if (finished && INPUT.matcher(name).matches()) {
         total.put(s, n);
+      } else if (finished && ERRORS.matcher(name).matches()) {
+        errors.put(s, n);
       }
     }
   }
@@ -153,16 +157,28 @@ final class Progress extends SparkListener implements AutoCloseable {
     String of = t > 0 ? String.format(Locale.ROOT, "%,d of %,d rows", r, t) : String.format(Locale.ROOT, "%,d rows", r);
     String eta = last ? "done" : r == 0 || t == 0 ? "ETA ?" : "ETA " + time(secs * (t - r) / r);
     long tok = sum(tokens);
-    String gen = tok == 0 ? "" : String.format(Locale.ROOT, ", %,d new tokens, %,.0f tokens/s", tok,
-        secs > 0 ? tok / secs : 0);
-    String line = String.format(Locale.ROOT, "%s: %s%s, %,.0f rows/s, %s elapsed, %s", label, of, gen,
-        secs > 0 ? r / secs : 0, time(secs), eta);
+    String gen = tok == 0 ? "" : String.format(Locale.ROOT, ", %,d new tokens, %s tokens/s", tok, rate(tok, secs));
+    String line = String.format(Locale.ROOT, "%s: %s%s, %s rows/s, %s elapsed, %s", label, of, gen,
+        rate(r, secs), time(secs), eta);
     if (terminal) {
       err.print("\r" + line + "   " + (last ? "\n" : ""));
     } else {
       err.println(line);
     }
     err.flush();
+  }
+
+  /** {@code n / secs} with the digits a rate needs: 2,900 rows/s, 12.5 rows/s, 0.44 rows/s (never 0 for work done). */
+  static String rate(double n, double secs) {
+    double r = secs > 0 ? n / secs : 0;
+    return r >= 100 || r == 0 ? String.format(Locale.ROOT, "%,.0f", r)
+        : r >= 10 ? String.format(Locale.ROOT, "%.1f", r)
+        : r >= 0.01 ? String.format(Locale.ROOT, "%.2f", r) : String.format(Locale.ROOT, "%.2g", r);
+  }
+
+  /** Rows the tag stages found unable to run ({@code spark.tp.on-error} null or column), each task counted once. */
+  long errorRows() {
+    return sum(errors);
   }
 
   private static String time(double s) {

@@ -20,7 +20,7 @@ public final class SparkTpCli {
       "commands:",
       "  infer    --model DIR --input PATH --output PATH [--format parquet|json|csv] [--output-format parquet|json|csv]",
       "           [--features-col features] [--output-col prediction] [--tp N] [--groups G] [--batch-size B]",
-      "           [--backend auto|cpu|cuda] [--dtype auto|f32|bf16|f16|int8] [--mode error|overwrite] [--master URL]",
+      "           [--backend auto|cpu|cuda] [--dtype auto|f32|bf16|f16|int8|int8-wo] [--mode error|overwrite] [--master URL]",
       "           [--activation-dtype auto|f32|bf16|f16] [--conf key=value]...",
       "           [--task embed|logits|score|generate] [--pooling mean|cls|last] [--normalize]   (Hugging Face models)",
       "           [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]",
@@ -29,7 +29,7 @@ public final class SparkTpCli {
       "           generated_ids, generated_text, finish_reason)",
       "  demo     [--tp N] [--rows N] [--batch-size B] [--master URL] [--conf key=value]...",
       "           a random model (two MLP blocks, width 1024) run at --tp (default 2) and at 1, checked to agree",
-      "  explain  --model DIR --tp N [--dtype auto|f32|bf16|f16|int8] [--activation-dtype auto|f32|bf16|f16]",
+      "  explain  --model DIR --tp N [--dtype auto|f32|bf16|f16|int8|int8-wo] [--activation-dtype auto|f32|bf16|f16]",
       "           [--task embed|logits|score]",
       "           the plan: ops, layouts, collectives, bytes per row; dtype, GEMM kernel, weight bytes per rank",
       "           (heads and KV replicas per rank for transformers)",
@@ -123,6 +123,10 @@ public final class SparkTpCli {
    * (its throw site is in {@code org.sparktp}; such messages name the key, file, column or row), else the
    * outermost one that is not one of Spark's wrappers, else the outermost; its first line only.
    */
+  /** How Spark words a job whose stage spark-tp cancelled on a deterministic failure (spark/DeterministicFailures). */
+  private static final java.util.regex.Pattern DETERMINISTIC = java.util.regex.Pattern.compile(
+      "^Job \\d+ cancelled because spark-tp: a deterministic failure \\(not retried\\): ");
+
   static String message(Throwable e) {
     Throwable pick = null;
     for (Throwable t = e; t != null && pick == null; t = t.getCause()) {
@@ -144,6 +148,10 @@ public final class SparkTpCli {
       return pick.getClass().getSimpleName();
     }
     String line = m.lines().findFirst().orElse(m).trim();
+    java.util.regex.Matcher cancelled = DETERMINISTIC.matcher(line);
+    if (cancelled.find()) {
+      return line.substring(cancelled.end()); // a stage spark-tp cancelled: its own message
+    }
     return thrownBySparkTp(pick) ? line : pick.getClass().getSimpleName() + ": " + line;
   }
 

@@ -69,20 +69,20 @@ final class Sql {
     try {
       for (int i = 0; i < statements.size(); i++) {
         String s = statements.get(i);
-        Dataset<Row> df;
         try {
-          df = spark.sql(s);
-        } catch (Exception e) {
-          if (!(e instanceof AnalysisException)) {
-            throw e;
+          Dataset<Row> df = spark.sql(s);
+          if (s.regionMatches(true, 0, "EXPLAIN", 0, 7) && df.schema().fields().length == 1) {
+            // the plan as text, as spark-sql prints it (a table cell would show its line breaks as \n)
+            for (Row r : df.collectAsList()) {
+              out.println(r.getString(0).stripTrailing());
+            }
+          } else if (df.schema().fields().length > 0) {
+            out.print(((org.apache.spark.sql.classic.Dataset<Row>) df).showString(maxRows, truncate, false));
           }
-          IllegalArgumentException ex = new IllegalArgumentException("statement " + (i + 1) + " (" + head(s) + "): "
-              + e.getMessage());
-          ex.addSuppressed(e);
-          throw ex;
-        }
-        if (df.schema().fields().length > 0) {
-          out.print(((org.apache.spark.sql.classic.Dataset<Row>) df).showString(maxRows, truncate, false));
+        } catch (Exception e) {
+          // analysis errors and failures of the statement's jobs alike name the statement
+          throw new IllegalStateException("statement " + (i + 1) + " (" + head(s) + "): " + (e instanceof
+              AnalysisException ? e.getMessage() : SparkTpCli.message(e)), e);
         }
       }
     } finally {

@@ -55,6 +55,7 @@ final class BarrierRunner {
    */
   static Dataset<Row> run(SparkSession spark, Dataset<Row> df, TpJob job, String[] placements) {
     SparkContext sc = spark.sparkContext();
+    DeterministicFailures.watch(sc); // a row or settings error fails the job once, not once per retry
     int p = job.tpSize();
     int m = job.groups() * p;
     RDD<InternalRow> input = df.queryExecution().toRdd();
@@ -72,7 +73,8 @@ final class BarrierRunner {
     StructType inSchema = df.schema();
     JavaRDD<Tuple2<Long, InternalRow>> tagged = input.toJavaRDD().mapPartitionsWithIndex(
         new Tagger(inSchema, job.inputCol(), job.inputOrdinal(), job.kind(), job.checkWidth(), job.nullPolicy(),
-            job.metrics(), job.plan().sequences(), job.maxTokens(), job.tokenLimit()),
+            job.metrics(), job.plan().sequences(), job.maxTokens(), job.tokenLimit(), job.onError(),
+            job.errorOrdinal()),
         true);
     JavaPairRDD<Long, InternalRow> pairs = JavaPairRDD.fromJavaRDD(tagged);
     JavaPairRDD<Long, InternalRow> spread = job.retryable()
@@ -179,14 +181,18 @@ final class BarrierRunner {
     private final boolean sequences;
     private final int maxTokens;
     private final String limit;
+    private final OnError onError;
+    private final int errOrd;
 
-    Tagger(StructType schema, String col, int ord, InputKind kind, int width, NullPolicy policy, TpMetrics metrics) {
-      this(schema, col, ord, kind, width, policy, metrics, false, 0, null);
-    }
-
-    /** With {@code sequences}, a row is a token sequence: empty is an error, so is one over {@code maxTokens} (if > 0). */
+    /**
+     * With {@code sequences}, a row is a token sequence: empty is an error, so is one over {@code maxTokens} (if > 0).
+     * Unless {@code onError} is {@link OnError#FAIL}, a row in error is shipped with a null input and its cause in
+     * column {@code errOrd}.
+     */
     Tagger(StructType schema, String col, int ord, InputKind kind, int width, NullPolicy policy, TpMetrics metrics,
-        boolean sequences, int maxTokens, String limit) {
+        boolean sequences, int maxTokens, String limit, OnError onError, int errOrd) {
+      this.onError = onError;
+      this.errOrd = errOrd;
       this.sequences = sequences;
       this.maxTokens = maxTokens;
       this.limit = limit;
@@ -214,8 +220,11 @@ final class BarrierRunner {
           while (next == null && rows.hasNext()) {
             InternalRow r = rows.next();
             long i = index++;
+            String bad = null;
             if (r.isNullAt(ord)) {
-              if (policy == NullPolicy.ERROR) {
+              if (policy == NullPolicy.ERROR && onError != OnError.FAIL) {
+                bad = "is null";
+              } else if (policy == NullPolicy.ERROR) {
                 if (nulls++ == 0) {
                   firstNull = i;
                 }
@@ -225,7 +234,7 @@ final class BarrierRunner {
                 continue;
               }
             } else {
-              String bad = kind.check(r, ord, width);
+              bad = kind.check(r, ord, width);
               if (bad == null && sequences) {
                 int len = r.getArray(ord).numElements();
                 bad = len == 0 ? "is an empty sequence: every row needs at least one token"
@@ -233,16 +242,17 @@ final class BarrierRunner {
                         + "; shorten it or set spark.tp.truncate=true"
                     : null;
               }
-              if (bad != null) {
-                throw new IllegalArgumentException("Column '" + col + "': row " + i + " of input partition " + part
-                    + " " + bad);
-              }
+            }
+            if (bad != null && onError == OnError.FAIL) {
+              throw new IllegalArgumentException("Column '" + col + "': row " + i + " of input partition " + part
+                  + " " + bad);
             }
             if (i > INDEX_MASK) {
               throw new IllegalArgumentException("Input partition " + part + " has more than " + INDEX_MASK
                   + " rows; repartition the input");
             }
-            UnsafeRow u = r instanceof UnsafeRow x ? x.copy() : toUnsafe.apply(r).copy();
+            UnsafeRow u = bad != null ? failed(r, "column '" + col + "' " + bad)
+                : r instanceof UnsafeRow x ? x.copy() : toUnsafe.apply(r).copy();
             next = new Tuple2<>(base | i, u);
             if (metrics != null) {
               metrics.inputRow();
@@ -253,7 +263,7 @@ final class BarrierRunner {
             nulls = 0;
             throw new IllegalArgumentException("Column '" + col + "' has " + n + " null value(s) in input partition "
                 + part + ", the first at row " + firstNull + " (spark.tp.null-policy=error); drop or fill them, or set spark.tp.null-policy to skip"
-                + " (drop those rows) or null (null output)");
+                + " (drop those rows) or null (null output), or spark.tp.on-error=column (null output and the cause in a column)");
           }
           return next != null;
         }
@@ -266,6 +276,22 @@ final class BarrierRunner {
           Tuple2<Long, InternalRow> t = next;
           next = null;
           return t;
+        }
+
+        /** Row {@code r} with a null input and {@code cause} in the error column ({@code spark.tp.on-error}). */
+        private UnsafeRow failed(InternalRow r, String cause) {
+          Object[] v = new Object[schema.size()];
+          for (int c = 0; c < v.length; c++) {
+            v[c] = r.isNullAt(c) ? null : r.get(c, schema.fields()[c].dataType());
+          }
+          v[ord] = null;
+          if (errOrd >= 0) {
+            v[errOrd] = org.apache.spark.unsafe.types.UTF8String.fromString(cause);
+          }
+          if (metrics != null) {
+            metrics.rowError();
+          }
+          return toUnsafe.apply(new org.apache.spark.sql.catalyst.expressions.GenericInternalRow(v)).copy();
         }
       };
     }

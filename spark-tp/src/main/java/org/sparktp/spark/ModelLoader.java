@@ -50,6 +50,9 @@ final class ModelLoader {
         : new org.apache.hadoop.conf.Configuration();
     Path path = new Path(dir);
     try {
+      if (!path.getFileSystem(hadoop).exists(path)) {
+        throw new IllegalArgumentException("Model directory " + dir + " does not exist");
+      }
       if (HfModel.isHuggingFace(path, hadoop)) {
         try (HfModel m = HfModel.open(path, hadoop)) {
           String qualified = path.getFileSystem(hadoop).makeQualified(path).toString();

@@ -7,12 +7,12 @@ import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.cuda.cudart.cudaDeviceProp;
 import org.bytedeco.cuda.global.cudart;
 import org.sparktp.backend.cuda.CudaProbe;
-import org.sparktp.backend.cuda.DeviceOrdinal;
 import org.sparktp.comm.Communicator;
 import org.sparktp.comm.nccl.CudaDeviceBuffers;
 import org.sparktp.comm.nccl.JavacppNcclApi;
 import org.sparktp.comm.nccl.NcclApi;
 import org.sparktp.comm.nccl.NcclCommunicator;
+import org.sparktp.comm.nccl.NcclRendezvous;
 
 /**
  * NCCL communicators for ranks that each own a GPU ({@code spark.tp.comm.transport=nccl}). Rank 0 of each group
@@ -35,17 +35,9 @@ public final class NcclCommFactory implements CommFactory {
     }
     NcclApi api = new JavacppNcclApi();
     api.setDevice(device);
-    String id = rank == 0 ? NcclCommunicator.encodeId(api.uniqueId()) : "";
-    String[] all = ctx.allGather(id + ";" + host() + "/" + gpuUuid(device));
-    int base = group * tpSize;
-    String[] gpus = new String[tpSize];
-    for (int r = 0; r < tpSize; r++) {
-      String m = all[base + r];
-      gpus[r] = m.substring(m.indexOf(';') + 1);
-    }
-    DeviceOrdinal.checkDistinct(gpus);
-    String rootMsg = all[base];
-    byte[] uid = NcclCommunicator.decodeId(rootMsg.substring(0, rootMsg.indexOf(';')));
+    String[] all = ctx.allGather(NcclRendezvous.message(rank == 0 ? api.uniqueId() : null, host(),
+        gpuUuid(device)));
+    byte[] uid = NcclRendezvous.groupId(all, group, tpSize);
     return NcclCommunicator.connect(api, new CudaDeviceBuffers(device), uid, rank, tpSize, device, timeoutMillis);
   }
 

@@ -457,8 +457,14 @@ final class RankTask
       }
       closed = true;
       finished = true;
-      LOG.warn("spark-tp job {} group {} rank {}/{} failed: {}", job.jobKey(), group, rank, job.tpSize(),
-          cause.toString());
+      if (DeterministicFailures.deterministic(cause.getClass().getName(), cause.getStackTrace())) {
+        // the job fails with this message, once (DeterministicFailures): no warning per rank
+        LOG.info("spark-tp job {} group {} rank {}/{} failed: {}", job.jobKey(), group, rank, job.tpSize(),
+            cause.toString());
+      } else {
+        LOG.warn("spark-tp job {} group {} rank {}/{} failed: {}", job.jobKey(), group, rank, job.tpSize(),
+            cause.toString());
+      }
       watchdog.cancel(false);
       if (textStop != null) {
         textStop.close();

@@ -18,27 +18,42 @@ import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.model.TextTokenizer;
+import org.sparktp.model.hf.ChatTemplate;
 
 /**
  * Text to token ids with the model directory's {@code tokenizer.json}, per input partition and before the
  * barrier stage (so a failure is retried with its own task, not the whole group): appends an
- * {@code array<int>} column; a null text gives a null.
+ * {@code array<int>} column; a null text gives a null. A messages column ({@link ChatInput}) is rendered with the
+ * directory's chat template first (the template is read on the driver, so a directory without one fails before
+ * the job).
  */
 final class Tokenize implements MapPartitionsFunction<Row, Row> {
   private static final long serialVersionUID = 1L;
   private final int textOrdinal;
   private final String dir;
   private final int maxLength;
+  private final ChatTemplate chat; // null: the column holds text
+  private final boolean addGenerationPrompt;
 
-  private Tokenize(int textOrdinal, String dir, int maxLength) {
+  private Tokenize(int textOrdinal, String dir, int maxLength, ChatTemplate chat, boolean addGenerationPrompt) {
     this.textOrdinal = textOrdinal;
     this.dir = dir;
     this.maxLength = maxLength;
+    this.chat = chat;
+    this.addGenerationPrompt = addGenerationPrompt;
   }
 
   static Dataset<Row> apply(Dataset<Row> df, String textCol, String idsCol, String dir, int maxLength) {
+    return apply(df, textCol, idsCol, dir, maxLength, true);
+  }
+
+  /** With a messages column, {@code addGenerationPrompt} ends each prompt with the assistant's turn (generation). */
+  static Dataset<Row> apply(Dataset<Row> df, String textCol, String idsCol, String dir, int maxLength,
+      boolean addGenerationPrompt) {
     StructType out = df.schema().add(idsCol, DataTypes.createArrayType(DataTypes.IntegerType, false), true);
-    return df.mapPartitions(new Tokenize(df.schema().fieldIndex(textCol), dir, maxLength), Encoders.row(out));
+    int ord = df.schema().fieldIndex(textCol);
+    ChatTemplate chat = ChatInput.isMessages(df.schema().fields()[ord].dataType()) ? ChatInput.template(dir) : null;
+    return df.mapPartitions(new Tokenize(ord, dir, maxLength, chat, addGenerationPrompt), Encoders.row(out));
   }
 
   @Override
@@ -53,7 +68,9 @@ final class Tokenize implements MapPartitionsFunction<Row, Row> {
         if (prefix[0] == null) {
           prefix[0] = tok.encode(""); // what the post-processor puts before any text: a BOS, or nothing
         }
-        int[] ids = withoutSecondPrefix(tok.encode(r.getString(textOrdinal)), prefix[0]);
+        String text = chat == null ? r.getString(textOrdinal)
+            : chat.render(ChatInput.messages(r.getList(textOrdinal)), addGenerationPrompt, null);
+        int[] ids = withoutSecondPrefix(tok.encode(text), prefix[0]);
         List<Integer> list = new ArrayList<>(ids.length);
         for (int id : ids) {
           list.add(id);

@@ -39,6 +39,31 @@ record TpJob(
     java.util.Objects.requireNonNull(settings, "settings");
     java.util.Objects.requireNonNull(dtype, "dtype");
     java.util.Objects.requireNonNull(activationDtype, "activationDtype");
+    if (generate != null && plan.maxTokens() > 0 && generate.params().maxNewTokens() >= plan.maxTokens()) {
+      // found here, before the job, not by every rank after the stage's retries
+      throw new IllegalArgumentException("maxNewTokens " + generate.params().maxNewTokens() + " leaves no room for"
+          + " a prompt: the model's context (max_position_embeddings) is " + plan.maxTokens() + " tokens, prompt"
+          + " included; set maxNewTokens (--max-new-tokens, max_new_tokens) to at most " + (plan.maxTokens() - 1));
+    }
+    if (generate != null) {
+      for (int id : generate.params().stopIds()) {
+        if (id < 0 || id >= plan.inputDim()) {
+          throw new IllegalArgumentException("stopIds holds " + id + ", which is not a token id of the model: its"
+              + " vocabulary has ids 0.." + (plan.inputDim() - 1));
+        }
+      }
+    }
+  }
+
+  /** What a row that cannot run does ({@code spark.tp.on-error}). */
+  OnError onError() {
+    return OnError.parse(settings.get(TpConf.ON_ERROR));
+  }
+
+  /** Ordinal of the column the tag stage writes a row's error into, or -1 ({@code spark.tp.on-error=fail}). */
+  int errorOrdinal() {
+    return outSchema.getFieldIndex(OnError.HELPER).isDefined() ? (Integer) outSchema.getFieldIndex(OnError.HELPER)
+        .get() : -1;
   }
 
   /** Rows each rank brings to one step ({@code spark.tp.batch-size}, or the model's {@code batchSize} param). */

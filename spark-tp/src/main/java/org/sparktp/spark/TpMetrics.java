@@ -27,6 +27,9 @@ public final class TpMetrics implements Serializable {
   private final LongAccumulator[] loads;
   private final LongAccumulator inputRows;
   private final LongAccumulator emittedRows;
+  private final LongAccumulator rowErrors;
+  /** Name of the accumulator of rows that could not run (spark.tp.on-error null or column), counted by the tag stage. */
+  public static final String ROW_ERRORS = "rows with errors";
 
   /** Name of the accumulator of rows the tag stage ships to the ranks (the job's total, for progress). */
   public static final String INPUT_ROWS = "input rows";
@@ -48,11 +51,22 @@ public final class TpMetrics implements Serializable {
     newTokens = sc.longAccumulator("spark-tp " + label + " new tokens");
     inputRows = sc.longAccumulator("spark-tp " + label + " " + INPUT_ROWS);
     emittedRows = sc.longAccumulator("spark-tp " + label + " " + EMITTED_ROWS);
+    rowErrors = sc.longAccumulator("spark-tp " + label + " " + ROW_ERRORS);
   }
 
   /** A row the tag stage ships to the barrier stage. */
   void inputRow() {
     inputRows.add(1);
+  }
+
+  /** A row that cannot run, shipped with null input and its cause ({@code spark.tp.on-error}). */
+  void rowError() {
+    rowErrors.add(1);
+  }
+
+  /** Rows that could not run (every attempt of the tag stage counted), for {@code spark.tp.on-error} null or column. */
+  public long rowErrors() {
+    return rowErrors.value();
   }
 
   /** A row a rank emitted (with its output, or null under {@code spark.tp.null-policy=null}). */

@@ -100,9 +100,9 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
         + ", default " + TpConf.BATCH_SIZE_DEFAULT + ")", ParamValidators.gtEq(1));
     backend = new Param<>(this, "backend", "compute backend: auto, cpu or cuda (else " + TpConf.BACKEND
         + ", default " + TpConf.BACKEND_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "cpu", "cuda"}));
-    dtype = new Param<>(this, "dtype", "storage and GEMM input type of the weights: auto, f32, bf16, f16 or int8 "
-        + "(else " + TpConf.DTYPE + ", default " + TpConf.DTYPE_DEFAULT + ")", ParamValidators.inArray(
-            new String[] {"auto", "f32", "bf16", "f16", "int8"}));
+    dtype = new Param<>(this, "dtype", "storage and GEMM input type of the weights: auto, f32, bf16, f16, int8 (W8A8) "
+        + "or int8-wo (weight-only) (else " + TpConf.DTYPE + ", default " + TpConf.DTYPE_DEFAULT + ")",
+        ParamValidators.inArray(new String[] {"auto", "f32", "bf16", "f16", "int8", "int8-wo"}));
     activationDtype = new Param<>(this, "activationDtype", "storage type of the activations between ops: auto (that "
         + "of the weights), f32, bf16 or f16 (else " + TpConf.ACTIVATION_DTYPE + ", default "
         + TpConf.ACTIVATION_DTYPE_DEFAULT + ")", ParamValidators.inArray(new String[] {"auto", "f32", "bf16", "f16"}));
@@ -133,13 +133,13 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
 
   /** Transformers: {@code embed}, {@code logits} or {@code score}. */
   public TensorParallelModel setTask(String v) {
-    set(task, v.toLowerCase(Locale.ROOT));
+    setChecked(task, v == null ? null : v.trim().toLowerCase(Locale.ROOT), "one of embed, logits, score, generate");
     return self();
   }
 
   /** Task embed: {@code mean}, {@code cls} or {@code last}. */
   public TensorParallelModel setPooling(String v) {
-    set(pooling, v.toLowerCase(Locale.ROOT));
+    setChecked(pooling, v == null ? null : v.trim().toLowerCase(Locale.ROOT), "one of mean, cls, last");
     return self();
   }
 
@@ -193,27 +193,27 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
   }
 
   public TensorParallelModel setMaxNewTokens(int v) {
-    set(maxNewTokens, v);
+    setChecked(maxNewTokens, v, ">= 1");
     return self();
   }
 
   public TensorParallelModel setTemperature(double v) {
-    set(temperature, v);
+    setChecked(temperature, v, ">= 0 (0 = greedy, > 0 samples)");
     return self();
   }
 
   public TensorParallelModel setTopK(int v) {
-    set(topK, v);
+    setChecked(topK, v, ">= 0 (0 = all tokens)");
     return self();
   }
 
   public TensorParallelModel setTopP(double v) {
-    set(topP, v);
+    setChecked(topP, v, "in (0, 1] (1 = all tokens)");
     return self();
   }
 
   public TensorParallelModel setRepetitionPenalty(double v) {
-    set(repetitionPenalty, v);
+    setChecked(repetitionPenalty, v, "> 0 (1 = none)");
     return self();
   }
 
@@ -230,6 +230,20 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
   public TensorParallelModel setStopIds(int... v) {
     set(stopIds, v);
     return self();
+  }
+
+  /** Sets {@code p} to {@code v}, or throws saying which values {@code p} takes (Spark's own check names none). */
+  private <T> void setChecked(Param<T> p, T v, String valid) {
+    boolean ok;
+    try {
+      ok = v != null && (Boolean) p.isValid().apply(v);
+    } catch (RuntimeException e) {
+      ok = false;
+    }
+    if (!ok) {
+      throw new IllegalArgumentException(p.name() + " must be " + valid + ", got " + v);
+    }
+    set(p, v);
   }
 
   public Param<String> inputCol() {
@@ -267,17 +281,17 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
   }
 
   public TensorParallelModel setTpSize(int v) {
-    set(tpSize, v);
+    setChecked(tpSize, v, ">= 1");
     return self();
   }
 
   public TensorParallelModel setGroups(int v) {
-    set(groups, v);
+    setChecked(groups, v, ">= 0 (0 = as many as the task slots allow)");
     return self();
   }
 
   public TensorParallelModel setBatchSize(int v) {
-    set(batchSize, v);
+    setChecked(batchSize, v, ">= 1");
     return self();
   }
 
@@ -287,7 +301,8 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
 
   /**
    * The weights' storage and GEMM input type: {@code auto}, {@code f32}, {@code bf16}, {@code f16} or
-   * {@code int8} (weight-only, one f32 scale per output channel; see the README's Precision section).
+   * {@code int8} (W8A8: weights per output channel, activations per row, s8 x s8 GEMMs) or {@code int8-wo}
+   * (weight-only, one f32 scale per output channel); see docs/precision.md.
    */
   public TensorParallelModel setDtype(String v) {
     String d = v == null ? "" : v.trim().toLowerCase(Locale.ROOT);

@@ -69,8 +69,9 @@ final class TransformFlow {
   }
 
   StructType transformSchema(StructType schema) {
+    OnError onError = OnError.parse(m.settings(TensorParallelModel.active()).get(TpConf.ON_ERROR));
     if (hf != null) {
-      return transformerSchema(schema);
+      return onError.outputSchema(schema, transformerSchema(schema));
     }
     InputKind.of(schema, m.getInputCol(), spec.takesIds(), spec.takesBags());
     String out = m.getOutputCol();
@@ -79,17 +80,22 @@ final class TransformFlow {
         throw new IllegalArgumentException("Output column '" + out + "' already exists; set outputCol to a new name");
       }
     }
-    NullPolicy policy = NullPolicy.parse(m.settings(TensorParallelModel.active()).get(TpConf.NULL_POLICY));
-    return schema.add(out, DataTypes.createArrayType(DataTypes.FloatType, false), policy == NullPolicy.NULL);
+    return onError.outputSchema(schema, schema.add(out, DataTypes.createArrayType(DataTypes.FloatType, false),
+        nullOutputs()));
   }
 
-  /** True when the input column holds text (tokenized before the barrier stage). */
+  /** True when the input column holds text or messages (chat-templated; tokenized before the barrier stage). */
   private boolean textInput(StructType schema) {
     for (org.apache.spark.sql.types.StructField f : schema.fields()) {
-      if (f.name().equals(m.getInputCol()) && f.dataType().equals(DataTypes.StringType)) {
+      boolean messages = ChatInput.isMessages(f.dataType());
+      if (f.name().equals(m.getInputCol()) && (f.dataType().equals(DataTypes.StringType) || messages)) {
         if (!hf.tokenizer) {
-          throw new IllegalArgumentException("Input column '" + m.getInputCol() + "' holds text, but " + hf.dir
-              + " has no " + TextTokenizer.FILE_NAME + ": give token ids (array<int> or array<long>) instead");
+          throw new IllegalArgumentException("Input column '" + m.getInputCol() + "' holds " + (messages ? "messages"
+              : "text") + ", but " + hf.dir + " has no " + TextTokenizer.FILE_NAME
+              + ": give token ids (array<int> or array<long>) instead");
+        }
+        if (messages) {
+          ChatInput.template(hf.dir); // a directory without a chat template fails here, before any job
         }
         return true;
       }
@@ -99,7 +105,14 @@ final class TransformFlow {
 
   private StructType transformerSchema(StructType schema) {
     if (!textInput(schema)) {
-      InputKind.of(schema, m.getInputCol(), true, true);
+      try {
+        InputKind.of(schema, m.getInputCol(), true, true);
+      } catch (IllegalArgumentException e) {
+        // a model with a tokenizer takes text too: say so (InputKind knows only the id kinds)
+        throw !hf.tokenizer || e.getMessage().contains("does not exist") ? e : new IllegalArgumentException(e.getMessage()
+            .replace("the model takes array<int>", "the model takes string (text, tokenized with the model's "
+                + TextTokenizer.FILE_NAME + "), array<int>"), e);
+      }
     }
     String out = m.getOutputCol();
     for (String f : schema.fieldNames()) {
@@ -108,9 +121,13 @@ final class TransformFlow {
       }
     }
     TransformerPlan plan = transformerPlan(1);
-    NullPolicy policy = NullPolicy.parse(m.settings(TensorParallelModel.active()).get(TpConf.NULL_POLICY));
     if (plan.task() == Task.GENERATE) {
       // issue 12: generated_ids, finish_reason from the barrier stage, then generated_text (with a tokenizer)
+      if (m.isSet(m.outputCol())) {
+        throw new IllegalArgumentException("Task generate writes the columns " + String.join(", ",
+            TensorParallelModel.GENERATE_COLUMNS) + ", not outputCol ('" + m.getOutputCol() + "'): leave outputCol"
+            + " unset and rename those columns after transform if needed");
+      }
       for (String c : TensorParallelModel.GENERATE_COLUMNS) {
         if (java.util.Arrays.asList(schema.fieldNames()).contains(c)) {
           throw new IllegalArgumentException("Task generate writes the column '" + c + "', which the input already "
@@ -124,7 +141,14 @@ final class TransformFlow {
       return s.add(TensorParallelModel.FINISH_REASON, DataTypes.StringType, true);
     }
     return schema.add(out, plan.task() == Task.SCORE ? DataTypes.DoubleType
-        : DataTypes.createArrayType(DataTypes.FloatType, false), policy == NullPolicy.NULL);
+        : DataTypes.createArrayType(DataTypes.FloatType, false), nullOutputs());
+  }
+
+  /** True when a row may get a null output: {@code spark.tp.null-policy=null}, or {@code spark.tp.on-error} not fail. */
+  private boolean nullOutputs() {
+    TpSettings s = m.settings(TensorParallelModel.active());
+    return NullPolicy.parse(s.get(TpConf.NULL_POLICY)) == NullPolicy.NULL
+        || OnError.parse(s.get(TpConf.ON_ERROR)) != OnError.FAIL;
   }
 
   /**
@@ -171,12 +195,13 @@ final class TransformFlow {
     String[] placements = shards.placements(p, g, m.lastMetrics);
     TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
     m.lastMetrics = metrics;
-    org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
+    OnError onError = OnError.parse(settings.get(TpConf.ON_ERROR));
+    org.apache.spark.sql.classic.Dataset<Row> df = (org.apache.spark.sql.classic.Dataset<Row>) onError.prepare(ds.toDF());
     int ord = df.schema().fieldIndex(m.getInputCol());
     TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, m.getInputCol(), ord,
-        InputKind.of(df.schema(), m.getInputCol(), plan), outSchema, settings, storage, activations, comm, metrics,
-        null);
-    return BarrierRunner.run(spark, df, job, placements);
+        InputKind.of(df.schema(), m.getInputCol(), plan), onError.barrierSchema(df.schema(), outSchema,
+            ds.schema().size()), settings, storage, activations, comm, metrics, null);
+    return onError.finish(BarrierRunner.run(spark, df, job, placements));
   }
 
   /** A Hugging Face transformer's job: text tokenized per input partition first, then the barrier stage. */
@@ -186,18 +211,20 @@ final class TransformFlow {
     SparkContext sc = spark.sparkContext();
     TransformerPlan plan = transformerPlan(p);
     GenerateJob gen = plan.task() == Task.GENERATE ? generateJob(spark, settings) : null;
+    OnError onError = OnError.parse(settings.get(TpConf.ON_ERROR));
+    org.apache.spark.sql.classic.Dataset<Row> df = (org.apache.spark.sql.classic.Dataset<Row>) onError.prepare(ds.toDF());
+    outSchema = onError.barrierSchema(df.schema(), outSchema, ds.schema().size());
     if (gen != null) {
       // the barrier stage writes generated_ids and finish_reason; the text is decoded after it
-      outSchema = ds.schema().add(TensorParallelModel.GENERATED_IDS, DataTypes.createArrayType(DataTypes.IntegerType, false), true)
+      outSchema = df.schema().add(TensorParallelModel.GENERATED_IDS, DataTypes.createArrayType(DataTypes.IntegerType, false), true)
           .add(TensorParallelModel.FINISH_REASON, DataTypes.StringType, true);
     }
-    org.apache.spark.sql.classic.Dataset<Row> df = ds.toDF();
     String col = m.getInputCol();
     String helper = null;
     if (textInput(df.schema())) {
       helper = "__spark_tp_token_ids";
       int maxLen = plan.truncate() && gen == null ? plan.model().maxPositions() : 0; // generate truncates left
-      df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, helper, hf.dir, maxLen);
+      df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, helper, hf.dir, maxLen, gen != null);
       col = helper;
       outSchema = gen != null ? df.schema().add(outSchema.fields()[outSchema.fields().length - 2])
           .add(outSchema.fields()[outSchema.fields().length - 1])
@@ -219,11 +246,11 @@ final class TransformFlow {
       gen = gen.withSeedColumn(df.schema().fieldIndex(seedName), t.equals(DataTypes.IntegerType));
     }
     TpJob job = new TpJob(jobKey, hf.modelId, plan, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
-        g, col, ord, InputKind.of(df.schema(), col, true, true), outSchema, settings, storage, activations, comm,
+        g, m.getInputCol(), ord, InputKind.of(df.schema(), col, true, true), outSchema, settings, storage, activations, comm,
         metrics, gen);
     Dataset<Row> out = BarrierRunner.run(spark, df, job, null);
     out = helper == null ? out : out.drop(helper);
-    return gen != null && hf.tokenizer ? GenerateJob.withText(out, hf.dir) : out;
+    return onError.finish(gen != null && hf.tokenizer ? GenerateJob.withText(out, hf.dir) : out);
   }
 
   /**

@@ -18,6 +18,7 @@ import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.TpConf;
+import org.sparktp.spark.OnError;
 import org.sparktp.spark.SqlSupport;
 import org.sparktp.spark.TensorParallelModel;
 
@@ -49,11 +50,17 @@ final class GenerateCall {
 
   /** True for a messages input: {@code array<struct<...>>} with string fields {@code role} and {@code content}. */
   static boolean messages(DataType t) {
-    if (t instanceof ArrayType a && a.elementType() instanceof StructType s) {
-      List<String> names = List.of(s.fieldNames());
-      return names.contains("role") && names.contains("content");
+    if (!t.typeName().equals("array") || !((ArrayType) t).elementType().typeName().equals("struct")) {
+      return false;
     }
-    return false;
+    List<String> names = List.of(((StructType) ((ArrayType) t).elementType()).fieldNames());
+    return names.contains("role") && names.contains("content");
+  }
+
+  /** True for token ids: {@code array<int>} or {@code array<long>}. */
+  static boolean ids(DataType t) {
+    return List.of(DataTypes.IntegerType, DataTypes.LongType).stream().anyMatch(e -> t.equals(
+        DataTypes.createArrayType(e, false)) || t.equals(DataTypes.createArrayType(e, true)));
   }
 
   /** Checks the input's type at analysis; the error names the types {@code tp_generate} takes. */
@@ -70,8 +77,7 @@ final class GenerateCall {
       throw Sc.error(fn + " argument 'input' (" + input.sql() + ") is a messages column, which needs the model's"
           + " chat template; this build does not render chat templates yet: give the prompt as text (string) or ids");
     }
-    if (t instanceof ArrayType a && (a.elementType().equals(DataTypes.IntegerType)
-        || a.elementType().equals(DataTypes.LongType))) {
+    if (ids(t)) {
       return;
     }
     throw Sc.error(fn + " argument 'input' (" + input.sql() + ") has type " + t.simpleString() + "; " + fn
@@ -107,10 +113,17 @@ final class GenerateCall {
     Column text = names.contains(TensorParallelModel.GENERATED_TEXT) ? col(TensorParallelModel.GENERATED_TEXT)
         : lit(null).cast(DataTypes.StringType);
     Column ids = col(TensorParallelModel.GENERATED_IDS);
-    Column value = struct(text.as("text"), ids.as("ids"), col(TensorParallelModel.FINISH_REASON).as("finish_reason"),
-        prompt.cast(DataTypes.IntegerType).as("prompt_tokens"), size(ids).cast(DataTypes.IntegerType)
-            .as("completion_tokens"));
-    keep.add(when(ids.isNull(), lit(null)).otherwise(value).as(result));
+    Column[] fields = {text.as("text"), ids.as("ids"), col(TensorParallelModel.FINISH_REASON).as("finish_reason"),
+        when(ids.isNotNull(), prompt.cast(DataTypes.IntegerType)).as("prompt_tokens"),
+        when(ids.isNotNull(), size(ids).cast(DataTypes.IntegerType)).as("completion_tokens")};
+    if (names.contains(OnError.COLUMN_NAME)) {
+      // spark.tp.on-error=column: a row that could not run has null fields and its cause
+      Column[] withError = java.util.Arrays.copyOf(fields, fields.length + 1);
+      withError[fields.length] = col(OnError.COLUMN_NAME);
+      keep.add(struct(withError).as(result));
+    } else {
+      keep.add(when(ids.isNull(), lit(null)).otherwise(struct(fields)).as(result));
+    }
     return out.select(keep.toArray(new Column[0]));
   }
 }

@@ -40,6 +40,7 @@ import org.apache.spark.sql.types.StructType;
 import org.apache.spark.unsafe.types.UTF8String;
 import org.sparktp.TpConf;
 import org.sparktp.TpSettings;
+import org.sparktp.spark.OnError;
 import org.sparktp.spark.SqlSupport;
 import org.sparktp.spark.TensorParallelModel;
 import scala.collection.immutable.Seq;
@@ -117,7 +118,8 @@ final class TpFunctions {
     String col = input.sql();
     if (fn.equals(GENERATE)) {
       GenerateCall.checkInput(fn, input, model, modelName);
-      return new TpCall(fn, new TpModelRef(modelName, path, options, conf, model, GenerateCall.RESULT, true), input);
+      return new TpCall(fn, new TpModelRef(modelName, path, options, conf, model, errorColumn(model)
+          ? GenerateCall.RESULT.add(OnError.COLUMN_NAME, DataTypes.StringType, true) : GenerateCall.RESULT, true), input);
     }
     StructType schema = new StructType().add(col, input.dataType(), input.nullable());
     StructField out;
@@ -129,7 +131,20 @@ final class TpFunctions {
       throw Sc.error(fn + " argument 'input' (" + col + "): " + e.getMessage()
           + " (model " + modelName + ")", e);
     }
+    if (errorColumn(model)) {
+      // spark.tp.on-error=column: the output and the cause of a row that could not run
+      StructType withError = new StructType().add("value", out.dataType(), true)
+          .add(OnError.COLUMN_NAME, DataTypes.StringType, true);
+      return new TpCall(fn, new TpModelRef(modelName, path, options, conf, model, withError, false), input);
+    }
     return new TpCall(fn, new TpModelRef(modelName, path, options, conf, model, out.dataType(), out.nullable()), input);
+  }
+
+  /** True when the call's {@code spark.tp.on-error} (its options, else the session's) is {@code column}. */
+  private static boolean errorColumn(TensorParallelModel model) {
+    org.apache.spark.sql.SparkSession spark = org.apache.spark.sql.SparkSession.getActiveSession().isDefined()
+        ? org.apache.spark.sql.SparkSession.getActiveSession().get() : null;
+    return OnError.parse(model.settings(spark).get(TpConf.ON_ERROR)) == OnError.COLUMN;
   }
 
   /** {@code tp_explain(model, tp)}: the plan text for {@code tp} ranks, a constant. */
@@ -426,8 +441,9 @@ final class TpFunctions {
     if (v == null) {
       throw Sc.error(fn + " option '" + arg + "' is null; give a value");
     }
-    if (e.dataType() instanceof ArrayType at) {
+    if (e.dataType().typeName().equals("array")) {
       // an array (stop => array('\n\n', 'END')) as a JSON array
+      ArrayType at = (ArrayType) e.dataType();
       ArrayData data = (ArrayData) v;
       List<Object> items = new ArrayList<>();
       for (int i = 0; i < data.numElements(); i++) {

@@ -13,6 +13,9 @@ import org.apache.spark.sql.classic.Dataset;
 import org.apache.spark.sql.classic.SparkSession;
 import org.apache.spark.sql.execution.SparkPlan;
 import org.apache.spark.sql.types.StructType;
+import org.apache.spark.sql.Column;
+import org.apache.spark.sql.functions;
+import org.sparktp.spark.OnError;
 import org.sparktp.spark.TensorParallelModel;
 import scala.collection.immutable.IndexedSeq;
 import scala.collection.immutable.Seq;
@@ -67,6 +70,15 @@ public final class TpInferenceExec extends SparkPlan {
       out = (Dataset<Row>) GenerateCall.run(m, df, "__tp_c" + inputOrdinal, name, OUT);
     } else {
       out = (Dataset<Row>) m.setInputCol(name).setOutputCol(OUT).transform(df);
+      if (List.of(out.columns()).contains(OnError.COLUMN_NAME)) {
+        // spark.tp.on-error=column: struct<value, error>
+        List<Column> cols = new ArrayList<>();
+        for (String c : df.columns()) {
+          cols.add(functions.col("`" + c.replace("`", "``") + "`"));
+        }
+        cols.add(functions.struct(functions.col(OUT).as("value"), functions.col(OnError.COLUMN_NAME)).as(OUT));
+        out = (Dataset<Row>) out.select(cols.toArray(new Column[0]));
+      }
     }
     TpMetricsRegistry.record(call, m);
     return out.queryExecution().toRdd();

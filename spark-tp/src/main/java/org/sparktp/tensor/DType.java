@@ -13,9 +13,16 @@ import java.util.Locale;
  * <p>The enum constant's name is the safetensors name ({@link #safetensorsName()}); {@link #id()} is the
  * lower-case name used by {@code spark.tp.dtype} and {@code --dtype}.
  *
- * <p>{@code I8} is also the int8 weight-only storage ({@code spark.tp.dtype=int8}, {@link #id()} {@code int8}): a
- * linear's weight is loaded in its float type and quantized once, per output channel, when its kernel is
- * prepared ({@code Backend.prepareLinear(weight, bias, act, I8)}); no int8 tensor travels between ops.
+ * <p>Two int8 storages of linear weights, neither of them a tensor that travels between ops: a linear's weight is
+ * loaded in its float type and quantized once, per output channel, when its kernel is prepared
+ * ({@code Backend.prepareLinear(weight, bias, act, storage)}).
+ * <ul>
+ *   <li>{@code I8} ({@code spark.tp.dtype=int8}, {@link #id()} {@code int8}): <b>W8A8</b>, dynamic quantization as
+ *   PyTorch and ONNX Runtime call it: the activations entering the linear are quantized too, per row (token), on
+ *   the fly, and the GEMM multiplies s8 by s8 with s32 sums;</li>
+ *   <li>{@link #I8_WO} ({@code int8-wo}): <b>weight-only</b>: the activations stay float, the s8 weights are widened
+ *   inside the kernel.</li>
+ * </ul>
  */
 public enum DType {
   F32(4, true),
@@ -32,7 +39,9 @@ public enum DType {
   U8(1, false),
   BOOL(1, false),
   F8_E4M3(1, false),
-  F8_E5M2(1, false);
+  F8_E5M2(1, false),
+  /** Not a safetensors type: the int8 weight-only storage of linear weights ({@code spark.tp.dtype=int8-wo}). */
+  I8_WO(1, false);
 
   private final int size;
   private final boolean loadable;
@@ -47,14 +56,22 @@ public enum DType {
     return size;
   }
 
-  /** The name in a safetensors header ({@code "F32"}, {@code "BF16"}, ...). */
+  /** The name in a safetensors header ({@code "F32"}, {@code "BF16"}, ...; {@code "I8"} for {@link #I8_WO}). */
   public String safetensorsName() {
-    return name();
+    return this == I8_WO ? "I8" : name();
   }
 
-  /** The lower-case name of configuration values: {@code f32}, {@code bf16}, {@code f16}, {@code int8} (I8). */
+  /**
+   * The lower-case name of configuration values: {@code f32}, {@code bf16}, {@code f16}, {@code int8} (I8, W8A8),
+   * {@code int8-wo} (I8_WO, weight-only).
+   */
   public String id() {
-    return this == I8 ? "int8" : name().toLowerCase(Locale.ROOT);
+    return this == I8 ? "int8" : this == I8_WO ? "int8-wo" : name().toLowerCase(Locale.ROOT);
+  }
+
+  /** True for the two int8 storages of linear weights: {@link #I8} (W8A8) and {@link #I8_WO} (weight-only). */
+  public boolean isInt8() {
+    return this == I8 || this == I8_WO;
   }
 
   /** True for the float types a tensor between ops or a float weight may have (F32, BF16, F16). */
@@ -65,10 +82,11 @@ public enum DType {
   /**
    * The type a linear weight to be stored as {@code this} is held in until its kernel is prepared, when it
    * was loaded as {@code loaded}: the storage type itself for the float types; for {@code I8} (quantized by
-   * the backend's {@code prepareLinear}) the loaded float type, so that nothing is widened or rounded twice.
+   * the backend's {@code prepareLinear}) the loaded float type, so that nothing is widened or rounded twice; the
+   * same for {@code I8_WO}.
    */
   public DType weightTensorType(DType loaded) {
-    return this == I8 ? loaded : this;
+    return isInt8() ? loaded : this;
   }
 
   /** True for the 16-bit float types, whose sums are accumulated in float32. */
@@ -84,7 +102,7 @@ public enum DType {
   /** The type named {@code name} in a safetensors header, or null when the name is not known. */
   public static DType lookup(String name) {
     for (DType t : values()) {
-      if (t.name().equals(name)) {
+      if (t != I8_WO && t.name().equals(name)) {
         return t;
       }
     }
@@ -160,9 +178,9 @@ public enum DType {
   }
 
   /**
-   * The storage type named by a configuration value ({@code f32}, {@code bf16}, {@code f16}, {@code int8}
-   * = int8 weight-only with per-output-channel scales, {@link #I8}; case ignored), or an error naming the
-   * allowed values and the setting.
+   * The storage type named by a configuration value ({@code f32}, {@code bf16}, {@code f16}, {@code int8} = W8A8
+   * with per-output-channel weight scales and per-row activation scales, {@link #I8}; {@code int8-wo} = int8
+   * weight-only, {@link #I8_WO}; case ignored), or an error naming the allowed values and the setting.
    */
   public static DType parseStorage(String value, String setting) {
     String v = value == null ? "" : value.trim().toLowerCase(Locale.ROOT);
@@ -170,9 +188,10 @@ public enum DType {
       case "f32", "float32", "fp32" -> F32;
       case "bf16", "bfloat16" -> BF16;
       case "f16", "float16", "fp16", "half" -> F16;
-      case "int8", "i8" -> I8;
+      case "int8", "i8", "w8a8" -> I8;
+      case "int8-wo", "int8_wo" -> I8_WO;
       default -> throw new IllegalArgumentException("Unknown dtype '" + value + "' (" + setting
-          + "): use auto, f32, bf16, f16 or int8");
+          + "): use auto, f32, bf16, f16, int8 (W8A8) or int8-wo (int8 weight-only)");
     };
   }
 }

@@ -65,6 +65,62 @@ public final class Int8Quant {
     }
   }
 
+  /**
+   * Dynamic (W8A8) quantization of activations, one scale per row (token): row {@code r} of {@code x [rows, cols]}
+   * (float32, read from {@code x} at index {@code r * cols}) becomes {@code q[r, j] = rint(x[r, j] / s[r])} in
+   * {@code [-127, 127]} with {@code s[r] = max_j |x[r, j]| / 127}, written to {@code q} (row-major, at byte
+   * {@code r * cols}) and {@code scales[r]}. The same rule as the weights' ({@link #quantizeRow}); a row of zeros
+   * gets scale 0, a row holding a NaN or an infinity gets scale NaN (so that its outputs are NaN, as in float
+   * math, instead of an error in the middle of a forward pass).
+   */
+  public static void quantizeActivations(java.nio.FloatBuffer x, int rows, int cols, java.nio.ByteBuffer q,
+      java.nio.FloatBuffer scales) {
+    float[] row = new float[cols];
+    byte[] qr = new byte[cols];
+    for (int r = 0; r < rows; r++) {
+      x.get(r * cols, row, 0, cols);
+      scales.put(r, quantizeActivationRow(row, cols, qr));
+      q.put(r * cols, qr, 0, cols);
+    }
+  }
+
+  /** One row of {@link #quantizeActivations}: returns the scale (0 for zeros, NaN for a non-finite row). */
+  public static float quantizeActivationRow(float[] row, int n, byte[] q) {
+    float amax = 0f;
+    for (int j = 0; j < n; j++) {
+      amax = Math.max(amax, Math.abs(row[j]));
+    }
+    if (!(amax <= Float.MAX_VALUE)) {
+      java.util.Arrays.fill(q, 0, n, (byte) 0);
+      return Float.NaN;
+    }
+    float scale = amax / QMAX;
+    if (scale == 0f) {
+      java.util.Arrays.fill(q, 0, n, (byte) 0);
+      return 0f;
+    }
+    for (int j = 0; j < n; j++) {
+      q[j] = (byte) Math.max(-QMAX, Math.min(QMAX, (int) Math.rint(row[j] / scale)));
+    }
+    return scale;
+  }
+
+  /**
+   * Quantizes and dequantizes the activations {@code x [rows, cols]} in place, per row, by
+   * {@link #quantizeActivationRow}: the generic W8A8 path of backends without an int8 kernel.
+   */
+  public static void roundTripActivations(float[] x, int rows, int cols) {
+    float[] row = new float[cols];
+    byte[] q = new byte[cols];
+    for (int r = 0; r < rows; r++) {
+      System.arraycopy(x, r * cols, row, 0, cols);
+      float s = quantizeActivationRow(row, cols, q);
+      for (int j = 0; j < cols; j++) {
+        x[r * cols + j] = q[j] * s;
+      }
+    }
+  }
+
   /** Bytes of an int8 weight {@code [rows, cols]} with its scales (one float32 per row). */
   public static long bytes(long rows, long cols) {
     return rows * cols + 4 * rows;

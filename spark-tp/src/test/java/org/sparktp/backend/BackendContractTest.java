@@ -555,8 +555,8 @@ class BackendContractTest {
       int rows = 5;
       int in = 48;
       int out = 24;
-      for (DType dt : List.of(DType.F32, DType.BF16, DType.F16, DType.I8)) {
-        if (!be.supports(BackendOp.LINEAR, dt) && dt != DType.I8) { // int8: the generic path dequantizes, logged
+      for (DType dt : List.of(DType.F32, DType.BF16, DType.F16, DType.I8, DType.I8_WO)) {
+        if (!be.supports(BackendOp.LINEAR, dt) && !dt.isInt8()) { // int8: the generic path dequantizes, logged
           assertThatThrownBy(() -> be.prepareLinear(be.upload(new float[6], 2, 3), null, Activation.IDENTITY, dt)
               .close()).hasMessageContaining(dt.id());
           continue;
@@ -569,6 +569,8 @@ class BackendContractTest {
           float[] bias = gaussian(out);
           float[] x = gaussian(rows * in);
           double[] wq = quantized(w, out, in, dt);
+          // W8A8: the input rows quantized per row too (the same rule as the weights')
+          double[] xq = dt == DType.I8 ? quantized(x, rows, in, dt) : null;
           PreparedCheck pc = new PreparedCheck();
           check(be, BackendOp.LINEAR, dt, () -> {
             try (Backend.PreparedLinear p = be.prepareLinear(be.upload(w, out, in), be.upload(bias, 1, out), act,
@@ -587,7 +589,8 @@ class BackendContractTest {
             for (int o = 0; o < out; o++) {
               double s = 0;
               for (int i = 0; i < in; i++) {
-                s += (double) toDtype(x[r * in + i], dt == DType.I8 ? DType.F32 : dt) * wq[o * in + i];
+                s += (xq != null ? xq[r * in + i] : (double) toDtype(x[r * in + i], dt.isInt8() ? DType.F32 : dt))
+                    * wq[o * in + i];
               }
               want[r * out + o] = Reference.act(act, s + bias[o]);
               want0[r * out + o] = Reference.act(act, s);
@@ -619,7 +622,7 @@ class BackendContractTest {
       float scale = amax / 127f;
       for (int i = 0; i < in; i++) {
         float v = w[o * in + i];
-        q[o * in + i] = dt == DType.I8 ? Math.max(-127, Math.min(127, Math.rint(v / scale))) * scale : toDtype(v, dt);
+        q[o * in + i] = dt.isInt8() ? Math.max(-127, Math.min(127, Math.rint(v / scale))) * scale : toDtype(v, dt);
       }
     }
     return q;
@@ -808,6 +811,32 @@ class BackendContractTest {
           assertThat(relErr(be.download(out), want)).as("attention causal %b (seed %d)", causal, seed)
               .isLessThan(1e-5);
         }
+      }
+    }
+  }
+
+  @ParameterizedTest(name = "{0}")
+  @MethodSource("backends")
+  void argMaxRowsGivesEachRowsLargestLogitAndItsFirstId(String name) {
+    try (Backend be = open(name)) {
+      int rows = 5;
+      int cols = 301;
+      float[] l = exact(rows * cols); // few distinct values: ties are common
+      l[3 * cols + 7] = 100f; // row 3: a tie of two maxima, the first wins
+      l[3 * cols + 200] = 100f;
+      try (Tensor t = be.upload(l, rows, cols)) {
+        float[] best = be.argMaxRows(t, 1000);
+        for (int r = 0; r < rows; r++) {
+          int first = 0;
+          for (int j = 1; j < cols; j++) {
+            if (l[r * cols + j] > l[r * cols + first]) {
+              first = j;
+            }
+          }
+          assertThat(best[2 * r]).as("max of row %d (seed %d)", r, seed).isEqualTo(l[r * cols + first]);
+          assertThat(Float.floatToRawIntBits(best[2 * r + 1])).as("id of row %d", r).isEqualTo(1000 + first);
+        }
+        assertThat(Float.floatToRawIntBits(best[7])).isEqualTo(1007);
       }
     }
   }

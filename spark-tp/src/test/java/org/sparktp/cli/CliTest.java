@@ -70,6 +70,54 @@ class CliTest {
     r = cli("infer", "--model", gpt2, "--input", in, "--output", out, "--task", "generate", "--temperature", "hot");
     assertThat(r.err).startsWith("spark-tp: error: --temperature takes a number, got 'hot'");
     assertThat(cli("bench", "nope").err).contains("use gemm, comm, spark, peer, transformer, gpu or generate");
+    r = cli("infer", "--model", gpt2, "--input", in, "--output", out, "--task", "generate", "--pooling", "mean");
+    assertThat(r.code).isEqualTo(2);
+    assertThat(r.err).startsWith("spark-tp: error: --pooling is a flag of --task embed; --task generate writes"
+        + " generated text and ids, not an embedding: drop --pooling\n");
+    r = cli("infer", "--model", gpt2, "--input", in, "--output", out, "--task", "generate", "--normalize");
+    assertThat(r.err).startsWith("spark-tp: error: --normalize is a flag of --task embed;");
+  }
+
+  @Test
+  void generateWithRowErrorsInAColumnCountsThemOnTheFinalLine() throws Exception {
+    String gpt2 = org.sparktp.testing.HfFixtures.dir("gpt2").toString();
+    Path in = tmp.resolve("prompts.json");
+    String tooLong = String.join(" ", java.util.Collections.nCopies(20, "Spark runs transformers"));
+    Files.writeString(in, "{\"id\": 0, \"text\": \"Hello world\"}\n{\"id\": 1, \"text\": null}\n"
+        + "{\"id\": 2, \"text\": \"" + tooLong + "\"}\n{\"id\": 3, \"text\": \"It's 2026\"}\n");
+    String out = tmp.resolve("prompts-out").toString();
+    Run r = cli("infer", "--model", gpt2, "--input", in.toString(), "--output", out, "--features-col", "text",
+        "--output-format", "json", "--task", "generate", "--max-new-tokens", "4", "--stop", "zz", "--stop", "\n\n", "--master", "local[2]",
+        "--conf", "spark.tp.on-error=column");
+    assertThat(r.code).as(r.err).isEqualTo(0);
+    assertThat(r.out).startsWith("wrote 4 rows to " + out).contains("rows/s, tp=1; 2 row(s) could not run (their"
+        + " cause is in the column 'error')");
+    String written;
+    try (Stream<Path> files = Files.list(Path.of(out))) {
+      written = files.filter(f -> f.getFileName().toString().startsWith("part-")).map(f -> {
+        try {
+          return Files.readString(f);
+        } catch (java.io.IOException e) {
+          throw new java.io.UncheckedIOException(e);
+        }
+      }).collect(java.util.stream.Collectors.joining());
+    }
+    assertThat(written).contains("\"error\":\"column 'text' is null\"").contains("tokens, more than 28");
+
+    // --max-new-tokens as long as the context: one line before the job, not the ranks' failure after retries
+    r = cli("infer", "--model", gpt2, "--input", in.toString(), "--output", out + "2", "--features-col", "text",
+        "--task", "generate", "--max-new-tokens", "40", "--master", "local[2]");
+    assertThat(r.code).isEqualTo(1);
+    assertThat(r.err).startsWith("spark-tp infer failed: maxNewTokens 40 leaves no room for a prompt: the model's"
+        + " context (max_position_embeddings) is 32 tokens, prompt included; set maxNewTokens (--max-new-tokens,"
+        + " max_new_tokens) to at most 31\n");
+  }
+
+  @Test
+  void aStageCancelledOnADeterministicFailurePrintsSparkTpsMessage() {
+    assertThat(SparkTpCli.message(new org.apache.spark.SparkException("Job 3 cancelled because spark-tp: a"
+        + " deterministic failure (not retried): The KV cache budget spark.tp.kv-cache.max-bytes=1024 is too small")))
+        .isEqualTo("The KV cache budget spark.tp.kv-cache.max-bytes=1024 is too small");
   }
 
   @Test

@@ -87,4 +87,13 @@ class ProgressTest {
     String line = bytes.toString(StandardCharsets.UTF_8).lines().reduce((a, b) -> b).orElse("");
     assertThat(line).startsWith("infer: 50 of 50 rows, ").contains("ETA 0m00s");
   }
+
+  @Test
+  void ratesOfSlowJobsKeepTheirDigits() {
+    assertThat(Progress.rate(16, 36.5)).isEqualTo("0.44");
+    assertThat(Progress.rate(125, 10)).isEqualTo("12.5");
+    assertThat(Progress.rate(41_000, 14)).isEqualTo("2,929");
+    assertThat(Progress.rate(1, 1000)).isEqualTo("0.0010");
+    assertThat(Progress.rate(0, 3)).isEqualTo("0");
+  }
 }

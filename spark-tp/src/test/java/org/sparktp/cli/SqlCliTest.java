@@ -73,6 +73,16 @@ class SqlCliTest {
         }
       }
     }
+    // EXPLAIN prints the plan's lines; a failure while a statement's job runs names the statement too
+    CliTest.Run r2 = CliTest.cli("sql", "--master", "local[2]", "--conf", "spark.tp.models.m=" + model, "-e",
+        "CREATE TEMPORARY VIEW t USING json OPTIONS (path '" + input + "');"
+        + " EXPLAIN SELECT id, tp_predict('m', features) AS p FROM t; SELECT tp_predict('m', slice(features, 1, 2))"
+        + " FROM t");
+    assertThat(r2.code()).as(r2.err()).isEqualTo(1);
+    assertThat(r2.out()).startsWith("== Physical Plan ==\n").contains("\n+- TensorParallelInference [model=m, tp=1")
+        .doesNotContain("\\n");
+    assertThat(r2.err()).startsWith("spark-tp sql failed: statement 3 (SELECT tp_predict('m', slice(features, 1, 2))"
+        + " FROM t): Column 'slice(t.features, 1, 2)': row ").contains("has width 2, the model expects width 6");
     for (int i = 0; i < x.length; i++) {
       assertThat(seen[i]).as("row %d written", i).isNotNull();
       for (int o = 0; o < out; o++) {

@@ -68,7 +68,7 @@ class EngineTest {
         List<Float> out = new ArrayList<>();
         try (RankModel model = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank), dtype)) {
           assertThat(model.linearDtype()).isEqualTo(dtype);
-          if (dtype == DType.I8) {
+          if (dtype.isInt8()) {
             assertThat(model.weightBytes()).as("int8 weights are held as int8").isLessThan(plan.weightBytes(rank));
           }
           TpRunner runner = new TpRunner(model, comm);
@@ -104,12 +104,13 @@ class EngineTest {
   }
 
   /**
-   * Every (tp size, weight dtype) pair: f32 within 1e-5 of float64, bf16 and f16 within 2e-2, int8 within 3e-2
+   * Every (tp size, weight dtype) pair: f32 within 1e-5 of float64, bf16 and f16 within 2e-2, int8 (W8A8 and
+   * weight-only) within 3e-2
    * of the unquantized weights' float64 output (measured up to 6e-3 on these models).
    */
   static java.util.stream.Stream<org.junit.jupiter.params.provider.Arguments> tpAndDtype() {
     List<org.junit.jupiter.params.provider.Arguments> out = new ArrayList<>();
-    for (DType d : new DType[] {DType.F32, DType.BF16, DType.F16, DType.I8}) {
+    for (DType d : new DType[] {DType.F32, DType.BF16, DType.F16, DType.I8, DType.I8_WO}) {
       for (int p = 1; p <= 4; p++) {
         out.add(org.junit.jupiter.params.provider.Arguments.of(p, d));
       }

@@ -55,6 +55,8 @@ class ClusterIT {
   private static final Map<Integer, List<String>> TASK_HOSTS = new ConcurrentHashMap<>();
   private static final Set<Integer> BARRIER_STAGES = ConcurrentHashMap.newKeySet();
   private static final Map<Integer, Integer> FAILED_ATTEMPTS = new ConcurrentHashMap<>();
+  private static final Map<Integer, String> FAILURES = new ConcurrentHashMap<>();
+  private static final int COMM_TIMEOUT_S = 15;
 
   @BeforeAll
   static void start() throws Exception {
@@ -93,6 +95,7 @@ class ClusterIT {
       @Override
       public void onStageCompleted(SparkListenerStageCompleted e) {
         if (e.stageInfo().failureReason().isDefined()) {
+          FAILURES.putIfAbsent(e.stageInfo().stageId(), e.stageInfo().failureReason().get());
           FAILED_ATTEMPTS.merge(e.stageInfo().stageId(), 1, Integer::sum);
         }
       }
@@ -161,6 +164,42 @@ class ClusterIT {
 
   @Test
   @Order(4)
+  void aPartitionedWorkerFailsItsPeersWithinTheCommTimeoutAndTheJobFinishesOnTheOtherHosts() throws Exception {
+    HfFixtures.Fixture f = HfFixtures.load("gpt2");
+    int copies = 60;
+    int[][] prompts = prompts(f, copies);
+    TensorParallelModel m = generator(f).setConf("spark.tp.comm.timeout", COMM_TIMEOUT_S + "s");
+    int before = BARRIER_STAGES.size();
+    CompletableFuture<List<Row>> job = CompletableFuture.supplyAsync(
+        () -> m.transform(idsFrame(prompts, 2)).collectAsList());
+    String victim = awaitRunningRank(job, before);
+    int worker = cluster.workerOf(victim);
+    long cut = System.nanoTime();
+    cluster.run("partition", Integer.toString(worker));
+    int stage = BARRIER_STAGES.stream().max(Integer::compare).orElseThrow();
+    long failedAfterMs;
+    try {
+      long deadline = System.currentTimeMillis() + 3L * COMM_TIMEOUT_S * 1000;
+      while (FAILED_ATTEMPTS.getOrDefault(stage, 0) == 0 && System.currentTimeMillis() < deadline) {
+        Thread.sleep(100);
+      }
+      failedAfterMs = (System.nanoTime() - cut) / 1_000_000;
+    } finally {
+      // healed once the healthy rank gave up: the cut-off executor's slot stays taken until its task is killed, so
+      // the retry runs on the other hosts; healing now keeps the worker from being declared lost (60 s)
+      cluster.run("heal", Integer.toString(worker));
+    }
+    assertThat(FAILED_ATTEMPTS.getOrDefault(stage, 0)).as("the stage failed after the partition").isPositive();
+    assertThat(FAILURES.get(stage)).as("the first failure names the unreachable host").contains(victim)
+        .contains("timed out");
+    // the healthy rank waits at most the timeout (plus the scheduler's report on a loaded machine)
+    assertThat(failedAfterMs).as("ms from the partition to the stage's failure").isLessThan(
+        COMM_TIMEOUT_S * 1000L + 15_000);
+    assertGreedy(f, job.get(300, TimeUnit.SECONDS), prompts.length, copies);
+  }
+
+  @Test
+  @Order(5)
   void aWorkerKilledMidGenerationRetriesTheStageAndLosesNoRow() throws Exception {
     HfFixtures.Fixture f = HfFixtures.load("gpt2");
     int copies = 60;

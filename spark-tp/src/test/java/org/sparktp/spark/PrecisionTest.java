@@ -24,7 +24,7 @@ import org.sparktp.tensor.DType;
 class PrecisionTest extends SparkTestBase {
 
   @ParameterizedTest(name = "tp={0}, dtype {1}")
-  @CsvSource({"1, bf16", "2, f16", "3, bf16", "4, f32", "3, int8"})
+  @CsvSource({"1, bf16", "2, f16", "3, bf16", "4, f32", "3, int8", "2, int8-wo"})
   void inMemoryModelsRunInEveryDtype(int tp, String dtype) {
     Random rng = new Random(900 + tp);
     ModelSpec spec = Reference.block(rng, 50, 203, 37);
@@ -33,7 +33,7 @@ class PrecisionTest extends SparkTestBase {
         .setDtype(dtype);
     assertThat(model.resolveDtype("cpu", spark).id()).isEqualTo(dtype);
     assertClose(outputsById(model.transform(frame(Input.FLOATS, x, 3)), x.length, "prediction"),
-        Reference.forward(spec, x), dtype.equals("f32") ? 1e-5 : dtype.equals("int8") ? 3e-2 : 2e-2);
+        Reference.forward(spec, x), dtype.equals("f32") ? 1e-5 : dtype.startsWith("int8") ? 3e-2 : 2e-2);
   }
 
   /** int8 from a bf16 checkpoint: each rank quantizes the bf16 block it read (not widened first), within 3e-2. */
@@ -83,11 +83,13 @@ class PrecisionTest extends SparkTestBase {
   void unknownDtypesAreRefusedWithTheAllowedValues() {
     ModelSpec spec = Reference.mlp(new Random(1), 5, 7, 3);
     assertThatThrownBy(() -> new TensorParallelModel(spec).setDtype("int4"))
-        .hasMessage("Unknown dtype 'int4' (dtype param): use auto, f32, bf16, f16 or int8");
+        .hasMessage("Unknown dtype 'int4' (dtype param): use auto, f32, bf16, f16, int8 (W8A8) or int8-wo (int8 "
+            + "weight-only)");
     spark.conf().set(TpConf.DTYPE, "fp8");
     try {
       assertThatThrownBy(() -> new TensorParallelModel(spec).transform(frame(Input.FLOATS, new float[][] {{1, 2, 3,
-          4, 5}}, 1))).hasMessageContaining("Unknown dtype 'fp8' (spark.tp.dtype): use auto, f32, bf16, f16 or int8");
+          4, 5}}, 1))).hasMessageContaining("Unknown dtype 'fp8' (spark.tp.dtype): use auto, f32, bf16, f16, int8 "
+              + "(W8A8) or int8-wo (int8 weight-only)");
     } finally {
       spark.conf().unset(TpConf.DTYPE);
     }

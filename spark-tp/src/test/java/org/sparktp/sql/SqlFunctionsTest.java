@@ -32,17 +32,7 @@ class SqlFunctionsTest extends SqlTestBase {
 
   @BeforeAll
   static void start() throws Exception {
-    stopAnySession();
-    spark = SparkSession.builder()
-        .master("local[4]")
-        .appName("spark-tp-sql-tests")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.tp.comm.timeout", "30s")
-        .config("spark.sql.extensions", TensorParallelExtensions.class.getName())
-        .getOrCreate();
+    spark = session("spark-tp-sql-tests");
     Random rng = new Random(System.nanoTime());
     Path d = tmp.resolve("mlp");
     spec = writeMlp(rng, d, IN, 203, OUT);

@@ -32,17 +32,7 @@ class SqlGenerateTest extends SqlTestBase {
 
   @BeforeAll
   static void start() {
-    stopAnySession();
-    spark = SparkSession.builder()
-        .master("local[4]")
-        .appName("spark-tp-sql-generate-tests")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.tp.comm.timeout", "30s")
-        .config("spark.sql.extensions", TensorParallelExtensions.class.getName())
-        .getOrCreate();
+    spark = session("spark-tp-sql-generate-tests");
     gpt2 = HfFixtures.load("gpt2");
     spark.conf().set("spark.tp.models.g", gpt2.dir().toString());
     spark.conf().set("spark.tp.models.mistral", HfFixtures.dir("mistral").toString());
@@ -194,6 +184,37 @@ class SqlGenerateTest extends SqlTestBase {
       assertThat(r.getDouble(1)).as("row %d", r.getInt(0)).isCloseTo(want, org.assertj.core.data.Offset.offset(
           1e-4 * Math.max(1, Math.abs(want))));
     }
+  }
+
+  @Test
+  void onErrorColumnAddsTheCauseToTheResultAndRunsTheOtherRows() {
+    String tooLong = String.join(" ", java.util.Collections.nCopies(20, "Spark runs transformers"));
+    table(List.of(new int[] {40, 41}, new int[] {5, 400}, new int[] {7}), java.util.Arrays.asList("Hello world",
+        null, tooLong), 3).createOrReplaceTempView("bad");
+    Dataset<Row> q = spark.sql("SELECT id, tp_generate('g', text, map('max_new_tokens', '4', 'on-error', 'column'))"
+        + " AS r, tp_score('g', ids, map('on-error', 'column')) AS s FROM bad");
+    assertThat(q.schema().apply("r").dataType().simpleString()).isEqualTo("struct<text:string,ids:array<int>,"
+        + "finish_reason:string,prompt_tokens:int,completion_tokens:int,error:string>");
+    assertThat(q.schema().apply("s").dataType().simpleString()).isEqualTo("struct<value:double,error:string>");
+    Map<Integer, Row> r = byId(q.collectAsList(), "r");
+    Map<Integer, Row> s = byId(q.collectAsList(), "s");
+    assertThat(r.get(0).isNullAt(5)).isTrue();
+    assertThat(r.get(0).getInt(4)).isEqualTo(4);
+    assertThat(r.get(1).getString(5)).isEqualTo("column 'text' is null");
+    assertThat(r.get(1).isNullAt(1)).isTrue();
+    assertThat(r.get(2).getString(5)).startsWith("column 'text' has ").contains("more than 28");
+    assertThat(s.get(0).isNullAt(1)).isTrue();
+    assertThat(s.get(0).isNullAt(0)).isFalse();
+    assertThat(s.get(1).isNullAt(0)).isTrue();
+    assertThat(s.get(1).getString(1)).startsWith("column 'ids' ").contains("400");
+  }
+
+  @Test
+  void rowErrorsNameTheQuerysColumn() {
+    String tooLong = String.join(" ", java.util.Collections.nCopies(20, "Spark runs transformers"));
+    table(null, List.of(tooLong), 1).createOrReplaceTempView("long");
+    assertThatThrownBy(() -> spark.sql("SELECT tp_generate('g', text, map('max_new_tokens', '4')) FROM long")
+        .collect()).hasMessageContaining("Column 'text': row 0 of input partition ");
   }
 
   @Test

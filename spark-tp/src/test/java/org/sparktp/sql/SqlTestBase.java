@@ -119,6 +119,21 @@ abstract class SqlTestBase {
     assertThat(maxErr).as("%s: max |y - ref| (max |ref| = %s)", what, maxRef).isLessThanOrEqualTo(1e-5 * maxRef);
   }
 
+  /** An embedded local[4] session with the extension loaded (loopback host, UI off, 4 shuffle partitions). */
+  static SparkSession session(String app) {
+    stopAnySession();
+    return SparkSession.builder()
+        .master("local[4]")
+        .appName(app)
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.tp.comm.timeout", "30s")
+        .config("spark.sql.extensions", TensorParallelExtensions.class.getName())
+        .getOrCreate();
+  }
+
   static void stopAnySession() {
     if (SparkSession.getDefaultSession().isDefined()) {
       SparkSession.getDefaultSession().get().stop();

@@ -39,13 +39,19 @@ public final class ScriptCluster implements AutoCloseable {
     Assumptions.assumeTrue("root".equals(System.getProperty("user.name")),
         "cluster tests need root (network namespaces for bin/spark-tp-cluster up --netns); running as "
             + System.getProperty("user.name"));
-    String probe = "tp-probe-" + ProcessHandle.current().pid();
+    String probe = "tp-probe-" + ProcessHandle.current().pid() % 100000;
     boolean ok = exec(List.of("ip", "netns", "add", probe)).code == 0;
     if (ok) {
       exec(List.of("ip", "netns", "del", probe));
     }
     Assumptions.assumeTrue(ok, "cluster tests need network namespaces ('ip netns add' fails here: no iproute2, "
         + "or no CAP_SYS_ADMIN in this container)");
+    boolean links = exec(List.of("ip", "link", "add", probe, "type", "bridge")).code == 0;
+    if (links) {
+      exec(List.of("ip", "link", "del", probe));
+    }
+    Assumptions.assumeTrue(links, "cluster tests need to create a bridge ('ip link add ... type bridge' fails here: "
+        + "no CAP_NET_ADMIN in this container)");
   }
 
   /** Starts {@code workers} workers of 1 core each in their own namespaces; waits until they registered. */

@@ -117,7 +117,11 @@ public final class CpuBackend implements Backend {
   @Override
   public String kernel(DType dtype) {
     if (dtype == DType.I8) {
-      return useDnnl(DType.I8) ? Dnnl.kernelName() + " int8 (" + Dnnl.int8Impl() + ")"
+      return useDnnl(DType.I8) ? Dnnl.kernelName() + " int8 W8A8 (" + Dnnl.w8a8Impl() + ")"
+          : "openblas (int8 W8A8 emulated: weights and activations quantized, dequantized to f32)";
+    }
+    if (dtype == DType.I8_WO) {
+      return useDnnl(DType.I8_WO) ? Dnnl.kernelName() + " int8 weight-only (" + Dnnl.int8Impl() + ")"
           : "openblas (int8 weights dequantized to f32)";
     }
     if (!useDnnl(dtype)) {
@@ -171,14 +175,16 @@ public final class CpuBackend implements Backend {
   }
 
   /**
-   * {@inheritDoc} Here: {@code I8} goes to oneDNN's int8 weight-only matmul ({@link DnnlLinear}: s8 weights
-   * prepacked with per-output-channel scales, decompressed in the kernel) where this CPU has one that is not
-   * oneDNN's reference code ({@code Dnnl.int8Impl()}) and {@code spark.tp.cpu.gemm} is not {@code openblas};
-   * otherwise the quantized weights are dequantized to f32 and run on OpenBLAS (int8 accuracy, f32 memory).
+   * {@inheritDoc} Here: {@code I8} goes to oneDNN's W8A8 matmul ({@link DnnlW8A8Linear}: s8 weights prepacked with
+   * per-output-channel scales, activations quantized per row at every call, s8 x s8 with s32 sums on VNNI or AMX)
+   * and {@code I8_WO} to its int8 weight-only matmul ({@link DnnlLinear}: s8 weights decompressed in the kernel),
+   * where this CPU has a kernel for it that is not oneDNN's reference code ({@code Dnnl.w8a8Impl()},
+   * {@code Dnnl.int8Impl()}) and {@code spark.tp.cpu.gemm} is not {@code openblas}; otherwise the generic path
+   * quantizes, dequantizes to f32 and runs OpenBLAS (int8 accuracy, f32 memory and speed).
    */
   @Override
   public Backend.PreparedLinear prepareLinear(Tensor weight, Tensor bias, Activation epilogue, DType storage) {
-    if (storage != DType.I8 || !useDnnl(DType.I8)) {
+    if (storage == null || !storage.isInt8() || !useDnnl(storage)) {
       return Backend.super.prepareLinear(weight, bias, epilogue, storage);
     }
     CpuTensor w = cpu(weight);
@@ -189,7 +195,8 @@ public final class CpuBackend implements Backend {
             + w.dtype().id());
       }
       checkBias(w, b);
-      return new DnnlLinear(this, dnnl(), w, b, epilogue, DType.I8, referenceRows);
+      return storage == DType.I8 ? new DnnlW8A8Linear(this, dnnl(), w, b, epilogue, referenceRows)
+          : new DnnlLinear(this, dnnl(), w, b, epilogue, DType.I8_WO, referenceRows);
     } catch (RuntimeException e) {
       if (!w.isClosed()) {
         w.close();
@@ -277,7 +284,7 @@ public final class CpuBackend implements Backend {
       case ALLOCATE, UPLOAD, DOWNLOAD, WRITE, ZERO, COPY_BLOCK, SELECT_ROWS, HOST_BUFFER -> held;
       case COPY_ROWS -> held && dtype.size() > 1;
       case CONVERT, ACCUMULATE, EMBEDDING, EMBEDDING_BAG, CACHED_ATTENTION -> dtype.isFloat();
-      case LINEAR -> dtype.isFloat() || dtype == DType.I8 && useDnnl(DType.I8);
+      case LINEAR -> dtype.isFloat() || dtype.isInt8() && useDnnl(dtype);
       default -> dtype == DType.F32;
     };
   }

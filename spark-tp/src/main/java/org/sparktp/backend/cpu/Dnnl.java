@@ -111,8 +111,11 @@ final class Dnnl implements AutoCloseable {
     if (loadError() != null) {
       return false;
     }
-    if (dtype == org.sparktp.tensor.DType.I8) {
+    if (dtype == org.sparktp.tensor.DType.I8_WO) {
       return SUPPORTED.computeIfAbsent(dtype, d -> !int8Impl().startsWith("ref") && !int8Impl().startsWith("none"));
+    }
+    if (dtype == org.sparktp.tensor.DType.I8) {
+      return SUPPORTED.computeIfAbsent(dtype, d -> !w8a8Impl().startsWith("ref") && !w8a8Impl().startsWith("none"));
     }
     return SUPPORTED.computeIfAbsent(dtype, d -> {
       try (Dnnl probe = new Dnnl()) {
@@ -141,6 +144,57 @@ final class Dnnl implements AutoCloseable {
   }
 
   private static volatile String int8Impl;
+  private static volatile String w8a8Impl;
+
+  /**
+   * The implementation oneDNN picks here for a W8A8 matmul as {@link DnnlW8A8Linear} builds it (s8 x s8, weight
+   * scales per output channel, row scales as a binary post-op, the bias as a sum post-op, 3-D); {@code none} when it
+   * has none.
+   * Probed once at a shape of the size a model's linear has (M 64, K 512, N 512; tiny ones get {@code gemm:jit}).
+   */
+  static String w8a8Impl() {
+    if (loadError() != null) {
+      return "none (oneDNN unavailable)";
+    }
+    String got = w8a8Impl;
+    if (got == null) {
+      try (Dnnl d = new Dnnl()) {
+        org.bytedeco.dnnl.dnnl_memory_desc src = d.md(new long[] {1, 64, 512}, dnnl_s8, dnnl_abc);
+        org.bytedeco.dnnl.dnnl_memory_desc wei = d.md(new long[] {1, 512, 512}, dnnl_s8, dnnl_format_tag_any);
+        org.bytedeco.dnnl.dnnl_memory_desc dst = d.md(new long[] {1, 64, 512}, dnnl_f32, dnnl_abc);
+        org.bytedeco.dnnl.dnnl_memory_desc rows = d.md(new long[] {1, 64, 1}, dnnl_f32, dnnl_abc);
+        org.bytedeco.dnnl.dnnl_primitive_attr attr = new org.bytedeco.dnnl.dnnl_primitive_attr();
+        org.bytedeco.dnnl.dnnl_post_ops po = new org.bytedeco.dnnl.dnnl_post_ops();
+        org.bytedeco.dnnl.dnnl_primitive_desc pd = new org.bytedeco.dnnl.dnnl_primitive_desc();
+        try {
+          check(dnnl_primitive_attr_create(attr), "dnnl_primitive_attr_create");
+          check(dnnl_primitive_attr_set_scales_mask(attr, DNNL_ARG_WEIGHTS, 1 << 2), "dnnl_primitive_attr_set_scales_mask");
+          check(dnnl_post_ops_create(po), "dnnl_post_ops_create");
+          check(dnnl_post_ops_append_binary(po, dnnl_binary_mul, rows), "dnnl_post_ops_append_binary");
+          check(dnnl_post_ops_append_sum(po, 1f, 0, dnnl_data_type_undef), "dnnl_post_ops_append_sum");
+          check(dnnl_post_ops_append_eltwise(po, dnnl_eltwise_gelu_erf, 0f, 0f), "dnnl_post_ops_append_eltwise");
+          check(dnnl_primitive_attr_set_post_ops(attr, po), "dnnl_primitive_attr_set_post_ops");
+          int st = dnnl_matmul_primitive_desc_create(pd, d.engine, src, wei, null, dst, attr);
+          got = st == dnnl_success ? implOf(pd) : "none (" + statusName(st) + ")";
+        } finally {
+          if (!pd.isNull()) {
+            dnnl_primitive_desc_destroy(pd);
+          }
+          if (!po.isNull()) {
+            dnnl_post_ops_destroy(po);
+          }
+          if (!attr.isNull()) {
+            dnnl_primitive_attr_destroy(attr);
+          }
+          for (org.bytedeco.dnnl.dnnl_memory_desc m : new org.bytedeco.dnnl.dnnl_memory_desc[] {src, wei, dst, rows}) {
+            d.destroy(m);
+          }
+        }
+      }
+      w8a8Impl = got;
+    }
+    return got;
+  }
 
   /**
    * The implementation oneDNN picks here for an int8 weight-only matmul (s8 weights with per-output-channel
@@ -226,6 +280,107 @@ final class Dnnl implements AutoCloseable {
   /** Counts a handle destroyed. */
   void destroyed() {
     handles.decrementAndGet();
+  }
+
+  /** A plain (dense, row-major for {@code tag} {@code ab}/{@code abc}) memory descriptor, counted. */
+  org.bytedeco.dnnl.dnnl_memory_desc md(long[] dims, int type, int tag) {
+    org.bytedeco.dnnl.dnnl_memory_desc d = new org.bytedeco.dnnl.dnnl_memory_desc();
+    check(dnnl_memory_desc_create_with_tag(d, dims.length, dims, type, tag), "dnnl_memory_desc_create_with_tag");
+    made();
+    return d;
+  }
+
+  /** A memory over {@code data} (null: the data handle is set before each execution), counted. */
+  org.bytedeco.dnnl.dnnl_memory memory(org.bytedeco.dnnl.dnnl_memory_desc d, org.bytedeco.javacpp.Pointer data) {
+    org.bytedeco.dnnl.dnnl_memory m = new org.bytedeco.dnnl.dnnl_memory();
+    check(dnnl_memory_create(m, d, engine, data == null ? new org.bytedeco.javacpp.Pointer() : data),
+        "dnnl_memory_create");
+    made();
+    return m;
+  }
+
+  /** Destroys and uncounts a descriptor once (null or already destroyed: nothing). */
+  void destroy(org.bytedeco.dnnl.dnnl_memory_desc d) {
+    if (d != null && !d.isNull()) {
+      dnnl_memory_desc_destroy(d);
+      destroyed();
+      d.setNull();
+    }
+  }
+
+  /** Destroys and uncounts a memory once. */
+  void destroy(org.bytedeco.dnnl.dnnl_memory m) {
+    if (m != null && !m.isNull()) {
+      dnnl_memory_destroy(m);
+      destroyed();
+      m.setNull();
+    }
+  }
+
+  /** Destroys and uncounts a primitive once. */
+  void destroy(org.bytedeco.dnnl.dnnl_primitive p) {
+    if (p != null && !p.isNull()) {
+      dnnl_primitive_destroy(p);
+      destroyed();
+      p.setNull();
+    }
+  }
+
+  /** Destroys and uncounts a primitive descriptor once. */
+  void destroy(org.bytedeco.dnnl.dnnl_primitive_desc p) {
+    if (p != null && !p.isNull()) {
+      dnnl_primitive_desc_destroy(p);
+      destroyed();
+      p.setNull();
+    }
+  }
+
+  /** Destroys and uncounts an attribute once. */
+  void destroy(org.bytedeco.dnnl.dnnl_primitive_attr a) {
+    if (a != null && !a.isNull()) {
+      dnnl_primitive_attr_destroy(a);
+      destroyed();
+      a.setNull();
+    }
+  }
+
+  /**
+   * Reorders {@code data} (described by {@code from}) into the memory {@code to} of descriptor {@code toMd} (a
+   * weight packed into oneDNN's layout), and waits.
+   */
+  void reorder(org.bytedeco.dnnl.dnnl_memory_desc from, org.bytedeco.javacpp.Pointer data,
+      org.bytedeco.dnnl.dnnl_memory_desc toMd, org.bytedeco.dnnl.dnnl_memory to) {
+    org.bytedeco.dnnl.dnnl_memory src = null;
+    org.bytedeco.dnnl.dnnl_primitive_desc rpd = new org.bytedeco.dnnl.dnnl_primitive_desc();
+    org.bytedeco.dnnl.dnnl_primitive r = new org.bytedeco.dnnl.dnnl_primitive();
+    org.bytedeco.dnnl.dnnl_exec_arg_t a = new org.bytedeco.dnnl.dnnl_exec_arg_t(2);
+    try {
+      src = memory(from, data);
+      check(dnnl_reorder_primitive_desc_create(rpd, from, engine, toMd, engine, null),
+          "dnnl_reorder_primitive_desc_create");
+      made();
+      check(dnnl_primitive_create(r, rpd), "dnnl_primitive_create (reorder)");
+      made();
+      a.position(0).arg(DNNL_ARG_FROM).memory(src);
+      a.position(1).arg(DNNL_ARG_TO).memory(to);
+      a.position(0);
+      check(dnnl_primitive_execute(r, stream, 2, a), "dnnl_primitive_execute (reorder)");
+      check(dnnl_stream_wait(stream), "dnnl_stream_wait");
+    } finally {
+      a.close();
+      destroy(r);
+      destroy(rpd);
+      destroy(src);
+    }
+  }
+
+  /** The implementation name of a primitive descriptor ({@code brg_matmul:avx512_core_vnni}, ...). */
+  static String implOf(org.bytedeco.dnnl.dnnl_primitive_desc pd) {
+    try (org.bytedeco.javacpp.PointerPointer<org.bytedeco.javacpp.BytePointer> pp =
+        new org.bytedeco.javacpp.PointerPointer<>(1)) {
+      check(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, pp), "dnnl_primitive_desc_query");
+      return pp.getString(0);
+    }
   }
 
   /** Handles made and not yet destroyed. */

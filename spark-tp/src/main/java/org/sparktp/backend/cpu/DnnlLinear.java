@@ -15,7 +15,6 @@ import org.bytedeco.dnnl.dnnl_primitive_attr;
 import org.bytedeco.dnnl.dnnl_primitive_desc;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Pointer;
-import org.bytedeco.javacpp.PointerPointer;
 import org.sparktp.backend.Activation;
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
@@ -30,7 +29,8 @@ import org.sparktp.backend.Tensor;
  * reorder into a scratch buffer first: oneDNN 3.11's in-kernel conversion ({@code fpmath_mode} with f32
  * activations) computes wrong sums here for K above 512, see the constructor.
  *
- * <p><b>int8 weight-only</b> ({@code compute = I8}): the weight (any float type) is quantized here, once, per
+ * <p><b>int8 weight-only</b> ({@code compute = I8_WO}, {@code spark.tp.dtype=int8-wo}; W8A8 is
+ * {@link DnnlW8A8Linear}): the weight (any float type) is quantized here, once, per
  * output channel ({@link org.sparktp.tensor.Int8Quant}: one f32 scale per row of {@code W}), packed as
  * {@code s8} and kept with its scales ({@code N} floats); the matmul decompresses it inside the kernel
  * ("weights decompression": scales on {@code DNNL_ARG_WEIGHTS} with the N mask, {@code fpmath_mode} with
@@ -97,7 +97,7 @@ final class DnnlLinear implements Backend.PreparedLinear {
         if (convertFirst) {
           srcLow = md(m, k, lowType());
           got = create(srcLow, dstMd, withBias, false);
-          scratch = new BytePointer(Math.max(1L, (long) m * k * (compute == DType.I8 ? 2 : compute.size())));
+          scratch = new BytePointer(Math.max(1L, (long) m * k * (compute == DType.I8_WO ? 2 : compute.size())));
           dnnl_primitive_desc rpd = new dnnl_primitive_desc();
           check(dnnl_reorder_primitive_desc_create(rpd, srcF32, dnnl.engine, srcLow, dnnl.engine, null),
               "dnnl_reorder_primitive_desc_create");
@@ -236,7 +236,7 @@ final class DnnlLinear implements Backend.PreparedLinear {
         biasMd = md(1, n, dnnl_f32);
         biasMem = memory(biasMd, bias.data());
       }
-      if (compute == DType.I8) {
+      if (compute == DType.I8_WO) {
         scales = backend.empty(1, n);
         quantized = quantize(weight, scales);
         scalesMd = new dnnl_memory_desc();
@@ -253,7 +253,7 @@ final class DnnlLinear implements Backend.PreparedLinear {
       // measured, and faster on AVX512 cores), unless bf16 activations reach an AMX kernel the f32 path does
       // not, or the f32 path is oneDNN's reference code
       int rows = Math.max(1, referenceRows);
-      if (compute == DType.I8) {
+      if (compute == DType.I8_WO) {
         String mixed = packedLayout(rows, true, null);
         String low;
         try {
@@ -359,7 +359,9 @@ final class DnnlLinear implements Backend.PreparedLinear {
    * Quantizes {@code weight [n, k]} (any float type) per output channel into a new row-major s8 buffer (the
    * caller closes it), writing the row scales into {@code into [1, n]}.
    */
-  private BytePointer quantize(CpuTensor weight, CpuTensor into) {
+  static BytePointer quantize(CpuTensor weight, CpuTensor into) {
+    int n = weight.rows();
+    int k = weight.cols();
     long bytes = (long) n * k;
     BytePointer q = new BytePointer(Math.max(1L, bytes));
     if (q.isNull()) {
@@ -397,42 +399,15 @@ final class DnnlLinear implements Backend.PreparedLinear {
 
   /** The activation type of the convert-first path: the compute type, bf16 for int8 weights. */
   private int lowType() {
-    return compute == DType.I8 ? dnnl_bf16 : type(compute);
+    return compute == DType.I8_WO ? dnnl_bf16 : type(compute);
   }
 
   /** Copies a weight {@code [n, k]} (row-major, i.e. {@code W^T} as {@code [k, n]} in layout {@code ba}) into the packed layout. */
   private void reorderWeight(Pointer data, int dataType) {
-    dnnl_memory_desc user = new dnnl_memory_desc();
-    dnnl_memory from = null;
-    dnnl_primitive_desc rpd = new dnnl_primitive_desc();
-    dnnl_primitive r = new dnnl_primitive();
-    dnnl_exec_arg_t a = new dnnl_exec_arg_t(2);
+    dnnl_memory_desc user = md(k, n, dataType, dnnl_ba);
     try {
-      check(dnnl_memory_desc_create_with_tag(user, 2, new long[] {k, n}, dataType, dnnl_ba),
-          "dnnl_memory_desc_create_with_tag");
-      dnnl.made();
-      from = memory(user, data);
-      check(dnnl_reorder_primitive_desc_create(rpd, user, dnnl.engine, packedMd, dnnl.engine, null),
-          "dnnl_reorder_primitive_desc_create");
-      dnnl.made();
-      check(dnnl_primitive_create(r, rpd), "dnnl_primitive_create (reorder)");
-      dnnl.made();
-      a.position(0).arg(DNNL_ARG_FROM).memory(from);
-      a.position(1).arg(DNNL_ARG_TO).memory(weightMem);
-      a.position(0);
-      check(dnnl_primitive_execute(r, dnnl.stream, 2, a), "dnnl_primitive_execute (reorder)");
-      check(dnnl_stream_wait(dnnl.stream), "dnnl_stream_wait");
+      dnnl.reorder(user, data, packedMd, weightMem);
     } finally {
-      a.close();
-      if (!r.isNull()) {
-        dnnl_primitive_destroy(r);
-        dnnl.destroyed();
-      }
-      if (!rpd.isNull()) {
-        dnnl_primitive_desc_destroy(rpd);
-        dnnl.destroyed();
-      }
-      destroyMemory(from);
       destroyMd(user);
     }
   }
@@ -486,7 +461,7 @@ final class DnnlLinear implements Backend.PreparedLinear {
 
   @Override
   public String kernel() {
-    return "onednn " + impl + (compute == DType.I8 ? " (int8 weights, " + (convertFirst ? "bf16" : "f32")
+    return "onednn " + impl + (compute == DType.I8_WO ? " (int8 weights, " + (convertFirst ? "bf16" : "f32")
         + " activations)" : convertFirst ? " (activations converted first)" : "");
   }
 
@@ -531,7 +506,7 @@ final class DnnlLinear implements Backend.PreparedLinear {
     check(dnnl_primitive_attr_create(attr), "dnnl_primitive_attr_create");
     dnnl.made();
     try {
-      if (compute == DType.I8) {
+      if (compute == DType.I8_WO) {
         // weights decompression: s8 weights widened in the kernel (f32 math for f32 activations, bf16 math for
         // bf16 ones), scaled per output feature (the N dimension of W^T [K, N]: mask bit 1)
         check(dnnl_primitive_attr_set_fpmath_mode_v2(attr, mixedInput ? dnnl_fpmath_mode_strict
@@ -562,11 +537,7 @@ final class DnnlLinear implements Backend.PreparedLinear {
   }
 
   private void destroyAttr(dnnl_primitive_attr attr) {
-    if (attr != null && !attr.isNull()) {
-      dnnl_primitive_attr_destroy(attr);
-      dnnl.destroyed();
-      attr.setNull();
-    }
+    dnnl.destroy(attr);
   }
 
   /** The oneDNN eltwise algorithm of an activation, or -1 when it has none (identity, softmax). */
@@ -587,31 +558,25 @@ final class DnnlLinear implements Backend.PreparedLinear {
       case F32 -> dnnl_f32;
       case BF16 -> dnnl_bf16;
       case F16 -> dnnl_f16;
-      case I8 -> dnnl_s8;
+      case I8, I8_WO -> dnnl_s8;
       default -> throw new IllegalArgumentException("oneDNN matmuls take f32, bf16, f16 or int8 weights, not " + t.id());
     };
   }
 
   private dnnl_memory_desc md(long rows, long cols, int type) {
-    dnnl_memory_desc d = new dnnl_memory_desc();
-    check(dnnl_memory_desc_create_with_tag(d, 2, new long[] {rows, cols}, type, dnnl_ab),
-        "dnnl_memory_desc_create_with_tag");
-    dnnl.made();
-    return d;
+    return md(rows, cols, type, dnnl_ab);
+  }
+
+  private dnnl_memory_desc md(long rows, long cols, int type, int tag) {
+    return dnnl.md(new long[] {rows, cols}, type, tag);
   }
 
   private void destroyMd(dnnl_memory_desc d) {
-    if (d != null && !d.isNull()) {
-      dnnl_memory_desc_destroy(d);
-      dnnl.destroyed();
-      d.setNull();
-    }
+    dnnl.destroy(d);
   }
 
   private dnnl_memory memory(dnnl_memory_desc d, Pointer data) {
-    dnnl_memory m = new dnnl_memory();
-    memoryInto(m, d, data);
-    return m;
+    return dnnl.memory(d, data);
   }
 
   private void memoryInto(dnnl_memory m, dnnl_memory_desc d, Pointer data) {
@@ -621,17 +586,10 @@ final class DnnlLinear implements Backend.PreparedLinear {
   }
 
   private void destroyMemory(dnnl_memory m) {
-    if (m != null && !m.isNull()) {
-      dnnl_memory_destroy(m);
-      dnnl.destroyed();
-      m.setNull();
-    }
+    dnnl.destroy(m);
   }
 
   private static String implOf(dnnl_primitive_desc pd) {
-    try (PointerPointer<BytePointer> pp = new PointerPointer<>(1)) {
-      check(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, pp), "dnnl_primitive_desc_query");
-      return pp.getString(0);
-    }
+    return Dnnl.implOf(pd);
   }
 }

@@ -159,4 +159,17 @@ final class CudaAttention {
     }
     return out;
   }
+
+  /** {@link org.sparktp.backend.Backend#argMaxRows} from {@link #rowMaxLse}: 3 floats per row come back. */
+  float[] argMaxRows(Tensor logits, int idStart) {
+    try (CudaTensor r = rowMaxLse(logits, idStart)) {
+      float[] m = backend.download(r);
+      float[] best = new float[2 * r.rows()];
+      for (int i = 0; i < r.rows(); i++) {
+        best[2 * i] = m[3 * i];
+        best[2 * i + 1] = Float.intBitsToFloat((int) m[3 * i + 1]);
+      }
+      return best;
+    }
+  }
 }

@@ -291,22 +291,10 @@ public final class CudaBackend implements Backend {
     ops.downloadBytes(src, dst);
   }
 
-  /**
-   * Host-to-device copies, their bytes, device-to-host copies and their bytes since the backend was made (every
-   * upload, write, download and metadata copy; device-to-device copies do not count).
-   */
-  public record Transfers(long toDevice, long toDeviceBytes, long toHost, long toHostBytes) {
-    /** This count minus an earlier one. */
-    public Transfers since(Transfers before) {
-      return new Transfers(toDevice - before.toDevice, toDeviceBytes - before.toDeviceBytes, toHost - before.toHost,
-          toHostBytes - before.toHostBytes);
-    }
-  }
-
-  /** The host transfers so far ({@link Transfers}). */
-  public Transfers transfers() {
+  /** The host transfers so far ({@link CudaTransfers}). */
+  public CudaTransfers transfers() {
     long[] c = staging.counts();
-    return new Transfers(c[0], c[1], c[2], c[3]);
+    return new CudaTransfers(c[0], c[1], c[2], c[3]);
   }
 
   static CudaTensor cuda(Tensor t) {
@@ -616,6 +604,12 @@ public final class CudaBackend implements Backend {
    */
   public CudaTensor rowMaxLse(Tensor logits, int idStart) {
     return attn.rowMaxLse(logits, idStart);
+  }
+
+  /** {@link #rowMaxLse} on the device; only {max, id} per row comes back. */
+  @Override
+  public float[] argMaxRows(Tensor logits, int idStart) {
+    return attn.argMaxRows(logits, idStart);
   }
 
   /** Waits for everything enqueued on the compute stream. */

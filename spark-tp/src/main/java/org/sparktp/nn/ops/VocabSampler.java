@@ -79,6 +79,14 @@ public final class VocabSampler {
       best[2 * i] = bi < 0 ? Float.NEGATIVE_INFINITY : bv;
       best[2 * i + 1] = Float.intBitsToFloat(bi);
     }
+    return pick(best, ns, ctx);
+  }
+
+  /**
+   * The group's choice per row from every rank's {@code best} ({max, id bits} per row of its slice, as
+   * {@link Backend#argMaxRows} gives): the largest value wins, ties to the smallest id.
+   */
+  static int[] pick(float[] best, int ns, RunContext ctx) {
     float[] all = gather(best, ctx);
     int p = ctx.size();
     int[] out = new int[ns];
@@ -274,14 +282,20 @@ public final class VocabSampler {
     for (int i = 0; i < ns; i++) {
       last[i] = tokens.offsets()[seqs[i] + 1] - 1;
     }
-    float[] l;
+    float[] l = null;
+    float[] best = null;
+    boolean plainGreedy = st.sampling().greedy() && st.sampling().repetitionPenalty() == 1;
     try (Tensor sel = be.empty(ns, hidden)) {
       be.selectRows(x.local(), last, sel);
       try (Tensor logits = head.apply(sel, false, ctx, "lm_head")) {
-        l = be.download(logits);
+        if (plainGreedy) {
+          best = be.argMaxRows(logits, v0); // a device backend reduces there: 2 floats per row come back
+        } else {
+          l = be.download(logits);
+        }
       }
     }
-    int[] ids = sample(l, ns, vn, v0, vocab, st, ctx);
+    int[] ids = plainGreedy ? pick(best, ns, ctx) : sample(l, ns, vn, v0, vocab, st, ctx);
     float[] f = new float[ns];
     for (int i = 0; i < ns; i++) {
       f[i] = ids[i];

@@ -201,7 +201,7 @@ public final class Plan implements ModelPlan {
     }
     for (Slice s : o.slices(tpSize, rank)) {
       // int8 keeps one f32 scale per output row of a linear's weight block (per input block for a row shard)
-      b += s.bytes(dt) + (dt == DType.I8 && s.kind() == Slice.Kind.WEIGHT ? 4L * s.blockRows() : 0);
+      b += s.bytes(dt) + (dt.isInt8() && s.kind() == Slice.Kind.WEIGHT ? 4L * s.blockRows() : 0);
     }
     return b;
   }
@@ -305,8 +305,11 @@ public final class Plan implements ModelPlan {
         + "biases and norms f32), kernel %s%n%s%nweight bytes per rank in %s: [%s] (max %d; f32 would be %d)%n",
         linearDtype.id(), table == linearDtype ? "too" : "in " + table.id(), kernel, act, linearDtype.id(), per, max,
         weightBytes(0))
-        + (linearDtype == DType.I8 ? "int8 weight-only: symmetric, one f32 scale per output "
-            + "channel of each shard, quantized at load (about 1e-2 relative error, see the README)\n" : "");
+        + (linearDtype == DType.I8 ? "int8 W8A8: weights symmetric with one f32 scale per output channel of each "
+            + "shard, quantized at load; activations quantized per row at every linear; s8 x s8 GEMMs with s32 sums "
+            + "(about 1e-2 relative error, see docs/precision.md)\n"
+            : linearDtype == DType.I8_WO ? "int8 weight-only: symmetric, one f32 scale per output "
+            + "channel of each shard, quantized at load (about 1e-2 relative error, see docs/precision.md)\n" : "");
   }
 
   @Override

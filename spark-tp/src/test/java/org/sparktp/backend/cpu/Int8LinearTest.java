@@ -16,7 +16,7 @@ import org.sparktp.tensor.HalfFloats;
 import org.sparktp.backend.Tensor;
 
 /**
- * The int8 weight-only linear ({@code spark.tp.dtype=int8}) against float64 references written here:
+ * The int8 weight-only linear ({@code spark.tp.dtype=int8-wo}; W8A8 is {@link W8A8LinearTest}) against float64 references written here:
  * <ul>
  *   <li>the <b>kernel</b>: against {@code act(x (q s)^T + b)} with {@code q, s} quantized by this test's own
  *   code (symmetric, per output row, {@code s = max|w| / 127}, {@code q = rint(w / s)}): within 1e-5 of the
@@ -126,7 +126,7 @@ class Int8LinearTest {
           : dtype == DType.F16 ? HalfFloats.halfToFloat(HalfFloats.floatToHalf(w[i])) : w[i];
     }
     double[] ref = reference(x, dequantized(stored, n, k), b, m, k, n, a);
-    Backend.PreparedLinear lin = be.prepareLinear(weight(w, n, k, dtype), be.upload(b, 1, n), a, DType.I8);
+    Backend.PreparedLinear lin = be.prepareLinear(weight(w, n, k, dtype), be.upload(b, 1, n), a, DType.I8_WO);
     try (Tensor xt = be.upload(x, m, k); Tensor y = lin.apply(xt, true)) {
       assertThat(lin.kernel()).startsWith("onednn ").contains("int8").doesNotContain("ref:");
       assertThat(lin.bytes()).as("s8 weights, one f32 scale per row, f32 bias")
@@ -155,7 +155,7 @@ class Int8LinearTest {
     float[] x = DnnlLinearTest.gauss(rnd, m * k, 1);
     float[] w = DnnlLinearTest.gauss(rnd, n * k, 1 / Math.sqrt(k));
     float[] b = DnnlLinearTest.gauss(rnd, n, 0.5);
-    Backend.PreparedLinear lin = be.prepareLinear(be.upload(w, n, k), be.upload(b, 1, n), Activation.GELU, DType.I8);
+    Backend.PreparedLinear lin = be.prepareLinear(be.upload(w, n, k), be.upload(b, 1, n), Activation.GELU, DType.I8_WO);
     try (Tensor xt = be.upload(x, m, k); Tensor y = lin.apply(xt, true)) {
       double tol = lin.kernel().contains("bf16 activations") ? 2e-2 : 1e-5;
       assertThat(relError(be.download(y), reference(x, dequantized(w, n, k), b, m, k, n, Activation.GELU)))
@@ -173,7 +173,7 @@ class Int8LinearTest {
     DnnlLinear.forceConvert = true;
     try {
       theKernelMatchesTheDequantizedFloat64Reference(DType.F32, a, m);
-      Backend.PreparedLinear lin = be.prepareLinear(be.upload(new float[] {1, 2, 3, 4}, 2, 2), null, a, DType.I8);
+      Backend.PreparedLinear lin = be.prepareLinear(be.upload(new float[] {1, 2, 3, 4}, 2, 2), null, a, DType.I8_WO);
       assertThat(lin.kernel()).endsWith("(int8 weights, bf16 activations)");
       lin.close();
     } finally {
@@ -192,7 +192,7 @@ class Int8LinearTest {
     float[] b = DnnlLinearTest.gauss(rnd, n, 0.1);
     double[] exact = reference(x, widen(w), b, m, k, n, Activation.IDENTITY);
     Backend.PreparedLinear lin = be.prepareLinear(be.upload(w, n, k), be.upload(b, 1, n), Activation.IDENTITY,
-        DType.I8);
+        DType.I8_WO);
     try (Tensor xt = be.upload(x, m, k); Tensor y = lin.apply(xt, true)) {
       double e = relError(be.download(y), exact);
       System.out.printf("int8 weight-only vs unquantized float64 (M %d, K %d, N %d): relative error %.2e (%s)%n", m,
@@ -215,9 +215,9 @@ class Int8LinearTest {
       float[] x = DnnlLinearTest.gauss(rnd, m * k, 1);
       float[] w = DnnlLinearTest.gauss(rnd, n * k, 0.2);
       float[] b = DnnlLinearTest.gauss(rnd, n, 0.5);
-      assertThat(blas.kernel(DType.I8)).isEqualTo("openblas (int8 weights dequantized to f32)");
+      assertThat(blas.kernel(DType.I8_WO)).isEqualTo("openblas (int8 weights dequantized to f32)");
       Backend.PreparedLinear lin = blas.prepareLinear(blas.upload(w, n, k), blas.upload(b, 1, n), Activation.GELU,
-          DType.I8);
+          DType.I8_WO);
       try (Tensor xt = blas.upload(x, m, k); Tensor y = lin.apply(xt, true)) {
         assertThat(lin.kernel()).isEqualTo("openblas sgemm (int8 weights dequantized to f32)");
         assertThat(relError(blas.download(y), reference(x, dequantized(w, n, k), b, m, k, n, Activation.GELU)))
@@ -234,7 +234,7 @@ class Int8LinearTest {
     int k = 4;
     float[] w = {0, 0, 0, 0, 1, -2, 3, -4, 0.5f, 0.25f, -1, 2};
     float[] x = {1, 2, 3, 4};
-    Backend.PreparedLinear lin = be.prepareLinear(be.upload(w, n, k), null, Activation.IDENTITY, DType.I8);
+    Backend.PreparedLinear lin = be.prepareLinear(be.upload(w, n, k), null, Activation.IDENTITY, DType.I8_WO);
     try (Tensor xt = be.upload(x, 1, k); Tensor y = lin.apply(xt, false)) {
       assertThat(relError(be.download(y), reference(x, dequantized(w, n, k), null, 1, k, n, Activation.IDENTITY)))
           .isLessThanOrEqualTo(1e-6);
@@ -244,7 +244,7 @@ class Int8LinearTest {
     }
     w[6] = Float.NaN;
     Tensor bias = be.upload(new float[n], 1, n);
-    assertThatThrownBy(() -> be.prepareLinear(be.upload(w, n, k), bias, Activation.IDENTITY, DType.I8))
+    assertThatThrownBy(() -> be.prepareLinear(be.upload(w, n, k), bias, Activation.IDENTITY, DType.I8_WO))
         .hasMessage("The [3, 4] weight's row 1 holds NaN at column 2: int8 quantization needs finite weights; use "
             + "spark.tp.dtype=f32 or bf16 for this model");
     assertThat(bias.isClosed()).as("the failed linear closed what it was given").isTrue();
@@ -254,12 +254,18 @@ class Int8LinearTest {
 
   @Test
   void kernelNamesAndParsing() {
-    assertThat(be.kernel(DType.I8)).startsWith("onednn ").contains("int8 (brg_matmul:");
+    assertThat(be.kernel(DType.I8_WO)).startsWith("onednn ").contains("int8 weight-only (brg_matmul:");
+    assertThat(be.kernel(DType.I8)).startsWith("onednn ").contains("int8 W8A8 (brg_matmul:").doesNotContain("ref");
     assertThat(DType.parseStorage("INT8", "x")).isEqualTo(DType.I8);
+    assertThat(DType.parseStorage("int8-wo", "x")).isEqualTo(DType.I8_WO);
     assertThat(DType.I8.id()).isEqualTo("int8");
+    assertThat(DType.I8_WO.id()).isEqualTo("int8-wo");
+    assertThat(DType.lookup("I8_WO")).as("not a safetensors type").isNull();
+    assertThat(DType.lookup("I8")).isEqualTo(DType.I8);
     assertThat(org.sparktp.backend.Precision.resolve("auto", DType.BF16, true, "x")).as("auto never picks int8")
         .isEqualTo(DType.BF16);
     assertThatThrownBy(() -> DType.parseStorage("int4", "spark.tp.dtype"))
-        .hasMessage("Unknown dtype 'int4' (spark.tp.dtype): use auto, f32, bf16, f16 or int8");
+        .hasMessage("Unknown dtype 'int4' (spark.tp.dtype): use auto, f32, bf16, f16, int8 (W8A8) or int8-wo (int8 "
+            + "weight-only)");
   }
 }

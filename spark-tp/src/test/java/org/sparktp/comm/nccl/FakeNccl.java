@@ -28,6 +28,8 @@ final class FakeNccl implements NcclApi {
   final List<String> calls = Collections.synchronizedList(new ArrayList<>());
   private int polls;
   private boolean initDone;
+  /** The unique id the last init was given. */
+  volatile byte[] initId;
   private int postInitPolls;
   private long nextEvent = 1;
   private final java.util.Map<Long, int[]> events = new java.util.HashMap<>();
@@ -45,6 +47,7 @@ final class FakeNccl implements NcclApi {
   @Override
   public int initRank(long[] out, int nranks, byte[] id, int rank) {
     calls.add("init " + nranks + " " + rank);
+    initId = id.clone();
     out[0] = COMM;
     return IN_PROGRESS;
   }

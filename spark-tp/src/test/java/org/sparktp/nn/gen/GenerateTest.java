@@ -95,6 +95,16 @@ class GenerateTest {
   /** As above with the linears and embedding tables in {@code dtype}, read typed as the Spark path does. */
   static Run generate(String name, int p, List<int[]> prompts, long[] seeds, GenerateParams gp, boolean truncate,
       DType dtype) {
+    return generate(name, p, prompts, seeds, gp, truncate, dtype, CpuBackend::new, null);
+  }
+
+  /**
+   * As above on the backends {@code backend} makes (one per rank); {@code around}, when not null, is called on
+   * rank 0 with its backend and generator before and after the generation ({@code HfGpuTest} counts transfers).
+   */
+  static Run generate(String name, int p, List<int[]> prompts, long[] seeds, GenerateParams gp, boolean truncate,
+      DType dtype, java.util.function.Supplier<? extends org.sparktp.backend.Backend> backend,
+      java.util.function.BiConsumer<org.sparktp.backend.Backend, Generator> around) {
     HfModel hf = model(name);
     TransformerPlan plan = TransformerPlan.build(hf.model(), p, Task.GENERATE, null, false, truncate);
     Completion[] out = new Completion[prompts.size()];
@@ -113,14 +123,20 @@ class GenerateTest {
         rows.add(prompts.get(mine.get(j)));
         s[j] = seeds[mine.get(j)];
       }
-      CpuBackend be = new CpuBackend();
+      org.sparktp.backend.Backend be = backend.get();
       RankWeights w;
       synchronized (hf) {
         w = dtype == DType.F32 ? plan.shard(hf.weightSource(), rank) : plan.shard(hf.weightSource(), rank, be, dtype);
       }
       try (w; TransformerRankModel m = new TransformerRankModel(plan, rank, be, w, dtype)) {
         Generator g = new Generator(m, comm, gp, null);
+        if (around != null && rank == 0) {
+          around.accept(be, g);
+        }
         List<Completion> got = g.generate(rows, s, 0);
+        if (around != null && rank == 0) {
+          around.accept(be, g);
+        }
         for (int j = 0; j < mine.size(); j++) {
           out[mine.get(j)] = got.get(j);
         }
@@ -185,14 +201,15 @@ class GenerateTest {
   }
 
   /**
-   * bf16 weights (KV cache f32): greedy tokens may legitimately differ from the float64 reference where its best
-   * two logits are close, so each row is compared token for token up to its first step whose reference margin
-   * (best minus second-best logit) is below {@code 2 x 2e-2 x max|logit|} (the bf16 tolerance on both logits,
-   * max|logit| over the fixture's logits_last); the steps after it follow another prefix and are not compared.
+   * bf16 weights (KV cache f32), and int8 W8A8: greedy tokens may legitimately differ from the float64 reference
+   * where its best two logits are close, so each row is compared token for token up to its first step whose
+   * reference margin (best minus second-best logit) is below {@code 2 x tol x max|logit|} (the dtype's tolerance on
+   * both logits: 2e-2 for bf16, 5e-2 for int8 W8A8; max|logit| over the fixture's logits_last); the steps after it
+   * follow another prefix and are not compared.
    */
-  @ParameterizedTest(name = "{0} tp={1} bf16")
+  @ParameterizedTest(name = "{0} tp={1} {2}")
   @MethodSource("bf16Cases")
-  void bf16GreedyMatchesTheReferenceWhereItsMarginIsLarge(String name, int p) throws Exception {
+  void bf16GreedyMatchesTheReferenceWhereItsMarginIsLarge(String name, int p, DType dtype) throws Exception {
     JsonNode ref = new ObjectMapper().readTree(new File(DIR + name + "/reference.json"));
     double maxLogit = 0;
     for (JsonNode row : ref.get("rows")) {
@@ -200,11 +217,11 @@ class GenerateTest {
         maxLogit = Math.max(maxLogit, Math.abs(v.asDouble()));
       }
     }
-    double minMargin = 2 * 2e-2 * maxLogit;
+    double minMargin = 2 * (dtype == DType.I8 ? 5e-2 : 2e-2) * maxLogit;
     Greedy g = reference(name);
     int maxNew = g.tokens().get(0).length;
     Run run = generate(name, p, g.prompts(), seeds(g.prompts().size()), GenerateParams.greedy(maxNew), false,
-        DType.BF16);
+        dtype);
     int compared = 0;
     for (int r = 0; r < g.prompts().size(); r++) {
       JsonNode margins = ref.get("greedy").get(r).get("margins");
@@ -212,8 +229,9 @@ class GenerateTest {
       while (n < maxNew && margins.get(n).asDouble() >= minMargin) {
         n++;
       }
-      assertThat(run.rows()[r].ids()).as("%s tp=%d bf16 row %d", name, p, r).hasSize(maxNew);
-      assertThat(Arrays.copyOf(run.rows()[r].ids(), n)).as("%s tp=%d bf16 row %d, first %d tokens", name, p, r, n)
+      assertThat(run.rows()[r].ids()).as("%s tp=%d %s row %d", name, p, dtype.id(), r).hasSize(maxNew);
+      assertThat(Arrays.copyOf(run.rows()[r].ids(), n)).as("%s tp=%d %s row %d, first %d tokens", name, p,
+          dtype.id(), r, n)
           .containsExactly(Arrays.copyOf(g.tokens().get(r), n));
       compared += n;
     }
@@ -221,8 +239,9 @@ class GenerateTest {
   }
 
   static List<Arguments> bf16Cases() {
-    return List.of(Arguments.of("llama", 2), Arguments.of("llama", 3), Arguments.of("gpt2", 1),
-        Arguments.of("gpt2", 3));
+    return List.of(Arguments.of("llama", 2, DType.BF16), Arguments.of("llama", 3, DType.BF16),
+        Arguments.of("gpt2", 1, DType.BF16), Arguments.of("gpt2", 3, DType.BF16), Arguments.of("gpt2", 1, DType.I8),
+        Arguments.of("gpt2", 2, DType.I8));
   }
 
   /** Expected: the reference's tokens up to the first EOS or stop id (included), else up to maxNew. */

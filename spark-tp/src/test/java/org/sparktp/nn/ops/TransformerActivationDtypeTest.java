@@ -34,14 +34,7 @@ class TransformerActivationDtypeTest {
     JsonNode ref = new ObjectMapper().readTree(new File(HfEngineTest.DIR + name + "/reference.json"));
     Task task = key.startsWith("logits") ? Task.LOGITS : Task.EMBED;
     try (HfModel hf = HfModel.open(HfEngineTest.DIR + name)) {
-      List<int[]> inputs = new ArrayList<>();
-      for (JsonNode row : ref.get("inputs")) {
-        int[] ids = new int[row.size()];
-        for (int i = 0; i < ids.length; i++) {
-          ids[i] = row.get(i).asInt();
-        }
-        inputs.add(ids);
-      }
+      List<int[]> inputs = HfEngineTest.inputs(ref);
       int total = inputs.stream().mapToInt(a -> a.length).sum();
       int[] ids = new int[total];
       int[] off = new int[inputs.size() + 1];

@@ -1,0 +1,112 @@
+package org.sparktp.sql;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.SparkSession;
+import org.apache.spark.sql.types.DataTypes;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.sparktp.model.hf.ChatMessage;
+import org.sparktp.model.hf.ChatTemplate;
+import org.sparktp.spark.TensorParallelModel;
+import org.sparktp.testing.HfFixtures;
+
+/**
+ * Conversations as input: {@code tp_chat_template} in SQL renders a messages column (from JSON, fields in JSON's
+ * order) with the model's chat template, equal to the hand-checked prompt (the same as jinja2's); a template's
+ * {@code raise_exception} fails the query naming the model and its message; and a messages column given to
+ * {@code transform} (task generate, tp 2) generates what the rendered prompts given as text generate.
+ */
+class ChatSqlTest extends SqlTestBase {
+  static final String TEMPLATE = "{{ bos_token }}{% for m in messages %}{% if m.role not in ['user', 'assistant'] %}"
+      + "{{ raise_exception('Unsupported role ' ~ m.role) }}{% endif %}[{{ m.role|upper }}] {{ m.content.strip() }}"
+      + "{{ eos_token if m.role == 'assistant' else '' }}\n{% endfor %}{% if add_generation_prompt %}[ASSISTANT]"
+      + "{% endif %}";
+
+  static SparkSession spark;
+  static String dir;
+  @TempDir
+  static Path tmp;
+
+  @BeforeAll
+  static void start() throws Exception {
+    spark = session("spark-tp-chat-tests");
+    Path d = HfFixtures.copy("mistral", tmp);
+    ObjectMapper json = new ObjectMapper();
+    ObjectNode cfg = (ObjectNode) json.readTree(d.resolve("tokenizer_config.json").toFile());
+    cfg.put("chat_template", TEMPLATE);
+    json.writeValue(d.resolve("tokenizer_config.json").toFile(), cfg);
+    dir = d.toString();
+    spark.conf().set("spark.tp.models.chat", dir);
+    Path lines = tmp.resolve("conversations.json");
+    Files.writeString(lines, """
+        {"id": 1, "messages": [{"role": "user", "content": " Hi there "}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Go"}]}
+        {"id": 2, "messages": [{"content": "Why?", "role": "user"}]}
+        """);
+    spark.read().json(lines.toString()).createOrReplaceTempView("conv");
+  }
+
+  @AfterAll
+  static void stop() {
+    stopAnySession(); // the default session is this class's
+  }
+
+  @Test
+  void tpChatTemplateRendersAMessagesColumnFromJson() {
+    List<Row> rows = spark.sql("SELECT id, tp_chat_template('chat', messages) AS p, "
+        + "tp_chat_template(model => 'chat', messages => messages, add_generation_prompt => false) AS q "
+        + "FROM conv ORDER BY id").collectAsList();
+    assertThat(spark.table("conv").schema().apply("messages").dataType().simpleString())
+        .isEqualTo("array<struct<content:string,role:string>>");
+    assertThat(rows.get(0).getString(1)).isEqualTo("<s>[USER] Hi there\n[ASSISTANT] Hello</s>\n[USER] Go\n[ASSISTANT]");
+    assertThat(rows.get(0).getString(2)).isEqualTo("<s>[USER] Hi there\n[ASSISTANT] Hello</s>\n[USER] Go\n");
+    assertThat(rows.get(1).getString(1)).isEqualTo("<s>[USER] Why?\n[ASSISTANT]");
+  }
+
+  @Test
+  void aTemplateErrorOrAModelWithoutATemplateIsOneClearError() {
+    assertThatThrownBy(() -> spark.sql("SELECT tp_chat_template('chat', array(named_struct('role', 'robot', "
+        + "'content', 'beep')))").collect()).hasStackTraceContaining("ChatTemplateException: The chat template of ")
+        .hasStackTraceContaining("mistral raised: Unsupported role robot");
+    String gpt2 = HfFixtures.dir("gpt2").toString();
+    assertThatThrownBy(() -> spark.sql("SELECT tp_chat_template('" + gpt2 + "', messages) FROM conv"))
+        .hasMessageContaining("tp_chat_template: The model in ").hasMessageContaining(gpt2 + " has no chat template");
+    assertThatThrownBy(() -> spark.sql("SELECT tp_chat_template('chat', 'hello')"))
+        .hasMessageContaining("argument 'messages' must be array<struct<role: string, content: string>>, got string");
+  }
+
+  @Test
+  void transformTakesAMessagesColumnAsTheRenderedPrompts() throws Exception {
+    Dataset<Row> conv = spark.table("conv").orderBy("id");
+    ChatTemplate t = ChatTemplate.load(new org.apache.hadoop.fs.Path(dir), new org.apache.hadoop.conf.Configuration());
+    List<Row> texts = new ArrayList<>();
+    for (Row r : conv.collectAsList()) {
+      List<ChatMessage> ms = new ArrayList<>();
+      for (Row m : r.<Row>getList(r.fieldIndex("messages"))) {
+        ms.add(new ChatMessage(m.getAs("role"), m.getAs("content")));
+      }
+      texts.add(org.apache.spark.sql.RowFactory.create(r.<Long>getAs("id"), t.render(ms, true, null)));
+    }
+    Dataset<Row> asText = spark.createDataFrame(texts, new org.apache.spark.sql.types.StructType()
+        .add("id", DataTypes.LongType).add("prompt", DataTypes.StringType));
+    TensorParallelModel m = TensorParallelModel.fromDirectory(dir).setTpSize(2).setTask("generate")
+        .setMaxNewTokens(4);
+    List<Row> fromMessages = m.copy(new org.apache.spark.ml.param.ParamMap()).setInputCol("messages")
+        .transform(conv).orderBy("id").select("id", TensorParallelModel.GENERATED_IDS).collectAsList();
+    List<Row> fromText = m.copy(new org.apache.spark.ml.param.ParamMap()).setInputCol("prompt")
+        .transform(asText).orderBy("id").select("id", TensorParallelModel.GENERATED_IDS).collectAsList();
+    assertThat(fromMessages).hasSize(2).isEqualTo(fromText);
+    assertThat(fromMessages.get(0).getList(1)).hasSize(4);
+  }
+}
