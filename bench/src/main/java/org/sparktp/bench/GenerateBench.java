@@ -11,6 +11,7 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 import java.util.SplittableRandom;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.TpConf;
 import org.sparktp.backend.Backends;
 import org.sparktp.backend.cpu.CpuBackend;
@@ -22,8 +23,8 @@ import org.sparktp.nn.gen.Completion;
 import org.sparktp.nn.gen.GenerateParams;
 import org.sparktp.nn.gen.Generator;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.plan.TransformerPlan;
-import org.sparktp.nn.run.TransformerRankModel;
+import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.run.RankModel;
 
 /**
  * Decode speed of task generate: a Llama-shaped model with random weights (written once as a Hugging Face
@@ -199,7 +200,7 @@ public final class GenerateBench {
   static Result runTp(Path model, int tp, int threads, List<int[]> rows, int newTokens,
       org.sparktp.tensor.DType dtype) throws IOException {
     try (HfModel hf = HfModel.open(model.toString())) {
-      TransformerPlan plan = TransformerPlan.build(hf.model(), tp, Task.GENERATE, null, false, false);
+      Plan plan = TransformerGraph.plan(hf.model(), tp, Task.GENERATE, null, false, false);
       int n = rows.size();
       long kv = (long) (rows.get(0).length + newTokens) * n * org.sparktp.nn.gen.KvCache.bytesPerToken(plan) * 2;
       GenerateParams full = GenerateParams.greedy(newTokens).withBudgets(kv, 4096);
@@ -216,7 +217,7 @@ public final class GenerateBench {
           mine.add(rows.get(r));
         }
         long[] seeds = new long[mine.size()];
-        try (be; w; TransformerRankModel m = new TransformerRankModel(plan, rank, be, w, dtype)) {
+        try (be; w; RankModel m = new RankModel(plan, rank, be, w, dtype)) {
           new Generator(m, comm, one, null).generate(mine, seeds, 0); // warm-up (JIT, first touch)
           long a = System.nanoTime();
           new Generator(m, comm, one, null).generate(mine, seeds, 0);

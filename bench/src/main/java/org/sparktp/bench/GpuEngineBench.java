@@ -17,9 +17,10 @@ import org.sparktp.nn.gen.Generator;
 import org.sparktp.nn.gen.KvCache;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.plan.TransformerPlan;
+import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.nn.run.TpRunner;
-import org.sparktp.nn.run.TransformerRankModel;
+import org.sparktp.nn.run.RankModel;
 import org.sparktp.tensor.DType;
 
 /**
@@ -66,10 +67,10 @@ final class GpuEngineBench {
     }
     double[] secs = new double[3];
     try (HfModel hf = HfModel.open(dir.toString())) {
-      TransformerPlan plan = TransformerPlan.build(hf.model(), 1, Task.EMBED, Pooling.MEAN, false, false);
+      Plan plan = TransformerGraph.plan(hf.model(), 1, Task.EMBED, Pooling.MEAN, false, false);
       LocalCommunicator.run(1, 600_000, rank -> comm -> {
         try (RankWeights w = plan.shard(hf.weightSource(), 0, gpu, DType.BF16);
-            TransformerRankModel m = new TransformerRankModel(plan, 0, gpu, w, DType.BF16)) {
+            RankModel m = new RankModel(plan, 0, gpu, w, DType.BF16)) {
           TpRunner runner = new TpRunner(m, comm);
           runner.step(InputBatch.bags(ids, off, rows)); // warm-up: kernels, cuBLASLt plans
           for (int i = 0; i < secs.length; i++) {
@@ -106,14 +107,14 @@ final class GpuEngineBench {
     double[] t = new double[2];
     long[] copies = new long[2];
     try (HfModel hf = HfModel.open(dir.toString())) {
-      TransformerPlan plan = TransformerPlan.build(hf.model(), 1, Task.GENERATE, null, false, false);
+      Plan plan = TransformerGraph.plan(hf.model(), 1, Task.GENERATE, null, false, false);
       long kv = (long) (promptLen + newTokens) * prompts * KvCache.bytesPerToken(plan) * 2;
       GenerateParams full = GenerateParams.greedy(newTokens).withBudgets(kv, 1 << 16);
       GenerateParams one = GenerateParams.greedy(1).withBudgets(kv, 1 << 16);
       long[] seeds = new long[prompts];
       LocalCommunicator.run(1, 600_000, rank -> comm -> {
         try (RankWeights w = plan.shard(hf.weightSource(), 0, gpu, DType.BF16);
-            TransformerRankModel m = new TransformerRankModel(plan, 0, gpu, w, DType.BF16)) {
+            RankModel m = new RankModel(plan, 0, gpu, w, DType.BF16)) {
           new Generator(m, comm, one, null).generate(rows, seeds, 0); // warm-up
           long a = System.nanoTime();
           new Generator(m, comm, one, null).generate(rows, seeds, 0);
@@ -162,8 +163,8 @@ final class GpuEngineBench {
       Path llama = Files.createTempDirectory("spark-tp-census-llama");
       GenerateBench.writeModel(llama, 64, 4, 2, 1, 128, 500, 32);
       try (HfModel b = HfModel.open(bert.toString()); HfModel l = HfModel.open(llama.toString())) {
-        TransformerPlan.build(b.model(), 1, Task.EMBED, Pooling.MEAN, false, false);
-        TransformerPlan p = TransformerPlan.build(l.model(), 1, Task.GENERATE, null, false, false);
+        TransformerGraph.plan(b.model(), 1, Task.EMBED, Pooling.MEAN, false, false);
+        Plan p = TransformerGraph.plan(l.model(), 1, Task.GENERATE, null, false, false);
         log.println("census: engine benchmark models written and planned (" + KvCache.bytesPerToken(p)
             + " KV bytes per token)");
       }

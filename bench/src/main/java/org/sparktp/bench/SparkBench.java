@@ -24,8 +24,7 @@ import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.tensor.DType;
 import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.nn.InputBatch;
-import org.sparktp.nn.LayerSpec;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.model.LayerModel;
 import org.sparktp.nn.Parallel;
 import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.run.RankModel;
@@ -86,8 +85,7 @@ public final class SparkBench {
       i++;
     }
     Random rng = new Random(42);
-    ModelSpec spec = new ModelSpec(in, List.of(
-        linear(rng, "fc1", in, hidden), new LayerSpec.Act(Activation.GELU, hidden), linear(rng, "fc2", hidden, out)));
+    LayerModel spec = mlp(rng, in, hidden, out);
     float[][] x = new float[rows][];
     for (int i = 0; i < rows; i++) {
       x[i] = row(i, in);
@@ -179,17 +177,23 @@ public final class SparkBench {
     return v;
   }
 
-  private static LayerSpec.Linear linear(Random rng, String name, int in, int out) {
-    float[] w = new float[out * in];
-    float[] b = new float[out];
-    double s = 1 / Math.sqrt(in);
-    for (int i = 0; i < w.length; i++) {
-      w[i] = (float) ((rng.nextDouble() * 2 - 1) * s);
+  /** {@code gelu(x W1^T + b1) W2^T + b2}, weights drawn from {@code rng} (fc1's weight, its bias, then fc2's). */
+  static LayerModel mlp(Random rng, int in, int hidden, int out) {
+    float[] w1 = uniform(rng, hidden * in, in);
+    float[] b1 = uniform(rng, hidden, in);
+    float[] w2 = uniform(rng, out * hidden, hidden);
+    float[] b2 = uniform(rng, out, hidden);
+    return LayerModel.builder(in).linear("fc1", hidden, w1, b1).activation(Activation.GELU)
+        .linear("fc2", out, w2, b2).build();
+  }
+
+  private static float[] uniform(Random rng, int n, int fanIn) {
+    float[] a = new float[n];
+    double s = 1 / Math.sqrt(fanIn);
+    for (int i = 0; i < n; i++) {
+      a[i] = (float) ((rng.nextDouble() * 2 - 1) * s);
     }
-    for (int i = 0; i < b.length; i++) {
-      b[i] = (float) ((rng.nextDouble() * 2 - 1) * s);
-    }
-    return new LayerSpec.Linear(name, in, out, w, b, Parallel.AUTO);
+    return a;
   }
 
   static String kernel(DType dtype) {
@@ -199,14 +203,14 @@ public final class SparkBench {
   }
 
   /** Seconds for the engine to stream every row, rank r taking rows r, r + tp, ... as its own partition. */
-  static double runEngine(ModelSpec spec, float[][] x, int tp, int batch, DType dtype) {
+  static double runEngine(LayerModel spec, float[][] x, int tp, int batch, DType dtype) {
     return runEngine(spec, x, tp, batch, dtype, DType.F32);
   }
 
-  /** {@link #runEngine(ModelSpec, float[][], int, int, DType)} with the activations between ops stored as {@code act}. */
-  static double runEngine(ModelSpec spec, float[][] x, int tp, int batch, DType dtype, DType act) {
-    Plan plan = Plan.build(spec, tp);
-    WeightSource src = WeightSource.of(spec);
+  /** {@link #runEngine(LayerModel, float[][], int, int, DType)} with the activations between ops stored as {@code act}. */
+  static double runEngine(LayerModel spec, float[][] x, int tp, int batch, DType dtype, DType act) {
+    Plan plan = Plan.build(spec.graph(), tp);
+    WeightSource src = spec.weights();
     RankWeights[] shards = new RankWeights[tp];
     for (int r = 0; r < tp; r++) {
       shards[r] = plan.shard(src, r);

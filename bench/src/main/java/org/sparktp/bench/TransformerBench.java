@@ -18,6 +18,7 @@ import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.TpConf;
 import org.sparktp.backend.Backends;
 import org.sparktp.backend.cpu.CpuBackend;
@@ -27,8 +28,8 @@ import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.plan.TransformerPlan;
-import org.sparktp.nn.run.TransformerRankModel;
+import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.run.RankModel;
 import org.sparktp.nn.run.TpRunner;
 import org.sparktp.spark.TensorParallelModel;
 
@@ -114,7 +115,7 @@ public final class TransformerBench {
       }
       try (HfModel hf = HfModel.open(dir.toString())) {
         for (int tp : tps) {
-          TransformerPlan plan = TransformerPlan.build(hf.model(), tp, Task.EMBED, null, false, false);
+          Plan plan = TransformerGraph.plan(hf.model(), tp, Task.EMBED, null, false, false);
           RankWeights[] shards = new RankWeights[tp];
           for (int r = 0; r < tp; r++) {
             shards[r] = plan.shard(hf.weightSource(), r);
@@ -208,7 +209,7 @@ public final class TransformerBench {
    * Seconds for every row through the engine ({@code secs[0]}); rank r brings rows r, r + tp, ...; att[0] =
    * attention share; returns rank 0's kernel.
    */
-  static String runEngine(TransformerPlan plan, RankWeights[] shards, int[][] inputs, int batch, int blas,
+  static String runEngine(Plan plan, RankWeights[] shards, int[][] inputs, int batch, int blas,
       double[] att, org.sparktp.tensor.DType dtype, double[] secs) {
     String[] kernel = {"-"};
     int tp = plan.tpSize();
@@ -221,7 +222,7 @@ public final class TransformerBench {
         mine.add(inputs[i]);
       }
       try (CpuBackend be = (CpuBackend) Backends.create("cpu", java.util.Map.of(TpConf.CPU_THREADS, "" + blas), -1);
-          TransformerRankModel m = new TransformerRankModel(plan, rank, be, shards[rank], dtype)) {
+          RankModel m = new RankModel(plan, rank, be, shards[rank], dtype)) {
         if (rank == 0) {
           kernel[0] = m.kernel();
         }

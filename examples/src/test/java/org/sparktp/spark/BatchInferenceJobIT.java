@@ -39,7 +39,7 @@ class BatchInferenceJobIT {
     ModelSpec spec = Reference.mlp(rng, 40, 157, 23);
     float[][] x = SparkTestBase.inputs(rng, 60, 40, false);
     Path model = tmp.resolve("model");
-    ModelWriter.write(spec, model.toString());
+    ModelWriter.write(spec.model(), model.toString());
     Path input = tmp.resolve("input.parquet");
     Path output = tmp.resolve("output.parquet");
     SparkSession local = SparkSession.builder().master("local[1]").config("spark.ui.enabled", "false")

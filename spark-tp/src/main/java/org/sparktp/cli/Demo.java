@@ -17,8 +17,7 @@ import org.apache.spark.sql.expressions.UserDefinedFunction;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.storage.StorageLevel;
 import org.sparktp.backend.Activation;
-import org.sparktp.nn.LayerSpec;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.model.LayerModel;
 import org.sparktp.nn.Parallel;
 import org.sparktp.nn.plan.Plan;
 import org.sparktp.spark.TensorParallelModel;
@@ -36,19 +35,17 @@ final class Demo {
 
   private Demo() {}
 
-  static ModelSpec model(long seed) {
+  static LayerModel model(long seed) {
     SplittableRandom rnd = new SplittableRandom(seed);
-    List<LayerSpec> layers = new ArrayList<>();
+    LayerModel.Builder m = LayerModel.builder(WIDTH);
     for (int b = 0; b < 2; b++) {
-      layers.add(new LayerSpec.Residual(List.of(
-          new LayerSpec.LayerNorm("block" + b + ".ln", WIDTH, fill(rnd, WIDTH, 0.2, 1), fill(rnd, WIDTH, 0.1, 0), 1e-5f),
-          new LayerSpec.Linear("block" + b + ".up", WIDTH, HIDDEN, fill(rnd, HIDDEN * WIDTH, 1 / Math.sqrt(WIDTH), 0),
-              fill(rnd, HIDDEN, 0.1, 0), Parallel.AUTO),
-          new LayerSpec.Act(Activation.GELU, HIDDEN),
-          new LayerSpec.Linear("block" + b + ".down", HIDDEN, WIDTH,
-              fill(rnd, WIDTH * HIDDEN, 1 / Math.sqrt(HIDDEN), 0), fill(rnd, WIDTH, 0.1, 0), Parallel.AUTO))));
+      String n = "block" + b;
+      m.residual(r -> r.layerNorm(n + ".ln", fill(rnd, WIDTH, 0.2, 1), fill(rnd, WIDTH, 0.1, 0), 1e-5f)
+          .linear(n + ".up", HIDDEN, fill(rnd, HIDDEN * WIDTH, 1 / Math.sqrt(WIDTH), 0), fill(rnd, HIDDEN, 0.1, 0))
+          .activation(Activation.GELU)
+          .linear(n + ".down", WIDTH, fill(rnd, WIDTH * HIDDEN, 1 / Math.sqrt(HIDDEN), 0), fill(rnd, WIDTH, 0.1, 0)));
     }
-    return new ModelSpec(WIDTH, layers);
+    return m.build();
   }
 
   private static float[] fill(SplittableRandom rnd, int n, double scale, double center) {
@@ -65,8 +62,8 @@ final class Demo {
     int batch = a.intValue("batch-size", 256, 1);
     SparkSession spark = Sessions.open("demo", a.get("master", null), a.confs());
     try {
-      ModelSpec spec = model(42);
-      long params = Plan.build(spec, 1).weightBytes(0) / 4;
+      LayerModel spec = model(42);
+      long params = Plan.build(spec.graph(), 1).weightBytes(0) / 4;
       out.printf(Locale.ROOT, "spark-tp demo: 2 MLP blocks (width %d, hidden %d), %,d parameters (%s), %,d rows, "
           + "master %s%n", WIDTH, HIDDEN, params, SparkTpCli.fmtBytes(params * 4), rows, spark.sparkContext().master());
       UserDefinedFunction features = udf((UDF1<Long, float[]>) id -> {
@@ -86,7 +83,7 @@ final class Demo {
           "weight bytes/rank", "comm share");
       for (Result r : tp == 1 ? List.of(atTp) : List.of(atTp, atOne)) {
         out.printf(Locale.ROOT, "%-4d %-7s %10d %10.2f %14.0f %18s %11.1f%%%n", r.tp, r.groups, rows, r.seconds,
-            rows / r.seconds, SparkTpCli.fmtBytes(Plan.build(spec, r.tp).weightBytes(0)), 100 * r.commShare);
+            rows / r.seconds, SparkTpCli.fmtBytes(Plan.build(spec.graph(), r.tp).weightBytes(0)), 100 * r.commShare);
       }
       Row err2 = atTp.output.join(atOne.output.withColumnRenamed("prediction", "reference"), "id")
           .select(
@@ -112,7 +109,7 @@ final class Demo {
 
   private record Result(int tp, String groups, double seconds, double commShare, Dataset<Row> output) {}
 
-  private static Result runAt(SparkSession spark, ModelSpec spec, Dataset<Row> input, int tp, int batch,
+  private static Result runAt(SparkSession spark, LayerModel spec, Dataset<Row> input, int tp, int batch,
       PrintStream err) {
     TensorParallelModel model = new TensorParallelModel(spec).setTpSize(tp).setBatchSize(batch);
     Dataset<Row> out = model.transform(input).select("id", "prediction").persist(StorageLevel.MEMORY_ONLY());

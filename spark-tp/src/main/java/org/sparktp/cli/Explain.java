@@ -5,18 +5,17 @@ import java.util.ArrayList;
 import java.util.List;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.Path;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.backend.Backend;
 import org.sparktp.backend.Backends;
 import org.sparktp.backend.Precision;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.model.ModelDirectory;
 import org.sparktp.model.hf.HfModel;
-import org.sparktp.nn.ModelSpec;
 import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.ops.Op;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.tensor.DType;
 
 /**
@@ -37,32 +36,28 @@ final class Explain {
     } catch (IllegalArgumentException e) {
       throw new UsageException(e.getMessage());
     }
+    Plan plan;
+    DType weights;
     if (HfModel.isHuggingFace(new Path(dir), new Configuration())) {
       try (HfModel m = HfModel.open(dir)) {
-        TransformerPlan plan = TransformerPlan.build(m.model(), tp, Infer.task(a), Infer.pooling(a),
-            a.has("normalize"), false);
-        storage = Precision.resolve(dt, m.weightDtype(), CpuBackend.hasNativeBf16(), "--dtype");
-        out.print(plan.explain());
-        out.print(plan.explainPrecision(storage, kernel(storage)));
-        DType acts = Precision.activation(act, storage, "--activation-dtype");
-        out.println(acts == DType.F32 ? "activations f32 between ops" : "activations " + acts.id()
-            + " between ops (rounded once at each op boundary; ops compute in f32; partial sums reduced in f32)");
+        plan = TransformerGraph.plan(m.model(), tp, Infer.task(a), Infer.pooling(a), a.has("normalize"), false);
+        weights = m.weightDtype();
       }
-      return;
-    }
-    Infer.noTransformerFlags(a);
-    try (ModelDirectory m = ModelDirectory.open(dir)) {
-      ModelSpec spec = m.structure();
-      String warning = tooWide(spec, tp);
-      if (warning != null) {
-        out.println(warning);
+    } else {
+      Infer.noTransformerFlags(a);
+      try (ModelDirectory m = ModelDirectory.open(dir)) {
+        plan = Plan.build(m.graph(), tp);
+        weights = m.weightDtype();
       }
-      Plan plan = Plan.build(spec, tp);
-      storage = Precision.resolve(dt, m.weightDtype(), CpuBackend.hasNativeBf16(), "--dtype");
-      out.print(plan.explain());
-      out.print(plan.explainPrecision(storage, kernel(storage),
-          Precision.activation(act, storage, "--activation-dtype")));
     }
+    String warning = tooWide(plan);
+    if (warning != null) {
+      out.println(warning);
+    }
+    storage = Precision.resolve(dt, weights, CpuBackend.hasNativeBf16(), "--dtype");
+    out.print(plan.explain());
+    out.print(plan.explainPrecision(storage, kernel(storage), Precision.activation(act, storage,
+        "--activation-dtype")));
   }
 
   /** The kernel the CPU backend (from its provider, default settings) would use for weights of {@code dtype}. */
@@ -77,14 +72,15 @@ final class Explain {
    * they were not asked to ({@code "parallel": "replicated"}), because their widths are below {@code tp}, and
    * embeddings with fewer rows than {@code tp}; null when none.
    */
-  static String tooWide(ModelSpec spec, int tp) {
+  static String tooWide(Plan plan) {
+    int tp = plan.tpSize();
     if (tp == 1) {
       return null;
     }
     int[] count = new int[1];
     int[] smallest = {Integer.MAX_VALUE};
     List<String> whole = new ArrayList<>();
-    walk(Plan.build(spec, tp).ops(), tp, count, smallest, whole);
+    walk(plan.ops(), tp, count, smallest, whole);
     if (whole.isEmpty()) {
       return null;
     }

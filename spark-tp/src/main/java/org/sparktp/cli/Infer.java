@@ -13,7 +13,7 @@ import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructField;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.nn.plan.LayerGraph;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.spark.TensorParallelModel;
@@ -123,7 +123,7 @@ final class Infer {
     if (a.has("output-col") || !"generate".equalsIgnoreCase(a.get("task", null))) {
       model.setOutputCol(outputCol); // task generate writes its own columns: --output-col with it is an error
     }
-    ModelSpec spec = model.spec();
+    LayerGraph spec = model.graph();
     if (spec == null) { // a Hugging Face transformer
       if (a.has("task")) {
         model.setTask(task(a).id());
@@ -261,7 +261,7 @@ final class Infer {
   }
 
   /** Reads the input; in CSV the features are a string of numbers separated by spaces, commas or semicolons. */
-  static Dataset<Row> read(SparkSession spark, String input, String format, String featuresCol, ModelSpec spec) {
+  static Dataset<Row> read(SparkSession spark, String input, String format, String featuresCol, LayerGraph spec) {
     Dataset<Row> df = switch (format) {
       case "csv" -> spark.read().option("header", "true").option("inferSchema", "true").csv(input);
       case "json" -> spark.read().json(input);

@@ -21,8 +21,7 @@ import org.apache.hadoop.fs.FSDataOutputStream;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.sparktp.backend.Activation;
-import org.sparktp.nn.LayerSpec;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.nn.ops.Op;
 import org.sparktp.nn.Parallel;
 
 /**
@@ -78,6 +77,12 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
 
     /** Writes this layer's fields (besides {@code type}) into {@code o}. */
     default void write(ObjectNode o) {}
+
+    /**
+     * Adds this layer's op to {@code out} (layer {@code index} of the list at {@code prefix}, which takes an
+     * activation {@code width} wide), its tensors' shapes checked by {@code g}; returns the width it gives.
+     */
+    int build(ConfigGraph g, int width, String prefix, int index, List<Op> out) throws ModelFormatException;
   }
 
   private static void addIfSet(Set<String> out, String... names) {
@@ -102,6 +107,11 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
     }
 
     @Override
+    public int build(ConfigGraph g, int width, String prefix, int index, List<Op> out) throws ModelFormatException {
+      return g.linear(this, width, prefix + index, out);
+    }
+
+    @Override
     public String type() {
       return "linear";
     }
@@ -122,6 +132,11 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
   /** An activation; its width is the previous layer's. */
   public record Act(Activation activation) implements Layer {
     @Override
+    public int build(ConfigGraph g, int width, String prefix, int index, List<Op> out) {
+      return g.activation(this, width, out);
+    }
+
+    @Override
     public String type() {
       return activation.id();
     }
@@ -133,6 +148,11 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
       if (!(eps > 0) || Float.isInfinite(eps)) {
         throw new IllegalArgumentException("layer_norm eps must be a positive number, got " + eps);
       }
+    }
+
+    @Override
+    public int build(ConfigGraph g, int width, String prefix, int index, List<Op> out) throws ModelFormatException {
+      return g.layerNorm(this, width, prefix + index, out);
     }
 
     @Override
@@ -161,6 +181,11 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
     }
 
     @Override
+    public int build(ConfigGraph g, int width, String prefix, int index, List<Op> out) throws ModelFormatException {
+      return g.embedding(this, width, prefix + index, out);
+    }
+
+    @Override
     public String type() {
       return bag ? "embedding_bag" : "embedding";
     }
@@ -186,6 +211,11 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
         throw new IllegalArgumentException("A residual block needs at least one layer");
       }
       layers = List.copyOf(layers);
+    }
+
+    @Override
+    public int build(ConfigGraph g, int width, String prefix, int index, List<Op> out) throws ModelFormatException {
+      return g.residual(this, width, prefix + index, index, out);
     }
 
     @Override
@@ -459,37 +489,6 @@ public record ModelConfig(int inputDim, List<Layer> layers) {
     try (FSDataOutputStream out = HadoopFiles.create(file, conf)) {
       out.write(toJson().getBytes(StandardCharsets.UTF_8));
     }
-  }
-
-  // ---------------------------------------------------------------- from a ModelSpec
-
-  /**
-   * The config describing {@code spec}, with tensors named {@code <layer name>.weight} and
-   * {@code <layer name>.bias} (as {@link ModelWriter} stores them).
-   */
-  public static ModelConfig of(ModelSpec spec) {
-    return new ModelConfig(spec.inputDim(), of(spec.layers()));
-  }
-
-  private static List<Layer> of(List<LayerSpec> specs) {
-    List<Layer> out = new ArrayList<>();
-    for (LayerSpec s : specs) {
-      if (s instanceof LayerSpec.Linear x) {
-        out.add(new Linear(x.name() + ".weight", x.bias() == null ? null : x.name() + ".bias", x.parallel()));
-      } else if (s instanceof LayerSpec.Act x) {
-        out.add(new Act(x.activation()));
-      } else if (s instanceof LayerSpec.LayerNorm x) {
-        out.add(new LayerNorm(x.gamma() == null ? null : x.name() + ".weight",
-            x.beta() == null ? null : x.name() + ".bias", x.eps()));
-      } else if (s instanceof LayerSpec.Embedding x) {
-        out.add(new Embedding(x.name() + ".weight", x.bag(), x.mean()));
-      } else if (s instanceof LayerSpec.Residual x) {
-        out.add(new Residual(of(x.body())));
-      } else {
-        throw new IllegalArgumentException("Unknown layer " + s.describe());
-      }
-    }
-    return out;
   }
 
   /**

@@ -17,8 +17,7 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FSDataInputStream;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
-import org.sparktp.nn.LayerSpec;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.nn.plan.LayerGraph;
 import org.sparktp.backend.Backend;
 import org.sparktp.nn.WeightSource;
 import org.sparktp.tensor.DType;
@@ -33,7 +32,7 @@ import org.sparktp.backend.Tensor;
  * exist, have a loadable dtype, and have the shape its place in the model implies (a linear's
  * {@code in} is the previous width, the first width is {@code input_dim}, a bias is {@code [out]}, layer
  * norm parameters are {@code [width]}, an embedding is {@code [input_dim, dim]}, a residual block keeps
- * its width); an error names the file and the tensor. Then {@link #toSpec()} loads the whole model, and
+ * its width); an error names the file and the tensor. Then {@link #graph()} is the model's ops, {@link #load()} loads the whole model, and
  * {@link #readRows}/{@link #readColumns} read one rank's shard of a tensor and nothing else.
  *
  * <p>Holds one open stream per weights file that the config uses; close it when done.
@@ -49,6 +48,8 @@ public final class ModelDirectory implements AutoCloseable {
   private final ModelConfig config;
   private final Map<String, SafetensorsFile> fileOf; // tensor -> file, for every tensor the config names
   private final List<SafetensorsFile> files;
+  private LayerGraph graph; // the config's ops, made (and every shape checked) when opened
+  private Map<String, String> names; // the ops' tensor names -> the config's
 
   private ModelDirectory(Path dir, ModelConfig config, Map<String, SafetensorsFile> fileOf,
       List<SafetensorsFile> files) {
@@ -174,77 +175,12 @@ public final class ModelDirectory implements AutoCloseable {
 
   // ---------------------------------------------------------------- validation
 
+  /** Builds the config's ops, checking every tensor's shape against the width its place in the model implies. */
   private void validate() throws ModelFormatException {
-    new Validator().walk(config.layers(), config.inputDim(), "layer ");
+    ConfigGraph g = ConfigGraph.build(config, this::shape, t -> fileOf(t).toString());
+    graph = g.graph(config);
+    names = Map.copyOf(g.tensors());
   }
-
-  /** Walks the layers with the current width, checking every tensor's shape against it. */
-  private final class Validator {
-    /** Where the current width came from, for messages. */
-    private String widthSource = "input_dim in config.json";
-
-    /** The tensor that last changed the width (named when a residual block does not keep it). */
-    private String widthTensor;
-
-    int walk(List<ModelConfig.Layer> layers, int width, String prefix) throws ModelFormatException {
-      for (int i = 0; i < layers.size(); i++) {
-        ModelConfig.Layer l = layers.get(i);
-        String at = prefix + i;
-        if (l instanceof ModelConfig.Linear x) {
-          long[] w = shape(x.weight());
-          if (w.length != 2 || w[1] != width || w[0] <= 0 || w[0] > Integer.MAX_VALUE) {
-            throw shapeError(x.weight(), "[*, " + width + "] (a linear weight is [out, in]; " + width
-                + " is the input width of " + at + ", from " + widthSource + ")", w);
-          }
-          width = (int) w[0];
-          widthSource = "the output width of " + at + " ('" + x.weight() + "')";
-          widthTensor = x.weight();
-          if (x.bias() != null) {
-            long[] b = shape(x.bias());
-            if (b.length != 1 || b[0] != width) {
-              throw shapeError(x.bias(), "[" + width + "] (the bias of " + at + ", whose weight '" + x.weight()
-                  + "' has " + width + " outputs)", b);
-            }
-          }
-        } else if (l instanceof ModelConfig.LayerNorm x) {
-          for (String t : new String[] {x.weight(), x.bias()}) {
-            if (t != null) {
-              long[] s = shape(t);
-              if (s.length != 1 || s[0] != width) {
-                throw shapeError(t, "[" + width + "] (the width at " + at + " (layer_norm), from " + widthSource
-                    + ")", s);
-              }
-            }
-          }
-        } else if (l instanceof ModelConfig.Embedding x) {
-          long[] s = shape(x.weight());
-          if (s.length != 2 || s[0] != width || s[1] <= 0 || s[1] > Integer.MAX_VALUE) {
-            throw shapeError(x.weight(), "[" + width + ", *] (an embedding table is [vocab, dim]; the vocabulary "
-                + "size is input_dim in config.json)", s);
-          }
-          width = (int) s[1];
-          widthSource = "the output width of " + at + " ('" + x.weight() + "')";
-          widthTensor = x.weight();
-        } else if (l instanceof ModelConfig.Residual x) {
-          int out = walk(x.layers(), width, at + ".");
-          if (out != width) {
-            // only linears change the width inside a block, so widthTensor is set here
-            throw shapeError(widthTensor, "[" + width + ", *] (" + at + " is a residual block, which must end "
-                + "at its input width " + width + ")", shape(widthTensor));
-          }
-          widthSource = "the output of " + at + " (residual)";
-        }
-      }
-      return width;
-    }
-
-    private ModelFormatException shapeError(String tensor, String expected, long[] actual) {
-      return new ModelFormatException("Cannot load '" + tensor + "' from " + fileOf(tensor) + ": expected "
-          + expected + ", file has " + TensorInfo.format(actual));
-    }
-  }
-
-  // ---------------------------------------------------------------- access
 
   /** The directory. */
   public Path path() {
@@ -358,21 +294,20 @@ public final class ModelDirectory implements AutoCloseable {
 
   // ---------------------------------------------------------------- whole model
 
-  /**
-   * Loads the whole model as a {@link ModelSpec}. Layer names are tensor names without {@code .weight}
-   * ({@code fc1.weight -> fc1}); a tensor used by two layers (tied weights) is read once and shared.
-   */
-  public ModelSpec toSpec() throws IOException {
-    Map<String, float[]> loaded = new HashMap<>();
-    return new ModelSpec(config.inputDim(), build(config.layers(), config.inputDim(), "", loaded, null));
+  /** The model's ops (unplanned), tensors named {@code <layer>.weight} and {@code <layer>.bias}. */
+  public LayerGraph graph() {
+    return graph;
   }
 
-  /**
-   * The model's structure without its weights (every tensor {@link LayerSpec#UNLOADED}): enough to make a
-   * {@link org.sparktp.nn.plan.Plan}; each rank then reads only its shards through {@link #weightSource()}.
-   */
-  public ModelSpec structure() throws IOException {
-    return new ModelSpec(config.inputDim(), build(config.layers(), config.inputDim(), "", null, new HashMap<>()));
+  /** Loads the whole model into memory; a tensor used by two layers (tied weights) is read once and shared. */
+  public LayerModel load() throws IOException {
+    Map<String, long[]> shapes = new LinkedHashMap<>();
+    Map<String, float[]> values = new LinkedHashMap<>();
+    for (String t : config.tensorNames()) {
+      shapes.put(t, shape(t));
+      values.put(t, readAll(t));
+    }
+    return LayerModel.of(config, shapes, values);
   }
 
   /**
@@ -380,9 +315,7 @@ public final class ModelDirectory implements AutoCloseable {
    * {@code <layer>.bias}) mapped to this directory's tensors, read with positioned reads of only the
    * requested rows or columns.
    */
-  public WeightSource weightSource() throws IOException {
-    Map<String, String> names = new HashMap<>();
-    build(config.layers(), config.inputDim(), "", null, names);
+  public WeightSource weightSource() {
     return new WeightSource() {
       private String tensor(String planName) {
         String t = names.get(planName);
@@ -484,60 +417,6 @@ public final class ModelDirectory implements AutoCloseable {
       t.close();
       throw e;
     }
-  }
-
-  /**
-   * Builds the layer list; with {@code loaded} null the tensors are left {@link LayerSpec#UNLOADED} and
-   * {@code names} collects plan tensor name -> checkpoint tensor name.
-   */
-  private List<LayerSpec> build(List<ModelConfig.Layer> layers, int width, String prefix,
-      Map<String, float[]> loaded, Map<String, String> names) throws IOException {
-    List<LayerSpec> out = new ArrayList<>();
-    for (int i = 0; i < layers.size(); i++) {
-      ModelConfig.Layer l = layers.get(i);
-      String at = prefix + i;
-      LayerSpec s;
-      if (l instanceof ModelConfig.Linear x) {
-        int o = (int) shape(x.weight())[0];
-        String name = ModelConfig.layerName(x.weight());
-        s = new LayerSpec.Linear(name, width, o, load(x.weight(), loaded, names, name + ".weight"),
-            x.bias() == null ? null : load(x.bias(), loaded, names, name + ".bias"), x.parallel());
-      } else if (l instanceof ModelConfig.Act x) {
-        s = new LayerSpec.Act(x.activation(), width);
-      } else if (l instanceof ModelConfig.LayerNorm x) {
-        String name = x.weight() != null ? ModelConfig.layerName(x.weight())
-            : x.bias() != null ? ModelConfig.layerName(x.bias()) : "layer_norm." + at;
-        s = new LayerSpec.LayerNorm(name, width,
-            x.weight() == null ? null : load(x.weight(), loaded, names, name + ".weight"),
-            x.bias() == null ? null : load(x.bias(), loaded, names, name + ".bias"), x.eps());
-      } else if (l instanceof ModelConfig.Embedding x) {
-        int dim = (int) shape(x.weight())[1];
-        String name = ModelConfig.layerName(x.weight());
-        s = new LayerSpec.Embedding(name, width, dim, load(x.weight(), loaded, names, name + ".weight"), x.bag(),
-            x.mean());
-      } else if (l instanceof ModelConfig.Residual x) {
-        s = new LayerSpec.Residual(build(x.layers(), width, at + ".", loaded, names));
-      } else {
-        throw new IllegalStateException("Unknown layer " + l);
-      }
-      out.add(s);
-      width = s.outWidth();
-    }
-    return out;
-  }
-
-  private float[] load(String tensor, Map<String, float[]> loaded, Map<String, String> names, String planName)
-      throws IOException {
-    if (loaded == null) {
-      names.put(planName, tensor);
-      return LayerSpec.UNLOADED;
-    }
-    float[] a = loaded.get(tensor);
-    if (a == null) {
-      a = readAll(tensor);
-      loaded.put(tensor, a);
-    }
-    return a;
   }
 
   /** Closes every weights file; harmless when called again. */

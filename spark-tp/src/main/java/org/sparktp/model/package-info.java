@@ -5,9 +5,11 @@
  * safetensors loads as it is.
  *
  * <ul>
- *   <li>{@link org.sparktp.model.ModelDirectory}: opens and validates a directory, loads it as a
- *       {@link org.sparktp.nn.ModelSpec}, or reads one rank's rows or columns of a tensor;
- *   <li>{@link org.sparktp.model.ModelWriter}: writes a {@link org.sparktp.nn.ModelSpec} as a directory;
+ *   <li>{@link org.sparktp.model.ModelDirectory}: opens and validates a directory (its layer list built into
+ *       ops by {@code ConfigGraph}: {@link org.sparktp.model.ModelDirectory#graph()}), loads it whole as a
+ *       {@link org.sparktp.model.LayerModel}, or reads one rank's rows or columns of a tensor;
+ *   <li>{@link org.sparktp.model.LayerModel}: a layer list with its weights in memory, built in code with its
+ *       builder; {@link org.sparktp.model.ModelWriter} writes one as a directory;
  *   <li>{@link org.sparktp.model.SafetensorsFile} and {@link org.sparktp.model.SafetensorsWriter}: one
  *       safetensors file, read with positioned reads through Hadoop's {@code FileSystem} ({@code file:},
  *       {@code hdfs:}, {@code s3a:} …), written in F32, F16 or BF16.

@@ -5,7 +5,7 @@ import org.sparktp.tensor.DType;
 import org.sparktp.backend.Tensor;
 
 /**
- * Where a rank reads its weight shards from: whole tensors held in memory ({@link #of(ModelSpec)}), or
+ * Where a rank reads its weight shards from: whole tensors held in memory ({@code LayerModel.weights()}), or
  * byte ranges of a checkpoint. Tensors are named {@code <layer>.weight} and {@code <layer>.bias}; a 2-D
  * tensor is {@code [rows, cols]} row-major, a 1-D tensor {@code [n]} is read with {@link #rows}.
  */
@@ -48,10 +48,5 @@ public interface WeightSource {
     try (f) {
       return be.convert(f, dtype);
     }
-  }
-
-  /** The weights of an in-memory model. */
-  static WeightSource of(ModelSpec spec) {
-    return new SpecWeights(spec);
   }
 }

@@ -21,7 +21,8 @@ import org.apache.spark.sql.SparkSession;
 import org.sparktp.model.ModelDirectory;
 import org.sparktp.model.ModelWriter;
 import org.sparktp.model.hf.HfModel;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.model.LayerModel;
+import org.sparktp.nn.plan.LayerGraph;
 import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.WeightSource;
@@ -66,8 +67,8 @@ final class ModelLoader {
     try (ModelDirectory d = ModelDirectory.open(path, hadoop)) {
       FileSystem fs = path.getFileSystem(hadoop);
       String qualified = fs.makeQualified(path).toString();
-      ModelSpec structure = d.structure();
-      return new TensorParallelModel(uid, structure, new Shards(structure, qualified, identity(qualified,
+      LayerGraph graph = d.graph();
+      return new TensorParallelModel(uid, graph, new Shards(graph, null, qualified, identity(qualified,
           d.files(hadoop), fs), d.weightDtype()));
     } catch (IOException e) {
       throw new IllegalArgumentException("Cannot open the model directory " + dir + ": " + e.getMessage(), e);
@@ -115,7 +116,8 @@ final class ModelLoader {
   static final class Shards implements java.io.Serializable {
     private static final long serialVersionUID = 1L;
     final String modelId; // the directory's identity, or random for a model held in memory
-    private final transient ModelSpec spec;
+    private final transient LayerGraph graph;
+    private final transient LayerModel memory; // the weights of a model held in memory, else null
     private final String checkpoint; // a model directory each rank reads its shard from, or null
     final DType checkpointDtype; // storage dtype of the checkpoint's weights, or null for in-memory weights
     private transient Map<Integer, Plan> plans;
@@ -123,9 +125,10 @@ final class ModelLoader {
     private transient SparkContext owner;
     private transient Map<String, String[]> placements;
 
-    Shards(ModelSpec spec, String checkpoint, String identity, DType checkpointDtype) {
+    Shards(LayerGraph graph, LayerModel memory, String checkpoint, String identity, DType checkpointDtype) {
       this.checkpointDtype = checkpointDtype;
-      this.spec = spec;
+      this.graph = graph;
+      this.memory = memory;
       this.checkpoint = checkpoint;
       this.modelId = identity != null ? identity : UUID.randomUUID().toString();
     }
@@ -152,13 +155,18 @@ final class ModelLoader {
           : new ShardSource.Broadcasts(broadcasts(sc, plan));
     }
 
+    /** True when the weights are held in this driver's memory (not read from a checkpoint by each rank). */
+    boolean inMemory() {
+      return memory != null;
+    }
+
     /** The whole model with its weights (read from the checkpoint when it is one). */
-    ModelSpec loadedSpec(org.apache.hadoop.conf.Configuration hadoop) throws IOException {
+    LayerModel loaded(org.apache.hadoop.conf.Configuration hadoop) throws IOException {
       if (checkpoint == null) {
-        return spec;
+        return memory;
       }
       try (ModelDirectory d = ModelDirectory.open(new Path(checkpoint), hadoop)) {
-        return d.toSpec();
+        return d.load();
       }
     }
 
@@ -166,7 +174,7 @@ final class ModelLoader {
       if (plans == null) {
         plans = new HashMap<>();
       }
-      return plans.computeIfAbsent(p, q -> Plan.build(spec, q));
+      return plans.computeIfAbsent(p, q -> Plan.build(graph, q));
     }
 
     /** One broadcast per rank, each holding only that rank's shard; made once per tp size and context. */
@@ -179,7 +187,7 @@ final class ModelLoader {
       List<Broadcast<RankWeights>> got = broadcasts.get(plan.tpSize());
       if (got == null) {
         JavaSparkContext jsc = JavaSparkContext.fromSparkContext(sc);
-        WeightSource src = WeightSource.of(spec);
+        WeightSource src = memory.weights();
         got = new ArrayList<>();
         for (int r = 0; r < plan.tpSize(); r++) {
           got.add(jsc.broadcast(plan.shard(src, r)));
@@ -237,7 +245,7 @@ final class ModelLoader {
           model.shards.copyCheckpoint(dir, sc().hadoopConfiguration()); // the files as they are, never loaded
           return;
         }
-        ModelWriter.write(model.shards.loadedSpec(sc().hadoopConfiguration()), dir, sc().hadoopConfiguration());
+        ModelWriter.write(model.shards.loaded(sc().hadoopConfiguration()), dir, sc().hadoopConfiguration());
       } catch (IOException e) {
         throw new UncheckedIOException("Cannot write the model weights to " + dir + ": " + e.getMessage(), e);
       }

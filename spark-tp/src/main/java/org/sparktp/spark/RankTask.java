@@ -31,10 +31,9 @@ import org.sparktp.comm.Communicator;
 import org.sparktp.comm.CommunicatorException;
 import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.plan.Plan;
-import org.sparktp.nn.run.RankModels;
+import org.sparktp.nn.run.RankModel;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.run.TpRunner;
-import org.sparktp.nn.run.TransformerRankModel;
 import scala.Tuple2;
 import scala.jdk.javaapi.CollectionConverters;
 import scala.runtime.AbstractFunction1;
@@ -175,7 +174,7 @@ final class RankTask
         l = ShardCache.get().checkOut(key, job.weightBytes(rank), job.cacheMaxBytes(), this::load);
         if (job.generate() != null) {
           ts = job.generate().stopCheck();
-          gn = new org.sparktp.nn.gen.Generator((TransformerRankModel) l.model(), c, job.generate().params(), ts)
+          gn = new org.sparktp.nn.gen.Generator((RankModel) l.model(), c, job.generate().params(), ts)
               .activationDtype(job.activationDtype());
           final int gRank = rank;
           long[] seen = {0};
@@ -234,7 +233,7 @@ final class RankTask
         // the rank reads its slices in the checkpoint's dtype straight into its tensors (a backend with
         // half-precision tensors: the CPU's), stored in dt; another backend gets f32 host blocks
         try (RankWeights w = b.supports(DType.BF16) ? job.shards().load(rank, b, dt) : job.shards().load(rank)) {
-          return new ShardCache.Entry(key, RankModels.load(job.plan(), rank, b, w, dt), b);
+          return new ShardCache.Entry(key, new RankModel(job.plan(), rank, b, w, dt), b);
         }
       } catch (RuntimeException | Error e) {
         try {

@@ -35,7 +35,7 @@ interface ShardSource extends Serializable {
   }
 
   /** A Hugging Face model directory: the rank reads only the byte ranges of its slices. */
-  record HfCheckpoint(String dir, org.sparktp.nn.plan.TransformerPlan plan) implements ShardSource {
+  record HfCheckpoint(String dir, org.sparktp.nn.plan.Plan plan) implements ShardSource {
     @Override
     public RankWeights load(int rank) {
       try (org.sparktp.model.hf.HfModel d = org.sparktp.model.hf.HfModel.open(new org.apache.hadoop.fs.Path(dir),
@@ -46,7 +46,7 @@ interface ShardSource extends Serializable {
       }
     }
 
-    /** The rank's slices read in the checkpoint's own bytes into {@code be}'s tensors (see TransformerPlan.shard). */
+    /** The rank's slices read in the checkpoint's own bytes into {@code be}'s tensors (see Plan.shard). */
     @Override
     public RankWeights load(int rank, Backend be, DType dtype) {
       try (org.sparktp.model.hf.HfModel d = org.sparktp.model.hf.HfModel.open(new org.apache.hadoop.fs.Path(dir),

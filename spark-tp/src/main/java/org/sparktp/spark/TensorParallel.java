@@ -4,8 +4,7 @@ import java.util.List;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.sparktp.backend.Activation;
-import org.sparktp.nn.LayerSpec;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.model.LayerModel;
 import org.sparktp.nn.Parallel;
 
 /**
@@ -50,21 +49,18 @@ public final class TensorParallel {
   public static Dataset<Row> mlp(Dataset<?> df, String inputCol, String outputCol, float[] w1, float[] b1,
       String activation, float[] w2, float[] b2, int in, int hidden, int out, int tpSize) {
     Activation act = Activation.parse(activation);
-    ModelSpec spec = new ModelSpec(in, List.of(
-        new LayerSpec.Linear("fc1", in, hidden, w1, b1, Parallel.COLUMN),
-        new LayerSpec.Act(act, hidden),
-        new LayerSpec.Linear("fc2", hidden, out, w2, b2, Parallel.ROW)));
-    return run(spec, df, inputCol, outputCol, tpSize);
+    return run(LayerModel.builder(in).linear("fc1", hidden, w1, b1, Parallel.COLUMN).activation(act)
+        .linear("fc2", out, w2, b2, Parallel.ROW).build(), df, inputCol, outputCol, tpSize);
   }
 
   private static Dataset<Row> linear(Dataset<?> df, String inputCol, String outputCol, float[] weight, float[] bias,
       int in, int out, int tpSize, Parallel mode) {
-    ModelSpec spec = new ModelSpec(in, List.of(new LayerSpec.Linear("linear", in, out, weight, bias, mode)));
-    return run(spec, df, inputCol, outputCol, tpSize);
+    return run(LayerModel.builder(in).linear("linear", out, weight, bias, mode).build(), df, inputCol, outputCol,
+        tpSize);
   }
 
-  private static Dataset<Row> run(ModelSpec spec, Dataset<?> df, String inputCol, String outputCol, int tpSize) {
-    return new TensorParallelModel(spec).setInputCol(inputCol).setOutputCol(outputCol).setTpSize(tpSize)
+  private static Dataset<Row> run(LayerModel model, Dataset<?> df, String inputCol, String outputCol, int tpSize) {
+    return new TensorParallelModel(model).setInputCol(inputCol).setOutputCol(outputCol).setTpSize(tpSize)
         .transform(df);
   }
 }

@@ -14,11 +14,11 @@ import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.StructType;
 import org.sparktp.TpConf;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.model.LayerModel;
+import org.sparktp.nn.plan.LayerGraph;
 import org.sparktp.nn.plan.ModelPlan;
 import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.ops.TransformerModel;
-import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.tensor.DType;
 
 /**
@@ -58,18 +58,19 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
   public static final String FINISH_REASON = "finish_reason";
   static final List<String> GENERATE_COLUMNS = List.of(GENERATED_IDS, GENERATED_TEXT, FINISH_REASON);
 
-  final ModelSpec spec;
+  final LayerGraph graph;
   final ModelLoader.Shards shards;
-  // --- issue 10: a Hugging Face transformer (spec is null then) ---
+  // --- issue 10: a Hugging Face transformer (graph is null then) ---
   final ModelLoader.HfShards hf;
   transient volatile TpMetrics lastMetrics;
 
-  public TensorParallelModel(ModelSpec spec) {
-    this(Identifiable$.MODULE$.randomUID("tpModel"), spec, new ModelLoader.Shards(spec, null, null, null));
+  /** A layer-list model held in memory ({@link LayerModel#builder}); its weights go to the ranks as broadcasts. */
+  public TensorParallelModel(LayerModel model) {
+    this(Identifiable$.MODULE$.randomUID("tpModel"), model);
   }
 
-  public TensorParallelModel(String uid, ModelSpec spec) {
-    this(uid, spec, new ModelLoader.Shards(spec, null, null, null));
+  public TensorParallelModel(String uid, LayerModel model) {
+    this(uid, model.graph(), new ModelLoader.Shards(model.graph(), model, null, null, null));
   }
 
   /**
@@ -81,23 +82,23 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
     return ModelLoader.fromDirectory(Identifiable$.MODULE$.randomUID("tpModel"), dir);
   }
 
-  TensorParallelModel(String uid, ModelSpec spec, ModelLoader.Shards shards) {
-    this(uid, spec, shards, null);
+  TensorParallelModel(String uid, LayerGraph graph, ModelLoader.Shards shards) {
+    this(uid, graph, shards, null);
   }
 
-  TensorParallelModel(String uid, ModelSpec spec, ModelLoader.Shards shards, ModelLoader.HfShards hf) {
+  TensorParallelModel(String uid, LayerGraph graph, ModelLoader.Shards shards, ModelLoader.HfShards hf) {
     super(uid);
-    if (spec == null && hf == null) {
-      throw new IllegalArgumentException("A TensorParallelModel needs a ModelSpec");
+    if (graph == null && hf == null) {
+      throw new IllegalArgumentException("A TensorParallelModel needs a model");
     }
-    this.spec = spec;
+    this.graph = graph;
     this.shards = shards;
     this.hf = hf;
   }
 
-  /** The layer-list model, or null for a Hugging Face transformer ({@link #transformer()}). */
-  public ModelSpec spec() {
-    return spec;
+  /** The layer-list model's ops, or null for a Hugging Face transformer ({@link #transformer()}). */
+  public LayerGraph graph() {
+    return graph;
   }
 
   /** The Hugging Face transformer this model runs, or null for a layer-list model. */
@@ -106,13 +107,13 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
   }
 
   /** The transformer plan for {@code p} ranks with this model's task, pooling, normalize and truncation. */
-  public TransformerPlan transformerPlan(int p) {
+  public Plan transformerPlan(int p) {
     return new TransformFlow(this).transformerPlan(p);
   }
 
   /**
    * The plan this model runs with {@code p} ranks, whatever its format (its {@code explain()} prints ops, layouts and
-   * collectives): a layer list's {@link Plan}, or a Hugging Face model's {@link TransformerPlan} for its task.
+   * collectives): a layer list's {@link Plan}, or a Hugging Face model's {@link Plan} for its task.
    */
   public ModelPlan plan(int p) {
     return shards != null ? shards.plan(p) : transformerPlan(p);
@@ -203,7 +204,7 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
 
   @Override
   public TensorParallelModel copy(ParamMap extra) {
-    TensorParallelModel m = new TensorParallelModel(uid(), spec, shards, hf);
+    TensorParallelModel m = new TensorParallelModel(uid(), graph, shards, hf);
     m.conf.putAll(conf);
     return copyValues(m, extra).setParent(parent());
   }

@@ -8,17 +8,17 @@ import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.TpConf;
 import org.sparktp.TpSettings;
 import org.sparktp.backend.Precision;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.model.TextTokenizer;
-import org.sparktp.nn.ModelSpec;
+import org.sparktp.nn.plan.LayerGraph;
 import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.gen.GenerateParams;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.plan.TransformerPlan;
 import org.sparktp.tensor.DType;
 
 /**
@@ -29,13 +29,13 @@ import org.sparktp.tensor.DType;
  */
 final class TransformFlow {
   private final TensorParallelModel m;
-  private final ModelSpec spec;
+  private final LayerGraph graph;
   private final ModelLoader.Shards shards;
   private final ModelLoader.HfShards hf;
 
   TransformFlow(TensorParallelModel m) {
     this.m = m;
-    this.spec = m.spec;
+    this.graph = m.graph;
     this.shards = m.shards;
     this.hf = m.hf;
   }
@@ -58,12 +58,12 @@ final class TransformFlow {
   }
 
   /** The transformer plan for {@code p} ranks with this model's task, pooling, normalize and truncation. */
-  TransformerPlan transformerPlan(int p) {
+  Plan transformerPlan(int p) {
     if (hf == null) {
       throw new IllegalStateException("This model is a layer list, not a transformer: use plan(p)");
     }
     boolean truncate = m.settings(TensorParallelModel.active()).bool(TpConf.TRUNCATE);
-    return TransformerPlan.build(hf.model, p, m.isSet(m.task()) ? Task.parse(m.getOrDefault(m.task())) : null,
+    return TransformerGraph.plan(hf.model, p, m.isSet(m.task()) ? Task.parse(m.getOrDefault(m.task())) : null,
         m.isSet(m.pooling()) ? Pooling.parse(m.getOrDefault(m.pooling())) : null,
         (Boolean) m.getOrDefault(m.normalize()), truncate);
   }
@@ -73,7 +73,7 @@ final class TransformFlow {
     if (hf != null) {
       return onError.outputSchema(schema, transformerSchema(schema));
     }
-    InputKind.of(schema, m.getInputCol(), spec.takesIds(), spec.takesBags());
+    InputKind.of(schema, m.getInputCol(), graph.takesIds(), graph.takesBags());
     String out = m.getOutputCol();
     for (String f : schema.fieldNames()) {
       if (f.equals(out)) {
@@ -120,8 +120,8 @@ final class TransformFlow {
         throw new IllegalArgumentException("Output column '" + out + "' already exists; set outputCol to a new name");
       }
     }
-    TransformerPlan plan = transformerPlan(1);
-    if (plan.task() == Task.GENERATE) {
+    Plan plan = transformerPlan(1);
+    if (plan.transformer().task() == Task.GENERATE) {
       // issue 12: generated_ids, finish_reason from the barrier stage, then generated_text (with a tokenizer)
       if (m.isSet(m.outputCol())) {
         throw new IllegalArgumentException("Task generate writes the columns " + String.join(", ",
@@ -140,7 +140,7 @@ final class TransformFlow {
       }
       return s.add(TensorParallelModel.FINISH_REASON, DataTypes.StringType, true);
     }
-    return schema.add(out, plan.task() == Task.SCORE ? DataTypes.DoubleType
+    return schema.add(out, plan.transformer().task() == Task.SCORE ? DataTypes.DoubleType
         : DataTypes.createArrayType(DataTypes.FloatType, false), nullOutputs());
   }
 
@@ -170,7 +170,7 @@ final class TransformFlow {
     int g = settings.getInt(TpConf.GROUPS, 0);
     long slotWait = settings.durationMillis(TpConf.SLOTS_WAIT);
     int batch = settings.getInt(TpConf.BATCH_SIZE, 1);
-    long batchBytes = 4L * batch * (hf != null ? hf.model.vocab() : Math.max(spec.inputDim(), spec.outputDim()));
+    long batchBytes = 4L * batch * (hf != null ? hf.model.vocab() : Math.max(graph.inputDim(), graph.outputDim()));
     if (batchBytes >= Integer.MAX_VALUE / 2) {
       throw new IllegalArgumentException("batchSize " + batch + " makes batches of " + batchBytes
           + " bytes; lower it (" + TpConf.BATCH_SIZE + ")");
@@ -209,8 +209,8 @@ final class TransformFlow {
       org.apache.spark.sql.classic.SparkSession spark, int p, int g, CommFactory comm, TpSettings settings,
       DType storage, DType activations) {
     SparkContext sc = spark.sparkContext();
-    TransformerPlan plan = transformerPlan(p);
-    GenerateJob gen = plan.task() == Task.GENERATE ? generateJob(spark, settings) : null;
+    Plan plan = transformerPlan(p);
+    GenerateJob gen = plan.transformer().task() == Task.GENERATE ? generateJob(spark, settings) : null;
     OnError onError = OnError.parse(settings.get(TpConf.ON_ERROR));
     org.apache.spark.sql.classic.Dataset<Row> df = (org.apache.spark.sql.classic.Dataset<Row>) onError.prepare(ds.toDF());
     outSchema = onError.barrierSchema(df.schema(), outSchema, ds.schema().size());
@@ -223,7 +223,7 @@ final class TransformFlow {
     String helper = null;
     if (textInput(df.schema())) {
       helper = "__spark_tp_token_ids";
-      int maxLen = plan.truncate() && gen == null ? plan.model().maxPositions() : 0; // generate truncates left
+      int maxLen = plan.transformer().truncate() && gen == null ? plan.transformer().model().maxPositions() : 0; // generate truncates left
       df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, helper, hf.dir, maxLen, gen != null);
       col = helper;
       outSchema = gen != null ? df.schema().add(outSchema.fields()[outSchema.fields().length - 2])

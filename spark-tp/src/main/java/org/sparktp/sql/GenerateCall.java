@@ -106,7 +106,7 @@ final class GenerateCall {
     Dataset<Row> out = m.transform(in);
     Column prompt = size(c(name));
     if (m.settings(in.sparkSession()).bool(TpConf.TRUNCATE)) {
-      int room = m.transformerPlan(1).model().maxPositions() - (Integer) m.getOrDefault(m.maxNewTokens());
+      int room = m.transformer().maxPositions() - (Integer) m.getOrDefault(m.maxNewTokens());
       prompt = least(prompt, lit(room));
     }
     List<String> names = List.of(out.columns());

@@ -34,7 +34,7 @@ class SqlCliTest {
     ModelSpec spec = new ModelSpec(in, List.of(new LayerSpec.Linear("fc", in, out, w, b, Parallel.AUTO),
         new LayerSpec.Act(Activation.TANH, out)));
     Path model = tmp.resolve("model");
-    ModelWriter.write(spec, model.toString());
+    ModelWriter.write(spec.model(), model.toString());
     double[][] x = new double[9][in];
     List<String> lines = new ArrayList<>();
     for (int i = 0; i < x.length; i++) {

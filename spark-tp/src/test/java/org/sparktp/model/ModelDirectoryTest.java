@@ -93,9 +93,9 @@ class ModelDirectoryTest {
 
   private ModelSpec roundTrip(ModelSpec spec, String name) throws IOException {
     Path d = dir(name);
-    ModelWriter.write(spec, d, conf);
+    ModelWriter.write(spec.model(), d, conf);
     try (ModelDirectory md = ModelDirectory.open(d, conf)) {
-      return md.toSpec();
+      return ModelSpec.of(md.load());
     }
   }
 
@@ -192,7 +192,7 @@ class ModelDirectoryTest {
     try (ModelDirectory md = ModelDirectory.open(d, conf)) {
       assertThat(md.tensorNames()).containsExactly("0.weight", "0.bias", "2.weight", "2.bias", "3.weight", "3.bias");
       assertThat(md.shape("3.weight")).containsExactly(4, 16);
-      ModelSpec spec = md.toSpec();
+      ModelSpec spec = ModelSpec.of(md.load());
       assertThat(spec.inputDim()).isEqualTo(10);
       assertThat(spec.outputDim()).isEqualTo(4);
       LayerSpec.Linear l0 = (LayerSpec.Linear) spec.layers().get(0);
@@ -228,7 +228,7 @@ class ModelDirectoryTest {
     writeText(new Path(d, "config.json"), "{\"spark_tp\": 1, \"input_dim\": 4, \"layers\": ["
         + "{\"type\": \"linear\", \"weight\": \"fc.weight\", \"bias\": \"fc.bias\"}]}");
     try (ModelDirectory md = ModelDirectory.open(d, conf)) {
-      LayerSpec.Linear l = (LayerSpec.Linear) md.toSpec().layers().get(0);
+      LayerSpec.Linear l = (LayerSpec.Linear) ModelSpec.of(md.load()).layers().get(0);
       for (int i = 0; i < halves.length; i++) {
         assertThat((double) l.weight()[i]).isEqualTo(HalfFloatsTest.halfReference(halves[i]));
       }
@@ -248,17 +248,17 @@ class ModelDirectoryTest {
         + "{\"type\": \"embedding\", \"weight\": \"wte.weight\"}, {\"type\": \"linear\", \"weight\": \"wte.weight\"}]}");
     ModelSpec spec;
     try (ModelDirectory md = ModelDirectory.open(d, conf)) {
-      spec = md.toSpec();
+      spec = ModelSpec.of(md.load());
     }
     LayerSpec.Embedding e = (LayerSpec.Embedding) spec.layers().get(0);
     LayerSpec.Linear head = (LayerSpec.Linear) spec.layers().get(1);
     assertThat(head.weight()).isSameAs(e.table());
     assertThat(head.out()).isEqualTo(11);
     // one tensor, two ops: the plan accepts it (it used to fail with "Two layers are named 'wte'")
-    assertThat(org.sparktp.nn.plan.Plan.build(spec, 2).explain()).contains("embedding wte [11x5]")
+    assertThat(org.sparktp.nn.plan.Plan.build(spec.graph(), 2).explain()).contains("embedding wte [11x5]")
         .contains("linear wte [5->11]");
-    org.sparktp.nn.plan.Plan plan = org.sparktp.nn.plan.Plan.build(spec, 2);
-    assertThat(plan.shard(org.sparktp.nn.WeightSource.of(spec), 1).blocks()).hasSize(1);
+    org.sparktp.nn.plan.Plan plan = org.sparktp.nn.plan.Plan.build(spec.graph(), 2);
+    assertThat(plan.shard(spec.weights(), 1).blocks()).hasSize(1);
     assertSameModel(roundTrip(spec, "tied-again"), spec);
     try (SafetensorsFile f = SafetensorsFile.open(new Path(dir("tied-again"), "model.safetensors"), conf)) {
       assertThat(f.tensors().keySet()).containsExactly("wte.weight");
@@ -287,11 +287,11 @@ class ModelDirectoryTest {
                         "fc2.bias": "model-00002-of-00002.safetensors",
                         "unused": "model-00002-of-00002.safetensors"}}
         """);
-    ModelConfig.of(spec).write(new Path(d, "config.json"), conf);
+    spec.model().config().write(new Path(d, "config.json"), conf);
     try (ModelDirectory md = ModelDirectory.open(d, conf)) {
       assertThat(md.fileOf("fc2.bias").getName()).isEqualTo("model-00002-of-00002.safetensors");
       assertThat(md.fileOf("fc1.weight").getName()).isEqualTo("model-00001-of-00002.safetensors");
-      assertSameModel(md.toSpec(), spec);
+      assertSameModel(ModelSpec.of(md.load()), spec);
       // rank r of p reads its column-parallel shard of fc1 (rows of [out, in]) and row-parallel shard of fc2
       for (int p = 1; p <= 4; p++) {
         Split out1 = Split.balanced(14, p);
@@ -317,7 +317,7 @@ class ModelDirectoryTest {
     int out = 8;
     ModelSpec spec = new ModelSpec(in, List.of(linear("fc", in, out, true, Parallel.ROW)));
     Path d = dir("bytes");
-    ModelWriter.write(spec, d, conf);
+    ModelWriter.write(spec.model(), d, conf);
     try (ModelDirectory md = ModelDirectory.open(d, conf)) {
       Split s = Split.balanced(in, 4);
       float[] shard = md.readColumns("fc.weight", s.offset(3), s.length(3));
@@ -448,7 +448,7 @@ class ModelDirectoryTest {
   void aClosedDirectoryRefusesReads() throws Exception {
     ModelSpec spec = new ModelSpec(3, List.of(linear("fc", 3, 2, true, Parallel.AUTO)));
     Path d = dir("closed");
-    ModelWriter.write(spec, d, conf);
+    ModelWriter.write(spec.model(), d, conf);
     ModelDirectory md = ModelDirectory.open(d, conf);
     md.close();
     md.close();
@@ -464,7 +464,7 @@ class ModelDirectoryTest {
       out.writeBytes("{}");
     }
     assertThat(Files.exists(tmp.resolve("edited/.config.json.crc"))).isTrue();
-    ModelWriter.write(spec, d, conf);
+    ModelWriter.write(spec.model(), d, conf);
     try (var files = Files.list(tmp.resolve("edited"))) {
       assertThat(files.map(f -> f.getFileName().toString())).containsExactlyInAnyOrder("config.json",
           "model.safetensors");
@@ -472,7 +472,7 @@ class ModelDirectoryTest {
     java.nio.file.Path config = tmp.resolve("edited/config.json");
     Files.writeString(config, Files.readString(config).replace("\"auto\"", "\"row\""));
     try (ModelDirectory md = ModelDirectory.open(d, conf)) {
-      assertThat(((LayerSpec.Linear) md.toSpec().layers().get(0)).parallel()).isEqualTo(Parallel.ROW);
+      assertThat(((LayerSpec.Linear) ModelSpec.of(md.load()).layers().get(0)).parallel()).isEqualTo(Parallel.ROW);
     }
   }
 
@@ -480,7 +480,7 @@ class ModelDirectoryTest {
   void theWriterRefusesTwoDifferentTensorsUnderOneName() {
     ModelSpec spec = new ModelSpec(4, List.of(linear("fc", 4, 4, true, Parallel.AUTO),
         linear("fc", 4, 4, true, Parallel.AUTO)));
-    assertThatThrownBy(() -> ModelWriter.write(spec, dir("dup"), conf)).isInstanceOf(IllegalArgumentException.class)
+    assertThatThrownBy(() -> ModelWriter.write(spec.model(), dir("dup"), conf)).isInstanceOf(IllegalArgumentException.class)
         .hasMessageContaining("two layers store different values as 'fc.weight'");
   }
 }

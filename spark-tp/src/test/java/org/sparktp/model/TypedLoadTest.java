@@ -75,7 +75,7 @@ class TypedLoadTest {
         .filter(p -> p.getType() == MemoryType.HEAP).toList();
     try (ModelDirectory m = ModelDirectory.open(dir.toString()); CpuBackend be = new CpuBackend(1, "onednn", 64)) {
       assertThat(m.weightDtype()).isEqualTo(DType.BF16);
-      Plan plan = Plan.build(m.structure(), 1);
+      Plan plan = Plan.build(m.graph(), 1);
       System.gc();
       heap.forEach(MemoryPoolMXBean::resetPeakUsage);
       long before = heapPeakSinceReset(heap);

@@ -1,5 +1,6 @@
 package org.sparktp.nn;
 
+import org.sparktp.nn.ops.Weights;
 import org.sparktp.nn.run.TpRunner;
 import org.sparktp.nn.run.RankModel;
 import org.sparktp.nn.plan.Plan;
@@ -51,10 +52,10 @@ class ActivationDtypeTest {
 
   /** Runs {@code rows} (the same on every rank) through RankModel.forward; returns rank 0's replicated output. */
   static List<Run> run(ModelSpec spec, int p, float[] x, int rows, DType weights, DType activations) {
-    Plan plan = Plan.build(spec, p);
+    Plan plan = Plan.build(spec.graph(), p);
     return LocalCommunicator.run(p, EngineTest.TIMEOUT_MS, rank -> comm -> {
       try (CpuBackend be = new CpuBackend();
-          RankModel m = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank), weights)) {
+          RankModel m = new RankModel(plan, rank, be, plan.shard(spec.weights(), rank), weights)) {
         RunContext ctx = new RunContext(be, comm).activationDtype(activations);
         List<String> seen = Collections.synchronizedList(new ArrayList<>());
         ctx.observeBoundaries(t -> seen.add(t.layout() + " " + t.local().dtype()));
@@ -131,10 +132,10 @@ class ActivationDtypeTest {
     float[] x = rnd.floats(rows * spec.inputDim(), 2);
     List<Run> f32 = run(spec, 3, x, rows, DType.F32, DType.F32);
     Compare.assertClose(f32.get(0).y(), Reference.forward(spec, rnd.rows(x, rows, spec.inputDim())), "f32 " + rnd);
-    Plan plan = Plan.build(spec, 3);
+    Plan plan = Plan.build(spec.graph(), 3);
     List<float[]> plain = LocalCommunicator.run(3, EngineTest.TIMEOUT_MS, rank -> comm -> {
       try (CpuBackend be = new CpuBackend();
-          RankModel m = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank))) {
+          RankModel m = new RankModel(plan, rank, be, plan.shard(spec.weights(), rank))) {
         RunContext ctx = new RunContext(be, comm);
         try (DistTensor out = Mappings.toReplicated(m.forward(InputBatch.dense(x, rows, 50), ctx), ctx)) {
           return be.download(out.local());
@@ -149,14 +150,14 @@ class ActivationDtypeTest {
   void runnerWithBf16Activations() {
     ModelSpec spec = EngineTest.fiveOpModel(rnd);
     int p = 3;
-    Plan plan = Plan.build(spec, p);
+    Plan plan = Plan.build(spec.graph(), p);
     float[][] inputs = new float[p][];
     for (int r = 0; r < p; r++) {
       inputs[r] = rnd.floats(EngineTest.rowsFor(r, 1) * spec.inputDim(), 2);
     }
     List<float[]> got = LocalCommunicator.run(p, EngineTest.TIMEOUT_MS, rank -> comm -> {
       try (CpuBackend be = new CpuBackend();
-          RankModel m = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank), DType.BF16)) {
+          RankModel m = new RankModel(plan, rank, be, plan.shard(spec.weights(), rank), DType.BF16)) {
         TpRunner runner = new TpRunner(m, comm).activationDtype(DType.BF16);
         float[] y = runner.step(InputBatch.dense(inputs[rank], inputs[rank].length / 50, 50));
         assertThat(runner.step(InputBatch.dense(new float[0], 0, 50))).isNull();
@@ -231,9 +232,9 @@ class ActivationDtypeTest {
       ModelSpec spec = new ModelSpec(vocab, List.of(
           new LayerSpec.Embedding("emb", vocab, 16, rnd.floats(vocab * 16, 1), bag, mean),
           EngineTest.linear(rnd, "fc", 16, 9, true)));
-      Plan plan = Plan.build(spec, p);
+      Plan plan = Plan.build(spec.graph(), p);
       ModelSpec table = new ModelSpec(vocab, List.of(spec.layers().get(0))); // the table alone, for its bytes
-      Plan tablePlan = Plan.build(table, p);
+      Plan tablePlan = Plan.build(table.graph(), p);
       int n = 6;
       int[] ids = new int[n];
       int[][] bags = new int[n][];
@@ -246,10 +247,10 @@ class ActivationDtypeTest {
       }
       List<Object[]> got = LocalCommunicator.run(p, EngineTest.TIMEOUT_MS, rank -> comm -> {
         try (CpuBackend be = new CpuBackend();
-            RankModel m = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank), DType.BF16);
-            RankModel t16 = new RankModel(tablePlan, rank, be, tablePlan.shard(WeightSource.of(table), rank),
+            RankModel m = new RankModel(plan, rank, be, plan.shard(spec.weights(), rank), DType.BF16);
+            RankModel t16 = new RankModel(tablePlan, rank, be, tablePlan.shard(table.weights(), rank),
                 DType.BF16);
-            RankModel t32 = new RankModel(tablePlan, rank, be, tablePlan.shard(WeightSource.of(table), rank),
+            RankModel t32 = new RankModel(tablePlan, rank, be, tablePlan.shard(table.weights(), rank),
                 DType.F32)) {
           InputBatch in;
           if (bag) {
@@ -294,12 +295,12 @@ class ActivationDtypeTest {
         EngineTest.linear(rnd, "fc", 24, 40, true), new LayerSpec.Act(Activation.GELU, 40),
         EngineTest.linear(rnd, "out", 40, 9, true)));
     int p = 2;
-    Plan plan = Plan.build(spec, p);
-    assertThat(Plan.tableDtype(DType.I8)).isEqualTo(DType.BF16);
+    Plan plan = Plan.build(spec.graph(), p);
+    assertThat(Weights.tableDtype(DType.I8)).isEqualTo(DType.BF16);
     int[] ids = {0, 30, 7, 7, 15};
     List<float[]> got = LocalCommunicator.run(p, EngineTest.TIMEOUT_MS, rank -> comm -> {
       try (CpuBackend be = new CpuBackend();
-          RankModel m = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank), DType.I8)) {
+          RankModel m = new RankModel(plan, rank, be, plan.shard(spec.weights(), rank), DType.I8)) {
         RunContext ctx = new RunContext(be, comm).activationDtype(DType.BF16);
         try (DistTensor out = Mappings.toReplicated(m.forward(InputBatch.ids(ids, ids.length), ctx), ctx)) {
           return be.download(out.local());

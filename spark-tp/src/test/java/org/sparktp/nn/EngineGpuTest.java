@@ -25,12 +25,12 @@ class EngineGpuTest {
   private void check(ModelSpec spec) {
     CudaProbe.Status st = CudaProbe.status();
     assumeTrue(st.available(), () -> "no GPU: " + st.backendReason());
-    Plan plan = Plan.build(spec, 1);
+    Plan plan = Plan.build(spec.graph(), 1);
     int rows = 77;
     float[] x = rnd.floats(rows * spec.inputDim(), 2);
     float[] y = LocalCommunicator.run(1, 30_000, rank -> comm -> {
       try (CudaBackend be = new CudaBackend(Map.of(), 0)) {
-        try (RankModel model = new RankModel(plan, 0, be, plan.shard(WeightSource.of(spec), 0))) {
+        try (RankModel model = new RankModel(plan, 0, be, plan.shard(spec.weights(), 0))) {
           TpRunner runner = new TpRunner(model, comm);
           float[] out = runner.step(InputBatch.dense(x, rows, spec.inputDim()));
           runner.step(InputBatch.dense(new float[0], 0, spec.inputDim()));

@@ -62,12 +62,12 @@ class EngineTest {
   }
 
   static List<float[]> runGroup(ModelSpec spec, int p, float[][][] inputs, long[] commCalls, DType dtype) {
-    Plan plan = Plan.build(spec, p);
+    Plan plan = Plan.build(spec.graph(), p);
     List<float[]> perRank = LocalCommunicator.run(p, TIMEOUT_MS, rank -> comm -> {
       try (CpuBackend be = new CpuBackend()) {
         List<Float> out = new ArrayList<>();
-        try (RankModel model = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank), dtype)) {
-          assertThat(model.linearDtype()).isEqualTo(dtype);
+        try (RankModel model = new RankModel(plan, rank, be, plan.shard(spec.weights(), rank), dtype)) {
+          assertThat(model.storage()).isEqualTo(dtype);
           if (dtype.isInt8()) {
             assertThat(model.weightBytes()).as("int8 weights are held as int8").isLessThan(plan.weightBytes(rank));
           }
@@ -161,7 +161,7 @@ class EngineTest {
         linear(rnd, "down", 203, 50, true), new LayerSpec.Act(Activation.RELU, 50),
         linear(rnd, "up2", 50, 101, true), new LayerSpec.Act(Activation.SILU, 101),
         linear(rnd, "down2", 101, 37, true)));
-    Plan plan = Plan.build(mlp, p);
+    Plan plan = Plan.build(mlp.graph(), p);
     assertThat(plan.weightBytes(0, DType.BF16)).as("bf16 linear weights take about half the bytes")
         .isLessThan(plan.weightBytes(0) * 6 / 10);
     if (p > 1) {
@@ -200,7 +200,7 @@ class EngineTest {
         ModelSpec spec = new ModelSpec(vocab, List.of(
             new LayerSpec.Embedding("emb", vocab, 16, rnd.floats(vocab * 16, 1), bag, mean),
             linear(rnd, "fc", 16, 9, true)));
-        Plan plan = Plan.build(spec, p);
+        Plan plan = Plan.build(spec.graph(), p);
         int[][] rowsIds = new int[p][];
         int[][][] bags = new int[p][][];
         for (int r = 0; r < p; r++) {
@@ -217,7 +217,7 @@ class EngineTest {
         }
         List<float[]> got = LocalCommunicator.run(p, TIMEOUT_MS, rank -> comm -> {
           try (CpuBackend be = new CpuBackend();
-              RankModel m = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank))) {
+              RankModel m = new RankModel(plan, rank, be, plan.shard(spec.weights(), rank))) {
             TpRunner runner = new TpRunner(m, comm);
             InputBatch in;
             if (bag) {
@@ -255,12 +255,12 @@ class EngineTest {
     int hidden = 203;
     ModelSpec spec = new ModelSpec(in, List.of(linear(rnd, "up", in, hidden, true),
         new LayerSpec.Act(Activation.GELU, hidden), linear(rnd, "down", hidden, in, false)));
-    Plan plan = Plan.build(spec, p);
+    Plan plan = Plan.build(spec.graph(), p);
     long total = 4L * (hidden * in + hidden + in * hidden);
     // one unit: one output row of "up" (weight row + bias element) plus one input column of "down"
     long unit = 4L * (in + 1) + 4L * in;
     for (int r = 0; r < p; r++) {
-      long b = plan.shard(WeightSource.of(spec), r).bytes();
+      long b = plan.shard(spec.weights(), r).bytes();
       assertThat(b).isEqualTo(plan.weightBytes(r));
       assertThat((double) b).as("rank %d", r).isCloseTo(total / (double) p, org.assertj.core.data.Offset.offset(
           (double) unit));
@@ -270,7 +270,7 @@ class EngineTest {
 
   @org.junit.jupiter.api.Test
   void explainShowsOpsLayoutsCollectivesBytesPerRowAndWeightBytesPerRank() {
-    Plan plan = Plan.build(fiveOpModel(rnd), 3);
+    Plan plan = Plan.build(fiveOpModel(rnd).graph(), 3);
     String text = plan.explain();
     assertThat(text).contains("Plan for tp=3: input width 50, output 37 (SHARDED)");
     assertThat(text).containsPattern("column linear fc1 \\[50->203\\] \\+gelu\\s+REPLICATED\\s+SHARDED");
@@ -281,33 +281,33 @@ class EngineTest {
     assertThat(text).contains("collectives per forward pass: 1");
     long w0 = plan.weightBytes(0);
     assertThat(text).contains("weight bytes per rank: [" + w0 + ", ");
-    assertThat(Plan.build(fiveOpModel(rnd), 1).explain()).contains("collectives per forward pass: 0");
+    assertThat(Plan.build(fiveOpModel(rnd).graph(), 1).explain()).contains("collectives per forward pass: 0");
   }
 
   @org.junit.jupiter.api.Test
   void badInputGetsClearErrors() {
     ModelSpec spec = fiveOpModel(rnd);
-    assertThatThrownBy(() -> Plan.build(spec, 0)).hasMessage("Tensor-parallel size must be positive, got 0");
-    assertThatThrownBy(() -> Plan.build(spec, -1)).hasMessage("Tensor-parallel size must be positive, got -1");
+    assertThatThrownBy(() -> Plan.build(spec.graph(), 0)).hasMessage("Tensor-parallel size must be positive, got 0");
+    assertThatThrownBy(() -> Plan.build(spec.graph(), -1)).hasMessage("Tensor-parallel size must be positive, got -1");
     ModelSpec narrow = new ModelSpec(8, List.of(linear(rnd, "tiny", 8, 3, Parallel.COLUMN)));
-    assertThatThrownBy(() -> Plan.build(narrow, 4)).hasMessageContaining(
+    assertThatThrownBy(() -> Plan.build(narrow.graph(), 4)).hasMessageContaining(
         "Cannot split the output features of 'tiny' of size 3 across p=4 ranks");
     assertThatThrownBy(() -> new LayerSpec.Linear("fc", 4, 3, rnd.floats(12, 1), rnd.floats(4, 1), Parallel.AUTO))
         .hasMessage("Tensor 'fc.bias' has 4 elements, expected [3] = 3");
     assertThatThrownBy(() -> new ModelSpec(50, List.of(linear(rnd, "fc1", 49, 10, true))))
         .hasMessage("layer 0 (linear fc1 [49 -> 10]) takes width 49 but its input has width 50");
-    Plan plan = Plan.build(spec, 2);
+    Plan plan = Plan.build(spec.graph(), 2);
     assertThatThrownBy(() -> LocalCommunicator.run(2, TIMEOUT_MS, rank -> comm -> {
       try (CpuBackend be = new CpuBackend();
-          RankModel m = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank))) {
+          RankModel m = new RankModel(plan, rank, be, plan.shard(spec.weights(), rank))) {
         return new TpRunner(m, comm).step(InputBatch.dense(new float[3 * 49], 3, 49));
       }
     })).hasMessage("Input rows have width 49, the model expects 50");
     ModelSpec emb = new ModelSpec(5, List.of(new LayerSpec.Embedding("e", 5, 3, rnd.floats(15, 1), false, false)));
-    Plan ep = Plan.build(emb, 1);
+    Plan ep = Plan.build(emb.graph(), 1);
     assertThatThrownBy(() -> LocalCommunicator.run(1, TIMEOUT_MS, rank -> comm -> {
       try (CpuBackend be = new CpuBackend();
-          RankModel m = new RankModel(ep, rank, be, ep.shard(WeightSource.of(emb), rank))) {
+          RankModel m = new RankModel(ep, rank, be, ep.shard(emb.weights(), rank))) {
         return new TpRunner(m, comm).step(InputBatch.ids(new int[] {1, 7}, 2));
       }
     })).hasMessage("Row 1 of the batch has id 7 outside the vocabulary [0, 5) of embedding e");

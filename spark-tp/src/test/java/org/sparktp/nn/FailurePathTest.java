@@ -53,14 +53,14 @@ class FailurePathTest {
             EngineTest.linear(rnd, "down", 40, w, true))),
         new LayerSpec.Residual(List.of(EngineTest.linear(rnd, "up2", w, 40, true),
             new LayerSpec.Act(Activation.GELU, 40), EngineTest.linear(rnd, "down2", 40, w, true)))));
-    Plan plan = Plan.build(spec, 2);
+    Plan plan = Plan.build(spec.graph(), 2);
     Throwable[] seen = new Throwable[2];
     long[] live = new long[2];
     try {
       LocalCommunicator.run(2, 10_000, rank -> comm -> {
         Communicator c = rank == 0 ? failingAt(comm, failAt) : comm;
         CpuBackend be = new CpuBackend();
-        try (RankModel m = new RankModel(plan, rank, be, plan.shard(WeightSource.of(spec), rank))) {
+        try (RankModel m = new RankModel(plan, rank, be, plan.shard(spec.weights(), rank))) {
           TpRunner runner = new TpRunner(m, c).activationDtype(act);
           runner.step(InputBatch.dense(rnd.floats(3 * w, 1), 3, w));
         } catch (RuntimeException e) {

@@ -39,7 +39,7 @@ class LayersTest {
   /** A rank's kernels of planned ops, their weights cut from {@code spec}'s; closes the weights with the backend. */
   record Built(List<Op> ops, List<OpKernel> kernels, Weights weights) implements AutoCloseable {
     static Built of(List<Op> planned, ModelSpec spec, int p, int rank, CpuBackend be) {
-      RankWeights blocks = Weights.read(Weights.slices(planned, p, rank).values(), WeightSource.of(spec), rank, p);
+      RankWeights blocks = Weights.read(Weights.slices(planned, p, rank).values(), spec.weights(), rank, p);
       Weights w = new Weights(blocks, be, DType.F32, Weights.uses(planned, p, rank));
       List<OpKernel> ks = new ArrayList<>();
       for (Op o : planned) {

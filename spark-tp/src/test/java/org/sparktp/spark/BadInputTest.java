@@ -33,7 +33,7 @@ class BadInputTest extends SparkTestBase {
   @Test
   void nullValuesFailNamingTheColumnAndCount() {
     float[][] x = inputs(new Random(2001), 12, 50, false);
-    Dataset<Row> out = new TensorParallelModel(SPEC).setTpSize(2).transform(withNulls(x, 1));
+    Dataset<Row> out = new TensorParallelModel(SPEC.model()).setTpSize(2).transform(withNulls(x, 1));
     assertThatThrownBy(out::collectAsList)
         .hasMessageContaining("Column 'features' has 3 null value(s) in input partition 0, the first at row 3 ")
         .hasMessageContaining("spark.tp.null-policy");
@@ -43,12 +43,12 @@ class BadInputTest extends SparkTestBase {
   void settingsAreCheckedOnTheDriverBeforeAnyJobAndReachTheTasks() {
     float[][] x = inputs(new Random(2009), 4, 50, false);
     Dataset<Row> in = withNulls(x, 1);
-    assertThatThrownBy(() -> new TensorParallelModel(SPEC).setConf("spark.tp.comm.timout", "5s"))
+    assertThatThrownBy(() -> new TensorParallelModel(SPEC.model()).setConf("spark.tp.comm.timout", "5s"))
         .hasMessageStartingWith("Unknown setting spark.tp.comm.timout; did you mean spark.tp.comm.timeout?");
     spark.conf().set("spark.tp.comm.chunk-bytes", "1k");
     try {
       // transform throws (no job ran) instead of failing inside the barrier tasks
-      assertThatThrownBy(() -> new TensorParallelModel(SPEC).setTpSize(2).transform(in))
+      assertThatThrownBy(() -> new TensorParallelModel(SPEC.model()).setTpSize(2).transform(in))
           .hasMessage("Invalid value for spark.tp.comm.chunk-bytes: '1k' (use a multiple of 4 bytes from 4k to 64m,"
               + " e.g. 1m)");
     } finally {
@@ -56,7 +56,7 @@ class BadInputTest extends SparkTestBase {
     }
     spark.conf().set("spark.tp.comm.port-range", "1-2-3");
     try {
-      assertThatThrownBy(() -> new TensorParallelModel(SPEC).transform(in))
+      assertThatThrownBy(() -> new TensorParallelModel(SPEC.model()).transform(in))
           .hasMessageStartingWith("Invalid port range for spark.tp.comm.port-range: '1-2-3'");
     } finally {
       spark.conf().unset("spark.tp.comm.port-range");
@@ -81,12 +81,12 @@ class BadInputTest extends SparkTestBase {
     Dataset<Row> in = withNulls(x, 2);
     double[][] ref = Reference.forward(SPEC, x);
 
-    Dataset<Row> skipped = new TensorParallelModel(SPEC).setTpSize(2).setBatchSize(2)
+    Dataset<Row> skipped = new TensorParallelModel(SPEC.model()).setTpSize(2).setBatchSize(2)
         .setConf("spark.tp.null-policy", "skip").transform(in);
     List<Row> s = skipped.collectAsList();
     assertThat(s).extracting(r -> r.getLong(0)).containsExactly(0L, 1L, 2L, 4L, 5L, 6L, 9L, 10L, 11L);
 
-    TensorParallelModel keep = new TensorParallelModel(SPEC).setTpSize(2).setBatchSize(2)
+    TensorParallelModel keep = new TensorParallelModel(SPEC.model()).setTpSize(2).setBatchSize(2)
         .setConf("spark.tp.null-policy", "null");
     Dataset<Row> kept = keep.transform(in);
     assertThat(kept.schema().apply("prediction").nullable()).isTrue();
@@ -117,7 +117,7 @@ class BadInputTest extends SparkTestBase {
   void wrongWidthFailsWithExpectedAndActualWidth() {
     float[][] x = inputs(new Random(2003), 10, 50, false);
     x[6] = new float[49];
-    Dataset<Row> out = new TensorParallelModel(SPEC).setTpSize(2).transform(frame(Input.FLOATS, x, 2));
+    Dataset<Row> out = new TensorParallelModel(SPEC.model()).setTpSize(2).transform(frame(Input.FLOATS, x, 2));
     assertThatThrownBy(out::collectAsList)
         .hasMessageContaining("Column 'features': row 1 of input partition 1 has width 49, the model expects width 50");
   }
@@ -127,14 +127,14 @@ class BadInputTest extends SparkTestBase {
     float[][] x = inputs(new Random(2004), 4, 50, true);
     x[0] = new float[51];
     x[0][3] = 1;
-    Dataset<Row> out = new TensorParallelModel(SPEC).transform(frame(Input.SPARSE_VECTOR, x, 1));
+    Dataset<Row> out = new TensorParallelModel(SPEC.model()).transform(frame(Input.SPARSE_VECTOR, x, 1));
     assertThatThrownBy(out::collectAsList).hasMessageContaining("is a vector of size 51, the model expects width 50");
   }
 
   @Test
   void missingOrNonNumericColumnsFailBeforeAnyJob() {
     Dataset<Row> df = frame(Input.FLOATS, inputs(new Random(2005), 4, 50, false), 1);
-    TensorParallelModel model = new TensorParallelModel(SPEC).setTpSize(2);
+    TensorParallelModel model = new TensorParallelModel(SPEC.model()).setTpSize(2);
     assertThatThrownBy(() -> model.setInputCol("nope").transform(df))
         .hasMessageContaining("Input column 'nope' does not exist; the columns are id, features, tag");
     assertThatThrownBy(() -> model.setInputCol("tag").transform(df))
@@ -146,9 +146,9 @@ class BadInputTest extends SparkTestBase {
   @Test
   void tooFewSlotsOrDynamicAllocationFailBeforeAnyJob() {
     Dataset<Row> df = frame(Input.FLOATS, inputs(new Random(2006), 4, 50, false), 1);
-    assertThatThrownBy(() -> new TensorParallelModel(SPEC).setTpSize(2).setGroups(3).transform(df))
+    assertThatThrownBy(() -> new TensorParallelModel(SPEC.model()).setTpSize(2).setGroups(3).transform(df))
         .hasMessageContaining("needs 3 group(s) x tpSize 2 = 6 task slots at once, but the cluster has 4");
-    assertThatThrownBy(() -> new TensorParallelModel(SPEC).setTpSize(5).transform(df))
+    assertThatThrownBy(() -> new TensorParallelModel(SPEC.model()).setTpSize(5).transform(df))
         .hasMessageContaining("needs 5 task slots at once, but the cluster has 4");
     assertThatThrownBy(() -> Slots.check(true, 8, 1, 2))
         .hasMessageContaining("set spark.dynamicAllocation.enabled=false");
@@ -160,7 +160,7 @@ class BadInputTest extends SparkTestBase {
     float[][] x = inputs(new Random(2007), 4, 50, false);
     x[1][0] = Float.NaN;
     x[2][5] = Float.POSITIVE_INFINITY;
-    float[][] y = outputsById(new TensorParallelModel(SPEC).setTpSize(2).transform(frame(Input.FLOATS, x, 1)),
+    float[][] y = outputsById(new TensorParallelModel(SPEC.model()).setTpSize(2).transform(frame(Input.FLOATS, x, 1)),
         4, "prediction");
     for (float v : y[1]) {
       assertThat(v).isNaN();
@@ -178,7 +178,7 @@ class BadInputTest extends SparkTestBase {
     rows.add(RowFactory.create(0L, withNull));
     StructType schema = new StructType().add("id", DataTypes.LongType)
         .add("features", DataTypes.createArrayType(DataTypes.FloatType, true));
-    Dataset<Row> out = new TensorParallelModel(SPEC).transform(spark.createDataFrame(jsc.parallelize(rows, 1), schema));
+    Dataset<Row> out = new TensorParallelModel(SPEC.model()).transform(spark.createDataFrame(jsc.parallelize(rows, 1), schema));
     assertThatThrownBy(out::collectAsList)
         .hasMessageContaining("Column 'features': row 0 of input partition 0 has a null element at position 7");
 
@@ -186,10 +186,10 @@ class BadInputTest extends SparkTestBase {
     StructType ids = new StructType().add("token", DataTypes.IntegerType);
     Dataset<Row> bad = spark.createDataFrame(jsc.parallelize(List.of(RowFactory.create(3), RowFactory.create(10)), 1),
         ids);
-    Dataset<Row> y = new TensorParallelModel(emb).setTpSize(2).setInputCol("token").transform(bad);
+    Dataset<Row> y = new TensorParallelModel(emb.model()).setTpSize(2).setInputCol("token").transform(bad);
     assertThatThrownBy(y::collectAsList)
         .hasMessageContaining("row 1 of input partition 0 holds id 10, outside the vocabulary [0, 10)");
-    assertThatThrownBy(() -> new TensorParallelModel(emb).transform(frame(Input.FLOATS, new float[0][], 1)))
+    assertThatThrownBy(() -> new TensorParallelModel(emb.model()).transform(frame(Input.FLOATS, new float[0][], 1)))
         .hasMessageContaining("Input column 'features' has type array<float>; the model takes int or long");
   }
 

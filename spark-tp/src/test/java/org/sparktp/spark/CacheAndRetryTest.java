@@ -18,7 +18,7 @@ class CacheAndRetryTest extends SparkTestBase {
     Random rng = new Random(1000);
     ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
     float[][] x = inputs(rng, 60, 50, false);
-    TensorParallelModel model = new TensorParallelModel(spec).setTpSize(2).setGroups(2);
+    TensorParallelModel model = new TensorParallelModel(spec.model()).setTpSize(2).setGroups(2);
 
     Dataset<Row> first = model.transform(frame(Input.FLOATS, x, 3));
     float[][] y1 = outputsById(first, x.length, "prediction");
@@ -56,7 +56,7 @@ class CacheAndRetryTest extends SparkTestBase {
     Random rng = new Random(1050);
     ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
     String dir = tmp.resolve("m").toString();
-    org.sparktp.model.ModelWriter.write(spec, dir);
+    org.sparktp.model.ModelWriter.write(spec.model(), dir);
     float[][] x = inputs(rng, 40, 50, false);
     TensorParallelModel a = TensorParallelModel.fromDirectory(dir).setTpSize(2).setGroups(1);
     outputsById(a.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction");
@@ -84,7 +84,7 @@ class CacheAndRetryTest extends SparkTestBase {
     }
     TensorParallelModel back = TensorParallelModel.load(out.toString());
     assertThat(back.getTpSize()).isEqualTo(2);
-    assertThat(back.spec().inputDim()).isEqualTo(50);
+    assertThat(back.graph().inputDim()).isEqualTo(50);
   }
 
   @Test
@@ -92,7 +92,7 @@ class CacheAndRetryTest extends SparkTestBase {
     Random rng = new Random(1100);
     ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
     float[][] x = inputs(rng, 20, 50, false);
-    TensorParallelModel model = new TensorParallelModel(spec).setTpSize(2).setGroups(1)
+    TensorParallelModel model = new TensorParallelModel(spec.model()).setTpSize(2).setGroups(1)
         .setConf("spark.tp.cache.max-bytes", "1k");
     assertClose(outputsById(model.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction"),
         Reference.forward(spec, x));
@@ -124,7 +124,7 @@ class CacheAndRetryTest extends SparkTestBase {
     for (int i = 0; i < 2; i++) {
       ShardCache.get().clear();
       assertThat(ShardCache.get().bytes()).isZero();
-      TensorParallelModel m = new TensorParallelModel(spec).setTpSize(2).setGroups(1).setDtype(dtypes[i])
+      TensorParallelModel m = new TensorParallelModel(spec.model()).setTpSize(2).setGroups(1).setDtype(dtypes[i])
           .setInputCol("id");
       java.util.List<Row> rows = new java.util.ArrayList<>();
       for (int r = 0; r < 8; r++) {
@@ -137,8 +137,8 @@ class CacheAndRetryTest extends SparkTestBase {
     }
     ShardCache.get().clear();
     // f32: the exact bytes of the plan; bf16: about half (oneDNN's packed layout may pad a little)
-    assertThat(held[0]).isEqualTo(org.sparktp.nn.plan.Plan.build(spec, 2).weightBytes(0)
-        + org.sparktp.nn.plan.Plan.build(spec, 2).weightBytes(1));
+    assertThat(held[0]).isEqualTo(org.sparktp.nn.plan.Plan.build(spec.graph(), 2).weightBytes(0)
+        + org.sparktp.nn.plan.Plan.build(spec.graph(), 2).weightBytes(1));
     assertThat((double) held[1] / held[0]).as("bf16 / f32 cache bytes (%d / %d)", held[1], held[0])
         .isBetween(0.45, 0.6);
   }
@@ -150,10 +150,10 @@ class CacheAndRetryTest extends SparkTestBase {
     ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
     float[][] x = inputs(rng, 90, 50, false);
     Dataset<Row> in = frame(Input.FLOATS, x, 4);
-    float[][] clean = outputsById(new TensorParallelModel(spec).setTpSize(2).setBatchSize(8).transform(in),
+    float[][] clean = outputsById(new TensorParallelModel(spec.model()).setTpSize(2).setBatchSize(8).transform(in),
         x.length, "prediction");
 
-    TensorParallelModel faulty = new TensorParallelModel(spec).setTpSize(2).setBatchSize(8)
+    TensorParallelModel faulty = new TensorParallelModel(spec.model()).setTpSize(2).setBatchSize(8)
         .setConf("spark.tp.test.fail-rank", "1").setConf("spark.tp.comm.transport", transport);
     Dataset<Row> out = faulty.transform(in);
     assertThat(idsByPartition(out)).isEqualTo(idsByPartition(in));

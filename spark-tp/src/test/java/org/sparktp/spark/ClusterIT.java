@@ -127,7 +127,7 @@ class ClusterIT {
     Random rng = new Random(System.nanoTime());
     ModelSpec spec = Reference.mlp(rng, 48, 301, 29);
     float[][] x = SparkTestBase.inputs(rng, 90, 48, false);
-    TensorParallelModel model = new TensorParallelModel(spec).setTpSize(3).setGroups(1).setBatchSize(16);
+    TensorParallelModel model = new TensorParallelModel(spec.model()).setTpSize(3).setGroups(1).setBatchSize(16);
     Dataset<Row> out = model.transform(frame(x, 4));
     SparkTestBase.assertClose(SparkTestBase.outputsById(out, x.length, "prediction"), Reference.forward(spec, x));
     assertThat(model.lastMetrics().commBytesSent(0)).isPositive();

@@ -72,7 +72,7 @@ class LocalClusterTest {
         .add("tag", org.apache.spark.sql.types.DataTypes.StringType, false);
     JavaSparkContext jsc = JavaSparkContext.fromSparkContext(cluster.sparkContext());
     Dataset<Row> in = cluster.createDataFrame(jsc.parallelize(rows, 3), schema);
-    TensorParallelModel model = new TensorParallelModel(spec).setTpSize(2).setGroups(1).setBatchSize(8);
+    TensorParallelModel model = new TensorParallelModel(spec.model()).setTpSize(2).setGroups(1).setBatchSize(8);
 
     Dataset<Row> out = model.transform(in);
     float[][] y = new float[x.length][];

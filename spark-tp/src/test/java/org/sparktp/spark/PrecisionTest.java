@@ -29,7 +29,7 @@ class PrecisionTest extends SparkTestBase {
     Random rng = new Random(900 + tp);
     ModelSpec spec = Reference.block(rng, 50, 203, 37);
     float[][] x = inputs(rng, 41, 50, false);
-    TensorParallelModel model = new TensorParallelModel(spec).setTpSize(tp).setGroups(1).setBatchSize(8)
+    TensorParallelModel model = new TensorParallelModel(spec.model()).setTpSize(tp).setGroups(1).setBatchSize(8)
         .setDtype(dtype);
     assertThat(model.resolveDtype("cpu", spark).id()).isEqualTo(dtype);
     assertClose(outputsById(model.transform(frame(Input.FLOATS, x, 3)), x.length, "prediction"),
@@ -43,7 +43,7 @@ class PrecisionTest extends SparkTestBase {
     ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
     float[][] x = inputs(rng, 23, 50, false);
     Path dir = Files.createTempDirectory("tp-int8");
-    ModelWriter.write(spec, new org.apache.hadoop.fs.Path(dir.toString()), new Configuration(), DType.BF16);
+    ModelWriter.write(spec.model(), new org.apache.hadoop.fs.Path(dir.toString()), new Configuration(), DType.BF16);
     TensorParallelModel m = TensorParallelModel.fromDirectory(dir.toString()).setTpSize(2).setGroups(1)
         .setBatchSize(5).setDtype("INT8");
     assertThat(m.resolveDtype("cpu", spark)).isEqualTo(DType.I8);
@@ -58,7 +58,7 @@ class PrecisionTest extends SparkTestBase {
     ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
     float[][] x = inputs(rng, 29, 50, false);
     Path dir = Files.createTempDirectory("tp-bf16");
-    ModelWriter.write(spec, new org.apache.hadoop.fs.Path(dir.toString()), new Configuration(), DType.BF16);
+    ModelWriter.write(spec.model(), new org.apache.hadoop.fs.Path(dir.toString()), new Configuration(), DType.BF16);
     TensorParallelModel m = TensorParallelModel.fromDirectory(dir.toString()).setTpSize(3).setGroups(1)
         .setBatchSize(4);
     DType expected = CpuBackend.hasNativeBf16() ? DType.BF16 : DType.F32;
@@ -67,7 +67,7 @@ class PrecisionTest extends SparkTestBase {
         Reference.forward(spec, x), 2e-2);
     // an f16 checkpoint with spark.tp.dtype=f32 from the session conf: widened at load, f32 GEMMs
     Path dir16 = Files.createTempDirectory("tp-f16");
-    ModelWriter.write(spec, new org.apache.hadoop.fs.Path(dir16.toString()), new Configuration(), DType.F16);
+    ModelWriter.write(spec.model(), new org.apache.hadoop.fs.Path(dir16.toString()), new Configuration(), DType.F16);
     TensorParallelModel m16 = TensorParallelModel.fromDirectory(dir16.toString()).setTpSize(2).setGroups(1);
     spark.conf().set(TpConf.DTYPE, "f32");
     try {
@@ -82,12 +82,12 @@ class PrecisionTest extends SparkTestBase {
   @Test
   void unknownDtypesAreRefusedWithTheAllowedValues() {
     ModelSpec spec = Reference.mlp(new Random(1), 5, 7, 3);
-    assertThatThrownBy(() -> new TensorParallelModel(spec).setDtype("int4"))
+    assertThatThrownBy(() -> new TensorParallelModel(spec.model()).setDtype("int4"))
         .hasMessage("Unknown dtype 'int4' (dtype param): use auto, f32, bf16, f16, int8 (W8A8) or int8-wo (int8 "
             + "weight-only)");
     spark.conf().set(TpConf.DTYPE, "fp8");
     try {
-      assertThatThrownBy(() -> new TensorParallelModel(spec).transform(frame(Input.FLOATS, new float[][] {{1, 2, 3,
+      assertThatThrownBy(() -> new TensorParallelModel(spec.model()).transform(frame(Input.FLOATS, new float[][] {{1, 2, 3,
           4, 5}}, 1))).hasMessageContaining("Unknown dtype 'fp8' (spark.tp.dtype): use auto, f32, bf16, f16, int8 "
               + "(W8A8) or int8-wo (int8 weight-only)");
     } finally {
@@ -104,29 +104,29 @@ class PrecisionTest extends SparkTestBase {
     Random rng = new Random(950);
     ModelSpec spec = Reference.block(rng, 50, 203, 37);
     float[][] x = inputs(rng, 23, 50, false);
-    TensorParallelModel m = new TensorParallelModel(spec).setTpSize(3).setGroups(1).setBatchSize(8)
+    TensorParallelModel m = new TensorParallelModel(spec.model()).setTpSize(3).setGroups(1).setBatchSize(8)
         .setDtype("f32").setActivationDtype("BF16");
     assertThat(m.getOrDefault(m.activationDtype())).isEqualTo("bf16");
     assertClose(outputsById(m.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction"),
         Reference.forward(spec, x), 2e-2);
     org.sparktp.TpSettings defaults = org.sparktp.TpSettings.of(java.util.Map.of());
-    TensorParallelModel auto = new TensorParallelModel(spec);
+    TensorParallelModel auto = new TensorParallelModel(spec.model());
     assertThat(auto.resolveActivationDtype(DType.F32, defaults)).isEqualTo(DType.F32);
     assertThat(auto.resolveActivationDtype(DType.BF16, defaults)).isEqualTo(DType.BF16);
     assertThat(auto.resolveActivationDtype(DType.I8, defaults)).as("int8 weights").isEqualTo(DType.BF16);
     spark.conf().set(TpConf.ACTIVATION_DTYPE, "bf16");
     try {
-      TensorParallelModel b = new TensorParallelModel(spec).setTpSize(2).setGroups(1).setDtype("bf16");
+      TensorParallelModel b = new TensorParallelModel(spec.model()).setTpSize(2).setGroups(1).setDtype("bf16");
       assertClose(outputsById(b.transform(frame(Input.FLOATS, x, 2)), x.length, "prediction"),
           Reference.forward(spec, x), 2e-2);
     } finally {
       spark.conf().unset(TpConf.ACTIVATION_DTYPE);
     }
-    assertThatThrownBy(() -> new TensorParallelModel(spec).setActivationDtype("int8"))
+    assertThatThrownBy(() -> new TensorParallelModel(spec.model()).setActivationDtype("int8"))
         .hasMessage("Unknown activation dtype 'int8' (activationDtype param): use auto, f32, bf16 or f16");
     spark.conf().set(TpConf.ACTIVATION_DTYPE, "fp8");
     try {
-      assertThatThrownBy(() -> new TensorParallelModel(spec).transform(frame(Input.FLOATS, new float[][] {{1, 2, 3,
+      assertThatThrownBy(() -> new TensorParallelModel(spec.model()).transform(frame(Input.FLOATS, new float[][] {{1, 2, 3,
           4, 5}}, 1))).hasMessageContaining(
               "Unknown activation dtype 'fp8' (spark.tp.activation-dtype): use auto, f32, bf16 or f16");
     } finally {

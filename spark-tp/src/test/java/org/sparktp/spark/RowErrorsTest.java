@@ -122,7 +122,7 @@ class RowErrorsTest extends SparkTestBase {
     }
     Dataset<Row> df = spark.createDataFrame(rows, new StructType().add("id", DataTypes.IntegerType)
         .add("features", DataTypes.createArrayType(DataTypes.FloatType, false)));
-    List<Row> out = new TensorParallelModel(Reference.mlp(new java.util.Random(), 50, 64, 7)).setTpSize(2).setConf("spark.tp.on-error", "column")
+    List<Row> out = new TensorParallelModel(Reference.mlp(new java.util.Random(), 50, 64, 7).model()).setTpSize(2).setConf("spark.tp.on-error", "column")
         .transform(df).orderBy("id").collectAsList();
     assertThat(out.get(1).isNullAt(2)).isTrue();
     assertThat(out.get(1).getString(3)).startsWith("column 'features' ").contains("49");

@@ -32,13 +32,13 @@ class SettingsPathTest extends SparkTestBase {
   private static long stepsOfRank0(TensorParallelModel m, long seed) {
     float[][] x = inputs(new Random(seed), ROWS, 20, false);
     Dataset<Row> out = m.setTpSize(3).setGroups(1).transform(frame(Input.FLOATS, x, 2));
-    assertClose(outputsById(out, x.length, "prediction"), Reference.forward(m.spec(), x));
+    assertClose(outputsById(out, x.length, "prediction"), Reference.forward(Reference.mlp(new Random(seed), 20, 33, 7), x));
     assertThat(m.lastMetrics().totalRows()).isEqualTo(ROWS);
     return m.lastMetrics().steps(0);
   }
 
   private static TensorParallelModel model(long seed) {
-    return new TensorParallelModel(Reference.mlp(new Random(seed), 20, 33, 7));
+    return new TensorParallelModel(Reference.mlp(new Random(seed), 20, 33, 7).model());
   }
 
   @Test

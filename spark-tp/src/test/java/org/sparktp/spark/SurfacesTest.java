@@ -51,7 +51,7 @@ class SurfacesTest extends SparkTestBase {
     Random rng = new Random(3100);
     ModelSpec spec = Reference.block(rng, 50, 203, 37);
     float[][] x = inputs(rng, 20, 50, false);
-    TensorParallelModel model = new TensorParallelModel(spec).setTpSize(3).setGroups(1).setBatchSize(7)
+    TensorParallelModel model = new TensorParallelModel(spec.model()).setTpSize(3).setGroups(1).setBatchSize(7)
         .setOutputCol("out");
     Path dir = Files.createTempDirectory("tp-model");
     String path = dir.resolve("m").toString();
@@ -68,10 +68,10 @@ class SurfacesTest extends SparkTestBase {
     // the weights are saved in the model directory format, and the loaded model reads its shards from there
     assertThat(dir.resolve("m/weights/config.json")).exists();
     assertThat(dir.resolve("m/weights/model.safetensors")).exists();
-    assertThat(loaded.spec().isLoaded()).as("loaded model holds no weights on the driver").isFalse();
+    assertThat(loaded.shards.inMemory()).as("loaded model holds no weights on the driver").isFalse();
     try (org.sparktp.model.ModelDirectory md = org.sparktp.model.ModelDirectory.open(dir.resolve("m/weights")
         .toString())) {
-      assertThat(Plan.build(md.toSpec(), 3).explain()).isEqualTo(Plan.build(spec, 3).explain());
+      assertThat(Plan.build(md.graph(), 3).explain()).isEqualTo(Plan.build(spec.graph(), 3).explain());
     }
     // a model read from a checkpoint saves again (its weights are read back from the checkpoint)
     String again = dir.resolve("m2").toString();
@@ -86,7 +86,7 @@ class SurfacesTest extends SparkTestBase {
     ModelSpec spec = Reference.block(rng, 50, 203, 37);
     float[][] x = inputs(rng, 15, 50, false);
     Path dir = Files.createTempDirectory("tp-dir");
-    org.sparktp.model.ModelWriter.write(spec, dir.toString());
+    org.sparktp.model.ModelWriter.write(spec.model(), dir.toString());
     TensorParallelModel m = TensorParallelModel.fromDirectory(dir.toString()).setTpSize(2).setGroups(1);
     assertClose(outputsById(m.transform(frame(Input.FLOATS, x, 3)), x.length, "prediction"),
         Reference.forward(spec, x));
@@ -105,7 +105,7 @@ class SurfacesTest extends SparkTestBase {
     float[][] x = inputs(rng, 12, 50, false);
     Dataset<Row> in = frame(Input.FLOATS, x, 2);
     org.apache.spark.ml.PipelineModel pipeline = new org.apache.spark.ml.Pipeline()
-        .setStages(new org.apache.spark.ml.PipelineStage[] {new TensorParallelModel(spec).setTpSize(2)})
+        .setStages(new org.apache.spark.ml.PipelineStage[] {new TensorParallelModel(spec.model()).setTpSize(2)})
         .fit(in);
     String path = Files.createTempDirectory("tp-pipeline").resolve("p").toString();
     pipeline.write().save(path);
@@ -138,9 +138,9 @@ class SurfacesTest extends SparkTestBase {
         .add("tokens", DataTypes.createArrayType(DataTypes.LongType));
     Dataset<Row> in = spark.createDataFrame(jsc.parallelize(rows, 3), schema);
 
-    Dataset<Row> y1 = new TensorParallelModel(one).setTpSize(2).setInputCol("token").transform(in);
+    Dataset<Row> y1 = new TensorParallelModel(one.model()).setTpSize(2).setInputCol("token").transform(in);
     assertClose(outputsById(y1, n, "prediction"), Reference.forwardIds(one, ids));
-    Dataset<Row> y2 = new TensorParallelModel(bag).setTpSize(3).setGroups(1).setInputCol("tokens").setBatchSize(4)
+    Dataset<Row> y2 = new TensorParallelModel(bag.model()).setTpSize(3).setGroups(1).setInputCol("tokens").setBatchSize(4)
         .transform(in);
     assertClose(outputsById(y2, n, "prediction"), Reference.forwardIds(bag, bags));
   }

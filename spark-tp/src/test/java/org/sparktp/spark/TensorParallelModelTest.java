@@ -22,7 +22,7 @@ class TensorParallelModelTest extends SparkTestBase {
     ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
     float[][] x = inputs(rng, 161, 50, false);
     Dataset<Row> in = frame(Input.FLOATS, x, 7);
-    TensorParallelModel model = new TensorParallelModel(spec).setTpSize(tp).setBatchSize(16);
+    TensorParallelModel model = new TensorParallelModel(spec.model()).setTpSize(tp).setBatchSize(16);
 
     Dataset<Row> out = model.transform(in);
 
@@ -49,7 +49,7 @@ class TensorParallelModelTest extends SparkTestBase {
     Random rng = new Random(200 + tp);
     ModelSpec spec = Reference.block(rng, 50, 203, 37);
     float[][] x = inputs(rng, 45, 50, false);
-    Dataset<Row> out = new TensorParallelModel(spec).setTpSize(tp).setGroups(1).setBatchSize(8)
+    Dataset<Row> out = new TensorParallelModel(spec.model()).setTpSize(tp).setGroups(1).setBatchSize(8)
         .transform(frame(Input.FLOATS, x, 3));
     assertClose(outputsById(out, x.length, "prediction"), Reference.forward(spec, x));
   }
@@ -62,7 +62,7 @@ class TensorParallelModelTest extends SparkTestBase {
     ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
     float[][] x = inputs(rng, 40, 50, kind == Input.SPARSE_VECTOR);
     Dataset<Row> in = frame(kind, x, 3);
-    Dataset<Row> out = new TensorParallelModel(spec).setTpSize(2).setInputCol("features").setOutputCol("y")
+    Dataset<Row> out = new TensorParallelModel(spec.model()).setTpSize(2).setInputCol("features").setOutputCol("y")
         .transform(in);
     assertThat(idsByPartition(out)).isEqualTo(idsByPartition(in));
     assertClose(outputsById(out, x.length, "y"), Reference.forward(spec, x));
@@ -74,7 +74,7 @@ class TensorParallelModelTest extends SparkTestBase {
     ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
     float[][] x = inputs(rng, 3, 50, false);
     Dataset<Row> in = frame(Input.FLOATS, x, 11);
-    Dataset<Row> out = new TensorParallelModel(spec).setTpSize(2).transform(in);
+    Dataset<Row> out = new TensorParallelModel(spec.model()).setTpSize(2).transform(in);
     assertThat(idsByPartition(out)).isEqualTo(idsByPartition(in));
     assertClose(outputsById(out, x.length, "prediction"), Reference.forward(spec, x));
   }
@@ -82,7 +82,7 @@ class TensorParallelModelTest extends SparkTestBase {
   @Test
   void emptyDataFrames() {
     ModelSpec spec = Reference.mlp(new Random(500), 50, 203, 37);
-    TensorParallelModel model = new TensorParallelModel(spec).setTpSize(2);
+    TensorParallelModel model = new TensorParallelModel(spec.model()).setTpSize(2);
     Dataset<Row> noRows = frame(Input.FLOATS, new float[0][], 3);
     Dataset<Row> out = model.transform(noRows);
     assertThat(out.count()).isZero();
@@ -96,7 +96,7 @@ class TensorParallelModelTest extends SparkTestBase {
     Random rng = new Random(600);
     ModelSpec spec = Reference.mlp(rng, 50, 203, 37);
     float[][] x = inputs(rng, 50, 50, false);
-    Dataset<Row> out = new TensorParallelModel(spec).setTpSize(2).setGroups(2)
+    Dataset<Row> out = new TensorParallelModel(spec.model()).setTpSize(2).setGroups(2)
         .setConf("spark.tp.retryable", "false").transform(frame(Input.FLOATS, x, 3));
     assertThat(out.javaRDD().getNumPartitions()).isEqualTo(4);
     for (List<Long> part : idsByPartition(out)) {
@@ -113,7 +113,7 @@ class TensorParallelModelTest extends SparkTestBase {
     spark.conf().set("spark.tp.batch-size", "4");
     spark.conf().set("spark.tp.tp-size", "3");
     try {
-      TensorParallelModel model = new TensorParallelModel(spec).setGroups(1);
+      TensorParallelModel model = new TensorParallelModel(spec.model()).setGroups(1);
       Dataset<Row> out = model.transform(frame(Input.FLOATS, x, 2));
       assertClose(outputsById(out, x.length, "prediction"), Reference.forward(spec, x));
       assertThat(model.lastMetrics().tpSize()).isEqualTo(3);
@@ -131,7 +131,7 @@ class TensorParallelModelTest extends SparkTestBase {
     ModelSpec spec = Reference.block(rng, 50, 203, 37);
     float[][] x = inputs(rng, 41, 50, false);
     Dataset<Row> in = frame(Input.DENSE_VECTOR, x, 3);
-    Dataset<Row> out = new TensorParallelModel(spec).setTpSize(3).setGroups(1).setBatchSize(6)
+    Dataset<Row> out = new TensorParallelModel(spec.model()).setTpSize(3).setGroups(1).setBatchSize(6)
         .setConf("spark.tp.comm.transport", "tcp").transform(in);
     assertThat(idsByPartition(out)).isEqualTo(idsByPartition(in));
     assertClose(outputsById(out, x.length, "prediction"), Reference.forward(spec, x));

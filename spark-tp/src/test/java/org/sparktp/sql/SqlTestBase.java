@@ -41,7 +41,7 @@ abstract class SqlTestBase {
   static ModelSpec writeMlp(Random rng, Path dir, int in, int hidden, int out) throws Exception {
     ModelSpec spec = new ModelSpec(in, List.of(linear(rng, "fc1", in, hidden),
         new LayerSpec.Act(Activation.GELU, hidden), linear(rng, "fc2", hidden, out)));
-    ModelWriter.write(spec, dir.toString());
+    ModelWriter.write(spec.model(), dir.toString());
     return spec;
   }
 

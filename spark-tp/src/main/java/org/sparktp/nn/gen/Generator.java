@@ -14,8 +14,9 @@ import org.sparktp.nn.LinearKernel;
 import org.sparktp.nn.RunContext;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.ops.Tokens;
-import org.sparktp.nn.plan.TransformerPlan;
-import org.sparktp.nn.run.TransformerRankModel;
+import org.sparktp.nn.plan.ModelPlan;
+import org.sparktp.nn.plan.TransformerGraph;
+import org.sparktp.nn.run.RankModel;
 import org.sparktp.backend.Tensor;
 
 /**
@@ -48,7 +49,7 @@ public final class Generator {
     void update(long rowsDone, long rowsTotal, long newTokens, long elapsedNanos);
   }
 
-  private final TransformerRankModel model;
+  private final RankModel model;
   private final Communicator comm;
   private final RunContext ctx;
   private final GenerateParams params;
@@ -61,10 +62,10 @@ public final class Generator {
   private long nanos;
   private long peakCacheBytes;
 
-  public Generator(TransformerRankModel model, Communicator comm, GenerateParams params, StopCheck stopCheck) {
-    if (model.plan().task() != Task.GENERATE) {
+  public Generator(RankModel model, Communicator comm, GenerateParams params, StopCheck stopCheck) {
+    if (model.plan().graph().transformer().task() != Task.GENERATE) {
       throw new IllegalArgumentException("A generator needs a plan for task generate, got '"
-          + model.plan().task().id() + "'");
+          + model.plan().graph().transformer().task().id() + "'");
     }
     if (comm.size() != model.plan().tpSize() || comm.rank() != model.rank()) {
       throw new IllegalArgumentException("Rank " + model.rank() + " of a tp=" + model.plan().tpSize()
@@ -128,7 +129,7 @@ public final class Generator {
    * last tokens), or a row whose KV cache exceeds the budget alone is an error naming the row.
    */
   int checkRow(int[] ids, String where, long bytesPerToken) {
-    TransformerPlan plan = model.plan();
+    TransformerGraph plan = model.plan().graph().transformer();
     int ctxLen = plan.model().maxPositions();
     int maxNew = params.maxNewTokens();
     if (maxNew >= ctxLen) {
@@ -171,7 +172,7 @@ public final class Generator {
    */
   public List<Completion> generate(List<int[]> prompts, long[] seeds, long firstRow) {
     long start = System.nanoTime();
-    TransformerPlan plan = model.plan();
+    ModelPlan plan = model.plan();
     Backend be = model.backend();
     // issue 9b: the KV cache is stored in the activation dtype when it is bf16/f16 (half the bytes)
     long bytesPerToken = KvCache.bytesPerToken(plan, KvCache.storage(ctx.activationDtype(), be));

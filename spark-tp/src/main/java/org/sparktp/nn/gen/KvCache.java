@@ -7,7 +7,7 @@ import java.util.Map;
 import org.sparktp.backend.Backend;
 import org.sparktp.nn.ops.AttentionOp;
 import org.sparktp.nn.ops.Op;
-import org.sparktp.nn.plan.TransformerPlan;
+import org.sparktp.nn.plan.ModelPlan;
 import org.sparktp.tensor.DType;
 import org.sparktp.backend.Tensor;
 
@@ -63,7 +63,7 @@ public final class KvCache implements AutoCloseable {
   }
 
   /** The cache of rank {@code rank} for {@code plan}'s attention layers, in f32. */
-  public static KvCache forPlan(TransformerPlan plan, int rank, Backend backend, long maxBytes) {
+  public static KvCache forPlan(ModelPlan plan, int rank, Backend backend, long maxBytes) {
     return forPlan(plan, rank, backend, maxBytes, DType.F32);
   }
 
@@ -71,7 +71,7 @@ public final class KvCache implements AutoCloseable {
    * The cache of rank {@code rank} for {@code plan}'s attention layers, its keys and values stored in
    * {@link #storage storage(activations)} (bf16/f16 when the activations are, else f32).
    */
-  public static KvCache forPlan(TransformerPlan plan, int rank, Backend backend, long maxBytes, DType activations) {
+  public static KvCache forPlan(ModelPlan plan, int rank, Backend backend, long maxBytes, DType activations) {
     DType d = storage(activations, backend);
     return new KvCache(backend, layers(plan, rank), bytesPerToken(plan, d), maxBytes, d);
   }
@@ -82,12 +82,12 @@ public final class KvCache implements AutoCloseable {
   }
 
   /** Cache bytes one token takes on the group's largest rank (float32 keys and values of every layer). */
-  public static long bytesPerToken(TransformerPlan plan) {
+  public static long bytesPerToken(ModelPlan plan) {
     return bytesPerToken(plan, DType.F32);
   }
 
   /** Cache bytes one token takes on the group's largest rank, keys and values stored as {@code dtype}. */
-  public static long bytesPerToken(TransformerPlan plan, DType dtype) {
+  public static long bytesPerToken(ModelPlan plan, DType dtype) {
     long max = 0;
     for (int r = 0; r < plan.tpSize(); r++) {
       long b = 0;
@@ -99,7 +99,7 @@ public final class KvCache implements AutoCloseable {
     return max;
   }
 
-  static List<Layer> layers(TransformerPlan plan, int rank) {
+  static List<Layer> layers(ModelPlan plan, int rank) {
     List<Layer> out = new ArrayList<>();
     collect(plan.ops(), plan.tpSize(), rank, out);
     return out;

@@ -11,14 +11,17 @@ import org.sparktp.nn.ops.Op;
 import org.sparktp.tensor.DType;
 
 /**
- * A model planned for a group of {@link #tpSize} ranks, whatever format it came from (a spark-tp layer list:
- * {@link Plan}; a Hugging Face transformer and its task: {@link TransformerPlan}): its ops as the planner placed
+ * A model planned for a group of {@link #tpSize} ranks, whatever format it came from (a spark-tp layer list,
+ * a Hugging Face transformer and its task, a single layer: one {@link Plan} of its {@link ModelGraph}): its ops as the planner placed
  * them, the rows it takes and gives, the slices each rank reads, its weight bytes and its explain text. This is what
  * travels to the ranks of a job; nothing above it asks which format a model came from.
  */
 public interface ModelPlan extends Serializable {
 
   int tpSize();
+
+  /** The model that was planned: its unplanned ops, its rows and its output ({@link ModelGraph#transformer()}). */
+  ModelGraph graph();
 
   /** The planned ops, layout changes included. */
   List<Op> ops();
@@ -34,6 +37,14 @@ public interface ModelPlan extends Serializable {
 
   /** The layout of the output (the row return hands each row to its owner accordingly). */
   Layout outputLayout();
+
+  /** What a row is, for errors ({@code vectors of width 784}, {@code a sequence of token ids per row}). */
+  String describeInput();
+
+  /** A rank's own rows as they go to the group: checked, and cut where the model says so (see ModelGraph#admit). */
+  default InputBatch admit(InputBatch mine) {
+    return mine;
+  }
 
   /** True when a row is a sequence of tokens (micro-batches are bounded by a token budget too). */
   default boolean sequences() {

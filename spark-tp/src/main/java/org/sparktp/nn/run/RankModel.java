@@ -1,6 +1,7 @@
 package org.sparktp.nn.run;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 import org.sparktp.backend.Backend;
@@ -12,35 +13,40 @@ import org.sparktp.nn.ops.Op;
 import org.sparktp.nn.ops.OpKernel;
 import org.sparktp.nn.ops.Tokens;
 import org.sparktp.nn.ops.Weights;
-import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.plan.ModelPlan;
 import org.sparktp.tensor.DType;
 
 /**
- * One rank's instance of a {@link Plan}: its ops' kernels over its weight shards on the rank's backend (each slice
- * uploaded once, also when two ops share it). {@link #forward} runs the plan on the group's rows (every rank passes
- * the same rows) and returns this rank's part of the output in {@link Plan#outputLayout()}.
+ * One rank's instance of a {@link ModelPlan}, whatever model it came from: its ops' kernels over its weight slices on
+ * the rank's backend (each slice uploaded once, also when two ops share it). {@link #forward} runs the plan on the
+ * group's rows (every rank passes the same rows: vectors, ids, or a ragged batch of token sequences) and returns this
+ * rank's part of the output in {@link ModelPlan#outputLayout()}.
  */
 public final class RankModel implements RowModel, AutoCloseable {
-  private final Plan plan;
+  private final ModelPlan plan;
   private final int rank;
   private final Backend backend;
-  private final DType linearDtype;
+  private final DType storage;
   private final Weights weights;
   private final List<OpKernel> kernels = new ArrayList<>();
   private boolean closed;
 
-  /** A rank model with float32 linear weights. */
-  public RankModel(Plan plan, int rank, Backend backend, RankWeights weights) {
+  /** A rank model with float32 weights. */
+  public RankModel(ModelPlan plan, int rank, Backend backend, RankWeights weights) {
     this(plan, rank, backend, weights, DType.F32);
   }
 
   /**
-   * A rank model whose linear weights are stored in {@code linearDtype} (f32, bf16, f16, or int8 = {@code I8}
+   * A rank model whose linear weights are stored in {@code storage} (f32, bf16, f16, or int8 = {@code I8}
    * weight-only with per-output-channel scales; GEMMs accumulate in f32; biases and norms stay f32; embedding tables
    * in {@link Weights#tableDtype(DType)} of it). Takes the tensors it uses out of {@code blocks} (the caller still
    * closes {@code blocks}); host blocks are uploaded and converted.
    */
-  public RankModel(Plan plan, int rank, Backend backend, RankWeights blocks, DType linearDtype) {
+  public RankModel(ModelPlan plan, int rank, Backend backend, RankWeights blocks, DType storage) {
+    if (storage.isFloat() && !backend.supports(storage)) {
+      throw new IllegalArgumentException("The " + backend.name() + " backend holds no " + storage.id()
+          + " tensors; use dtype f32 with it");
+    }
     if (blocks.rank() != rank || blocks.tpSize() != plan.tpSize()) {
       throw new IllegalArgumentException("Weights of shard " + blocks.rank() + "/" + blocks.tpSize()
           + " given to rank " + rank + "/" + plan.tpSize());
@@ -48,8 +54,8 @@ public final class RankModel implements RowModel, AutoCloseable {
     this.plan = plan;
     this.rank = rank;
     this.backend = backend;
-    this.linearDtype = linearDtype;
-    this.weights = new Weights(blocks, backend, linearDtype, Weights.uses(plan.ops(), plan.tpSize(), rank));
+    this.storage = storage;
+    this.weights = new Weights(blocks, backend, storage, Weights.uses(plan.ops(), plan.tpSize(), rank));
     try {
       for (Op o : plan.ops()) {
         kernels.add(o.build(plan.tpSize(), rank, weights, backend));
@@ -61,16 +67,16 @@ public final class RankModel implements RowModel, AutoCloseable {
   }
 
   /** The storage dtype of the linear weights. */
-  public DType linearDtype() {
-    return linearDtype;
+  public DType storage() {
+    return storage;
   }
 
-  /** The GEMM kernel of the linear layers (they share one), e.g. {@code onednn brg_matmul:avx512_core_amx}. */
+  /** The GEMM kernel of the linears (they share one), e.g. {@code openblas sgemm}, {@code onednn brg_matmul:...}. */
   public String kernel() {
-    return backend.kernel(linearDtype);
+    return weights.kernel();
   }
 
-  public Plan plan() {
+  public ModelPlan plan() {
     return plan;
   }
 
@@ -81,26 +87,27 @@ public final class RankModel implements RowModel, AutoCloseable {
 
   @Override
   public InputBatch.Kind inputKind() {
-    return plan.takesBags() ? InputBatch.Kind.BAGS : plan.takesIds() ? InputBatch.Kind.IDS : InputBatch.Kind.DENSE;
+    return plan.inputKind();
   }
 
   @Override
   public String describeInput() {
-    return switch (inputKind()) {
-      case DENSE -> "vectors of width " + plan.inputDim();
-      case IDS -> "one id per row";
-      case BAGS -> "a list of ids per row";
-    };
+    return plan.describeInput();
   }
 
   @Override
   public int inputWidth() {
-    return plan.takesIds() ? 0 : plan.inputDim();
+    return plan.inputKind() == InputBatch.Kind.DENSE ? plan.inputDim() : 0;
   }
 
   @Override
   public int outputWidth() {
     return plan.outputDim();
+  }
+
+  @Override
+  public InputBatch admit(InputBatch mine) {
+    return plan.admit(mine);
   }
 
   @Override
@@ -121,37 +128,27 @@ public final class RankModel implements RowModel, AutoCloseable {
   /** Runs the plan on the group's rows (identical on every rank). The caller closes the result. */
   @Override
   public DistTensor forward(InputBatch rows, RunContext ctx) {
-    if (ctx.size() != plan.tpSize() || ctx.rank() != rank) {
-      throw new IllegalArgumentException("Rank " + rank + " of a tp=" + plan.tpSize() + " plan run on rank "
-          + ctx.rank() + " of a group of " + ctx.size());
+    InputBatch.Kind want = plan.inputKind();
+    if (rows.kind() != want) {
+      throw new IllegalArgumentException("This model takes " + describeInput() + ", got "
+          + rows.kind().name().toLowerCase(Locale.ROOT) + " input");
     }
-    String kind = rows.kind().name().toLowerCase(Locale.ROOT);
-    if (plan.takesIds()) {
-      boolean bags = plan.takesBags();
-      if ((rows.kind() == InputBatch.Kind.BAGS) != bags || rows.kind() == InputBatch.Kind.DENSE) {
-        throw new IllegalArgumentException("This model takes " + (bags ? "a list of ids" : "one id") + " per row, got "
-            + kind + " input");
+    int n = rows.rows();
+    if (want == InputBatch.Kind.DENSE) {
+      if (rows.width() != plan.inputDim()) {
+        throw new IllegalArgumentException("Input width " + rows.width() + " does not match the model's input width "
+            + plan.inputDim());
       }
-      int n = rows.rows();
-      int[] offsets = rows.offsets();
-      if (!bags) {
-        offsets = new int[n + 1];
-        for (int i = 0; i <= n; i++) {
-          offsets[i] = i;
-        }
+      return forward(DistTensor.replicated(backend.upload(rows.dense(), 0, n, rows.width())), ctx);
+    }
+    int[] offsets = rows.offsets();
+    if (want == InputBatch.Kind.IDS) {
+      offsets = new int[n + 1];
+      for (int i = 0; i <= n; i++) {
+        offsets[i] = i;
       }
-      return run(null, Tokens.of(rows.ids(), offsets.length == n + 1 ? offsets : java.util.Arrays.copyOf(offsets,
-          n + 1)), ctx);
     }
-    if (rows.kind() != InputBatch.Kind.DENSE) {
-      throw new IllegalArgumentException("This model takes vectors of width " + plan.inputDim() + ", got " + kind
-          + " input");
-    }
-    if (rows.width() != plan.inputDim()) {
-      throw new IllegalArgumentException("Input width " + rows.width() + " does not match the model's input width "
-          + plan.inputDim());
-    }
-    return forward(DistTensor.replicated(backend.upload(rows.dense(), 0, rows.rows(), rows.width())), ctx);
+    return forward(Tokens.of(rows.ids(), offsets.length == n + 1 ? offsets : Arrays.copyOf(offsets, n + 1)), ctx);
   }
 
   /** Runs the plan on a replicated activation already on the backend; consumes it. */
@@ -160,8 +157,22 @@ public final class RankModel implements RowModel, AutoCloseable {
     return run(x, null, ctx);
   }
 
+  /** Runs a batch of ids (per row: one id, a bag, or a sequence of tokens); the caller closes the result. */
+  public DistTensor forward(Tokens tokens, RunContext ctx) {
+    return run(null, tokens, ctx);
+  }
+
   private DistTensor run(DistTensor x, Tokens tokens, RunContext ctx) {
-    // each op's output but the last is stored in the activation dtype (ctx.store); the result handed back is f32
+    if (ctx.size() != plan.tpSize() || ctx.rank() != rank) {
+      if (x != null) {
+        x.close();
+      }
+      throw new IllegalArgumentException("Rank " + rank + " of a tp=" + plan.tpSize() + " plan run on rank "
+          + ctx.rank() + " of a group of " + ctx.size());
+    }
+    // issue 9b: between ops the activation is stored in ctx.activationDtype() (rounded once at each boundary,
+    // partial sums reduced in f32 first); each op's kernel gets it widened to f32; the last op's output (the
+    // model's: logits, embeddings, scores) is not rounded
     return ctx.widen(OpKernel.runAll(plan.ops(), kernels, x, tokens, ctx, false));
   }
 

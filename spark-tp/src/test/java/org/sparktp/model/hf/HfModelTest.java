@@ -13,10 +13,11 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.ops.Slice;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.plan.TransformerPlan;
+import org.sparktp.nn.plan.Plan;
 
 /** Loading Hugging Face directories: per-rank reads, tied weights, and every error before any task runs. */
 class HfModelTest {
@@ -62,10 +63,10 @@ class HfModelTest {
   void eachRankReadsOnlyItsSlicesOfTheCheckpoint(int p) throws Exception {
     for (String name : new String[] {"gpt2", "llama"}) {
       try (HfModel hf = HfModel.open(DIR + name)) {
-        TransformerPlan plan = TransformerPlan.build(hf.model(), p, Task.LOGITS, null, false, false);
+        Plan plan = TransformerGraph.plan(hf.model(), p, Task.LOGITS, null, false, false);
         long bytesPerValue = name.equals("llama") ? 2 : 4; // llama is BF16 on disk
         long whole = 0;
-        for (Slice s : TransformerPlan.build(hf.model(), 1, Task.LOGITS, null, false, false).slices(0).values()) {
+        for (Slice s : TransformerGraph.plan(hf.model(), 1, Task.LOGITS, null, false, false).slices(0).values()) {
           whole += s.elements() * bytesPerValue;
         }
         for (int r = 0; r < p; r++) {
@@ -96,7 +97,7 @@ class HfModelTest {
   void aTiedHeadIsOneTensorReadOnce() throws Exception {
     try (HfModel hf = HfModel.open(DIR + "gpt2")) {
       assertThat(hf.model().lmHead()).isEqualTo("transformer.wte.weight");
-      TransformerPlan plan = TransformerPlan.build(hf.model(), 2, Task.LOGITS, null, false, false);
+      Plan plan = TransformerGraph.plan(hf.model(), 2, Task.LOGITS, null, false, false);
       long wte = plan.slices(0).keySet().stream().filter(k -> k.startsWith("transformer.wte.weight")).count();
       assertThat(wte).isEqualTo(1);
       assertThat(plan.explain()).contains("embedding transformer.wte.weight").contains("lm_head transformer.wte.weight");
@@ -110,12 +111,12 @@ class HfModelTest {
   void explainShowsHeadsAndKvReplicasPerRank() throws Exception {
     try (HfModel hf = HfModel.open(DIR + "llama")) {
       // 8 query heads, 2 KV heads on 3 ranks: 3, 3, 2 query heads; rank 1 (q 3-5) needs both KV heads
-      String e = TransformerPlan.build(hf.model(), 3, null, null, false, false).explain();
+      String e = TransformerGraph.plan(hf.model(), 3, null, null, false, false).explain();
       assertThat(e).contains("causal attention layers.0.self_attn [8 heads, 2 kv x 8] rope(llama3)")
           .contains("r0: q 0-2 kv 0-0 (1 replica), r1: q 3-5 kv 0-1 (2 replicas), r2: q 6-7 kv 1-1 (1 replica)");
     }
     try (HfModel hf = HfModel.open(DIR + "bert")) {
-      String e = TransformerPlan.build(hf.model(), 4, null, null, false, false).explain();
+      String e = TransformerGraph.plan(hf.model(), 4, null, null, false, false).explain();
       assertThat(e).contains("bidirectional attention layer.0.attention [6 heads x 6]")
           .contains("r0: q 0-1 kv 0-1, r1: q 2-3 kv 2-3, r2: q 4-4 kv 4-4, r3: q 5-5 kv 5-5");
     }
@@ -155,23 +156,23 @@ class HfModelTest {
   @Test
   void badRowsAreErrorsNamingTheRow() throws Exception {
     try (HfModel hf = HfModel.open(DIR + "gpt2")) {
-      TransformerPlan plan = TransformerPlan.build(hf.model(), 1, null, null, false, false);
+      Plan plan = TransformerGraph.plan(hf.model(), 1, null, null, false, false);
       int[] ids = new int[40];
-      assertThatThrownBy(() -> plan.checkRow(ids, 0, 40, "Row 7"))
+      assertThatThrownBy(() -> plan.transformer().checkRow(ids, 0, 40, "Row 7"))
           .hasMessage("Row 7 has 40 tokens, more than the model's max_position_embeddings (32); shorten it or set"
               + " spark.tp.truncate=true");
-      assertThatThrownBy(() -> plan.checkRow(new int[] {1, 327}, 0, 2, "Row 3"))
+      assertThatThrownBy(() -> plan.transformer().checkRow(new int[] {1, 327}, 0, 2, "Row 3"))
           .hasMessage("Row 3 has token id 327 at position 1, outside the vocabulary [0, 327)");
-      assertThatThrownBy(() -> plan.checkRow(new int[0], 0, 0, "Row 0"))
+      assertThatThrownBy(() -> plan.transformer().checkRow(new int[0], 0, 0, "Row 0"))
           .hasMessage("Row 0 is an empty sequence: every row needs at least one token");
-      TransformerPlan trunc = TransformerPlan.build(hf.model(), 1, null, null, false, true);
-      assertThat(trunc.checkRow(ids, 0, 40, "Row 7")).isEqualTo(32);
-      assertThatThrownBy(() -> TransformerPlan.build(hf.model(), 7, null, null, false, false))
+      Plan trunc = TransformerGraph.plan(hf.model(), 1, null, null, false, true);
+      assertThat(trunc.transformer().checkRow(ids, 0, 40, "Row 7")).isEqualTo(32);
+      assertThatThrownBy(() -> TransformerGraph.plan(hf.model(), 7, null, null, false, false))
           .hasMessageContaining("Cannot split the attention heads of 'h.0.attn' (num_attention_heads) of size 6 "
               + "across p=7 ranks");
     }
     try (HfModel hf = HfModel.open(DIR + "bert")) {
-      assertThatThrownBy(() -> TransformerPlan.build(hf.model(), 1, Task.SCORE, null, false, false))
+      assertThatThrownBy(() -> TransformerGraph.plan(hf.model(), 1, Task.SCORE, null, false, false))
           .hasMessageContaining("Task 'score' needs a language-model head; this bert model has none: use task embed");
     }
   }

@@ -17,12 +17,13 @@ import java.util.Map;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.model.SafetensorsFile;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.plan.TransformerPlan;
-import org.sparktp.nn.run.TransformerRankModel;
+import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.run.RankModel;
 import org.sparktp.tensor.DType;
 import org.sparktp.backend.Tensor;
 
@@ -117,7 +118,7 @@ class HfTypedLoadTest {
         .filter(p -> p.getType() == MemoryType.HEAP).toList();
     try (HfModel hf = HfModel.open(dir.toString())) {
       assertThat(hf.weightDtype()).isEqualTo(DType.BF16);
-      TransformerPlan plan = TransformerPlan.build(hf.model(), 2, Task.LOGITS, null, false, false);
+      Plan plan = TransformerGraph.plan(hf.model(), 2, Task.LOGITS, null, false, false);
       for (int rank = 0; rank < 2; rank++) {
         long bf16 = plan.weightBytes(rank, DType.BF16);
         assertThat(bf16).isLessThan(plan.weightBytes(rank) * 51 / 100);
@@ -146,7 +147,7 @@ class HfTypedLoadTest {
             System.gc();
             heap.forEach(MemoryPoolMXBean::resetPeakUsage);
             before = heapPeak(heap);
-            try (TransformerRankModel m = new TransformerRankModel(plan, rank, be, w, DType.BF16)) {
+            try (RankModel m = new RankModel(plan, rank, be, w, DType.BF16)) {
               growth += heapPeak(heap) - before; // the read's growth plus the packing's
               // the pools' peaks also see other threads of this JVM (a whole suite runs in it): bounded by the
               // shard's f32 size, which a widened copy alone would take
@@ -171,14 +172,14 @@ class HfTypedLoadTest {
     Path dir = write();
     int[] ids = {5, 900, 17, 4000, 8000, 3, 77, 1234};
     try (HfModel hf = HfModel.open(dir.toString())) {
-      TransformerPlan plan = TransformerPlan.build(hf.model(), 1, Task.LOGITS, null, false, false);
+      Plan plan = TransformerGraph.plan(hf.model(), 1, Task.LOGITS, null, false, false);
       float[][] out = new float[2][];
       DType[] dtypes = {DType.F32, DType.BF16};
       for (int d = 0; d < 2; d++) {
         int di = d;
         org.sparktp.comm.LocalCommunicator.run(1, 60_000, rank -> comm -> {
           try (CpuBackend be = new CpuBackend(); RankWeights w = plan.shard(hf.weightSource(), 0, be, dtypes[di]);
-              TransformerRankModel m = new TransformerRankModel(plan, 0, be, w, dtypes[di])) {
+              RankModel m = new RankModel(plan, 0, be, w, dtypes[di])) {
             org.sparktp.nn.run.TpRunner r = new org.sparktp.nn.run.TpRunner(m, comm);
             out[di] = r.step(org.sparktp.nn.InputBatch.bags(ids, new int[] {0, ids.length}, 1));
             assertThat(r.step(org.sparktp.nn.InputBatch.bags(new int[0], new int[] {0}, 0))).isNull();

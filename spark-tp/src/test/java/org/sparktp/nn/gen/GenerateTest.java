@@ -19,6 +19,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.comm.Communicator;
 import org.sparktp.comm.CommunicatorException;
@@ -26,8 +27,8 @@ import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.plan.TransformerPlan;
-import org.sparktp.nn.run.TransformerRankModel;
+import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.run.RankModel;
 import org.sparktp.tensor.DType;
 
 /**
@@ -106,7 +107,7 @@ class GenerateTest {
       DType dtype, java.util.function.Supplier<? extends org.sparktp.backend.Backend> backend,
       java.util.function.BiConsumer<org.sparktp.backend.Backend, Generator> around) {
     HfModel hf = model(name);
-    TransformerPlan plan = TransformerPlan.build(hf.model(), p, Task.GENERATE, null, false, truncate);
+    Plan plan = TransformerGraph.plan(hf.model(), p, Task.GENERATE, null, false, truncate);
     Completion[] out = new Completion[prompts.size()];
     long[] live = new long[p];
     long[][] counters = new long[p][];
@@ -128,7 +129,7 @@ class GenerateTest {
       synchronized (hf) {
         w = dtype == DType.F32 ? plan.shard(hf.weightSource(), rank) : plan.shard(hf.weightSource(), rank, be, dtype);
       }
-      try (w; TransformerRankModel m = new TransformerRankModel(plan, rank, be, w, dtype)) {
+      try (w; RankModel m = new RankModel(plan, rank, be, w, dtype)) {
         Generator g = new Generator(m, comm, gp, null);
         if (around != null && rank == 0) {
           around.accept(be, g);
@@ -181,7 +182,7 @@ class GenerateTest {
     GenerateParams gp = GenerateParams.greedy(maxNew);
     long budget = 0;
     if (tight) {
-      long perToken = KvCache.bytesPerToken(TransformerPlan.build(model(name).model(), p, Task.GENERATE, null, false,
+      long perToken = KvCache.bytesPerToken(TransformerGraph.plan(model(name).model(), p, Task.GENERATE, null, false,
           false));
       int longest = ref.prompts().stream().mapToInt(a -> a.length).max().orElseThrow();
       budget = perToken * (longest + maxNew - 1);
@@ -308,7 +309,7 @@ class GenerateTest {
   @Test
   void aKvCacheBudgetTooSmallForOneRowIsAClearError() {
     List<int[]> prompts = List.of(new int[] {1, 5, 7}, new int[] {1, 2, 3, 4, 5, 6, 7, 8});
-    long perToken = KvCache.bytesPerToken(TransformerPlan.build(model("llama").model(), 2, Task.GENERATE, null,
+    long perToken = KvCache.bytesPerToken(TransformerGraph.plan(model("llama").model(), 2, Task.GENERATE, null,
         false, false));
     assertThat(perToken).isEqualTo(2 * 2 * 1 * 8 * 4); // 2 layers, K and V, 1 KV head per rank, head_dim 8
     GenerateParams gp = GenerateParams.greedy(4).withBudgets(perToken * 10, 64);
@@ -361,7 +362,7 @@ class GenerateTest {
   void aCollectiveFailingMidDecodeLeaksNothingAndSurfacesTheFirstCause() throws Exception {
     Greedy ref = reference("llama");
     HfModel hf = model("llama");
-    TransformerPlan plan = TransformerPlan.build(hf.model(), 2, Task.GENERATE, null, false, false);
+    Plan plan = TransformerGraph.plan(hf.model(), 2, Task.GENERATE, null, false, false);
     Throwable[] seen = new Throwable[2];
     long[] live = new long[2];
     try {
@@ -372,7 +373,7 @@ class GenerateTest {
           w = plan.shard(hf.weightSource(), rank);
         }
         CpuBackend be = new CpuBackend();
-        try (TransformerRankModel m = new TransformerRankModel(plan, rank, be, w)) {
+        try (RankModel m = new RankModel(plan, rank, be, w)) {
           new Generator(m, c, GenerateParams.greedy(6), null).generate(rank == 0 ? ref.prompts() : List.of(),
               seeds(rank == 0 ? 3 : 0), 0);
         } catch (RuntimeException e) {

@@ -6,13 +6,14 @@ import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.ops.Task;
-import org.sparktp.nn.plan.TransformerPlan;
-import org.sparktp.nn.run.TransformerRankModel;
+import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.run.RankModel;
 import org.sparktp.tensor.DType;
 
 /**
@@ -26,7 +27,7 @@ class KvCacheDtypeTest {
   record Out(Completion[] rows, long peak, long live) {}
 
   static Out generate(HfModel hf, String name, int p, List<int[]> prompts, DType act) {
-    TransformerPlan plan = TransformerPlan.build(hf.model(), p, Task.GENERATE, null, false, false);
+    Plan plan = TransformerGraph.plan(hf.model(), p, Task.GENERATE, null, false, false);
     Completion[] out = new Completion[prompts.size()];
     long[] peak = new long[p];
     long[] live = new long[p];
@@ -46,7 +47,7 @@ class KvCacheDtypeTest {
         w = plan.shard(hf.weightSource(), rank);
       }
       CpuBackend be = new CpuBackend();
-      try (TransformerRankModel m = new TransformerRankModel(plan, rank, be, w)) {
+      try (RankModel m = new RankModel(plan, rank, be, w)) {
         GenerateTest.Greedy ref = GenerateTest.reference(name);
         Generator g = new Generator(m, comm, GenerateParams.greedy(ref.tokens().get(0).length), null)
             .activationDtype(act);
@@ -70,7 +71,7 @@ class KvCacheDtypeTest {
     Out half;
     Out full;
     try (HfModel hf = HfModel.open(GenerateTest.DIR + name)) { // its own (GenerateTest closes its shared ones)
-      TransformerPlan plan = TransformerPlan.build(hf.model(), p, Task.GENERATE, null, false, false);
+      Plan plan = TransformerGraph.plan(hf.model(), p, Task.GENERATE, null, false, false);
       assertThat(KvCache.bytesPerToken(plan, DType.BF16) * 2).isEqualTo(KvCache.bytesPerToken(plan));
       half = generate(hf, name, p, ref.prompts(), DType.BF16);
       full = generate(hf, name, p, ref.prompts(), DType.F32);

@@ -10,14 +10,15 @@ import java.util.List;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.RankWeights;
-import org.sparktp.nn.plan.TransformerPlan;
+import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.run.TpRunner;
-import org.sparktp.nn.run.TransformerRankModel;
+import org.sparktp.nn.run.RankModel;
 import org.sparktp.tensor.DType;
 
 /**
@@ -81,7 +82,7 @@ class HfEngineTest {
       List<int[]> inputs = inputs(ref);
       double worst = 0;
       for (Expect e : expects) {
-        TransformerPlan plan = TransformerPlan.build(hf.model(), p, e.task(), e.pooling(), e.normalize(), false);
+        Plan plan = TransformerGraph.plan(hf.model(), p, e.task(), e.pooling(), e.normalize(), false);
         float[][] got = run(plan, hf, inputs, dtype, dtype != DType.F32 || p % 2 == 1);
         double maxErr = 0;
         double maxRef = 0;
@@ -126,7 +127,7 @@ class HfEngineTest {
     return inputs;
   }
 
-  private static RankWeights shard(TransformerPlan plan, HfModel hf, int rank, org.sparktp.backend.Backend be,
+  private static RankWeights shard(Plan plan, HfModel hf, int rank, org.sparktp.backend.Backend be,
       DType dtype,
       boolean typed) {
     synchronized (hf) {
@@ -141,12 +142,12 @@ class HfEngineTest {
   @org.junit.jupiter.api.Test
   void aFailedBf16BuildLeaksNothing() throws Exception {
     try (HfModel hf = HfModel.open(DIR + "gpt2")) {
-      TransformerPlan plan = TransformerPlan.build(hf.model(), 2, Task.LOGITS, null, false, false);
+      Plan plan = TransformerGraph.plan(hf.model(), 2, Task.LOGITS, null, false, false);
       CpuBackend be = new CpuBackend();
       try (RankWeights w = plan.shard(hf.weightSource(), 1, be, DType.BF16)) {
         String last = "transformer.ln_f.weight";
         w.take(last).close();
-        org.assertj.core.api.Assertions.assertThatThrownBy(() -> new TransformerRankModel(plan, 1, be, w,
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> new RankModel(plan, 1, be, w,
             DType.BF16)).hasMessageContaining("has no tensor '" + last + "'");
       }
       assertThat(be.liveTensors()).isZero();
@@ -156,22 +157,22 @@ class HfEngineTest {
   }
 
   /** Row i goes to rank (i * 7 + 1) % p: uneven, some ranks bring nothing. Returns outputs per row. */
-  static float[][] run(TransformerPlan plan, HfModel hf, List<int[]> inputs) {
+  static float[][] run(Plan plan, HfModel hf, List<int[]> inputs) {
     return run(plan, hf, inputs, DType.F32, false);
   }
 
   /**
-   * As {@link #run(TransformerPlan, HfModel, List)} with the linears and embedding tables stored in {@code dtype};
+   * As {@link #run(Plan, HfModel, List)} with the linears and embedding tables stored in {@code dtype};
    * {@code typed}: each rank reads its slices in the checkpoint's dtype straight into its backend's tensors
-   * ({@link TransformerPlan#shard(org.sparktp.nn.WeightSource, int, org.sparktp.backend.Backend, DType)}, the
+   * ({@link Plan#shard(org.sparktp.nn.WeightSource, int, org.sparktp.backend.Backend, DType)}, the
    * Spark path), else as float32 host blocks.
    */
-  static float[][] run(TransformerPlan plan, HfModel hf, List<int[]> inputs, DType dtype, boolean typed) {
+  static float[][] run(Plan plan, HfModel hf, List<int[]> inputs, DType dtype, boolean typed) {
     return run(plan, hf, inputs, dtype, typed, CpuBackend::new);
   }
 
   /** As above on the backends {@code backend} makes (one per rank; the CUDA backend in {@code HfGpuTest}). */
-  static float[][] run(TransformerPlan plan, HfModel hf, List<int[]> inputs, DType dtype, boolean typed,
+  static float[][] run(Plan plan, HfModel hf, List<int[]> inputs, DType dtype, boolean typed,
       java.util.function.Supplier<? extends org.sparktp.backend.Backend> backend) {
     int p = plan.tpSize();
     float[][] out = new float[inputs.size()][];
@@ -194,7 +195,7 @@ class HfEngineTest {
         off[j + 1] = off[j] + row.length;
       }
       try (org.sparktp.backend.Backend be = backend.get(); RankWeights w = shard(plan, hf, rank, be, dtype, typed);
-          TransformerRankModel m = new TransformerRankModel(plan, rank, be, w, dtype)) {
+          RankModel m = new RankModel(plan, rank, be, w, dtype)) {
         assertThat(m.storage()).isEqualTo(dtype);
         if (dtype != DType.F32) {
           // (bytes are not compared here: oneDNN pads these tiny matrices when it packs them; HfTypedLoadTest

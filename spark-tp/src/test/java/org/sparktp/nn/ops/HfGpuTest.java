@@ -16,7 +16,8 @@ import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.backend.cuda.CudaBackend;
 import org.sparktp.backend.cuda.CudaProbe;
 import org.sparktp.model.hf.HfModel;
-import org.sparktp.nn.plan.TransformerPlan;
+import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.tensor.DType;
 
 /**
@@ -46,7 +47,7 @@ class HfGpuTest {
     List<int[]> inputs = HfEngineTest.inputs(ref);
     try (HfModel hf = HfModel.open(HfEngineTest.DIR + name)) {
       for (HfEngineTest.Expect e : expects) {
-        TransformerPlan plan = TransformerPlan.build(hf.model(), 1, e.task(), e.pooling(), e.normalize(), false);
+        Plan plan = TransformerGraph.plan(hf.model(), 1, e.task(), e.pooling(), e.normalize(), false);
         float[][] gpu = HfEngineTest.run(plan, hf, inputs, dtype, true, () -> new CudaBackend(Map.of(), 0));
         float[][] cpu = HfEngineTest.run(plan, hf, inputs, dtype, true, CpuBackend::new);
         double errRef = 0;

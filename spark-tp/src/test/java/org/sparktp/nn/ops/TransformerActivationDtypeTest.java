@@ -10,13 +10,14 @@ import java.util.Collections;
 import java.util.List;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
+import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.comm.LocalCommunicator;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.nn.DistTensor;
 import org.sparktp.nn.RankWeights;
-import org.sparktp.nn.plan.TransformerPlan;
-import org.sparktp.nn.run.TransformerRankModel;
+import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.run.RankModel;
 import org.sparktp.nn.RunContext;
 import org.sparktp.tensor.DType;
 
@@ -42,14 +43,14 @@ class TransformerActivationDtypeTest {
         System.arraycopy(inputs.get(j), 0, ids, off[j], inputs.get(j).length);
         off[j + 1] = off[j] + inputs.get(j).length;
       }
-      TransformerPlan plan = TransformerPlan.build(hf.model(), p, task, task == Task.EMBED ? Pooling.MEAN : null,
+      Plan plan = TransformerGraph.plan(hf.model(), p, task, task == Task.EMBED ? Pooling.MEAN : null,
           false, false);
       List<Object[]> res = LocalCommunicator.run(p, 60_000, rank -> comm -> {
         RankWeights w;
         synchronized (hf) {
           w = plan.shard(hf.weightSource(), rank);
         }
-        try (CpuBackend be = new CpuBackend(); TransformerRankModel m = new TransformerRankModel(plan, rank, be, w)) {
+        try (CpuBackend be = new CpuBackend(); RankModel m = new RankModel(plan, rank, be, w)) {
           float[][] ys = new float[2][];
           List<String> seen = Collections.synchronizedList(new ArrayList<>());
           for (DType act : new DType[] {DType.BF16, DType.F32}) {

@@ -6,7 +6,7 @@ import org.sparktp.backend.Activation;
 
 /**
  * One layer of a model, with its whole (unsplit) weights in PyTorch's layout. Weights are held as
- * float32 host arrays in row-major order. A {@link org.sparktp.nn.plan.Plan} decides how each is split across ranks.
+ * float32 host arrays in row-major order. Test-side: {@link ModelSpec#model()} builds main's model from these.
  */
 public sealed interface LayerSpec extends Serializable {
 
@@ -21,6 +21,9 @@ public sealed interface LayerSpec extends Serializable {
   static boolean isUnloaded(float[] tensor) {
     return tensor != null && tensor.length == 0;
   }
+
+  /** Adds this layer to {@code b}. */
+  void addTo(org.sparktp.model.LayerModel.Builder b);
 
   /** A copy of this layer with every tensor replaced by {@link #UNLOADED}. */
   LayerSpec structure();
@@ -71,6 +74,11 @@ public sealed interface LayerSpec extends Serializable {
     }
 
     @Override
+    public void addTo(org.sparktp.model.LayerModel.Builder b) {
+      b.linear(name, out, weight, bias, parallel);
+    }
+
+    @Override
     public int inWidth() {
       return in;
     }
@@ -101,6 +109,11 @@ public sealed interface LayerSpec extends Serializable {
 
   /** {@code y = act(x)}; the width is taken from the previous layer. */
   record Act(Activation activation, int width) implements LayerSpec {
+    @Override
+    public void addTo(org.sparktp.model.LayerModel.Builder b) {
+      b.activation(activation);
+    }
+
     @Override
     public int inWidth() {
       return width;
@@ -135,6 +148,11 @@ public sealed interface LayerSpec extends Serializable {
       if (!(eps > 0)) {
         throw new IllegalArgumentException("layer_norm " + name + ": eps must be positive, got " + eps);
       }
+    }
+
+    @Override
+    public void addTo(org.sparktp.model.LayerModel.Builder b) {
+      b.layerNorm(name, gamma, beta, eps);
     }
 
     @Override
@@ -179,6 +197,15 @@ public sealed interface LayerSpec extends Serializable {
     }
 
     @Override
+    public void addTo(org.sparktp.model.LayerModel.Builder b) {
+      if (bag) {
+        b.embeddingBag(name, dim, table, mean);
+      } else {
+        b.embedding(name, dim, table);
+      }
+    }
+
+    @Override
     public int inWidth() {
       return vocab;
     }
@@ -218,6 +245,11 @@ public sealed interface LayerSpec extends Serializable {
         throw new IllegalArgumentException("A residual block must keep the width: its layers take " + w
             + " and produce " + out);
       }
+    }
+
+    @Override
+    public void addTo(org.sparktp.model.LayerModel.Builder b) {
+      b.residual(r -> body.forEach(l -> l.addTo(r)));
     }
 
     @Override
