@@ -32,4 +32,53 @@ public final class Benchmarks {
     }
     return 0;
   }
+
+  /** The CPU's model name ({@code /proc/cpuinfo}, with lscpu's flags of note), for the tables. */
+  static String cpuName() {
+    try {
+      String info = java.nio.file.Files.readString(java.nio.file.Path.of("/proc/cpuinfo"));
+      java.util.regex.Matcher m = java.util.regex.Pattern.compile("model name\\s*: (.*)").matcher(info);
+      String name = m.find() ? m.group(1).trim() : "unknown CPU";
+      StringBuilder f = new StringBuilder();
+      for (String flag : new String[] {"amx_tile", "amx_int8", "amx_bf16", "avx512_bf16", "avx512_vnni", "avx512f",
+          "avx2"}) {
+        if (info.contains(" " + flag + " ") || info.contains(" " + flag + "\n")) {
+          f.append(f.length() == 0 ? "" : " ").append(flag);
+        }
+      }
+      return name + ", " + Runtime.getRuntime().availableProcessors() + " CPUs (" + f + ")";
+    } catch (java.io.IOException e) {
+      return "unknown CPU (" + e.getMessage() + ")";
+    }
+  }
+
+  /** The 1, 5 and 15 minute load averages ({@code /proc/loadavg}): the machine may be shared. */
+  static String loadAverage() {
+    try {
+      String[] v = java.nio.file.Files.readString(java.nio.file.Path.of("/proc/loadavg")).trim().split("\\s+");
+      return v[0] + " " + v[1] + " " + v[2];
+    } catch (java.io.IOException e) {
+      return "unknown";
+    }
+  }
+
+  /**
+   * A nominal peak of one core in GFLOP/s (int8: GOP/s) for a GEMM in {@code dtype}: cpu MHz x ops per cycle of two
+   * 512-bit pipes (f32 FMA 64, bf16 dot products 128, int8 VNNI 256; int8-wo computes in f32). An estimate to
+   * place a measurement, not a measured roofline.
+   */
+  static double nominalPeakGflops(org.sparktp.tensor.DType dtype) {
+    double mhz = 2000;
+    try {
+      java.util.regex.Matcher m = java.util.regex.Pattern.compile("cpu MHz\\s*: ([0-9.]+)")
+          .matcher(java.nio.file.Files.readString(java.nio.file.Path.of("/proc/cpuinfo")));
+      if (m.find()) {
+        mhz = Double.parseDouble(m.group(1));
+      }
+    } catch (java.io.IOException e) {
+      // keep 2 GHz
+    }
+    int ops = dtype == org.sparktp.tensor.DType.I8 ? 256 : dtype.isHalf() ? 128 : 64;
+    return mhz / 1000 * ops;
+  }
 }

@@ -26,9 +26,17 @@ import org.sparktp.tensor.DType;
  * {@code LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-pthread} so that Debian's torch uses OpenBLAS for
  * fp32, as spark-tp does.
  *
+ * <p>The ONNX Runtime peer ({@link OrtPeer}, {@code --ort-threads} intra-op threads, default the tp size) runs the
+ * same MLP shape exported by {@code tools/export_onnx_peers.py}: f32 for {@code f32}, ORT's dynamic int8
+ * ({@code DynamicQuantizeLinear} + {@code MatMulInteger}) for {@code int8} and {@code int8-wo}, nothing for bf16/f16
+ * (ORT's CPU provider has no bf16 MatMul); {@code --no-ort} leaves it out. Every table row also gives GFLOP/s
+ * ({@code 4 d ffn} per row) and, per core used, the fraction of a nominal peak (cpu MHz x ops per cycle of two
+ * 512-bit pipes: f32 FMA 64, bf16 dot 128, int8 VNNI 256; an estimate, not a measured roofline).
+ *
  * <pre>
  * PeerBench [--in 4096] [--hidden 16384] [--rows 4096] [--batch 256] [--tp 2] [--repeats 3]
- *           [--dtypes bf16,f32] [--python /usr/bin/python3] [--json FILE]
+ *           [--dtypes bf16,f32] [--python /usr/bin/python3] [--json FILE] [--no-ort] [--ort-threads N]
+ *           [--onnx-dir /tmp/spark-tp-onnx]
  * </pre>
  */
 public final class PeerBench {
@@ -37,6 +45,26 @@ public final class PeerBench {
   private static final Pattern ROWS_PER_S = Pattern.compile("\"rows_per_s\": ([0-9.eE+-]+)");
 
   public static void main(String[] args) throws Exception {
+    // ONNX Runtime's native initialisation overflowed the default 1 MiB Java thread stack here (a SIGSEGV with a
+    // large class path, fine with -Xss16m): the benchmark runs on a thread with a larger stack
+    Throwable[] failed = new Throwable[1];
+    Thread t = new Thread(null, () -> {
+      try {
+        run(args);
+      } catch (Throwable e) {
+        failed[0] = e;
+      }
+    }, "peer-bench", 256L << 20);
+    t.start();
+    t.join();
+    if (failed[0] instanceof Exception e) {
+      throw e;
+    } else if (failed[0] != null) {
+      throw new IllegalStateException(failed[0]);
+    }
+  }
+
+  private static void run(String[] args) throws Exception {
     int d = 4096;
     int ffn = 16384;
     int rows = 4096;
@@ -46,8 +74,15 @@ public final class PeerBench {
     String python = "/usr/bin/python3";
     String json = null;
     List<DType> dtypes = List.of(DType.BF16, DType.F32);
+    boolean ort = true;
+    int ortThreads = -1;
+    Path onnxDir = Path.of(System.getProperty("java.io.tmpdir"), "spark-tp-onnx");
     for (int i = 0; i < args.length; i++) {
       String a = args[i];
+      if (a.equals("--no-ort")) {
+        ort = false;
+        continue;
+      }
       if (i + 1 >= args.length) {
         throw new IllegalArgumentException("Flag " + a + " needs a value");
       }
@@ -61,6 +96,8 @@ public final class PeerBench {
         case "--repeats" -> repeats = Integer.parseInt(v);
         case "--python" -> python = v;
         case "--json" -> json = v;
+        case "--ort-threads" -> ortThreads = Integer.parseInt(v);
+        case "--onnx-dir" -> onnxDir = Path.of(v);
         case "--dtypes" -> {
           List<DType> l = new ArrayList<>();
           for (String s : v.split(",")) {
@@ -69,7 +106,7 @@ public final class PeerBench {
           dtypes = l;
         }
         default -> throw new IllegalArgumentException("Unknown flag " + a + "; use --in, --hidden, --rows, --batch, "
-            + "--tp, --repeats, --dtypes, --python, --json");
+            + "--tp, --repeats, --dtypes, --python, --json, --no-ort, --ort-threads, --onnx-dir");
       }
     }
     Path script = Files.createTempFile("torch_mlp_peer", ".py");
@@ -85,6 +122,25 @@ public final class PeerBench {
     int n = dtypes.size();
     double[][] ours = new double[n][repeats];
     double[][] peer = new double[n][repeats];
+    double[][] onnx = new double[n][repeats];
+    int ot = ortThreads > 0 ? ortThreads : tp;
+    OrtPeer[] ortPeers = new OrtPeer[n];
+    String[] ortModels = new String[n];
+    if (ort) {
+      Path[] models = OrtPeer.export(python, onnxDir, "--model", "mlp", "--d", "" + d, "--ffn", "" + ffn);
+      for (int j = 0; j < n; j++) {
+        DType dt = dtypes.get(j);
+        if (dt == DType.F32 || dt.isInt8()) {
+          ortModels[j] = dt == DType.F32 ? "f32" : "dynamic int8";
+          ortPeers[j] = new OrtPeer(models[dt == DType.F32 ? 0 : 1], ot);
+        }
+      }
+    }
+    float[] ortX = new float[batch * tp * d];
+    for (int i = 0; i < batch * tp; i++) {
+      System.arraycopy(x[i % rows], 0, ortX, i * d, d);
+    }
+    System.out.println("CPU: " + Benchmarks.cpuName() + "; load average " + Benchmarks.loadAverage());
     System.out.printf(Locale.ROOT, "Megatron MLP %d -> %d (gelu) -> %d, tp %d, %d rows per step (batch %d per rank), "
         + "%d rows, %d repeats (alternating)%n", d, ffn, d, tp, batch * tp, batch, rows, repeats);
     try {
@@ -96,31 +152,56 @@ public final class PeerBench {
           DType dt = dtypes.get(j);
           ours[j][r] = rows / SparkBench.runEngine(spec, x, tp, batch, dt);
           peer[j][r] = torch(python, script, dt, d, ffn, rows, batch * tp, tp);
-          System.out.printf(Locale.ROOT, "  repeat %d %-4s spark-tp %8.1f rows/s   pytorch %8.1f rows/s%n", r + 1,
-              dt.id(), ours[j][r], peer[j][r]);
+          if (ortPeers[j] != null) {
+            ortPeers[j].run(ortX, batch * tp, d); // warm
+            double sec = 0;
+            int steps = Math.max(1, rows / (batch * tp));
+            for (int s = 0; s < steps; s++) {
+              sec += ortPeers[j].run(ortX, batch * tp, d);
+            }
+            onnx[j][r] = steps * batch * tp / sec;
+          }
+          System.out.printf(Locale.ROOT, "  repeat %d %-7s spark-tp %8.1f rows/s   pytorch %8.1f rows/s   onnxruntime "
+              + "%8.1f rows/s%n", r + 1, dt.id(), ours[j][r], peer[j][r], onnx[j][r]);
         }
       }
     } finally {
       Files.deleteIfExists(script);
+      for (OrtPeer o : ortPeers) {
+        if (o != null) {
+          o.close();
+        }
+      }
     }
     StringBuilder t = new StringBuilder();
-    t.append(String.format(Locale.ROOT, "%-6s %-30s %16s %16s %8s%n", "dtype", "spark-tp kernel", "spark-tp rows/s",
-        "pytorch rows/s", "ratio"));
+    t.append(String.format(Locale.ROOT, "%-7s %-30s %15s %14s %8s %14s %8s %9s %9s%n", "dtype", "spark-tp kernel",
+        "spark-tp rows/s", "pytorch rows/s", "ratio", "ort rows/s", "vs ort", "GFLOP/s", "of peak"));
+    double flopsPerRow = 4.0 * d * ffn;
     List<String> rowsJson = new ArrayList<>();
     for (int j = 0; j < n; j++) {
       double a = median(ours[j]);
       double b = median(peer[j]);
       String k = SparkBench.kernel(dtypes.get(j));
-      t.append(String.format(Locale.ROOT, "%-6s %-30s %16.1f %16.1f %8.2f%n", dtypes.get(j).id(), k, a, b, a / b));
+      double o = ortPeers[j] == null ? Double.NaN : median(onnx[j]);
+      double gf = a * flopsPerRow / 1e9;
+      double peak = Benchmarks.nominalPeakGflops(dtypes.get(j)) * tp;
+      t.append(String.format(Locale.ROOT, "%-7s %-30s %15.1f %14.1f %8.2f %14s %8s %9.1f %8.0f%%%n",
+          dtypes.get(j).id(), k.length() > 30 ? k.substring(0, 30) : k, a, b, a / b,
+          Double.isNaN(o) ? "-" : String.format(Locale.ROOT, "%.1f", o),
+          Double.isNaN(o) ? "-" : String.format(Locale.ROOT, "%.2f", a / o), gf, 100 * gf / peak));
       rowsJson.add(String.format(Locale.ROOT, "{\"dtype\": \"%s\", \"kernel\": \"%s\", \"tp\": %d, "
           + "\"engine_rows_per_s\": %.1f, \"pytorch_rows_per_s\": %.1f, \"ratio\": %.3f, \"engine_runs\": %s, "
-          + "\"pytorch_runs\": %s}", dtypes.get(j).id(), k, tp, a, b, a / b, Arrays.toString(ours[j]),
-          Arrays.toString(peer[j])));
+          + "\"pytorch_runs\": %s, \"ort_model\": %s, \"ort_threads\": %d, \"ort_rows_per_s\": %s, "
+          + "\"ratio_vs_ort\": %s, \"ort_runs\": %s, \"engine_gflops\": %.1f, \"nominal_peak_gflops\": %.1f}",
+          dtypes.get(j).id(), k, tp, a, b, a / b, Arrays.toString(ours[j]), Arrays.toString(peer[j]),
+          ortModels[j] == null ? "null" : "\"" + ortModels[j] + "\"", ot, Double.isNaN(o) ? "null" : "" + o,
+          Double.isNaN(o) ? "null" : "" + a / o, Arrays.toString(onnx[j]), gf, peak));
     }
     System.out.print(t);
     if (json != null) {
-      Files.writeString(Path.of(json), String.format(Locale.ROOT, "{\"d\": %d, \"ffn\": %d, \"rows\": %d, "
-          + "\"rows_per_step\": %d, \"repeats\": %d, \"results\": [%s]}%n", d, ffn, rows, batch * tp, repeats,
+      Files.writeString(Path.of(json), String.format(Locale.ROOT, "{\"cpu\": \"%s\", \"load_average\": \"%s\", "
+          + "\"d\": %d, \"ffn\": %d, \"rows\": %d, \"rows_per_step\": %d, \"repeats\": %d, \"results\": [%s]}%n",
+          Benchmarks.cpuName(), Benchmarks.loadAverage(), d, ffn, rows, batch * tp, repeats,
           String.join(", ", rowsJson)), StandardCharsets.UTF_8);
     }
   }

@@ -18,6 +18,8 @@ public final class Int8Quant {
   /** The largest magnitude of a quantized value (symmetric range, -128 is not used). */
   public static final int QMAX = 127;
 
+  private static final float ROUND = 12582912f; // 1.5 * 2^23
+
   private Int8Quant() {}
 
   /**
@@ -67,9 +69,10 @@ public final class Int8Quant {
 
   /**
    * Dynamic (W8A8) quantization of activations, one scale per row (token): row {@code r} of {@code x [rows, cols]}
-   * (float32, read from {@code x} at index {@code r * cols}) becomes {@code q[r, j] = rint(x[r, j] / s[r])} in
-   * {@code [-127, 127]} with {@code s[r] = max_j |x[r, j]| / 127}, written to {@code q} (row-major, at byte
-   * {@code r * cols}) and {@code scales[r]}. The same rule as the weights' ({@link #quantizeRow}); a row of zeros
+   * (float32, read from {@code x} at index {@code r * cols}) becomes {@code q[r, j] = rint(x[r, j] * (127 / a))} in
+   * {@code [-127, 127]} with {@code a = max_j |x[r, j]|} and scale {@code s[r] = a / 127} (float32 math), written to
+   * {@code q} (row-major, at byte {@code r * cols}) and {@code scales[r]}. The weights' rule ({@link #quantizeRow})
+   * with a multiplication by the inverse scale instead of a division; a row of zeros
    * gets scale 0, a row holding a NaN or an infinity gets scale NaN (so that its outputs are NaN, as in float
    * math, instead of an error in the middle of a forward pass).
    */
@@ -99,8 +102,13 @@ public final class Int8Quant {
       java.util.Arrays.fill(q, 0, n, (byte) 0);
       return 0f;
     }
+    // rint(v * 127 / amax) by adding and subtracting 1.5 * 2^23 (round to nearest even for |v| < 2^22, here
+    // <= 127): plain float adds, which the JIT vectorizes, where Math.rint and a division per element did not
+    // (they cost about half of a W8A8 GEMM's time at K 2048)
+    float inv = QMAX / amax;
     for (int j = 0; j < n; j++) {
-      q[j] = (byte) Math.max(-QMAX, Math.min(QMAX, (int) Math.rint(row[j] / scale)));
+      int v = (int) ((row[j] * inv + ROUND) - ROUND);
+      q[j] = (byte) Math.max(-QMAX, Math.min(QMAX, v));
     }
     return scale;
   }

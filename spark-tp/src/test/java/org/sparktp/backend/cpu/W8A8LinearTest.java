@@ -42,8 +42,20 @@ class W8A8LinearTest {
     be.close(); // fails on a leaked tensor or oneDNN handle
   }
 
-  /** The test's own quantizer: every row of {@code a [rows, cols]} replaced by {@code q * s}, in float64. */
+  /**
+   * The test's own quantizer: every row of {@code a [rows, cols]} replaced by {@code q * s}, in float64, with
+   * {@code q = rint(a * (127 / amax))} (float32 product) and {@code s = amax / 127}.
+   */
   static double[] perRow(float[] a, int rows, int cols) {
+    return perRow(a, rows, cols, false);
+  }
+
+  /** As {@link #perRow(float[], int, int)}; {@code weights}: the weights' rule, {@code rint(w / s)}. */
+  static double[] perRowWeights(float[] w, int rows, int cols) {
+    return perRow(w, rows, cols, true);
+  }
+
+  private static double[] perRow(float[] a, int rows, int cols, boolean divide) {
     double[] d = new double[rows * cols];
     for (int r = 0; r < rows; r++) {
       float amax = 0;
@@ -51,8 +63,10 @@ class W8A8LinearTest {
         amax = Math.max(amax, Math.abs(a[r * cols + i]));
       }
       float s = amax / 127f;
+      float inv = 127f / amax; // the kernel's rule: rint(x * (127 / amax)) in float32
       for (int i = 0; i < cols; i++) {
-        d[r * cols + i] = s == 0 ? 0 : Math.max(-127, Math.min(127, Math.rint(a[r * cols + i] / s))) * (double) s;
+        d[r * cols + i] = s == 0 ? 0 : Math.max(-127, Math.min(127, Math.rint(divide ? a[r * cols + i] / s
+            : a[r * cols + i] * inv))) * (double) s;
       }
     }
     return d;
@@ -142,7 +156,7 @@ class W8A8LinearTest {
     }
     float[] stored = dtype == DType.F32 ? w : downloadWide(wt);
     double[] xq = perRow(x, m, k);
-    double[] wq = perRow(stored, n, k);
+    double[] wq = perRowWeights(stored, n, k);
     Backend.PreparedLinear lin = be.prepareLinear(wt, be.upload(b, 1, n), a, DType.I8);
     try (Tensor xt = be.upload(x, m, k); Tensor y = lin.apply(xt, true); Tensor y0 = lin.apply(xt, false)) {
       assertThat(lin.kernel()).startsWith("onednn ").contains("(int8 W8A8").doesNotContain("ref");
@@ -180,7 +194,7 @@ class W8A8LinearTest {
     float[] w = DnnlLinearTest.gauss(rnd, n * k, 1 / Math.sqrt(k));
     float[] b = DnnlLinearTest.gauss(rnd, n, 0.1);
     double[] exact = reference(x, widen(w), b, m, k, n, Activation.IDENTITY);
-    double[] tensorScale = reference64(perTensor(x), perRow(w, n, k), b, m, k, n, Activation.IDENTITY);
+    double[] tensorScale = reference64(perTensor(x), perRowWeights(w, n, k), b, m, k, n, Activation.IDENTITY);
     Backend.PreparedLinear lin = be.prepareLinear(be.upload(w, n, k), be.upload(b, 1, n), Activation.IDENTITY,
         DType.I8);
     try (Tensor xt = be.upload(x, m, k); Tensor y = lin.apply(xt, true)) {
@@ -215,7 +229,7 @@ class W8A8LinearTest {
     }
     float[] w = DnnlLinearTest.gauss(rnd, n * k, 1 / Math.sqrt(k));
     double[] exact = reference(x, widen(w), null, m, k, n, Activation.IDENTITY);
-    double[] tensorScale = reference64(perTensor(x), perRow(w, n, k), null, m, k, n, Activation.IDENTITY);
+    double[] tensorScale = reference64(perTensor(x), perRowWeights(w, n, k), null, m, k, n, Activation.IDENTITY);
     Backend.PreparedLinear lin = be.prepareLinear(be.upload(w, n, k), null, Activation.IDENTITY, DType.I8);
     try (Tensor xt = be.upload(x, m, k); Tensor y = lin.apply(xt, false)) {
       double token = perRowError(be.download(y), exact, m, n);
@@ -255,7 +269,7 @@ class W8A8LinearTest {
         assertThat(got[n + c]).as("row with an infinity").isNaN();
       }
       float[] third = java.util.Arrays.copyOfRange(x, 2 * k, 3 * k);
-      double[] ref = reference64(perRow(third, 1, k), perRow(w, n, k), b, 1, k, n, Activation.IDENTITY);
+      double[] ref = reference64(perRow(third, 1, k), perRowWeights(w, n, k), b, 1, k, n, Activation.IDENTITY);
       assertThat(relError(java.util.Arrays.copyOfRange(got, 2 * n, 3 * n), ref)).as("a finite row is untouched")
           .isLessThanOrEqualTo(1e-5);
     } finally {
@@ -302,7 +316,7 @@ class W8A8LinearTest {
       try (Tensor xt = blas.upload(x, m, k); Tensor y = lin.apply(xt, true)) {
         assertThat(lin.kernel()).isEqualTo(
             "openblas sgemm (int8 W8A8 emulated: weights and activations quantized, dequantized to f32)");
-        assertThat(relError(blas.download(y), reference64(perRow(x, m, k), perRow(w, n, k), b, m, k, n,
+        assertThat(relError(blas.download(y), reference64(perRow(x, m, k), perRowWeights(w, n, k), b, m, k, n,
             Activation.GELU))).isLessThanOrEqualTo(1e-5);
       } finally {
         lin.close();
