@@ -60,10 +60,7 @@ public final class TpConf {
   public static final String BACKEND = "spark.tp.backend";
   public static final String BACKEND_DEFAULT = "auto";
 
-  /**
-   * OpenBLAS threads per process on the CPU backend (one per rank keeps ranks of a JVM from oversubscribing);
-   * {@code spark.tp.cpu.threads} wins when it is not 1.
-   */
+  /** Older name of {@code spark.tp.cpu.threads} (threads per rank on the CPU backend); that one wins when it is not 1. */
   public static final String CPU_BLAS_THREADS = "spark.tp.cpu.blas-threads";
   public static final String CPU_BLAS_THREADS_DEFAULT = "1";
 
@@ -73,7 +70,7 @@ public final class TpConf {
   public static final String DTYPE = "spark.tp.dtype";
   public static final String DTYPE_DEFAULT = "auto";
 
-  /** Threads of each rank for both OpenBLAS and oneDNN (oneDNN's OpenMP reads {@code OMP_NUM_THREADS} at start: set through {@code spark.executorEnv} and the launcher); wins over {@code spark.tp.cpu.blas-threads}. */
+  /** Threads of each rank on the CPU backend: one pool for attention, norms, activations and OpenBLAS GEMMs, and oneDNN's OpenMP team on the calling thread (one per rank keeps the ranks of a JVM from oversubscribing); wins over {@code spark.tp.cpu.blas-threads}. */
   public static final String CPU_THREADS = "spark.tp.cpu.threads";
   public static final String CPU_THREADS_DEFAULT = "1";
 

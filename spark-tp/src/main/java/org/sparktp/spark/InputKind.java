@@ -9,7 +9,8 @@ import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
-import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.InputBatch;
+import org.sparktp.nn.plan.ModelPlan;
 
 /**
  * How the input column is read: dense vectors from {@code array<float>}, {@code array<double>} or an ML
@@ -27,8 +28,13 @@ enum InputKind {
     return this == INT_ARRAY || this == LONG_ARRAY;
   }
 
-  /** The kind of {@code col} in {@code schema} for a model that takes what {@code plan} takes; errors say what is accepted. */
-  static InputKind of(StructType schema, String col, boolean takesIds, boolean takesBags) {
+  /**
+   * The kind of {@code col} in {@code schema} for a model that takes what {@code plan} takes; errors say what is
+   * accepted, {@code string} too with {@code text} (the model has a tokenizer: text is tokenized before the job).
+   */
+  static InputKind of(StructType schema, String col, ModelPlan plan, boolean text) {
+    boolean takesIds = plan.inputKind() != InputBatch.Kind.DENSE;
+    boolean takesBags = plan.inputKind() == InputBatch.Kind.BAGS;
     String[] names = schema.fieldNames();
     StructField f = null;
     for (StructField x : schema.fields()) {
@@ -75,11 +81,8 @@ enum InputKind {
       }
     }
     throw new IllegalArgumentException("Input column '" + col + "' has type " + t.simpleString()
-        + "; the model takes " + want);
-  }
-
-  static InputKind of(StructType schema, String col, Plan plan) {
-    return of(schema, col, plan.takesIds(), plan.takesBags());
+        + "; the model takes " + (text ? "string (text, tokenized with the model's "
+            + org.sparktp.model.TextTokenizer.FILE_NAME + "), " : "") + want);
   }
 
   String describe() {

@@ -7,6 +7,9 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.UUID;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.spark.SparkContext;
@@ -23,21 +26,30 @@ import org.sparktp.model.ModelWriter;
 import org.sparktp.model.hf.HfModel;
 import org.sparktp.model.LayerModel;
 import org.sparktp.nn.plan.LayerGraph;
+import org.sparktp.nn.plan.ModelPlan;
 import org.sparktp.nn.plan.Plan;
+import org.sparktp.nn.plan.TransformerGraph;
+import org.sparktp.nn.ops.Pooling;
+import org.sparktp.nn.ops.Task;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.WeightSource;
 import org.sparktp.nn.ops.TransformerModel;
 import org.sparktp.tensor.DType;
 
 /**
- * Where a {@link TensorParallelModel}'s weights come from and go to: a model directory opened on the driver
- * ({@link #fromDirectory}: validated, no weights loaded), the per-rank broadcasts of a model held in memory
- * ({@link Shards}), a Hugging Face checkpoint ({@link HfShards}), and ML save/load ({@link Writer},
- * {@link Reader}: the params as Spark ML metadata, the weights as a model directory under {@value #WEIGHTS_DIR}).
+ * Where a {@link TensorParallelModel}'s weights come from and go to: a model directory of either format opened on the
+ * driver ({@link #fromDirectory}: validated, no weights loaded) or a layer list held in memory, both seen through one
+ * {@link Loaded} (how it plans, where each rank reads its slices, its tokenizer, how it is saved); ML save/load
+ * ({@link Writer}, {@link Reader}: the params and options as Spark ML metadata, and the model's weights under
+ * {@value #WEIGHTS_DIR}, or the location of the Hugging Face directory the model reads).
  */
 final class ModelLoader {
   /** Where {@link Writer} puts the weights: a model directory (config.json + model.safetensors). */
   static final String WEIGHTS_DIR = "weights";
+  /** The metadata key of the directory a saved model reads in place (a Hugging Face checkpoint). */
+  static final String LOCATION_KEY = "sparkTpModelDirectory";
+  /** The metadata key of the saved model's {@code spark.tp.*} options ({@link TpModelParams#setConf}). */
+  static final String CONF_KEY = "sparkTpConf";
 
   private ModelLoader() {}
 
@@ -51,27 +63,67 @@ final class ModelLoader {
         : new org.apache.hadoop.conf.Configuration();
     Path path = new Path(dir);
     try {
-      if (!path.getFileSystem(hadoop).exists(path)) {
+      FileSystem fs = path.getFileSystem(hadoop);
+      if (!fs.exists(path)) {
         throw new IllegalArgumentException("Model directory " + dir + " does not exist");
       }
+      String qualified = fs.makeQualified(path).toString();
       if (HfModel.isHuggingFace(path, hadoop)) {
         try (HfModel m = HfModel.open(path, hadoop)) {
-          String qualified = path.getFileSystem(hadoop).makeQualified(path).toString();
-          return new TensorParallelModel(uid, null, null, new HfShards(m.model(), qualified, m.hasTokenizer(),
+          return new TensorParallelModel(uid, new HfDirectory(m.model(), qualified, m.hasTokenizer(),
               m.weightDtype()));
         }
+      }
+      try (ModelDirectory d = ModelDirectory.open(path, hadoop)) {
+        return new TensorParallelModel(uid, new LayerList(d.graph(), null, qualified,
+            identity(qualified, d.files(hadoop), fs), d.weightDtype()));
       }
     } catch (IOException e) {
       throw new IllegalArgumentException("Cannot open the model directory " + dir + ": " + e.getMessage(), e);
     }
-    try (ModelDirectory d = ModelDirectory.open(path, hadoop)) {
-      FileSystem fs = path.getFileSystem(hadoop);
-      String qualified = fs.makeQualified(path).toString();
-      LayerGraph graph = d.graph();
-      return new TensorParallelModel(uid, graph, new Shards(graph, null, qualified, identity(qualified,
-          d.files(hadoop), fs), d.weightDtype()));
-    } catch (IOException e) {
-      throw new IllegalArgumentException("Cannot open the model directory " + dir + ": " + e.getMessage(), e);
+  }
+
+  /** The weights of the model directory {@code dir} (either format), open; the caller closes the result. */
+  static OpenWeights openWeights(String dir, org.apache.hadoop.conf.Configuration hadoop) throws IOException {
+    Path path = new Path(dir);
+    if (HfModel.isHuggingFace(path, hadoop)) {
+      HfModel m = HfModel.open(path, hadoop);
+      return OpenWeights.of(m, m::weightSource);
+    }
+    ModelDirectory d = ModelDirectory.open(path, hadoop);
+    return OpenWeights.of(d, d::weightSource);
+  }
+
+  /** Reads what an open model directory holds. */
+  interface WeightsOf {
+    WeightSource get() throws IOException;
+  }
+
+  /** A model directory's weights and the open files behind them. */
+  record OpenWeights(WeightSource source, AutoCloseable files) implements AutoCloseable {
+    /** {@code files}' weights; {@code files} is closed when they cannot be read. */
+    static OpenWeights of(AutoCloseable files, WeightsOf weights) throws IOException {
+      try {
+        return new OpenWeights(weights.get(), files);
+      } catch (IOException | RuntimeException e) {
+        try {
+          files.close();
+        } catch (Exception suppressed) {
+          e.addSuppressed(suppressed);
+        }
+        throw e;
+      }
+    }
+
+    @Override
+    public void close() throws IOException {
+      try {
+        files.close();
+      } catch (IOException | RuntimeException e) {
+        throw e;
+      } catch (Exception e) {
+        throw new IOException(e);
+      }
     }
   }
 
@@ -95,47 +147,169 @@ final class ModelLoader {
     }
   }
 
-  /** A Hugging Face model directory: the ops (no weights) and where each rank reads its slices. */
-  static final class HfShards implements java.io.Serializable {
-    private static final long serialVersionUID = 1L;
-    final String modelId = UUID.randomUUID().toString();
-    final TransformerModel model;
-    final String dir;
-    final boolean tokenizer;
-    final DType weightDtype; // the checkpoint's weight dtype (what auto resolves against)
+  /** What a model's params choose of its plan: the task (null: the model's default), pooling, normalize, truncation. */
+  record PlanOptions(Task task, Pooling pooling, boolean normalize, boolean truncate) implements java.io.Serializable {}
 
-    HfShards(TransformerModel model, String dir, boolean tokenizer, DType weightDtype) {
-      this.weightDtype = weightDtype;
-      this.model = model;
+  /**
+   * A model as a {@link TensorParallelModel} runs it, whatever format it came from: its plan for {@code p} ranks,
+   * where each rank reads its slices, the checkpoint's dtype, its tokenizer, and how ML write() saves it. Shared by
+   * the model's copies.
+   */
+  abstract static class Loaded implements java.io.Serializable {
+    private static final long serialVersionUID = 1L;
+    final String modelId; // the directory's identity, or random
+    final String dir; // the qualified model directory each rank reads its slices from, or null (weights in memory)
+    final DType checkpointDtype; // the checkpoint's weight dtype (what auto resolves against), null in memory
+    private final boolean tokenizer;
+    private transient Map<String, String[]> placements;
+    private transient SparkContext placementsOf; // placements name the executors of this context
+
+    Loaded(String modelId, String dir, DType checkpointDtype, boolean tokenizer) {
+      this.modelId = modelId != null ? modelId : UUID.randomUUID().toString();
       this.dir = dir;
+      this.checkpointDtype = checkpointDtype;
       this.tokenizer = tokenizer;
+    }
+
+    /** The plan for {@code p} ranks with the choices of the model's params. */
+    abstract ModelPlan plan(int p, PlanOptions options);
+
+    /** The directory whose {@code tokenizer.json} turns text into ids, or null when the model has none. */
+    final String tokenizerDir() {
+      return tokenizer ? dir : null;
+    }
+
+    /** True when the model's params choose what it computes ({@code task}: a Hugging Face model); a layer list has one output. */
+    boolean hasTasks() {
+      return false;
+    }
+
+    /** True when the weights are held in this driver's memory (not read from a checkpoint by each rank). */
+    final boolean inMemory() {
+      return dir == null;
+    }
+
+    /** The layer list's ops, or null when the model is not one. */
+    LayerGraph graph() {
+      return null;
+    }
+
+    /** Where each rank of {@code plan} reads its slices: its own byte ranges of the checkpoint. */
+    ShardSource source(SparkContext sc, ModelPlan plan) {
+      return new ShardSource.Checkpoint(dir, plan);
+    }
+
+    /**
+     * Saves the weights for ML write() into {@code weights} and returns null, or returns the directory a loaded copy
+     * reads in place (nothing written).
+     */
+    abstract String save(Path weights, org.apache.hadoop.conf.Configuration hadoop) throws IOException;
+
+    /** Frees what the driver holds for the model's jobs. */
+    void release() {}
+
+    /**
+     * Where the barrier tasks of a job with {@code p} ranks and {@code g} groups ran last, updated with
+     * what {@code last} (the previous job's metrics, possibly of another shape or not run) recorded.
+     */
+    final synchronized String[] placements(SparkContext sc, int p, int g, TpMetrics last) {
+      if (placements == null || placementsOf != sc) {
+        placements = new HashMap<>();
+        placementsOf = sc;
+      }
+      String key = p + "x" + g;
+      String[] known = placements.computeIfAbsent(key, k -> new String[p * g]);
+      if (last != null && last.tpSize() == p && last.groups() == g) {
+        String[] seen = last.placements();
+        for (int i = 0; i < known.length; i++) {
+          if (seen[i] != null) {
+            known[i] = seen[i];
+          }
+        }
+      }
+      return known.clone();
     }
   }
 
-  /** Plans and per-rank broadcasts of one model, shared by its copies. */
-  static final class Shards implements java.io.Serializable {
+  /**
+   * A Hugging Face model directory: the ops (no weights), planned for the task its params choose; the ranks read
+   * their slices from the directory, and ML write() records its location.
+   */
+  static final class HfDirectory extends Loaded {
     private static final long serialVersionUID = 1L;
-    final String modelId; // the directory's identity, or random for a model held in memory
+    private final TransformerModel model;
+
+    HfDirectory(TransformerModel model, String dir, boolean tokenizer, DType weightDtype) {
+      super(null, dir, weightDtype, tokenizer);
+      this.model = model;
+    }
+
+    @Override
+    boolean hasTasks() {
+      return true;
+    }
+
+    @Override
+    ModelPlan plan(int p, PlanOptions o) {
+      return TransformerGraph.plan(model, p, o.task(), o.pooling(), o.normalize(), o.truncate());
+    }
+
+    @Override
+    String save(Path weights, org.apache.hadoop.conf.Configuration hadoop) {
+      return dir;
+    }
+  }
+
+  /**
+   * A spark-tp layer list: held in memory (its weights go to the ranks as one broadcast per rank, made once per tp
+   * size and context) or read from a model directory; its plan ignores the task params.
+   */
+  static final class LayerList extends Loaded {
+    private static final long serialVersionUID = 1L;
     private final transient LayerGraph graph;
     private final transient LayerModel memory; // the weights of a model held in memory, else null
-    private final String checkpoint; // a model directory each rank reads its shard from, or null
-    final DType checkpointDtype; // storage dtype of the checkpoint's weights, or null for in-memory weights
     private transient Map<Integer, Plan> plans;
     private transient Map<Integer, List<Broadcast<RankWeights>>> broadcasts;
     private transient SparkContext owner;
-    private transient Map<String, String[]> placements;
 
-    Shards(LayerGraph graph, LayerModel memory, String checkpoint, String identity, DType checkpointDtype) {
-      this.checkpointDtype = checkpointDtype;
+    LayerList(LayerGraph graph, LayerModel memory, String dir, String identity, DType checkpointDtype) {
+      super(identity, dir, checkpointDtype, false);
       this.graph = graph;
       this.memory = memory;
-      this.checkpoint = checkpoint;
-      this.modelId = identity != null ? identity : UUID.randomUUID().toString();
     }
 
-    /** Copies the checkpoint's files (streamed; no weights in the driver's memory) into {@code dst}. */
-    void copyCheckpoint(Path dst, org.apache.hadoop.conf.Configuration hadoop) throws IOException {
-      Path src = new Path(checkpoint);
+    /** A layer list held in memory. */
+    LayerList(LayerModel model) {
+      this(model.graph(), model, null, null, null);
+    }
+
+    @Override
+    LayerGraph graph() {
+      return graph;
+    }
+
+    @Override
+    synchronized ModelPlan plan(int p, PlanOptions options) {
+      if (plans == null) {
+        plans = new HashMap<>();
+      }
+      return plans.computeIfAbsent(p, q -> Plan.build(graph, q));
+    }
+
+    /** Per-rank reads of the checkpoint when the model came from a directory, else per-rank broadcasts. */
+    @Override
+    ShardSource source(SparkContext sc, ModelPlan plan) {
+      return dir != null ? super.source(sc, plan) : new ShardSource.Broadcasts(broadcasts(sc, plan));
+    }
+
+    /** Writes the layer list's weights, or copies the checkpoint's files (streamed, never loaded) into {@code dst}. */
+    @Override
+    String save(Path dst, org.apache.hadoop.conf.Configuration hadoop) throws IOException {
+      if (dir == null) {
+        ModelWriter.write(memory, dst, hadoop);
+        return null;
+      }
+      Path src = new Path(dir);
       FileSystem srcFs = src.getFileSystem(hadoop);
       FileSystem dstFs = dst.getFileSystem(hadoop);
       String base = srcFs.makeQualified(src).toUri().getPath();
@@ -147,41 +321,13 @@ final class ModelLoader {
           }
         }
       }
-    }
-
-    /** Per-rank reads of the checkpoint when the model came from a directory, else per-rank broadcasts. */
-    ShardSource source(SparkContext sc, Plan plan) {
-      return checkpoint != null ? new ShardSource.Checkpoint(checkpoint, plan)
-          : new ShardSource.Broadcasts(broadcasts(sc, plan));
-    }
-
-    /** True when the weights are held in this driver's memory (not read from a checkpoint by each rank). */
-    boolean inMemory() {
-      return memory != null;
-    }
-
-    /** The whole model with its weights (read from the checkpoint when it is one). */
-    LayerModel loaded(org.apache.hadoop.conf.Configuration hadoop) throws IOException {
-      if (checkpoint == null) {
-        return memory;
-      }
-      try (ModelDirectory d = ModelDirectory.open(new Path(checkpoint), hadoop)) {
-        return d.load();
-      }
-    }
-
-    synchronized Plan plan(int p) {
-      if (plans == null) {
-        plans = new HashMap<>();
-      }
-      return plans.computeIfAbsent(p, q -> Plan.build(graph, q));
+      return null;
     }
 
     /** One broadcast per rank, each holding only that rank's shard; made once per tp size and context. */
-    synchronized List<Broadcast<RankWeights>> broadcasts(SparkContext sc, Plan plan) {
+    private synchronized List<Broadcast<RankWeights>> broadcasts(SparkContext sc, ModelPlan plan) {
       if (broadcasts == null || owner != sc) {
         broadcasts = new HashMap<>();
-        placements = null; // executors of another context
         owner = sc;
       }
       List<Broadcast<RankWeights>> got = broadcasts.get(plan.tpSize());
@@ -198,27 +344,7 @@ final class ModelLoader {
       return got;
     }
 
-    /**
-     * Where the barrier tasks of a job with {@code p} ranks and {@code g} groups ran last, updated with
-     * what {@code last} (the previous job's metrics, possibly of another shape or not run) recorded.
-     */
-    synchronized String[] placements(int p, int g, TpMetrics last) {
-      if (placements == null) {
-        placements = new HashMap<>();
-      }
-      String key = p + "x" + g;
-      String[] known = placements.computeIfAbsent(key, k -> new String[p * g]);
-      if (last != null && last.tpSize() == p && last.groups() == g) {
-        String[] seen = last.placements();
-        for (int i = 0; i < known.length; i++) {
-          if (seen[i] != null) {
-            known[i] = seen[i];
-          }
-        }
-      }
-      return known.clone();
-    }
-
+    @Override
     synchronized void release() {
       if (broadcasts != null) {
         for (List<Broadcast<RankWeights>> l : broadcasts.values()) {
@@ -229,6 +355,11 @@ final class ModelLoader {
     }
   }
 
+  /**
+   * ML write(): the params and the {@code spark.tp.*} options ({@value #CONF_KEY}) as Spark ML metadata; a layer
+   * list's weights under {@value #WEIGHTS_DIR}, a Hugging Face model's directory by its location
+   * ({@value #LOCATION_KEY}: it must still be there when the model is loaded).
+   */
   static final class Writer extends MLWriter {
     private final TensorParallelModel model;
 
@@ -238,28 +369,48 @@ final class ModelLoader {
 
     @Override
     public void saveImpl(String path) {
-      DefaultParamsWriter$.MODULE$.saveMetadata(model, path, sparkSession());
-      Path dir = new Path(path, WEIGHTS_DIR);
+      Path weights = new Path(path, WEIGHTS_DIR);
+      String location;
       try {
-        if (model.shards.checkpoint != null) {
-          model.shards.copyCheckpoint(dir, sc().hadoopConfiguration()); // the files as they are, never loaded
-          return;
-        }
-        ModelWriter.write(model.shards.loaded(sc().hadoopConfiguration()), dir, sc().hadoopConfiguration());
+        location = model.loaded.save(weights, sc().hadoopConfiguration());
       } catch (IOException e) {
-        throw new UncheckedIOException("Cannot write the model weights to " + dir + ": " + e.getMessage(), e);
+        throw new UncheckedIOException("Cannot write the model weights to " + weights + ": " + e.getMessage(), e);
       }
+      ObjectNode extra = JSON.createObjectNode();
+      ObjectNode conf = extra.putObject(CONF_KEY);
+      new java.util.TreeMap<>(model.conf).forEach(conf::put);
+      if (location != null) {
+        extra.put(LOCATION_KEY, location);
+      }
+      DefaultParamsWriter$.MODULE$.saveMetadata(model, path, sparkSession(),
+          scala.Option.apply((org.json4s.JObject) org.json4s.jackson.JsonMethods$.MODULE$.fromJsonNode(extra)));
     }
   }
 
+  /** ML load: the model from {@link Writer}'s metadata, its weights read where it put or named them. */
   static final class Reader extends MLReader<TensorParallelModel> {
     @Override
     public TensorParallelModel load(String path) {
       DefaultParamsReader.Metadata meta = DefaultParamsReader$.MODULE$.loadMetadata(path, sparkSession(),
           TensorParallelModel.class.getName());
-      TensorParallelModel m = fromDirectory(meta.uid(), new Path(path, WEIGHTS_DIR).toString());
+      JsonNode json;
+      try {
+        json = JSON.readTree(meta.metadataJson());
+      } catch (IOException e) {
+        throw new UncheckedIOException("Cannot read the metadata of the model saved at " + path + ": "
+            + e.getMessage(), e);
+      }
+      JsonNode location = json.get(LOCATION_KEY);
+      TensorParallelModel m = fromDirectory(meta.uid(), location != null ? location.asText()
+          : new Path(path, WEIGHTS_DIR).toString());
       meta.getAndSetParams(m, scala.Option.empty());
+      JsonNode conf = json.get(CONF_KEY);
+      if (conf != null) {
+        conf.fields().forEachRemaining(e -> m.setConf(e.getKey(), e.getValue().asText()));
+      }
       return m;
     }
   }
+
+  private static final ObjectMapper JSON = new ObjectMapper();
 }

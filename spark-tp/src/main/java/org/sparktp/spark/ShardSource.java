@@ -4,13 +4,14 @@ import java.io.IOException;
 import java.io.Serializable;
 import java.io.UncheckedIOException;
 import java.util.List;
+import java.util.function.Function;
 import org.apache.spark.broadcast.Broadcast;
 import org.apache.spark.deploy.SparkHadoopUtil;
 import org.sparktp.backend.Backend;
-import org.sparktp.model.ModelDirectory;
-import org.sparktp.tensor.DType;
-import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.RankWeights;
+import org.sparktp.nn.WeightSource;
+import org.sparktp.nn.plan.ModelPlan;
+import org.sparktp.tensor.DType;
 
 /** Where a rank gets its weight shard from: its own broadcast, or its own byte ranges of a checkpoint. */
 interface ShardSource extends Serializable {
@@ -34,50 +35,26 @@ interface ShardSource extends Serializable {
     }
   }
 
-  /** A Hugging Face model directory: the rank reads only the byte ranges of its slices. */
-  record HfCheckpoint(String dir, org.sparktp.nn.plan.Plan plan) implements ShardSource {
-    @Override
-    public RankWeights load(int rank) {
-      try (org.sparktp.model.hf.HfModel d = org.sparktp.model.hf.HfModel.open(new org.apache.hadoop.fs.Path(dir),
-          SparkHadoopUtil.get().conf())) {
-        return plan.shard(d.weightSource(), rank);
-      } catch (IOException e) {
-        throw new UncheckedIOException("Rank " + rank + " cannot read its shard of " + dir + ": " + e.getMessage(), e);
-      }
-    }
-
-    /** The rank's slices read in the checkpoint's own bytes into {@code be}'s tensors (see Plan.shard). */
-    @Override
-    public RankWeights load(int rank, Backend be, DType dtype) {
-      try (org.sparktp.model.hf.HfModel d = org.sparktp.model.hf.HfModel.open(new org.apache.hadoop.fs.Path(dir),
-          SparkHadoopUtil.get().conf())) {
-        return plan.shard(d.weightSource(), rank, be, dtype);
-      } catch (IOException e) {
-        throw new UncheckedIOException("Rank " + rank + " cannot read its shard of " + dir + ": " + e.getMessage(), e);
-      }
-    }
-  }
-
   /**
-   * A model directory on any Hadoop file system ({@code file:}, {@code hdfs:}, {@code s3a:}): the rank
-   * opens it and reads only the byte ranges of its shards, so no process ever holds the whole model.
+   * A model directory of either format (spark-tp or Hugging Face) on any Hadoop file system ({@code file:},
+   * {@code hdfs:}, {@code s3a:}): the rank opens it and reads only the byte ranges of its slices, so no process
+   * ever holds the whole model.
    */
-  record Checkpoint(String dir, Plan plan) implements ShardSource {
+  record Checkpoint(String dir, ModelPlan plan) implements ShardSource {
     @Override
     public RankWeights load(int rank) {
-      try (ModelDirectory d = ModelDirectory.open(new org.apache.hadoop.fs.Path(dir),
-          SparkHadoopUtil.get().conf())) {
-        return plan.shard(d.weightSource(), rank);
-      } catch (IOException e) {
-        throw new UncheckedIOException("Rank " + rank + " cannot read its shard of " + dir + ": " + e.getMessage(), e);
-      }
+      return read(rank, w -> plan.shard(w, rank));
     }
 
+    /** The rank's slices read in the checkpoint's own bytes into {@code be}'s tensors (see ModelPlan.shard). */
     @Override
     public RankWeights load(int rank, Backend be, DType dtype) {
-      try (ModelDirectory d = ModelDirectory.open(new org.apache.hadoop.fs.Path(dir),
-          SparkHadoopUtil.get().conf())) {
-        return plan.shard(d.weightSource(), rank, be, dtype);
+      return read(rank, w -> plan.shard(w, rank, be, dtype));
+    }
+
+    private RankWeights read(int rank, Function<WeightSource, RankWeights> shard) {
+      try (ModelLoader.OpenWeights w = ModelLoader.openWeights(dir, SparkHadoopUtil.get().conf())) {
+        return shard.apply(w.source());
       } catch (IOException e) {
         throw new UncheckedIOException("Rank " + rank + " cannot read its shard of " + dir + ": " + e.getMessage(), e);
       }

@@ -31,12 +31,12 @@ public final class SqlSupport {
 
   /** True when {@code m} is a Hugging Face model whose directory has a {@code tokenizer.json}. */
   public static boolean hasTokenizer(TensorParallelModel m) {
-    return m.hf != null && m.hf.tokenizer;
+    return m.loaded.tokenizerDir() != null;
   }
 
   /** The model directory of a Hugging Face model, or null for a layer-list model. */
   public static String hfDirectory(TensorParallelModel m) {
-    return m.hf == null ? null : m.hf.dir;
+    return m.loaded.hasTasks() ? m.loaded.dir : null;
   }
 
   /**
@@ -44,6 +44,6 @@ public final class SqlSupport {
    * tokenizer of {@code m}'s directory, special tokens added as its post-processor says (a null text gives null).
    */
   public static Dataset<Row> tokenize(Dataset<Row> df, String textCol, String idsCol, TensorParallelModel m) {
-    return Tokenize.apply(df, textCol, idsCol, m.hf.dir, 0);
+    return Tokenize.apply(df, textCol, idsCol, m.loaded.tokenizerDir(), 0);
   }
 }

@@ -17,13 +17,11 @@ import org.sparktp.TpConf;
 import org.sparktp.model.LayerModel;
 import org.sparktp.nn.plan.LayerGraph;
 import org.sparktp.nn.plan.ModelPlan;
-import org.sparktp.nn.plan.Plan;
-import org.sparktp.nn.ops.TransformerModel;
 import org.sparktp.tensor.DType;
 
 /**
  * A model run with tensor parallelism over the rows of a DataFrame: every weight matrix is split across
- * the {@code tpSize} ranks of a group (Megatron-style column/row parallel layers, see {@link Plan}), the
+ * the {@code tpSize} ranks of a group (Megatron-style column/row parallel layers, see {@link ModelPlan}), the
  * ranks of a group are the tasks of a Spark barrier stage, and {@code groups} groups share the rows
  * (data parallel x tensor parallel).
  *
@@ -46,9 +44,11 @@ import org.sparktp.tensor.DType;
  * ranks), made once per model and tp size; executors keep loaded shards in their {@link ShardCache}, so
  * later jobs with the same model load nothing. {@link #release()} destroys the broadcasts.
  *
- * <p>Saved with {@link #write()}: the params (Spark ML metadata) and the weights as a model directory
- * ({@code config.json} + {@code model.safetensors}) under {@code weights/}; a loaded model reads its
- * shards from there, each rank only its own byte ranges ({@link #fromDirectory}).
+ * <p>Saved with {@link #write()} (alone or as a stage of a saved {@code Pipeline}): the params and the
+ * {@link #setConf} options as Spark ML metadata; a layer list's weights as a model directory ({@code config.json} +
+ * {@code model.safetensors}) under {@code weights/}, a Hugging Face model by the location of its directory (not
+ * copied: it must still be there when the model is loaded). A loaded model reads its shards from there, each rank
+ * only its own byte ranges ({@link #fromDirectory}).
  */
 public final class TensorParallelModel extends TpModelParams implements MLWritable {
   private static final long serialVersionUID = 1L;
@@ -58,10 +58,8 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
   public static final String FINISH_REASON = "finish_reason";
   static final List<String> GENERATE_COLUMNS = List.of(GENERATED_IDS, GENERATED_TEXT, FINISH_REASON);
 
-  final LayerGraph graph;
-  final ModelLoader.Shards shards;
-  // --- issue 10: a Hugging Face transformer (graph is null then) ---
-  final ModelLoader.HfShards hf;
+  /** What the model runs and where its weights are, whatever its format (shared by the model's copies). */
+  final ModelLoader.Loaded loaded;
   transient volatile TpMetrics lastMetrics;
 
   /** A layer-list model held in memory ({@link LayerModel#builder}); its weights go to the ranks as broadcasts. */
@@ -70,53 +68,36 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
   }
 
   public TensorParallelModel(String uid, LayerModel model) {
-    this(uid, model.graph(), new ModelLoader.Shards(model.graph(), model, null, null, null));
+    this(uid, new ModelLoader.LayerList(java.util.Objects.requireNonNull(model, "A TensorParallelModel needs a "
+        + "model")));
   }
 
   /**
-   * A model read from a model directory ({@code config.json} + safetensors, on any Hadoop file system).
-   * The driver opens it and validates every tensor against the config before any task runs, but loads
-   * no weights: each rank reads only the byte ranges of its own shards.
+   * A model read from a model directory ({@code config.json} + safetensors, or a Hugging Face checkpoint, on any
+   * Hadoop file system). The driver opens it and validates every tensor against the config before any task runs,
+   * but loads no weights: each rank reads only the byte ranges of its own shards.
    */
   public static TensorParallelModel fromDirectory(String dir) {
     return ModelLoader.fromDirectory(Identifiable$.MODULE$.randomUID("tpModel"), dir);
   }
 
-  TensorParallelModel(String uid, LayerGraph graph, ModelLoader.Shards shards) {
-    this(uid, graph, shards, null);
-  }
-
-  TensorParallelModel(String uid, LayerGraph graph, ModelLoader.Shards shards, ModelLoader.HfShards hf) {
+  TensorParallelModel(String uid, ModelLoader.Loaded loaded) {
     super(uid);
-    if (graph == null && hf == null) {
-      throw new IllegalArgumentException("A TensorParallelModel needs a model");
-    }
-    this.graph = graph;
-    this.shards = shards;
-    this.hf = hf;
+    this.loaded = loaded;
   }
 
-  /** The layer-list model's ops, or null for a Hugging Face transformer ({@link #transformer()}). */
+  /** The layer-list model's ops, or null for a model of another format (a Hugging Face checkpoint). */
   public LayerGraph graph() {
-    return graph;
-  }
-
-  /** The Hugging Face transformer this model runs, or null for a layer-list model. */
-  public TransformerModel transformer() {
-    return hf == null ? null : hf.model;
-  }
-
-  /** The transformer plan for {@code p} ranks with this model's task, pooling, normalize and truncation. */
-  public Plan transformerPlan(int p) {
-    return new TransformFlow(this).transformerPlan(p);
+    return loaded.graph();
   }
 
   /**
    * The plan this model runs with {@code p} ranks, whatever its format (its {@code explain()} prints ops, layouts and
-   * collectives): a layer list's {@link Plan}, or a Hugging Face model's {@link Plan} for its task.
+   * collectives): a layer list's {@link org.sparktp.nn.plan.Plan}, or a Hugging Face model's plan for the task,
+   * pooling and normalize of its params and {@code spark.tp.truncate} on the active session.
    */
   public ModelPlan plan(int p) {
-    return shards != null ? shards.plan(p) : transformerPlan(p);
+    return new TransformFlow(this).plan(p, settings(active()));
   }
 
   /**
@@ -157,9 +138,7 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
    * cached rank models were freed.
    */
   public int release() {
-    if (shards != null) {
-      shards.release();
-    }
+    loaded.release();
     SparkSession spark = active();
     if (spark == null) {
       return ShardCache.get().invalidate(modelId());
@@ -195,7 +174,7 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
   }
 
   private String modelId() {
-    return shards != null ? shards.modelId : hf.modelId;
+    return loaded.modelId;
   }
 
   static SparkSession active() {
@@ -204,17 +183,13 @@ public final class TensorParallelModel extends TpModelParams implements MLWritab
 
   @Override
   public TensorParallelModel copy(ParamMap extra) {
-    TensorParallelModel m = new TensorParallelModel(uid(), graph, shards, hf);
+    TensorParallelModel m = new TensorParallelModel(uid(), loaded);
     m.conf.putAll(conf);
     return copyValues(m, extra).setParent(parent());
   }
 
   @Override
   public MLWriter write() {
-    if (hf != null) {
-      throw new UnsupportedOperationException("A Hugging Face model is not saved with ML write(): its directory "
-          + hf.dir + " is the model; load it again with TensorParallelModel.fromDirectory");
-    }
     return new ModelLoader.Writer(this);
   }
 

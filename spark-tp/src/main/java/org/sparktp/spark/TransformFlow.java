@@ -1,154 +1,142 @@
 package org.sparktp.spark;
 
+import java.util.Arrays;
 import java.util.List;
 import java.util.UUID;
 import org.apache.spark.SparkContext;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
+import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
-import org.sparktp.nn.plan.TransformerGraph;
 import org.sparktp.TpConf;
 import org.sparktp.TpSettings;
 import org.sparktp.backend.Precision;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.model.TextTokenizer;
-import org.sparktp.nn.plan.LayerGraph;
-import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.gen.GenerateParams;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
+import org.sparktp.nn.plan.ModelPlan;
 import org.sparktp.tensor.DType;
 
 /**
- * The flow of one {@link TensorParallelModel#transform}: the output schema checked against the input, every
- * {@code spark.tp.*} setting resolved once ({@link TensorParallelModel#settings}), the weights' and activations'
- * dtypes resolved, the cluster's task slots checked, then one {@link TpJob} run by the {@link BarrierRunner}
- * (for a Hugging Face transformer, text tokenized first and, for task generate, decoded after).
+ * The flow of one {@link TensorParallelModel#transform}, the same for every model: the plan for the model's params
+ * says what it takes and gives (vectors, ids or token sequences; a vector, a score or generated tokens), the model
+ * says whether it has a tokenizer. The output schema is checked against the input, every {@code spark.tp.*} setting
+ * resolved once ({@link TensorParallelModel#settings}), the weights' and activations' dtypes resolved, the cluster's
+ * task slots checked; then text is tokenized (a string input column with a tokenizer), one {@link TpJob} runs in the
+ * {@link BarrierRunner}, and generated ids are decoded.
  */
 final class TransformFlow {
+  /** The column that holds the ids of a tokenized text column while the barrier stage runs. */
+  private static final String TOKEN_IDS = "__spark_tp_token_ids";
+
   private final TensorParallelModel m;
-  private final LayerGraph graph;
-  private final ModelLoader.Shards shards;
-  private final ModelLoader.HfShards hf;
+  private final ModelLoader.Loaded model;
 
   TransformFlow(TensorParallelModel m) {
     this.m = m;
-    this.graph = m.graph;
-    this.shards = m.shards;
-    this.hf = m.hf;
+    this.model = m.loaded;
   }
 
-  /** Task generate's parameters with the budgets of {@code spark}'s conf and the model's EOS ids. */
+  /** The plan for {@code p} ranks with this model's task, pooling, normalize and truncation ({@code settings}). */
+  ModelPlan plan(int p, TpSettings settings) {
+    return model.plan(p, new ModelLoader.PlanOptions(m.isSet(m.task()) ? Task.parse(m.getOrDefault(m.task())) : null,
+        m.isSet(m.pooling()) ? Pooling.parse(m.getOrDefault(m.pooling())) : null,
+        (Boolean) m.getOrDefault(m.normalize()), settings.bool(TpConf.TRUNCATE)));
+  }
+
+  /** Task generate's parameters with the budgets of {@code settings} and the model's EOS ids. */
   private GenerateJob generateJob(SparkSession spark, TpSettings settings) {
     long kv = settings.bytes(TpConf.KV_CACHE_MAX_BYTES);
     int tokens = settings.getInt(TpConf.GENERATE_BATCH_TOKENS, 1);
     String[] stops = m.getOrDefault(m.stop());
-    if (stops.length > 0 && !hf.tokenizer) {
-      throw new IllegalArgumentException("Stop strings need the model's tokenizer, but " + hf.dir + " has no "
+    if (stops.length > 0 && model.tokenizerDir() == null) {
+      throw new IllegalArgumentException("Stop strings need the model's tokenizer, but " + model.dir + " has no "
           + TextTokenizer.FILE_NAME + ": give stop token ids (stopIds) instead");
     }
     GenerateParams gp = new GenerateParams((Integer) m.getOrDefault(m.maxNewTokens()),
         (Double) m.getOrDefault(m.temperature()), (Integer) m.getOrDefault(m.topK()), (Double) m.getOrDefault(m.topP()),
         (Double) m.getOrDefault(m.repetitionPenalty()), (Long) m.getOrDefault(m.seed()),
-        GenerateJob.eosIds(hf.dir, spark == null ? new org.apache.hadoop.conf.Configuration()
-            : spark.sparkContext().hadoopConfiguration()), m.getOrDefault(m.stopIds()), kv, tokens);
-    return new GenerateJob(gp, List.of(stops), hf.dir);
-  }
-
-  /** The transformer plan for {@code p} ranks with this model's task, pooling, normalize and truncation. */
-  Plan transformerPlan(int p) {
-    if (hf == null) {
-      throw new IllegalStateException("This model is a layer list, not a transformer: use plan(p)");
-    }
-    boolean truncate = m.settings(TensorParallelModel.active()).bool(TpConf.TRUNCATE);
-    return TransformerGraph.plan(hf.model, p, m.isSet(m.task()) ? Task.parse(m.getOrDefault(m.task())) : null,
-        m.isSet(m.pooling()) ? Pooling.parse(m.getOrDefault(m.pooling())) : null,
-        (Boolean) m.getOrDefault(m.normalize()), truncate);
+        GenerateJob.eosIds(model.dir, spark.sparkContext().hadoopConfiguration()), m.getOrDefault(m.stopIds()), kv,
+        tokens);
+    return new GenerateJob(gp, List.of(stops), model.tokenizerDir());
   }
 
   StructType transformSchema(StructType schema) {
-    OnError onError = OnError.parse(m.settings(TensorParallelModel.active()).get(TpConf.ON_ERROR));
-    if (hf != null) {
-      return onError.outputSchema(schema, transformerSchema(schema));
-    }
-    InputKind.of(schema, m.getInputCol(), graph.takesIds(), graph.takesBags());
-    String out = m.getOutputCol();
-    for (String f : schema.fieldNames()) {
-      if (f.equals(out)) {
-        throw new IllegalArgumentException("Output column '" + out + "' already exists; set outputCol to a new name");
-      }
-    }
-    return onError.outputSchema(schema, schema.add(out, DataTypes.createArrayType(DataTypes.FloatType, false),
-        nullOutputs()));
-  }
-
-  /** True when the input column holds text or messages (chat-templated; tokenized before the barrier stage). */
-  private boolean textInput(StructType schema) {
-    for (org.apache.spark.sql.types.StructField f : schema.fields()) {
-      boolean messages = ChatInput.isMessages(f.dataType());
-      if (f.name().equals(m.getInputCol()) && (f.dataType().equals(DataTypes.StringType) || messages)) {
-        if (!hf.tokenizer) {
-          throw new IllegalArgumentException("Input column '" + m.getInputCol() + "' holds " + (messages ? "messages"
-              : "text") + ", but " + hf.dir + " has no " + TextTokenizer.FILE_NAME
-              + ": give token ids (array<int> or array<long>) instead");
-        }
-        if (messages) {
-          ChatInput.template(hf.dir); // a directory without a chat template fails here, before any job
-        }
-        return true;
-      }
-    }
-    return false;
-  }
-
-  private StructType transformerSchema(StructType schema) {
-    if (!textInput(schema)) {
-      try {
-        InputKind.of(schema, m.getInputCol(), true, true);
-      } catch (IllegalArgumentException e) {
-        // a model with a tokenizer takes text too: say so (InputKind knows only the id kinds)
-        throw !hf.tokenizer || e.getMessage().contains("does not exist") ? e : new IllegalArgumentException(e.getMessage()
-            .replace("the model takes array<int>", "the model takes string (text, tokenized with the model's "
-                + TextTokenizer.FILE_NAME + "), array<int>"), e);
-      }
+    TpSettings settings = m.settings(TensorParallelModel.active());
+    ModelPlan plan = plan(1, settings);
+    if (!textInput(schema, plan)) {
+      InputKind.of(schema, m.getInputCol(), plan, model.tokenizerDir() != null);
     }
     String out = m.getOutputCol();
-    for (String f : schema.fieldNames()) {
-      if (f.equals(out)) {
-        throw new IllegalArgumentException("Output column '" + out + "' already exists; set outputCol to a new name");
-      }
+    if (Arrays.asList(schema.fieldNames()).contains(out)) {
+      throw new IllegalArgumentException("Output column '" + out + "' already exists; set outputCol to a new name");
     }
-    Plan plan = transformerPlan(1);
-    if (plan.transformer().task() == Task.GENERATE) {
-      // issue 12: generated_ids, finish_reason from the barrier stage, then generated_text (with a tokenizer)
-      if (m.isSet(m.outputCol())) {
-        throw new IllegalArgumentException("Task generate writes the columns " + String.join(", ",
-            TensorParallelModel.GENERATE_COLUMNS) + ", not outputCol ('" + m.getOutputCol() + "'): leave outputCol"
-            + " unset and rename those columns after transform if needed");
-      }
-      for (String c : TensorParallelModel.GENERATE_COLUMNS) {
-        if (java.util.Arrays.asList(schema.fieldNames()).contains(c)) {
-          throw new IllegalArgumentException("Task generate writes the column '" + c + "', which the input already "
-              + "has; rename or drop it");
-        }
-      }
-      StructType s = schema.add(TensorParallelModel.GENERATED_IDS, DataTypes.createArrayType(DataTypes.IntegerType, false), true);
-      if (hf.tokenizer) {
-        s = s.add(TensorParallelModel.GENERATED_TEXT, DataTypes.StringType, true);
-      }
-      return s.add(TensorParallelModel.FINISH_REASON, DataTypes.StringType, true);
+    if (plan.generates() && m.isSet(m.outputCol())) {
+      throw new IllegalArgumentException("Task generate writes the columns " + String.join(", ",
+          TensorParallelModel.GENERATE_COLUMNS) + ", not outputCol ('" + out + "'): leave outputCol unset and rename "
+          + "those columns after transform if needed");
     }
-    return schema.add(out, plan.transformer().task() == Task.SCORE ? DataTypes.DoubleType
-        : DataTypes.createArrayType(DataTypes.FloatType, false), nullOutputs());
+    StructType s = schema;
+    for (StructField f : stageColumns(plan, settings)) {
+      if (plan.generates() && Arrays.asList(schema.fieldNames()).contains(f.name())) {
+        throw new IllegalArgumentException("Task generate writes the column '" + f.name() + "', which the input "
+            + "already has; rename or drop it");
+      }
+      if (f.name().equals(TensorParallelModel.FINISH_REASON) && model.tokenizerDir() != null) {
+        s = s.add(TensorParallelModel.GENERATED_TEXT, DataTypes.StringType, true); // decoded after the stage
+      }
+      s = s.add(f);
+    }
+    return OnError.parse(settings.get(TpConf.ON_ERROR)).outputSchema(schema, s);
   }
 
-  /** True when a row may get a null output: {@code spark.tp.null-policy=null}, or {@code spark.tp.on-error} not fail. */
-  private boolean nullOutputs() {
-    TpSettings s = m.settings(TensorParallelModel.active());
-    return NullPolicy.parse(s.get(TpConf.NULL_POLICY)) == NullPolicy.NULL
-        || OnError.parse(s.get(TpConf.ON_ERROR)) != OnError.FAIL;
+  /**
+   * The columns the barrier stage appends: {@code outputCol} ({@code double} for a score, else {@code array<float>}),
+   * or, for task generate, {@code generated_ids} and {@code finish_reason} (issue 12).
+   */
+  private StructField[] stageColumns(ModelPlan plan, TpSettings settings) {
+    if (plan.generates()) {
+      return new StructField[] {
+          DataTypes.createStructField(TensorParallelModel.GENERATED_IDS,
+              DataTypes.createArrayType(DataTypes.IntegerType, false), true),
+          DataTypes.createStructField(TensorParallelModel.FINISH_REASON, DataTypes.StringType, true)};
+    }
+    DataType type = plan.scalarOutput() ? DataTypes.DoubleType : DataTypes.createArrayType(DataTypes.FloatType, false);
+    // a row may get a null output: spark.tp.null-policy=null, or spark.tp.on-error not fail
+    boolean nullable = NullPolicy.parse(settings.get(TpConf.NULL_POLICY)) == NullPolicy.NULL
+        || OnError.parse(settings.get(TpConf.ON_ERROR)) != OnError.FAIL;
+    return new StructField[] {DataTypes.createStructField(m.getOutputCol(), type, nullable)};
+  }
+
+  /**
+   * True when the input column holds text or messages (rendered with the model's chat template), tokenized before the
+   * barrier stage with the model's tokenizer; text or messages for a model of token sequences without one (or
+   * messages without a chat template) fail here, before any job.
+   */
+  private boolean textInput(StructType schema, ModelPlan plan) {
+    String col = m.getInputCol();
+    if (!Arrays.asList(schema.fieldNames()).contains(col)) {
+      return false;
+    }
+    DataType t = schema.apply(col).dataType();
+    boolean messages = ChatInput.isMessages(t);
+    if (!t.equals(DataTypes.StringType) && !messages) {
+      return false;
+    }
+    if (model.tokenizerDir() == null && (plan.sequences() || messages)) {
+      throw new IllegalArgumentException("Input column '" + col + "' holds " + (messages ? "messages" : "text")
+          + ", but " + model.dir + " has no " + TextTokenizer.FILE_NAME
+          + ": give token ids (array<int> or array<long>) instead");
+    }
+    if (messages) {
+      ChatInput.template(model.tokenizerDir()); // a directory without a chat template fails here, before any job
+    }
+    return model.tokenizerDir() != null;
   }
 
   /**
@@ -158,7 +146,7 @@ final class TransformFlow {
    * tasks, or dynamic allocation fail at once with what to change.
    */
   Dataset<Row> transform(Dataset<?> dataset) {
-    StructType outSchema = transformSchema(dataset.schema());
+    transformSchema(dataset.schema());
     if (!(dataset instanceof org.apache.spark.sql.classic.Dataset<?> ds)) {
       throw new IllegalArgumentException("TensorParallelModel needs a classic (non-Connect) Spark session");
     }
@@ -170,11 +158,13 @@ final class TransformFlow {
     int g = settings.getInt(TpConf.GROUPS, 0);
     long slotWait = settings.durationMillis(TpConf.SLOTS_WAIT);
     int batch = settings.getInt(TpConf.BATCH_SIZE, 1);
-    long batchBytes = 4L * batch * (hf != null ? hf.model.vocab() : Math.max(graph.inputDim(), graph.outputDim()));
+    ModelPlan plan = plan(p, settings);
+    long batchBytes = 4L * batch * Math.max(plan.inputDim(), plan.outputDim());
     if (batchBytes >= Integer.MAX_VALUE / 2) {
       throw new IllegalArgumentException("batchSize " + batch + " makes batches of " + batchBytes
           + " bytes; lower it (" + TpConf.BATCH_SIZE + ")");
     }
+    GenerateJob gen = plan.generates() ? generateJob(spark, settings) : null;
     // the weights' dtype (auto resolved against the checkpoint and this CPU), then the activations' against it
     DType storage = resolveDtype(RankTask.checkBackend(settings.get(TpConf.BACKEND)), settings);
     DType activations = m.resolveActivationDtype(storage, settings);
@@ -186,71 +176,48 @@ final class TransformFlow {
     Slots.check(Slots.dynamicAllocation(sc), slots, g, p);
     comm.checkCluster(sc, p);
 
-    if (hf != null) {
-      return transformTransformer(ds, outSchema, spark, p, g, comm, settings, storage, activations);
-    }
-    Plan plan = shards.plan(p);
-    ShardSource source = shards.source(sc, plan);
-    String jobKey = m.uid() + "-" + UUID.randomUUID().toString().substring(0, 8);
-    String[] placements = shards.placements(p, g, m.lastMetrics);
-    TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
-    m.lastMetrics = metrics;
+    // rows that cannot run carry their cause through the stage in a helper column (spark.tp.on-error)
     OnError onError = OnError.parse(settings.get(TpConf.ON_ERROR));
     org.apache.spark.sql.classic.Dataset<Row> df = (org.apache.spark.sql.classic.Dataset<Row>) onError.prepare(ds.toDF());
-    int ord = df.schema().fieldIndex(m.getInputCol());
-    TpJob job = new TpJob(jobKey, shards.modelId, plan, plan.fingerprint(), source, g, m.getInputCol(), ord,
-        InputKind.of(df.schema(), m.getInputCol(), plan), onError.barrierSchema(df.schema(), outSchema,
-            ds.schema().size()), settings, storage, activations, comm, metrics, null);
-    return onError.finish(BarrierRunner.run(spark, df, job, placements));
+    String col = m.getInputCol();
+    boolean text = textInput(df.schema(), plan);
+    if (text) {
+      int maxLen = gen == null ? plan.truncateTo() : 0; // generate truncates left
+      df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, TOKEN_IDS, model.tokenizerDir(), maxLen,
+          gen != null);
+      col = TOKEN_IDS;
+    }
+    if (gen != null && m.isSet(m.seedCol())) {
+      gen = withSeedColumn(gen, df.schema(), m.getOrDefault(m.seedCol()));
+    }
+    StructType stageSchema = df.schema();
+    for (StructField f : stageColumns(plan, settings)) {
+      stageSchema = stageSchema.add(f);
+    }
+    String jobKey = m.uid() + "-" + UUID.randomUUID().toString().substring(0, 8);
+    TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
+    String[] placements = model.placements(sc, p, g, m.lastMetrics);
+    m.lastMetrics = metrics;
+    // row errors name the user's column (its ids may sit in the tokenized helper column)
+    TpJob job = new TpJob(jobKey, model.modelId, plan, plan.fingerprint(), model.source(sc, plan), g, m.getInputCol(),
+        df.schema().fieldIndex(col), InputKind.of(df.schema(), col, plan, false), stageSchema, settings, storage,
+        activations, comm, metrics, gen);
+    Dataset<Row> out = BarrierRunner.run(spark, df, job, placements);
+    out = text ? out.drop(TOKEN_IDS) : out;
+    return onError.finish(gen != null && model.tokenizerDir() != null ? GenerateJob.withText(out, model.tokenizerDir())
+        : out);
   }
 
-  /** A Hugging Face transformer's job: text tokenized per input partition first, then the barrier stage. */
-  private Dataset<Row> transformTransformer(org.apache.spark.sql.classic.Dataset<?> ds, StructType outSchema,
-      org.apache.spark.sql.classic.SparkSession spark, int p, int g, CommFactory comm, TpSettings settings,
-      DType storage, DType activations) {
-    SparkContext sc = spark.sparkContext();
-    Plan plan = transformerPlan(p);
-    GenerateJob gen = plan.transformer().task() == Task.GENERATE ? generateJob(spark, settings) : null;
-    OnError onError = OnError.parse(settings.get(TpConf.ON_ERROR));
-    org.apache.spark.sql.classic.Dataset<Row> df = (org.apache.spark.sql.classic.Dataset<Row>) onError.prepare(ds.toDF());
-    outSchema = onError.barrierSchema(df.schema(), outSchema, ds.schema().size());
-    if (gen != null) {
-      // the barrier stage writes generated_ids and finish_reason; the text is decoded after it
-      outSchema = df.schema().add(TensorParallelModel.GENERATED_IDS, DataTypes.createArrayType(DataTypes.IntegerType, false), true)
-          .add(TensorParallelModel.FINISH_REASON, DataTypes.StringType, true);
+  /** {@code gen} with each row's seed read from the column {@code name} (int or long) of {@code schema}. */
+  private static GenerateJob withSeedColumn(GenerateJob gen, StructType schema, String name) {
+    if (!Arrays.asList(schema.fieldNames()).contains(name)) {
+      throw new IllegalArgumentException("seedCol '" + name + "' is not a column of the input");
     }
-    String col = m.getInputCol();
-    String helper = null;
-    if (textInput(df.schema())) {
-      helper = "__spark_tp_token_ids";
-      int maxLen = plan.transformer().truncate() && gen == null ? plan.transformer().model().maxPositions() : 0; // generate truncates left
-      df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, helper, hf.dir, maxLen, gen != null);
-      col = helper;
-      outSchema = gen != null ? df.schema().add(outSchema.fields()[outSchema.fields().length - 2])
-          .add(outSchema.fields()[outSchema.fields().length - 1])
-          : df.schema().add(outSchema.fields()[outSchema.fields().length - 1]);
+    DataType t = schema.apply(name).dataType();
+    if (!t.equals(DataTypes.IntegerType) && !t.equals(DataTypes.LongType)) {
+      throw new IllegalArgumentException("seedCol '" + name + "' must be int or long, got " + t.simpleString());
     }
-    String jobKey = m.uid() + "-" + UUID.randomUUID().toString().substring(0, 8);
-    TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
-    m.lastMetrics = metrics;
-    int ord = df.schema().fieldIndex(col);
-    if (gen != null && m.isSet(m.seedCol())) {
-      String seedName = m.getOrDefault(m.seedCol());
-      if (!java.util.Arrays.asList(df.schema().fieldNames()).contains(seedName)) {
-        throw new IllegalArgumentException("seedCol '" + seedName + "' is not a column of the input");
-      }
-      org.apache.spark.sql.types.DataType t = df.schema().apply(seedName).dataType();
-      if (!t.equals(DataTypes.IntegerType) && !t.equals(DataTypes.LongType)) {
-        throw new IllegalArgumentException("seedCol '" + seedName + "' must be int or long, got " + t.simpleString());
-      }
-      gen = gen.withSeedColumn(df.schema().fieldIndex(seedName), t.equals(DataTypes.IntegerType));
-    }
-    TpJob job = new TpJob(jobKey, hf.modelId, plan, plan.fingerprint(), new ShardSource.HfCheckpoint(hf.dir, plan),
-        g, m.getInputCol(), ord, InputKind.of(df.schema(), col, true, true), outSchema, settings, storage, activations, comm,
-        metrics, gen);
-    Dataset<Row> out = BarrierRunner.run(spark, df, job, null);
-    out = helper == null ? out : out.drop(helper);
-    return onError.finish(gen != null && hf.tokenizer ? GenerateJob.withText(out, hf.dir) : out);
+    return gen.withSeedColumn(schema.fieldIndex(name), t.equals(DataTypes.IntegerType));
   }
 
   /**
@@ -259,9 +226,9 @@ final class TransformFlow {
    * native bf16 GEMMs, else f32 (see {@link Precision#resolve}).
    */
   DType resolveDtype(String backendName, TpSettings settings) {
-    DType checkpoint = hf != null ? hf.weightDtype : shards.checkpointDtype;
     boolean cpu = backendName == null || backendName.equals("auto") || backendName.equals("cpu");
     // auto picks bf16 only on the CPU backend for now (a backend reports its dtypes through Backend.supports)
-    return Precision.resolve(settings.get(TpConf.DTYPE), checkpoint, cpu && CpuBackend.hasNativeBf16(), TpConf.DTYPE);
+    return Precision.resolve(settings.get(TpConf.DTYPE), model.checkpointDtype, cpu && CpuBackend.hasNativeBf16(),
+        TpConf.DTYPE);
   }
 }

@@ -74,8 +74,16 @@ final class GenerateCall {
       return;
     }
     if (messages(t)) {
-      throw Sc.error(fn + " argument 'input' (" + input.sql() + ") is a messages column, which needs the model's"
-          + " chat template; this build does not render chat templates yet: give the prompt as text (string) or ids");
+      if (!SqlSupport.hasTokenizer(model)) {
+        throw Sc.error(fn + " argument 'input' (" + input.sql() + ") is a messages column, but model " + modelName
+            + " has no tokenizer.json; give token ids (array<int> or array<long>) instead");
+      }
+      try {
+        org.sparktp.spark.ChatInput.template(SqlSupport.hfDirectory(model)); // a model without a template fails here
+      } catch (RuntimeException e) {
+        throw Sc.error(fn + " argument 'input' (" + input.sql() + ") is a messages column: " + e.getMessage(), e);
+      }
+      return;
     }
     if (ids(t)) {
       return;
@@ -99,14 +107,16 @@ final class GenerateCall {
     for (String n : df.columns()) {
       keep.add(c(n));
     }
-    Dataset<Row> in = text(df.schema().apply(inputCol).dataType())
+    DataType t = df.schema().apply(inputCol).dataType();
+    // text, or messages rendered with the model's chat template (generation prompt added), tokenized before the stage
+    Dataset<Row> in = text(t) || messages(t)
         ? SqlSupport.tokenize(df, inputCol, name, model)
         : df.withColumn(name, c(inputCol));
     TensorParallelModel m = model.setInputCol(name);
     Dataset<Row> out = m.transform(in);
     Column prompt = size(c(name));
     if (m.settings(in.sparkSession()).bool(TpConf.TRUNCATE)) {
-      int room = m.transformer().maxPositions() - (Integer) m.getOrDefault(m.maxNewTokens());
+      int room = m.plan(1).truncateTo() - (Integer) m.getOrDefault(m.maxNewTokens());
       prompt = least(prompt, lit(room));
     }
     List<String> names = List.of(out.columns());

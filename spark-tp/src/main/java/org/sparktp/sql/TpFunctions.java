@@ -109,7 +109,7 @@ final class TpFunctions {
     }
     if (task != null && !task.equals("embed")) {
       try {
-        model.transformerPlan(1);
+        model.plan(1);
       } catch (RuntimeException e) {
         throw Sc.error(fn + " argument 'model': " + modelName + " cannot run task '" + task + "': " + e.getMessage(), e);
       }

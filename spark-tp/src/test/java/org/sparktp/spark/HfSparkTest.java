@@ -145,4 +145,42 @@ class HfSparkTest extends SparkTestBase {
     assertThatThrownBy(() -> m.transform(idsFrame(new int[][] {{1, 400}}, false).coalesce(1)).collect())
         .hasMessageContaining("holds id 400 at position 1, outside the vocabulary [0, 327)");
   }
+
+  /**
+   * A Hugging Face model is a Pipeline stage that saves and loads with the Pipeline: its params and setConf options
+   * are saved, its directory by location (nothing copied); the loaded Pipeline tokenizes and scores the same text to
+   * the same scores, which match the PyTorch reference (before, write() refused Hugging Face models).
+   */
+  @Test
+  void aHuggingFaceModelSavesAndLoadsAsAPipelineStageAndScoresTheSame() throws Exception {
+    HfFixtures.Fixture f = HfFixtures.load("gpt2");
+    TensorParallelModel m = TensorParallelModel.fromDirectory(f.dir().toString()).setInputCol("ids")
+        .setOutputCol("score").setTpSize(2).setTask("score").setConf("spark.tp.batch-tokens", "24");
+    Dataset<Row> in = idsFrame(f.inputs(), false);
+    org.apache.spark.ml.PipelineModel pipeline = new org.apache.spark.ml.Pipeline()
+        .setStages(new org.apache.spark.ml.PipelineStage[] {m}).fit(in);
+    java.nio.file.Path dir = java.nio.file.Files.createTempDirectory("tp-hf-pipeline");
+    String path = dir.resolve("p").toString();
+    pipeline.write().save(path);
+
+    org.apache.spark.ml.PipelineModel loaded = org.apache.spark.ml.PipelineModel.load(path);
+    TensorParallelModel back = (TensorParallelModel) loaded.stages()[0];
+    assertThat(back.uid()).isEqualTo(m.uid());
+    assertThat(back.getTpSize()).isEqualTo(2);
+    assertThat(back.getOrDefault(back.task())).isEqualTo("score");
+    assertThat(back.settings(spark).getInt("spark.tp.batch-tokens", 1)).as("setConf option saved").isEqualTo(24);
+    try (java.util.stream.Stream<java.nio.file.Path> files = java.nio.file.Files.walk(dir)) {
+      assertThat(files.filter(x -> x.getFileName().toString().endsWith(".safetensors")))
+          .as("the checkpoint is referenced, not copied").isEmpty();
+    }
+    java.util.Map<Integer, Double> before = new java.util.HashMap<>();
+    pipeline.transform(in).collectAsList().forEach(r -> before.put(r.getInt(0), r.getDouble(2)));
+    List<Row> after = loaded.transform(in).collectAsList();
+    assertThat(after).hasSize(before.size());
+    for (Row r : after) {
+      assertThat(r.getDouble(2)).as("row %d", r.getInt(0)).isCloseTo(before.get(r.getInt(0)),
+          org.assertj.core.api.Assertions.within(1e-9 * Math.max(1, Math.abs(before.get(r.getInt(0))))));
+    }
+    assertThat(relError(after, i -> new double[] {f.rows().get(i).score()})).isLessThanOrEqualTo(TOL);
+  }
 }

@@ -68,7 +68,7 @@ class SurfacesTest extends SparkTestBase {
     // the weights are saved in the model directory format, and the loaded model reads its shards from there
     assertThat(dir.resolve("m/weights/config.json")).exists();
     assertThat(dir.resolve("m/weights/model.safetensors")).exists();
-    assertThat(loaded.shards.inMemory()).as("loaded model holds no weights on the driver").isFalse();
+    assertThat(loaded.loaded.inMemory()).as("loaded model holds no weights on the driver").isFalse();
     try (org.sparktp.model.ModelDirectory md = org.sparktp.model.ModelDirectory.open(dir.resolve("m/weights")
         .toString())) {
       assertThat(Plan.build(md.graph(), 3).explain()).isEqualTo(Plan.build(spec.graph(), 3).explain());

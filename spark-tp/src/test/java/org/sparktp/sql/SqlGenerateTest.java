@@ -218,6 +218,37 @@ class SqlGenerateTest extends SqlTestBase {
   }
 
   @Test
+  void aMessagesColumnIsRenderedWithTheChatTemplateThenGenerated(@org.junit.jupiter.api.io.TempDir java.nio.file.Path tmp)
+      throws Exception {
+    java.nio.file.Path d = HfFixtures.copy("gpt2", tmp);
+    com.fasterxml.jackson.databind.ObjectMapper json = new com.fasterxml.jackson.databind.ObjectMapper();
+    com.fasterxml.jackson.databind.node.ObjectNode cfg = (com.fasterxml.jackson.databind.node.ObjectNode) json
+        .readTree(d.resolve("tokenizer_config.json").toFile());
+    cfg.put("chat_template", "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+        + "{% if add_generation_prompt %}assistant:{% endif %}");
+    json.writeValue(d.resolve("tokenizer_config.json").toFile(), cfg);
+    // fields in JSON's order (content before role), as a JSON reader infers them
+    spark.read().json(spark.createDataset(List.of(
+        "{\"id\": 0, \"messages\": [{\"role\": \"user\", \"content\": \"Hello world\"}]}",
+        "{\"id\": 1, \"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\","
+            + " \"content\": \"b\"}]}"), org.apache.spark.sql.Encoders.STRING()))
+        .createOrReplaceTempView("chats");
+    String model = d.toString();
+    Map<Integer, Row> fromMessages = byId(spark.sql("SELECT CAST(id AS INT) AS id, tp_generate('" + model
+        + "', messages, map('max_new_tokens', '3')) AS r FROM chats").collectAsList(), "r");
+    List<String> rendered = List.of("user: Hello world\nassistant:", "user: a\nassistant: b\nassistant:");
+    table(null, rendered, 2).createOrReplaceTempView("rendered");
+    Map<Integer, Row> fromText = byId(spark.sql("SELECT id, tp_generate('" + model + "', text, map('max_new_tokens',"
+        + " '3')) AS r FROM rendered").collectAsList(), "r");
+    for (int i = 0; i < 2; i++) {
+      assertThat(fromMessages.get(i).getInt(3)).as("prompt tokens of chat %d", i).isEqualTo(fromText.get(i).getInt(3));
+      assertThat(fromMessages.get(i).getList(1)).isEqualTo(fromText.get(i).getList(1));
+    }
+    assertError("SELECT tp_generate('g', array(named_struct('role', 'user', 'content', 'hi')))",
+        "tp_generate argument 'input' (array(named_struct(");
+  }
+
+  @Test
   void misuseIsAnAnalysisErrorPointingAtWhatToUse() {
     table(List.of(new int[] {1, 2}), List.of("hi"), 1).createOrReplaceTempView("one");
     assertError("SELECT tp_predict('g', ids, map('task', 'generate')) FROM one",

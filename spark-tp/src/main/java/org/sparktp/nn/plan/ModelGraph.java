@@ -63,6 +63,16 @@ public interface ModelGraph extends Serializable {
   }
 
   /** The transformer this graph is (its model, task and truncation), for generation. */
+  /** True when each row's output is new tokens (task generate). */
+  default boolean generates() {
+    return false;
+  }
+
+  /** The length a row of text is cut to when it is tokenized (truncation on), else 0. */
+  default int truncateTo() {
+    return 0;
+  }
+
   default TransformerGraph transformer() {
     throw new IllegalStateException("This model takes " + describeInput() + "; it is not a transformer with a task");
   }

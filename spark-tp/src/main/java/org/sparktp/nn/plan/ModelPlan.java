@@ -61,6 +61,16 @@ public interface ModelPlan extends Serializable {
     return false;
   }
 
+  /** True when each row's output is new tokens (task generate: decoded by the generator above the ops). */
+  default boolean generates() {
+    return false;
+  }
+
+  /** The length a row of text is cut to when it is tokenized (truncation on), else 0. */
+  default int truncateTo() {
+    return 0;
+  }
+
   /** Rank {@code rank}'s weight slices as host blocks. */
   RankWeights shard(WeightSource src, int rank);
 

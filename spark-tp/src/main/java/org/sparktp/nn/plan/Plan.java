@@ -109,6 +109,16 @@ public final class Plan implements ModelPlan {
   }
 
   @Override
+  public boolean generates() {
+    return graph.generates();
+  }
+
+  @Override
+  public int truncateTo() {
+    return graph.truncateTo();
+  }
+
+  @Override
   public InputBatch admit(InputBatch mine) {
     return graph.admit(mine);
   }

@@ -65,6 +65,17 @@ public record TransformerGraph(TransformerModel model, Task task, List<Op> ops, 
   }
 
   @Override
+  public boolean generates() {
+    return task == Task.GENERATE;
+  }
+
+  /** {@code max_position_embeddings} with truncation on, else 0. */
+  @Override
+  public int truncateTo() {
+    return truncate ? model.maxPositions() : 0;
+  }
+
+  @Override
   public TransformerGraph transformer() {
     return this;
   }
