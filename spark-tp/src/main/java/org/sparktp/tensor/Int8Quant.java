@@ -27,6 +27,14 @@ public final class Int8Quant {
    * holds a NaN or an infinity ({@code what} names the weight and row for the message).
    */
   public static float quantizeRow(float[] row, int n, byte[] q, int qOff, String what) {
+    return quantizeRow(row, n, q, qOff, what, QMAX);
+  }
+
+  /**
+   * As {@link #quantizeRow(float[], int, byte[], int, String)} with values in {@code [-qmax, qmax]}: 63 keeps
+   * u8 x s8 pair sums inside s16 where an int8 GEMM without VNNI multiplies with {@code vpmaddubsw} (it saturates).
+   */
+  public static float quantizeRow(float[] row, int n, byte[] q, int qOff, String what, int qmax) {
     float amax = 0f;
     for (int j = 0; j < n; j++) {
       amax = Math.max(amax, Math.abs(row[j])); // NaN and infinity propagate
@@ -39,14 +47,14 @@ public final class Int8Quant {
         }
       }
     }
-    float scale = amax / QMAX;
+    float scale = amax / qmax;
     if (scale == 0f) {
       java.util.Arrays.fill(q, qOff, qOff + n, (byte) 0);
       return 0f;
     }
     for (int j = 0; j < n; j++) {
-      int v = (int) Math.rint(row[j] / scale); // |row[j] / scale| <= 127 up to rounding
-      q[qOff + j] = (byte) Math.max(-QMAX, Math.min(QMAX, v));
+      int v = (int) Math.rint(row[j] / scale); // |row[j] / scale| <= qmax up to rounding
+      q[qOff + j] = (byte) Math.max(-qmax, Math.min(qmax, v));
     }
     return scale;
   }

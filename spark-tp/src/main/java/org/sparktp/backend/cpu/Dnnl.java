@@ -94,6 +94,16 @@ final class Dnnl implements AutoCloseable {
     return (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
   }
 
+  /** True when oneDNN has VNNI int8 dot products here (AVX512-VNNI, AVX-VNNI or AMX). */
+  static boolean hasVnni() {
+    if (loadError() != null) {
+      return false;
+    }
+    int isa = dnnl_get_effective_cpu_isa();
+    return (isa & dnnl_cpu_isa_avx512_core_vnni) == dnnl_cpu_isa_avx512_core_vnni
+        || (isa & dnnl_cpu_isa_avx2_vnni) == dnnl_cpu_isa_avx2_vnni;
+  }
+
   /** True when oneDNN runs on AMX tiles here. */
   static boolean hasAmx() {
     return loadError() == null

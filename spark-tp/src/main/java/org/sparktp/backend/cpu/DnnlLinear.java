@@ -360,6 +360,11 @@ final class DnnlLinear implements Backend.PreparedLinear {
    * caller closes it), writing the row scales into {@code into [1, n]}.
    */
   static BytePointer quantize(CpuTensor weight, CpuTensor into) {
+    return quantize(weight, into, 127);
+  }
+
+  /** As {@link #quantize(CpuTensor, CpuTensor)} with values in {@code [-qmax, qmax]}. */
+  static BytePointer quantize(CpuTensor weight, CpuTensor into, int qmax) {
     int n = weight.rows();
     int k = weight.cols();
     long bytes = (long) n * k;
@@ -386,7 +391,7 @@ final class DnnlLinear implements Backend.PreparedLinear {
           wide.asFloatBuffer().get(row);
         }
         sc.put(r, org.sparktp.tensor.Int8Quant.quantizeRow(row, k, qr, 0,
-            "The [" + n + ", " + k + "] weight's row " + r));
+            "The [" + n + ", " + k + "] weight's row " + r, qmax));
         q.position((long) r * k).put(qr, 0, k);
       }
       q.position(0);

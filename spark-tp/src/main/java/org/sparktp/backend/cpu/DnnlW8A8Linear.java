@@ -160,6 +160,15 @@ final class DnnlW8A8Linear implements Backend.PreparedLinear {
   }
 
   /**
+   * The largest weight level: 127, or 63 where oneDNN has no VNNI: there it multiplies u8 x s8 pairs into saturating
+   * s16 sums ({@code vpmaddubsw}), and 7-bit weights keep every pair sum exact (as FBGEMM's and ONNX Runtime's
+   * reduced range do).
+   */
+  static int weightLevels() {
+    return Dnnl.hasVnni() ? 127 : 63;
+  }
+
+  /**
    * Takes ownership of {@code weight} ({@code [n, k]}, f32/bf16/f16; quantized, packed, then closed) and
    * {@code bias} ({@code [1, n]} f32 or null, kept). On a failure the caller still owns both.
    */
@@ -183,7 +192,7 @@ final class DnnlW8A8Linear implements Backend.PreparedLinear {
     String got = null;
     try {
       sc = backend.empty(1, n);
-      quantized = DnnlLinear.quantize(weight, sc);
+      quantized = DnnlLinear.quantize(weight, sc, weightLevels());
       sMd = dnnl.md(new long[] {n}, dnnl_f32, dnnl_a);
       sMem = dnnl.memory(sMd, sc.data());
       this.scalesMd = sMd;
