@@ -500,17 +500,10 @@ public final class CpuBackend implements Backend {
     }
     if (k == 0) {
       // BLAS leaves C untouched for k = 0 only when beta = 1; keep C = beta * C semantics.
-      scale(tc, beta);
+      Elementwise.scale(tc.buffer(), beta);
       return;
     }
     CpuGemm.sgemm(pool, transA, transB, m, n, k, alpha, ta, tb, beta, tc);
-  }
-
-  private static void scale(CpuTensor t, float beta) {
-    FloatBuffer b = t.buffer();
-    for (int i = 0; i < b.capacity(); i++) {
-      b.put(i, beta == 0f ? 0f : b.get(i) * beta);
-    }
   }
 
   @Override

@@ -94,6 +94,13 @@ final class Elementwise {
     }
   }
 
+  /** {@code x *= beta} over the whole buffer ({@code beta == 0} writes zeros, as BLAS does, NaNs included). */
+  static void scale(FloatBuffer x, float beta) {
+    for (int i = 0; i < x.capacity(); i++) {
+      x.put(i, beta == 0f ? 0f : x.get(i) * beta);
+    }
+  }
+
   static void add(FloatBuffer dst, FloatBuffer src) {
     int n = dst.capacity();
     float[] a = SCRATCH.get();
