@@ -487,15 +487,12 @@ public final class CudaBackend implements Backend {
     try {
       for (int i = 0; i < args.length; i++) {
         Object a = args[i];
-        if (a instanceof Long l) {
-          holders[i] = new LongPointer(1).put(l);
-        } else if (a instanceof Integer v) {
-          holders[i] = new IntPointer(1).put(v);
-        } else if (a instanceof Float f) {
-          holders[i] = new FloatPointer(1).put(f);
-        } else {
-          throw new IllegalArgumentException("kernel argument " + i + " of " + name + ": " + a);
-        }
+        holders[i] = switch (CudaKernels.kind(a)) { // checkArgs above has checked every kind
+          case 'l' -> new LongPointer(1).put((Long) a);
+          case 'i' -> new IntPointer(1).put((Integer) a);
+          case 'f' -> new FloatPointer(1).put((Float) a);
+          default -> throw new IllegalArgumentException("kernel argument " + i + " of " + name + ": " + a);
+        };
         params.put(i, holders[i]);
       }
       int rc = cudart.cuLaunchKernel(kernels.function(name), gridX, gridY, 1, BLOCK, 1, 1, 0, compute, params,

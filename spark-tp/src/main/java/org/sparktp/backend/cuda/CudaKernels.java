@@ -57,6 +57,11 @@ public final class CudaKernels implements AutoCloseable {
    * Checks a launch's Java arguments against {@link #SIGNATURES}: pointers and longs are {@code Long}, ints
    * {@code Integer}, floats {@code Float}; throws naming the kernel, the expected and the given kinds.
    */
+  /** The kind of a launch argument: {@code 'l'} Long (pointer or 64-bit), {@code 'i'} Integer, {@code 'f'} Float, else '?'. */
+  static char kind(Object a) {
+    return a instanceof Long ? 'l' : a instanceof Integer ? 'i' : a instanceof Float ? 'f' : '?';
+  }
+
   public static void checkArgs(String name, Object... args) {
     String sig = SIGNATURES.get(name);
     if (sig == null) {
@@ -66,7 +71,7 @@ public final class CudaKernels implements AutoCloseable {
     boolean ok = args.length == sig.length();
     for (int i = 0; i < args.length; i++) {
       Object a = args[i];
-      char k = a instanceof Long ? 'l' : a instanceof Integer ? 'i' : a instanceof Float ? 'f' : '?';
+      char k = kind(a);
       got.append(k);
       if (i < sig.length()) {
         char want = sig.charAt(i);

@@ -209,15 +209,23 @@ final class PythonIsms {
   }
 
   private static String join(String sep, Object items) {
+    List<Object> xs = elements(items);
     List<String> parts = new ArrayList<>();
-    if (items instanceof Iterable<?> it) {
-      it.forEach(o -> parts.add(String.valueOf(o)));
-    } else if (items instanceof Object[] arr) {
-      Arrays.stream(arr).forEach(o -> parts.add(String.valueOf(o)));
-    } else {
-      parts.add(String.valueOf(items));
-    }
+    (xs == null ? List.of(items) : xs).forEach(o -> parts.add(String.valueOf(o)));
     return String.join(sep, parts);
+  }
+
+  /** The elements of a Jinja sequence (an Iterable or an array), or null when {@code v} is not one. */
+  private static List<Object> elements(Object v) {
+    List<Object> xs = new ArrayList<>();
+    if (v instanceof Iterable<?> it) {
+      it.forEach(xs::add);
+    } else if (v instanceof Object[] arr) {
+      xs.addAll(Arrays.asList(arr));
+    } else {
+      return null;
+    }
+    return xs;
   }
 
   /** transformers' {@code tojson}: {@code json.dumps(x, ensure_ascii=False, indent=indent, sort_keys=sort_keys)}. */
@@ -283,13 +291,8 @@ final class PythonIsms {
         newline(b, indent, depth);
       }
       b.append('}');
-    } else if (v instanceof Iterable<?> || v instanceof Object[]) {
-      List<Object> xs = new ArrayList<>();
-      if (v instanceof Iterable<?> it) {
-        it.forEach(xs::add);
-      } else {
-        xs.addAll(Arrays.asList((Object[]) v));
-      }
+    } else if (elements(v) != null) {
+      List<Object> xs = elements(v);
       if (xs.isEmpty()) {
         b.append("[]");
         return;

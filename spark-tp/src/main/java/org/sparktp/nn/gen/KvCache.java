@@ -5,7 +5,6 @@ import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
 import org.sparktp.backend.Backend;
-import org.sparktp.nn.ops.AttentionOp;
 import org.sparktp.nn.ops.Op;
 import org.sparktp.nn.plan.ModelPlan;
 import org.sparktp.tensor.DType;
@@ -107,8 +106,9 @@ public final class KvCache implements AutoCloseable {
 
   private static void collect(List<Op> ops, int p, int rank, List<Layer> out) {
     for (Op o : ops) {
-      if (o instanceof AttentionOp a) {
-        out.add(new Layer(a.name(), 2 * a.kvCount(p, rank) * a.headDim()));
+      int width = o.kvFloatsPerToken(p, rank);
+      if (width > 0) {
+        out.add(new Layer(o.name(), width));
       }
       collect(o.children(), p, rank, out);
     }

@@ -72,6 +72,11 @@ public record AttentionOp(String name, int hidden, int heads, int kvHeads, int h
     return headSplit(p).offset(r) / (heads / kvHeads);
   }
 
+  @Override
+  public int kvFloatsPerToken(int p, int rank) {
+    return 2 * kvCount(p, rank) * headDim();
+  }
+
   /** KV heads rank {@code r} holds. */
   public int kvCount(int p, int r) {
     Split s = headSplit(p);

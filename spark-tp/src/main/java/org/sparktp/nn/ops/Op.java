@@ -35,6 +35,14 @@ public interface Op extends Serializable {
   /** The op's line in {@code explain} for a group of {@code p} ranks (with what each rank holds). */
   String describe(int p);
 
+  /**
+   * Floats of key/value cache rank {@code rank} of {@code p} keeps per token for this op (0: the op keeps no cache;
+   * attention keeps its keys and values).
+   */
+  default int kvFloatsPerToken(int p, int rank) {
+    return 0;
+  }
+
   /** Ops nested in this one (a residual block's body), for explain and accounting. */
   default List<Op> children() {
     return List.of();
