@@ -71,6 +71,16 @@ final class CudaStaging {
     }
   }
 
+  /** The ring's next slot, once the copy that last used it has finished. */
+  private Slot nextSlot() {
+    Slot s = slots[next];
+    next = (next + 1) % slots.length;
+    if (s.pending) {
+      backend.check(cudart.cudaEventSynchronize(s.done), "cudaEventSynchronize(staging)");
+    }
+    return s;
+  }
+
   /** Copies {@code bytes} from the host (through the staging ring) to {@code dst}; compute waits for it. */
   void copyIn(long dst, long bytes, Filler filler) {
     if (bytes == 0) {
@@ -83,11 +93,7 @@ final class CudaStaging {
     backend.check(cudart.cudaStreamWaitEvent(h2d, computeMark, 0), "cudaStreamWaitEvent(host-to-device)");
     for (long done = 0; done < bytes; ) {
       long n = Math.min(chunk, bytes - done);
-      Slot s = slots[next];
-      next = (next + 1) % slots.length;
-      if (s.pending) {
-        backend.check(cudart.cudaEventSynchronize(s.done), "cudaEventSynchronize(staging)");
-      }
+      Slot s = nextSlot();
       filler.fill(s.host, done, n);
       backend.check(cudart.cudaMemcpyAsync(new Ptr(dst + done), new Ptr(s.host), n, cudart.cudaMemcpyHostToDevice, h2d),
           "cudaMemcpyAsync(host to device, " + n + " bytes)");
@@ -110,11 +116,7 @@ final class CudaStaging {
     backend.check(cudart.cudaStreamWaitEvent(d2h, computeMark, 0), "cudaStreamWaitEvent(device-to-host)");
     for (long done = 0; done < bytes; ) {
       long n = Math.min(chunk, bytes - done);
-      Slot s = slots[next];
-      next = (next + 1) % slots.length;
-      if (s.pending) {
-        backend.check(cudart.cudaEventSynchronize(s.done), "cudaEventSynchronize(staging)");
-      }
+      Slot s = nextSlot();
       backend.check(cudart.cudaMemcpyAsync(new Ptr(s.host), new Ptr(src + done), n, cudart.cudaMemcpyDeviceToHost, d2h),
           "cudaMemcpyAsync(device to host, " + n + " bytes)");
       backend.check(cudart.cudaEventRecord(s.done, d2h), "cudaEventRecord(staging)");

@@ -62,7 +62,6 @@ public interface ModelGraph extends Serializable {
     return mine;
   }
 
-  /** The transformer this graph is (its model, task and truncation), for generation. */
   /** True when each row's output is new tokens (task generate). */
   default boolean generates() {
     return false;
@@ -73,6 +72,7 @@ public interface ModelGraph extends Serializable {
     return 0;
   }
 
+  /** The transformer this graph is (its model, task and truncation), for generation. */
   default TransformerGraph transformer() {
     throw new IllegalStateException("This model takes " + describeInput() + "; it is not a transformer with a task");
   }
