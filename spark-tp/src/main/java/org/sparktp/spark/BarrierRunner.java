@@ -221,7 +221,12 @@ final class BarrierRunner {
             InternalRow r = rows.next();
             long i = index++;
             String bad = null;
-            if (r.isNullAt(ord)) {
+            if (errOrd >= 0 && !r.isNullAt(errOrd)) {
+              // failed before this stage (its chat template did not render): shipped with its cause, input null
+              if (metrics != null) {
+                metrics.rowError();
+              }
+            } else if (r.isNullAt(ord)) {
               if (policy == NullPolicy.ERROR && onError != OnError.FAIL) {
                 bad = "is null";
               } else if (policy == NullPolicy.ERROR) {

@@ -19,8 +19,9 @@ import org.sparktp.TpConf;
  * What a row that cannot run does ({@code spark.tp.on-error}): {@link #FAIL} the job (naming the column and row),
  * or give it {@link #NULL} outputs, or null outputs and its cause in the column {@value #COLUMN_NAME}
  * ({@link #COLUMN}); the other rows run. A row cannot run when its input is null (under {@code null-policy=error}),
- * empty, longer than the model takes, of the wrong width, or holds ids outside the vocabulary: the tag stage finds
- * it before the barrier stage, writes its cause into a helper column and its input to null, so the ranks skip it.
+ * empty, longer than the model takes, of the wrong width, or holds ids outside the vocabulary, or is a conversation
+ * the chat template cannot render ({@link Tokenize} says so in the helper column): the tag stage finds it before the
+ * barrier stage, writes its cause into a helper column and its input to null, so the ranks skip it.
  */
 public enum OnError {
   FAIL, NULL, COLUMN;

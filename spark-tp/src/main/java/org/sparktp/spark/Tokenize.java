@@ -34,8 +34,13 @@ final class Tokenize implements MapPartitionsFunction<Row, Row> {
   private final int maxLength;
   private final ChatTemplate chat; // null: the column holds text
   private final boolean addGenerationPrompt;
+  private final int errorOrdinal; // spark.tp.on-error's helper column (a row whose template fails), or -1: fail
+  private final String column;
 
-  private Tokenize(int textOrdinal, String dir, int maxLength, ChatTemplate chat, boolean addGenerationPrompt) {
+  private Tokenize(int textOrdinal, String dir, int maxLength, ChatTemplate chat, boolean addGenerationPrompt,
+      int errorOrdinal, String column) {
+    this.errorOrdinal = errorOrdinal;
+    this.column = column;
     this.textOrdinal = textOrdinal;
     this.dir = dir;
     this.maxLength = maxLength;
@@ -47,13 +52,19 @@ final class Tokenize implements MapPartitionsFunction<Row, Row> {
     return apply(df, textCol, idsCol, dir, maxLength, true);
   }
 
-  /** With a messages column, {@code addGenerationPrompt} ends each prompt with the assistant's turn (generation). */
+  /**
+   * With a messages column, {@code addGenerationPrompt} ends each prompt with the assistant's turn (generation); when
+   * {@code df} has {@code spark.tp.on-error}'s helper column, a conversation the template cannot render gets null ids
+   * and its cause there (the tag stage passes it on), else it fails the task.
+   */
   static Dataset<Row> apply(Dataset<Row> df, String textCol, String idsCol, String dir, int maxLength,
       boolean addGenerationPrompt) {
     StructType out = df.schema().add(idsCol, DataTypes.createArrayType(DataTypes.IntegerType, false), true);
     int ord = df.schema().fieldIndex(textCol);
     ChatTemplate chat = ChatInput.isMessages(df.schema().fields()[ord].dataType()) ? ChatInput.template(dir) : null;
-    return df.mapPartitions(new Tokenize(ord, dir, maxLength, chat, addGenerationPrompt), Encoders.row(out));
+    int err = java.util.Arrays.asList(df.schema().fieldNames()).indexOf(OnError.HELPER);
+    return df.mapPartitions(new Tokenize(ord, dir, maxLength, chat, addGenerationPrompt, err, textCol),
+        Encoders.row(out));
   }
 
   @Override
@@ -68,8 +79,17 @@ final class Tokenize implements MapPartitionsFunction<Row, Row> {
         if (prefix[0] == null) {
           prefix[0] = tok.encode(""); // what the post-processor puts before any text: a BOS, or nothing
         }
-        String text = chat == null ? r.getString(textOrdinal)
-            : chat.render(ChatInput.messages(r.getList(textOrdinal)), addGenerationPrompt, null);
+        String text;
+        try {
+          text = chat == null ? r.getString(textOrdinal)
+              : chat.render(ChatInput.messages(r.getList(textOrdinal)), addGenerationPrompt, null);
+        } catch (IllegalArgumentException e) { // ChatTemplateException, or a null message
+          if (errorOrdinal < 0) {
+            throw e;
+          }
+          v[errorOrdinal] = "column '" + column + "' could not be rendered with the chat template: " + e.getMessage();
+          return RowFactory.create(v);
+        }
         int[] ids = withoutSecondPrefix(tok.encode(text), prefix[0]);
         List<Integer> list = new ArrayList<>(ids.length);
         for (int id : ids) {

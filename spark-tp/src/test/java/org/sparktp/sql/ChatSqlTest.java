@@ -109,4 +109,30 @@ class ChatSqlTest extends SqlTestBase {
     assertThat(fromMessages).hasSize(2).isEqualTo(fromText);
     assertThat(fromMessages.get(0).getList(1)).hasSize(4);
   }
+
+  @Test
+  void withOnErrorColumnARowWhoseTemplateFailsGetsItsCauseAndTheOthersRun() {
+    Dataset<Row> conv = spark.table("conv").unionByName(spark.read().json(spark.createDataset(List.of(
+        "{\"id\": 3, \"messages\": [{\"role\": \"robot\", \"content\": \"beep\"}]}"),
+        org.apache.spark.sql.Encoders.STRING())));
+    TensorParallelModel m = TensorParallelModel.fromDirectory(dir).setInputCol("messages").setTpSize(2)
+        .setTask("generate").setMaxNewTokens(4);
+    List<Row> alone = m.copy(new org.apache.spark.ml.param.ParamMap()).transform(spark.table("conv")).orderBy("id")
+        .select("id", TensorParallelModel.GENERATED_IDS).collectAsList();
+    TensorParallelModel col = m.copy(new org.apache.spark.ml.param.ParamMap()).setConf("spark.tp.on-error", "column");
+    List<Row> rows = col.transform(conv).orderBy("id").select("id", TensorParallelModel.GENERATED_IDS, "error")
+        .collectAsList();
+    assertThat(rows).hasSize(3);
+    assertThat(rows.subList(0, 2).stream().map(r -> org.apache.spark.sql.RowFactory.create(r.get(0), r.get(1))))
+        .containsExactlyElementsOf(alone);
+    assertThat(rows.get(0).isNullAt(2)).isTrue();
+    assertThat(rows.get(1).isNullAt(2)).isTrue();
+    assertThat(rows.get(2).isNullAt(1)).isTrue();
+    assertThat(rows.get(2).getString(2)).startsWith("column 'messages' could not be rendered with the chat template:"
+        + " The chat template of ").endsWith("raised: Unsupported role robot");
+    assertThat(col.lastMetrics().rowErrors()).isEqualTo(1);
+    // the default (fail) still fails the job, naming the cause
+    assertThatThrownBy(() -> m.copy(new org.apache.spark.ml.param.ParamMap()).transform(conv).collect())
+        .hasStackTraceContaining("Unsupported role robot");
+  }
 }
