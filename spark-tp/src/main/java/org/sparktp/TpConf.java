@@ -125,6 +125,10 @@ public final class TpConf {
   public static final String TEST_FAIL_RANK = "spark.tp.test.fail-rank";
   public static final String TEST_FAIL_RANK_DEFAULT = "-1";
 
+  /** Tests only: the rank (partition of the barrier stage) that throws an OutOfMemoryError in every attempt; -1 none. */
+  public static final String TEST_OOM_RANK = "spark.tp.test.oom-rank";
+  public static final String TEST_OOM_RANK_DEFAULT = "-1";
+
   // --- issue 10: transformers (sequences, tasks) ---
 
   /**
@@ -196,6 +200,7 @@ public final class TpConf {
       Map.entry(GROUPS, (k, v) -> parseInt(k, v, 0)),
       Map.entry(RETRYABLE, TpConf::parseBoolean),
       Map.entry(TEST_FAIL_RANK, (k, v) -> parseInt(k, v, -1)),
+      Map.entry(TEST_OOM_RANK, (k, v) -> parseInt(k, v, -1)),
       Map.entry(BATCH_TOKENS, (k, v) -> parseInt(k, v, 1)),
       Map.entry(TRUNCATE, TpConf::parseBoolean),
       Map.entry(KV_CACHE_MAX_BYTES, TpConf::parseBytes),

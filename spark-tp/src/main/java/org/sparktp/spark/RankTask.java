@@ -186,6 +186,10 @@ final class RankTask
           r = new TpRunner(l.model(), c).activationDtype(job.activationDtype());
         }
         proj = UnsafeProjection.create(job.outSchema());
+      } catch (OutOfMemoryError e) {
+        IllegalStateException x = RankMemory.outOfMemory(e, rank, group);
+        fail(l, x); // frees the rank model and the communicator first
+        throw x;
       } catch (RuntimeException | Error e) {
         fail(l, e);
         throw e;
@@ -271,6 +275,11 @@ final class RankTask
           step();
         }
         return true;
+      } catch (OutOfMemoryError e) {
+        // an Error would end the executor's JVM (in local mode the driver's); the rank's memory is freed first
+        IllegalStateException x = RankMemory.outOfMemory(e, rank, group);
+        fail(lease, x);
+        throw x;
       } catch (RuntimeException | Error e) {
         fail(lease, e);
         throw e;
@@ -348,10 +357,7 @@ final class RankTask
       float[] y = runner.step(b);
       long t2 = System.nanoTime();
       stepNanos += t2 - t1;
-      if (job.failRank() == ctx.partitionId() && ctx.stageAttemptNumber() == 0) {
-        throw new IllegalStateException("Injected failure of rank " + rank + " in group " + group
-            + " in the first attempt of the stage (" + "spark.tp.test.fail-rank" + ")");
-      }
+      injectedFailures();
       if (y == null) {
         finish();
         return;
@@ -386,10 +392,7 @@ final class RankTask
       genRows += n;
       long t2 = System.nanoTime();
       stepNanos += t2 - t1;
-      if (job.failRank() == ctx.partitionId() && ctx.stageAttemptNumber() == 0) {
-        throw new IllegalStateException("Injected failure of rank " + rank + " in group " + group
-            + " in the first attempt of the stage (" + "spark.tp.test.fail-rank" + ")");
-      }
+      injectedFailures();
       if (res == null) {
         finish();
         return;
@@ -405,6 +408,18 @@ final class RankTask
       pending.clear();
       hasValue.clear();
       emitNanos += System.nanoTime() - t2;
+    }
+
+    /** Tests only: {@code spark.tp.test.fail-rank} (first attempt) and {@code spark.tp.test.oom-rank} (every one). */
+    private void injectedFailures() {
+      if (job.failRank() == ctx.partitionId() && ctx.stageAttemptNumber() == 0) {
+        throw new IllegalStateException("Injected failure of rank " + rank + " in group " + group
+            + " in the first attempt of the stage (" + "spark.tp.test.fail-rank" + ")");
+      }
+      if (job.settings().getInt(TpConf.TEST_OOM_RANK, -1) == ctx.partitionId()) {
+        throw new OutOfMemoryError("Cannot allocate new BytePointer(33554432) (injected: " + TpConf.TEST_OOM_RANK
+            + ")");
+      }
     }
 
     private Tuple2<Long, InternalRow> emit(Tuple2<Long, InternalRow> t, float[] y, int off) {

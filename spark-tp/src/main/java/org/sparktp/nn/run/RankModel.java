@@ -60,7 +60,7 @@ public final class RankModel implements RowModel, AutoCloseable {
       for (Op o : plan.ops()) {
         kernels.add(o.build(plan.tpSize(), rank, weights, backend));
       }
-    } catch (RuntimeException e) {
+    } catch (RuntimeException | Error e) { // an OutOfMemoryError too: the rank fails its attempt, the JVM lives on
       weights.close();
       throw e;
     }
