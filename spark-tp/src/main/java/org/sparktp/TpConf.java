@@ -156,6 +156,14 @@ public final class TpConf {
   public static final String GENERATE_BATCH_TOKENS = "spark.tp.generate.max-batch-tokens";
   public static final String GENERATE_BATCH_TOKENS_DEFAULT = "2048";
 
+  /**
+   * Task generate: a row whose prompt starts like a row already in the group's micro-batch copies that row's keys and
+   * values of the common prefix into its KV cache instead of computing them ({@code true}; the same values, so the
+   * same tokens), or computes its whole prompt ({@code false}).
+   */
+  public static final String GENERATE_PREFIX_SHARING = "spark.tp.generate.prefix-sharing";
+  public static final String GENERATE_PREFIX_SHARING_DEFAULT = "true";
+
   // --- issue 13: CUDA backend and NCCL ---
 
   /** Lets fp32 GEMMs on the GPU use TF32 tensor cores (about 1e-3 relative error instead of 1e-6). */
@@ -205,6 +213,7 @@ public final class TpConf {
       Map.entry(TRUNCATE, TpConf::parseBoolean),
       Map.entry(KV_CACHE_MAX_BYTES, TpConf::parseBytes),
       Map.entry(GENERATE_BATCH_TOKENS, (k, v) -> parseInt(k, v, 1)),
+      Map.entry(GENERATE_PREFIX_SHARING, TpConf::parseBoolean),
 
       Map.entry(DTYPE, (k, v) -> {
         if (!v.trim().equalsIgnoreCase("auto")) {

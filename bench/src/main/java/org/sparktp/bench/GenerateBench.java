@@ -41,8 +41,13 @@ import org.sparktp.nn.run.RankModel;
  * bin/spark-tp bench generate [--hidden 2048] [--heads 16] [--kv-heads 4] [--layers 8] [--ffn 5632]
  *     [--vocab 32000] [--prompts 64] [--prompt-len 128] [--new-tokens 64] [--tp 1,2] [--threads 1]
  *     [--repeats 1] [--peer tools/peer_generate.py|none] [--python /usr/bin/python3] [--dir DIR] [--json FILE]
- *     [--dtype f32|bf16]
+ *     [--dtype f32|bf16] [--shared-prefix 0]
  * </pre>
+ *
+ * <p>{@code --shared-prefix N} (issue 21): every prompt starts with the same N random tokens, then its own
+ * {@code --prompt-len} tokens; spark-tp's prefill (the 1-token run) is also timed with prefix sharing off
+ * ({@code spark.tp.generate.prefix-sharing=false}), and the table gives both times, their ratio and whether the
+ * two runs drew the same first tokens. E.g. {@code --shared-prefix 512 --prompt-len 64 --prompts 64}.
  *
  * <p>{@code --dtype bf16}: spark-tp stores its linears and embedding tables in bf16 (KV cache, norms and
  * sampling f32), the peer runs its weights, activations and KV cache in torch bf16.
@@ -50,8 +55,12 @@ import org.sparktp.nn.run.RankModel;
 public final class GenerateBench {
   private GenerateBench() {}
 
+  /**
+   * {@code prefillUnsharedS}: the prefill with prefix sharing off (NaN when not measured); {@code sameFirstTokens}:
+   * whether that run drew the same first token for every row as the run with sharing.
+   */
   record Result(String impl, int tp, double prefillS, double decodeS, double tpotMs, double tokensPerS,
-      double commShare, int[][] tokens) {}
+      double commShare, int[][] tokens, double prefillUnsharedS, boolean sameFirstTokens) {}
 
   public static void main(String[] args) throws Exception {
     int hidden = 2048;
@@ -71,6 +80,7 @@ public final class GenerateBench {
     String dir = null;
     String json = null;
     org.sparktp.tensor.DType dtype = org.sparktp.tensor.DType.F32;
+    int sharedPrefix = 0;
     for (int i = 0; i < args.length; i++) {
       String a = args[i];
       if (i + 1 >= args.length) {
@@ -95,20 +105,24 @@ public final class GenerateBench {
         case "--dir" -> dir = v;
         case "--json" -> json = v;
         case "--dtype" -> dtype = org.sparktp.tensor.DType.parseStorage(v, "--dtype");
+        case "--shared-prefix" -> sharedPrefix = Integer.parseInt(v);
         default -> throw new IllegalArgumentException("Unknown flag " + a + "; use --hidden, --heads, --kv-heads, "
             + "--layers, --ffn, --vocab, --prompts, --prompt-len, --new-tokens, --tp, --threads, --repeats, --peer, "
-            + "--python, --dir, --json");
+            + "--python, --dir, --json, --dtype, --shared-prefix");
       }
+    }
+    if (sharedPrefix < 0) {
+      throw new IllegalArgumentException("--shared-prefix must be >= 0 (0: every prompt its own), got " + sharedPrefix);
     }
     if (newTokens < 2) {
       throw new IllegalArgumentException("--new-tokens must be at least 2 (decode time is the time after the first)");
     }
     Path model = dir != null ? Path.of(dir) : Files.createTempDirectory("spark-tp-genbench");
     long t0 = System.nanoTime();
-    writeModel(model, hidden, heads, kvHeads, layers, ffn, vocab, promptLen + newTokens);
+    writeModel(model, hidden, heads, kvHeads, layers, ffn, vocab, sharedPrefix + promptLen + newTokens);
     System.err.printf(Locale.ROOT, "wrote a random llama checkpoint (%d layers, hidden %d) to %s in %.1f s%n", layers,
         hidden, model, (System.nanoTime() - t0) / 1e9);
-    List<int[]> rows = prompts(prompts, promptLen, vocab);
+    List<int[]> rows = prompts(prompts, sharedPrefix, promptLen, vocab);
     Path promptFile = model.resolve("prompts.txt");
     StringBuilder sb = new StringBuilder();
     for (int[] p : rows) {
@@ -119,7 +133,7 @@ public final class GenerateBench {
     List<Result> results = new ArrayList<>();
     for (int rep = 0; rep < repeats; rep++) {
       for (int tp : tps) {
-        results.add(runTp(model, tp, threads, rows, newTokens, dtype));
+        results.add(runTp(model, tp, threads, rows, newTokens, dtype, sharedPrefix > 0));
         print(results.get(results.size() - 1));
       }
       if (!peer.equals("none")) {
@@ -130,8 +144,9 @@ public final class GenerateBench {
     }
     StringBuilder table = new StringBuilder();
     table.append(String.format(Locale.ROOT, "%nGenerate benchmark: llama hidden %d, %d heads (%d kv), %d layers, ffn %d, "
-        + "vocab %d; %d prompts x %d tokens, %d new tokens, greedy, %s weights, %d thread(s) per rank%n", hidden, heads,
-        kvHeads, layers, ffn, vocab, prompts, promptLen, newTokens, dtype.id(), threads));
+        + "vocab %d; %d prompts x %s%d tokens, %d new tokens, greedy, %s weights, %d thread(s) per rank%n", hidden, heads,
+        kvHeads, layers, ffn, vocab, prompts, sharedPrefix > 0 ? "(a shared " + sharedPrefix + " + own) " : "",
+        promptLen, newTokens, dtype.id(), threads));
     table.append(String.format(Locale.ROOT, "%-10s %3s %10s %10s %10s %12s %8s %s%n", "impl", "tp", "prefill s",
         "decode s", "TPOT ms", "decode tok/s", "comm %", "same tokens as spark-tp tp1"));
     int[][] base = null;
@@ -146,20 +161,30 @@ public final class GenerateBench {
           Double.isNaN(r.commShare()) ? "-" : String.format(Locale.ROOT, "%.1f", 100 * r.commShare()),
           agreement(base, r.tokens())));
     }
+    for (Result r : results) {
+      if (!Double.isNaN(r.prefillUnsharedS())) {
+        table.append(String.format(Locale.ROOT, "spark-tp tp=%d prefill: %.2f s without prefix sharing, %.2f s with "
+            + "(%.2fx), same first tokens: %s%n", r.tp(), r.prefillUnsharedS(), r.prefillS(),
+            r.prefillUnsharedS() / r.prefillS(), r.sameFirstTokens() ? "yes" : "NO"));
+      }
+    }
     System.out.print(table);
     if (json != null) {
       StringBuilder j = new StringBuilder("{\"benchmark\": \"generate\", \"model\": {");
       j.append(String.format(Locale.ROOT, "\"hidden\": %d, \"heads\": %d, \"kv_heads\": %d, \"layers\": %d, \"ffn\": %d, "
-          + "\"vocab\": %d}, \"prompts\": %d, \"prompt_len\": %d, \"new_tokens\": %d, \"threads\": %d, \"dtype\": \"%s\", "
-          + "\"results\": [", hidden, heads, kvHeads, layers, ffn, vocab, prompts, promptLen, newTokens, threads,
-          dtype.id()));
+          + "\"vocab\": %d}, \"prompts\": %d, \"prompt_len\": %d, \"shared_prefix\": %d, \"new_tokens\": %d, "
+          + "\"threads\": %d, \"dtype\": \"%s\", \"results\": [", hidden, heads, kvHeads, layers, ffn, vocab, prompts,
+          promptLen, sharedPrefix, newTokens, threads, dtype.id()));
       for (int i = 0; i < results.size(); i++) {
         Result r = results.get(i);
         j.append(i == 0 ? "" : ", ").append(String.format(Locale.ROOT, "{\"impl\": \"%s\", \"tp\": %d, "
             + "\"prefill_s\": %.4f, \"decode_s\": %.4f, \"tpot_ms\": %.3f, \"decode_tokens_per_s\": %.2f, "
-            + "\"comm_share\": %s, \"same_tokens_as_tp1\": \"%s\"}", r.impl(), r.tp(), r.prefillS(), r.decodeS(),
+            + "\"comm_share\": %s, \"same_tokens_as_tp1\": \"%s\", \"prefill_unshared_s\": %s, "
+            + "\"same_first_tokens_unshared\": %s}", r.impl(), r.tp(), r.prefillS(), r.decodeS(),
             r.tpotMs(), r.tokensPerS(), Double.isNaN(r.commShare()) ? "null" : String.format(Locale.ROOT, "%.4f",
-                r.commShare()), agreement(base, r.tokens())));
+                r.commShare()), agreement(base, r.tokens()), Double.isNaN(r.prefillUnsharedS()) ? "null"
+                : String.format(Locale.ROOT, "%.4f", r.prefillUnsharedS()),
+            Double.isNaN(r.prefillUnsharedS()) ? "null" : Boolean.toString(r.sameFirstTokens())));
       }
       j.append("]}\n");
       Files.writeString(Path.of(json), j.toString());
@@ -182,14 +207,26 @@ public final class GenerateBench {
         r.impl(), r.tp(), r.prefillS(), r.decodeS(), r.tpotMs(), r.tokensPerS());
   }
 
-  /** Rank r brings rows r, r + tp, ...; two generations per rank: 1 token, then all of them. */
   /** {@code n} prompts of {@code len} random ids in {@code [3, vocab)} (seed 7: the same prompts every run). */
   static List<int[]> prompts(int n, int len, int vocab) {
+    return prompts(n, 0, len, vocab);
+  }
+
+  /**
+   * {@code n} prompts of {@code shared} random ids common to all, then {@code len} of their own, in {@code [3, vocab)}
+   * (seeds 7 and 11: the same prompts every run).
+   */
+  static List<int[]> prompts(int n, int shared, int len, int vocab) {
     SplittableRandom rnd = new SplittableRandom(7);
+    SplittableRandom common = new SplittableRandom(11);
+    int[] prefix = new int[shared];
+    for (int i = 0; i < shared; i++) {
+      prefix[i] = 3 + common.nextInt(vocab - 3);
+    }
     List<int[]> rows = new ArrayList<>();
     for (int r = 0; r < n; r++) {
-      int[] p = new int[len];
-      for (int i = 0; i < len; i++) {
+      int[] p = Arrays.copyOf(prefix, shared + len);
+      for (int i = shared; i < shared + len; i++) {
         p[i] = 3 + rnd.nextInt(vocab - 3);
       }
       rows.add(p);
@@ -197,8 +234,12 @@ public final class GenerateBench {
     return rows;
   }
 
+  /**
+   * Rank r brings rows r, r + tp, ...; generations per rank: 1 token (warm-up), [1 token without prefix sharing],
+   * 1 token, then all of them.
+   */
   static Result runTp(Path model, int tp, int threads, List<int[]> rows, int newTokens,
-      org.sparktp.tensor.DType dtype) throws IOException {
+      org.sparktp.tensor.DType dtype, boolean unshared) throws IOException {
     try (HfModel hf = HfModel.open(model.toString())) {
       Plan plan = TransformerGraph.plan(hf.model(), tp, Task.GENERATE, null, false, false);
       int n = rows.size();
@@ -206,6 +247,7 @@ public final class GenerateBench {
       GenerateParams full = GenerateParams.greedy(newTokens).withBudgets(kv, 4096);
       GenerateParams one = GenerateParams.greedy(1).withBudgets(kv, 4096);
       int[][] tokens = new int[n][];
+      boolean[] same = {true};
       List<double[]> times = LocalCommunicator.run(tp, 3_600_000, rank -> comm -> {
         CpuBackend be = (CpuBackend) Backends.create("cpu", Map.of(TpConf.CPU_THREADS, "" + threads), -1);
         RankWeights w;
@@ -219,9 +261,23 @@ public final class GenerateBench {
         long[] seeds = new long[mine.size()];
         try (be; w; RankModel m = new RankModel(plan, rank, be, w, dtype)) {
           new Generator(m, comm, one, null).generate(mine, seeds, 0); // warm-up (JIT, first touch)
+          double prefillUnshared = Double.NaN;
+          List<Completion> firstUnshared = null;
+          if (unshared) {
+            long u = System.nanoTime();
+            firstUnshared = new Generator(m, comm, one.withPrefixSharing(false), null).generate(mine, seeds, 0);
+            prefillUnshared = (System.nanoTime() - u) / 1e9;
+          }
           long a = System.nanoTime();
-          new Generator(m, comm, one, null).generate(mine, seeds, 0);
+          List<Completion> first = new Generator(m, comm, one, null).generate(mine, seeds, 0);
           long b = System.nanoTime();
+          for (int j = 0; firstUnshared != null && j < first.size(); j++) {
+            if (!Arrays.equals(first.get(j).ids(), firstUnshared.get(j).ids())) {
+              synchronized (same) {
+                same[0] = false;
+              }
+            }
+          }
           long commBefore = comm.stats().nanos();
           List<Completion> got = new Generator(m, comm, full, null).generate(mine, seeds, 0);
           long c = System.nanoTime();
@@ -232,14 +288,14 @@ public final class GenerateBench {
           double prefill = (b - a) / 1e9;
           double decode = (c - b) / 1e9 - prefill;
           // comm share of the decode: the full run's comm minus the prefill's share, estimated pro rata
-          return new double[] {prefill, decode, commNanos / 1e9, (c - b) / 1e9};
+          return new double[] {prefill, decode, commNanos / 1e9, (c - b) / 1e9, prefillUnshared};
         }
       });
       double[] r0 = times.get(0);
       double decode = r0[1];
       double commShare = r0[2] / r0[3];
       return new Result("spark-tp", tp, r0[0], decode, 1e3 * decode / (newTokens - 1),
-          n * (newTokens - 1) / decode, commShare, tokens);
+          n * (newTokens - 1) / decode, commShare, tokens, r0[4], same[0]);
     }
   }
 
@@ -270,7 +326,7 @@ public final class GenerateBench {
     double decode = j.get("decode_s").asDouble();
     int n = tokens.length;
     return new Result("pytorch", 0, prefill, decode, 1e3 * decode / (newTokens - 1), n * (newTokens - 1) / decode,
-        Double.NaN, tokens);
+        Double.NaN, tokens, Double.NaN, true);
   }
 
   /** A Hugging Face llama checkpoint with random weights (uniform, std 0.02; norms 1 + small noise). */

@@ -62,7 +62,7 @@ final class TransformFlow {
         (Double) m.getOrDefault(m.temperature()), (Integer) m.getOrDefault(m.topK()), (Double) m.getOrDefault(m.topP()),
         (Double) m.getOrDefault(m.repetitionPenalty()), (Long) m.getOrDefault(m.seed()),
         GenerateJob.eosIds(model.dir, spark.sparkContext().hadoopConfiguration()), m.getOrDefault(m.stopIds()), kv,
-        tokens);
+        tokens).withPrefixSharing(settings.bool(TpConf.GENERATE_PREFIX_SHARING));
     return new GenerateJob(gp, List.of(stops), model.tokenizerDir());
   }
 

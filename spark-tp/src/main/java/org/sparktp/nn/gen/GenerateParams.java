@@ -16,9 +16,19 @@ import java.util.Arrays;
  * @param topP 1: no nucleus
  * @param kvCacheMaxBytes bound on one rank's KV cache; a row waits until its whole cache fits
  * @param maxBatchTokens tokens one forward pass takes (decode rows take one each, prompts are chunked)
+ * @param prefixSharing a row whose prompt starts like a row already in the batch copies that row's keys and values
+ *     of the common prefix instead of computing them ({@code spark.tp.generate.prefix-sharing}; issue 21)
  */
 public record GenerateParams(int maxNewTokens, double temperature, int topK, double topP, double repetitionPenalty,
-    long seed, int[] eosIds, int[] stopIds, long kvCacheMaxBytes, int maxBatchTokens) implements Serializable {
+    long seed, int[] eosIds, int[] stopIds, long kvCacheMaxBytes, int maxBatchTokens, boolean prefixSharing)
+    implements Serializable {
+
+  /** With prefix sharing on (the default). */
+  public GenerateParams(int maxNewTokens, double temperature, int topK, double topP, double repetitionPenalty,
+      long seed, int[] eosIds, int[] stopIds, long kvCacheMaxBytes, int maxBatchTokens) {
+    this(maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, eosIds, stopIds, kvCacheMaxBytes,
+        maxBatchTokens, true);
+  }
 
   public GenerateParams {
     if (maxNewTokens <= 0) {
@@ -64,22 +74,28 @@ public record GenerateParams(int maxNewTokens, double temperature, int topK, dou
 
   public GenerateParams withSampling(double temperature, int topK, double topP, long seed) {
     return new GenerateParams(maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, eosIds, stopIds,
-        kvCacheMaxBytes, maxBatchTokens);
+        kvCacheMaxBytes, maxBatchTokens, prefixSharing);
   }
 
   public GenerateParams withBudgets(long kvCacheMaxBytes, int maxBatchTokens) {
     return new GenerateParams(maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, eosIds, stopIds,
-        kvCacheMaxBytes, maxBatchTokens);
+        kvCacheMaxBytes, maxBatchTokens, prefixSharing);
+  }
+
+  /** The same with prefix sharing on or off (issue 21). */
+  public GenerateParams withPrefixSharing(boolean on) {
+    return new GenerateParams(maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, eosIds, stopIds,
+        kvCacheMaxBytes, maxBatchTokens, on);
   }
 
   public GenerateParams withStops(int[] eosIds, int[] stopIds) {
     return new GenerateParams(maxNewTokens, temperature, topK, topP, repetitionPenalty, seed, eosIds, stopIds,
-        kvCacheMaxBytes, maxBatchTokens);
+        kvCacheMaxBytes, maxBatchTokens, prefixSharing);
   }
 
   public GenerateParams withRepetitionPenalty(double penalty) {
     return new GenerateParams(maxNewTokens, temperature, topK, topP, penalty, seed, eosIds, stopIds,
-        kvCacheMaxBytes, maxBatchTokens);
+        kvCacheMaxBytes, maxBatchTokens, prefixSharing);
   }
 
   @Override
@@ -87,6 +103,6 @@ public record GenerateParams(int maxNewTokens, double temperature, int topK, dou
     return "GenerateParams[maxNewTokens=" + maxNewTokens + ", temperature=" + temperature + ", topK=" + topK
         + ", topP=" + topP + ", repetitionPenalty=" + repetitionPenalty + ", seed=" + seed + ", eos="
         + Arrays.toString(eosIds) + ", stop=" + Arrays.toString(stopIds) + ", kvCacheMaxBytes=" + kvCacheMaxBytes
-        + ", maxBatchTokens=" + maxBatchTokens + "]";
+        + ", maxBatchTokens=" + maxBatchTokens + ", prefixSharing=" + prefixSharing + "]";
   }
 }

@@ -38,6 +38,12 @@ import org.sparktp.backend.Tensor;
  *       step.
  * </ol>
  *
+ * <p>Shared prefixes (issue 21, {@link GenerateParams#prefixSharing}): a row joining the batch looks for the row in the
+ * batch whose prompt has the longest common prefix with its own (at most its length - 1 tokens, so that its last
+ * token still runs and gives its first logits; {@code findDonor} says when it is worth a wait). When there is one,
+ * the row computes nothing until that donor's cache holds the common prefix, then copies those cache rows into its
+ * own slot (one device copy per layer) and prefills only the rest. Every rank decides the same (the rows are the group's), so ranks copy their own heads.
+ *
  * The KV cache is closed when {@link #generate} returns or throws (a failed collective mid-decode
  * leaves nothing behind). Rows come back in input order.
  */
@@ -49,6 +55,9 @@ public final class Generator {
     void update(long rowsDone, long rowsTotal, long newTokens, long elapsedNanos);
   }
 
+  /** A row waits for another row's prefill to share a prefix of at least this many tokens (or half its prompt). */
+  static final int MIN_SHARED_TOKENS = 32;
+
   private final RankModel model;
   private final Communicator comm;
   private final RunContext ctx;
@@ -58,6 +67,7 @@ public final class Generator {
   private long rowsDone;
   private long newTokens;
   private long promptTokens;
+  private long sharedTokens;
   private long steps;
   private long nanos;
   private long peakCacheBytes;
@@ -100,8 +110,14 @@ public final class Generator {
     return newTokens;
   }
 
+  /** Prompt tokens the group computed (shared prefixes copied from another row are not counted: {@link #sharedTokens}). */
   public long promptTokens() {
     return promptTokens;
+  }
+
+  /** Prompt tokens whose keys and values were copied from another row's cache (shared prefixes, issue 21). */
+  public long sharedTokens() {
+    return sharedTokens;
   }
 
   public long steps() {
@@ -242,6 +258,8 @@ public final class Generator {
     int fed; // tokens in the cache
     int[] gen;
     int count;
+    Seq donor; // issue 21: the row whose cache will hold this row's first `shared` tokens (null once copied)
+    int shared;
 
     Seq(int row, int[] prompt, long seed, KvCache.Slot slot, int maxNew) {
       this.row = row;
@@ -267,8 +285,13 @@ public final class Generator {
           && cache.fits(prompt[waiting.peek()].length + maxNew - 1)) {
         int r = waiting.poll();
         long seed = ((long) seedBits[2 * r] << 32) | (seedBits[2 * r + 1] & 0xffffffffL);
-        active.add(new Seq(r, prompt[r], seed, cache.reserve(prompt[r].length + maxNew - 1), maxNew));
+        Seq s = new Seq(r, prompt[r], seed, cache.reserve(prompt[r].length + maxNew - 1), maxNew);
+        if (params.prefixSharing()) {
+          findDonor(s, active);
+        }
+        active.add(s);
       }
+      adoptPrefixes(active, layers);
       if (active.isEmpty()) {
         throw new IllegalStateException("No row fits the KV cache budget (checked before; a bug)");
       }
@@ -284,7 +307,7 @@ public final class Generator {
         }
       }
       for (Seq s : active) {
-        if (s.fed < s.prompt.length && used < budget) {
+        if (s.fed < s.prompt.length && s.donor == null && used < budget) {
           int c = Math.min(s.prompt.length - s.fed, budget - used);
           in.add(s);
           chunks.add(c);
@@ -350,6 +373,7 @@ public final class Generator {
         }
         s.fed += chunks.get(i);
       }
+      adoptPrefixes(active, layers); // before any row leaves: a donor's slot is released with it
       for (int j = 0; j < ns; j++) {
         Seq s = in.get(sampleSeqs[j]);
         int tok = (int) next[j];
@@ -374,6 +398,53 @@ public final class Generator {
         progress.update(rowsDone, prompt.length, newTokens, nanos + System.nanoTime() - start);
       }
     }
+  }
+
+  /**
+   * Issue 21: the row of {@code active} not itself waiting for a donor (so a row waits for one prefill at most) whose
+   * prompt has the longest common prefix with {@code s}'s (the first such row on ties), capped at {@code s}'s length
+   * - 1, becomes {@code s}'s donor, when its cache already holds that prefix or the prefix is worth a wait: at least
+   * {@link #MIN_SHARED_TOKENS} tokens or half of {@code s}'s prompt (a common BOS alone is not).
+   */
+  private static void findDonor(Seq s, List<Seq> active) {
+    int cap = s.prompt.length - 1;
+    Seq best = null;
+    int most = 0;
+    for (Seq d : active) {
+      if (d.donor != null) {
+        continue;
+      }
+      int n = Math.min(cap, d.prompt.length);
+      int k = 0;
+      while (k < n && d.prompt[k] == s.prompt[k]) {
+        k++;
+      }
+      if (k > most) {
+        best = d;
+        most = k;
+      }
+    }
+    if (best != null && (best.fed >= most || most >= Math.min(MIN_SHARED_TOKENS, (s.prompt.length + 1) / 2))) {
+      s.donor = best;
+      s.shared = most;
+    }
+  }
+
+  /** Copies the shared prefix into each waiting row's cache whose donor's cache now holds it (issue 21). */
+  private void adoptPrefixes(List<Seq> active, List<KvCache.Layer> layers) {
+    long t0 = System.nanoTime();
+    Backend be = model.backend();
+    for (Seq s : active) {
+      if (s.donor != null && s.donor.fed >= s.shared) {
+        for (int l = 0; l < layers.size(); l++) {
+          be.copyBlock(s.donor.slot.tensors[l], 0, 0, s.slot.tensors[l], 0, 0, s.shared, layers.get(l).width());
+        }
+        s.fed = s.shared;
+        s.donor = null;
+        sharedTokens += s.shared;
+      }
+    }
+    ctx.addCompute(System.nanoTime() - t0);
   }
 
   private static boolean contains(int[] a, int v) {
