@@ -96,9 +96,10 @@ public final class TpConf {
   public static final String NULL_POLICY_DEFAULT = "error";
 
   /**
-   * What a row that cannot run does (null, empty, too long, ids outside the vocabulary, a wrong width): {@code fail}
-   * (the job fails, naming the column and row), {@code null} (null outputs, the other rows run) or {@code column}
-   * (null outputs and the cause in a string column {@code error}; null for the rows that ran).
+   * What a row that cannot run does (null, empty, too long, ids outside the vocabulary, a wrong width, a conversation
+   * its chat template cannot render): {@code fail} (the job fails, naming the column and row), {@code null} (null
+   * outputs, the other rows run) or {@code column} (null outputs and the cause in a string column {@code error}; null
+   * for the rows that ran).
    */
   public static final String ON_ERROR = "spark.tp.on-error";
   public static final String ON_ERROR_DEFAULT = "fail";
@@ -125,7 +126,10 @@ public final class TpConf {
   public static final String TEST_FAIL_RANK = "spark.tp.test.fail-rank";
   public static final String TEST_FAIL_RANK_DEFAULT = "-1";
 
-  /** Tests only: the rank (partition of the barrier stage) that throws an OutOfMemoryError in every attempt; -1 none. */
+  /**
+   * Tests only: the rank (partition of the barrier stage) that throws an {@code OutOfMemoryError} (as JavaCPP's) in
+   * every attempt; -1 = none.
+   */
   public static final String TEST_OOM_RANK = "spark.tp.test.oom-rank";
   public static final String TEST_OOM_RANK_DEFAULT = "-1";
 

@@ -52,6 +52,7 @@ class GenerateTest {
         throw new IllegalStateException(e);
       }
     }
+    MODELS.clear(); // PrefixSharingTest opens them again in the same JVM
   }
 
   static HfModel model(String name) {

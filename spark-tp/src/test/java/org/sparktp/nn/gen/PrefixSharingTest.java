@@ -38,6 +38,11 @@ import org.sparktp.tensor.DType;
  * </ul>
  */
 class PrefixSharingTest {
+  @org.junit.jupiter.api.AfterAll
+  static void closeModels() {
+    GenerateTest.closeModels();
+  }
+
   static final double REF_TOL = 1e-4;
   static final double SAME_TOL = 1e-5;
   static final int MAX_NEW = 3;
