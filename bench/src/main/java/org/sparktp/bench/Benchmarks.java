@@ -27,7 +27,13 @@ public final class Benchmarks {
       case "gpu" -> {
         return GpuBench.run(args, System.out);
       }
-      case "generate" -> GenerateBench.main(args);
+      case "generate" -> {
+        if (java.util.Arrays.asList(args).contains("--master")) {
+          SparkGenerateBench.main(args); // through Spark on a cluster; without --master, ranks in this process
+        } else {
+          GenerateBench.main(args);
+        }
+      }
       default -> throw new IllegalArgumentException("unknown benchmark '" + name + "'; use " + String.join(", ", NAMES));
     }
     return 0;
