@@ -30,6 +30,30 @@ public final class Precision {
   }
 
   /**
+   * Why {@code spark.tp.dtype=auto} gives what {@link #resolve} gives, in one line for {@code explain} and
+   * {@code doctor}: the table per instruction set that {@code auto} follows ({@code isa}: oneDNN's, such as
+   * {@code avx512_core_amx}, {@code avx512_core_bf16}, {@code avx512_core}, {@code avx2}). bf16 only for a bf16/f16
+   * checkpoint on a CPU with bf16 dot products (AMX or AVX512-BF16: there bf16 matmuls measured faster than f32 at
+   * every row count, 1 to 2048, see docs/precision.md); f32 weights are never narrowed and int8 is never picked
+   * (both change results: ask for them).
+   */
+  public static String autoReason(DType checkpoint, boolean nativeBf16, String isa) {
+    DType got = resolve("auto", checkpoint, nativeBf16, "auto");
+    String weights = checkpoint == null ? "in-memory f32" : checkpoint.id();
+    if (checkpoint == null || !checkpoint.isHalf()) {
+      return "auto -> " + got.id() + ": the weights are " + weights + " and auto never narrows them (bf16 or int8 "
+          + "change results; ask for them with spark.tp.dtype)";
+    }
+    if (!nativeBf16) {
+      return "auto -> f32: " + weights + " checkpoint, but oneDNN's " + isa + " has no bf16 dot products (bf16 "
+          + "would be emulated, slower than f32): the weights are widened to f32 once, at load";
+    }
+    return "auto -> bf16: " + weights + " checkpoint and oneDNN's " + isa + (isa.contains("amx")
+        ? " runs bf16 matmuls on AMX tiles" : " has bf16 dot products (AVX512-BF16)") + ", faster than f32 at every "
+        + "batch size; int8 stays opt-in";
+  }
+
+  /**
    * The activations' storage type for {@code value} ({@code auto}, {@code f32}, {@code bf16}, {@code f16}; case
    * ignored) given the weights' resolved storage type {@code weights}: {@code auto} is the weights' type when it
    * is a float type (f32, bf16, f16) and bf16 for any other (int8 weights). A bad value is an error that names

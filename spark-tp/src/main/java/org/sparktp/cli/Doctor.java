@@ -35,8 +35,9 @@ final class Doctor {
         "onednn",
         CpuBackend.onednnIsa(), CpuBackend.onednnThreads(), Explain.kernel(DType.F32), Explain.kernel(DType.BF16),
         Explain.kernel(DType.F16), Explain.kernel(DType.I8), Explain.kernel(DType.I8_WO));
-    out.printf(Locale.ROOT, "%-16s spark.tp.dtype=auto gives %s for a bf16/f16 checkpoint here (f32 for f32 weights)%n",
-        "precision", Precision.resolve("auto", DType.BF16, CpuBackend.hasNativeBf16(), TpConf.DTYPE).id());
+    out.printf(Locale.ROOT, "%-16s spark.tp.dtype %s; f32 weights: %s%n", "precision",
+        Precision.autoReason(DType.BF16, CpuBackend.hasNativeBf16(), CpuBackend.onednnIsa()),
+        Precision.resolve("auto", DType.F32, CpuBackend.hasNativeBf16(), TpConf.DTYPE).id());
     out.printf(Locale.ROOT, "%-16s %s=%s stores the activations between ops in the weights' dtype (f32 weights: f32;"
         + " bf16: bf16); ops compute in f32, partial sums are reduced in f32%n", "", TpConf.ACTIVATION_DTYPE,
         TpConf.ACTIVATION_DTYPE_DEFAULT);

@@ -56,6 +56,9 @@ final class Explain {
     }
     storage = Precision.resolve(dt, weights, CpuBackend.hasNativeBf16(), "--dtype");
     out.print(plan.explain());
+    if (dt.trim().equalsIgnoreCase("auto")) {
+      out.println(Precision.autoReason(weights, CpuBackend.hasNativeBf16(), CpuBackend.onednnIsa()));
+    }
     out.print(plan.explainPrecision(storage, kernel(storage), Precision.activation(act, storage,
         "--activation-dtype")));
   }

@@ -185,9 +185,11 @@ class CliTest {
         .containsPattern("column linear fc1 \\[50->203\\] \\+gelu\\s+REPLICATED\\s+SHARDED")
         .containsPattern("row linear fc2 \\[203->64\\]\\s+SHARDED\\s+PARTIAL")
         .contains("weight bytes per rank: [")
-        .contains("dtype f32 (linear weights;").contains("kernel openblas");
+        .contains("dtype f32 (linear weights;").contains("kernel openblas")
+        .contains("auto -> f32: the weights are f32 and auto never narrows them");
     r = cli("explain", "--model", fixture.resolve("model").toString(), "--tp", "2", "--dtype", "bf16");
     assertThat(r.code).as(r.err).isZero();
+    assertThat(r.out).as("an explicit dtype needs no reason").doesNotContain("auto ->");
     assertThat(r.out).contains("dtype bf16 (linear weights;").contains("kernel onednn")
         .contains("weight bytes per rank in bf16: [")
         .contains("activations bf16 between ops (rounded once at each op boundary;"); // auto: the weights' dtype
@@ -282,7 +284,9 @@ class CliTest {
     assertThat(r.code).as(r.err).isZero();
     assertThat(r.out).contains("backend cpu").containsPattern("onednn\\s+isa ")
         .contains("kernels: f32 openblas, bf16 ").containsPattern("int8 onednn \\S+ int8 W8A8 \\(brg_matmul:")
-        .contains("OMP_NUM_THREADS").containsPattern("provider cpu\\s+available");
+        .contains("OMP_NUM_THREADS").containsPattern("provider cpu\\s+available")
+        .containsPattern("precision\\s+spark.tp.dtype auto -> (bf16|f32): bf16 checkpoint")
+        .contains("f32 weights: f32");
   }
 
   @ParameterizedTest(name = "tp {0}, dtype {1}")
