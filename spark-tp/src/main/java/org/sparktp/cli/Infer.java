@@ -3,7 +3,9 @@ package org.sparktp.cli;
 import static org.apache.spark.sql.functions.expr;
 
 import java.io.PrintStream;
+import java.util.List;
 import java.util.Locale;
+import java.util.function.Function;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
@@ -16,6 +18,7 @@ import org.apache.spark.sql.types.StructField;
 import org.sparktp.nn.plan.LayerGraph;
 import org.sparktp.nn.ops.Pooling;
 import org.sparktp.nn.ops.Task;
+import org.sparktp.spark.ResumableWrite;
 import org.sparktp.spark.TensorParallelModel;
 
 /**
@@ -111,10 +114,19 @@ final class Infer {
     SafeOutput.checkSeparate(output, modelDir, "the model directory", hadoop);
     checkNotEmpty(input, hadoop);
     boolean overwrite = mode.equals("overwrite");
-    if (!overwrite) {
+    boolean resume = a.has("resume");
+    if (resume && overwrite) {
+      throw new UsageException("--resume finishes the job that wrote the output; it does not go with --mode overwrite");
+    }
+    if (a.has("ranges") && !resume) {
+      throw new UsageException("--ranges applies to --resume (the ranges an output is committed in)");
+    }
+    int ranges = a.intValue("ranges", 32, 1);
+    if (!overwrite && !resume) {
       Path outPath = new Path(output);
       if (outPath.getFileSystem(hadoop).exists(outPath)) {
-        throw new UsageException("output " + output + " already exists; choose another path or pass --mode overwrite");
+        throw new UsageException("output " + output + " already exists; choose another path or pass --mode overwrite"
+            + (ResumableWrite.unfinished(output, hadoop) ? " (or --resume to finish the job that started it)" : ""));
       }
     }
     // validates the whole checkpoint against its config now, before Spark starts; loads no weights:
@@ -166,41 +178,102 @@ final class Infer {
     SparkSession spark = Sessions.open("infer", a.get("master", null), a.confs());
     try {
       Dataset<Row> df = read(spark, input, inFormat, featuresCol, spec);
-      Dataset<Row> result = model.transform(df);
-      boolean arrayOut = hasColumn(result, outputCol) // task generate writes its own columns
-          && result.schema().apply(outputCol).dataType() instanceof org.apache.spark.sql.types.ArrayType;
-      if (outFormat.equals("csv") && arrayOut) {
-        result = result.withColumn(outputCol, expr("concat_ws(' ', transform(`" + outputCol
-            + "`, x -> cast(x as string)))"));
-        for (StructField f : result.schema().fields()) {
-          if (f.dataType() instanceof org.apache.spark.sql.types.ArrayType) {
-            result = result.withColumn(f.name(), expr("concat_ws(' ', transform(`" + f.name()
-                + "`, x -> cast(x as string)))"));
-          }
-        }
-      }
+      Function<Dataset<Row>, Dataset<Row>> pipeline = d -> forFormat(model.transform(d), outFormat, outputCol);
       long t0 = System.nanoTime();
       long rows;
       long errors;
-      // the job writes beside the target; the target is replaced only once the job succeeded
-      try (SafeOutput target = SafeOutput.begin(output, overwrite, spark.sparkContext().hadoopConfiguration());
-          Progress p = new Progress(spark, err, "infer")) {
-        result.write().mode("errorifexists").format(outFormat).option("header", "true")
-            .save(target.staging().toString());
-        target.commit();
-        p.drain();
-        rows = p.committedRows(); // counted once, from the tasks whose output was committed
-        errors = p.errorRows();
-        p.succeeded();
+      String resumed = "";
+      long ran; // rows computed by this run
+      if (resume) {
+        ResumableWrite w = new ResumableWrite(output).format(outFormat).option("header", "true").ranges(ranges)
+            .lines(l -> err.println("infer: " + l), l -> err.println("spark-tp infer: WARN " + l))
+            .fingerprint("input", SafeOutput.qualify(new Path(input), hadoop).toString())
+            .fingerprintFiles("model", SafeOutput.qualify(new Path(modelDir), hadoop).toString())
+            .fingerprint("options", resultOptions(a));
+        ResumableWrite.Result r;
+        try (Progress p = new Progress(spark, err, "infer")) {
+          r = w.save(df, pipeline);
+          p.drain();
+          errors = p.errorRows();
+          p.succeeded();
+        } catch (IllegalArgumentException e) {
+          if (e.getMessage() != null && e.getMessage().startsWith("output " + output + " ")) {
+            throw new UsageException(e.getMessage()); // another job's output: one line, before any job
+          }
+          throw e;
+        }
+        rows = r.rows();
+        ran = r.rowsComputed();
+        resumed = String.format(Locale.ROOT, "; %d of %d ranges were committed before, %d computed now (%,d rows)",
+            r.skipped(), r.ranges(), r.computed(), r.rowsComputed());
+      } else {
+        Dataset<Row> result = pipeline.apply(df);
+        // the job writes beside the target; the target is replaced only once the job succeeded
+        try (SafeOutput target = SafeOutput.begin(output, overwrite, spark.sparkContext().hadoopConfiguration(), err);
+            Progress p = new Progress(spark, err, "infer")) {
+          result.write().mode("errorifexists").format(outFormat).option("header", "true")
+              .save(target.staging().toString());
+          target.commit();
+          p.drain();
+          rows = p.committedRows(); // counted once, from the tasks whose output was committed
+          ran = rows;
+          errors = p.errorRows();
+          p.succeeded();
+        }
       }
       double secs = (System.nanoTime() - t0) / 1e9;
-      out.printf(Locale.ROOT, "wrote %,d rows to %s (%s) in %.1f s, %s rows/s, tp=%d%s%n", rows, output, outFormat,
-          secs, Progress.rate(rows, secs), tp, errors == 0 ? "" : String.format(Locale.ROOT, "; %,d row(s) could not"
+      out.printf(Locale.ROOT, "wrote %,d rows to %s (%s) in %.1f s, %s rows/s, tp=%d%s%s%n", rows, output, outFormat,
+          secs, Progress.rate(ran, secs), tp, errors == 0 ? "" : String.format(Locale.ROOT, "; %,d row(s) could not"
               + " run (%s)", errors, onError(spark).equals("column") ? "their cause is in the column 'error'"
-              : "null outputs, spark.tp.on-error=null"));
+              : "null outputs, spark.tp.on-error=null"), resumed);
     } finally {
       spark.stop();
     }
+  }
+
+  /** {@code result} as {@code format} takes it: in CSV, arrays become strings of numbers separated by spaces. */
+  private static Dataset<Row> forFormat(Dataset<Row> result, String format, String outputCol) {
+    boolean arrayOut = hasColumn(result, outputCol) // task generate writes its own columns
+        && result.schema().apply(outputCol).dataType() instanceof org.apache.spark.sql.types.ArrayType;
+    if (format.equals("csv") && arrayOut) {
+      result = result.withColumn(outputCol, expr("concat_ws(' ', transform(`" + outputCol
+          + "`, x -> cast(x as string)))"));
+      for (StructField f : result.schema().fields()) {
+        if (f.dataType() instanceof org.apache.spark.sql.types.ArrayType) {
+          result = result.withColumn(f.name(), expr("concat_ws(' ', transform(`" + f.name()
+              + "`, x -> cast(x as string)))"));
+        }
+      }
+    }
+    return result;
+  }
+
+  /** The flags and settings that change what a job writes: a resumed job must be given the same ones. */
+  static final List<String> RESULT_FLAGS = List.of("format", "output-format", "features-col", "output-col", "task",
+      "pooling", "normalize", "dtype", "activation-dtype", "max-new-tokens", "temperature", "top-k", "top-p", "seed",
+      "repetition-penalty");
+  static final List<String> RESULT_CONFS = List.of(org.sparktp.TpConf.DTYPE, org.sparktp.TpConf.ACTIVATION_DTYPE,
+      org.sparktp.TpConf.NULL_POLICY, org.sparktp.TpConf.ON_ERROR, org.sparktp.TpConf.TRUNCATE,
+      org.sparktp.TpConf.KV_CACHE_MAX_BYTES);
+
+  /** {@code --flag value} of each flag in {@link #RESULT_FLAGS} and {@link #RESULT_CONFS} given, in a fixed order. */
+  static String resultOptions(Args a) {
+    StringBuilder sb = new StringBuilder();
+    for (String f : RESULT_FLAGS) {
+      if (a.has(f)) {
+        sb.append(sb.length() == 0 ? "" : " ").append("--").append(f).append(' ').append(a.get(f, ""));
+      }
+    }
+    for (String s : a.all("stop")) {
+      sb.append(sb.length() == 0 ? "" : " ").append("--stop ").append(s.replace("\\", "\\\\").replace("\n", "\\n"));
+    }
+    for (String k : RESULT_CONFS) {
+      String v = a.confs().get(k);
+      if (v != null) {
+        sb.append(sb.length() == 0 ? "" : " ").append("--conf ").append(k).append('=').append(v.trim());
+      }
+    }
+    return sb.length() == 0 ? "(defaults)" : sb.toString();
   }
 
   /** {@code spark.tp.on-error} of the session. */

@@ -7,6 +7,7 @@ import java.nio.file.Paths;
 import java.util.Locale;
 import java.util.UUID;
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileStatus;
 import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 
@@ -21,7 +22,8 @@ import org.apache.hadoop.fs.Path;
  *       hidden from Spark's and Hadoop's readers); {@link #commit} moves it to the target only after
  *       the job succeeded, and with {@code overwrite} moves the old output aside first and deletes it
  *       only once the new one is in place; {@link #close} without a commit deletes the staging folder,
- *       so a failed job leaves the old output as it was and no staging folder.
+ *       so a failed job leaves the old output as it was and no staging folder; a staging folder that a run
+ *       killed with {@code kill -9} left is removed (and reported) by the next run into the same target.
  * </ul>
  */
 final class SafeOutput implements AutoCloseable {
@@ -118,7 +120,8 @@ final class SafeOutput implements AutoCloseable {
    * Starts an output at {@code target}: refused when it exists and {@code overwrite} is false. The job
    * writes to {@link #staging()}.
    */
-  static SafeOutput begin(String target, boolean overwrite, Configuration conf) throws IOException {
+  static SafeOutput begin(String target, boolean overwrite, Configuration conf, java.io.PrintStream err)
+      throws IOException {
     Path t = new Path(target);
     FileSystem fs = t.getFileSystem(conf);
     Path q = fs.makeQualified(t);
@@ -127,6 +130,20 @@ final class SafeOutput implements AutoCloseable {
     }
     if (!overwrite && fs.exists(q)) {
       throw new UsageException("output " + target + " already exists; choose another path or pass --mode overwrite");
+    }
+    // a run killed with kill -9 (or a lost driver) could not remove its staging folder: this run into the same
+    // target removes it, and says so
+    String left = "." + q.getName() + ".spark-tp-staging-";
+    FileStatus[] siblings = fs.exists(q.getParent()) ? fs.listStatus(q.getParent()) : new FileStatus[0];
+    for (FileStatus s : siblings) {
+      if (s.getPath().getName().startsWith(left)) {
+        err.println("spark-tp infer: WARN removing the staging folder " + s.getPath() + " that an earlier run into "
+            + target + " left (it was killed before it could clean up)");
+        if (!fs.delete(s.getPath(), true)) {
+          throw new IOException("Cannot delete the staging folder " + s.getPath() + " of an earlier run; delete it by"
+              + " hand");
+        }
+      }
     }
     Path staging = sibling(q, "staging");
     fs.deleteOnExit(staging); // a launcher stopped by a signal removes it when Hadoop closes its file systems

@@ -21,12 +21,13 @@ public final class SparkTpCli {
       "  infer    --model DIR --input PATH --output PATH [--format parquet|json|csv] [--output-format parquet|json|csv]",
       "           [--features-col features] [--output-col prediction] [--tp N] [--groups G] [--batch-size B]",
       "           [--backend auto|cpu|cuda] [--dtype auto|f32|bf16|f16|int8|int8-wo] [--mode error|overwrite] [--master URL]",
-      "           [--activation-dtype auto|f32|bf16|f16] [--conf key=value]...",
+      "           [--activation-dtype auto|f32|bf16|f16] [--resume [--ranges R (32)]] [--conf key=value]...",
       "           [--task embed|logits|score|generate] [--pooling mean|cls|last] [--normalize]   (Hugging Face models)",
       "           [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]",
       "           [--repetition-penalty R]   (--task generate)",
       "           run a model on a table; the output keeps every input column plus the output column (generate:",
-      "           generated_ids, generated_text, finish_reason)",
+      "           generated_ids, generated_text, finish_reason); --resume commits it in ranges and finishes a",
+      "           stopped job, computing only the ranges it had not committed",
       "  demo     [--tp N] [--rows N] [--batch-size B] [--master URL] [--conf key=value]...",
       "           a random model (two MLP blocks, width 1024) run at --tp (default 2) and at 1, checked to agree",
       "  explain  --model DIR --tp N [--dtype auto|f32|bf16|f16|int8|int8-wo] [--activation-dtype auto|f32|bf16|f16]",
@@ -81,7 +82,7 @@ public final class SparkTpCli {
         case "infer" -> Infer.run(Args.parse(cmd, args, 1, Set.of("model", "input", "output", "format",
             "output-format", "features-col", "output-col", "tp", "groups", "batch-size", "backend", "dtype", "mode",
             "activation-dtype", "master", "conf", "task", "pooling", "max-new-tokens", "temperature", "top-k", "top-p", "seed", "stop",
-            "repetition-penalty"), Set.of("normalize")), out, err);
+            "repetition-penalty", "ranges"), Set.of("normalize", "resume")), out, err);
         case "demo" -> Demo.run(Args.parse(cmd, args, 1, Set.of("tp", "rows", "batch-size", "master", "conf"),
             Set.of()), out, err);
         case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp", "task", "pooling", "dtype",
@@ -101,8 +102,10 @@ public final class SparkTpCli {
       return 2;
     } catch (Exception e) {
       if (SIGNALLED.get()) {
-        err.println("spark-tp " + cmd + " interrupted (SIGINT or SIGTERM): the job was stopped"
-            + (cmd.equals("infer") ? "; nothing was written and an existing output is unchanged" : ""));
+        boolean resume = Arrays.asList(args).contains("--resume");
+        err.println("spark-tp " + cmd + " interrupted (SIGINT or SIGTERM): the job was stopped" + (!cmd.equals("infer")
+            ? "" : resume ? "; the ranges committed so far are kept: run the same command again to finish"
+            : "; nothing was written and an existing output is unchanged"));
         if (System.getenv("SPARK_TP_DEBUG") != null) {
           e.printStackTrace(err);
         }

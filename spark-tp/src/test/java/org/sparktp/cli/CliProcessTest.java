@@ -33,6 +33,11 @@ class CliProcessTest {
   }
 
   static Process start(Path errFile, String... args) throws IOException {
+    return start(errFile, null, args);
+  }
+
+  /** As {@link #start(Path, String...)}, with stdout to {@code outFile} (null: discarded). */
+  static Process start(Path errFile, Path outFile, String... args) throws IOException {
     List<String> cmd = new ArrayList<>();
     cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
     cmd.add("-Xmx1g");
@@ -45,7 +50,7 @@ class CliProcessTest {
     cmd.add(SparkTpCli.class.getName());
     cmd.addAll(List.of(args));
     ProcessBuilder pb = new ProcessBuilder(cmd).redirectError(errFile.toFile())
-        .redirectOutput(ProcessBuilder.Redirect.DISCARD);
+        .redirectOutput(outFile == null ? ProcessBuilder.Redirect.DISCARD : ProcessBuilder.Redirect.to(outFile.toFile()));
     pb.environment().remove("SPARK_TP_DEBUG");
     return pb.start();
   }
