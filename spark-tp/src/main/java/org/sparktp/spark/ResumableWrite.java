@@ -261,7 +261,6 @@ public final class ResumableWrite {
       throw new IllegalArgumentException("output " + target + " is a file; a resumable output is a folder: choose"
           + " another path");
     }
-    cleanStaging(fs, t);
     ObjectNode manifest;
     if (fs.exists(m)) {
       manifest = readManifest(fs, t);
@@ -274,7 +273,6 @@ public final class ResumableWrite {
               + " finishes the same job (same input, model and options): choose another output path or delete it");
         }
       }
-      removeOrphans(fs, t, manifest);
     } else {
       for (FileStatus f : fs.listStatus(t)) {
         if (visible(f.getPath().getName()) || f.getPath().getName().equals("_SUCCESS")) {
@@ -289,6 +287,8 @@ public final class ResumableWrite {
       manifest.put("input_partitions", partitions).put("ranges", count).put("rows", 0L).put("complete", false);
       manifest.putArray("committed");
     }
+    cleanStaging(fs, t); // only once the target is known to be this job's: a refused run changes nothing
+    removeOrphans(fs, t, manifest);
     return manifest;
   }
 
