@@ -9,13 +9,26 @@ import org.apache.spark.sql.SparkSession;
 /**
  * The Spark session of a CLI command: the one {@code spark-submit} made, or an embedded one for
  * {@code --master} (default {@code local[*]}) with loopback networking and the UI off unless asked for.
+ * Public for the launchers of other modules (the Thrift server of {@code thrift/}).
  */
-final class Sessions {
+public final class Sessions {
   private static final Pattern LOCAL_CLUSTER = Pattern.compile("local-cluster\\[\\s*(\\d+)\\s*,\\s*(\\d+)\\s*,\\s*(\\d+)\\s*]");
+
+  static final String EXTENSIONS = "spark.sql.extensions";
 
   private Sessions() {}
 
-  static SparkSession open(String app, String master, Map<String, String> confs) {
+  /** {@code confs} with {@code spark.sql.extensions} holding spark-tp's SQL functions (added to what it names). */
+  public static Map<String, String> withExtensions(Map<String, String> confs) {
+    Map<String, String> out = new java.util.LinkedHashMap<>(confs);
+    String ext = out.get(EXTENSIONS);
+    String ours = org.sparktp.sql.TensorParallelExtensions.class.getName();
+    out.put(EXTENSIONS, ext == null || ext.isBlank() ? ours : ext.contains(ours) ? ext : ext + "," + ours);
+    return out;
+  }
+
+  /** A session for {@code master} ({@code null}: spark-submit's, else {@code local[*]}) with {@code confs} set. */
+  public static SparkSession open(String app, String master, Map<String, String> confs) {
     SparkConf existing = new SparkConf();
     boolean submitted = existing.contains("spark.master") && master == null;
     SparkSession.Builder b = SparkSession.builder().appName("spark-tp " + app);

@@ -130,7 +130,7 @@ public final class SparkTpCli {
   private static final java.util.regex.Pattern DETERMINISTIC = java.util.regex.Pattern.compile(
       "^Job \\d+ cancelled because spark-tp: a deterministic failure \\(not retried\\): ");
 
-  static String message(Throwable e) {
+  public static String message(Throwable e) {
     Throwable pick = null;
     for (Throwable t = e; t != null && pick == null; t = t.getCause()) {
       if (thrownBySparkTp(t) && t.getMessage() != null) {

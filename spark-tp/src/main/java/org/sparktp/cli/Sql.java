@@ -5,15 +5,12 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
 import java.util.Set;
 import org.apache.spark.sql.AnalysisException;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
-import org.sparktp.sql.TensorParallelExtensions;
 
 /**
  * {@code spark-tp sql [--master URL] [--conf k=v]... (-e "STATEMENTS" | -f FILE)}: runs {@code ;}-separated
@@ -23,7 +20,6 @@ import org.sparktp.sql.TensorParallelExtensions;
  */
 final class Sql {
   static final Set<String> FLAGS = Set.of("master", "conf", "e", "f", "max-rows", "truncate");
-  static final String EXTENSIONS = "spark.sql.extensions";
 
   private Sql() {}
 
@@ -61,11 +57,7 @@ final class Sql {
     }
     int maxRows = a.intValue("max-rows", 1000, 1);
     int truncate = a.intValue("truncate", 0, 0);
-    Map<String, String> confs = new LinkedHashMap<>(a.confs());
-    String ext = confs.get(EXTENSIONS);
-    String ours = TensorParallelExtensions.class.getName();
-    confs.put(EXTENSIONS, ext == null || ext.isBlank() ? ours : ext.contains(ours) ? ext : ext + "," + ours);
-    SparkSession spark = Sessions.open("sql", a.get("master", null), confs);
+    SparkSession spark = Sessions.open("sql", a.get("master", null), Sessions.withExtensions(a.confs()));
     try {
       for (int i = 0; i < statements.size(); i++) {
         String s = statements.get(i);
