@@ -23,6 +23,7 @@ import org.sparktp.cli.SparkTpCli;
  * fetched in pieces.
  */
 final class Operation {
+  private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(Operation.class);
   /** The single column of a statement that returns none (DDL, SET), as Spark's Thrift server shows it. */
   private static final StructType NO_RESULT = new StructType().add("Result", DataTypes.StringType);
 
@@ -89,6 +90,7 @@ final class Operation {
       finish(TOperationState.FINISHED_STATE, null, null);
     } catch (Throwable e) {
       String message = e instanceof AnalysisException ? e.getMessage() : SparkTpCli.message(e);
+      LOG.warn("statement {} failed: {}", id, message, e instanceof AnalysisException ? null : e);
       finish(TOperationState.ERROR_STATE, message, e instanceof SparkThrowable t ? t.getSqlState() : null);
       if (e instanceof Error err && !(e instanceof StackOverflowError)) {
         throw err; // an OutOfMemoryError and the like: the pool thread's handler sees it too

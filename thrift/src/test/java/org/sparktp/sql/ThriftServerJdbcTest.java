@@ -68,10 +68,13 @@ class ThriftServerJdbcTest extends SqlTestBase {
     String cp = System.getProperty("sparktp.thrift.classpath") + java.io.File.pathSeparator
         + Files.readString(Path.of(System.getProperty("sparktp.thrift.classpath.file"))).trim();
     String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-    List<String> cmd = List.of(java, "-Xmx1g", "-Dlog4j2.configurationFile=" + System.getProperty("sparktp.log4j"),
+    // as bin/spark-tp thrift-server runs it: with the JVM flags spark-submit adds for Java 17
+    List<String> cmd = new ArrayList<>(List.of(java, "-Xmx1g"));
+    cmd.addAll(List.of(org.apache.spark.launcher.JavaModuleOptions.defaultModuleOptionArray()));
+    cmd.addAll(List.of("-Dlog4j2.configurationFile=" + System.getProperty("sparktp.log4j"),
         "-cp", cp, "org.sparktp.thrift.TpThriftServer", "--master", "local[2]", "--port", "0",
         "--conf", "spark.tp.models.mlp=" + model, "--conf", "spark.ui.enabled=false",
-        "--conf", "spark.tp.comm.timeout=60s");
+        "--conf", "spark.tp.comm.timeout=60s"));
     ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
     pb.environment().put("SPARK_LOCAL_IP", "127.0.0.1");
     pb.environment().put("OMP_NUM_THREADS", "1");
@@ -235,6 +238,33 @@ class ThriftServerJdbcTest extends SqlTestBase {
       assertThatThrownBy(() -> sa.executeQuery("SELECT tp_predict('other', " + arr + ")"))
           .as("the other connection's model is not this one's").isInstanceOf(SQLException.class)
           .hasMessageContaining("other");
+    }
+  }
+
+  @Test
+  void sparkTypesAsTheDriverReadsThem() throws Exception {
+    try (Connection c = DriverManager.getConnection(url, "bi-user", "");
+         Statement st = c.createStatement();
+         ResultSet rs = st.executeQuery("SELECT 7 AS i, 9000000000L AS l, 0.1F AS f, 2.5D AS d, 'text' AS s, true AS b,"
+             + " CAST(1.10 AS DECIMAL(5,2)) AS dec, DATE'2024-01-02' AS dt, TIMESTAMP'2024-01-02 03:04:05' AS ts,"
+             + " CAST(NULL AS INT) AS n, map('k', 1) AS m")) {
+      assertThat(rs.next()).isTrue();
+      assertThat(rs.getInt("i")).isEqualTo(7);
+      assertThat(rs.getLong("l")).isEqualTo(9_000_000_000L);
+      assertThat(rs.getFloat("f")).as("a float arrives as the double its text reads as").isEqualTo(0.1f);
+      assertThat(rs.getDouble("d")).isEqualTo(2.5);
+      assertThat(rs.getString("s")).isEqualTo("text");
+      assertThat(rs.getBoolean("b")).isTrue();
+      assertThat(rs.getBigDecimal("dec")).isEqualByComparingTo("1.10");
+      assertThat(rs.getDate("dt")).isEqualTo(java.sql.Date.valueOf("2024-01-02"));
+      assertThat(rs.getTimestamp("ts")).isEqualTo(java.sql.Timestamp.valueOf("2024-01-02 03:04:05"));
+      assertThat(rs.getObject("n")).isNull();
+      assertThat(rs.wasNull()).isTrue();
+      assertThat(rs.getString("m")).isEqualTo("{\"k\":1}");
+      assertThat(rs.getMetaData().getColumnType(7)).isEqualTo(Types.DECIMAL);
+      assertThat(rs.getMetaData().getPrecision(7)).isEqualTo(5);
+      assertThat(rs.getMetaData().getScale(7)).isEqualTo(2);
+      assertThat(rs.next()).isFalse();
     }
   }
 
