@@ -106,6 +106,10 @@ final class RankTask
     private final TpRunner runner; // every model, but generation
     // --- issue 12: task generate ---
     private final org.sparktp.nn.gen.Generator gen;
+    // issue 21: one KV cache and batch for the whole partition; a micro-batch is submitted before the one before it
+    // is finished, so its rows take the places that one's finished rows leave
+    private org.sparktp.nn.gen.Generator.Session session;
+    private final java.util.ArrayDeque<GenBatch> inFlight = new java.util.ArrayDeque<>();
     private final GenerateJob.TextStop textStop;
     private final GenericInternalRow genExtra = new GenericInternalRow(2);
     private long genRows;
@@ -121,6 +125,9 @@ final class RankTask
     private int[] ids;
     private int[] offsets;
     private Tuple2<Long, InternalRow> carry; // a row read but left for the next batch (token budget)
+
+    /** A micro-batch of task generate submitted to the session ({@code ticket} -1: no rank had a row). */
+    private record GenBatch(int ticket, List<Tuple2<Long, InternalRow>> rows, List<Boolean> hasValue) {}
     // rows ready to emit
     private final List<Tuple2<Long, InternalRow>> out = new ArrayList<>();
     private int pos;
@@ -303,14 +310,16 @@ final class RankTask
       int nIds = 0;
       int ord = job.inputOrdinal();
       InputKind k = kind();
+      // with a micro-batch in flight (generate), null rows wait in pending behind it: rows leave in input order
+      boolean behind = !inFlight.isEmpty();
       read:
-      while (n < batch && pending.size() < batch && out.size() < batch && (carry != null || in.hasNext())) {
+      while (n < batch && (pending.size() < batch || behind) && out.size() < batch && (carry != null || in.hasNext())) {
         Tuple2<Long, InternalRow> t = carry != null ? carry : in.next();
         carry = null;
         InternalRow row = t._2();
         if (row.isNullAt(ord)) {
           // null policy "null" (the others never ship null rows to this stage)
-          if (n == 0) {
+          if (n == 0 && !behind) {
             out.add(emit(t, null, 0));
           } else {
             pending.add(t);
@@ -376,7 +385,11 @@ final class RankTask
       emitNanos += System.nanoTime() - t2;
     }
 
-    /** Task generate: the batch's rows generated to completion by the group (continuous batching inside). */
+    /**
+     * Task generate: submits the batch's rows to the group's session (zero rows only once this rank's input is done),
+     * then finishes and emits the micro-batch submitted before (continuous batching across micro-batches, issue 21);
+     * when no rank had a row, every micro-batch still in flight, then the task.
+     */
     private void generateStep(int n, long t1) {
       List<int[]> prompts = new ArrayList<>(n);
       for (int i = 0; i < n; i++) {
@@ -388,26 +401,33 @@ final class RankTask
           seeds[r++] = job.generate().seedOf(pending.get(i)._2());
         }
       }
-      List<org.sparktp.nn.gen.Completion> res = gen.generate(prompts, seeds, genRows);
+      if (session == null) {
+        session = gen.open();
+      }
+      int ticket = session.submit(prompts, seeds, genRows);
       genRows += n;
-      long t2 = System.nanoTime();
-      stepNanos += t2 - t1;
       injectedFailures();
-      if (res == null) {
-        finish();
-        return;
-      }
-      int r = 0;
-      for (int i = 0; i < pending.size(); i++) {
-        org.sparktp.nn.gen.Completion c = hasValue.get(i) ? res.get(r++) : null;
-        genExtra.update(0, c == null ? null : UnsafeArrayData.fromPrimitiveArray(c.ids()));
-        genExtra.update(1, c == null ? null : org.apache.spark.unsafe.types.UTF8String.fromString(c.finish().id()));
-        Tuple2<Long, InternalRow> t = pending.get(i);
-        out.add(new Tuple2<>(t._1(), project.apply(joined.apply(t._2(), genExtra)).copy()));
-      }
+      inFlight.add(new GenBatch(ticket, new ArrayList<>(pending), new ArrayList<>(hasValue)));
       pending.clear();
       hasValue.clear();
-      emitNanos += System.nanoTime() - t2;
+      while (inFlight.size() > (ticket < 0 ? 0 : 1)) {
+        GenBatch b = inFlight.poll();
+        List<org.sparktp.nn.gen.Completion> res = b.ticket() < 0 ? List.of() : session.finish(b.ticket());
+        long t2 = System.nanoTime();
+        int r = 0;
+        for (int i = 0; i < b.rows().size(); i++) {
+          org.sparktp.nn.gen.Completion c = b.hasValue().get(i) ? res.get(r++) : null;
+          genExtra.update(0, c == null ? null : UnsafeArrayData.fromPrimitiveArray(c.ids()));
+          genExtra.update(1, c == null ? null : org.apache.spark.unsafe.types.UTF8String.fromString(c.finish().id()));
+          Tuple2<Long, InternalRow> t = b.rows().get(i);
+          out.add(new Tuple2<>(t._1(), project.apply(joined.apply(t._2(), genExtra)).copy()));
+        }
+        emitNanos += System.nanoTime() - t2;
+      }
+      stepNanos += System.nanoTime() - t1;
+      if (ticket < 0) {
+        finish();
+      }
     }
 
     /** Tests only: {@code spark.tp.test.fail-rank} (first attempt) and {@code spark.tp.test.oom-rank} (every one). */
@@ -458,6 +478,9 @@ final class RankTask
           readNanos / 1e6, stepNanos / 1e6, emitNanos / 1e6));
       watchdog.cancel(false);
       try {
+        if (session != null) {
+          session.close(); // the KV cache, before the backend goes back to the cache
+        }
         comm.close();
       } finally {
         lease.close();
@@ -482,6 +505,13 @@ final class RankTask
       watchdog.cancel(false);
       if (textStop != null) {
         textStop.close();
+      }
+      if (session != null) {
+        try {
+          session.close(); // the KV cache, before the backend is discarded
+        } catch (RuntimeException e) {
+          cause.addSuppressed(e);
+        }
       }
       try {
         comm.abort(cause);

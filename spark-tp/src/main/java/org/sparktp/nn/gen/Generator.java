@@ -45,7 +45,8 @@ import org.sparktp.backend.Tensor;
  * own slot (one device copy per layer) and prefills only the rest. Every rank decides the same (the rows are the group's), so ranks copy their own heads.
  *
  * The KV cache is closed when {@link #generate} returns or throws (a failed collective mid-decode
- * leaves nothing behind). Rows come back in input order.
+ * leaves nothing behind). Rows come back in input order. A {@link Session} ({@link #open}) keeps the batch and the
+ * KV cache across several submissions, so the rows of a later micro-batch run beside an earlier one's (issue 21).
  */
 public final class Generator {
 
@@ -187,105 +188,148 @@ public final class Generator {
    * @return this rank's completions in input order, or null when no rank of the group had a row
    */
   public List<Completion> generate(List<int[]> prompts, long[] seeds, long firstRow) {
-    long start = System.nanoTime();
-    ModelPlan plan = model.plan();
-    Backend be = model.backend();
-    // issue 9b: the KV cache is stored in the activation dtype when it is bf16/f16 (half the bytes)
-    long bytesPerToken = KvCache.bytesPerToken(plan, KvCache.storage(ctx.activationDtype(), be));
-    int n = prompts.size();
-    int[] lens = new int[n];
-    int total = 0;
-    for (int i = 0; i < n; i++) {
-      lens[i] = checkRow(prompts.get(i), "Row " + (firstRow + i) + " of the partition", bytesPerToken);
-      total += lens[i];
+    try (Session s = open()) {
+      int t = s.submit(prompts, seeds, firstRow);
+      return t < 0 ? null : s.finish(t);
     }
-    int[] ids = new int[total];
-    int[] seedBits = new int[2 * n];
-    for (int i = 0, k = 0; i < n; i++) {
-      int[] pr = prompts.get(i);
-      System.arraycopy(pr, pr.length - lens[i], ids, k, lens[i]);
-      k += lens[i];
-      seedBits[2 * i] = (int) (seeds[i] >>> 32);
-      seedBits[2 * i + 1] = (int) seeds[i];
+  }
+
+  /** A session whose KV cache and batch outlive one micro-batch (continuous batching across them, issue 21). */
+  public Session open() {
+    return new Session();
+  }
+
+  /** A row submitted and not yet in the batch. */
+  private record Row(int row, int ticket, boolean mine, int[] prompt, long seed) {}
+
+  /**
+   * Issue 21, continuous batching across micro-batches: rows {@link #submit submitted} in several calls share one
+   * batch and KV cache, so a row of a later micro-batch takes the place a finished row leaves while the rows of an
+   * earlier one are still decoding. Every rank calls {@link #submit} the same number of times (a collective, zero
+   * rows allowed) and {@link #finish} for the same tickets in the same order; each row's tokens are those
+   * {@link #generate} gives it (its seed and prompt alone decide them). Closing frees the KV cache.
+   */
+  public final class Session implements AutoCloseable {
+    private final KvCache cache;
+    private final List<KvCache.Layer> layers;
+    private final ArrayDeque<Row> waiting = new ArrayDeque<>();
+    private final List<Seq> active = new ArrayList<>();
+    private final Map<Integer, Completion> done = new java.util.HashMap<>(); // this rank's finished rows
+    private final List<int[]> tickets = new ArrayList<>(); // {this rank's first row, its count, rows left}
+    private int rows; // the group's rows submitted
+
+    private Session() {
+      this.cache = KvCache.forPlan(model.plan(), comm.rank(), model.backend(), params.kvCacheMaxBytes(),
+          ctx.activationDtype());
+      this.layers = cache.layerList();
     }
-    int p = comm.size();
-    long[] counts = comm.allGatherLong(((long) n << 32) | total);
-    int[] rowCounts = new int[p];
-    int[] idCounts = new int[p];
-    int[] seedCounts = new int[p];
-    int allRows = 0;
-    int allIds = 0;
-    int myRow = 0;
-    for (int r = 0; r < p; r++) {
-      rowCounts[r] = (int) (counts[r] >>> 32);
-      idCounts[r] = (int) (counts[r] & 0xffffffffL);
-      seedCounts[r] = 2 * rowCounts[r];
-      if (r < comm.rank()) {
-        myRow += rowCounts[r];
+
+    /**
+     * Queues this rank's {@code prompts} (checked as {@link #generate} does) behind the rows submitted before: the
+     * group's rows are all-gathered. Returns the ticket of the group's new rows for {@link #finish}, or -1 when no
+     * rank had a row.
+     */
+    public int submit(List<int[]> prompts, long[] seeds, long firstRow) {
+      long start = System.nanoTime();
+      try {
+        return gather(prompts, seeds, firstRow);
+      } finally {
+        nanos += System.nanoTime() - start;
       }
-      allRows += rowCounts[r];
-      allIds += idCounts[r];
     }
-    if (allRows == 0) {
-      nanos += System.nanoTime() - start;
-      return null;
+
+    private int gather(List<int[]> prompts, long[] seeds, long firstRow) {
+      // issue 9b: the KV cache is stored in the activation dtype when it is bf16/f16 (half the bytes)
+      long bytesPerToken = cache.bytesPerToken();
+      int n = prompts.size();
+      int[] lens = new int[n];
+      int total = 0;
+      for (int i = 0; i < n; i++) {
+        lens[i] = checkRow(prompts.get(i), "Row " + (firstRow + i) + " of the partition", bytesPerToken);
+        total += lens[i];
+      }
+      int[] ids = new int[total];
+      int[] seedBits = new int[2 * n];
+      for (int i = 0, k = 0; i < n; i++) {
+        int[] pr = prompts.get(i);
+        System.arraycopy(pr, pr.length - lens[i], ids, k, lens[i]);
+        k += lens[i];
+        seedBits[2 * i] = (int) (seeds[i] >>> 32);
+        seedBits[2 * i + 1] = (int) seeds[i];
+      }
+      int p = comm.size();
+      long[] counts = comm.allGatherLong(((long) n << 32) | total);
+      int[] rowCounts = new int[p];
+      int[] idCounts = new int[p];
+      int[] seedCounts = new int[p];
+      int allRows = 0;
+      int allIds = 0;
+      int myRow = 0;
+      for (int r = 0; r < p; r++) {
+        rowCounts[r] = (int) (counts[r] >>> 32);
+        idCounts[r] = (int) (counts[r] & 0xffffffffL);
+        seedCounts[r] = 2 * rowCounts[r];
+        if (r < comm.rank()) {
+          myRow += rowCounts[r];
+        }
+        allRows += rowCounts[r];
+        allIds += idCounts[r];
+      }
+      if (allRows == 0) {
+        return -1;
+      }
+      int[] gIds = gatherInts(ids, idCounts, allIds);
+      int[] gLens = gatherInts(lens, rowCounts, allRows);
+      int[] gSeeds = gatherInts(seedBits, seedCounts, 2 * allRows);
+      int ticket = tickets.size();
+      for (int r = 0, k = 0; r < allRows; r++) {
+        long seed = ((long) gSeeds[2 * r] << 32) | (gSeeds[2 * r + 1] & 0xffffffffL);
+        waiting.add(new Row(rows + r, ticket, r >= myRow && r < myRow + n, Arrays.copyOfRange(gIds, k, k + gLens[r]),
+            seed));
+        k += gLens[r];
+      }
+      tickets.add(new int[] {rows + myRow, n, allRows});
+      rows += allRows;
+      return ticket;
     }
-    int[] gIds = gatherInts(ids, idCounts, allIds);
-    int[] gLens = gatherInts(lens, rowCounts, allRows);
-    int[] gSeeds = gatherInts(seedBits, seedCounts, 2 * allRows);
-    int[][] prompt = new int[allRows][];
-    for (int r = 0, k = 0; r < allRows; r++) {
-      prompt[r] = Arrays.copyOfRange(gIds, k, k + gLens[r]);
-      k += gLens[r];
+
+    /**
+     * Runs steps until every row of {@code ticket} has ended (rows submitted later run beside them); returns this
+     * rank's completions of it in input order.
+     */
+    public List<Completion> finish(int ticket) {
+      long start = System.nanoTime();
+      int[] t = tickets.get(ticket);
+      try {
+        while (t[2] > 0) {
+          step(start);
+        }
+      } finally {
+        ctx.decode(null);
+        peakCacheBytes = Math.max(peakCacheBytes, cache.peakBytes());
+        nanos += System.nanoTime() - start;
+      }
+      List<Completion> out = new ArrayList<>(t[1]);
+      for (int r = t[0]; r < t[0] + t[1]; r++) {
+        out.add(done.remove(r));
+      }
+      return out;
     }
-    Completion[] done = new Completion[allRows];
-    try (KvCache cache = KvCache.forPlan(plan, comm.rank(), be, params.kvCacheMaxBytes(), ctx.activationDtype())) {
-      run(cache, prompt, gSeeds, done, start);
+
+    @Override
+    public void close() {
       peakCacheBytes = Math.max(peakCacheBytes, cache.peakBytes());
-    } finally {
-      ctx.decode(null);
-      nanos += System.nanoTime() - start;
+      cache.close();
     }
-    return List.of(Arrays.copyOfRange(done, myRow, myRow + n));
-  }
 
-  /** A row in the batch. */
-  private static final class Seq {
-    final int row;
-    final int[] prompt;
-    final long seed;
-    final KvCache.Slot slot;
-    int fed; // tokens in the cache
-    int[] gen;
-    int count;
-    Seq donor; // issue 21: the row whose cache will hold this row's first `shared` tokens (null once copied)
-    int shared;
-
-    Seq(int row, int[] prompt, long seed, KvCache.Slot slot, int maxNew) {
-      this.row = row;
-      this.prompt = prompt;
-      this.seed = seed;
-      this.slot = slot;
-      this.gen = new int[maxNew];
-    }
-  }
-
-  private void run(KvCache cache, int[][] prompt, int[] seedBits, Completion[] done, long start) {
-    int maxNew = params.maxNewTokens();
-    int budget = params.maxBatchTokens();
-    List<KvCache.Layer> layers = cache.layerList();
-    ArrayDeque<Integer> waiting = new ArrayDeque<>();
-    for (int r = 0; r < prompt.length; r++) {
-      waiting.add(r);
-    }
-    List<Seq> active = new ArrayList<>();
-    boolean penalty = params.repetitionPenalty() != 1;
-    while (!waiting.isEmpty() || !active.isEmpty()) {
+    /** One step of the group: rows join, one forward pass, the sampled rows' next tokens, rows that end leave. */
+    private void step(long start) {
+      int maxNew = params.maxNewTokens();
+      int budget = params.maxBatchTokens();
       while (!waiting.isEmpty() && active.size() < budget
-          && cache.fits(prompt[waiting.peek()].length + maxNew - 1)) {
-        int r = waiting.poll();
-        long seed = ((long) seedBits[2 * r] << 32) | (seedBits[2 * r + 1] & 0xffffffffL);
-        Seq s = new Seq(r, prompt[r], seed, cache.reserve(prompt[r].length + maxNew - 1), maxNew);
+          && cache.fits(waiting.peek().prompt().length + maxNew - 1)) {
+        Row w = waiting.poll();
+        Seq s = new Seq(w, cache.reserve(w.prompt().length + maxNew - 1), maxNew);
         if (params.prefixSharing()) {
           findDonor(s, active);
         }
@@ -295,6 +339,7 @@ public final class Generator {
       if (active.isEmpty()) {
         throw new IllegalStateException("No row fits the KV cache budget (checked before; a bug)");
       }
+      boolean penalty = params.repetitionPenalty() != 1;
       // decoding rows first (one token each), then prompt chunks within the token budget
       List<Seq> in = new ArrayList<>();
       List<Integer> chunks = new ArrayList<>();
@@ -388,15 +433,39 @@ public final class Generator {
           f = Completion.Finish.LENGTH;
         }
         if (f != null) {
-          done[s.row] = new Completion(Arrays.copyOf(s.gen, s.count), f, s.prompt.length);
+          if (s.from.mine()) {
+            done.put(s.from.row(), new Completion(Arrays.copyOf(s.gen, s.count), f, s.prompt.length));
+          }
+          tickets.get(s.from.ticket())[2]--;
           cache.release(s.slot);
           active.remove(s);
           rowsDone++;
         }
       }
       if (progress != null) {
-        progress.update(rowsDone, prompt.length, newTokens, nanos + System.nanoTime() - start);
+        progress.update(rowsDone, rows, newTokens, nanos + System.nanoTime() - start);
       }
+    }
+  }
+
+  /** A row in the batch. */
+  private static final class Seq {
+    final Row from;
+    final int[] prompt;
+    final long seed;
+    final KvCache.Slot slot;
+    int fed; // tokens in the cache
+    int[] gen;
+    int count;
+    Seq donor; // issue 21: the row whose cache will hold this row's first `shared` tokens (null once copied)
+    int shared;
+
+    Seq(Row from, KvCache.Slot slot, int maxNew) {
+      this.from = from;
+      this.prompt = from.prompt();
+      this.seed = from.seed();
+      this.slot = slot;
+      this.gen = new int[maxNew];
     }
   }
 
