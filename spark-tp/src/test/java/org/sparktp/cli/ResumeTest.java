@@ -209,6 +209,18 @@ class ResumeTest {
         "--output", target.toString(), "--output-format", "json", "--master", "local[1]", "--resume", "--ranges", "2");
     assertThat(r.code()).as(r.err()).isZero();
     assertThat(r.out()).contains("0 of 2 ranges were committed before, 2 computed now");
+    // a file moved in by a run killed before its manifest update: removed by the next run, which says so; a complete
+    // output computes nothing
+    Path orphan = target.resolve("r00001-part-00000-0badf00d-c000.json");
+    Files.writeString(orphan, "{\"id\": 0}\n");
+    r = CliTest.cli("infer", "--model", tmp.resolve("model").toString(), "--input", in.toString(), "--output",
+        target.toString(), "--output-format", "json", "--master", "local[1]", "--resume", "--ranges", "2");
+    assertThat(r.code()).as(r.err()).isZero();
+    assertThat(r.err()).contains("spark-tp infer: WARN removed 1 file(s) of a range whose commit an earlier run did not"
+        + " finish from " + target + " (" + orphan.getFileName() + ")\n");
+    assertThat(orphan).doesNotExist();
+    assertThat(r.out()).startsWith("wrote 40 rows to " + target).contains("2 of 2 ranges were committed before, 0"
+        + " computed now (0 rows)");
     String before = CliTest.fingerprint(target);
 
     // without --resume: today's refusal
