@@ -120,6 +120,33 @@ class PrefixSharingTest {
     assertThat(computed[1] + shared[1]).as("computed + shared prompt tokens").isEqualTo(total);
   }
 
+  /**
+   * A bf16 KV cache (activations in bf16, issue 9b): the prefix copied is the cache's 16-bit rows, so sharing gives
+   * the tokens the rows get without it (tp 1: the activation dtype is set on rank 0's generator).
+   */
+  @ParameterizedTest(name = "{0}")
+  @ValueSource(strings = {"llama", "gpt2"})
+  void aBf16CacheSharesItsRowsAndGivesTheTokensWithoutSharing(String name) throws Exception {
+    Family f = family(GenerateTest.reference(name));
+    long[] shared = new long[2];
+    String[] dtype = new String[2];
+    Completion[][] runs = new Completion[2][];
+    for (int on = 0; on < 2; on++) {
+      int i = on;
+      runs[on] = GenerateTest.generate(name, 1, f.prompts(), GenerateTest.seeds(f.prompts().size()),
+          GenerateParams.greedy(MAX_NEW).withPrefixSharing(on == 1), false, DType.F32, CpuBackend::new, (be, g) -> {
+            g.activationDtype(DType.BF16);
+            shared[i] = g.sharedTokens();
+            dtype[i] = KvCache.storage(DType.BF16, be).id();
+          }).rows();
+    }
+    assertThat(dtype[1]).as("cache dtype").isEqualTo(DType.BF16.id());
+    assertThat(shared[1]).as("%s bf16 tokens shared", name).isGreaterThanOrEqualTo(30);
+    for (int r = 0; r < f.prompts().size(); r++) {
+      assertThat(runs[1][r].ids()).as("%s bf16 row %d, shared vs not", name, r).containsExactly(runs[0][r].ids());
+    }
+  }
+
   /** A backend that records the logits the greedy sampler reads ({@code argMaxRows}): per call, rows of its slice. */
   static Backend recording(CpuBackend cpu, List<float[][]> calls, List<Integer> starts) {
     return (Backend) Proxy.newProxyInstance(Backend.class.getClassLoader(), new Class<?>[] {Backend.class},
