@@ -57,6 +57,39 @@ final class OrtPeer implements AutoCloseable {
     }
   }
 
+  /** A body that may throw. */
+  @FunctionalInterface
+  interface Body<T> {
+    T run() throws Exception;
+  }
+
+  /**
+   * Runs {@code body} on a thread with a 256 MiB stack and returns its result: ONNX Runtime's native initialisation
+   * overflowed the default 1 MiB Java thread stack here (a SIGSEGV without hs_err, with the bench's long class
+   * path; fine with -Xss16m), so every ONNX Runtime call of the benchmarks goes through this.
+   */
+  static <T> T onBigStack(Body<T> body) throws Exception {
+    Object[] result = new Object[1];
+    Throwable[] failed = new Throwable[1];
+    Thread t = new Thread(null, () -> {
+      try {
+        result[0] = body.run();
+      } catch (Throwable e) {
+        failed[0] = e;
+      }
+    }, "onnxruntime-peer", 256L << 20);
+    t.start();
+    t.join();
+    if (failed[0] instanceof Exception e) {
+      throw e;
+    } else if (failed[0] != null) {
+      throw new IllegalStateException(failed[0]);
+    }
+    @SuppressWarnings("unchecked")
+    T r = (T) result[0];
+    return r;
+  }
+
   @Override
   public void close() throws OrtException {
     session.close();

@@ -45,23 +45,10 @@ public final class PeerBench {
   private static final Pattern ROWS_PER_S = Pattern.compile("\"rows_per_s\": ([0-9.eE+-]+)");
 
   public static void main(String[] args) throws Exception {
-    // ONNX Runtime's native initialisation overflowed the default 1 MiB Java thread stack here (a SIGSEGV with a
-    // large class path, fine with -Xss16m): the benchmark runs on a thread with a larger stack
-    Throwable[] failed = new Throwable[1];
-    Thread t = new Thread(null, () -> {
-      try {
-        run(args);
-      } catch (Throwable e) {
-        failed[0] = e;
-      }
-    }, "peer-bench", 256L << 20);
-    t.start();
-    t.join();
-    if (failed[0] instanceof Exception e) {
-      throw e;
-    } else if (failed[0] != null) {
-      throw new IllegalStateException(failed[0]);
-    }
+    OrtPeer.onBigStack(() -> {
+      run(args);
+      return null;
+    });
   }
 
   private static void run(String[] args) throws Exception {

@@ -42,12 +42,16 @@ import org.sparktp.spark.TensorParallelModel;
  * process, the same thread count) when {@code /usr/bin/python3} has torch. Each figure is the median of
  * {@code --repeats} timed runs after a warm-up. {@code --dtype} (default f32) is the storage dtype of spark-tp's
  * linears and embedding tables (GEMMs accumulate in f32; the kernel is printed) and the dtype the PyTorch peer
- * runs in (torch bf16 on the CPU: weights and activations bfloat16).
+ * runs in (torch bf16 on the CPU: weights and activations bfloat16). The ONNX Runtime peer ({@link OrtPeer}, Java,
+ * in this process, {@code --threads} intra-op threads) runs the same shape exported by {@code
+ * tools/export_onnx_peers.py --model bert}, f32 and ORT's dynamic int8, on the same ids in the same batches
+ * ({@code --no-ort} leaves it out; {@code --onnx-dir} keeps the exports between runs).
  *
  * <pre>
  * TransformerBench [--threads 2] [--tp 1,2] [--rows 32] [--seq 128] [--batch 8] [--layers 12] [--hidden 768]
  *                  [--heads 12] [--ffn 3072] [--vocab 30522] [--repeats 3] [--master local[2]]
  *                  [--peer tools/peer_transformer.py] [--no-frame] [--json FILE] [--dtype f32|bf16]
+ *                  [--no-ort] [--onnx-dir DIR] [--python /usr/bin/python3]
  * </pre>
  */
 public final class TransformerBench {
@@ -70,12 +74,19 @@ public final class TransformerBench {
     String master = "local[2]";
     String peer = "tools/peer_transformer.py";
     boolean frame = true;
+    boolean ort = true;
+    Path onnxDir = Path.of(System.getProperty("java.io.tmpdir"), "spark-tp-onnx");
+    String python = "/usr/bin/python3";
     String json = null;
     org.sparktp.tensor.DType dtype = org.sparktp.tensor.DType.F32;
     for (int i = 0; i < args.length; i++) {
       String a = args[i];
       if (a.equals("--no-frame")) {
         frame = false;
+        continue;
+      }
+      if (a.equals("--no-ort")) {
+        ort = false;
         continue;
       }
       String v = i + 1 < args.length ? args[++i] : null;
@@ -97,6 +108,8 @@ public final class TransformerBench {
         case "--master" -> master = v;
         case "--peer" -> peer = v;
         case "--json" -> json = v;
+        case "--onnx-dir" -> onnxDir = Path.of(v);
+        case "--python" -> python = v;
         case "--dtype" -> dtype = org.sparktp.tensor.DType.parseStorage(v, "--dtype");
         default -> throw new IllegalArgumentException("Unknown argument '" + a + "'; see the class Javadoc");
       }
@@ -165,6 +178,9 @@ public final class TransformerBench {
           spark.stop();
         }
       }
+      if (ort) {
+        results.addAll(ort(python, onnxDir, inputs, threads, batch, seq, layers, hidden, heads, ffn, vocab, repeats));
+      }
       results.addAll(peer(peer, threads, batch, seq, layers, hidden, heads, ffn, vocab, repeats,
           dtype == org.sparktp.tensor.DType.F32 ? "fp32" : dtype.id()));
     } finally {
@@ -203,6 +219,45 @@ public final class TransformerBench {
       sb.append("]}\n");
       Files.writeString(Path.of(json), sb.toString(), StandardCharsets.UTF_8);
     }
+  }
+
+  /**
+   * The ONNX Runtime rows: f32 and dynamic int8 sessions ({@code threads} intra-op threads) over the exported BERT
+   * of this shape, every row of {@code inputs} in batches of {@code batch}, one untimed pass and then
+   * {@code repeats} timed ones (medians).
+   */
+  static List<Result> ort(String python, Path onnxDir, int[][] inputs, int threads, int batch, int seq, int layers,
+      int hidden, int heads, int ffn, int vocab, int repeats) throws Exception {
+    Path[] models = OrtPeer.export(python, onnxDir, "--model", "bert", "--layers", "" + layers, "--hidden",
+        "" + hidden, "--heads", "" + heads, "--bert-ffn", "" + ffn, "--vocab", "" + vocab, "--seq", "" + seq);
+    List<Result> out = new ArrayList<>();
+    String[] names = {"onnxruntime f32", "onnxruntime int8 (dyn.)"};
+    for (int mi = 0; mi < 2; mi++) {
+      Path model = models[mi];
+      double tps = OrtPeer.onBigStack(() -> {
+        double[] tokens = new double[repeats];
+        try (OrtPeer o = new OrtPeer(model, threads)) {
+          for (int rep = -1; rep < repeats; rep++) {
+            double secs = 0;
+            for (int pos = 0; pos < inputs.length; pos += batch) {
+              int n = Math.min(batch, inputs.length - pos);
+              long[] ids = new long[n * seq];
+              for (int i = 0; i < n * seq; i++) {
+                ids[i] = inputs[pos + i / seq][i % seq];
+              }
+              secs += o.runIds(ids, n, seq);
+            }
+            if (rep >= 0) {
+              tokens[rep] = (double) inputs.length * seq / secs;
+            }
+          }
+        }
+        return median(tokens);
+      });
+      out.add(new Result(names[mi], 0, tps, Double.NaN));
+      System.err.printf(Locale.ROOT, "%s: %.0f tokens/s%n", names[mi], tps);
+    }
+    return out;
   }
 
   /**
