@@ -80,6 +80,9 @@ class ThriftServerJdbcTest extends SqlTestBase {
     pb.environment().put("OMP_NUM_THREADS", "1");
     log = dir.resolve("server.log");
     server = pb.start();
+    // should this JVM go down before @AfterAll (a surefire timeout, Ctrl-C), the server goes with it
+    Process started = server;
+    Runtime.getRuntime().addShutdownHook(new Thread(started::destroyForcibly, "thrift-server-reaper"));
     CompletableFuture<String> listening = new CompletableFuture<>();
     Thread reader = new Thread(() -> {
       try (BufferedReader r = new BufferedReader(new InputStreamReader(server.getInputStream(), StandardCharsets.UTF_8))) {
@@ -105,6 +108,9 @@ class ThriftServerJdbcTest extends SqlTestBase {
     }
     assertThat(url).as("the server's JDBC URL").startsWith("jdbc:hive2://127.0.0.1:");
     Class.forName("org.apache.hive.jdbc.HiveDriver");
+    // the Hive driver uses it as its socket's read timeout too: no call waits on a hung server for ever (a statement
+    // returns at once and its status is polled, so every call answers within seconds)
+    DriverManager.setLoginTimeout(120);
   }
 
   @AfterAll
