@@ -83,7 +83,7 @@ final class Demo {
           "weight bytes/rank", "comm share");
       for (Result r : tp == 1 ? List.of(atTp) : List.of(atTp, atOne)) {
         out.printf(Locale.ROOT, "%-4d %-7s %10d %10.2f %14.0f %18s %11.1f%%%n", r.tp, r.groups, rows, r.seconds,
-            rows / r.seconds, SparkTpCli.fmtBytes(Plan.build(spec.graph(), r.tp).weightBytes(0)), 100 * r.commShare);
+            rows / r.seconds, SparkTpCli.fmtBytes(r.weightBytes), 100 * r.commShare);
       }
       Row err2 = atTp.output.join(atOne.output.withColumnRenamed("prediction", "reference"), "id")
           .select(
@@ -107,7 +107,8 @@ final class Demo {
     }
   }
 
-  private record Result(int tp, String groups, double seconds, double commShare, Dataset<Row> output) {}
+  private record Result(int tp, String groups, double seconds, double commShare, long weightBytes,
+      Dataset<Row> output) {}
 
   private static Result runAt(SparkSession spark, LayerModel spec, Dataset<Row> input, int tp, int batch,
       PrintStream err) {
@@ -124,13 +125,15 @@ final class Demo {
     double comm = 0;
     double compute = 0;
     String groups = "?";
+    long held = 0;
     if (m != null) {
+      held = m.weightBytes(0);
       for (int r = 0; r < m.tpSize(); r++) {
         comm += m.commNanos(r);
         compute += m.computeNanos(r);
       }
       groups = String.valueOf(m.groups());
     }
-    return new Result(tp, groups, secs, comm + compute == 0 ? 0 : comm / (comm + compute), out);
+    return new Result(tp, groups, secs, comm + compute == 0 ? 0 : comm / (comm + compute), held, out);
   }
 }

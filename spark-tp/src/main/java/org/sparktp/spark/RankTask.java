@@ -244,7 +244,8 @@ final class RankTask
         // the rank reads its slices in the checkpoint's dtype straight into its tensors (a backend with
         // half-precision tensors: the CPU's), stored in dt; another backend gets f32 host blocks
         try (RankWeights w = b.supports(DType.BF16) ? job.shards().load(rank, b, dt) : job.shards().load(rank)) {
-          return new ShardCache.Entry(key, new RankModel(job.plan(), rank, b, w, dt), b);
+          return new ShardCache.Entry(key, new RankModel(job.plan(), rank, b, w, dt), b,
+              job.plan().weightBytes(rank, dt));
         }
       } catch (RuntimeException | Error e) {
         try {

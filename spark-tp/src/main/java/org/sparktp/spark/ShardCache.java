@@ -37,13 +37,13 @@ public final class ShardCache {
     final Key key;
     final RowModel model;
     final Backend backend;
-    final long bytes; // as held on the backend: dtype-aware (a bf16 model counts about half of its f32 bytes)
+    final long bytes; // the plan's count in the stored dtype (Plan#weightBytes), as checkOut made room for
 
-    Entry(Key key, RowModel model, Backend backend) {
+    Entry(Key key, RowModel model, Backend backend, long bytes) {
       this.key = key;
       this.model = model;
       this.backend = backend;
-      this.bytes = model.weightBytes();
+      this.bytes = bytes;
     }
 
     void close() {

@@ -28,6 +28,7 @@ public final class TpMetrics implements Serializable {
   private final LongAccumulator inputRows;
   private final LongAccumulator emittedRows;
   private final LongAccumulator rowErrors;
+  private final long[] weightBytes;
   /** Name of the accumulator of rows that could not run (spark.tp.on-error null or column), counted by the tag stage. */
   public static final String ROW_ERRORS = "rows with errors";
 
@@ -38,9 +39,11 @@ public final class TpMetrics implements Serializable {
   // --- issue 12: new tokens of task generate, counted by rank 0 of each group as they are drawn ---
   private final LongAccumulator newTokens;
 
-  TpMetrics(SparkContext sc, int tpSize, int groups, String label) {
+  /** @param weightBytes per rank, the weight bytes it holds (the plan's count in the job's stored dtype) */
+  TpMetrics(SparkContext sc, int tpSize, int groups, String label, long[] weightBytes) {
     this.tpSize = tpSize;
     this.groups = groups;
+    this.weightBytes = weightBytes.clone();
     placements = sc.collectionAccumulator("spark-tp " + label + " task placements");
     rows = make(sc, tpSize, label, "rows");
     steps = make(sc, tpSize, label, "steps");
@@ -127,6 +130,11 @@ public final class TpMetrics implements Serializable {
       }
     }
     return out;
+  }
+
+  /** Bytes of weights rank {@code rank} holds ({@link org.sparktp.nn.plan.Plan#weightBytes}, the stored dtype). */
+  public long weightBytes(int rank) {
+    return weightBytes[rank];
   }
 
   public long rows(int rank) {

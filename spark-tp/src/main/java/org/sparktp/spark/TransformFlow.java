@@ -195,7 +195,11 @@ final class TransformFlow {
       stageSchema = stageSchema.add(f);
     }
     String jobKey = m.uid() + "-" + UUID.randomUUID().toString().substring(0, 8);
-    TpMetrics metrics = new TpMetrics(sc, p, g, jobKey);
+    long[] held = new long[p];
+    for (int r = 0; r < p; r++) {
+      held[r] = plan.weightBytes(r, storage);
+    }
+    TpMetrics metrics = new TpMetrics(sc, p, g, jobKey, held);
     String[] placements = model.placements(sc, p, g, m.lastMetrics);
     m.lastMetrics = metrics;
     // row errors name the user's column (its ids may sit in the tokenized helper column)

@@ -25,7 +25,10 @@ import org.junit.jupiter.params.provider.MethodSource;
  * tasks, compared line by line with the text recorded under {@code src/test/resources/explain-golden/}
  * (errors included: a split that cannot be made is part of the plan). The CPU-dependent kernel name is masked.
  *
- * <p>The golden files were recorded from the build before the one-engine refactor. To record them again (only
+ * <p>The golden files were recorded from the build before the one-engine refactor, and recorded again for one
+ * deliberate change: the weight bytes per rank became one count for both origins ({@code Plan#weightBytes}: each
+ * distinct slice once, so a tied head no longer counts twice at f32; int8 scales in every model; a tied head's own
+ * copy outside f32 counted in). To record them again (only
  * for a deliberate change of the text, said in the commit), run with {@code -Dsparktp.golden.record=true}.
  */
 class ExplainGoldenTest {

@@ -106,7 +106,11 @@ class CacheAndRetryTest extends SparkTestBase {
     assertThat(ShardCache.get().bytes()).isZero();
   }
 
-  /** The cache counts the bytes a rank model really holds: a bf16 model (linears and embedding) about half of f32. */
+  /**
+   * The cache counts a rank model's weight bytes as the plan does in the dtype the rank stores ({@code
+   * Plan#weightBytes}, checked against loaded models in {@code WeightBytesTest}): a bf16 model (linears and
+   * embedding) about half of f32.
+   */
   @Test
   void theCacheCountsTheBytesOfABf16ModelAsHeld() {
     Random rng = new Random(1150);
@@ -136,9 +140,10 @@ class CacheAndRetryTest extends SparkTestBase {
       held[i] = ShardCache.get().bytes();
     }
     ShardCache.get().clear();
-    // f32: the exact bytes of the plan; bf16: about half (oneDNN's packed layout may pad a little)
-    assertThat(held[0]).isEqualTo(org.sparktp.nn.plan.Plan.build(spec.graph(), 2).weightBytes(0)
-        + org.sparktp.nn.plan.Plan.build(spec.graph(), 2).weightBytes(1));
+    org.sparktp.nn.plan.Plan plan = org.sparktp.nn.plan.Plan.build(spec.graph(), 2);
+    assertThat(held[0]).isEqualTo(plan.weightBytes(0) + plan.weightBytes(1));
+    assertThat(held[1]).isEqualTo(plan.weightBytes(0, org.sparktp.tensor.DType.BF16)
+        + plan.weightBytes(1, org.sparktp.tensor.DType.BF16));
     assertThat((double) held[1] / held[0]).as("bf16 / f32 cache bytes (%d / %d)", held[1], held[0])
         .isBetween(0.45, 0.6);
   }

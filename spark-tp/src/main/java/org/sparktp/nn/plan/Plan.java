@@ -172,45 +172,39 @@ public final class Plan implements ModelPlan {
     return Weights.read(slices(rank).values(), src, rank, tpSize, be, storage);
   }
 
-  /** Bytes of weights rank {@code rank} holds in float32, computed from the plan alone. */
+  /** Bytes of weights rank {@code rank} holds in float32: {@link #weightBytes(int, DType)} at f32. */
   public long weightBytes(int rank) {
     return weightBytes(rank, DType.F32);
   }
 
   /**
-   * Bytes of weights rank {@code rank} holds with linear weights stored in {@code dtype} and embedding tables in
-   * {@link Weights#tableDtype tableDtype(dtype)} (biases and norms f32; int8 adds one f32 scale per row of each
-   * weight shard). Each op's weights count on their own (a head tied to the embedding holds its own copy).
+   * Bytes of weights rank {@code rank} holds with linear weights stored in {@code dtype}, from the plan alone: the
+   * one count that explain, the shard cache and the CLI report. Each distinct slice of the rank once (a replicated
+   * tensor on every rank, a bias once per linear, a norm or table two ops read once), in the dtype the engine stores
+   * its kind in ({@link Slice#bytes}: linear weights in {@code dtype}, embedding tables in
+   * {@link Weights#tableDtype tableDtype(dtype)}, biases and norms f32), int8 weights with one f32 scale per row of
+   * their block; and where a linear reads a slice another op reads too (an LM head tied to the embedding table), its
+   * own stored copy, except at f32, where the kernel keeps the shared tensor as it is ({@link Weights#linear(Slice,
+   * org.sparktp.backend.Activation)}; oneDNN's f32 GEMM, asked for with {@code spark.tp.cpu.gemm=onednn}, copies).
+   * Kernels that pad their packed layout (oneDNN rounds small widths up to its blocks) hold a little more.
    */
   @Override
   public long weightBytes(int rank, DType dtype) {
+    java.util.Set<String> seen = new java.util.HashSet<>();
     long b = 0;
-    for (Op o : ops) {
-      b += weightBytes(o, rank, dtype);
-    }
-    return b;
-  }
-
-  private long weightBytes(Op o, int rank, DType dt) {
-    long b = 0;
-    for (Op c : o.children()) {
-      b += weightBytes(c, rank, dt);
-    }
-    if (!o.children().isEmpty()) {
-      return b;
-    }
-    for (Slice s : o.slices(tpSize, rank)) {
-      // int8 keeps one f32 scale per output row of a linear's weight block (per input block for a row shard)
-      b += s.bytes(dt) + (dt.isInt8() && s.kind() == Slice.Kind.WEIGHT ? 4L * s.blockRows() : 0);
-    }
-    return b;
-  }
-
-  /** Bytes of rank {@code rank}'s distinct slices (each once) with linears in {@code dtype}. */
-  public long sliceBytes(int rank, DType dtype) {
-    long b = 0;
-    for (Slice s : slices(rank).values()) {
-      b += s.bytes(dtype);
+    for (Op o : ops) { // an op's slices include its body's
+      for (Slice s : o.slices(tpSize, rank)) {
+        boolean first = seen.add(s.id());
+        boolean ownCopy = !first && s.kind() == Slice.Kind.WEIGHT && dtype != DType.F32;
+        if (first) {
+          b += s.bytes(dtype);
+        } else if (ownCopy) {
+          b += (long) dtype.size() * s.elements();
+        }
+        if ((first || ownCopy) && dtype.isInt8() && s.kind() == Slice.Kind.WEIGHT) {
+          b += 4L * s.blockRows(); // int8: one f32 scale per output row of the block
+        }
+      }
     }
     return b;
   }

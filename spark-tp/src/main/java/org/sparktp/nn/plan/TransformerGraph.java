@@ -182,7 +182,7 @@ public record TransformerGraph(TransformerModel model, Task task, List<Op> ops, 
         plan.collectiveCount()));
     StringBuilder per = new StringBuilder();
     for (int r = 0; r < tp; r++) {
-      per.append(r == 0 ? "" : ", ").append(plan.sliceBytes(r, DType.F32));
+      per.append(r == 0 ? "" : ", ").append(plan.weightBytes(r));
     }
     sb.append("weight bytes per rank: [").append(per).append("]\n");
     return sb.toString();
@@ -204,15 +204,12 @@ public record TransformerGraph(TransformerModel model, Task task, List<Op> ops, 
     long max = 0;
     long maxF32 = 0;
     for (int r = 0; r < plan.tpSize(); r++) {
-      long b = plan.sliceBytes(r, dtype);
+      long b = plan.weightBytes(r, dtype);
       max = Math.max(max, b);
-      maxF32 = Math.max(maxF32, plan.sliceBytes(r, DType.F32));
+      maxF32 = Math.max(maxF32, plan.weightBytes(r));
       per.append(r == 0 ? "" : ", ").append(b);
     }
-    String tied = tiedHead() && dtype != DType.F32
-        ? String.format(Locale.ROOT, "; the tied lm_head's packed copy adds up to %d", (long) dtype.size()
-            * plan.slices(0).values().iterator().next().elements())
-        : "";
+    String tied = tiedHead() && dtype != DType.F32 ? "; with the tied lm_head's own " + dtype.id() + " copy" : "";
     return String.format(Locale.ROOT, "dtype %s (linear weights and " + (dtype.isFloat() ? ""
         : Weights.tableDtype(dtype).id() + " ") + "embedding tables; GEMMs accumulate in f32; "
         + "norms, biases, softmax, RoPE and attention f32), kernel %s%nweight bytes per rank in %s: [%s] (max %d; "

@@ -120,7 +120,10 @@ public final class RankModel implements RowModel, AutoCloseable {
     return backend;
   }
 
-  /** Bytes of weights held on the backend. */
+  /**
+   * Bytes of weights held on the backend, as loaded (packed layouts included); what jobs report is the plan's count,
+   * {@link org.sparktp.nn.plan.Plan#weightBytes(int, DType)}, which a test holds equal to this.
+   */
   public long weightBytes() {
     return weights.bytes();
   }

@@ -38,9 +38,6 @@ public interface RowModel extends AutoCloseable {
     return mine;
   }
 
-  /** Bytes of weights held on the backend. */
-  long weightBytes();
-
   /** Frees the weights; harmless when called again. */
   @Override
   void close();
