@@ -1,6 +1,7 @@
 package org.sparktp.sql;
 
-import java.util.Objects;
+import java.util.Arrays;
+import java.util.List;
 import org.apache.spark.sql.catalyst.InternalRow;
 import org.apache.spark.sql.catalyst.expressions.Expression;
 import org.apache.spark.sql.catalyst.expressions.codegen.CodegenContext;
@@ -15,7 +16,7 @@ import scala.collection.immutable.Seq;
  * its projection (as Spark does with Python UDFs), and {@link TpChecks} rejects it where that cannot be done.
  * Its one child is the input expression.
  */
-public final class TpCall extends Expression implements java.io.Serializable {
+public final class TpCall extends Expression implements NodeFields, java.io.Serializable {
   private static final long serialVersionUID = 1L;
   private final String function;
   private final TpModelRef ref;
@@ -25,6 +26,11 @@ public final class TpCall extends Expression implements java.io.Serializable {
     this.function = function;
     this.ref = ref;
     this.input = input;
+  }
+
+  @Override
+  public List<Object> fields() {
+    return Arrays.asList(function, ref, input);
   }
 
   public String function() {
@@ -92,32 +98,7 @@ public final class TpCall extends Expression implements java.io.Serializable {
   }
 
   @Override
-  public int productArity() {
-    return 3;
-  }
-
-  @Override
-  public Object productElement(int n) {
-    return switch (n) {
-      case 0 -> function;
-      case 1 -> ref;
-      case 2 -> input;
-      default -> throw new IndexOutOfBoundsException(n);
-    };
-  }
-
-  @Override
-  public boolean canEqual(Object that) {
-    return that instanceof TpCall;
-  }
-
-  @Override
-  public boolean equals(Object o) {
-    return o instanceof TpCall c && c.function.equals(function) && c.ref.equals(ref) && c.input.equals(input);
-  }
-
-  @Override
-  public int hashCode() {
-    return Objects.hash(function, ref, input);
+  public boolean equals(Object o) { // hashCode: TreeNode's, over fields()
+    return NodeFields.equal(this, o);
   }
 }

@@ -1,8 +1,8 @@
 package org.sparktp.sql;
 
+import java.util.Arrays;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Objects;
 import org.apache.spark.sql.catalyst.expressions.Attribute;
 import org.apache.spark.sql.catalyst.expressions.AttributeReference;
 import org.apache.spark.sql.catalyst.expressions.AttributeSet;
@@ -15,7 +15,7 @@ import scala.collection.immutable.Seq;
  * appended. Made by {@link ExtractTpCalls} from a {@link TpCall} in a projection, whose input is then a column
  * of {@code child}; planned by {@link TpStrategy} as a {@link TpInferenceExec}.
  */
-public final class TpInference extends LogicalPlan implements java.io.Serializable {
+public final class TpInference extends LogicalPlan implements NodeFields, java.io.Serializable {
   private static final long serialVersionUID = 1L;
   private final TpCall call;
   private final AttributeReference result;
@@ -25,6 +25,11 @@ public final class TpInference extends LogicalPlan implements java.io.Serializab
     this.call = call;
     this.result = result;
     this.child = child;
+  }
+
+  @Override
+  public List<Object> fields() {
+    return Arrays.asList(call, result, child);
   }
 
   public TpCall call() {
@@ -67,32 +72,7 @@ public final class TpInference extends LogicalPlan implements java.io.Serializab
   }
 
   @Override
-  public int productArity() {
-    return 3;
-  }
-
-  @Override
-  public Object productElement(int n) {
-    return switch (n) {
-      case 0 -> call;
-      case 1 -> result;
-      case 2 -> child;
-      default -> throw new IndexOutOfBoundsException(n);
-    };
-  }
-
-  @Override
-  public boolean canEqual(Object that) {
-    return that instanceof TpInference;
-  }
-
-  @Override
-  public boolean equals(Object o) {
-    return o instanceof TpInference t && t.call.equals(call) && t.result.equals(result) && t.child.equals(child);
-  }
-
-  @Override
-  public int hashCode() {
-    return Objects.hash(call, result, child);
+  public boolean equals(Object o) { // hashCode: TreeNode's, over fields()
+    return NodeFields.equal(this, o);
   }
 }

@@ -1,8 +1,8 @@
 package org.sparktp.sql;
 
+import java.util.Arrays;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Objects;
 import org.apache.spark.ml.param.ParamMap;
 import org.apache.spark.rdd.RDD;
 import org.apache.spark.sql.Row;
@@ -29,7 +29,7 @@ import scala.collection.immutable.Seq;
  * <p>Columns travel under positional names ({@code c0, c1, ...}), so duplicate or odd names in the child's
  * output do not matter.
  */
-public final class TpInferenceExec extends SparkPlan {
+public final class TpInferenceExec extends SparkPlan implements NodeFields {
   private static final long serialVersionUID = 1L;
   private static final String OUT = "tp_out";
   private final TpCall call;
@@ -40,6 +40,11 @@ public final class TpInferenceExec extends SparkPlan {
     this.call = call;
     this.result = result;
     this.child = child;
+  }
+
+  @Override
+  public List<Object> fields() {
+    return Arrays.asList(call, result, child);
   }
 
   @Override
@@ -113,32 +118,7 @@ public final class TpInferenceExec extends SparkPlan {
   }
 
   @Override
-  public int productArity() {
-    return 3;
-  }
-
-  @Override
-  public Object productElement(int n) {
-    return switch (n) {
-      case 0 -> call;
-      case 1 -> result;
-      case 2 -> child;
-      default -> throw new IndexOutOfBoundsException(n);
-    };
-  }
-
-  @Override
-  public boolean canEqual(Object that) {
-    return that instanceof TpInferenceExec;
-  }
-
-  @Override
-  public boolean equals(Object o) {
-    return o instanceof TpInferenceExec t && t.call.equals(call) && t.result.equals(result) && t.child.equals(child);
-  }
-
-  @Override
-  public int hashCode() {
-    return Objects.hash(call, result, child);
+  public boolean equals(Object o) { // hashCode: TreeNode's, over fields()
+    return NodeFields.equal(this, o);
   }
 }
