@@ -16,7 +16,7 @@ import org.sparktp.tensor.DType;
  * them, the rows it takes and gives, the slices each rank reads, its weight bytes and its explain text. This is what
  * travels to the ranks of a job; nothing above it asks which format a model came from.
  */
-public interface ModelPlan extends Serializable {
+public interface ModelPlan extends ModelRows, Serializable {
 
   int tpSize();
 
@@ -26,49 +26,59 @@ public interface ModelPlan extends Serializable {
   /** The planned ops, layout changes included. */
   List<Op> ops();
 
-  /** The kind of rows it takes: vectors, one id, or a list of ids per row (a bag, or a sequence of tokens). */
-  InputBatch.Kind inputKind();
-
-  /** The width of a vector row, or the vocabulary size for ids. */
-  int inputDim();
-
-  /** Width of each row's output. */
-  int outputDim();
-
   /** The layout of the output (the row return hands each row to its owner accordingly). */
   Layout outputLayout();
 
-  /** What a row is, for errors ({@code vectors of width 784}, {@code a sequence of token ids per row}). */
-  String describeInput();
+  // the rows are the graph's: planning never changes what a row is
 
-  /** A rank's own rows as they go to the group: checked, and cut where the model says so (see ModelGraph#admit). */
-  default InputBatch admit(InputBatch mine) {
-    return mine;
+  @Override
+  default InputBatch.Kind inputKind() {
+    return graph().inputKind();
   }
 
-  /** True when a row is a sequence of tokens (micro-batches are bounded by a token budget too). */
+  @Override
+  default int inputDim() {
+    return graph().inputDim();
+  }
+
+  @Override
+  default int outputDim() {
+    return graph().outputDim();
+  }
+
+  @Override
+  default String describeInput() {
+    return graph().describeInput();
+  }
+
+  @Override
   default boolean sequences() {
-    return false;
+    return graph().sequences();
   }
 
-  /** The longest row accepted before the barrier stage, in ids (0: no limit). */
+  @Override
   default int maxTokens() {
-    return 0;
+    return graph().maxTokens();
   }
 
-  /** True when each row's output is one number (a score). */
+  @Override
   default boolean scalarOutput() {
-    return false;
+    return graph().scalarOutput();
   }
 
-  /** True when each row's output is new tokens (task generate: decoded by the generator above the ops). */
+  @Override
+  default InputBatch admit(InputBatch mine) {
+    return graph().admit(mine);
+  }
+
+  @Override
   default boolean generates() {
-    return false;
+    return graph().generates();
   }
 
-  /** The length a row of text is cut to when it is tokenized (truncation on), else 0. */
+  @Override
   default int truncateTo() {
-    return 0;
+    return graph().truncateTo();
   }
 
   /** Rank {@code rank}'s weight slices as host blocks. */

@@ -3,7 +3,6 @@ package org.sparktp.nn.plan;
 import java.util.List;
 import java.util.Map;
 import org.sparktp.backend.Backend;
-import org.sparktp.nn.InputBatch;
 import org.sparktp.nn.Layout;
 import org.sparktp.nn.RankWeights;
 import org.sparktp.nn.WeightSource;
@@ -71,66 +70,6 @@ public final class Plan implements ModelPlan {
   @Override
   public List<Op> ops() {
     return ops;
-  }
-
-  @Override
-  public InputBatch.Kind inputKind() {
-    return graph.inputKind();
-  }
-
-  @Override
-  public int inputDim() {
-    return graph.inputDim();
-  }
-
-  @Override
-  public int outputDim() {
-    return graph.outputDim();
-  }
-
-  @Override
-  public String describeInput() {
-    return graph.describeInput();
-  }
-
-  @Override
-  public boolean sequences() {
-    return graph.sequences();
-  }
-
-  @Override
-  public int maxTokens() {
-    return graph.maxTokens();
-  }
-
-  @Override
-  public boolean scalarOutput() {
-    return graph.scalarOutput();
-  }
-
-  @Override
-  public boolean generates() {
-    return graph.generates();
-  }
-
-  @Override
-  public int truncateTo() {
-    return graph.truncateTo();
-  }
-
-  @Override
-  public InputBatch admit(InputBatch mine) {
-    return graph.admit(mine);
-  }
-
-  /** True when rows are ids (one per row, or a list). */
-  public boolean takesIds() {
-    return graph.takesIds();
-  }
-
-  /** True when each row is a list of ids. */
-  public boolean takesBags() {
-    return graph.takesBags();
   }
 
   @Override
