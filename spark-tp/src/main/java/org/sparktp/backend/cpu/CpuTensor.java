@@ -5,9 +5,9 @@ import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.FloatPointer;
+import org.sparktp.backend.AllocatedTensor;
 import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
-import org.sparktp.backend.Tensor;
 
 /**
  * A tensor in off-heap host memory (allocated with {@code malloc} through JavaCPP), freed by
@@ -15,31 +15,29 @@ import org.sparktp.backend.Tensor;
  * only the {@link ByteBuffer} views are limited to 2 GiB, as Java's buffers are). Views made by
  * {@link #rows(int, int)} and {@link #reshape(int, int)} share the memory of their root and own nothing.
  */
-public final class CpuTensor extends Tensor {
+public final class CpuTensor extends AllocatedTensor<CpuTensor> {
   private final CpuBackend backend;
-  private final CpuTensor root; // null when this tensor owns its memory
   private final BytePointer memory; // the root's allocation
-  private final long offset; // in bytes, from the start of memory
-  private boolean closed;
 
   CpuTensor(CpuBackend backend, int rows, int cols, DType dtype) {
     super(rows, cols, dtype);
     this.backend = backend;
-    this.root = null;
     this.memory = new BytePointer(Math.max(1L, (long) rows * cols * dtype.size()));
     if (memory.isNull()) {
       throw new OutOfMemoryError("Cannot allocate " + (long) rows * cols * dtype.size() + " bytes of host memory for a ["
           + rows + ", " + cols + "] " + dtype.id() + " tensor");
     }
-    this.offset = 0;
   }
 
   private CpuTensor(CpuTensor root, long offset, int rows, int cols) {
-    super(rows, cols, root.dtype());
+    super(root, offset, rows, cols);
     this.backend = root.backend;
-    this.root = root;
     this.memory = root.memory;
-    this.offset = offset;
+  }
+
+  @Override
+  protected CpuTensor view(CpuTensor root, long offset, int rows, int cols) {
+    return new CpuTensor(root, offset, rows, cols);
   }
 
   @Override
@@ -47,44 +45,17 @@ public final class CpuTensor extends Tensor {
     return backend;
   }
 
-  @Override
-  public CpuTensor rows(int start, int count) {
-    if (start < 0 || count < 0 || start + count > rows()) {
-      throw new IndexOutOfBoundsException(
-          "Row view [" + start + ", " + (start + count) + ") outside tensor " + shape());
-    }
-    return new CpuTensor(owner(), offset + (long) start * cols() * dtype().size(), count, cols());
-  }
-
-  @Override
-  public CpuTensor reshape(int rows, int cols) {
-    if ((long) rows * cols != numel()) {
-      throw new IllegalArgumentException(
-          "Cannot view tensor " + shape() + " as [" + rows + ", " + cols + "]: element counts differ");
-    }
-    return new CpuTensor(owner(), offset, rows, cols);
-  }
-
-  private CpuTensor owner() {
-    return root == null ? this : root;
-  }
-
-  @Override
-  public boolean isClosed() {
-    return owner().closed;
-  }
-
   /** The memory as a float pointer positioned at this tensor's first element; F32 tensors only. */
   public FloatPointer pointer() {
     checkOpen();
     requireF32("pointer()");
-    return new FloatPointer(memory).position(offset / 4).capacity(offset / 4 + numel());
+    return new FloatPointer(memory).position(offset() / 4).capacity(offset() / 4 + numel());
   }
 
   /** The memory as a pointer to this tensor's first byte (any dtype). */
   public BytePointer data() {
     checkOpen();
-    return new BytePointer(memory).position(offset).limit(offset + bytes());
+    return new BytePointer(memory).position(offset()).limit(offset() + bytes());
   }
 
   /** The memory as a native-order direct byte buffer of exactly {@link #bytes()} bytes (at most 2 GiB). */
@@ -104,7 +75,7 @@ public final class CpuTensor extends Tensor {
           + " exceeds 2 GiB; access it in chunks");
     }
     // asByteBuffer() spans [0, limit) of the allocation with its position at the pointer's: slice it
-    return new BytePointer(memory).position(offset + from).limit(offset + from + length).asByteBuffer().slice()
+    return new BytePointer(memory).position(offset() + from).limit(offset() + from + length).asByteBuffer().slice()
         .order(ByteOrder.nativeOrder());
   }
 
@@ -117,7 +88,7 @@ public final class CpuTensor extends Tensor {
   /** Address of the first element (for native code and tests). */
   public long address() {
     checkOpen();
-    return memory.address() + offset;
+    return memory.address() + offset();
   }
 
   private void requireF32(String what) {
@@ -127,18 +98,8 @@ public final class CpuTensor extends Tensor {
     }
   }
 
-  void checkOpen() {
-    if (isClosed()) {
-      throw new IllegalStateException("Tensor " + shape() + " was used after it was closed");
-    }
-  }
-
   @Override
-  public void close() {
-    if (root != null || closed) {
-      return;
-    }
-    closed = true;
+  protected void free() {
     memory.deallocate();
     backend.released(bytes());
   }
