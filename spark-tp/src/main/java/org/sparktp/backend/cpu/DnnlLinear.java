@@ -3,9 +3,6 @@ package org.sparktp.backend.cpu;
 import static org.bytedeco.dnnl.global.dnnl.*;
 import static org.sparktp.backend.cpu.Dnnl.check;
 
-import java.util.Iterator;
-import java.util.LinkedHashMap;
-import java.util.Map;
 import org.bytedeco.dnnl.dnnl_exec_arg_t;
 import org.bytedeco.dnnl.dnnl_memory;
 import org.bytedeco.dnnl.dnnl_memory_desc;
@@ -16,9 +13,7 @@ import org.bytedeco.dnnl.dnnl_primitive_desc;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.Pointer;
 import org.sparktp.backend.Activation;
-import org.sparktp.backend.Backend;
 import org.sparktp.tensor.DType;
-import org.sparktp.backend.Tensor;
 
 /**
  * {@code y = act(x W^T + b)} through a oneDNN matmul: {@code x [M, K]} f32, {@code W [N, K]} (PyTorch's
@@ -43,19 +38,11 @@ import org.sparktp.backend.Tensor;
  * kernels (AMX where the CPU has it), which runtime dimensions do not. Every handle is counted by the
  * backend's {@link Dnnl} context and destroyed once, by {@link #close()} or on eviction.
  */
-final class DnnlLinear implements Backend.PreparedLinear {
-  static final int MAX_CACHED = 8;
+final class DnnlLinear extends DnnlMatmul<DnnlLinear.Prim> {
   /** Tests only: forces the activation conversion path (true) or the in-kernel one (false); null = choose. */
   static volatile Boolean forceConvert;
 
-  private final CpuBackend backend;
-  private final Dnnl dnnl;
-  private final int n;
-  private final int k;
   private final DType compute;
-  private final Activation epilogue;
-  private final Activation after; // applied after the matmul when oneDNN has no post-op for it (softmax)
-  private final CpuTensor bias; // [1, n] f32 or null
   private final dnnl_memory_desc packedMd = new dnnl_memory_desc();
   private final long packedBytes;
   private final BytePointer packed;
@@ -65,13 +52,11 @@ final class DnnlLinear implements Backend.PreparedLinear {
   private CpuTensor scales; // int8: [1, n] f32, one per output feature; else null
   private dnnl_memory_desc scalesMd;
   private dnnl_memory scalesMem;
-  private final Map<Long, Prim> cache = new LinkedHashMap<>(16, 0.75f, true);
   private boolean convertFirst; // activations converted to `compute` by a reorder before the matmul
   private String impl = "";
-  private boolean closed;
 
   /** One matmul for one M: its primitive and the memories whose data handles are set per call. */
-  private final class Prim {
+  final class Prim implements DnnlMatmul.Prim {
     final dnnl_primitive_desc pd = new dnnl_primitive_desc();
     final dnnl_primitive prim = new dnnl_primitive();
     final dnnl_memory src = new dnnl_memory();
@@ -171,7 +156,8 @@ final class DnnlLinear implements Backend.PreparedLinear {
       }
     }
 
-    void run(CpuTensor x, CpuTensor y) {
+    @Override
+    public void run(CpuTensor x, CpuTensor y) {
       if (convert != null) {
         check(dnnl_memory_set_data_handle(convertFrom, x.data()), "dnnl_memory_set_data_handle");
         check(dnnl_primitive_execute(convert, dnnl.stream, 2, convertArgs), "dnnl_primitive_execute (reorder)");
@@ -183,7 +169,8 @@ final class DnnlLinear implements Backend.PreparedLinear {
       check(dnnl_stream_wait(dnnl.stream), "dnnl_stream_wait");
     }
 
-    void close() {
+    @Override
+    public void close() {
       destroyMemory(src);
       destroyMemory(dst);
       destroyMemory(convertFrom);
@@ -218,15 +205,8 @@ final class DnnlLinear implements Backend.PreparedLinear {
    */
   DnnlLinear(CpuBackend backend, Dnnl dnnl, CpuTensor weight, CpuTensor bias, Activation epilogue, DType compute,
       int referenceRows) {
-    this.backend = backend;
-    this.dnnl = dnnl;
-    this.n = weight.rows();
-    this.k = weight.cols();
+    super("oneDNN linear", backend, dnnl, weight, bias, epilogue);
     this.compute = compute;
-    Activation act = epilogue == null ? Activation.IDENTITY : epilogue;
-    this.epilogue = eltwise(act) >= 0 || act == Activation.IDENTITY ? act : Activation.IDENTITY;
-    this.after = this.epilogue == act ? Activation.IDENTITY : act;
-    this.bias = bias;
     boolean ok = false;
     BytePointer mem = null;
     BytePointer quantized = null;
@@ -417,46 +397,9 @@ final class DnnlLinear implements Backend.PreparedLinear {
     }
   }
 
-  private Prim prim(int m, boolean withBias) {
-    long key = ((long) m << 1) | (withBias ? 1 : 0);
-    Prim p = cache.get(key);
-    if (p == null) {
-      p = new Prim(m, withBias);
-      cache.put(key, p);
-      if (cache.size() > MAX_CACHED) {
-        Iterator<Map.Entry<Long, Prim>> it = cache.entrySet().iterator();
-        Prim old = it.next().getValue();
-        it.remove();
-        old.close();
-      }
-    }
-    return p;
-  }
-
   @Override
-  public synchronized Tensor apply(Tensor x, boolean withBias) {
-    if (closed) {
-      throw new IllegalStateException("A oneDNN linear [" + n + ", " + k + "] was used after it was closed");
-    }
-    CpuTensor tx = CpuBackend.cpu(x);
-    if (tx.dtype() != DType.F32 || tx.cols() != k) {
-      throw new IllegalArgumentException("oneDNN linear [" + n + ", " + k + "] needs an f32 input of width " + k
-          + ", got " + tx.shape() + " " + tx.dtype().id());
-    }
-    CpuTensor y = backend.empty(tx.rows(), n);
-    try {
-      if (tx.rows() > 0) {
-        backend.pool().bindOpenmp(); // oneDNN's OpenMP team: spark.tp.cpu.threads on this thread
-        prim(tx.rows(), withBias && bias != null).run(tx, y);
-      }
-      if (after != Activation.IDENTITY) {
-        backend.activate(y, after);
-      }
-      return y;
-    } catch (RuntimeException e) {
-      y.close();
-      throw e;
-    }
+  Prim newPrim(int m, boolean withBias) {
+    return new Prim(m, withBias);
   }
 
   @Override
@@ -470,21 +413,8 @@ final class DnnlLinear implements Backend.PreparedLinear {
         + " activations)" : convertFirst ? " (activations converted first)" : "");
   }
 
-  /** Primitives cached now (for tests). */
-  synchronized int cachedPrimitives() {
-    return cache.size();
-  }
-
   @Override
-  public synchronized void close() {
-    if (closed) {
-      return;
-    }
-    closed = true;
-    for (Prim p : cache.values()) {
-      p.close();
-    }
-    cache.clear();
+  void release() {
     destroyMemory(weightMem);
     destroyMemory(biasMem);
     destroyMd(biasMd);
@@ -497,9 +427,6 @@ final class DnnlLinear implements Backend.PreparedLinear {
     if (packed != null) {
       packed.close();
       backend.tracked(-packedBytes);
-    }
-    if (bias != null) {
-      bias.close();
     }
   }
 

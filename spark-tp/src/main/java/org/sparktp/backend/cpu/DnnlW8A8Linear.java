@@ -3,9 +3,6 @@ package org.sparktp.backend.cpu;
 import static org.bytedeco.dnnl.global.dnnl.*;
 import static org.sparktp.backend.cpu.Dnnl.check;
 
-import java.util.Iterator;
-import java.util.LinkedHashMap;
-import java.util.Map;
 import org.bytedeco.dnnl.dnnl_exec_arg_t;
 import org.bytedeco.dnnl.dnnl_memory;
 import org.bytedeco.dnnl.dnnl_memory_desc;
@@ -15,9 +12,6 @@ import org.bytedeco.dnnl.dnnl_primitive_attr;
 import org.bytedeco.dnnl.dnnl_primitive_desc;
 import org.bytedeco.javacpp.BytePointer;
 import org.sparktp.backend.Activation;
-import org.sparktp.backend.Backend;
-import org.sparktp.backend.Tensor;
-import org.sparktp.tensor.DType;
 import org.sparktp.tensor.Int8Quant;
 
 /**
@@ -41,20 +35,13 @@ import org.sparktp.tensor.Int8Quant;
  * 169 (M 512, K 4096, N 4096, one thread); the {@code sum} post-op keeps brgemm for one extra write of the
  * output.
  *
- * <p>Primitives are cached per {@code (M, with bias)}, at most {@link DnnlLinear#MAX_CACHED}, each with its s8
+ * <p>Primitives are cached per {@code (M, with bias)}, at most {@link #MAX_CACHED}, each with its s8
  * source buffer ({@code M K} bytes) and row scales; every handle is counted by the backend's {@link Dnnl} context
  * and destroyed once, by {@link #close()} or on eviction.
  */
-final class DnnlW8A8Linear implements Backend.PreparedLinear {
+final class DnnlW8A8Linear extends DnnlMatmul<DnnlW8A8Linear.Prim> {
   private static final int POST_OP_ARG = DNNL_ARG_ATTR_MULTIPLE_POST_OP_BASE;
 
-  private final CpuBackend backend;
-  private final Dnnl dnnl;
-  private final int n;
-  private final int k;
-  private final Activation epilogue; // an eltwise post-op, or identity
-  private final Activation after; // applied after the matmul when oneDNN has no post-op for it (softmax)
-  private final CpuTensor bias; // [1, n] f32 or null
   private final CpuTensor scales; // [1, n] f32, one per output channel
   private final dnnl_memory_desc packedMd = new dnnl_memory_desc();
   private final long packedBytes;
@@ -62,12 +49,10 @@ final class DnnlW8A8Linear implements Backend.PreparedLinear {
   private final dnnl_memory weightMem;
   private final dnnl_memory_desc scalesMd; // [n]
   private final dnnl_memory scalesMem;
-  private final Map<Long, Prim> cache = new LinkedHashMap<>(16, 0.75f, true);
   private final String impl;
-  private boolean closed;
 
   /** One matmul for one M: its primitive, its s8 source and row-scale buffers, and its arguments. */
-  private final class Prim {
+  final class Prim implements DnnlMatmul.Prim {
     final int m;
     dnnl_primitive_desc pd;
     dnnl_primitive prim;
@@ -126,7 +111,8 @@ final class DnnlW8A8Linear implements Backend.PreparedLinear {
       }
     }
 
-    void run(CpuTensor x, CpuTensor y) {
+    @Override
+    public void run(CpuTensor x, CpuTensor y) {
       Int8Quant.quantizeActivations(x.buffer(), m, k, q.position(0).limit((long) m * k).asByteBuffer(),
           rowScales.position(0).limit(4L * m).asByteBuffer().order(java.nio.ByteOrder.nativeOrder()).asFloatBuffer());
       if (withBias) { // the sum post-op adds what the output holds: the bias, in every row
@@ -144,7 +130,8 @@ final class DnnlW8A8Linear implements Backend.PreparedLinear {
       check(dnnl_stream_wait(dnnl.stream), "dnnl_stream_wait");
     }
 
-    void close() {
+    @Override
+    public void close() {
       dnnl.destroy(src);
       dnnl.destroy(dst);
       dnnl.destroy(rowScalesMem);
@@ -173,14 +160,7 @@ final class DnnlW8A8Linear implements Backend.PreparedLinear {
    * {@code bias} ({@code [1, n]} f32 or null, kept). On a failure the caller still owns both.
    */
   DnnlW8A8Linear(CpuBackend backend, Dnnl dnnl, CpuTensor weight, CpuTensor bias, Activation act, int referenceRows) {
-    this.backend = backend;
-    this.dnnl = dnnl;
-    this.n = weight.rows();
-    this.k = weight.cols();
-    Activation a = act == null ? Activation.IDENTITY : act;
-    this.epilogue = DnnlLinear.eltwise(a) >= 0 ? a : Activation.IDENTITY;
-    this.after = DnnlLinear.eltwise(a) >= 0 ? Activation.IDENTITY : a;
-    this.bias = bias;
+    super("oneDNN int8 linear", backend, dnnl, weight, bias, act);
     boolean ok = false;
     BytePointer quantized = null;
     BytePointer mem = null;
@@ -294,45 +274,9 @@ final class DnnlW8A8Linear implements Backend.PreparedLinear {
     }
   }
 
-  private Prim prim(int m, boolean withBias) {
-    long key = ((long) m << 1) | (withBias ? 1 : 0);
-    Prim p = cache.get(key);
-    if (p == null) {
-      p = new Prim(m, withBias);
-      cache.put(key, p);
-      if (cache.size() > DnnlLinear.MAX_CACHED) {
-        Iterator<Map.Entry<Long, Prim>> it = cache.entrySet().iterator();
-        Prim old = it.next().getValue();
-        it.remove();
-        old.close();
-      }
-    }
-    return p;
-  }
-
   @Override
-  public synchronized Tensor apply(Tensor x, boolean withBias) {
-    if (closed) {
-      throw new IllegalStateException("A oneDNN int8 linear [" + n + ", " + k + "] was used after it was closed");
-    }
-    CpuTensor tx = CpuBackend.cpu(x);
-    if (tx.dtype() != DType.F32 || tx.cols() != k) {
-      throw new IllegalArgumentException("oneDNN int8 linear [" + n + ", " + k + "] needs an f32 input of width " + k
-          + ", got " + tx.shape() + " " + tx.dtype().id());
-    }
-    CpuTensor y = backend.empty(tx.rows(), n);
-    try {
-      if (tx.rows() > 0) {
-        prim(tx.rows(), withBias && bias != null).run(tx, y);
-      }
-      if (after != Activation.IDENTITY) {
-        backend.activate(y, after);
-      }
-      return y;
-    } catch (RuntimeException e) {
-      y.close();
-      throw e;
-    }
+  Prim newPrim(int m, boolean withBias) {
+    return new Prim(m, withBias);
   }
 
   @Override
@@ -345,21 +289,8 @@ final class DnnlW8A8Linear implements Backend.PreparedLinear {
     return "onednn " + impl + " (int8 W8A8: s8 activations per row, s8 weights per channel)";
   }
 
-  /** Primitives cached now (for tests). */
-  synchronized int cachedPrimitives() {
-    return cache.size();
-  }
-
   @Override
-  public synchronized void close() {
-    if (closed) {
-      return;
-    }
-    closed = true;
-    for (Prim p : cache.values()) {
-      p.close();
-    }
-    cache.clear();
+  void release() {
     dnnl.destroy(weightMem);
     dnnl.destroy(scalesMem);
     dnnl.destroy(scalesMd);
@@ -367,8 +298,5 @@ final class DnnlW8A8Linear implements Backend.PreparedLinear {
     scales.close();
     packed.close();
     backend.tracked(-packedBytes);
-    if (bias != null) {
-      bias.close();
-    }
   }
 }
