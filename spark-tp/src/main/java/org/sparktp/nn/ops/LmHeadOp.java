@@ -24,10 +24,13 @@ import org.sparktp.backend.Tensor;
  *   <li>{@code score}: {@code sum_{t=2..n} log p(x_t | x_<t)} per row, with the vocab-parallel
  *       log-softmax of Megatron's cross entropy: per token a max all-gather ({@code p} floats) and one
  *       all-reduce of the sum of {@code exp(l - max)} and of the target's logit; no full-vocabulary logits
- *       are ever gathered.
+ *       are ever gathered, and the positions go through the head in chunks of at most 64 MiB of logits (two
+ *       collectives per chunk), so a long micro-batch never holds {@code [positions, vocab_r]} at once.
  * </ul>
  */
 public record LmHeadOp(String weight, int vocab, int hidden, Task task) implements Op {
+  /** Bytes of logits one chunk of positions of task score holds; tests lower it to make several chunks. */
+  static volatile long scoreChunkBytes = org.sparktp.nn.plan.MemoryEstimate.LOGIT_CHUNK_BYTES;
 
   @Override
   public String name() {
@@ -104,68 +107,29 @@ public record LmHeadOp(String weight, int vocab, int hidden, Task task) implemen
   private static DistTensor score(LinearKernel head, DistTensor x, Tokens tokens, org.sparktp.nn.RunContext ctx,
       Split s, int v0, int vn) {
     Backend be = ctx.backend();
-    Communicator comm = ctx.comm();
     int n = tokens.count();
     int rows = tokens.rows();
-    int p = ctx.size();
-    float[] l;
-    try (Tensor logits = head.apply(x.local(), false, ctx, "lm_head")) {
-      l = be.download(logits);
+    int[] off = tokens.offsets();
+    int[] ids = tokens.ids();
+    int[] end = new int[n]; // the end of each position's row
+    for (int r = 0; r < rows; r++) {
+      Arrays.fill(end, off[r], off[r + 1], off[r + 1]);
+    }
+    float[] max = new float[n];
+    float[] sums = new float[2 * n]; // sum exp(l - max), then the target's logit (0 where another rank holds it)
+    // the positions go through the head in chunks of at most LOGIT_CHUNK_BYTES of logits (the same on every rank:
+    // every rank holds the group's n positions), so a long micro-batch never holds [n, vocab_r] at once
+    int widest = Arrays.stream(s.lengths()).max().orElse(vn); // one chunk size for every rank, whatever its slice
+    int chunk = (int) Math.max(1, Math.min(n, scoreChunkBytes / (4L * widest)));
+    for (int c0 = 0; c0 < n; c0 += chunk) {
+      int c = Math.min(chunk, n - c0);
+      scoreChunk(head, x, ctx, c0, c, vn, v0, ids, end, max, sums);
     }
     long t0 = System.nanoTime();
-    float[] max = new float[n];
-    for (int t = 0; t < n; t++) {
-      float m = Float.NEGATIVE_INFINITY;
-      for (int j = 0; j < vn; j++) {
-        m = Math.max(m, l[t * vn + j]);
-      }
-      max[t] = m;
-    }
-    if (p > 1) {
-      int[] counts = new int[p];
-      Arrays.fill(counts, n);
-      float[] all;
-      try (Tensor send = be.upload(max, 1, n); Tensor recv = be.empty(1, n * p)) {
-        ctx.addCompute(System.nanoTime() - t0);
-        comm.allGather(send, recv, counts);
-        all = be.download(recv);
-      }
-      t0 = System.nanoTime();
-      for (int r = 0; r < p; r++) {
-        for (int t = 0; t < n; t++) {
-          max[t] = Math.max(max[t], all[r * n + t]);
-        }
-      }
-    }
-    int[] ids = tokens.ids();
-    float[] sums = new float[2 * n]; // sum exp(l - max), then the target's logit (0 where another rank holds it)
-    for (int r = 0; r < rows; r++) {
-      for (int t = tokens.offsets()[r]; t < tokens.offsets()[r + 1]; t++) {
-        double e = 0;
-        for (int j = 0; j < vn; j++) {
-          e += Math.exp(l[t * vn + j] - max[t]);
-        }
-        sums[t] = (float) e;
-        if (t + 1 < tokens.offsets()[r + 1]) {
-          int target = ids[t + 1] - v0;
-          if (target >= 0 && target < vn) {
-            sums[n + t] = l[t * vn + target];
-          }
-        }
-      }
-    }
-    if (p > 1) {
-      try (Tensor red = be.upload(sums, 2, n)) {
-        ctx.addCompute(System.nanoTime() - t0);
-        comm.allReduce(red);
-        be.download(red, sums, 0);
-      }
-      t0 = System.nanoTime();
-    }
     float[] score = new float[rows];
     for (int r = 0; r < rows; r++) {
       double acc = 0;
-      for (int t = tokens.offsets()[r]; t + 1 < tokens.offsets()[r + 1]; t++) {
+      for (int t = off[r]; t + 1 < off[r + 1]; t++) {
         acc += sums[n + t] - max[t] - Math.log(sums[t]);
       }
       score[r] = (float) acc;
@@ -173,5 +137,87 @@ public record LmHeadOp(String weight, int vocab, int hidden, Task task) implemen
     Tensor y = be.upload(score, rows, 1);
     ctx.addCompute(System.nanoTime() - t0);
     return DistTensor.replicated(y);
+  }
+
+  /**
+   * Positions {@code [c0, c0 + c)} of the n: their logits on this rank's vocabulary slice, the max over the whole
+   * vocabulary (a max all-gather), then the sum of {@code exp(l - max)} and the target's logit (one all-reduce),
+   * written into {@code max[t]}, {@code sums[t]} and {@code sums[n + t]}.
+   */
+  private static void scoreChunk(LinearKernel head, DistTensor x, org.sparktp.nn.RunContext ctx, int c0, int c,
+      int vn, int v0, int[] ids, int[] end, float[] max, float[] sums) {
+    Backend be = ctx.backend();
+    Communicator comm = ctx.comm();
+    int n = max.length;
+    int p = ctx.size();
+    float[] l;
+    if (c == n) {
+      try (Tensor logits = head.apply(x.local(), false, ctx, "lm_head")) {
+        l = be.download(logits);
+      }
+    } else {
+      int[] pick = new int[c];
+      for (int i = 0; i < c; i++) {
+        pick[i] = c0 + i;
+      }
+      try (Tensor sel = be.empty(c, x.local().cols())) {
+        be.selectRows(x.local(), pick, sel);
+        try (Tensor logits = head.apply(sel, false, ctx, "lm_head")) {
+          l = be.download(logits);
+        }
+      }
+    }
+    long t0 = System.nanoTime();
+    float[] m = new float[c];
+    for (int i = 0; i < c; i++) {
+      float v = Float.NEGATIVE_INFINITY;
+      for (int j = 0; j < vn; j++) {
+        v = Math.max(v, l[i * vn + j]);
+      }
+      m[i] = v;
+    }
+    if (p > 1) {
+      int[] counts = new int[p];
+      Arrays.fill(counts, c);
+      float[] all;
+      try (Tensor send = be.upload(m, 1, c); Tensor recv = be.empty(1, c * p)) {
+        ctx.addCompute(System.nanoTime() - t0);
+        comm.allGather(send, recv, counts);
+        all = be.download(recv);
+      }
+      t0 = System.nanoTime();
+      for (int r = 0; r < p; r++) {
+        for (int i = 0; i < c; i++) {
+          m[i] = Math.max(m[i], all[r * c + i]);
+        }
+      }
+    }
+    float[] part = new float[2 * c];
+    for (int i = 0; i < c; i++) {
+      int t = c0 + i;
+      double e = 0;
+      for (int j = 0; j < vn; j++) {
+        e += Math.exp(l[i * vn + j] - m[i]);
+      }
+      part[i] = (float) e;
+      if (t + 1 < end[t]) {
+        int target = ids[t + 1] - v0;
+        if (target >= 0 && target < vn) {
+          part[c + i] = l[i * vn + target];
+        }
+      }
+    }
+    if (p > 1) {
+      try (Tensor red = be.upload(part, 2, c)) {
+        ctx.addCompute(System.nanoTime() - t0);
+        comm.allReduce(red);
+        be.download(red, part, 0);
+      }
+      t0 = System.nanoTime();
+    }
+    System.arraycopy(m, 0, max, c0, c);
+    System.arraycopy(part, 0, sums, c0, c);
+    System.arraycopy(part, c, sums, n + c0, c);
+    ctx.addCompute(System.nanoTime() - t0);
   }
 }

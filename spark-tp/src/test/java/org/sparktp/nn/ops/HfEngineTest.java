@@ -114,6 +114,35 @@ class HfEngineTest {
     }
   }
 
+  /**
+   * Task score with its LM head run over the positions in chunks of 3 (the 64 MiB chunks of a real vocabulary, made
+   * small): the same scores as PyTorch's float64 reference, at tp 1 to 3 (two collectives per chunk).
+   */
+  @ParameterizedTest(name = "tp={0}")
+  @org.junit.jupiter.params.provider.ValueSource(ints = {1, 2, 3})
+  void scoreInChunksOfPositionsMatchesTheReference(int p) throws Exception {
+    JsonNode ref = new ObjectMapper().readTree(new File(DIR + "llama/reference.json"));
+    long saved = LmHeadOp.scoreChunkBytes;
+    try (HfModel hf = HfModel.open(DIR + "llama")) {
+      List<int[]> inputs = inputs(ref);
+      Plan plan = TransformerGraph.plan(hf.model(), p, Task.SCORE, null, false, false);
+      int vocabSlice = (hf.model().vocab() + p - 1) / p;
+      LmHeadOp.scoreChunkBytes = 3L * 4 * vocabSlice;
+      float[][] got = run(plan, hf, inputs);
+      double maxErr = 0;
+      double maxRef = 0;
+      for (int r = 0; r < inputs.size(); r++) {
+        double want = ref.get("rows").get(r).get("score").asDouble();
+        maxErr = Math.max(maxErr, Math.abs(got[r][0] - want));
+        maxRef = Math.max(maxRef, Math.abs(want));
+      }
+      assertThat(inputs.stream().mapToInt(a -> a.length).sum()).as("positions").isGreaterThan(6);
+      assertThat(maxErr / maxRef).as("tp=%d relative error", p).isLessThanOrEqualTo(TOL);
+    } finally {
+      LmHeadOp.scoreChunkBytes = saved;
+    }
+  }
+
   /** The fixture's input rows ({@code inputs} of its reference.json). */
   static List<int[]> inputs(JsonNode ref) {
     List<int[]> inputs = new ArrayList<>();
