@@ -127,6 +127,13 @@ public final class TpConf {
   public static final String TEST_FAIL_RANK_DEFAULT = "-1";
 
   /**
+   * Before a job, check that its ranks fit the off-heap budget of the JVMs they run in (JavaCPP's
+   * {@code org.bytedeco.javacpp.maxBytes}; see docs/memory.md); the CPU backend only. {@code false} skips it.
+   */
+  public static final String MEMORY_CHECK = "spark.tp.memory.check";
+  public static final String MEMORY_CHECK_DEFAULT = "true";
+
+  /**
    * Tests only: the rank (partition of the barrier stage) that throws an {@code OutOfMemoryError} (as JavaCPP's) in
    * every attempt; -1 = none.
    */
@@ -213,6 +220,7 @@ public final class TpConf {
       Map.entry(RETRYABLE, TpConf::parseBoolean),
       Map.entry(TEST_FAIL_RANK, (k, v) -> parseInt(k, v, -1)),
       Map.entry(TEST_OOM_RANK, (k, v) -> parseInt(k, v, -1)),
+      Map.entry(MEMORY_CHECK, TpConf::parseBoolean),
       Map.entry(BATCH_TOKENS, (k, v) -> parseInt(k, v, 1)),
       Map.entry(TRUNCATE, TpConf::parseBoolean),
       Map.entry(KV_CACHE_MAX_BYTES, TpConf::parseBytes),

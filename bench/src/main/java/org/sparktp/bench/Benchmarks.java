@@ -9,7 +9,8 @@ import java.util.List;
  */
 public final class Benchmarks {
   /** The benchmark names, in the order the usage lists them. */
-  public static final List<String> NAMES = List.of("gemm", "comm", "spark", "peer", "transformer", "gpu", "generate");
+  public static final List<String> NAMES = List.of("gemm", "comm", "spark", "peer", "transformer", "gpu", "generate",
+      "large");
 
   private Benchmarks() {}
 
@@ -34,6 +35,7 @@ public final class Benchmarks {
           GenerateBench.main(args);
         }
       }
+      case "large" -> LargeModelBench.main(args);
       default -> throw new IllegalArgumentException("unknown benchmark '" + name + "'; use " + String.join(", ", NAMES));
     }
     return 0;

@@ -6,14 +6,14 @@ import java.util.Arrays;
 import java.util.List;
 
 /**
- * {@code spark-tp bench gemm|comm|spark|peer|transformer|gpu|generate [flags]}: runs one of the benchmark programs.
+ * {@code spark-tp bench gemm|comm|spark|peer|transformer|gpu|generate|large [flags]}: runs one of the benchmark programs.
  * They live in their own module and jar (spark-tp-bench, {@code bench/}); the library does not depend on it, so
  * the entry point {@value #ENTRY} is looked up by name on the class path ({@code bin/spark-tp} puts it there).
  */
 final class Bench {
   /** The bench module's entry point: {@code public static int run(String name, String[] args)}. */
   static final String ENTRY = "org.sparktp.bench.Benchmarks";
-  static final List<String> NAMES = List.of("gemm", "comm", "spark", "peer", "transformer", "gpu", "generate");
+  static final List<String> NAMES = List.of("gemm", "comm", "spark", "peer", "transformer", "gpu", "generate", "large");
 
   private Bench() {}
 
@@ -23,7 +23,7 @@ final class Bench {
     }
     if (!NAMES.contains(args[0])) {
       throw new UsageException("unknown benchmark '" + args[0]
-          + "'; use gemm, comm, spark, peer, transformer, gpu or generate");
+          + "'; use gemm, comm, spark, peer, transformer, gpu, generate or large");
     }
     String[] rest = Arrays.copyOfRange(args, 1, args.length);
     int rc;

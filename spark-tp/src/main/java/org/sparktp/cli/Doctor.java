@@ -22,6 +22,9 @@ final class Doctor {
         scala.util.Properties.versionNumberString());
     out.printf(Locale.ROOT, "%-16s %d cores, %s max heap%n", "machine", Runtime.getRuntime().availableProcessors(),
         SparkTpCli.fmtBytes(Runtime.getRuntime().maxMemory()));
+    out.printf(Locale.ROOT, "%-16s %s (JavaCPP's org.bytedeco.javacpp.maxBytes: the ranks of a local master share it;"
+        + " bin/spark-tp sizes it from the machine's memory less the heap unless SPARK_TP_JAVA_OPTS sets it)%n",
+        "off-heap budget", SparkTpCli.fmtBytes(org.bytedeco.javacpp.Pointer.maxBytes()));
     try {
       out.printf(Locale.ROOT, "%-16s loads: %s%n", "backend cpu", CpuBackend.describe());
       String core = System.getenv("OPENBLAS_CORETYPE");

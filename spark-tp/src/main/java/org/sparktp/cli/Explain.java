@@ -12,6 +12,8 @@ import org.sparktp.backend.Precision;
 import org.sparktp.backend.cpu.CpuBackend;
 import org.sparktp.model.ModelDirectory;
 import org.sparktp.model.hf.HfModel;
+import org.sparktp.TpConf;
+import org.sparktp.nn.plan.MemoryEstimate;
 import org.sparktp.nn.plan.Plan;
 import org.sparktp.nn.ops.Op;
 import org.sparktp.nn.ops.Pooling;
@@ -20,7 +22,8 @@ import org.sparktp.tensor.DType;
 
 /**
  * {@code spark-tp explain --model DIR --tp N [--dtype auto|f32|bf16|f16|int8|int8-wo] [--activation-dtype auto|f32|bf16|f16]
- * [--task T] [--pooling P] [--normalize]}.
+ * [--task T] [--pooling P] [--normalize] [--batch-size B] [--batch-tokens T] [--prompt-tokens P] [--max-new-tokens N]}:
+ * the plan, its precision and what a rank needs in memory ({@link MemoryEstimate}).
  */
 final class Explain {
   private Explain() {}
@@ -59,8 +62,21 @@ final class Explain {
     if (dt.trim().equalsIgnoreCase("auto")) {
       out.println(Precision.autoReason(weights, CpuBackend.hasNativeBf16(), CpuBackend.onednnIsa()));
     }
-    out.print(plan.explainPrecision(storage, kernel(storage), Precision.activation(act, storage,
-        "--activation-dtype")));
+    DType activations = Precision.activation(act, storage, "--activation-dtype");
+    out.print(plan.explainPrecision(storage, kernel(storage), activations));
+    out.print(MemoryEstimate.largest(plan, storage, activations, workload(a)).explain());
+  }
+
+  /**
+   * The batch settings the memory estimate assumes: {@code --batch-size}, {@code --batch-tokens}, {@code
+   * --max-new-tokens} and {@code --prompt-tokens} (0: unknown, bounded by the token budget), else spark-tp's defaults.
+   */
+  static MemoryEstimate.Workload workload(Args a) {
+    return new MemoryEstimate.Workload(a.intValue("batch-size", Integer.parseInt(TpConf.BATCH_SIZE_DEFAULT), 1),
+        a.intValue("batch-tokens", Integer.parseInt(TpConf.BATCH_TOKENS_DEFAULT), 1),
+        Integer.parseInt(TpConf.GENERATE_BATCH_TOKENS_DEFAULT), a.intValue("prompt-tokens", 0, 0),
+        a.intValue("max-new-tokens", GenerateFlags.MAX_NEW_TOKENS_DEFAULT, 1), TpConf.parseBytes(TpConf.KV_CACHE_MAX_BYTES,
+            TpConf.KV_CACHE_MAX_BYTES_DEFAULT));
   }
 
   /** The kernel the CPU backend (from its provider, default settings) would use for weights of {@code dtype}. */

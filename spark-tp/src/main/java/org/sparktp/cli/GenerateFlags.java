@@ -10,6 +10,8 @@ import org.sparktp.spark.TensorParallelModel;
 final class GenerateFlags {
   private GenerateFlags() {}
 
+  /** {@code --max-new-tokens} when not given. */
+  static final int MAX_NEW_TOKENS_DEFAULT = 64;
   static final List<String> GENERATE = List.of("max-new-tokens", "temperature", "top-k", "top-p", "seed", "stop",
       "repetition-penalty");
 
@@ -30,7 +32,7 @@ final class GenerateFlags {
             + " ids, not an embedding: drop --" + f);
       }
     }
-    model.setMaxNewTokens(a.intValue("max-new-tokens", 64, 1));
+    model.setMaxNewTokens(a.intValue("max-new-tokens", MAX_NEW_TOKENS_DEFAULT, 1));
     if (a.has("temperature")) {
       model.setTemperature(number(a, "temperature", 0));
     }

@@ -53,6 +53,17 @@ public final class Sessions {
     for (Map.Entry<String, String> e : confs.entrySet()) {
       b.config(e.getKey(), e.getValue());
     }
+    if (!submitted && !m.startsWith("local[") && !m.equals("local")) {
+      // executors' JavaCPP off-heap budget (default: their heap) from spark.executor.memoryOverhead and
+      // spark.memory.offHeap.size, or for local-cluster from the machine; unless the options set it already
+      String opts = confs.getOrDefault("spark.executor.extraJavaOptions", "");
+      Matcher c = LOCAL_CLUSTER.matcher(m);
+      String o = opts.contains("org.bytedeco.javacpp.maxBytes") ? null : org.sparktp.spark.RankMemory.executorOption(
+          confs, c.matches() ? Integer.parseInt(c.group(1)) : 0, c.matches() ? Long.parseLong(c.group(3)) << 20 : 0);
+      if (o != null) {
+        b.config("spark.executor.extraJavaOptions", (opts + " " + o).trim());
+      }
+    }
     // oneDNN's OpenMP runtime reads OMP_NUM_THREADS once, when an executor loads it: give executors the
     // rank's thread budget (spark.tp.cpu.threads) unless the user set it
     if (!confs.containsKey("spark.executorEnv.OMP_NUM_THREADS") && !existing.contains("spark.executorEnv.OMP_NUM_THREADS")) {

@@ -31,12 +31,13 @@ public final class SparkTpCli {
       "  demo     [--tp N] [--rows N] [--batch-size B] [--master URL] [--conf key=value]...",
       "           a random model (two MLP blocks, width 1024) run at --tp (default 2) and at 1, checked to agree",
       "  explain  --model DIR --tp N [--dtype auto|f32|bf16|f16|int8|int8-wo] [--activation-dtype auto|f32|bf16|f16]",
-      "           [--task embed|logits|score]",
+      "           [--task embed|logits|score|generate] [--batch-size B] [--batch-tokens T] [--prompt-tokens P]",
+      "           [--max-new-tokens N]",
       "           the plan: ops, layouts, collectives, bytes per row; dtype, GEMM kernel, weight bytes per rank",
-      "           (heads and KV replicas per rank for transformers)",
+      "           (heads and KV replicas per rank for transformers); memory per rank (weights, KV cache, activations)",
       "  doctor   [--master URL]",
       "           Java, Spark, OpenBLAS, oneDNN (isa, kernels, threads), which backends load here, task slots",
-      "  bench    gemm|comm|spark|peer|transformer|gpu|generate [flags of that benchmark]",
+      "  bench    gemm|comm|spark|peer|transformer|gpu|generate|large [flags of that benchmark]",
       "  gpu-check                 (bin/spark-tp only) GPU tests and benchmark on a GPU machine",
       "  sql      [--master URL] [--conf key=value]... (-e \"STATEMENTS\" | -f FILE) [--max-rows N (1000)] [--truncate N (0)]",
       "           ;-separated SQL with tp_predict, tp_embed, tp_explain, tp_models(); prints each result as a table",
@@ -53,6 +54,9 @@ public final class SparkTpCli {
   private static final java.util.concurrent.CountDownLatch DONE = new java.util.concurrent.CountDownLatch(1);
 
   public static void main(String[] args) {
+    // before any JavaCPP class loads: a local master runs the ranks in this JVM, whose off-heap cap would otherwise
+    // follow -Xmx (bin/spark-tp's 4g)
+    org.sparktp.spark.RankMemory.sizeFromMachine();
     // On SIGINT/SIGTERM Spark's own hook stops the context, which fails the running job; this hook marks
     // the failure as an interrupt and gives the command a few seconds to clean up and say so.
     Runtime.getRuntime().addShutdownHook(new Thread(() -> {
@@ -86,7 +90,7 @@ public final class SparkTpCli {
         case "demo" -> Demo.run(Args.parse(cmd, args, 1, Set.of("tp", "rows", "batch-size", "master", "conf"),
             Set.of()), out, err);
         case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp", "task", "pooling", "dtype",
-            "activation-dtype"),
+            "activation-dtype", "batch-size", "batch-tokens", "prompt-tokens", "max-new-tokens"),
             Set.of("normalize")), out);
         case "doctor" -> Doctor.run(Args.parse(cmd, args, 1, Set.of("master", "conf"), Set.of()), out);
         case "bench" -> Bench.run(Arrays.copyOfRange(args, 1, args.length));

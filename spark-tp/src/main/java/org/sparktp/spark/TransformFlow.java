@@ -175,6 +175,7 @@ final class TransformFlow {
     }
     Slots.check(Slots.dynamicAllocation(sc), slots, g, p);
     comm.checkCluster(sc, p);
+    RankMemory.check(sc, plan, storage, activations, settings, g, gen == null ? 0 : gen.params().maxNewTokens());
 
     // rows that cannot run carry their cause through the stage in a helper column (spark.tp.on-error)
     OnError onError = OnError.parse(settings.get(TpConf.ON_ERROR));

@@ -90,6 +90,9 @@ public interface ModelPlan extends ModelRows, Serializable {
   /** Bytes of weights rank {@code rank} holds with linears stored in {@code dtype}, from the plan alone. */
   long weightBytes(int rank, DType dtype);
 
+  /** Rank {@code rank}'s distinct weight slices, keyed by {@link org.sparktp.nn.ops.Slice#id()}, in op order. */
+  java.util.Map<String, org.sparktp.nn.ops.Slice> slices(int rank);
+
   /** The plan as text. */
   String explain();
 

@@ -92,6 +92,7 @@ public final class Plan implements ModelPlan {
   }
 
   /** Rank {@code rank}'s distinct slices, keyed by {@link Slice#id()}, in op order. */
+  @Override
   public Map<String, Slice> slices(int rank) {
     return Weights.slices(ops, tpSize, rank);
   }
