@@ -69,7 +69,7 @@ class CliTest {
     assertThat(r.err).startsWith("spark-tp: error: --top-p takes a number in (0, 1], got 1.5");
     r = cli("infer", "--model", gpt2, "--input", in, "--output", out, "--task", "generate", "--temperature", "hot");
     assertThat(r.err).startsWith("spark-tp: error: --temperature takes a number, got 'hot'");
-    assertThat(cli("bench", "nope").err).contains("use gemm, comm, spark, peer, transformer, gpu or generate");
+    assertThat(cli("bench", "nope").err).contains("use gemm, comm, spark, peer, transformer, gpu, generate or large");
     r = cli("infer", "--model", gpt2, "--input", in, "--output", out, "--task", "generate", "--pooling", "mean");
     assertThat(r.code).isEqualTo(2);
     assertThat(r.err).startsWith("spark-tp: error: --pooling is a flag of --task embed; --task generate writes"
