@@ -82,25 +82,24 @@ public final class LargeModelBench {
       df.count();
       TensorParallelModel score = TensorParallelModel.fromDirectory(dir.toString()).setInputCol("ids").setTpSize(tp)
           .setGroups(1).setTask("score");
+      System.out.printf(Locale.ROOT, "model: llama shape, %.2f B parameters (bf16, %.2f GB), %s; written in %.1f s%n",
+          params / 1e9, 2.0 * params / 1e9, dir, writeS);
+      System.out.printf(Locale.ROOT, "spark: %s, tp %d, spark-tp defaults (org.bytedeco.javacpp.maxBytes=%d, max heap"
+          + " %d)%n", master, tp, org.bytedeco.javacpp.Pointer.maxBytes(), Runtime.getRuntime().maxMemory());
       double first = time(() -> score.transform(df).count());
       double second = time(() -> score.transform(df).count());
+      System.out.printf(Locale.ROOT, "score %d x %d tokens: first job %.1f s (loads the shards), second %.1f s: load ~"
+          + " %.1f s; %.0f tokens/s; peak RSS so far %s%n", rows, len, first, second, first - second,
+          rows * (double) len / second, peakRss(spark));
       TensorParallelModel gen = TensorParallelModel.fromDirectory(dir.toString()).setInputCol("ids").setTpSize(tp)
           .setGroups(1).setTask("generate").setMaxNewTokens(newTokens);
       double genS = time(() -> gen.transform(df).count());
+      System.out.printf(Locale.ROOT, "generate %d rows x %d new tokens (prompts %d): %.1f s, %.1f new tokens/s%n", rows,
+          newTokens, len, genS, rows * (double) newTokens / genS);
       Map<String, Long> rss = peakRss(spark);
-      StringBuilder out = new StringBuilder();
-      out.append(String.format(Locale.ROOT, "model: llama shape, %.2f B parameters (bf16, %.2f GB), %s; written in"
-          + " %.1f s%n", params / 1e9, 2.0 * params / 1e9, dir, writeS));
-      out.append(String.format(Locale.ROOT, "spark: %s, tp %d, spark-tp defaults (org.bytedeco.javacpp.maxBytes=%s)%n",
-          master, tp, org.bytedeco.javacpp.Pointer.maxBytes()));
-      out.append(String.format(Locale.ROOT, "score %d x %d tokens: first job %.1f s (loads the shards), second %.1f s:"
-          + " load ~ %.1f s; %.0f tokens/s%n", rows, len, first, second, first - second, rows * (double) len / second));
-      out.append(String.format(Locale.ROOT, "generate %d rows x %d new tokens (prompts %d): %.1f s, %.1f new tokens/s"
-          + "%n", rows, newTokens, len, genS, rows * (double) newTokens / genS));
       for (Map.Entry<String, Long> e : rss.entrySet()) {
-        out.append(String.format(Locale.ROOT, "peak RSS %s: %.2f GiB%n", e.getKey(), e.getValue() / (double) (1L << 30)));
+        System.out.printf(Locale.ROOT, "peak RSS %s: %.2f GiB%n", e.getKey(), e.getValue() / (double) (1L << 30));
       }
-      System.out.print(out);
       if (f.get("json") != null) {
         StringBuilder j = new StringBuilder(String.format(Locale.ROOT, "{\"params\": %d, \"tp\": %d, \"master\": \"%s\","
             + " \"rows\": %d, \"prompt_len\": %d, \"new_tokens\": %d, \"score_first_s\": %.3f, \"score_second_s\": %.3f,"
