@@ -145,6 +145,24 @@ MAPPINGS = """{% for m in messages %}
 {{ messages|tojson }}
 """
 
+# The caller's extra variables (apply_chat_template's **kwargs, spark-tp's chatTemplateKwargs JSON): a thinking
+# switch tested as `is defined and not`, a list, a mapping read by attribute, numbers.
+KWARGS = """{% for m in messages %}
+<{{ m.role }}>{{ m.content }}
+{% endfor %}
+{% if tags is defined %}
+tags:{% for t in tags %} {{ t }}{{ ',' if not loop.last else '' }}{% endfor %} ({{ tags|length }})
+{% endif %}
+{% if limits is mapping %}
+max: {{ limits.max }}, ratio: {{ limits.ratio }}, name: {{ limits.name }}
+{% endif %}
+{% if add_generation_prompt %}
+<assistant>
+{% if enable_thinking is defined and not enable_thinking %}
+<think></think>
+{% endif %}
+{% endif %}"""
+
 CONVERSATION = [
     {"role": "system", "content": "  You are terse.\n"},
     {"role": "user", "content": "What is 2 + 2?"},
@@ -165,6 +183,10 @@ CASES = [
       {"role": "user", "content": "never shown"}], False, {}),
     ("headers: assistant first raises", HEADERS,
      [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}], True, {}),
+    ("kwargs: thinking off, a list and a mapping", KWARGS, [{"role": "user", "content": "Hi"}], True,
+     {"enable_thinking": False, "tags": ["math", 3, 2.5], "limits": {"max": 64, "ratio": 0.5, "name": "short"}}),
+    ("kwargs: thinking on", KWARGS, [{"role": "user", "content": "Hi"}], True, {"enable_thinking": True}),
+    ("kwargs: none", KWARGS, [{"role": "user", "content": "Hi"}], True, {}),
     ("mappings: items and tojson", MAPPINGS, CONVERSATION, False,
      {"meta": {"temperature": 0.5, "top_k": 40, "stop": ["\n\n", "</s>"], "note": "naïve \"quote\"",
                "flag": True, "none": None, "small": 1e-05}}),

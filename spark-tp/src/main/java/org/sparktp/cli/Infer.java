@@ -148,6 +148,16 @@ final class Infer {
       noTransformerFlags(a);
     }
     GenerateFlags.apply(a, model); // issue 12: the flags of --task generate
+    if (a.has("chat-template-kwargs")) { // the extra variables of the chat template a messages column is rendered with
+      if (spec != null) {
+        throw new UsageException("--chat-template-kwargs applies to Hugging Face models with a chat template");
+      }
+      try {
+        model.setChatTemplateKwargs(a.get("chat-template-kwargs", null));
+      } catch (IllegalArgumentException e) {
+        throw new UsageException(e.getMessage().replaceFirst("^chatTemplateKwargs", "--chat-template-kwargs"));
+      }
+    }
     if (a.has("groups")) {
       model.setGroups(a.intValue("groups", 1, 1));
     }
@@ -251,7 +261,7 @@ final class Infer {
   /** The flags and settings that change what a job writes: a resumed job must be given the same ones. */
   static final List<String> RESULT_FLAGS = List.of("format", "output-format", "features-col", "output-col", "task",
       "pooling", "normalize", "dtype", "activation-dtype", "max-new-tokens", "temperature", "top-k", "top-p", "seed",
-      "repetition-penalty");
+      "repetition-penalty", "chat-template-kwargs");
   static final List<String> RESULT_CONFS = List.of(org.sparktp.TpConf.DTYPE, org.sparktp.TpConf.ACTIVATION_DTYPE,
       org.sparktp.TpConf.NULL_POLICY, org.sparktp.TpConf.ON_ERROR, org.sparktp.TpConf.TRUNCATE,
       org.sparktp.TpConf.KV_CACHE_MAX_BYTES);

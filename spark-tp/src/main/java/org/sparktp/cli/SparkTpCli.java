@@ -25,6 +25,7 @@ public final class SparkTpCli {
       "           [--task embed|logits|score|generate] [--pooling mean|cls|last] [--normalize]   (Hugging Face models)",
       "           [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]",
       "           [--repetition-penalty R]   (--task generate)",
+      "           [--chat-template-kwargs JSON]   (a messages column: extra chat template variables)",
       "           run a model on a table; the output keeps every input column plus the output column (generate:",
       "           generated_ids, generated_text, finish_reason); --resume commits it in ranges and finishes a",
       "           stopped job, computing only the ranges it had not committed",
@@ -86,7 +87,7 @@ public final class SparkTpCli {
         case "infer" -> Infer.run(Args.parse(cmd, args, 1, Set.of("model", "input", "output", "format",
             "output-format", "features-col", "output-col", "tp", "groups", "batch-size", "backend", "dtype", "mode",
             "activation-dtype", "master", "conf", "task", "pooling", "max-new-tokens", "temperature", "top-k", "top-p", "seed", "stop",
-            "repetition-penalty", "ranges"), Set.of("normalize", "resume")), out, err);
+            "repetition-penalty", "ranges", "chat-template-kwargs"), Set.of("normalize", "resume")), out, err);
         case "demo" -> Demo.run(Args.parse(cmd, args, 1, Set.of("tp", "rows", "batch-size", "master", "conf"),
             Set.of()), out, err);
         case "explain" -> Explain.run(Args.parse(cmd, args, 1, Set.of("model", "tp", "task", "pooling", "dtype",

@@ -31,6 +31,9 @@ public final class ChatInput {
   /** The templates of model directories read in this JVM (the driver checks; executors render). */
   private static final Map<String, ChatTemplate> TEMPLATES = new ConcurrentHashMap<>();
 
+  /** The variables of the {@code chat_template_kwargs} JSON strings seen in this JVM (one per query, in practice). */
+  private static final Map<String, Map<String, Object>> VARIABLES = new ConcurrentHashMap<>();
+
   /** True when {@code t} is a messages column: an array of structs with string fields {@code role} and {@code content}. */
   public static boolean isMessages(DataType t) {
     return t instanceof ArrayType a && a.elementType() instanceof StructType s && ordinal(s, "role") >= 0
@@ -75,10 +78,10 @@ public final class ChatInput {
   /**
    * {@code tp_chat_template}'s evaluation (Catalyst's internal values): the prompt of the conversation
    * {@code messages} (structs with {@code role} at {@code roleOrd}, {@code content} at {@code contentOrd}) with
-   * the template of {@code dir}.
+   * the template of {@code dir} and the extra variables of the JSON object {@code kwargs} (null: none).
    */
   public static UTF8String render(UTF8String dir, ArrayData messages, int roleOrd, int contentOrd, int width,
-      boolean addGenerationPrompt) {
+      boolean addGenerationPrompt, UTF8String kwargs) {
     List<ChatMessage> ms = new ArrayList<>(messages.numElements());
     for (int i = 0; i < messages.numElements(); i++) {
       if (messages.isNullAt(i)) {
@@ -88,6 +91,8 @@ public final class ChatInput {
       ms.add(new ChatMessage(r.isNullAt(roleOrd) ? null : r.getUTF8String(roleOrd).toString(),
           r.isNullAt(contentOrd) ? null : r.getUTF8String(contentOrd).toString()));
     }
-    return UTF8String.fromString(template(dir.toString()).render(ms, addGenerationPrompt, null));
+    return UTF8String.fromString(template(dir.toString()).render(ms, addGenerationPrompt,
+        kwargs == null ? null : VARIABLES.computeIfAbsent(kwargs.toString(), k -> ChatTemplate.parseKwargs(k,
+            "tp_chat_template argument 'chat_template_kwargs'"))));
   }
 }

@@ -44,6 +44,6 @@ public final class SqlSupport {
    * tokenizer of {@code m}'s directory, special tokens added as its post-processor says (a null text gives null).
    */
   public static Dataset<Row> tokenize(Dataset<Row> df, String textCol, String idsCol, TensorParallelModel m) {
-    return Tokenize.apply(df, textCol, idsCol, m.loaded.tokenizerDir(), 0);
+    return Tokenize.apply(df, textCol, idsCol, m.loaded.tokenizerDir(), 0, true, m.chatTemplateVariables());
   }
 }

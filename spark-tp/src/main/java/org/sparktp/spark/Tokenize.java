@@ -34,11 +34,13 @@ final class Tokenize implements MapPartitionsFunction<Row, Row> {
   private final int maxLength;
   private final ChatTemplate chat; // null: the column holds text
   private final boolean addGenerationPrompt;
+  private final java.util.HashMap<String, Object> variables; // the chat template's extra variables
   private final int errorOrdinal; // spark.tp.on-error's helper column (a row whose template fails), or -1: fail
   private final String column;
 
   private Tokenize(int textOrdinal, String dir, int maxLength, ChatTemplate chat, boolean addGenerationPrompt,
-      int errorOrdinal, String column) {
+      java.util.Map<String, Object> variables, int errorOrdinal, String column) {
+    this.variables = new java.util.HashMap<>(variables);
     this.errorOrdinal = errorOrdinal;
     this.column = column;
     this.textOrdinal = textOrdinal;
@@ -49,21 +51,22 @@ final class Tokenize implements MapPartitionsFunction<Row, Row> {
   }
 
   static Dataset<Row> apply(Dataset<Row> df, String textCol, String idsCol, String dir, int maxLength) {
-    return apply(df, textCol, idsCol, dir, maxLength, true);
+    return apply(df, textCol, idsCol, dir, maxLength, true, java.util.Map.of());
   }
 
   /**
    * With a messages column, {@code addGenerationPrompt} ends each prompt with the assistant's turn (generation); when
    * {@code df} has {@code spark.tp.on-error}'s helper column, a conversation the template cannot render gets null ids
-   * and its cause there (the tag stage passes it on), else it fails the task.
+   * and its cause there (the tag stage passes it on), else it fails the task. {@code variables} are the template's
+   * extra variables ({@code chatTemplateKwargs}).
    */
   static Dataset<Row> apply(Dataset<Row> df, String textCol, String idsCol, String dir, int maxLength,
-      boolean addGenerationPrompt) {
+      boolean addGenerationPrompt, java.util.Map<String, Object> variables) {
     StructType out = df.schema().add(idsCol, DataTypes.createArrayType(DataTypes.IntegerType, false), true);
     int ord = df.schema().fieldIndex(textCol);
     ChatTemplate chat = ChatInput.isMessages(df.schema().fields()[ord].dataType()) ? ChatInput.template(dir) : null;
     int err = java.util.Arrays.asList(df.schema().fieldNames()).indexOf(OnError.HELPER);
-    return df.mapPartitions(new Tokenize(ord, dir, maxLength, chat, addGenerationPrompt, err, textCol),
+    return df.mapPartitions(new Tokenize(ord, dir, maxLength, chat, addGenerationPrompt, variables, err, textCol),
         Encoders.row(out));
   }
 
@@ -82,7 +85,7 @@ final class Tokenize implements MapPartitionsFunction<Row, Row> {
         String text;
         try {
           text = chat == null ? r.getString(textOrdinal)
-              : chat.render(ChatInput.messages(r.getList(textOrdinal)), addGenerationPrompt, null);
+              : chat.render(ChatInput.messages(r.getList(textOrdinal)), addGenerationPrompt, variables);
         } catch (IllegalArgumentException e) { // ChatTemplateException, or a null message
           if (errorOrdinal < 0) {
             throw e;

@@ -11,6 +11,7 @@ import org.apache.spark.ml.param.ParamValidators;
 import org.sparktp.TpConf;
 import org.sparktp.TpSettings;
 import org.sparktp.backend.Precision;
+import org.sparktp.model.hf.ChatTemplate;
 import org.sparktp.tensor.DType;
 
 /**
@@ -23,7 +24,7 @@ import org.sparktp.tensor.DType;
  * {@code tpSize}, {@code groups}, {@code batchSize}, {@code backend}. Precision: {@code dtype},
  * {@code activationDtype}. Transformers: {@code task}, {@code pooling}, {@code normalize}. Task generate:
  * {@code maxNewTokens}, {@code temperature}, {@code topK}, {@code topP}, {@code repetitionPenalty}, {@code seed},
- * {@code seedCol}, {@code stop}, {@code stopIds}.
+ * {@code seedCol}, {@code stop}, {@code stopIds}. A messages column: {@code chatTemplateKwargs}.
  */
 public abstract class TpModelParams extends Model<TensorParallelModel> {
   private static final long serialVersionUID = 1L;
@@ -54,6 +55,8 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
   private final Param<String> seedCol;
   private final org.apache.spark.ml.param.StringArrayParam stop;
   private final org.apache.spark.ml.param.IntArrayParam stopIds;
+  // --- issue 21: chat template variables ---
+  private final Param<String> chatTemplateKwargs;
 
   TpModelParams(String uid) {
     this.uid = uid;
@@ -81,6 +84,8 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
         + "(finish_reason stop; needs the model's tokenizer)");
     stopIds = new org.apache.spark.ml.param.IntArrayParam(this, "stopIds", "task generate: token ids that end a "
         + "row (finish_reason stop); the model's eos_token_id ends it with eos");
+    chatTemplateKwargs = new Param<>(this, "chatTemplateKwargs", "a messages column: extra chat template variables, "
+        + "a JSON object such as {\"enable_thinking\": false} (apply_chat_template's **kwargs)");
     setDefault(maxNewTokens, 64);
     setDefault(temperature, 0.0);
     setDefault(topK, 0);
@@ -230,6 +235,40 @@ public abstract class TpModelParams extends Model<TensorParallelModel> {
   public TensorParallelModel setStopIds(int... v) {
     set(stopIds, v);
     return self();
+  }
+
+  public Param<String> chatTemplateKwargs() {
+    return chatTemplateKwargs;
+  }
+
+  /**
+   * Extra variables of the chat template a messages column is rendered with, as {@code apply_chat_template}'s
+   * {@code **kwargs}: a JSON object such as {@code {"enable_thinking": false, "tools": [...]}} (null: none).
+   * Invalid JSON or a non-object fails here, in one line.
+   */
+  public TensorParallelModel setChatTemplateKwargs(String json) {
+    ChatTemplate.parseKwargs(json, "chatTemplateKwargs"); // validates
+    if (json == null) {
+      clear(chatTemplateKwargs);
+    } else {
+      set(chatTemplateKwargs, json);
+    }
+    return self();
+  }
+
+  /** As {@link #setChatTemplateKwargs(String)}, from a map (values: booleans, numbers, strings, lists, maps). */
+  public TensorParallelModel setChatTemplateKwargs(Map<String, ?> variables) {
+    try {
+      return setChatTemplateKwargs(variables == null ? null
+          : new com.fasterxml.jackson.databind.ObjectMapper().writeValueAsString(variables));
+    } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+      throw new IllegalArgumentException("chatTemplateKwargs: a value cannot be written as JSON: " + e.getMessage(), e);
+    }
+  }
+
+  /** The extra chat template variables ({@link #setChatTemplateKwargs}); empty when unset. */
+  public Map<String, Object> chatTemplateVariables() {
+    return ChatTemplate.parseKwargs(isSet(chatTemplateKwargs) ? $(chatTemplateKwargs) : null, "chatTemplateKwargs");
   }
 
   /** Sets {@code p} to {@code v}, or throws saying which values {@code p} takes (Spark's own check names none). */

@@ -185,7 +185,7 @@ final class TransformFlow {
     if (text) {
       int maxLen = gen == null ? plan.truncateTo() : 0; // generate truncates left
       df = (org.apache.spark.sql.classic.Dataset<Row>) Tokenize.apply(df, col, TOKEN_IDS, model.tokenizerDir(), maxLen,
-          gen != null);
+          gen != null, m.chatTemplateVariables());
       col = TOKEN_IDS;
     }
     if (gen != null && m.isSet(m.seedCol())) {

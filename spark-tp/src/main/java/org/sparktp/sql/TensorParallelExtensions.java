@@ -22,7 +22,8 @@ import scala.runtime.BoxedUnit;
  *       counts) from a Hugging Face causal LM;
  *   <li>{@code tp_score(model, input [, options])}: the log-likelihood of each row under a causal LM;
  *   <li>{@code tp_explain(model, tp)}: the plan for {@code tp} ranks, as text;
- *   <li>{@code tp_chat_template(model, messages [, add_generation_prompt])}: a conversation's prompt by the
+ *   <li>{@code tp_chat_template(model, messages [, add_generation_prompt [, chat_template_kwargs]])}: a
+ *       conversation's prompt by the
  *       model's chat template, row by row;
  *   <li>{@code tp_models()}: a table of the models registered with {@code spark.tp.models.<name>=<path>}.
  * </ul>
@@ -97,16 +98,18 @@ public final class TensorParallelExtensions extends AbstractFunction1<SparkSessi
             + "  ", "scalar"),
         fn(TpFunctions::explain)));
     ext.injectFunction(new Tuple3<>(new FunctionIdentifier(TpChatTemplate.NAME),
-        info(TpChatTemplate.NAME, "_FUNC_(model, messages [, add_generation_prompt]) - The prompt a Hugging Face"
+        info(TpChatTemplate.NAME, "_FUNC_(model, messages [, add_generation_prompt [, chat_template_kwargs]]) - The prompt a Hugging Face"
             + " model's chat template (tokenizer_config.json) makes of a conversation, as transformers'"
             + " apply_chat_template; row by row.",
             "\n    Arguments:\n"
             + "      * model - a constant string: a Hugging Face model's directory or a registered name\n"
             + "      * messages - array<struct<role: string, content: string>>\n"
             + "      * add_generation_prompt - constant boolean, default true: end with the assistant's turn\n"
+            + "      * chat_template_kwargs - constant string, a JSON object: extra template variables\n"
             + "  ",
             "\n    Examples:\n"
             + "      > SELECT _FUNC_('qwen', array(named_struct('role', 'user', 'content', 'Hi')));\n"
+            + "      > SELECT _FUNC_('qwen', messages, chat_template_kwargs => '{\"enable_thinking\": false}');\n"
             + "  ", "scalar"),
         fn(TpChatTemplate::build)));
     ext.injectTableFunction(new Tuple3<>(new FunctionIdentifier(TpFunctions.MODELS),

@@ -13,9 +13,10 @@ import org.sparktp.spark.TensorParallelModel;
 import scala.collection.immutable.Seq;
 
 /**
- * {@code tp_chat_template(model, messages [, add_generation_prompt])}: the prompt a Hugging Face model's chat template
- * makes of a conversation ({@code array<struct<role, content>>}), a string, row by row (no barrier stage).
- * {@code add_generation_prompt} (a constant boolean, default true) ends it with the assistant's turn. The model's
+ * {@code tp_chat_template(model, messages [, add_generation_prompt [, chat_template_kwargs]])}: the prompt a Hugging
+ * Face model's chat template makes of a conversation ({@code array<struct<role, content>>}), a string, row by row (no
+ * barrier stage). {@code add_generation_prompt} (a constant boolean, default true) ends it with the assistant's turn;
+ * {@code chat_template_kwargs} (a constant JSON object string) gives the template extra variables. The model's
  * template is read when the query is analysed: a model without one is an analysis error.
  */
 final class TpChatTemplate {
@@ -26,7 +27,7 @@ final class TpChatTemplate {
 
   static Expression build(Seq<Expression> arguments) {
     TpFunctions.Args a = TpFunctions.Args.parse(NAME, arguments, List.of("model", "messages",
-        "add_generation_prompt"));
+        "add_generation_prompt", "chat_template_kwargs"));
     for (String k : a.named.keySet()) {
       if (!a.names.contains(k)) {
         throw Sc.error(NAME + " takes the arguments " + a.names + ", got '" + k + "'");
@@ -50,6 +51,16 @@ final class TpChatTemplate {
       }
       addGenerationPrompt = (Boolean) gen.eval(null);
     }
+    Expression kw = a.positionalOrNamed("chat_template_kwargs");
+    String kwargs = null;
+    if (kw != null) {
+      if (!kw.foldable() || !kw.dataType().equals(DataTypes.StringType)) {
+        throw Sc.error(NAME + " argument 'chat_template_kwargs' must be a constant string holding a JSON object such"
+            + " as '{\"enable_thinking\": false}', got " + kw.sql());
+      }
+      Object v = kw.eval(null);
+      kwargs = v == null ? null : TpFunctions.chatTemplateKwargs(NAME, "chat_template_kwargs", v.toString());
+    }
     String name = model.eval(null).toString();
     TensorParallelModel m = TpFunctions.openModel(NAME, name);
     String dir = SqlSupport.hfDirectory(m);
@@ -67,7 +78,7 @@ final class TpChatTemplate {
         Literal.create(ChatInput.ordinal(elem, "role"), DataTypes.IntegerType),
         Literal.create(ChatInput.ordinal(elem, "content"), DataTypes.IntegerType),
         Literal.create(elem.size(), DataTypes.IntegerType),
-        Literal.create(addGenerationPrompt, DataTypes.BooleanType));
+        Literal.create(addGenerationPrompt, DataTypes.BooleanType), Literal.create(kwargs, DataTypes.StringType));
     return new StaticInvoke(ChatInput.class, DataTypes.StringType, "render", Sc.seq(args), Sc.seq(), true, true,
         true, scala.Option.empty());
   }

@@ -40,6 +40,7 @@ import org.apache.spark.sql.types.StructType;
 import org.apache.spark.unsafe.types.UTF8String;
 import org.sparktp.TpConf;
 import org.sparktp.TpSettings;
+import org.sparktp.model.hf.ChatTemplate;
 import org.sparktp.spark.OnError;
 import org.sparktp.spark.SqlSupport;
 import org.sparktp.spark.TensorParallelModel;
@@ -256,6 +257,8 @@ final class TpFunctions {
           throw Sc.error(fn + ": unknown option '" + key + "'; " + allowed(params, keys));
         }
         conf.put(key, checkConf(fn, key, value));
+      } else if (n.equals("chattemplatekwargs")) { // JSON, kept as written (other string params are lower-cased)
+        pm.put(base.chatTemplateKwargs(), chatTemplateKwargs(fn, key, value));
       } else if (params.containsKey(n)) {
         @SuppressWarnings("unchecked")
         Param<Object> p = (Param<Object>) params.get(n);
@@ -273,6 +276,16 @@ final class TpFunctions {
       m.setConf(e.getKey(), e.getValue());
     }
     return m;
+  }
+
+  /** {@code value} of the option {@code key}, checked to be a JSON object ({@link ChatTemplate#parseKwargs}). */
+  static String chatTemplateKwargs(String fn, String key, String value) {
+    try {
+      ChatTemplate.parseKwargs(value, fn + ": option '" + key + "'");
+    } catch (IllegalArgumentException e) {
+      throw Sc.error(e.getMessage(), e);
+    }
+    return value;
   }
 
   /** Tensor-parallel calls need {@code groups x tp} task slots at once: too few is an analysis error. */

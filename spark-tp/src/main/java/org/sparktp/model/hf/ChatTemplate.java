@@ -169,6 +169,36 @@ public final class ChatTemplate implements Serializable {
     }
   }
 
+  /**
+   * The extra template variables of {@code json}, a JSON object ({@code {"enable_thinking": false, "tools": [...]}}),
+   * as {@code apply_chat_template(..., **kwargs)} takes them: JSON's true/false, numbers, strings, null, arrays and
+   * objects become the matching Jinja values. Null or blank: none. Invalid JSON, a value that is not an object, or
+   * the key {@code messages} is an {@link IllegalArgumentException} naming {@code option} (where the JSON was given).
+   */
+  public static Map<String, Object> parseKwargs(String json, String option) {
+    if (json == null || json.isBlank()) {
+      return Map.of();
+    }
+    String fix = "; give a JSON object of template variables such as '{\"enable_thinking\": false}'";
+    JsonNode node;
+    try {
+      node = new ObjectMapper().readTree(json);
+    } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+      throw new IllegalArgumentException(option + " is not valid JSON (" + e.getOriginalMessage().lines().findFirst()
+          .orElse("") + ")" + fix + ", got '" + json + "'", e);
+    }
+    if (node == null || !node.isObject()) {
+      throw new IllegalArgumentException(option + " must be a JSON object, got " + (node == null ? "nothing"
+          : "a JSON " + node.getNodeType().name().toLowerCase(java.util.Locale.ROOT)) + fix);
+    }
+    if (node.has("messages")) {
+      throw new IllegalArgumentException(option + " sets 'messages', which is the conversation itself; drop that key");
+    }
+    @SuppressWarnings("unchecked")
+    Map<String, Object> out = new ObjectMapper().convertValue(node, LinkedHashMap.class);
+    return out;
+  }
+
   /** The template's source text. */
   public String source() {
     return source;

@@ -75,6 +75,34 @@ class ChatTemplateTest {
   }
 
   @Test
+  void kwargsGivenAsJsonBecomeJinjaValues() throws Exception {
+    JsonNode c = cases().map(a -> (JsonNode) a.get()[1]).filter(n -> n.get("name").asText().equals(
+        "kwargs: thinking off, a list and a mapping")).findFirst().orElseThrow();
+    ChatTemplate t = new ChatTemplate("m", c.get("template").asText(), Map.of());
+    List<ChatMessage> hi = List.of(new ChatMessage("user", "Hi"));
+    Map<String, Object> vars = ChatTemplate.parseKwargs("{\"enable_thinking\": false, \"tags\": [\"math\", 3, 2.5], "
+        + "\"limits\": {\"max\": 64, \"ratio\": 0.5, \"name\": \"short\"}}", "opt");
+    String expected = "<user>Hi\ntags: math, 3, 2.5 (3)\nmax: 64, ratio: 0.5, name: short\n<assistant>\n<think></think>\n";
+    assertThat(c.get("expected").asText()).as("jinja2's rendering").isEqualTo(expected);
+    assertThat(t.render(hi, true, vars)).as("from JSON").isEqualTo(expected);
+    assertThat(t.render(hi, true, ChatTemplate.parseKwargs("{\"enable_thinking\": true}", "opt")))
+        .isEqualTo("<user>Hi\n<assistant>\n");
+    assertThat(t.render(hi, false, ChatTemplate.parseKwargs(" ", "opt"))).isEqualTo("<user>Hi\n");
+  }
+
+  @Test
+  void kwargsThatAreNotAJsonObjectAreOneClearLine() {
+    assertThatThrownBy(() -> ChatTemplate.parseKwargs("{enable_thinking: false}", "--chat-template-kwargs"))
+        .isInstanceOf(IllegalArgumentException.class).hasMessageStartingWith("--chat-template-kwargs is not valid JSON (")
+        .hasMessageEndingWith("; give a JSON object of template variables such as '{\"enable_thinking\": false}',"
+            + " got '{enable_thinking: false}'").satisfies(e -> assertThat(e.getMessage()).doesNotContain("\n"));
+    assertThatThrownBy(() -> ChatTemplate.parseKwargs("[1, 2]", "opt")).hasMessage("opt must be a JSON object, got a"
+        + " JSON array; give a JSON object of template variables such as '{\"enable_thinking\": false}'");
+    assertThatThrownBy(() -> ChatTemplate.parseKwargs("{\"messages\": []}", "opt")).hasMessage("opt sets 'messages',"
+        + " which is the conversation itself; drop that key");
+  }
+
+  @Test
   void loadsTheNamedTemplateAndTheSpecialTokensOfADirectory(@TempDir java.nio.file.Path dir) throws Exception {
     Files.writeString(dir.resolve(ChatTemplate.CONFIG_FILE), """
         {"bos_token": {"content": "<B>", "lstrip": false, "__type": "AddedToken"}, "eos_token": "<E>",
