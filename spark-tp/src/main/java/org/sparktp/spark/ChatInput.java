@@ -78,7 +78,7 @@ public final class ChatInput {
   /**
    * {@code tp_chat_template}'s evaluation (Catalyst's internal values): the prompt of the conversation
    * {@code messages} (structs with {@code role} at {@code roleOrd}, {@code content} at {@code contentOrd}) with
-   * the template of {@code dir} and the extra variables of the JSON object {@code kwargs} (null: none).
+   * the template of {@code dir} and the extra variables of the JSON object {@code kwargs} (empty: none).
    */
   public static UTF8String render(UTF8String dir, ArrayData messages, int roleOrd, int contentOrd, int width,
       boolean addGenerationPrompt, UTF8String kwargs) {
@@ -92,7 +92,7 @@ public final class ChatInput {
           r.isNullAt(contentOrd) ? null : r.getUTF8String(contentOrd).toString()));
     }
     return UTF8String.fromString(template(dir.toString()).render(ms, addGenerationPrompt,
-        kwargs == null ? null : VARIABLES.computeIfAbsent(kwargs.toString(), k -> ChatTemplate.parseKwargs(k,
+        kwargs.numBytes() == 0 ? null : VARIABLES.computeIfAbsent(kwargs.toString(), k -> ChatTemplate.parseKwargs(k,
             "tp_chat_template argument 'chat_template_kwargs'"))));
   }
 }

@@ -52,14 +52,15 @@ final class TpChatTemplate {
       addGenerationPrompt = (Boolean) gen.eval(null);
     }
     Expression kw = a.positionalOrNamed("chat_template_kwargs");
-    String kwargs = null;
+    String kwargs = ""; // none (not null: a null argument makes the call null)
     if (kw != null) {
       if (!kw.foldable() || !kw.dataType().equals(DataTypes.StringType)) {
         throw Sc.error(NAME + " argument 'chat_template_kwargs' must be a constant string holding a JSON object such"
             + " as '{\"enable_thinking\": false}', got " + kw.sql());
       }
       Object v = kw.eval(null);
-      kwargs = v == null ? null : TpFunctions.chatTemplateKwargs(NAME, "chat_template_kwargs", v.toString());
+      kwargs = v == null ? "" : TpFunctions.chatTemplateKwargs(NAME + " argument 'chat_template_kwargs'",
+          v.toString());
     }
     String name = model.eval(null).toString();
     TensorParallelModel m = TpFunctions.openModel(NAME, name);

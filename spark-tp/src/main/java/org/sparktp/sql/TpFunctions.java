@@ -258,7 +258,7 @@ final class TpFunctions {
         }
         conf.put(key, checkConf(fn, key, value));
       } else if (n.equals("chattemplatekwargs")) { // JSON, kept as written (other string params are lower-cased)
-        pm.put(base.chatTemplateKwargs(), chatTemplateKwargs(fn, key, value));
+        pm.put(base.chatTemplateKwargs(), chatTemplateKwargs(fn + ": option '" + key + "'", value));
       } else if (params.containsKey(n)) {
         @SuppressWarnings("unchecked")
         Param<Object> p = (Param<Object>) params.get(n);
@@ -278,10 +278,10 @@ final class TpFunctions {
     return m;
   }
 
-  /** {@code value} of the option {@code key}, checked to be a JSON object ({@link ChatTemplate#parseKwargs}). */
-  static String chatTemplateKwargs(String fn, String key, String value) {
+  /** {@code value}, checked to be a JSON object ({@link ChatTemplate#parseKwargs}); {@code what} names it in errors. */
+  static String chatTemplateKwargs(String what, String value) {
     try {
-      ChatTemplate.parseKwargs(value, fn + ": option '" + key + "'");
+      ChatTemplate.parseKwargs(value, what);
     } catch (IllegalArgumentException e) {
       throw Sc.error(e.getMessage(), e);
     }

@@ -26,13 +26,18 @@ import org.sparktp.testing.HfFixtures;
  * Conversations as input: {@code tp_chat_template} in SQL renders a messages column (from JSON, fields in JSON's
  * order) with the model's chat template, equal to the hand-checked prompt (the same as jinja2's); a template's
  * {@code raise_exception} fails the query naming the model and its message; and a messages column given to
- * {@code transform} (task generate, tp 2) generates what the rendered prompts given as text generate.
+ * {@code transform} (task generate, tp 2) generates what the rendered prompts given as text generate. Chat template
+ * kwargs (a JSON object: a thinking switch, a list) reach the template from {@code tp_chat_template},
+ * {@code tp_generate}'s options and {@code setChatTemplateKwargs}; JSON that is not an object fails at analysis.
  */
 class ChatSqlTest extends SqlTestBase {
   static final String TEMPLATE = "{{ bos_token }}{% for m in messages %}{% if m.role not in ['user', 'assistant'] %}"
       + "{{ raise_exception('Unsupported role ' ~ m.role) }}{% endif %}[{{ m.role|upper }}] {{ m.content.strip() }}"
       + "{{ eos_token if m.role == 'assistant' else '' }}\n{% endfor %}{% if add_generation_prompt %}[ASSISTANT]"
-      + "{% endif %}";
+      + "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}{% endif %}"
+      + "{% if tags is defined %}{% for t in tags %}<{{ t }}>{% endfor %}{% endif %}";
+  /** Chat template kwargs the template above reads: a thinking switch and a list. */
+  static final String KWARGS = "{\"enable_thinking\": false, \"tags\": [\"a\", 7]}";
 
   static SparkSession spark;
   static String dir;
@@ -72,6 +77,52 @@ class ChatSqlTest extends SqlTestBase {
     assertThat(rows.get(0).getString(1)).isEqualTo("<s>[USER] Hi there\n[ASSISTANT] Hello</s>\n[USER] Go\n[ASSISTANT]");
     assertThat(rows.get(0).getString(2)).isEqualTo("<s>[USER] Hi there\n[ASSISTANT] Hello</s>\n[USER] Go\n");
     assertThat(rows.get(1).getString(1)).isEqualTo("<s>[USER] Why?\n[ASSISTANT]");
+  }
+
+  @Test
+  void chatTemplateKwargsReachTheTemplateFromSql() {
+    List<Row> rows = spark.sql("SELECT id, tp_chat_template('chat', messages, true, '" + KWARGS + "') AS p, "
+        + "tp_chat_template('chat', messages, add_generation_prompt => false, chat_template_kwargs => '" + KWARGS
+        + "') AS q, tp_chat_template('chat', messages, chat_template_kwargs => '{\"enable_thinking\": true}') AS r "
+        + "FROM conv ORDER BY id").collectAsList();
+    assertThat(rows.get(0).getString(1)).isEqualTo(
+        "<s>[USER] Hi there\n[ASSISTANT] Hello</s>\n[USER] Go\n[ASSISTANT]<think></think><a><7>");
+    assertThat(rows.get(0).getString(2)).isEqualTo("<s>[USER] Hi there\n[ASSISTANT] Hello</s>\n[USER] Go\n<a><7>");
+    assertThat(rows.get(1).getString(1)).isEqualTo("<s>[USER] Why?\n[ASSISTANT]<think></think><a><7>");
+    assertThat(rows.get(1).getString(3)).isEqualTo("<s>[USER] Why?\n[ASSISTANT]");
+    assertThatThrownBy(() -> spark.sql("SELECT tp_chat_template('chat', messages, true, '{enable_thinking: false}')"
+        + " FROM conv")).hasMessageContaining("tp_chat_template argument 'chat_template_kwargs' is not valid JSON (")
+        .hasMessageContaining("; give a JSON object of template variables such as '{\"enable_thinking\": false}'");
+    assertThatThrownBy(() -> spark.sql("SELECT tp_generate('chat', messages, map('chat_template_kwargs', '[1]'))"
+        + " FROM conv")).hasMessageContaining("tp_generate: option 'chat_template_kwargs' must be a JSON object, got"
+        + " a JSON array; give a JSON object of template variables");
+    assertThatThrownBy(() -> TensorParallelModel.fromDirectory(dir).setChatTemplateKwargs("false"))
+        .hasMessage("chatTemplateKwargs must be a JSON object, got a JSON boolean; give a JSON object of template"
+            + " variables such as '{\"enable_thinking\": false}'");
+  }
+
+  @Test
+  void chatTemplateKwargsReachTheTemplateFromTpGenerateAndTheDataFrameParam() {
+    // the prompt the kwargs make, written by hand: generating from it as text is the reference (row 2: row 1's
+    // prompt with the kwargs is longer than the test model's context)
+    spark.createDataFrame(List.of(
+        org.apache.spark.sql.RowFactory.create(2L, "<s>[USER] Why?\n[ASSISTANT]<think></think><a><7>")),
+        new org.apache.spark.sql.types.StructType().add("id", DataTypes.LongType).add("prompt", DataTypes.StringType))
+        .createOrReplaceTempView("kw_prompts");
+    List<Row> fromText = spark.sql("SELECT id, tp_generate('chat', prompt, map('max_new_tokens', '3')) AS r "
+        + "FROM kw_prompts ORDER BY id").collectAsList();
+    List<Row> fromMessages = spark.sql("SELECT id, tp_generate('chat', messages, map('max_new_tokens', '3', "
+        + "'chat_template_kwargs', '" + KWARGS + "')) AS r FROM conv WHERE id = 2").collectAsList();
+    assertThat(fromMessages).hasSize(1).isEqualTo(fromText);
+    assertThat(fromText.get(0).getStruct(1).<Integer>getAs("prompt_tokens")).as("the kwargs' tokens are in the prompt")
+        .isGreaterThan(spark.sql("SELECT tp_generate('chat', messages, map('max_new_tokens', '1')).prompt_tokens FROM conv"
+            + " WHERE id = 2").first().getInt(0));
+    List<Row> fromParam = TensorParallelModel.fromDirectory(dir).setTask("generate").setMaxNewTokens(3)
+        .setInputCol("messages").setChatTemplateKwargs(java.util.Map.of("enable_thinking", false, "tags",
+            List.of("a", 7))).transform(spark.table("conv").where("id = 2"))
+        .select("id", TensorParallelModel.GENERATED_IDS).collectAsList();
+    assertThat(fromParam).hasSize(1);
+    assertThat(fromParam.get(0).getList(1)).isEqualTo(fromText.get(0).getStruct(1).getList(1));
   }
 
   @Test
