@@ -76,14 +76,6 @@ class CliTest {
         + " generated text and ids, not an embedding: drop --pooling\n");
     r = cli("infer", "--model", gpt2, "--input", in, "--output", out, "--task", "generate", "--normalize");
     assertThat(r.err).startsWith("spark-tp: error: --normalize is a flag of --task embed;");
-    r = cli("infer", "--model", gpt2, "--input", in, "--output", out, "--task", "generate", "--chat-template-kwargs",
-        "{\"enable_thinking\": False}");
-    assertThat(r.code).isEqualTo(2);
-    assertThat(r.err).startsWith("spark-tp: error: --chat-template-kwargs is not valid JSON (").contains("; give a JSON"
-        + " object of template variables such as '{\"enable_thinking\": false}', got '{\"enable_thinking\": False}'\n");
-    r = cli("infer", "--model", gpt2, "--input", in, "--output", out, "--chat-template-kwargs", "\"x\"");
-    assertThat(r.err).startsWith("spark-tp: error: --chat-template-kwargs must be a JSON object, got a JSON string;"
-        + " give a JSON object of template variables such as '{\"enable_thinking\": false}'\n");
   }
 
   @Test
