@@ -75,8 +75,9 @@ public final class TpConf {
   public static final String CPU_THREADS_DEFAULT = "1";
 
   /**
-   * GEMM of the CPU backend: {@code auto} (OpenBLAS for f32 weights, oneDNN for bf16/f16/int8/int8-wo), {@code onednn} (every
-   * dtype) or {@code openblas} (f32 only; half weights are widened at load, int8 weights dequantized to f32).
+   * GEMM of the CPU backend: {@code auto} (oneDNN for every dtype where its ISA is AVX2 or better, else OpenBLAS for f32 weights
+   * and oneDNN for bf16/f16/int8/int8-wo), {@code onednn} (every dtype) or {@code openblas} (f32 only; half weights are widened
+   * at load, int8 weights dequantized to f32).
    */
   public static final String CPU_GEMM = "spark.tp.cpu.gemm";
   public static final String CPU_GEMM_DEFAULT = "auto";

@@ -51,13 +51,16 @@ import org.sparktp.spark.TensorParallelModel;
  * TransformerBench [--threads 2] [--tp 1,2] [--rows 32] [--seq 128] [--batch 8] [--layers 12] [--hidden 768]
  *                  [--heads 12] [--ffn 3072] [--vocab 30522] [--repeats 3] [--master local[2]]
  *                  [--peer tools/peer_transformer.py] [--no-frame] [--json FILE] [--dtype f32|bf16]
- *                  [--no-ort] [--onnx-dir DIR] [--python /usr/bin/python3]
+ *                  [--no-ort] [--onnx-dir DIR] [--python /usr/bin/python3] [--gemm auto|openblas|onednn]
  * </pre>
  */
 public final class TransformerBench {
   private TransformerBench() {}
 
   record Result(String impl, int tp, double tokensPerSec, double attentionShare) {}
+
+  /** {@code --gemm}: spark.tp.cpu.gemm of the engine's backends (auto, openblas, onednn). */
+  private static final String[] GEMM = {TpConf.CPU_GEMM_DEFAULT};
 
   public static void main(String[] args) throws Exception {
     int threads = 2;
@@ -110,6 +113,7 @@ public final class TransformerBench {
         case "--json" -> json = v;
         case "--onnx-dir" -> onnxDir = Path.of(v);
         case "--python" -> python = v;
+        case "--gemm" -> GEMM[0] = CpuBackend.checkGemm(v);
         case "--dtype" -> dtype = org.sparktp.tensor.DType.parseStorage(v, "--dtype");
         default -> throw new IllegalArgumentException("Unknown argument '" + a + "'; see the class Javadoc");
       }
@@ -276,7 +280,8 @@ public final class TransformerBench {
       for (int i = rank; i < inputs.length; i += tp) {
         mine.add(inputs[i]);
       }
-      try (CpuBackend be = (CpuBackend) Backends.create("cpu", java.util.Map.of(TpConf.CPU_THREADS, "" + blas), -1);
+      try (CpuBackend be = (CpuBackend) Backends.create("cpu", java.util.Map.of(TpConf.CPU_THREADS, "" + blas,
+          TpConf.CPU_GEMM, GEMM[0]), -1);
           RankModel m = new RankModel(plan, rank, be, shards[rank], dtype)) {
         if (rank == 0) {
           kernel[0] = m.kernel();

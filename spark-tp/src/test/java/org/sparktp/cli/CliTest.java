@@ -26,6 +26,10 @@ import org.junit.jupiter.params.provider.ValueSource;
  * matches within 1e-5 (max |y - y_torch| / max |y_torch|).
  */
 class CliTest {
+  /** spark.tp.cpu.gemm=auto runs f32 linears on oneDNN where its ISA is AVX2 or better, else on OpenBLAS. */
+  private static final String F32_KERNEL = org.sparktp.backend.cpu.CpuBackend.onednnIsa().startsWith("avx")
+      ? "kernel onednn " : "kernel openblas";
+
   static final ObjectMapper JSON = new ObjectMapper();
   @TempDir
   static Path tmp;
@@ -185,7 +189,7 @@ class CliTest {
         .containsPattern("column linear fc1 \\[50->203\\] \\+gelu\\s+REPLICATED\\s+SHARDED")
         .containsPattern("row linear fc2 \\[203->64\\]\\s+SHARDED\\s+PARTIAL")
         .contains("weight bytes per rank: [")
-        .contains("dtype f32 (linear weights;").contains("kernel openblas")
+        .contains("dtype f32 (linear weights;").contains(F32_KERNEL)
         .contains("auto -> f32: the weights are f32 and auto never narrows them");
     r = cli("explain", "--model", fixture.resolve("model").toString(), "--tp", "2", "--dtype", "bf16");
     assertThat(r.code).as(r.err).isZero();
@@ -221,7 +225,7 @@ class CliTest {
         .contains("kernel " + Explain.kernel(org.sparktp.tensor.DType.BF16))
         .containsPattern("weight bytes per rank in bf16: \\[\\d+, \\d+, \\d+\\]");
     r = cli("explain", "--model", org.sparktp.testing.HfFixtures.dir("gpt2").toString(), "--dtype", "f32");
-    assertThat(r.out).contains("dtype f32 (linear weights and embedding tables;").contains("kernel openblas");
+    assertThat(r.out).contains("dtype f32 (linear weights and embedding tables;").contains(F32_KERNEL);
     r = cli("infer", "--model", org.sparktp.testing.HfFixtures.dir("gpt2").toString(), "--input", "in.json",
         "--output", "o", "--dtype", "int4");
     assertThat(r.code).isEqualTo(2);
@@ -283,7 +287,7 @@ class CliTest {
     Run r = cli("doctor", "--master", "local[1]");
     assertThat(r.code).as(r.err).isZero();
     assertThat(r.out).contains("backend cpu").containsPattern("onednn\\s+isa ")
-        .contains("kernels: f32 openblas, bf16 ").containsPattern("int8 onednn \\S+ int8 W8A8 \\(brg_matmul:")
+        .contains("kernels: f32 " + F32_KERNEL.substring("kernel ".length())).containsPattern("int8 onednn \\S+ int8 W8A8 \\(brg_matmul:")
         .contains("OMP_NUM_THREADS").containsPattern("provider cpu\\s+available")
         .containsPattern("precision\\s+spark.tp.dtype auto -> (bf16|f32): bf16 checkpoint")
         .contains("f32 weights: f32");

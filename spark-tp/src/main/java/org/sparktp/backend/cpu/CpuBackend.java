@@ -17,12 +17,13 @@ import org.sparktp.backend.Tensor;
 /**
  * The CPU backend: tensors of any {@link DType} in off-heap host memory; linear layers through oneDNN
  * matmuls ({@code org.bytedeco:dnnl}, weights prepacked once, AMX or AVX512-BF16 for bf16/f16 weights,
- * see {@link DnnlLinear}) or OpenBLAS {@code cblas_sgemm} for f32 weights ({@code org.bytedeco:openblas},
- * the reference path); elementwise work, norms and softmax in Java, in float32.
+ * see {@link DnnlLinear}; f32 weights too where oneDNN has JIT kernels) or OpenBLAS {@code cblas_sgemm}
+ * ({@code org.bytedeco:openblas}: attention's GEMMs, {@link #gemm}, and f32 linears where oneDNN has only its
+ * reference code); elementwise work, norms and softmax in Java, in float32.
  *
- * <p>Which GEMM runs ({@code spark.tp.cpu.gemm}): {@code auto} = OpenBLAS for f32 weights, oneDNN for
- * bf16/f16; {@code onednn} = oneDNN for every dtype; {@code openblas} = OpenBLAS only (bf16/f16 weights are
- * then widened to f32 at load).
+ * <p>Which GEMM runs ({@code spark.tp.cpu.gemm}): {@code auto} = oneDNN for every dtype where its ISA is AVX2 or
+ * better, else OpenBLAS for f32 weights and oneDNN for the others; {@code onednn} = oneDNN for every dtype;
+ * {@code openblas} = OpenBLAS only (bf16/f16 weights are then widened to f32 at load).
  *
  * <p>Threads ({@code spark.tp.cpu.threads}, one by default: ranks of a group in one JVM would otherwise
  * oversubscribe the cores): one {@link CpuPool} per backend runs every kernel that is not a oneDNN matmul, OpenBLAS
@@ -111,7 +112,10 @@ public final class CpuBackend implements Backend {
     if ("openblas".equals(gemm) || Dnnl.loadError() != null) {
       return false;
     }
-    return ("onednn".equals(gemm) || weights != DType.F32) && Dnnl.supports(weights);
+    // auto: oneDNN for f32 too where it has JIT kernels (AVX2 and up): its f32 matmul ran 2.2x OpenBLAS's on a
+    // BERT-base encoder and 2.5x on a 512 x 4096 x 4096 GEMM on an AVX-512 CPU (docs/benchmarks.md); OpenBLAS stays
+    // the f32 path where oneDNN would run its reference code
+    return ("onednn".equals(gemm) || weights != DType.F32 || Dnnl.isa().startsWith("avx")) && Dnnl.supports(weights);
   }
 
   @Override
