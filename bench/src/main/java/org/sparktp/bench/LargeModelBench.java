@@ -25,8 +25,8 @@ import org.sparktp.spark.TensorParallelModel;
  * intermediate 8192, vocabulary 128256, tied embeddings, bf16: 1.24 B parameters, 2.5 GB) with random weights, written
  * once (streamed, never whole in memory) under {@code --dir}, then run on Spark with spark-tp's defaults at {@code --tp}
  * (default 2, on {@code local[2]}: both ranks in this JVM): task score on {@code --rows} rows of {@code --prompt-len}
- * random ids twice (the first loads the ranks' shards: load time = first - second), then task generate of
- * {@code --new-tokens} tokens per row (greedy). Reports load time, score and generate tokens/s, and the peak RSS
+ * random ids twice (the first loads the ranks' shards: load time = first - second), then, the score models released
+ * from the shard cache, task generate of {@code --new-tokens} tokens per row (greedy; its load included). Reports load time, score and generate tokens/s, and the peak RSS
  * ({@code VmHWM}) of each JVM that ran ranks (local master: the driver, holding every rank; local-cluster: one
  * executor per rank) with the ranks it held.
  *
@@ -91,6 +91,9 @@ public final class LargeModelBench {
       System.out.printf(Locale.ROOT, "score %d x %d tokens: first job %.1f s (loads the shards), second %.1f s: load ~"
           + " %.1f s; %.0f tokens/s; peak RSS so far %s%n", rows, len, first, second, first - second,
           rows * (double) len / second, peakRss(spark));
+      // the score ranks' models stay in the shard cache (another plan than generate's): free them first, or the
+      // generate job's load would hold a second copy of the weights next to them
+      score.release();
       TensorParallelModel gen = TensorParallelModel.fromDirectory(dir.toString()).setInputCol("ids").setTpSize(tp)
           .setGroups(1).setTask("generate").setMaxNewTokens(newTokens);
       double genS = time(() -> gen.transform(df).count());
