@@ -108,9 +108,7 @@ final class CpuDecode {
             long q = (long) t0 * cols + qCol + (long) h0 * headDim;
             openblas_full.cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, len, headDim, scale,
                 x.getPointer(q), headDim, k, ld, 0f, sc.scores, len);
-            for (int i = 0; i < m; i++) {
-              CpuTransformer.softmax(sc.sb, sc.row, i * len, len, len);
-            }
+            CpuTransformer.softmaxRows(sc.sb, sc.row, m, len, len, 0);
             openblas_full.cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, headDim, len, 1f, sc.scores, len,
                 v, ld, 0f, o.getPointer((long) t0 * w + (long) h0 * headDim), headDim);
             continue;
@@ -119,9 +117,7 @@ final class CpuDecode {
             long q = (long) t0 * cols + qCol + (long) h * headDim;
             openblas_full.cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, headDim, scale,
                 x.getPointer(q), cols, k, ld, 0f, sc.scores, len);
-            for (int i = 0; i < n; i++) {
-              CpuTransformer.softmax(sc.sb, sc.row, i * len, past[s] + i + 1, len);
-            }
+            CpuTransformer.softmaxRows(sc.sb, sc.row, n, len, past[s] + 1, 1);
             openblas_full.cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, headDim, len, 1f, sc.scores, len,
                 v, ld, 0f, o.getPointer((long) t0 * w + (long) h * headDim), w);
           }
