@@ -87,15 +87,7 @@ public final class KvCache implements AutoCloseable {
 
   /** Cache bytes one token takes on the group's largest rank, keys and values stored as {@code dtype}. */
   public static long bytesPerToken(ModelPlan plan, DType dtype) {
-    long max = 0;
-    for (int r = 0; r < plan.tpSize(); r++) {
-      long b = 0;
-      for (Layer l : layers(plan, r)) {
-        b += (long) dtype.size() * l.width();
-      }
-      max = Math.max(max, b);
-    }
-    return max;
+    return plan.kvBytesPerToken(dtype);
   }
 
   static List<Layer> layers(ModelPlan plan, int rank) {

@@ -29,8 +29,11 @@ import org.sparktp.backend.Tensor;
  * </ul>
  */
 public record LmHeadOp(String weight, int vocab, int hidden, Task task) implements Op {
+  /** Task score runs the head over at most this many bytes of f32 logits at a time (every rank alike). */
+  public static final long LOGIT_CHUNK_BYTES = 64L << 20;
+
   /** Bytes of logits one chunk of positions of task score holds; tests lower it to make several chunks. */
-  static volatile long scoreChunkBytes = org.sparktp.nn.plan.MemoryEstimate.LOGIT_CHUNK_BYTES;
+  static volatile long scoreChunkBytes = LOGIT_CHUNK_BYTES;
 
   @Override
   public String name() {

@@ -1,7 +1,6 @@
 package org.sparktp.nn.plan;
 
 import java.util.Locale;
-import org.sparktp.nn.gen.KvCache;
 import org.sparktp.nn.ops.Slice;
 import org.sparktp.nn.ops.Task;
 import org.sparktp.tensor.DType;
@@ -15,7 +14,7 @@ import org.sparktp.tensor.DType;
  *   <li><b>load</b>: while the rank model is built, a linear's weight as read and its packed copy coexist: the largest
  *       slice more;
  *   <li><b>KV cache</b> (generation): {@code layers x 2 x kv heads on the rank x head_dim x dtype bytes} per token
- *       ({@link KvCache#bytesPerToken}) times the tokens of the rows in flight ({@code (prompt + max_new_tokens) x
+ *       ({@link ModelPlan#kvBytesPerToken}) times the tokens of the rows in flight ({@code (prompt + max_new_tokens) x
  *       rows}), capped by {@code spark.tp.kv-cache.max-bytes};
  *   <li><b>activations</b> of one step, f32: {@code (4 x width + 3 x widest GEMM output on the rank) x 4 bytes} per
  *       token the step runs (every rank runs the group's rows);
@@ -29,7 +28,7 @@ public record MemoryEstimate(int rank, DType storage, long weights, long load, l
     long kvTokens, long kvCap, long activations, long stepTokens, long logits, long heap) {
 
   /** Bytes of f32 logits one chunk of task score's LM head holds (the head runs over the positions in chunks). */
-  public static final long LOGIT_CHUNK_BYTES = 64L << 20;
+  public static final long LOGIT_CHUNK_BYTES = org.sparktp.nn.ops.LmHeadOp.LOGIT_CHUNK_BYTES;
 
   /**
    * The job's batch settings: rows and tokens (sequences) each rank brings to a micro-batch
@@ -91,7 +90,7 @@ public record MemoryEstimate(int rank, DType storage, long weights, long load, l
       step = Math.min(step, w.generateStepTokens());
       logitRows = Math.min(step, p * rows);
       DType kvType = activationDtype != null && activationDtype.isHalf() ? activationDtype : DType.F32;
-      kvPerToken = KvCache.bytesPerToken(plan, kvType);
+      kvPerToken = plan.kvBytesPerToken(kvType);
       kvTokens = p * (tokensPerRank + rows * w.maxNewTokens());
       kv = Math.min(w.kvCacheMaxBytes(), kvPerToken * kvTokens);
     } else if (task == Task.SCORE) {

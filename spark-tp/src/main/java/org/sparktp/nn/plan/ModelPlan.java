@@ -26,6 +26,26 @@ public interface ModelPlan extends ModelRows, Serializable {
   /** The planned ops, layout changes included. */
   List<Op> ops();
 
+  /**
+   * KV cache bytes one token takes on the group's largest rank, keys and values stored as {@code dtype}: the sum of
+   * {@link Op#kvFloatsPerToken} over every op, nested ones included.
+   */
+  default long kvBytesPerToken(DType dtype) {
+    long max = 0;
+    for (int r = 0; r < tpSize(); r++) {
+      max = Math.max(max, (long) dtype.size() * kvFloats(ops(), tpSize(), r));
+    }
+    return max;
+  }
+
+  private static long kvFloats(List<Op> ops, int p, int rank) {
+    long n = 0;
+    for (Op o : ops) {
+      n += o.kvFloatsPerToken(p, rank) + kvFloats(o.children(), p, rank);
+    }
+    return n;
+  }
+
   /** The layout of the output (the row return hands each row to its owner accordingly). */
   Layout outputLayout();
 
