@@ -112,9 +112,7 @@ public final class CpuBackend implements Backend {
     if ("openblas".equals(gemm) || Dnnl.loadError() != null) {
       return false;
     }
-    // auto: oneDNN for f32 too where it has JIT kernels (AVX2 and up): its f32 matmul ran 2.2x OpenBLAS's on a
-    // BERT-base encoder and 2.5x on a 512 x 4096 x 4096 GEMM on an AVX-512 CPU (docs/benchmarks.md); OpenBLAS stays
-    // the f32 path where oneDNN would run its reference code
+    // auto: f32 on oneDNN too where it has JIT kernels (2.2x OpenBLAS on a BERT encoder here, docs/precision.md)
     return ("onednn".equals(gemm) || weights != DType.F32 || Dnnl.isa().startsWith("avx")) && Dnnl.supports(weights);
   }
 
