@@ -24,9 +24,10 @@ class BenchmarksTest {
 
   @Test
   void everyNameTheCliListsIsABenchmark() throws Exception {
-    assertThat(Benchmarks.NAMES).containsExactly("gemm", "comm", "spark", "peer", "transformer", "gpu", "generate");
+    assertThat(Benchmarks.NAMES).containsExactly("gemm", "comm", "spark", "peer", "transformer", "gpu", "generate",
+        "large");
     org.assertj.core.api.Assertions.assertThatThrownBy(() -> Benchmarks.run("nope", new String[0]))
-        .hasMessage("unknown benchmark 'nope'; use gemm, comm, spark, peer, transformer, gpu, generate");
+        .hasMessage("unknown benchmark 'nope'; use gemm, comm, spark, peer, transformer, gpu, generate, large");
   }
 
   @Test
