@@ -59,9 +59,6 @@ public final class TransformerBench {
 
   record Result(String impl, int tp, double tokensPerSec, double attentionShare) {}
 
-  /** {@code --gemm}: spark.tp.cpu.gemm of the engine's backends (auto, openblas, onednn). */
-  private static final String[] GEMM = {TpConf.CPU_GEMM_DEFAULT};
-
   public static void main(String[] args) throws Exception {
     int threads = 2;
     int[] tps = {1, 2};
@@ -78,6 +75,7 @@ public final class TransformerBench {
     String peer = "tools/peer_transformer.py";
     boolean frame = true;
     boolean ort = true;
+    String gemm = TpConf.CPU_GEMM_DEFAULT; // spark.tp.cpu.gemm of the engine's backends
     Path onnxDir = Path.of(System.getProperty("java.io.tmpdir"), "spark-tp-onnx");
     String python = "/usr/bin/python3";
     String json = null;
@@ -113,7 +111,7 @@ public final class TransformerBench {
         case "--json" -> json = v;
         case "--onnx-dir" -> onnxDir = Path.of(v);
         case "--python" -> python = v;
-        case "--gemm" -> GEMM[0] = CpuBackend.checkGemm(v);
+        case "--gemm" -> gemm = CpuBackend.checkGemm(v);
         case "--dtype" -> dtype = org.sparktp.tensor.DType.parseStorage(v, "--dtype");
         default -> throw new IllegalArgumentException("Unknown argument '" + a + "'; see the class Javadoc");
       }
@@ -140,11 +138,11 @@ public final class TransformerBench {
           int blas = Math.max(1, threads / tp);
           double[] tokens = new double[repeats];
           double[] share = new double[repeats];
-          kernel = runEngine(plan, shards, inputs, batch, blas, new double[1], dtype, new double[1]);
+          kernel = runEngine(plan, shards, inputs, batch, blas, gemm, new double[1], dtype, new double[1]);
           for (int i = 0; i < repeats; i++) {
             double[] att = new double[1];
             double[] secs = new double[1];
-            runEngine(plan, shards, inputs, batch, blas, att, dtype, secs);
+            runEngine(plan, shards, inputs, batch, blas, gemm, att, dtype, secs);
             tokens[i] = (double) rows * seq / secs[0];
             share[i] = att[0];
           }
@@ -268,7 +266,7 @@ public final class TransformerBench {
    * Seconds for every row through the engine ({@code secs[0]}); rank r brings rows r, r + tp, ...; att[0] =
    * attention share; returns rank 0's kernel.
    */
-  static String runEngine(Plan plan, RankWeights[] shards, int[][] inputs, int batch, int blas,
+  static String runEngine(Plan plan, RankWeights[] shards, int[][] inputs, int batch, int blas, String gemm,
       double[] att, org.sparktp.tensor.DType dtype, double[] secs) {
     String[] kernel = {"-"};
     int tp = plan.tpSize();
@@ -281,7 +279,7 @@ public final class TransformerBench {
         mine.add(inputs[i]);
       }
       try (CpuBackend be = (CpuBackend) Backends.create("cpu", java.util.Map.of(TpConf.CPU_THREADS, "" + blas,
-          TpConf.CPU_GEMM, GEMM[0]), -1);
+          TpConf.CPU_GEMM, gemm), -1);
           RankModel m = new RankModel(plan, rank, be, shards[rank], dtype)) {
         if (rank == 0) {
           kernel[0] = m.kernel();
