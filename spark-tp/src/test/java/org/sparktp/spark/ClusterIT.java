@@ -57,6 +57,9 @@ class ClusterIT {
   private static final Map<Integer, Integer> FAILED_ATTEMPTS = new ConcurrentHashMap<>();
   private static final Map<Integer, String> FAILURES = new ConcurrentHashMap<>();
   private static final int COMM_TIMEOUT_S = 15;
+  private static final int PROBE_COPIES = 20;
+  private static final int FAULT_WINDOW_S = 20;
+  private static int copiesLasting;
 
   @BeforeAll
   static void start() throws Exception {
@@ -166,7 +169,7 @@ class ClusterIT {
   @Order(4)
   void aPartitionedWorkerFailsItsPeersWithinTheCommTimeoutAndTheJobFinishesOnTheOtherHosts() throws Exception {
     HfFixtures.Fixture f = HfFixtures.load("gpt2");
-    int copies = 60;
+    int copies = copiesLasting(f);
     int[][] prompts = prompts(f, copies);
     TensorParallelModel m = generator(f).setConf("spark.tp.comm.timeout", COMM_TIMEOUT_S + "s");
     int before = BARRIER_STAGES.size();
@@ -202,7 +205,7 @@ class ClusterIT {
   @Order(5)
   void aWorkerKilledMidGenerationRetriesTheStageAndLosesNoRow() throws Exception {
     HfFixtures.Fixture f = HfFixtures.load("gpt2");
-    int copies = 60;
+    int copies = copiesLasting(f);
     int[][] prompts = prompts(f, copies);
     TensorParallelModel m = generator(f);
     int before = BARRIER_STAGES.size();
@@ -238,6 +241,30 @@ class ClusterIT {
     assertThat(victim).as("the generation stage started on two hosts").isNotNull();
     assertThat(job.isDone()).as("the job was still running when the fault came (make it longer)").isFalse();
     return victim;
+  }
+
+  /**
+   * How many copies of the gpt2 fixture's prompts keep the faulted jobs' generation busy for about
+   * {@value #FAULT_WINDOW_S} s on these hosts (never fewer than 60): measured once, from the ranks' compute and
+   * communication time in a fault-free job of {@value #PROBE_COPIES} copies. A fixed count lets a fast host finish the
+   * stage before the fault lands, and the test then sees no failed attempt at all.
+   */
+  private static int copiesLasting(HfFixtures.Fixture f) {
+    if (copiesLasting == 0) {
+      int[][] prompts = prompts(f, PROBE_COPIES);
+      TensorParallelModel probe = generator(f);
+      assertGreedy(f, probe.transform(idsFrame(prompts, 2)).collectAsList(), prompts.length, PROBE_COPIES);
+      TpMetrics metrics = probe.lastMetrics();
+      long busyNanos = 1;
+      for (int rank = 0; rank < metrics.tpSize(); rank++) {
+        busyNanos = Math.max(busyNanos, metrics.computeNanos(rank) + metrics.commNanos(rank));
+      }
+      double copies = PROBE_COPIES * FAULT_WINDOW_S * 1e9 / busyNanos;
+      copiesLasting = (int) Math.min(4000, Math.max(60, Math.ceil(copies)));
+      System.out.printf("ClusterIT: %d copies generated in %.2f s of rank time; the faulted jobs use %d copies%n",
+          PROBE_COPIES, busyNanos / 1e9, copiesLasting);
+    }
+    return copiesLasting;
   }
 
   private static TensorParallelModel generator(HfFixtures.Fixture f) {
