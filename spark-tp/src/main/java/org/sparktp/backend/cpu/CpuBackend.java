@@ -41,6 +41,7 @@ public final class CpuBackend implements Backend {
   private final String gemm;
   private final int referenceRows;
   private Dnnl dnnl; // made on first use
+  private DnnlSoftmax softmax; // made on first use
   private volatile boolean closed;
 
   /** A backend with one BLAS thread. */
@@ -137,6 +138,14 @@ public final class CpuBackend implements Backend {
       dnnl = new Dnnl();
     }
     return dnnl;
+  }
+
+  /** Attention's softmax on oneDNN where it loads (made on first use), else null: Java's. */
+  private synchronized DnnlSoftmax softmax() {
+    if (softmax == null && Dnnl.loadError() == null) {
+      softmax = new DnnlSoftmax(dnnl());
+    }
+    return softmax;
   }
 
   @Override
@@ -450,43 +459,9 @@ public final class CpuBackend implements Backend {
 
   @Override
   public void copyBlock(Tensor src, int srcRow, int srcCol, Tensor dst, int dstRow, int dstCol, int rows, int cols) {
-    CpuTensor s = cpu(src);
-    CpuTensor d = cpu(dst);
-    if (srcRow < 0 || srcCol < 0 || srcRow + rows > s.rows() || srcCol + cols > s.cols()
-        || dstRow < 0 || dstCol < 0 || dstRow + rows > d.rows() || dstCol + cols > d.cols()) {
-      throw new IndexOutOfBoundsException("copyBlock of " + rows + "x" + cols + " from " + s.shape() + " at ("
-          + srcRow + ", " + srcCol + ") to " + d.shape() + " at (" + dstRow + ", " + dstCol + ")");
-    }
-    if (rows == 0 || cols == 0) {
-      return;
-    }
-    if (s.dtype() != d.dtype()) {
-      throw new IllegalArgumentException("copyBlock from a " + s.dtype().id() + " tensor into a " + d.dtype().id()
-          + " one; convert first");
-    }
-    if (s.dtype() != DType.F32) {
-      // any element size: row by row, byte copies
-      long es = s.dtype().size();
-      for (int r = 0; r < rows; r++) {
-        long so = ((long) (srcRow + r) * s.cols() + srcCol) * es;
-        long dO = ((long) (dstRow + r) * d.cols() + dstCol) * es;
-        d.byteBuffer(dO, cols * es).put(s.byteBuffer(so, cols * es));
-      }
-      return;
-    }
-    FloatBuffer sb = s.buffer();
-    FloatBuffer db = d.buffer();
-    if (cols == s.cols() && cols == d.cols()) {
-      db.position(dstRow * cols).put(sb.position(srcRow * cols).limit((srcRow + rows) * cols));
-      return;
-    }
-    for (int r = 0; r < rows; r++) {
-      int so = (srcRow + r) * s.cols() + srcCol;
-      int dO = (dstRow + r) * d.cols() + dstCol;
-      db.position(dO).put(sb.limit(so + cols).position(so));
-      sb.limit(sb.capacity());
-    }
+    Elementwise.copyBlock(cpu(src), srcRow, srcCol, cpu(dst), dstRow, dstCol, rows, cols);
   }
+
 
   @Override
   public void gemm(boolean transA, boolean transB, float alpha, Tensor a, Tensor b, float beta, Tensor c) {
@@ -631,7 +606,8 @@ public final class CpuBackend implements Backend {
   @Override
   public void attention(Tensor qkv, int qCol, int kCol, int vCol, int[] kvOf, int headDim, int[] offsets,
       boolean causal, float scale, Tensor out) {
-    CpuTransformer.attention(pool, cpu(qkv), qCol, kCol, vCol, kvOf, headDim, offsets, causal, scale, cpu(out));
+    CpuTransformer.attention(pool, softmax(), cpu(qkv), qCol, kCol, vCol, kvOf, headDim, offsets, causal, scale,
+        cpu(out));
   }
 
   @Override
@@ -682,6 +658,11 @@ public final class CpuBackend implements Backend {
     }
     closed = true;
     pool.close();
+    synchronized (this) {
+      if (softmax != null) {
+        softmax.close();
+      }
+    }
     long live = liveTensors.get();
     long handles = liveNativeHandles();
     Dnnl d;

@@ -11,17 +11,18 @@ import org.bytedeco.openblas.global.openblas_full;
 
 /**
  * The CPU backend's transformer ops (see {@link org.sparktp.backend.Backend#attention} and the others), on the
- * backend's {@link CpuPool}: attention as two strided OpenBLAS GEMMs per sequence and head, the (sequence, head)
- * pairs spread over the threads, reading each head's columns of the fused {@code qkv} activation in place (leading
- * dimension = the activation's width, no copies), with the mask and softmax in between on a scratch {@code [n, n]}
- * block per thread; RMSNorm, RoPE and SwiGLU split by rows. Every output element is computed by one thread, the
+ * backend's {@link CpuPool}: attention as two strided OpenBLAS GEMMs per sequence and head, the heads spread over
+ * the threads, reading each head's columns of the fused {@code qkv} activation in place (leading dimension = the
+ * activation's width, no copies), with the mask and softmax in between: on oneDNN over every head's block at once
+ * where it loads ({@link DnnlSoftmax}), else in Java on a scratch {@code [n, n]} block per thread; RMSNorm, RoPE and
+ * SwiGLU split by rows. Every output element is computed by one thread, the
  * same way for every thread count.
  */
 final class CpuTransformer {
   private CpuTransformer() {}
 
-  static void attention(CpuPool pool, CpuTensor qkv, int qCol, int kCol, int vCol, int[] kvOf, int headDim,
-      int[] offsets, boolean causal, float scale, CpuTensor out) {
+  static void attention(CpuPool pool, DnnlSoftmax softmax, CpuTensor qkv, int qCol, int kCol, int vCol, int[] kvOf,
+      int headDim, int[] offsets, boolean causal, float scale, CpuTensor out) {
     int cols = qkv.cols();
     int w = out.cols();
     int heads = kvOf.length;
@@ -36,6 +37,11 @@ final class CpuTransformer {
       maxN = Math.max(maxN, offsets[s + 1] - offsets[s]);
     }
     if (maxN == 0 || heads == 0) {
+      return;
+    }
+    if (softmax != null && (long) maxN * maxN < Integer.MAX_VALUE / 2) {
+      attentionBlocks(pool, softmax, qkv, qCol, kCol, vCol, kvOf, headDim, offsets, causal, scale, out, maxN,
+          BLOCK_BUDGET);
       return;
     }
     FloatPointer x = qkv.pointer();
@@ -68,6 +74,81 @@ final class CpuTransformer {
         scores.deallocate();
       }
     });
+  }
+
+  /** Floats of score blocks held at once by {@link #attentionBlocks} (64 MiB), unless one head needs more. */
+  static final long BLOCK_BUDGET = 16L << 20;
+
+  /**
+   * Attention with the softmax on oneDNN: per sequence of {@code n} tokens, the scores of a group of heads go into
+   * one buffer of {@code [g * p, p]} blocks ({@code p} = {@code n} rounded up to 16, so that sequences of nearby
+   * lengths share one softmax primitive; padding columns and masked entries hold {@code -inf}, padding rows zeros),
+   * the QK^T GEMMs spread over the pool's threads, one softmax over the whole buffer on oneDNN's OpenMP team, then
+   * the PV GEMMs over the threads. {@code g} is every head unless that exceeds {@code budget} floats
+   * ({@link #BLOCK_BUDGET}; at least one head's block is held whatever the budget).
+   */
+  static void attentionBlocks(CpuPool pool, DnnlSoftmax softmax, CpuTensor qkv, int qCol, int kCol, int vCol,
+      int[] kvOf, int headDim, int[] offsets, boolean causal, float scale, CpuTensor out, int maxN, long budget) {
+    int cols = qkv.cols();
+    int w = out.cols();
+    int heads = kvOf.length;
+    int maxP = (maxN + 15) & ~15;
+    long capacity = Math.max((long) maxP * maxP, Math.min((long) heads * maxP * maxP, budget));
+    FloatPointer x = qkv.pointer();
+    FloatPointer o = out.pointer();
+    float[] fill = new float[maxP];
+    java.util.Arrays.fill(fill, Float.NEGATIVE_INFINITY);
+    float[] zeros = new float[maxP];
+    FloatPointer scores = new FloatPointer(capacity);
+    try {
+      pool.bindOpenmp();
+      for (int s = 0; s + 1 < offsets.length; s++) {
+        int t0 = offsets[s];
+        int n = offsets[s + 1] - t0;
+        if (n == 0) {
+          continue;
+        }
+        int p = (n + 15) & ~15;
+        long block = (long) p * p;
+        int g = (int) Math.max(1, Math.min(heads, capacity / block));
+        for (int h0 = 0; h0 < heads; h0 += g) {
+          int first = h0;
+          int count = Math.min(g, heads - h0);
+          pool.parallelFor(count, 1, (from, to) -> {
+            FloatBuffer sb = scores.asBuffer();
+            for (int j = from; j < to; j++) {
+              int h = first + j;
+              long base = j * block;
+              long q = (long) t0 * cols + qCol + (long) h * headDim;
+              long k = (long) t0 * cols + kCol + (long) kvOf[h] * headDim;
+              openblas_full.cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, headDim, scale,
+                  x.getPointer(q), cols, x.getPointer(k), cols, 0f, scores.getPointer(base), p);
+              for (int i = 0; i < p; i++) {
+                int at = (int) (base + (long) i * p);
+                if (i >= n) {
+                  sb.put(at, zeros, 0, p);
+                } else {
+                  int visible = causal ? i + 1 : n;
+                  sb.put(at + visible, fill, 0, p - visible);
+                }
+              }
+            }
+          });
+          softmax.apply(scores, count * p, p);
+          pool.parallelFor(count, 1, (from, to) -> {
+            for (int j = from; j < to; j++) {
+              int h = first + j;
+              long v = (long) t0 * cols + vCol + (long) kvOf[h] * headDim;
+              openblas_full.cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, headDim, n, 1f,
+                  scores.getPointer(j * block), p, x.getPointer(v), cols, 0f,
+                  o.getPointer((long) t0 * w + (long) h * headDim), w);
+            }
+          });
+        }
+      }
+    } finally {
+      scores.deallocate();
+    }
   }
 
   /**

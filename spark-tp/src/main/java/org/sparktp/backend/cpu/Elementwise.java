@@ -221,4 +221,42 @@ final class Elementwise {
   static int rowGrain(int cols) {
     return Math.max(1, (1 << 14) / Math.max(1, cols));
   }
+
+  /** {@link org.sparktp.backend.Backend#copyBlock} on host memory. */
+  static void copyBlock(CpuTensor s, int srcRow, int srcCol, CpuTensor d, int dstRow, int dstCol, int rows, int cols) {
+    if (srcRow < 0 || srcCol < 0 || srcRow + rows > s.rows() || srcCol + cols > s.cols()
+        || dstRow < 0 || dstCol < 0 || dstRow + rows > d.rows() || dstCol + cols > d.cols()) {
+      throw new IndexOutOfBoundsException("copyBlock of " + rows + "x" + cols + " from " + s.shape() + " at ("
+          + srcRow + ", " + srcCol + ") to " + d.shape() + " at (" + dstRow + ", " + dstCol + ")");
+    }
+    if (rows == 0 || cols == 0) {
+      return;
+    }
+    if (s.dtype() != d.dtype()) {
+      throw new IllegalArgumentException("copyBlock from a " + s.dtype().id() + " tensor into a " + d.dtype().id()
+          + " one; convert first");
+    }
+    if (s.dtype() != DType.F32) {
+      // any element size: row by row, byte copies
+      long es = s.dtype().size();
+      for (int r = 0; r < rows; r++) {
+        long so = ((long) (srcRow + r) * s.cols() + srcCol) * es;
+        long dO = ((long) (dstRow + r) * d.cols() + dstCol) * es;
+        d.byteBuffer(dO, cols * es).put(s.byteBuffer(so, cols * es));
+      }
+      return;
+    }
+    FloatBuffer sb = s.buffer();
+    FloatBuffer db = d.buffer();
+    if (cols == s.cols() && cols == d.cols()) {
+      db.position(dstRow * cols).put(sb.position(srcRow * cols).limit((srcRow + rows) * cols));
+      return;
+    }
+    for (int r = 0; r < rows; r++) {
+      int so = (srcRow + r) * s.cols() + srcCol;
+      int dO = (dstRow + r) * d.cols() + dstCol;
+      db.position(dO).put(sb.limit(so + cols).position(so));
+      sb.limit(sb.capacity());
+    }
+  }
 }

@@ -1,0 +1,139 @@
+package org.sparktp.backend.cpu;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import org.bytedeco.javacpp.FloatPointer;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import org.sparktp.backend.Tensor;
+import org.sparktp.testing.Rand;
+
+/**
+ * Attention's softmax on oneDNN ({@link DnnlSoftmax}) and the prefill attention built on it
+ * ({@link CpuTransformer#attentionBlocks}) against float64 math written plainly, on fresh random data: rows with
+ * {@code -inf} entries (the mask) and odd lengths; prefill attention with sequences of 600 tokens (blocks past 512),
+ * 17, 0 and 128 tokens (padding to 16 and none), GQA 3:1, causal and not, at 1 and 2 threads, with every head's block
+ * in one buffer and with one head at a time (a budget of one block); the Java path on the same data. Tolerance 1e-5
+ * absolute on outputs of order one. Every oneDNN handle is destroyed by {@code close}, also after primitives were
+ * evicted from the cache. Skipped where oneDNN does not load.
+ */
+class DnnlSoftmaxTest {
+  @BeforeEach
+  void needsOneDnn() {
+    assumeTrue(Dnnl.loadError() == null, () -> "oneDNN does not load here: " + Dnnl.loadError());
+  }
+
+  @Test
+  void softmaxOfRowsWithMaskedEntriesMatchesFloat64() {
+    Rand rnd = new Rand();
+    int rows = 37;
+    int len = 531;
+    float[] x = rnd.floats(rows * len, 4);
+    for (int r = 0; r < rows; r++) {
+      for (int j = r + 5; j < len; j += 3) {
+        x[r * len + j] = Float.NEGATIVE_INFINITY;
+      }
+    }
+    double[] want = new double[rows * len];
+    for (int r = 0; r < rows; r++) {
+      double max = Double.NEGATIVE_INFINITY;
+      for (int j = 0; j < len; j++) {
+        max = Math.max(max, x[r * len + j]);
+      }
+      double sum = 0;
+      for (int j = 0; j < len; j++) {
+        sum += Math.exp(x[r * len + j] - max);
+      }
+      for (int j = 0; j < len; j++) {
+        want[r * len + j] = Math.exp(x[r * len + j] - max) / sum;
+      }
+    }
+    try (Dnnl d = new Dnnl(); DnnlSoftmax sm = new DnnlSoftmax(d); FloatPointer p = new FloatPointer(x)) {
+      sm.apply(p, rows, len);
+      float[] got = new float[rows * len];
+      p.get(got);
+      ParallelKernelsTest.assertClose(got, want, 1e-6, rnd.toString());
+      sm.close();
+      assertThat(d.liveHandles()).as("oneDNN handles left after close").isZero();
+    }
+  }
+
+  @Test
+  void primitivesBeyondTheCacheAreDestroyedAndAClosedSoftmaxSaysSo() {
+    try (Dnnl d = new Dnnl(); FloatPointer p = new FloatPointer(64 * 64)) {
+      DnnlSoftmax sm = new DnnlSoftmax(d);
+      for (int len = 1; len <= DnnlSoftmax.MAX_CACHED + 5; len++) {
+        sm.apply(p, 2, len);
+      }
+      assertThat(sm.cached()).isEqualTo(DnnlSoftmax.MAX_CACHED);
+      assertThat(d.liveHandles()).as("handles of the cached primitives only").isPositive();
+      sm.close();
+      sm.close();
+      assertThat(d.liveHandles()).as("oneDNN handles left after close").isZero();
+      assertThatThrownBy(() -> sm.apply(p, 2, 3)).isInstanceOf(IllegalStateException.class)
+          .hasMessage("The oneDNN softmax was used after its backend was closed");
+    }
+  }
+
+  @ParameterizedTest(name = "threads={0}")
+  @ValueSource(ints = {1, 2})
+  void prefillAttentionOnOneDnnMatchesFloat64AndTheJavaPath(int threads) {
+    Rand rnd = new Rand();
+    int heads = 6;
+    int kv = 2;
+    int hd = 64;
+    int[] offsets = {0, 600, 617, 617, 745}; // lengths 600, 17, 0, 128
+    int maxN = 600;
+    int tokens = offsets[offsets.length - 1];
+    int qCol = 5;
+    int kCol = qCol + heads * hd;
+    int vCol = kCol + kv * hd;
+    int cols = vCol + kv * hd + 3;
+    int[] kvOf = ParallelKernelsTest.kvOf(heads, kv);
+    float scale = (float) (1 / Math.sqrt(hd));
+    for (boolean causal : new boolean[] {true, false}) {
+      float[] x = rnd.floats(tokens * cols, 1);
+      double[] want = new double[tokens * heads * hd];
+      for (int s = 0; s + 1 < offsets.length; s++) {
+        int t0 = offsets[s];
+        int n = offsets[s + 1] - t0;
+        for (int i = 0; i < n; i++) {
+          for (int h = 0; h < heads; h++) {
+            double[] q = new double[hd];
+            for (int c = 0; c < hd; c++) {
+              q[c] = x[(t0 + i) * cols + qCol + h * hd + c];
+            }
+            int hh = h;
+            ParallelKernelsTest.attendRow(x, q, j -> (t0 + j) * cols + kCol + kvOf[hh] * hd,
+                j -> (t0 + j) * cols + vCol + kvOf[hh] * hd, causal ? i + 1 : n, hd, scale, want,
+                (t0 + i) * heads * hd + h * hd);
+          }
+        }
+      }
+      String what = rnd + " causal " + causal + " threads " + threads;
+      try (CpuBackend be = new CpuBackend(threads); Dnnl d = new Dnnl(); DnnlSoftmax sm = new DnnlSoftmax(d);
+          Tensor t = be.upload(x, 0, tokens, cols); Tensor out = be.empty(tokens, heads * hd)) {
+        CpuTensor ct = CpuBackend.cpu(t);
+        CpuTensor co = CpuBackend.cpu(out);
+        for (long budget : new long[] {CpuTransformer.BLOCK_BUDGET, 1}) {
+          be.zero(out);
+          CpuTransformer.attentionBlocks(be.pool(), sm, ct, qCol, kCol, vCol, kvOf, hd, offsets, causal, scale, co,
+              maxN, budget);
+          ParallelKernelsTest.assertClose(be.download(out), want, 1e-5, what + " budget " + budget);
+        }
+        be.zero(out);
+        CpuTransformer.attention(be.pool(), null, ct, qCol, kCol, vCol, kvOf, hd, offsets, causal, scale, co);
+        ParallelKernelsTest.assertClose(be.download(out), want, 1e-5, what + " (Java softmax)");
+        be.zero(out);
+        be.attention(t, qCol, kCol, vCol, kvOf, hd, offsets, causal, scale, out);
+        ParallelKernelsTest.assertClose(be.download(out), want, 1e-5, what + " (the backend)");
+        sm.close();
+        assertThat(d.liveHandles()).as("oneDNN handles left after close").isZero();
+      }
+    }
+  }
+}
