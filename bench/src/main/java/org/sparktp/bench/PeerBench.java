@@ -131,8 +131,13 @@ public final class PeerBench {
     System.out.printf(Locale.ROOT, "Megatron MLP %d -> %d (gelu) -> %d, tp %d, %d rows per step (batch %d per rank), "
         + "%d rows, %d repeats (alternating)%n", d, ffn, d, tp, batch * tp, batch, rows, repeats);
     try {
+      // warm-up: per dtype at least 3 passes and 2 s, so that the medians are of the steady state (C2 compiles the
+      // engine's Java loops over the first passes; with one warm-up pass the first timed repeats ran at half speed)
       for (int j = 0; j < n; j++) {
-        SparkBench.runEngine(spec, x, tp, batch, dtypes.get(j)); // warm-up
+        long until = System.nanoTime() + 2_000_000_000L;
+        for (int w = 0; w < 3 || System.nanoTime() < until; w++) {
+          SparkBench.runEngine(spec, x, tp, batch, dtypes.get(j));
+        }
       }
       for (int r = 0; r < repeats; r++) {
         for (int j = 0; j < n; j++) {
