@@ -19,7 +19,7 @@ import org.sparktp.backend.Tensor;
  * matmuls ({@code org.bytedeco:dnnl}, weights prepacked once, AMX or AVX512-BF16 for bf16/f16 weights,
  * see {@link DnnlLinear}; f32 weights too where oneDNN has JIT kernels) or OpenBLAS {@code cblas_sgemm}
  * ({@code org.bytedeco:openblas}: attention's GEMMs, {@link #gemm}, and f32 linears where oneDNN has only its
- * reference code); elementwise work, norms and softmax in Java, in float32.
+ * reference code); elementwise work in Java, norms and attention's softmax on oneDNN where it loads, in float32.
  *
  * <p>Which GEMM runs ({@code spark.tp.cpu.gemm}): {@code auto} = oneDNN for every dtype where its ISA is AVX2 or
  * better, else OpenBLAS for f32 weights and oneDNN for the others; {@code onednn} = oneDNN for every dtype;
@@ -41,7 +41,7 @@ public final class CpuBackend implements Backend {
   private final String gemm;
   private final int referenceRows;
   private Dnnl dnnl; // made on first use
-  private DnnlSoftmax softmax; // made on first use
+  private DnnlRows rowOps; // made on first use
   private volatile boolean closed;
 
   /** A backend with one BLAS thread. */
@@ -140,12 +140,12 @@ public final class CpuBackend implements Backend {
     return dnnl;
   }
 
-  /** Attention's softmax on oneDNN where it loads (made on first use), else null: Java's. */
-  private synchronized DnnlSoftmax softmax() {
-    if (softmax == null && Dnnl.loadError() == null) {
-      softmax = new DnnlSoftmax(dnnl());
+  /** Attention's softmax and the norms on oneDNN where it loads (made on first use), else null: Java's. */
+  private synchronized DnnlRows rowOps() {
+    if (rowOps == null && Dnnl.loadError() == null) {
+      rowOps = new DnnlRows(dnnl());
     }
-    return softmax;
+    return rowOps;
   }
 
   @Override
@@ -542,24 +542,20 @@ public final class CpuBackend implements Backend {
   public void layerNorm(Tensor x, Tensor gamma, Tensor beta, float eps) {
     CpuTensor tx = cpu(x);
     int n = tx.cols();
-    float[] g = vector(gamma, n, "layer_norm weight");
-    float[] bt = vector(beta, n, "layer_norm bias");
-    pool.parallelFor(tx.rows(), Elementwise.rowGrain(n), (r0, r1) -> Elementwise.layerNorm(Elementwise.rows(tx, r0, r1), r1 - r0, n, g,
-        bt, eps));
+    CpuTensor g = Elementwise.vectorOf(gamma, n, "layer_norm weight");
+    CpuTensor bt = Elementwise.vectorOf(beta, n, "layer_norm bias");
+    DnnlRows d = tx.dtype() == DType.F32 ? rowOps() : null;
+    if (d != null) {
+      pool.bindOpenmp();
+      d.layerNorm(tx.data(), tx.rows(), n, g == null ? null : g.data(), bt == null ? null : bt.data(), eps);
+      return;
+    }
+    float[] gv = Elementwise.vector(g);
+    float[] bv = Elementwise.vector(bt);
+    pool.parallelFor(tx.rows(), Elementwise.rowGrain(n),
+        (r0, r1) -> Elementwise.layerNorm(Elementwise.rows(tx, r0, r1), r1 - r0, n, gv, bv, eps));
   }
 
-  private static float[] vector(Tensor t, int n, String what) {
-    if (t == null) {
-      return null;
-    }
-    CpuTensor c = cpu(t);
-    if (c.numel() != n) {
-      throw new IllegalArgumentException(what + " has " + c.numel() + " elements, expected " + n);
-    }
-    float[] out = new float[n];
-    c.buffer().get(out);
-    return out;
-  }
 
   @Override
   public void embedding(Tensor table, int idStart, int[] ids, Tensor out) {
@@ -606,7 +602,7 @@ public final class CpuBackend implements Backend {
   @Override
   public void attention(Tensor qkv, int qCol, int kCol, int vCol, int[] kvOf, int headDim, int[] offsets,
       boolean causal, float scale, Tensor out) {
-    CpuTransformer.attention(pool, softmax(), cpu(qkv), qCol, kCol, vCol, kvOf, headDim, offsets, causal, scale,
+    CpuTransformer.attention(pool, rowOps(), cpu(qkv), qCol, kCol, vCol, kvOf, headDim, offsets, causal, scale,
         cpu(out));
   }
 
@@ -618,7 +614,14 @@ public final class CpuBackend implements Backend {
   @Override
   public void rmsNorm(Tensor x, Tensor gamma, float eps) {
     CpuTensor tx = cpu(x);
-    CpuTransformer.rmsNorm(pool, tx, vector(gamma, tx.cols(), "rms_norm weight"), eps);
+    CpuTensor g = Elementwise.vectorOf(gamma, tx.cols(), "rms_norm weight");
+    DnnlRows d = tx.dtype() == DType.F32 && g != null ? rowOps() : null;
+    if (d != null) {
+      pool.bindOpenmp();
+      d.rmsNorm(tx.data(), tx.rows(), tx.cols(), g.data(), eps);
+      return;
+    }
+    CpuTransformer.rmsNorm(pool, tx, Elementwise.vector(g), eps);
   }
 
   @Override
@@ -659,8 +662,8 @@ public final class CpuBackend implements Backend {
     closed = true;
     pool.close();
     synchronized (this) {
-      if (softmax != null) {
-        softmax.close();
+      if (rowOps != null) {
+        rowOps.close();
       }
     }
     long live = liveTensors.get();

@@ -14,14 +14,14 @@ import org.bytedeco.openblas.global.openblas_full;
  * backend's {@link CpuPool}: attention as two strided OpenBLAS GEMMs per sequence and head, the heads spread over
  * the threads, reading each head's columns of the fused {@code qkv} activation in place (leading dimension = the
  * activation's width, no copies), with the mask and softmax in between: on oneDNN over every head's block at once
- * where it loads ({@link DnnlSoftmax}), else in Java on a scratch {@code [n, n]} block per thread; RMSNorm, RoPE and
+ * where it loads ({@link DnnlRows}), else in Java on a scratch {@code [n, n]} block per thread; RMSNorm, RoPE and
  * SwiGLU split by rows. Every output element is computed by one thread, the
  * same way for every thread count.
  */
 final class CpuTransformer {
   private CpuTransformer() {}
 
-  static void attention(CpuPool pool, DnnlSoftmax softmax, CpuTensor qkv, int qCol, int kCol, int vCol, int[] kvOf,
+  static void attention(CpuPool pool, DnnlRows softmax, CpuTensor qkv, int qCol, int kCol, int vCol, int[] kvOf,
       int headDim, int[] offsets, boolean causal, float scale, CpuTensor out) {
     int cols = qkv.cols();
     int w = out.cols();
@@ -87,7 +87,7 @@ final class CpuTransformer {
    * the PV GEMMs over the threads. {@code g} is every head unless that exceeds {@code budget} floats
    * ({@link #BLOCK_BUDGET}; at least one head's block is held whatever the budget).
    */
-  static void attentionBlocks(CpuPool pool, DnnlSoftmax softmax, CpuTensor qkv, int qCol, int kCol, int vCol,
+  static void attentionBlocks(CpuPool pool, DnnlRows softmax, CpuTensor qkv, int qCol, int kCol, int vCol,
       int[] kvOf, int headDim, int[] offsets, boolean causal, float scale, CpuTensor out, int maxN, long budget) {
     int cols = qkv.cols();
     int w = out.cols();
@@ -134,7 +134,7 @@ final class CpuTransformer {
               }
             }
           });
-          softmax.apply(scores, count * p, p);
+          softmax.softmax(scores, count * p, p);
           pool.parallelFor(count, 1, (from, to) -> {
             for (int j = from; j < to; j++) {
               int h = first + j;

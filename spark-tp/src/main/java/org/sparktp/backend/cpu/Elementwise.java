@@ -259,4 +259,27 @@ final class Elementwise {
       sb.limit(sb.capacity());
     }
   }
+
+  /** A norm's f32 weight or bias of {@code n} elements (null stays null). */
+  static CpuTensor vectorOf(org.sparktp.backend.Tensor t, int n, String what) {
+    if (t == null) {
+      return null;
+    }
+    CpuTensor c = CpuBackend.cpu(t);
+    if (c.numel() != n || c.dtype() != DType.F32) {
+      throw new IllegalArgumentException(what + " has " + c.numel() + " " + c.dtype().id() + " elements, expected "
+          + n + " f32");
+    }
+    return c;
+  }
+
+  /** A vector's elements on the heap (null stays null). */
+  static float[] vector(CpuTensor c) {
+    if (c == null) {
+      return null;
+    }
+    float[] out = new float[(int) c.numel()];
+    c.buffer().get(out);
+    return out;
+  }
 }

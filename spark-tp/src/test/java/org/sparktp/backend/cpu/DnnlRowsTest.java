@@ -13,7 +13,9 @@ import org.sparktp.backend.Tensor;
 import org.sparktp.testing.Rand;
 
 /**
- * Attention's softmax on oneDNN ({@link DnnlSoftmax}) and the prefill attention built on it
+ * oneDNN's row ops ({@link DnnlRows}): layer norm and RMSNorm with and without weight and bias, through the backend
+ * and in Java (the fallback), at 1 and 2 threads, rows of 531 and 4096 (a width past 512); attention's softmax and the
+ * prefill attention built on it
  * ({@link CpuTransformer#attentionBlocks}) against float64 math written plainly, on fresh random data: rows with
  * {@code -inf} entries (the mask) and odd lengths; prefill attention with sequences of 600 tokens (blocks past 512),
  * 17, 0 and 128 tokens (padding to 16 and none), GQA 3:1, causal and not, at 1 and 2 threads, with every head's block
@@ -21,7 +23,7 @@ import org.sparktp.testing.Rand;
  * absolute on outputs of order one. Every oneDNN handle is destroyed by {@code close}, also after primitives were
  * evicted from the cache. Skipped where oneDNN does not load.
  */
-class DnnlSoftmaxTest {
+class DnnlRowsTest {
   @BeforeEach
   void needsOneDnn() {
     assumeTrue(Dnnl.loadError() == null, () -> "oneDNN does not load here: " + Dnnl.loadError());
@@ -52,8 +54,8 @@ class DnnlSoftmaxTest {
         want[r * len + j] = Math.exp(x[r * len + j] - max) / sum;
       }
     }
-    try (Dnnl d = new Dnnl(); DnnlSoftmax sm = new DnnlSoftmax(d); FloatPointer p = new FloatPointer(x)) {
-      sm.apply(p, rows, len);
+    try (Dnnl d = new Dnnl(); DnnlRows sm = new DnnlRows(d); FloatPointer p = new FloatPointer(x)) {
+      sm.softmax(p, rows, len);
       float[] got = new float[rows * len];
       p.get(got);
       ParallelKernelsTest.assertClose(got, want, 1e-6, rnd.toString());
@@ -65,17 +67,89 @@ class DnnlSoftmaxTest {
   @Test
   void primitivesBeyondTheCacheAreDestroyedAndAClosedSoftmaxSaysSo() {
     try (Dnnl d = new Dnnl(); FloatPointer p = new FloatPointer(64 * 64)) {
-      DnnlSoftmax sm = new DnnlSoftmax(d);
-      for (int len = 1; len <= DnnlSoftmax.MAX_CACHED + 5; len++) {
-        sm.apply(p, 2, len);
+      DnnlRows sm = new DnnlRows(d);
+      for (int len = 1; len <= DnnlRows.MAX_CACHED + 5; len++) {
+        sm.softmax(p, 2, len);
       }
-      assertThat(sm.cached()).isEqualTo(DnnlSoftmax.MAX_CACHED);
+      assertThat(sm.cached()).isEqualTo(DnnlRows.MAX_CACHED);
       assertThat(d.liveHandles()).as("handles of the cached primitives only").isPositive();
       sm.close();
       sm.close();
       assertThat(d.liveHandles()).as("oneDNN handles left after close").isZero();
-      assertThatThrownBy(() -> sm.apply(p, 2, 3)).isInstanceOf(IllegalStateException.class)
-          .hasMessage("The oneDNN softmax was used after its backend was closed");
+      assertThatThrownBy(() -> sm.softmax(p, 2, 3)).isInstanceOf(IllegalStateException.class)
+          .hasMessage("oneDNN's row ops were used after their backend was closed");
+    }
+  }
+
+  @ParameterizedTest(name = "threads={0}")
+  @ValueSource(ints = {1, 2})
+  void layerNormAndRmsNormMatchFloat64OnOneDnnAndInJava(int threads) {
+    Rand rnd = new Rand();
+    for (int[] shape : new int[][] {{37, 531}, {5, 4096}}) {
+      int rows = shape[0];
+      int cols = shape[1];
+      float[] x = rnd.floats(rows * cols, 3);
+      for (int i = 0; i < x.length; i++) {
+        x[i] += 0.5f; // a mean away from zero
+      }
+      float[] gamma = rnd.floats(cols, 1);
+      float[] beta = rnd.floats(cols, 1);
+      float eps = 1e-5f;
+      for (int variant = 0; variant < 4; variant++) {
+        boolean withGamma = (variant & 1) == 0;
+        boolean withBeta = (variant & 2) == 0;
+        double[] ln = new double[rows * cols];
+        double[] rms = new double[rows * cols];
+        for (int r = 0; r < rows; r++) {
+          double mean = 0;
+          double sq = 0;
+          for (int c = 0; c < cols; c++) {
+            mean += x[r * cols + c];
+            sq += (double) x[r * cols + c] * x[r * cols + c];
+          }
+          mean /= cols;
+          double var = 0;
+          for (int c = 0; c < cols; c++) {
+            var += (x[r * cols + c] - mean) * (x[r * cols + c] - mean);
+          }
+          var /= cols;
+          for (int c = 0; c < cols; c++) {
+            double g = withGamma ? gamma[c] : 1;
+            ln[r * cols + c] = (x[r * cols + c] - mean) / Math.sqrt(var + eps) * g + (withBeta ? beta[c] : 0);
+            rms[r * cols + c] = x[r * cols + c] / Math.sqrt(sq / cols + eps) * g;
+          }
+        }
+        String what = rnd + " [" + rows + ", " + cols + "] gamma " + withGamma + " beta " + withBeta + " threads "
+            + threads;
+        try (CpuBackend be = new CpuBackend(threads); Tensor t = be.upload(x, 0, rows, cols);
+            Tensor g = be.upload(gamma, 0, 1, cols); Tensor b = be.upload(beta, 0, 1, cols)) {
+          be.layerNorm(t, withGamma ? g : null, withBeta ? b : null, eps);
+          ParallelKernelsTest.assertClose(be.download(t), ln, 1e-5, what + " layer norm");
+          CpuTensor ct = CpuBackend.cpu(t);
+          ct.buffer().put(x);
+          Elementwise.layerNorm(ct.buffer(), rows, cols, withGamma ? gamma : null, withBeta ? beta : null, eps);
+          ParallelKernelsTest.assertClose(be.download(t), ln, 1e-5, what + " layer norm (Java)");
+          if (withGamma) {
+            ct.buffer().put(x);
+            be.rmsNorm(t, g, eps);
+            ParallelKernelsTest.assertClose(be.download(t), rms, 1e-5, what + " rms norm");
+            ct.buffer().put(x);
+            CpuTransformer.rmsNorm(be.pool(), ct, gamma, eps);
+            ParallelKernelsTest.assertClose(be.download(t), rms, 1e-5, what + " rms norm (Java)");
+          }
+        }
+      }
+    }
+  }
+
+  @Test
+  void aNormWeightOfTheWrongLengthIsRejectedWithItsName() {
+    try (CpuBackend be = new CpuBackend(1); Tensor t = be.upload(new float[6], 0, 2, 3);
+        Tensor g = be.upload(new float[4], 0, 1, 4)) {
+      assertThatThrownBy(() -> be.layerNorm(t, g, null, 1e-5f)).isInstanceOf(IllegalArgumentException.class)
+          .hasMessage("layer_norm weight has 4 f32 elements, expected 3 f32");
+      assertThatThrownBy(() -> be.rmsNorm(t, g, 1e-5f)).isInstanceOf(IllegalArgumentException.class)
+          .hasMessage("rms_norm weight has 4 f32 elements, expected 3 f32");
     }
   }
 
@@ -115,7 +189,7 @@ class DnnlSoftmaxTest {
         }
       }
       String what = rnd + " causal " + causal + " threads " + threads;
-      try (CpuBackend be = new CpuBackend(threads); Dnnl d = new Dnnl(); DnnlSoftmax sm = new DnnlSoftmax(d);
+      try (CpuBackend be = new CpuBackend(threads); Dnnl d = new Dnnl(); DnnlRows sm = new DnnlRows(d);
           Tensor t = be.upload(x, 0, tokens, cols); Tensor out = be.empty(tokens, heads * hd)) {
         CpuTensor ct = CpuBackend.cpu(t);
         CpuTensor co = CpuBackend.cpu(out);
