@@ -676,26 +676,8 @@ class BackendContractTest {
         }
       }
       float[] g = gaussian(cols);
-      double[] ln = new double[x.length];
-      double[] rms = new double[x.length];
-      for (int r = 0; r < rows; r++) {
-        double mean = 0;
-        double sq = 0;
-        for (int c = 0; c < cols; c++) {
-          mean += x[r * cols + c];
-          sq += (double) x[r * cols + c] * x[r * cols + c];
-        }
-        mean /= cols;
-        double var = 0;
-        for (int c = 0; c < cols; c++) {
-          var += (x[r * cols + c] - mean) * (x[r * cols + c] - mean);
-        }
-        var /= cols;
-        for (int c = 0; c < cols; c++) {
-          ln[r * cols + c] = (x[r * cols + c] - mean) / Math.sqrt(var + 1e-5) * g[c] + b[c];
-          rms[r * cols + c] = x[r * cols + c] / Math.sqrt(sq / cols + 1e-6) * g[c];
-        }
-      }
+      double[] ln = org.sparktp.testing.Reference.layerNorm(x, rows, cols, g, b, 1e-5);
+      double[] rms = org.sparktp.testing.Reference.rmsNorm(x, rows, cols, g, 1e-6);
       try (Tensor t = be.upload(x, rows, cols); Tensor tg = be.upload(g, 1, cols); Tensor tb = be.upload(b, 1, cols)) {
         check(be, BackendOp.LAYER_NORM, DType.F32, () -> be.layerNorm(t, tg, tb, 1e-5f));
         assertThat(relErr(be.download(t), ln)).as("layerNorm (seed %d)", seed).isLessThan(1e-5);

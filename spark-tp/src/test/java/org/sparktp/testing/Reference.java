@@ -189,4 +189,44 @@ public final class Reference {
     }
     return x < 0 ? -r : r;
   }
+
+  /**
+   * Layer norm of each row of {@code x [rows, cols]} (population variance), times {@code gamma} and plus {@code beta}
+   * where not null.
+   */
+  public static double[] layerNorm(float[] x, int rows, int cols, float[] gamma, float[] beta, double eps) {
+    double[] out = new double[rows * cols];
+    for (int r = 0; r < rows; r++) {
+      double mean = 0;
+      for (int c = 0; c < cols; c++) {
+        mean += x[r * cols + c];
+      }
+      mean /= cols;
+      double var = 0;
+      for (int c = 0; c < cols; c++) {
+        var += (x[r * cols + c] - mean) * (x[r * cols + c] - mean);
+      }
+      var /= cols;
+      for (int c = 0; c < cols; c++) {
+        out[r * cols + c] = (x[r * cols + c] - mean) / Math.sqrt(var + eps) * (gamma == null ? 1 : gamma[c])
+            + (beta == null ? 0 : beta[c]);
+      }
+    }
+    return out;
+  }
+
+  /** RMSNorm of each row of {@code x [rows, cols]}, times {@code gamma}. */
+  public static double[] rmsNorm(float[] x, int rows, int cols, float[] gamma, double eps) {
+    double[] out = new double[rows * cols];
+    for (int r = 0; r < rows; r++) {
+      double sq = 0;
+      for (int c = 0; c < cols; c++) {
+        sq += (double) x[r * cols + c] * x[r * cols + c];
+      }
+      for (int c = 0; c < cols; c++) {
+        out[r * cols + c] = x[r * cols + c] / Math.sqrt(sq / cols + eps) * gamma[c];
+      }
+    }
+    return out;
+  }
 }

@@ -11,6 +11,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.sparktp.backend.Tensor;
 import org.sparktp.testing.Rand;
+import org.sparktp.testing.Reference;
 
 /**
  * oneDNN's row ops ({@link DnnlRows}): layer norm and RMSNorm with and without weight and bias, through the backend
@@ -98,27 +99,8 @@ class DnnlRowsTest {
       for (int variant = 0; variant < 4; variant++) {
         boolean withGamma = (variant & 1) == 0;
         boolean withBeta = (variant & 2) == 0;
-        double[] ln = new double[rows * cols];
-        double[] rms = new double[rows * cols];
-        for (int r = 0; r < rows; r++) {
-          double mean = 0;
-          double sq = 0;
-          for (int c = 0; c < cols; c++) {
-            mean += x[r * cols + c];
-            sq += (double) x[r * cols + c] * x[r * cols + c];
-          }
-          mean /= cols;
-          double var = 0;
-          for (int c = 0; c < cols; c++) {
-            var += (x[r * cols + c] - mean) * (x[r * cols + c] - mean);
-          }
-          var /= cols;
-          for (int c = 0; c < cols; c++) {
-            double g = withGamma ? gamma[c] : 1;
-            ln[r * cols + c] = (x[r * cols + c] - mean) / Math.sqrt(var + eps) * g + (withBeta ? beta[c] : 0);
-            rms[r * cols + c] = x[r * cols + c] / Math.sqrt(sq / cols + eps) * g;
-          }
-        }
+        double[] ln = Reference.layerNorm(x, rows, cols, withGamma ? gamma : null, withBeta ? beta : null, eps);
+        double[] rms = Reference.rmsNorm(x, rows, cols, gamma, eps);
         String what = rnd + " [" + rows + ", " + cols + "] gamma " + withGamma + " beta " + withBeta + " threads "
             + threads;
         try (CpuBackend be = new CpuBackend(threads); Tensor t = be.upload(x, 0, rows, cols);
@@ -171,23 +153,8 @@ class DnnlRowsTest {
     float scale = (float) (1 / Math.sqrt(hd));
     for (boolean causal : new boolean[] {true, false}) {
       float[] x = rnd.floats(tokens * cols, 1);
-      double[] want = new double[tokens * heads * hd];
-      for (int s = 0; s + 1 < offsets.length; s++) {
-        int t0 = offsets[s];
-        int n = offsets[s + 1] - t0;
-        for (int i = 0; i < n; i++) {
-          for (int h = 0; h < heads; h++) {
-            double[] q = new double[hd];
-            for (int c = 0; c < hd; c++) {
-              q[c] = x[(t0 + i) * cols + qCol + h * hd + c];
-            }
-            int hh = h;
-            ParallelKernelsTest.attendRow(x, q, j -> (t0 + j) * cols + kCol + kvOf[hh] * hd,
-                j -> (t0 + j) * cols + vCol + kvOf[hh] * hd, causal ? i + 1 : n, hd, scale, want,
-                (t0 + i) * heads * hd + h * hd);
-          }
-        }
-      }
+      double[] want = ParallelKernelsTest.prefillReference(x, cols, qCol, kCol, vCol, kvOf, hd, offsets, causal,
+          scale);
       String what = rnd + " causal " + causal + " threads " + threads;
       try (CpuBackend be = new CpuBackend(threads); Dnnl d = new Dnnl(); DnnlRows sm = new DnnlRows(d);
           Tensor t = be.upload(x, 0, tokens, cols); Tensor out = be.empty(tokens, heads * hd)) {

@@ -46,23 +46,7 @@ class ParallelKernelsTest {
         int[] kvOf = kvOf(heads, kv);
         float[] x = rnd.floats(tokens * cols, 1);
         float scale = (float) (1 / Math.sqrt(hd));
-        double[] want = new double[tokens * heads * hd];
-        for (int s = 0; s + 1 < offsets.length; s++) {
-          int t0 = offsets[s];
-          int n = offsets[s + 1] - t0;
-          for (int i = 0; i < n; i++) {
-            for (int h = 0; h < heads; h++) {
-              int visible = causal ? i + 1 : n;
-              double[] q = new double[hd];
-              for (int d = 0; d < hd; d++) {
-                q[d] = x[(t0 + i) * cols + qCol + h * hd + d];
-              }
-              int hh = h;
-              attendRow(x, q, j -> (t0 + j) * cols + kCol + kvOf[hh] * hd, j -> (t0 + j) * cols + vCol + kvOf[hh] * hd,
-                  visible, hd, scale, want, (t0 + i) * heads * hd + h * hd);
-            }
-          }
-        }
+        double[] want = prefillReference(x, cols, qCol, kCol, vCol, kvOf, hd, offsets, causal, scale);
         try (CpuBackend be = new CpuBackend(threads); Tensor t = be.upload(x, 0, tokens, cols);
             Tensor out = be.empty(tokens, heads * hd)) {
           be.attention(t, qCol, kCol, vCol, kvOf, hd, offsets, causal, scale, out);
@@ -412,6 +396,33 @@ class ParallelKernelsTest {
   }
 
   // ---------------------------------------------------------------------------------------------
+
+  /**
+   * Float64 prefill attention of the sequences at {@code offsets} over the q, k and v blocks at columns {@code qCol},
+   * {@code kCol}, {@code vCol} of {@code x [tokens, cols]}: {@code [tokens, heads * hd]}, query head {@code h}
+   * reading KV head {@code kvOf[h]}, causal or not.
+   */
+  static double[] prefillReference(float[] x, int cols, int qCol, int kCol, int vCol, int[] kvOf, int hd,
+      int[] offsets, boolean causal, float scale) {
+    int heads = kvOf.length;
+    double[] want = new double[offsets[offsets.length - 1] * heads * hd];
+    for (int s = 0; s + 1 < offsets.length; s++) {
+      int t0 = offsets[s];
+      int n = offsets[s + 1] - t0;
+      for (int i = 0; i < n; i++) {
+        for (int h = 0; h < heads; h++) {
+          double[] q = new double[hd];
+          for (int d = 0; d < hd; d++) {
+            q[d] = x[(t0 + i) * cols + qCol + h * hd + d];
+          }
+          int hh = h;
+          attendRow(x, q, j -> (t0 + j) * cols + kCol + kvOf[hh] * hd, j -> (t0 + j) * cols + vCol + kvOf[hh] * hd,
+              causal ? i + 1 : n, hd, scale, want, (t0 + i) * heads * hd + h * hd);
+        }
+      }
+    }
+    return want;
+  }
 
   static int[] kvOf(int heads, int kv) {
     int[] out = new int[heads];

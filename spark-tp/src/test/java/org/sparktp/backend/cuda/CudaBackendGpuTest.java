@@ -305,26 +305,8 @@ class CudaBackendGpuTest {
     float[] x = random(rows * cols);
     float[] g = random(cols);
     float[] b = random(cols);
-    double[] ln = new double[rows * cols];
-    double[] rms = new double[rows * cols];
-    for (int r = 0; r < rows; r++) {
-      double mean = 0;
-      double sq = 0;
-      for (int c = 0; c < cols; c++) {
-        mean += x[r * cols + c];
-        sq += (double) x[r * cols + c] * x[r * cols + c];
-      }
-      mean /= cols;
-      double var = 0;
-      for (int c = 0; c < cols; c++) {
-        var += (x[r * cols + c] - mean) * (x[r * cols + c] - mean);
-      }
-      var /= cols;
-      for (int c = 0; c < cols; c++) {
-        ln[r * cols + c] = (x[r * cols + c] - mean) / Math.sqrt(var + 1e-5) * g[c] + b[c];
-        rms[r * cols + c] = x[r * cols + c] / Math.sqrt(sq / cols + 1e-6) * g[c];
-      }
-    }
+    double[] ln = org.sparktp.testing.Reference.layerNorm(x, rows, cols, g, b, 1e-5);
+    double[] rms = org.sparktp.testing.Reference.rmsNorm(x, rows, cols, g, 1e-6);
     try (Tensor t = gpu.upload(x, 0, rows, cols); Tensor tg = gpu.upload(g, 0, 1, cols);
         Tensor tb = gpu.upload(b, 0, 1, cols); Tensor c = cpu.upload(x, 0, rows, cols);
         Tensor cg = cpu.upload(g, 0, 1, cols); Tensor cb = cpu.upload(b, 0, 1, cols)) {
